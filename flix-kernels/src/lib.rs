@@ -1,0 +1,14 @@
+//! flix-kernels: devices, tensors and every numeric op of FLix, on the CPU and on CUDA.
+//!
+//! Each op has a plain-loop CPU reference, a fast CPU path and a CUDA launcher; launchers check
+//! shapes, dtypes and devices before they touch memory, and every op returns [`Result`].
+
+pub mod cuda;
+pub mod device;
+pub mod error;
+pub mod ops;
+pub mod tensor;
+
+pub use device::Device;
+pub use error::{KernelError, Result};
+pub use tensor::{DType, Storage, Tensor};

@@ -1,0 +1,5 @@
+//! The transformer's ops, one file each, each with its CPU path and its CUDA launcher.
+
+pub mod matmul;
+
+pub use matmul::{gemm_f32, matmul, Trans};
