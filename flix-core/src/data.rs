@@ -58,9 +58,13 @@ pub fn read_jsonl_files<P: AsRef<Path>>(
 /// Parses one non-blank line found at `location`.
 pub fn parse_line(line: &str, location: Location, feature_names: &[&str]) -> Result<Example> {
     let value: Value = serde_json::from_str(line).map_err(|e| {
+        // serde's message ends with "at line 1 column N"; only the column says something here.
+        let message = e.to_string();
+        let position = format!(" at line {} column {}", e.line(), e.column());
+        let reason = message.strip_suffix(&position).unwrap_or(&message);
         CoreError::data(
             &location,
-            format!("invalid JSON at column {}: {e}", e.column()),
+            format!("invalid JSON at column {}: {reason}", e.column()),
         )
     })?;
     let Value::Object(mut fields) = value else {
