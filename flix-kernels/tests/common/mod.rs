@@ -41,22 +41,28 @@ impl Rng {
     }
 }
 
-/// The devices (and activation dtypes) every test body runs on: the CPU in f32 always; CUDA in
-/// f32 and bf16 when `Device::cuda(0)` works. Without CUDA it prints why it skipped, and with
-/// `FLIX_REQUIRE_GPU=1` it fails instead.
-pub fn devices() -> Vec<(Device, DType)> {
-    let mut out = vec![(Device::Cpu, DType::F32)];
+/// CUDA device 0, or `None` after printing why it was skipped; with `FLIX_REQUIRE_GPU=1` a
+/// missing GPU fails the test instead, so a GPU run can never pass by skipping.
+pub fn cuda_or_skip() -> Option<Device> {
     match Device::cuda(0) {
-        Ok(cuda) => {
-            out.push((cuda.clone(), DType::F32));
-            out.push((cuda, DType::BF16));
-        }
+        Ok(cuda) => Some(cuda),
         Err(e) => {
             if std::env::var("FLIX_REQUIRE_GPU").as_deref() == Ok("1") {
                 panic!("FLIX_REQUIRE_GPU=1 but CUDA is unavailable: {e}");
             }
             eprintln!("SKIPPED cuda: {e}");
+            None
         }
+    }
+}
+
+/// The devices (and activation dtypes) every test body runs on: the CPU in f32 always; CUDA in
+/// f32 and bf16 when it is there (see [`cuda_or_skip`]).
+pub fn devices() -> Vec<(Device, DType)> {
+    let mut out = vec![(Device::Cpu, DType::F32)];
+    if let Some(cuda) = cuda_or_skip() {
+        out.push((cuda.clone(), DType::F32));
+        out.push((cuda, DType::BF16));
     }
     out
 }
