@@ -2,6 +2,7 @@
 //! the feature set of each example, feature dropout, and the batch plan the kernels run on.
 //! No device code and no tensors live here.
 
+pub mod demo;
 pub mod plan;
 
 pub use plan::{BatchPlan, PlanError, SegmentSpec, Tile, TypeShape, ABSENT};
