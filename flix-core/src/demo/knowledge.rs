@@ -82,8 +82,12 @@ pub(crate) fn knowledge_lines(lang: &dyn Language, seed: u64, dates: usize) -> V
 }
 
 /// Fails if a knowledge line of an example's language holds that example in task form: its input
-/// then its target with nothing but spaces and punctuation (at most [`MAX_GAP`] characters) between,
-/// or its input or target as the whole line. Pass the held-out examples.
+/// then its target as whole items, with nothing but spaces and punctuation (at most [`MAX_GAP`]
+/// characters) between, or its input or target as the whole line. Pass the held-out examples.
+///
+/// "Whole items": the input starts the line or follows a non-alphanumeric character, and the target
+/// ends the line or is followed by punctuation (not a space), so that `..., cincuenta y nueve,
+/// sesenta y uno` does not count as holding the pair 59 -> `sesenta` (60).
 pub fn check_knowledge(
     knowledge: &[KnowledgeLine],
     examples: &[DemoExample],
@@ -103,25 +107,36 @@ pub fn check_knowledge(
 }
 
 /// Most non-alphanumeric characters allowed between an input and its target in [`check_knowledge`].
-pub const MAX_GAP: usize = 3;
+pub const MAX_GAP: usize = 4;
 
-/// Whether `text` has `input`, then at most [`MAX_GAP`] non-alphanumeric characters, then `target`.
+/// Whether `text` has the item `input`, then at most [`MAX_GAP`] non-alphanumeric characters, then
+/// the item `target` (see [`check_knowledge`] for what an item is).
 fn holds_pair(text: &str, input: &str, target: &str) -> bool {
-    if input.is_empty() {
+    if input.is_empty() || target.is_empty() {
         return false;
     }
     text.match_indices(input).any(|(at, _)| {
+        let starts_item = text[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_alphanumeric());
         let rest = &text[at + input.len()..];
-        let gap = rest
-            .char_indices()
-            .take_while(|(_, c)| !c.is_alphanumeric())
+        let gap_chars = rest
+            .chars()
+            .take_while(|c| !c.is_alphanumeric())
             .take(MAX_GAP + 1)
             .count();
-        if gap > MAX_GAP {
+        if !starts_item || gap_chars > MAX_GAP {
             return false;
         }
-        let after_gap: usize = rest.chars().take(gap).map(char::len_utf8).sum();
-        rest[after_gap..].starts_with(target)
+        let gap_bytes: usize = rest.chars().take(gap_chars).map(char::len_utf8).sum();
+        let Some(after_target) = rest[gap_bytes..].strip_prefix(target) else {
+            return false;
+        };
+        after_target
+            .chars()
+            .next()
+            .is_none_or(|c| !c.is_alphanumeric() && !c.is_whitespace())
     })
 }
 
@@ -139,7 +154,7 @@ mod tests {
         ));
         assert!(holds_pair("37thirty-seven", "37", "thirty-seven"));
         assert!(!holds_pair("37 is thirty-seven", "37", "thirty-seven"));
-        assert!(!holds_pair("37 ::  thirty-seven", "37", "thirty-seven"));
+        assert!(!holds_pair("37 ::   thirty-seven", "37", "thirty-seven"));
         assert!(!holds_pair("thirty-seven, 37", "37", "thirty-seven"));
         assert!(!holds_pair("anything", "", "anything"));
     }

@@ -26,8 +26,8 @@ impl Cell {
 }
 
 /// A Latin-square diagonal: language `i` holds out task `i mod tasks.len()`. With at least two
-/// languages and two tasks, every held-out language keeps its other tasks and, as long as there
-/// are more languages than tasks, every task keeps the languages that hold out another one.
+/// languages and two tasks, every language keeps its other tasks and every task keeps the languages
+/// that hold out another one, so the result passes [`validate_heldout`].
 pub fn diagonal_heldout(langs: &[String], tasks: &[Task]) -> Vec<Cell> {
     if tasks.is_empty() {
         return Vec::new();
