@@ -180,15 +180,8 @@ fn date_targets_spell_the_input_date_in_the_language() {
 
 #[test]
 fn number_tasks_use_every_number_equally_often() {
-    let config = DemoConfig {
-        languages: vec!["eng".to_string(), "deu".to_string()],
-        train_per_cell: 200,
-        ..DemoConfig::default()
-    };
-    let config = DemoConfig {
-        heldout: flix_core::demo::diagonal_heldout(&config.languages, &config.tasks),
-        ..config
-    };
+    let config = DemoConfig::for_grid(&["eng", "deu"], &Task::ALL);
+    assert_eq!(config.train_per_cell, 200);
     let m = generate(&config).expect("generates");
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for e in m
@@ -345,4 +338,50 @@ fn check_knowledge_catches_a_planted_example() {
             assert!(matches!(err, DemoError::KnowledgeLeak { .. }), "{err}");
         }
     }
+}
+
+#[test]
+fn the_grid_layout_matches_the_real_mixture_and_leaves_heldout_cells_untrained() {
+    let m = generate(&DemoConfig::tiny()).expect("generates");
+    let dir = tempfile::tempdir().expect("temp dir");
+    flix_core::demo::write_grid_dir(&m, dir.path()).expect("writes");
+    let mut read_back: Vec<DemoExample> = Vec::new();
+    let mut files = 0;
+    for e in std::fs::read_dir(dir.path())
+        .expect("lists")
+        .filter_map(|e| e.ok())
+    {
+        if !e.path().is_dir() {
+            continue;
+        }
+        let task = e.file_name().to_string_lossy().to_string();
+        for l in std::fs::read_dir(e.path())
+            .expect("lists")
+            .filter_map(|l| l.ok())
+        {
+            let lang = l.file_name().to_string_lossy().to_string();
+            let train = l.path().join(TRAIN_FILE);
+            assert_eq!(train.exists(), !m.is_heldout(&lang, &task), "{task}/{lang}");
+            for file in [TRAIN_FILE, DEV_FILE, TEST_FILE] {
+                let path = l.path().join(file);
+                if !path.exists() {
+                    continue;
+                }
+                let examples = read_jsonl(&path).expect("reads");
+                assert!(
+                    examples.iter().all(|x| x.task == task && x.lang == lang),
+                    "{path:?}"
+                );
+                read_back.extend(examples);
+                files += 1;
+            }
+        }
+    }
+    // 32 cells × (dev, test) + 24 trained cells × train.
+    assert_eq!(files, 32 * 2 + 24);
+    let mut expected: Vec<DemoExample> = all_examples(&m).cloned().collect();
+    expected.sort_by(|a, b| a.id.cmp(&b.id));
+    read_back.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(read_back, expected);
+    assert!(dir.path().join(KNOWLEDGE_FILE).exists() && dir.path().join(HELDOUT_FILE).exists());
 }

@@ -1,8 +1,12 @@
-//! The demo mixture on disk: one folder with `train.jsonl`, `dev.jsonl`, `test.jsonl` (one example
-//! per line, the real mixture's record shape), `knowledge.txt` (one plain sentence per line) and
-//! `heldout.json` (`{"heldout": [{"lang": .., "task": ..}, ..]}`, like the real mixture's
-//! `zero_shot_split.json`). Each file is written to a temporary name and renamed, so a crash never
-//! leaves a torn file.
+//! The demo mixture on disk, in one of two layouts:
+//! - [`write_dir`]: one folder with `train.jsonl`, `dev.jsonl`, `test.jsonl`;
+//! - [`write_grid_dir`]: the real mixture's layout, `<task>/<lang>/{train,dev,test}.jsonl` (held-out
+//!   cells have no `train.jsonl`), so the demo goes through the same loader as real data.
+//!
+//! Both add `knowledge.txt` (one plain sentence per line) and `heldout.json`
+//! (`{"heldout": [{"lang": .., "task": ..}, ..]}`, the shape of the real mixture's
+//! `zero_shot_split.json`). Examples are one JSON object per line, the real mixture's record shape.
+//! Each file is written to a temporary name and renamed, so a crash never leaves a torn file.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -21,22 +25,67 @@ struct HeldoutFile<'a> {
     heldout: &'a [Cell],
 }
 
-/// Writes `mixture` into `dir` (created if missing), returning the paths written.
+/// Writes `mixture` into `dir` (created if missing) as three flat JSONL files plus the knowledge
+/// text and the held-out list, returning the paths written.
 pub fn write_dir(mixture: &DemoMixture, dir: &Path) -> Result<Vec<PathBuf>, DemoError> {
-    fs::create_dir_all(dir).map_err(|source| io_error(dir, source))?;
+    create_dir(dir)?;
     let mut written = Vec::new();
-    for (name, examples) in [
+    for (name, examples) in split_files(mixture) {
+        let refs: Vec<&DemoExample> = examples.iter().collect();
+        written.push(write_examples(&dir.join(name), &refs)?);
+    }
+    written.extend(write_side_files(mixture, dir)?);
+    Ok(written)
+}
+
+/// Writes `mixture` into `dir` (created if missing) in the real mixture's layout,
+/// `<task>/<lang>/{train,dev,test}.jsonl`, plus the knowledge text and the held-out list at the
+/// top, returning the paths written. A cell gets a file only for the splits it has examples in.
+pub fn write_grid_dir(mixture: &DemoMixture, dir: &Path) -> Result<Vec<PathBuf>, DemoError> {
+    create_dir(dir)?;
+    let mut written = Vec::new();
+    for (name, examples) in split_files(mixture) {
+        // Cells in order of first appearance, which is the generator's order.
+        let mut cells: Vec<(&str, &str)> = Vec::new();
+        for e in examples {
+            if !cells.contains(&(e.task.as_str(), e.lang.as_str())) {
+                cells.push((e.task.as_str(), e.lang.as_str()));
+            }
+        }
+        for (task, lang) in cells {
+            let cell_dir = dir.join(task).join(lang);
+            create_dir(&cell_dir)?;
+            let refs: Vec<&DemoExample> = examples
+                .iter()
+                .filter(|e| e.task == task && e.lang == lang)
+                .collect();
+            written.push(write_examples(&cell_dir.join(name), &refs)?);
+        }
+    }
+    written.extend(write_side_files(mixture, dir)?);
+    Ok(written)
+}
+
+fn split_files(mixture: &DemoMixture) -> [(&'static str, &[DemoExample]); 3] {
+    [
         (TRAIN_FILE, &mixture.train),
         (DEV_FILE, &mixture.dev),
         (TEST_FILE, &mixture.test),
-    ] {
-        let mut text = String::new();
-        for example in examples {
-            text.push_str(&to_json(example, &dir.join(name))?);
-            text.push('\n');
-        }
-        written.push(write_atomically(&dir.join(name), &text)?);
+    ]
+}
+
+fn write_examples(path: &Path, examples: &[&DemoExample]) -> Result<PathBuf, DemoError> {
+    let mut text = String::new();
+    for example in examples {
+        text.push_str(&to_json(example, path)?);
+        text.push('\n');
     }
+    write_atomically(path, &text)
+}
+
+/// `knowledge.txt` and `heldout.json`.
+fn write_side_files(mixture: &DemoMixture, dir: &Path) -> Result<Vec<PathBuf>, DemoError> {
+    let mut written = Vec::new();
     let mut knowledge = String::new();
     for line in &mixture.knowledge {
         knowledge.push_str(&line.text);
@@ -98,4 +147,8 @@ fn io_error(path: &Path, source: std::io::Error) -> DemoError {
         path: path.to_path_buf(),
         source,
     }
+}
+
+fn create_dir(dir: &Path) -> Result<(), DemoError> {
+    fs::create_dir_all(dir).map_err(|source| io_error(dir, source))
 }

@@ -27,7 +27,8 @@ use serde::{Deserialize, Serialize};
 
 pub use date::{days_in_month, is_leap_year, Date, FIRST_YEAR, LAST_YEAR};
 pub use io::{
-    read_jsonl, write_dir, DEV_FILE, HELDOUT_FILE, KNOWLEDGE_FILE, TEST_FILE, TRAIN_FILE,
+    read_jsonl, write_dir, write_grid_dir, DEV_FILE, HELDOUT_FILE, KNOWLEDGE_FILE, TEST_FILE,
+    TRAIN_FILE,
 };
 pub use knowledge::{check_knowledge, KnowledgeKind, KnowledgeLine, MAX_GAP};
 pub use lang::{all_languages, language, Language, MAX_NUMBER};
@@ -112,6 +113,20 @@ impl Default for DemoConfig {
 }
 
 impl DemoConfig {
+    /// A `languages` × `tasks` grid with its diagonal held out ([`diagonal_heldout`]) and the
+    /// default sizes. Check it with [`DemoConfig::validate`] (a one-language grid, for example,
+    /// cannot train its held-out task anywhere).
+    pub fn for_grid(languages: &[&str], tasks: &[Task]) -> Self {
+        let languages: Vec<String> = languages.iter().map(|l| l.to_string()).collect();
+        let heldout = diagonal_heldout(&languages, tasks);
+        Self {
+            languages,
+            tasks: tasks.to_vec(),
+            heldout,
+            ..Self::default()
+        }
+    }
+
     /// The default grid with a handful of examples per cell, for tests.
     pub fn tiny() -> Self {
         Self {
@@ -260,6 +275,7 @@ pub enum DemoError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    /// `line` is 1-based when reading, 0 when writing.
     #[error("{path}:{line}: {source}")]
     Json {
         path: std::path::PathBuf,
