@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use flix_core::{read_jsonl_files, whitespace_tokens, FeatureConfig, Registry, TypeDefaults};
+use flix_core::{
+    read_jsonl_files, whitespace_tokens, Example, FeatureConfig, Registry, TypeDefaults,
+};
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
@@ -68,7 +70,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
 
     let mut grid = Grid::new(&registry);
     for ex in &examples {
-        let tokens = (whitespace_tokens(&ex.input) + whitespace_tokens(&ex.target)) as u64;
+        let tokens = example_tokens(ex);
         let id_of = |k: usize| {
             let ft = &registry.types()[k];
             ex.features.get(ft.name()).and_then(|v| ft.id_of(v))
@@ -100,13 +102,17 @@ pub fn run(args: InspectArgs) -> Result<()> {
                 .filter(|e| e.features.get(ft.name()) == Some(value))
             {
                 count.examples += 1;
-                count.tokens +=
-                    (whitespace_tokens(&ex.input) + whitespace_tokens(&ex.target)) as u64;
+                count.tokens += example_tokens(ex);
             }
             println!("  {value:<16} {}", count.cell());
         }
     }
     Ok(())
+}
+
+/// Whitespace words of input and target: the token count until a tokenizer exists.
+fn example_tokens(ex: &Example) -> u64 {
+    (whitespace_tokens(&ex.input) + whitespace_tokens(&ex.target)) as u64
 }
 
 #[derive(Clone, Copy, Default, Debug)]
