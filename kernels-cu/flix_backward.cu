@@ -6,7 +6,8 @@
 //   dB_{k,v}   += Σ_{segments s using v} Σ_{t in s} dY[t]ᵀ H_k[t]
 //   dA_{k,v}   += s_k Σ_{segments s using v} Σ_{t in s} dH_k[t]ᵀ X[t]
 //
-// Work decomposition (no float atomics anywhere: same inputs, same bits)
+// Work decomposition (no float atomics anywhere: same inputs, same bits). dH and dX of bf16
+// activations run on the tensor cores (flix_mma.cuh); the weight-gradient partials use f32 FMA.
 //   flix_dh_partial_*   = the shrink kernel with B in place of A: grid (tiles, ceil(R/32), nsplit),
 //                         d_out split nsplit ways into f32 partials.
 //   flix_dh_finish_f32  sums the partials in order, zeroes absent types: dH in f32.
@@ -37,7 +38,7 @@ flix_dh_partial_f32(const float* dY, int d_out, FlixTypes p, const int* slots,
 extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
 flix_dh_partial_bf16(const __nv_bfloat16* dY, int d_out, FlixTypes p, const int* slots,
                      const FlixTile* tiles, float* part, int num_tokens, int split_len) {
-    flix_narrow<__nv_bfloat16, true>(dY, d_out, p, slots, tiles, part, num_tokens, split_len);
+    flix_narrow_mma<true>(dY, d_out, p, slots, tiles, part, num_tokens, split_len);
 }
 
 extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
@@ -55,7 +56,7 @@ flix_dx_f32(const float* dH, int d_in, FlixTypes p, const int* slots, const Flix
 extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
 flix_dx_bf16(const float* dH, int d_in, FlixTypes p, const int* slots, const FlixTile* tiles,
              __nv_bfloat16* dX, int accumulate) {
-    flix_wide<float, __nv_bfloat16, false>(dH, d_in, p, slots, tiles, dX, accumulate);
+    flix_wide_mma<float, false>(dH, d_in, p, slots, tiles, dX, accumulate);
 }
 
 extern "C" __global__ void __launch_bounds__(FLIX_THREADS)

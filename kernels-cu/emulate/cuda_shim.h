@@ -6,6 +6,7 @@
 // coalescing, or anything about speed.
 #pragma once
 #include <barrier>
+#include <type_traits>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -66,3 +67,9 @@ void emulate_launch(dim3 grid, unsigned threads, F kernel) {
                 for (auto& th : pool) th.join();
             }
 }
+
+#define __align__(n) __attribute__((aligned(n)))
+struct alignas(16) uint4 {
+    unsigned x, y, z, w;
+};
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
