@@ -205,3 +205,82 @@ __device__ void flix_wide_mma(const HT* __restrict__ H, int N, const FlixTypes& 
         }
     }
 }
+
+// Stages rows [row0, row0 + ROWS) x columns [col0, col0 + 64) of a row-major matrix (row stride
+// ld_src) into dst[ROWS][LD] as bf16; rows at or past row_end and columns at or past ncols read
+// as 0. A bf16 source whose rows are multiples of 8 elements is copied with 16-byte loads (col0
+// is a multiple of 64, so no 8-chunk crosses ncols); anything else element by element.
+template <int ROWS, int LD, typename S>
+__device__ __forceinline__ void flix_stage_bf16(__nv_bfloat16 (*dst)[LD], const S* __restrict__ src,
+                                                int ld_src, long long row0, long long row_end,
+                                                int col0, int ncols) {
+    const int tid = threadIdx.x;
+    bool vector_path = false;
+    if constexpr (sizeof(S) == 2) vector_path = (ld_src & 7) == 0;
+    if (vector_path) {
+        for (int e = tid; e < ROWS * 8; e += FLIX_THREADS) {
+            const int t = e / 8, c = (e % 8) * 8;
+            uint4 v = make_uint4(0, 0, 0, 0);
+            if (row0 + t < row_end && col0 + c < ncols)
+                v = *reinterpret_cast<const uint4*>(src + (row0 + t) * ld_src + col0 + c);
+            *reinterpret_cast<uint4*>(&dst[t][c]) = v;
+        }
+    } else {
+        for (int e = tid; e < ROWS * 64; e += FLIX_THREADS) {
+            const int t = e / 64, c = e % 64;
+            float v = 0.f;
+            if (row0 + t < row_end && col0 + c < ncols) v = flix_to_f32(src[(row0 + t) * ld_src + col0 + c]);
+            dst[t][c] = __float2bfloat16_rn(v);
+        }
+    }
+}
+
+// flix_seg_outer on tensor cores: out[s - s0, m, n] = Σ_{t in s} L[t, m] Rm[t, n] for a 64 x 64
+// block, tokens in chunks of 32. Lᵀ is read as a column-major matrix_a straight from the staged
+// token-major tile. Warp w computes rows 16 (w % 4), columns 16 (2 (w / 4) + {0, 1}).
+// L is bf16 dY (dB) or f32 dH (dA, rounded to bf16 as staged); Rm is bf16 H (dB) or X (dA).
+template <typename LT>
+__device__ void flix_seg_outer_mma(const LT* __restrict__ L, int LM,
+                                   const __nv_bfloat16* __restrict__ Rm, int LN,
+                                   const int* __restrict__ seg_starts, int s0,
+                                   float* __restrict__ out) {
+    using namespace nvcuda;
+    constexpr int MB = 64, NB = 64, KT = 32, LDS = 64 + 8, LDC = NB + 4;
+    __shared__ __align__(32) __nv_bfloat16 Ls[KT][LDS];  // tokens x m: Lᵀ as col-major matrix_a
+    __shared__ __align__(32) __nv_bfloat16 Rs[KT][LDS];  // tokens x n: row-major matrix_b
+    __shared__ __align__(32) float Cs[MB][LDC];
+    const int s = s0 + blockIdx.x;
+    const int t_begin = seg_starts[s], t_end = seg_starts[s + 1];
+    if (t_begin == t_end) return;
+    const int m0 = blockIdx.y * MB, n0 = blockIdx.z * NB;
+    const int tid = threadIdx.x, warp = tid / 32, wm = warp % 4, wn = (warp / 4) * 2;
+
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2];
+    wmma::fill_fragment(acc[0], 0.f);
+    wmma::fill_fragment(acc[1], 0.f);
+    for (int t0 = t_begin; t0 < t_end; t0 += KT) {
+        flix_stage_bf16<KT, LDS>(Ls, L, LM, t0, t_end, m0, LM);
+        flix_stage_bf16<KT, LDS>(Rs, Rm, LN, t0, t_end, n0, LN);
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < KT; kk += 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::col_major> a;
+            wmma::load_matrix_sync(a, &Ls[kk][wm * 16], LDS);
+#pragma unroll
+            for (int q = 0; q < 2; ++q) {
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> b;
+                wmma::load_matrix_sync(b, &Rs[kk][(wn + q) * 16], LDS);
+                wmma::mma_sync(acc[q], a, b, acc[q]);
+            }
+        }
+        __syncthreads();
+    }
+    wmma::store_matrix_sync(&Cs[wm * 16][wn * 16], acc[0], LDC, wmma::mem_row_major);
+    wmma::store_matrix_sync(&Cs[wm * 16][(wn + 1) * 16], acc[1], LDC, wmma::mem_row_major);
+    __syncthreads();
+    float* dst = out + (long long)blockIdx.x * LM * LN;
+    for (int e = tid; e < MB * NB; e += FLIX_THREADS) {
+        const int m = e / NB, n = e % NB;
+        if (m0 + m < LM && n0 + n < LN) dst[(long long)(m0 + m) * LN + n0 + n] = Cs[m][n];
+    }
+}
