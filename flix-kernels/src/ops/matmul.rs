@@ -360,6 +360,70 @@ mod tests {
         }
     }
 
+    /// CUDA device 0, or None after saying why; with FLIX_REQUIRE_GPU=1 a missing GPU fails.
+    fn cuda_or_skip(test: &str) -> Option<Device> {
+        match Device::cuda(0) {
+            Ok(device) => Some(device),
+            Err(e) => {
+                assert!(
+                    std::env::var("FLIX_REQUIRE_GPU").as_deref() != Ok("1"),
+                    "FLIX_REQUIRE_GPU=1 but CUDA is unavailable: {e}"
+                );
+                eprintln!("SKIPPED {test}: {e}");
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn cublas_matches_the_triple_loop_for_every_transpose_dtype_and_beta() {
+        let Some(device) = cuda_or_skip("cublas_matches_the_triple_loop") else {
+            return;
+        };
+        let (m, n, k) = (37, 70, 19);
+        for dtype in [crate::DType::F32, crate::DType::BF16] {
+            // bf16 tensors hold rounded values: the oracle gets the same rounded inputs, and the
+            // output is rounded once more (8 significant bits).
+            let round = |v: Vec<f32>| match dtype {
+                crate::DType::F32 => v,
+                crate::DType::BF16 => v
+                    .into_iter()
+                    .map(|x| half::bf16::from_f32(x).to_f32())
+                    .collect(),
+            };
+            let (rel, abs) = match dtype {
+                crate::DType::F32 => (1e-5, 1e-5),
+                crate::DType::BF16 => (1e-2, 1e-2),
+            };
+            for (ta, tb) in [
+                (Trans::N, Trans::N),
+                (Trans::N, Trans::T),
+                (Trans::T, Trans::N),
+                (Trans::T, Trans::T),
+            ] {
+                for beta in [0.0, 1.0, 0.5] {
+                    let a = round(pseudo_random(m * k, 11));
+                    let b = round(pseudo_random(k * n, 12));
+                    let c0 = round(pseudo_random(m * n, 13));
+                    let a_shape = if ta == Trans::N { [m, k] } else { [k, m] };
+                    let b_shape = if tb == Trans::N { [k, n] } else { [n, k] };
+                    let at = Tensor::from_f32(&device, dtype, &a_shape, &a).unwrap();
+                    let bt = Tensor::from_f32(&device, dtype, &b_shape, &b).unwrap();
+                    let mut ct = Tensor::from_f32(&device, dtype, &[m, n], &c0).unwrap();
+                    matmul(&at, ta, &bt, tb, &mut ct, 0.75, beta).unwrap();
+                    let want = reference(m, n, k, &a, ta, &b, tb, &c0, 0.75, beta);
+                    let got = ct.to_f32_vec().unwrap();
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - w).abs() <= abs + rel * w.abs(),
+                            "{dtype} {ta:?}{tb:?} beta={beta} element {i}: {g} vs {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn mismatched_inner_dimensions_name_both_shapes() {
         let a = Tensor::cpu(&[2, 3], vec![0.0; 6]).unwrap();
