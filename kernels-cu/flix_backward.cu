@@ -9,7 +9,7 @@
 // Work decomposition (no float atomics anywhere: same inputs, same bits). For bf16 activations
 // dH, dX and the weight-gradient partials run on the tensor cores (flix_mma.cuh; dA's partial
 // rounds the f32 dH to bf16 as it stages it); the f32 entries use f32 FMA.
-//   flix_dh_partial_*   = the shrink kernel with B in place of A: grid (tiles, ceil(R/32), nsplit),
+//   flix_dh_partial_*   = the shrink kernel with B in place of A: grid (tiles x ceil(R/32), 1, nsplit),
 //                         d_out split nsplit ways into f32 partials.
 //   flix_dh_finish_f32  sums the partials in order, zeroes absent types: dH in f32.
 //   flix_dx_*           = the expand kernel with s_k A in place of B: grid (tiles, ceil(d_in/64)).

@@ -8,7 +8,7 @@
 //
 // Work decomposition (the bf16 entries run the tensor-core versions of flix_mma.cuh, the f32
 // entries the FMA versions of flix_common.cuh; same grids and outputs)
-//   flix_shrink_*        grid (tiles, ceil(R/32), nsplit): each block reads its tile of X once per
+//   flix_shrink_*        grid (tiles x ceil(R/32), 1, nsplit): each block reads its tile of X once per
 //                        32 columns of H (once in all when R <= 32), for all K features of the
 //                        tile's segment; d_in is split nsplit ways (f32 partials) so that a batch
 //                        with few tiles still fills the GPU.
@@ -17,9 +17,9 @@
 //   flix_expand_*        grid (tiles, ceil(d_out/64)): reduction over R (short), Y tile written once.
 //
 // Cost at the reference shape (T = 8192 in 64 segments, d_in = d_out = 4096, r = 16, K = 2, so
-// R = 32; bf16; 128 tiles of 64 tokens, nsplit = 2):
+// R = 32; bf16; 128 tiles of 64 tokens, nsplit = 5):
 //   shrink: 2·T·d_in·R = 2.15 GFLOP; bytes: X 67.1 MB + used A (f32, <= 74 values x 262 kB)
-//           19.4 MB + partials 2 x 1.0 MB written and read + H 0.5 MB ~ 91 MB -> 27 us at 3.35 TB/s.
+//           19.4 MB + partials 5 x 1.0 MB written and read + H 0.5 MB ~ 97 MB -> 29 us at 3.35 TB/s.
 //   expand: 2.15 GFLOP; bytes: Y 67.1 MB written + used B 19.4 MB + H 0.5 MB ~ 87 MB -> 26 us.
 // With f32 FMA (~60 TFLOP/s on an H100, less with the shared-memory loads each FMA needs) the
 // arithmetic alone is > 36 us per op; on the tensor cores (bf16, ~990 TFLOP/s dense) it is ~2 us,

@@ -48,10 +48,13 @@ __device__ void flix_narrow_mma(const __nv_bfloat16* __restrict__ L, int D, cons
     __shared__ const float* wrow[NC];
     __shared__ int wstride[NC];
 
-    const FlixTile tile = tiles[blockIdx.x];
-    const int rows = (int)(tile.end - tile.start);
+    // blockIdx.x walks (tile, column block) with the column block fastest, so that the blocks
+    // reading one tile of L run together and all but the first find it in L2.
     const int R = p.total_rank;
-    const int c0 = blockIdx.y * NC;
+    const int col_blocks = (R + NC - 1) / NC;
+    const FlixTile tile = tiles[blockIdx.x / col_blocks];
+    const int rows = (int)(tile.end - tile.start);
+    const int c0 = (blockIdx.x % col_blocks) * NC;
     const int i_begin = blockIdx.z * split_len;
     const int i_end = min(D, i_begin + split_len);
     const int tid = threadIdx.x, warp = tid / 32, wm = warp % 4, wn = warp / 4;

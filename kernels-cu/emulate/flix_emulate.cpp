@@ -31,7 +31,7 @@ struct Problem {
 
 // Mirrors params::split_long_dim.
 static void split_long_dim(int d, int blocks, int* nsplit, int* split_len) {
-    const int step = 64, target = 264;
+    const int step = 64, target = 528;
     int steps = std::max((d + step - 1) / step, 1);
     int wanted = std::clamp((target + std::max(blocks, 1) - 1) / std::max(blocks, 1), 1, std::min(steps, 65535));
     *split_len = ((steps + wanted - 1) / wanted) * step;
@@ -128,7 +128,7 @@ static void run(const Problem& pb, uint64_t seed, double rtol) {
         int col_blocks = (R + 31) / 32, nsplit, split_len;
         split_long_dim(d_in, ntiles * col_blocks, &nsplit, &split_len);
         vector<float> part((size_t)nsplit * T_ * R, nan_f());
-        emulate_launch({unsigned(ntiles), unsigned(col_blocks), unsigned(nsplit)}, 256, [&] {
+        emulate_launch({unsigned(ntiles * col_blocks), 1, unsigned(nsplit)}, 256, [&] {
             if constexpr (std::is_same_v<T, float>) flix_shrink_f32(X.data(), d_in, p, slots.data(), tl, part.data(), T_, split_len);
             else flix_shrink_bf16(X.data(), d_in, p, slots.data(), tl, part.data(), T_, split_len);
         });
@@ -181,7 +181,7 @@ static void run(const Problem& pb, uint64_t seed, double rtol) {
         int col_blocks = (R + 31) / 32, nsplit, split_len;
         split_long_dim(d_out, ntiles * col_blocks, &nsplit, &split_len);
         vector<float> part((size_t)nsplit * T_ * R, nan_f());
-        emulate_launch({unsigned(ntiles), unsigned(col_blocks), unsigned(nsplit)}, 256, [&] {
+        emulate_launch({unsigned(ntiles * col_blocks), 1, unsigned(nsplit)}, 256, [&] {
             if constexpr (std::is_same_v<T, float>) flix_dh_partial_f32(dY.data(), d_out, p, slots.data(), tl, part.data(), T_, split_len);
             else flix_dh_partial_bf16(dY.data(), d_out, p, slots.data(), tl, part.data(), T_, split_len);
         });

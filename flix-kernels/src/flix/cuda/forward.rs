@@ -85,7 +85,7 @@ pub(super) fn narrow<T: DeviceRepr, O: DeviceRepr>(
             .arg(&mut part)
             .arg(&t_i)
             .arg(&split_i)
-            .launch(grid(OP, cplan.num_tiles, col_blocks, nsplit)?)?;
+            .launch(grid(OP, cplan.num_tiles * col_blocks, 1, nsplit)?)?;
     }
     let f = backend.function(source, finish)?;
     // SAFETY: argument list matches `flix_shrink_finish_*` and `flix_dh_finish_f32`.

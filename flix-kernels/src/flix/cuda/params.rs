@@ -24,10 +24,11 @@ pub const NARROW_STEP: usize = 64;
 pub const WIDE_COLS: usize = 64;
 /// Rows and columns of a per-segment gradient partial block (`flix_seg_outer`).
 pub const OUTER_BLOCK: usize = 64;
-/// Split the long dimension of shrink/dH until about this many blocks are in flight (two waves
-/// of 132 SMs). A constant, not the device's SM count, so that the summation order, and hence
+/// Split the long dimension of shrink/dH until about this many blocks are in flight (four
+/// 256-thread blocks on each of an H100's 132 SMs, enough 16-byte loads in flight to cover the
+/// memory latency). A constant, not the device's SM count, so that the summation order, and hence
 /// the bits, are the same on every card.
-pub const TARGET_BLOCKS: usize = 264;
+pub const TARGET_BLOCKS: usize = 528;
 /// Largest f32 workspace for the per-segment gradient partials; beyond it segments are
 /// processed in groups (see [`segment_groups`]).
 pub const PARTIAL_BUDGET_BYTES: usize = 256 << 20;
@@ -97,7 +98,7 @@ pub fn check_types(op: &'static str, plan: &BatchPlan) -> Result<()> {
 }
 
 /// Everything the kernels index with 32-bit integers or put in a grid dimension fits:
-/// T, d_in, d_out, R and one value's gradient block in i32; ceil(d / 64) and ceil(R / 32)
+/// T, d_in, d_out, R and one value's gradient block in i32; ceil(d / 64) and ceil(R / 64)
 /// within the 65535 limit of grid y and z.
 pub fn check_limits(op: &'static str, plan: &BatchPlan, d_in: usize, d_out: usize) -> Result<()> {
     check_types(op, plan)?;
@@ -128,7 +129,7 @@ pub fn check_limits(op: &'static str, plan: &BatchPlan, d_in: usize, d_out: usiz
     let grids = [
         ("d_in", d_in.div_ceil(WIDE_COLS)),
         ("d_out", d_out.div_ceil(WIDE_COLS)),
-        ("total rank R", r.div_ceil(NARROW_COLS)),
+        ("total rank R", r.div_ceil(OUTER_BLOCK)),
     ];
     for (what, blocks) in grids {
         if blocks > MAX_GRID_YZ {
