@@ -1,1 +1,8 @@
-//! flix-model
+//! flix-model: Llama-family transformers read from Hugging Face checkpoints, with FLix adapters,
+//! a forward and backward pass written by hand over explicit saved activations (no autograd).
+
+pub mod config;
+pub mod error;
+
+pub use config::{Family, LlamaConfig};
+pub use error::{ModelError, Result};
