@@ -3,6 +3,8 @@
 
 pub mod config;
 pub mod error;
+pub mod weights;
 
 pub use config::{Family, LlamaConfig};
 pub use error::{ModelError, Result};
+pub use weights::Checkpoint;
