@@ -1,6 +1,8 @@
 //! `flix`: the command line of FLix. It parses arguments, shows progress and prints reports; the
 //! math lives in the library crates.
 
+mod inspect;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -15,9 +17,14 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Print a mixture of JSONL files as a grid of feature values (examples and tokens per cell).
+    Inspect(inspect::InspectArgs),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Inspect(args) => inspect::run(args),
+    }
 }

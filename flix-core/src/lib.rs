@@ -1,7 +1,19 @@
 //! flix-core: the host-side bookkeeping of FLix. Feature types and their values (the registry),
-//! the feature set of each example, feature dropout, and the batch plan the kernels run on.
-//! No device code and no tensors live here.
+//! the feature set of each example, feature dropout, reading JSONL examples, and the batch plan
+//! the kernels run on. No device code and no tensors live here.
 
+pub mod config;
+pub mod data;
+pub mod dropout;
+pub mod error;
+pub mod features;
 pub mod plan;
+pub mod registry;
 
+pub use config::{FeatureConfig, TypeConfig, TypeDefaults};
+pub use data::{read_jsonl, read_jsonl_files, whitespace_tokens, Example};
+pub use dropout::{splitmix64, DropoutPolicy, FeatureDropout};
+pub use error::{CoreError, Location, Result};
+pub use features::{FeatureSet, Mode};
 pub use plan::{BatchPlan, PlanError, SegmentSpec, Tile, TypeShape, ABSENT};
+pub use registry::{FeatureType, Registry};

@@ -144,7 +144,8 @@ impl BatchPlan {
                 slots.push(id);
             }
             let start = total;
-            total += seg.len as u64;
+            // Saturating: a `len` near usize::MAX must give the overflow error, not a panic.
+            total = total.saturating_add(seg.len as u64);
             if total > i32::MAX as u64 {
                 return Err(PlanError::TooManyTokens {
                     example,

@@ -6,9 +6,12 @@
 pub mod cuda;
 pub mod device;
 pub mod error;
+pub mod flix;
 pub mod ops;
 pub mod tensor;
+pub mod tolerance;
 
 pub use device::Device;
 pub use error::{KernelError, Result};
 pub use tensor::{DType, Storage, Tensor};
+pub use tolerance::Tolerance;

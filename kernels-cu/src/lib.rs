@@ -17,5 +17,24 @@ pub const CONVERT: Source = Source {
     code: include_str!("../convert.cu"),
 };
 
+/// FLix forward: shrink (with its split-reduction finish) and expand. `flix_common.cuh` (the
+/// per-type parameter struct and the tile GEMM templates) is prepended: NVRTC compiles one string.
+pub const FLIX_FORWARD: Source = Source {
+    name: "flix_forward.cu",
+    code: concat!(
+        include_str!("../flix_common.cuh"),
+        include_str!("../flix_forward.cu")
+    ),
+};
+
+/// FLix backward: dH, dX, per-segment dA/dB partials and their deterministic CSR reduce.
+pub const FLIX_BACKWARD: Source = Source {
+    name: "flix_backward.cu",
+    code: concat!(
+        include_str!("../flix_common.cuh"),
+        include_str!("../flix_backward.cu")
+    ),
+};
+
 /// Every source, so the compile check cannot miss one.
-pub const ALL: &[Source] = &[CONVERT];
+pub const ALL: &[Source] = &[CONVERT, FLIX_FORWARD, FLIX_BACKWARD];

@@ -1,0 +1,147 @@
+//! Reading examples from JSONL files: one JSON object per line with the feature fields (`"lang"`,
+//! `"task"`, or any type named in the config), `"input"` and `"target"` strings, an optional
+//! `"id"`; other fields are ignored. Blank lines are skipped. Anything else that is malformed is
+//! an error naming file, line (1-based) and what is wrong: a bad line never becomes a silently
+//! dropped example.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::error::{CoreError, Location, Result};
+
+/// One example: where it comes from, its feature values by type name, its text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Example {
+    pub location: Location,
+    pub id: Option<String>,
+    /// Feature type name → value, for the requested types the line has (`null` counts as absent).
+    pub features: BTreeMap<String, String>,
+    pub input: String,
+    pub target: String,
+}
+
+/// Reads every example of `path`, taking `feature_names` as the feature fields.
+pub fn read_jsonl(path: &Path, feature_names: &[&str]) -> Result<Vec<Example>> {
+    let file = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
+    let file_name: Arc<Path> = Arc::from(path);
+    let mut examples = Vec::new();
+    for (index, line) in BufReader::new(file).lines().enumerate() {
+        let location = Location {
+            file: file_name.clone(),
+            line: index + 1,
+        };
+        let line = line.map_err(|e| CoreError::data(&location, format!("cannot read: {e}")))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        examples.push(parse_line(&line, location, feature_names)?);
+    }
+    Ok(examples)
+}
+
+/// Reads the examples of several files, in order.
+pub fn read_jsonl_files<P: AsRef<Path>>(
+    paths: &[P],
+    feature_names: &[&str],
+) -> Result<Vec<Example>> {
+    let mut examples = Vec::new();
+    for path in paths {
+        examples.extend(read_jsonl(path.as_ref(), feature_names)?);
+    }
+    Ok(examples)
+}
+
+/// Parses one non-blank line found at `location`.
+pub fn parse_line(line: &str, location: Location, feature_names: &[&str]) -> Result<Example> {
+    let value: Value = serde_json::from_str(line).map_err(|e| {
+        // serde's message ends with "at line 1 column N"; only the column says something here.
+        let message = e.to_string();
+        let position = format!(" at line {} column {}", e.line(), e.column());
+        let reason = message.strip_suffix(&position).unwrap_or(&message);
+        CoreError::data(
+            &location,
+            format!("invalid JSON at column {}: {reason}", e.column()),
+        )
+    })?;
+    let Value::Object(mut fields) = value else {
+        return Err(CoreError::data(
+            &location,
+            format!("expected a JSON object, found {}", kind(&value)),
+        ));
+    };
+    let mut text_field = |name: &str| match fields.remove(name) {
+        Some(Value::String(s)) => Ok(s),
+        Some(other) => Err(CoreError::data(
+            &location,
+            format!("field {name:?} must be a string, found {}", kind(&other)),
+        )),
+        None => Err(CoreError::data(
+            &location,
+            format!("missing field {name:?}"),
+        )),
+    };
+    let input = text_field("input")?;
+    let target = text_field("target")?;
+    let id = match fields.remove("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(other) => {
+            return Err(CoreError::data(
+                &location,
+                format!("field \"id\" must be a string, found {}", kind(&other)),
+            ))
+        }
+    };
+    let mut features = BTreeMap::new();
+    for &name in feature_names {
+        match fields.get(name) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) if s.is_empty() => {
+                return Err(CoreError::data(
+                    &location,
+                    format!("feature {name:?} has an empty value (leave the field out, or null, for absent)"),
+                ))
+            }
+            Some(Value::String(s)) => {
+                features.insert(name.to_string(), s.clone());
+            }
+            Some(other) => {
+                return Err(CoreError::data(
+                    &location,
+                    format!(
+                        "feature {name:?} must be a string (or null for absent), found {}",
+                        kind(other)
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(Example {
+        location,
+        id,
+        features,
+        input,
+        target,
+    })
+}
+
+fn kind(value: &Value) -> String {
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("the boolean {b}"),
+        Value::Number(n) => format!("the number {n}"),
+        Value::String(_) => "a string".into(),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+/// Whitespace-separated words of `text`: the token count `flix inspect` uses until a tokenizer
+/// exists.
+pub fn whitespace_tokens(text: &str) -> usize {
+    text.split_whitespace().count()
+}

@@ -1,0 +1,85 @@
+// FLix forward (DESIGN §4): shrink then expand. flix_common.cuh is prepended to this file.
+//
+//   shrink: H[t, off_k + j] = s_k Σ_i X[t, i] A_{k,f}[j, i]     (0 where type k is absent)
+//   expand: Y[t, o] = Σ_k Σ_j H[t, off_k + j] B_{k,f}[o, j]     written (the layer's case: cuBLAS
+//                                                               then adds X Wᵀ with beta = 1, so
+//                                                               Y is read once) or added.
+//   add_bias: Y[t, o] += bias[o].
+//
+// Work decomposition
+//   flix_shrink_*        grid (tiles, ceil(R/32), nsplit): each block reads its tile of X once per
+//                        32 columns of H (once in all when R <= 32), for all K features of the
+//                        tile's segment; d_in is split nsplit ways (f32 partials) so that a batch
+//                        with few tiles still fills the GPU.
+//   flix_shrink_finish_* grid (tiles): sums the nsplit partials in order, applies s_k, zeroes
+//                        absent types, casts to the activation dtype. Deterministic.
+//   flix_expand_*        grid (tiles, ceil(d_out/64)): reduction over R (short), Y tile written once.
+//
+// Cost at the reference shape (T = 8192 in 64 segments, d_in = d_out = 4096, r = 16, K = 2, so
+// R = 32; bf16; 128 tiles of 64 tokens, nsplit = 2):
+//   shrink: 2·T·d_in·R = 2.15 GFLOP; bytes: X 67.1 MB + used A (f32, <= 74 values x 262 kB)
+//           19.4 MB + partials 2 x 1.0 MB written and read + H 0.5 MB ~ 91 MB -> 27 us at 3.35 TB/s.
+//   expand: 2.15 GFLOP; bytes: Y 67.1 MB written + used B 19.4 MB + H 0.5 MB ~ 87 MB -> 26 us.
+// With f32 FMA (~60 TFLOP/s on an H100) the arithmetic alone is ~36 us per op: these FMA kernels
+// are arithmetic-bound at this shape; tensor-core MMA is what would make them memory-bound.
+
+template <typename T>
+__device__ void flix_shrink_body(const T* X, int d_in, const FlixTypes& p, const int* slots,
+                                 const FlixTile* tiles, float* part, int num_tokens,
+                                 int split_len) {
+    flix_narrow<T, false>(X, d_in, p, slots, tiles, part, num_tokens, split_len);
+}
+
+extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
+flix_shrink_f32(const float* X, int d_in, FlixTypes p, const int* slots, const FlixTile* tiles,
+                float* part, int num_tokens, int split_len) {
+    flix_shrink_body<float>(X, d_in, p, slots, tiles, part, num_tokens, split_len);
+}
+
+extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
+flix_shrink_bf16(const __nv_bfloat16* X, int d_in, FlixTypes p, const int* slots,
+                 const FlixTile* tiles, float* part, int num_tokens, int split_len) {
+    flix_shrink_body<__nv_bfloat16>(X, d_in, p, slots, tiles, part, num_tokens, split_len);
+}
+
+extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
+flix_shrink_finish_f32(const float* part, int nsplit, int num_tokens, FlixTypes p,
+                       const int* slots, const FlixTile* tiles, float* H) {
+    flix_narrow_finish<float>(part, nsplit, num_tokens, p, slots, tiles, H, true);
+}
+
+extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
+flix_shrink_finish_bf16(const float* part, int nsplit, int num_tokens, FlixTypes p,
+                        const int* slots, const FlixTile* tiles, __nv_bfloat16* H) {
+    flix_narrow_finish<__nv_bfloat16>(part, nsplit, num_tokens, p, slots, tiles, H, true);
+}
+
+extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
+flix_expand_f32(const float* H, int d_out, FlixTypes p, const int* slots, const FlixTile* tiles,
+                float* Y, int accumulate) {
+    flix_wide<float, float, true>(H, d_out, p, slots, tiles, Y, accumulate);
+}
+
+extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
+flix_expand_bf16(const __nv_bfloat16* H, int d_out, FlixTypes p, const int* slots,
+                 const FlixTile* tiles, __nv_bfloat16* Y, int accumulate) {
+    flix_wide<__nv_bfloat16, __nv_bfloat16, true>(H, d_out, p, slots, tiles, Y, accumulate);
+}
+
+// Y[t, o] += bias[o], grid-stride over the T x d_out elements.
+template <typename T>
+__device__ void flix_add_bias_body(T* y, const T* bias, long long n, int d_out) {
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < n;
+         e += (long long)gridDim.x * blockDim.x) {
+        y[e] = flix_from_f32<T>(flix_to_f32(y[e]) + flix_to_f32(bias[e % d_out]));
+    }
+}
+
+extern "C" __global__ void flix_add_bias_f32(float* y, const float* bias, long long n, int d_out) {
+    flix_add_bias_body<float>(y, bias, n, d_out);
+}
+
+extern "C" __global__ void flix_add_bias_bf16(__nv_bfloat16* y, const __nv_bfloat16* bias,
+                                              long long n, int d_out) {
+    flix_add_bias_body<__nv_bfloat16>(y, bias, n, d_out);
+}
