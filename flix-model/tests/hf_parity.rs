@@ -5,8 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use flix_kernels::Device;
-use flix_model::{Batch, LlamaModel, Sequence, TrainMode};
+use flix_core::{BatchPlan, SegmentSpec, TypeShape};
+use flix_kernels::tolerance::Tolerance;
+use flix_kernels::{DType, Device, Tensor};
+use flix_model::{AdapterSpec, Batch, LlamaModel, Sequence, TargetModule, TrainMode};
 use safetensors::SafeTensors;
 
 fn fixture_dir() -> PathBuf {
@@ -29,35 +31,12 @@ fn devices() -> Vec<Device> {
     out
 }
 
-/// Relative + absolute tolerance; the failure message names the worst element.
-#[derive(Clone, Copy, Debug)]
-struct Tolerance {
-    abs: f64,
-    rel: f64,
-}
-
 /// f32 forward and backward against PyTorch's f32 (different summation orders).
-const F32: Tolerance = Tolerance {
-    abs: 2e-5,
-    rel: 1e-3,
-};
+const F32: Tolerance = Tolerance::F32;
 
-impl Tolerance {
-    fn assert_close(&self, what: &str, got: &[f32], want: &[f32]) {
-        assert_eq!(got.len(), want.len(), "{what}: length");
-        let mut worst: Option<(usize, f64)> = None;
-        for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            let excess = (*g as f64 - *w as f64).abs() - (self.abs + self.rel * (*w as f64).abs());
-            if excess > 0.0 && worst.is_none_or(|(_, e)| excess > e) {
-                worst = Some((i, excess));
-            }
-        }
-        if let Some((i, _)) = worst {
-            panic!(
-                "{what}: element {i} is {} but Hugging Face has {} ({self:?})",
-                got[i], want[i]
-            );
-        }
+fn assert_close(what: &str, got: &[f32], want: &[f32]) {
+    if let Err(m) = F32.check(what, got, want) {
+        panic!("{m}");
     }
 }
 
@@ -113,7 +92,7 @@ fn logits_and_loss_match_transformers() {
         let vocab = model.config.vocab_size;
         for s in 0..batch.num_sequences() {
             let rows = &logits[batch.starts[s] * vocab..batch.starts[s + 1] * vocab];
-            F32.assert_close(
+            assert_close(
                 &format!("{device} logits of sequence {s}"),
                 rows,
                 &expected.get(&format!("full.logits.{s}")),
@@ -121,7 +100,7 @@ fn logits_and_loss_match_transformers() {
         }
         let scored = model.score(&batch, None).unwrap();
         let loss = scored.loss_sum / scored.count as f64;
-        F32.assert_close(
+        assert_close(
             &format!("{device} loss"),
             &[loss as f32],
             &expected.get("full.loss"),
@@ -137,7 +116,7 @@ fn full_parameter_gradients_match_transformers() {
         let mut model = LlamaModel::load(&fixture_dir(), &device).unwrap();
         model.set_train_mode(TrainMode::Full).unwrap();
         let report = model.forward_backward(&batch, None).unwrap();
-        F32.assert_close(
+        assert_close(
             &format!("{device} loss"),
             &[report.loss as f32],
             &expected.get("full.loss"),
@@ -145,7 +124,7 @@ fn full_parameter_gradients_match_transformers() {
         let mut checked = 0;
         for p in model.params_mut() {
             let grad = p.grad.as_ref().unwrap().to_f32_vec().unwrap();
-            F32.assert_close(
+            assert_close(
                 &format!("{device} gradient of {}", p.name),
                 &grad,
                 &expected.get(&format!("full.grad.{}", p.name)),
@@ -154,5 +133,102 @@ fn full_parameter_gradients_match_transformers() {
         }
         // embed, 2 × (2 norms + 7 projections), final norm, head.
         assert_eq!(checked, 1 + 2 * 9 + 2);
+    }
+}
+
+/// The fixture's PEFT LoRA (q_proj and v_proj, r = 4, alpha = 8) as a single-feature FLix:
+/// one type with one value that every example has.
+#[test]
+fn lora_as_single_feature_flix_matches_peft() {
+    let expected = Expected::load();
+    let batch = fixture_batch();
+    let (rank, alpha) = (4, 8.0);
+    let targets = [TargetModule::Q, TargetModule::V];
+    for device in devices() {
+        let mut model = LlamaModel::load(&fixture_dir(), &device).unwrap();
+        model.set_train_mode(TrainMode::Adapters).unwrap();
+        model
+            .attach_adapters(&AdapterSpec::lora(rank, alpha, &targets, 0))
+            .unwrap();
+        let layers = model.config.num_hidden_layers;
+        for layer in 0..layers {
+            for module in targets {
+                let name = format!("model.layers.{layer}.self_attn.{}", module.hf_name());
+                let lin = model.linear_mut(layer, module).unwrap();
+                let ty = &mut lin.adapter.as_mut().unwrap().layers.types[0];
+                let (a_shape, b_shape) = (ty.a.shape().to_vec(), ty.b.shape().to_vec());
+                let a = expected.get(&format!("lora.weight.{name}.lora_A"));
+                let b = expected.get(&format!("lora.weight.{name}.lora_B"));
+                ty.a = Tensor::from_f32(&device, DType::F32, &a_shape, &a).unwrap();
+                ty.b = Tensor::from_f32(&device, DType::F32, &b_shape, &b).unwrap();
+            }
+        }
+        let segments: Vec<SegmentSpec> = batch
+            .sequence_lens()
+            .map(|len| SegmentSpec {
+                len,
+                slots: vec![0],
+            })
+            .collect();
+        let plan = BatchPlan::new(
+            &[TypeShape {
+                rank,
+                num_values: 1,
+            }],
+            &segments,
+            4,
+        )
+        .unwrap();
+        let plan = model.device_plan(plan).unwrap();
+
+        let logits = model
+            .logits(&batch, Some(&plan))
+            .unwrap()
+            .to_f32_vec()
+            .unwrap();
+        let vocab = model.config.vocab_size;
+        for s in 0..batch.num_sequences() {
+            let rows = &logits[batch.starts[s] * vocab..batch.starts[s + 1] * vocab];
+            assert_close(
+                &format!("{device} LoRA logits of sequence {s}"),
+                rows,
+                &expected.get(&format!("lora.logits.{s}")),
+            );
+        }
+        let report = model.forward_backward(&batch, Some(&plan)).unwrap();
+        assert_close(
+            &format!("{device} LoRA loss"),
+            &[report.loss as f32],
+            &expected.get("lora.loss"),
+        );
+        for layer in 0..layers {
+            for module in targets {
+                let name = format!("model.layers.{layer}.self_attn.{}", module.hf_name());
+                let lin = model.linear_mut(layer, module).unwrap();
+                assert!(
+                    lin.weight.grad.is_none(),
+                    "{name}: base weight must stay frozen"
+                );
+                let grads = &lin.adapter.as_ref().unwrap().grads;
+                let (da, db) = (
+                    grads.da[0].to_f32_vec().unwrap(),
+                    grads.db[0].to_f32_vec().unwrap(),
+                );
+                assert!(
+                    da.iter().any(|v| v.abs() > 1e-4),
+                    "{name}: dA should be nonzero"
+                );
+                assert_close(
+                    &format!("{device} dA of {name}"),
+                    &da,
+                    &expected.get(&format!("lora.grad.{name}.lora_A")),
+                );
+                assert_close(
+                    &format!("{device} dB of {name}"),
+                    &db,
+                    &expected.get(&format!("lora.grad.{name}.lora_B")),
+                );
+            }
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! One decoder layer: pre-norm attention and pre-norm SwiGLU MLP, each added to the residual
 //! stream. `forward` returns the activations `backward` needs (llm.c style, no autograd).
 
-use flix_core::BatchPlan;
+use flix_kernels::flix::DevicePlan;
 use flix_kernels::ops::attention::{attention_backward, attention_forward, AttentionShape};
 use flix_kernels::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 use flix_kernels::ops::rope::{rope_backward, rope_forward};
@@ -51,7 +51,7 @@ pub struct LayerSaved {
 /// What a layer needs to know about the batch besides its activations.
 pub struct LayerInputs<'a> {
     pub batch: &'a Batch,
-    pub plan: Option<&'a BatchPlan>,
+    pub plan: Option<&'a DevicePlan>,
     pub inv_freq: &'a [f32],
 }
 

@@ -1,24 +1,30 @@
-//! A linear layer y = x Wᵀ (+ b), W in PyTorch's [out, in] layout, forward and backward.
+//! A linear layer y = x Wᵀ (+ b), W in PyTorch's [out, in] layout, with optional FLix adapters.
 //!
-//! Every projection of the model goes through this one type, so that FLix adapters attach in a
-//! single place: `forward` and `backward` take the batch plan the adapters need.
+//! Every projection of the model goes through this one type. With adapters, forward and backward
+//! are the FLix ops' `linear_forward` / `linear_backward` (DESIGN §4), which need the batch's
+//! device plan; without, a plain GEMM.
 
-use flix_core::BatchPlan;
+use flix_kernels::flix::{add_bias, linear_backward, linear_forward, DevicePlan, Write};
 use flix_kernels::ops::{matmul, Trans};
 use flix_kernels::Tensor;
 
 use super::param::Param;
+use crate::adapters::Adapter;
 use crate::error::{ModelError, Result};
 use crate::weights::Checkpoint;
 
 pub struct Linear {
     pub weight: Param,
     pub bias: Option<Param>,
+    pub adapter: Option<Adapter>,
 }
 
-/// What `forward` keeps for `backward` beyond the input itself.
+/// What `forward` keeps for `backward` beyond the input itself: the adapters' low-rank
+/// activations H `[T, R]`.
 #[derive(Default)]
-pub struct LinearSaved {}
+pub struct LinearSaved {
+    h: Option<Tensor>,
+}
 
 impl Linear {
     /// Loads `{prefix}.weight` ([out, in]) and, with `bias`, `{prefix}.bias` ([out]).
@@ -42,6 +48,7 @@ impl Linear {
             } else {
                 None
             },
+            adapter: None,
         })
     }
 
@@ -52,27 +59,84 @@ impl Linear {
         self.weight.value.shape()[1]
     }
 
-    /// y = x Wᵀ + b for x [T, in].
-    pub fn forward(&self, _plan: Option<&BatchPlan>, x: &Tensor) -> Result<(Tensor, LinearSaved)> {
-        let t = x.shape().first().copied().unwrap_or(0);
-        let mut y = Tensor::zeros(x.device(), x.dtype(), &[t, self.out_dim()])?;
-        matmul(x, Trans::N, &self.weight.value, Trans::T, &mut y, 1.0, 0.0)?;
-        if let Some(b) = &self.bias {
-            add_row_vector(&mut y, &b.value)?;
-        }
-        Ok((y, LinearSaved::default()))
+    fn plan_for<'p>(&self, plan: Option<&'p DevicePlan>) -> Result<&'p DevicePlan> {
+        plan.ok_or_else(|| {
+            ModelError::Batch(format!(
+                "{} has adapters but no batch plan was given",
+                self.weight.name
+            ))
+        })
     }
 
-    /// From dY: dX += dY W; and, when trainable, dW += dYᵀ x, db += Σ_rows dY.
+    /// y = x Wᵀ + b (+ the adapters' update) for x [T, in].
+    pub fn forward(&self, plan: Option<&DevicePlan>, x: &Tensor) -> Result<(Tensor, LinearSaved)> {
+        let t = x.shape().first().copied().unwrap_or(0);
+        let mut y = Tensor::zeros(x.device(), x.dtype(), &[t, self.out_dim()])?;
+        let bias = self.bias.as_ref().map(|b| &b.value);
+        match &self.adapter {
+            Some(ad) => {
+                let plan = self.plan_for(plan)?;
+                let rank = plan.plan().total_rank();
+                let mut h = Tensor::zeros(x.device(), x.dtype(), &[t, rank])?;
+                linear_forward(
+                    plan,
+                    &self.weight.value,
+                    bias,
+                    &ad.layers,
+                    x,
+                    &mut y,
+                    &mut h,
+                )?;
+                Ok((y, LinearSaved { h: Some(h) }))
+            }
+            None => {
+                matmul(x, Trans::N, &self.weight.value, Trans::T, &mut y, 1.0, 0.0)?;
+                if let Some(b) = bias {
+                    add_bias(b, &mut y)?;
+                }
+                Ok((y, LinearSaved::default()))
+            }
+        }
+    }
+
+    /// From dY: dX += dY W (+ the adapters' part); adds adapter gradients, and dW = dYᵀ x,
+    /// db = Σ_rows dY when the base weights are trainable.
     pub fn backward(
         &mut self,
-        _plan: Option<&BatchPlan>,
+        plan: Option<&DevicePlan>,
         x: &Tensor,
-        _saved: &LinearSaved,
+        saved: &LinearSaved,
         dy: &Tensor,
         dx: &mut Tensor,
     ) -> Result<()> {
-        matmul(dy, Trans::N, &self.weight.value, Trans::N, dx, 1.0, 1.0)?;
+        match (&mut self.adapter, &saved.h) {
+            (Some(ad), Some(h)) => {
+                let plan = plan.ok_or_else(|| {
+                    ModelError::Batch(format!(
+                        "{}: backward needs the batch plan",
+                        self.weight.name
+                    ))
+                })?;
+                linear_backward(
+                    plan,
+                    &self.weight.value,
+                    &ad.layers,
+                    x,
+                    h,
+                    dy,
+                    dx,
+                    Write::Accumulate,
+                    &mut ad.grads,
+                )?;
+            }
+            (None, None) => matmul(dy, Trans::N, &self.weight.value, Trans::N, dx, 1.0, 1.0)?,
+            _ => {
+                return Err(ModelError::Invalid(format!(
+                    "{}: adapters were attached or removed between forward and backward",
+                    self.weight.name
+                )))
+            }
+        }
         if let Some(dw) = self.weight.grad.as_mut() {
             matmul(dy, Trans::T, x, Trans::N, dw, 1.0, 1.0)?;
         }
@@ -85,25 +149,6 @@ impl Linear {
     pub fn params_mut(&mut self) -> impl Iterator<Item = &mut Param> {
         std::iter::once(&mut self.weight).chain(self.bias.as_mut())
     }
-}
-
-/// y[t, :] += b for every row. CPU only for now.
-fn add_row_vector(y: &mut Tensor, b: &Tensor) -> Result<()> {
-    const OP: &str = "add_row_vector";
-    let n = b.numel();
-    if y.shape().last() != Some(&n) {
-        return Err(ModelError::Invalid(format!(
-            "{OP}: bias of {n} for rows {:?}",
-            y.shape()
-        )));
-    }
-    let b = b.cpu_data(OP)?;
-    for row in y.cpu_data_mut(OP)?.chunks_mut(n) {
-        for (a, c) in row.iter_mut().zip(b) {
-            *a += c;
-        }
-    }
-    Ok(())
 }
 
 /// db += Σ_t dy[t, :]. CPU only for now.

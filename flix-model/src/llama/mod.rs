@@ -12,6 +12,7 @@ mod param;
 use std::path::Path;
 
 use flix_core::BatchPlan;
+use flix_kernels::flix::DevicePlan;
 use flix_kernels::ops::cross_entropy::{
     linear_cross_entropy_backward, linear_cross_entropy_forward, CrossEntropy,
 };
@@ -25,6 +26,7 @@ pub use block::DecoderLayer;
 pub use linear::{Linear, LinearSaved};
 pub use param::Param;
 
+use crate::adapters::{Adapter, AdapterSpec, TargetModule};
 use crate::batch::Batch;
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
@@ -112,14 +114,68 @@ impl LlamaModel {
         Ok(())
     }
 
+    /// Zeroes the gradients of every trainable parameter and adapter.
     pub fn zero_grad(&mut self) -> Result<()> {
         for p in self.params_mut() {
             p.zero_grad()?;
         }
+        for layer in &mut self.layers {
+            for lin in layer.linears_mut() {
+                if let Some(ad) = lin.adapter.as_mut() {
+                    ad.zero_grad()?;
+                }
+            }
+        }
         Ok(())
     }
 
-    fn check_batch(&self, batch: &Batch, plan: Option<&BatchPlan>) -> Result<()> {
+    /// Attaches fresh FLix adapters (A Kaiming-uniform, B zero) to the spec's target modules of
+    /// every layer, replacing any attached before. Adapters are always trainable.
+    pub fn attach_adapters(&mut self, spec: &AdapterSpec) -> Result<()> {
+        let device = self.device.clone();
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            for (module, lin) in TargetModule::ALL.into_iter().zip(layer.linears_mut()) {
+                lin.adapter = if spec.targets.contains(&module) {
+                    let salt = (i * TargetModule::ALL.len() + module as usize) as u64;
+                    Some(Adapter::init(
+                        spec,
+                        lin.out_dim(),
+                        lin.in_dim(),
+                        salt,
+                        &device,
+                    )?)
+                } else {
+                    None
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// The projection `module` of layer `layer`.
+    pub fn linear_mut(&mut self, layer: usize, module: TargetModule) -> Result<&mut Linear> {
+        let n = self.layers.len();
+        let l = self.layers.get_mut(layer).ok_or_else(|| {
+            ModelError::Invalid(format!("layer {layer} does not exist (the model has {n})"))
+        })?;
+        let [q, k, v, o, gate, up, down] = l.linears_mut();
+        Ok(match module {
+            TargetModule::Q => q,
+            TargetModule::K => k,
+            TargetModule::V => v,
+            TargetModule::O => o,
+            TargetModule::Gate => gate,
+            TargetModule::Up => up,
+            TargetModule::Down => down,
+        })
+    }
+
+    /// Binds a batch plan to the model's device (uploads it once on CUDA).
+    pub fn device_plan(&self, plan: BatchPlan) -> Result<DevicePlan> {
+        Ok(DevicePlan::new(&self.device, plan)?)
+    }
+
+    fn check_batch(&self, batch: &Batch, plan: Option<&DevicePlan>) -> Result<()> {
         if let Some(w) = self.config.sliding_window {
             if let Some((s, len)) = batch.sequence_lens().enumerate().find(|(_, l)| *l > w) {
                 return Err(ModelError::Batch(format!(
@@ -129,6 +185,14 @@ impl LlamaModel {
             }
         }
         if let Some(plan) = plan {
+            if !plan.device().same(&self.device) {
+                return Err(ModelError::Batch(format!(
+                    "the batch plan lives on {}, the model on {}",
+                    plan.device(),
+                    self.device
+                )));
+            }
+            let plan = plan.plan();
             let same = plan.num_segments() == batch.num_sequences()
                 && (0..plan.num_segments())
                     .all(|s| plan.segment_range(s) == (batch.starts[s]..batch.starts[s + 1]));
@@ -146,7 +210,7 @@ impl LlamaModel {
     fn trunk(
         &self,
         batch: &Batch,
-        plan: Option<&BatchPlan>,
+        plan: Option<&DevicePlan>,
         save: bool,
     ) -> Result<(Tensor, Vec<block::LayerSaved>)> {
         self.check_batch(batch, plan)?;
@@ -172,7 +236,7 @@ impl LlamaModel {
     }
 
     /// Logits [T, vocab] for every token of the batch.
-    pub fn logits(&self, batch: &Batch, plan: Option<&BatchPlan>) -> Result<Tensor> {
+    pub fn logits(&self, batch: &Batch, plan: Option<&DevicePlan>) -> Result<Tensor> {
         let (x, _) = self.trunk(batch, plan, false)?;
         let (xn, _) = rmsnorm_forward(&x, &self.norm.value, self.config.rms_norm_eps)?;
         let mut logits = Tensor::zeros(
@@ -193,7 +257,7 @@ impl LlamaModel {
     }
 
     /// Log-likelihood of every target token (and the summed loss), without gradients.
-    pub fn score(&self, batch: &Batch, plan: Option<&BatchPlan>) -> Result<CrossEntropy> {
+    pub fn score(&self, batch: &Batch, plan: Option<&DevicePlan>) -> Result<CrossEntropy> {
         let (x, _) = self.trunk(batch, plan, false)?;
         let (xn, _) = rmsnorm_forward(&x, &self.norm.value, self.config.rms_norm_eps)?;
         Ok(linear_cross_entropy_forward(
@@ -209,7 +273,7 @@ impl LlamaModel {
     pub fn forward_backward(
         &mut self,
         batch: &Batch,
-        plan: Option<&BatchPlan>,
+        plan: Option<&DevicePlan>,
     ) -> Result<LossReport> {
         let (x, saved) = self.trunk(batch, plan, true)?;
         let eps = self.config.rms_norm_eps;
