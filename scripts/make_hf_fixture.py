@@ -15,7 +15,9 @@ different lengths, each run on its own (no padding):
 
 Run with the project's HF venv:  /opt/hfvenv/bin/python scripts/make_hf_fixture.py
 Outputs flix-model/tests/fixtures/tiny-llama/{config.json, model.safetensors, tokenizer.json,
-inputs.json, expected.safetensors}.
+inputs.json, expected.safetensors}, and tiny-qwen2/{config.json, model.safetensors,
+expected.safetensors}: a smaller Qwen2 (q/k/v biases, tied embeddings, default rope) with the
+same inputs, its logits, loss and full-parameter gradients.
 """
 
 import json
@@ -25,9 +27,12 @@ import torch
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-OUT = pathlib.Path(__file__).resolve().parent.parent / "flix-model/tests/fixtures/tiny-llama"
+FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "flix-model/tests/fixtures"
+OUT = FIXTURES / "tiny-llama"
+# A second, smaller model for the Qwen2 conventions: q/k/v biases, tied embeddings, default rope.
+OUT_QWEN2 = FIXTURES / "tiny-qwen2"
 
 CORPUS = [
     "the quick brown fox jumps over the lazy dog",
@@ -56,6 +61,16 @@ def make_tokenizer():
     return tok
 
 
+def randomize(model):
+    """Weights large enough that every op matters; norms near one, not exactly one."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1 and "norm" in name:
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            else:
+                p.copy_(0.15 * torch.randn_like(p))
+
+
 def make_model():
     torch.manual_seed(0)
     config = LlamaConfig(
@@ -81,13 +96,40 @@ def make_model():
         attn_implementation="eager",
     )
     model = LlamaForCausalLM(config).float()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim == 1:  # RMSNorm weights: near one, not exactly one.
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
-            else:
-                p.copy_(0.15 * torch.randn_like(p))
+    randomize(model)
     return model
+
+
+def make_qwen2():
+    torch.manual_seed(2)
+    config = Qwen2Config(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        max_position_embeddings=64,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        attn_implementation="eager",
+    )
+    model = Qwen2ForCausalLM(config).float()
+    randomize(model)
+    return model
+
+
+def write_qwen2():
+    """Logits, loss and full-parameter gradients of the tied, biased Qwen2 model."""
+    OUT_QWEN2.mkdir(parents=True, exist_ok=True)
+    model = make_qwen2()
+    model.save_pretrained(OUT_QWEN2, safe_serialization=True)
+    (OUT_QWEN2 / "generation_config.json").unlink(missing_ok=True)
+    expected = loss_over(model, "full.")
+    for name, p in model.named_parameters():
+        expected[f"full.grad.{name}"] = p.grad.detach().contiguous()
+    save_file(expected, str(OUT_QWEN2 / "expected.safetensors"))
 
 
 def loss_over(model, keep):
@@ -150,7 +192,9 @@ def main():
         "tokenizer_sample": {"text": text, "ids": tok.encode(text).ids},
     }
     (OUT / "inputs.json").write_text(json.dumps(inputs, indent=1) + "\n")
-    print("wrote", OUT, sorted(p.name for p in OUT.iterdir()))
+    write_qwen2()
+    for out in [OUT, OUT_QWEN2]:
+        print("wrote", out, sorted(p.name for p in out.iterdir()))
 
 
 if __name__ == "__main__":

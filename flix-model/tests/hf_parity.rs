@@ -11,8 +11,15 @@ use flix_kernels::{DType, Device, Tensor};
 use flix_model::{AdapterSpec, Batch, LlamaModel, Sequence, TargetModule, TrainMode};
 use safetensors::SafeTensors;
 
+/// `tiny-llama` (llama3 rope, untied, LoRA fixture) or `tiny-qwen2` (q/k/v biases, tied).
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
 fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama")
+    fixture("tiny-llama")
 }
 
 /// The devices to run on. CUDA is added when available; its absence is printed, and is a
@@ -45,9 +52,9 @@ struct Expected {
 }
 
 impl Expected {
-    fn load() -> Self {
+    fn load(dir: &Path) -> Self {
         Self {
-            bytes: std::fs::read(fixture_dir().join("expected.safetensors")).unwrap(),
+            bytes: std::fs::read(dir.join("expected.safetensors")).unwrap(),
         }
     }
     fn get(&self, name: &str) -> Vec<f32> {
@@ -82,12 +89,11 @@ fn fixture_batch() -> Batch {
     Batch::new(&seqs).unwrap()
 }
 
-#[test]
-fn logits_and_loss_match_transformers() {
-    let expected = Expected::load();
+fn check_logits_and_loss(dir: &Path) {
+    let expected = Expected::load(dir);
     let batch = fixture_batch();
     for device in devices() {
-        let model = LlamaModel::load(&fixture_dir(), &device).unwrap();
+        let model = LlamaModel::load(dir, &device).unwrap();
         let logits = model.logits(&batch, None).unwrap().to_f32_vec().unwrap();
         let vocab = model.config.vocab_size;
         for s in 0..batch.num_sequences() {
@@ -108,12 +114,11 @@ fn logits_and_loss_match_transformers() {
     }
 }
 
-#[test]
-fn full_parameter_gradients_match_transformers() {
-    let expected = Expected::load();
+fn check_full_gradients(dir: &Path, num_params: usize) {
+    let expected = Expected::load(dir);
     let batch = fixture_batch();
     for device in devices() {
-        let mut model = LlamaModel::load(&fixture_dir(), &device).unwrap();
+        let mut model = LlamaModel::load(dir, &device).unwrap();
         model.set_train_mode(TrainMode::Full).unwrap();
         let report = model.forward_backward(&batch, None).unwrap();
         assert_close(
@@ -131,16 +136,39 @@ fn full_parameter_gradients_match_transformers() {
             );
             checked += 1;
         }
-        // embed, 2 × (2 norms + 7 projections), final norm, head.
-        assert_eq!(checked, 1 + 2 * 9 + 2);
+        assert_eq!(checked, num_params);
     }
+}
+
+#[test]
+fn llama_logits_and_loss_match_transformers() {
+    check_logits_and_loss(&fixture("tiny-llama"));
+}
+
+#[test]
+fn llama_full_parameter_gradients_match_transformers() {
+    // embed, 2 × (2 norms + 7 projections), final norm, untied head.
+    check_full_gradients(&fixture("tiny-llama"), 1 + 2 * 9 + 2);
+}
+
+#[test]
+fn qwen2_tied_biased_logits_and_loss_match_transformers() {
+    let model = LlamaModel::load(&fixture("tiny-qwen2"), &Device::Cpu).unwrap();
+    assert!(model.config.qkv_bias && model.lm_head.is_none());
+    check_logits_and_loss(&fixture("tiny-qwen2"));
+}
+
+#[test]
+fn qwen2_full_parameter_gradients_match_transformers() {
+    // embed (also the head), 2 × (2 norms + 7 projections + 3 biases), final norm.
+    check_full_gradients(&fixture("tiny-qwen2"), 1 + 2 * 12 + 1);
 }
 
 /// The fixture's PEFT LoRA (q_proj and v_proj, r = 4, alpha = 8) as a single-feature FLix:
 /// one type with one value that every example has.
 #[test]
 fn lora_as_single_feature_flix_matches_peft() {
-    let expected = Expected::load();
+    let expected = Expected::load(&fixture_dir());
     let batch = fixture_batch();
     let (rank, alpha) = (4, 8.0);
     let targets = [TargetModule::Q, TargetModule::V];
