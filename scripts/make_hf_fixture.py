@@ -15,7 +15,7 @@ different lengths, each run on its own (no padding):
 
 Run with the project's HF venv:  /opt/hfvenv/bin/python scripts/make_hf_fixture.py
 Outputs flix-model/tests/fixtures/tiny-llama/{config.json, model.safetensors, tokenizer.json,
-inputs.json, expected.safetensors}, and tiny-qwen2/{config.json, model.safetensors,
+inputs.json, expected.safetensors, lora/ (the PEFT adapter directory)}, and tiny-qwen2/{config.json, model.safetensors,
 expected.safetensors}: a smaller Qwen2 (q/k/v biases, tied embeddings, default rope) with the
 same inputs, its logits, loss and full-parameter gradients.
 """
@@ -184,6 +184,10 @@ def main():
             expected[f"lora.weight.{short}"] = p.detach().contiguous()
             expected[f"lora.grad.{short}"] = p.grad.detach().contiguous()
     save_file(expected, str(OUT / "expected.safetensors"))
+    # The same LoRA as PEFT writes it (adapter_config.json, adapter_model.safetensors), for
+    # `flix score --adapters`.
+    peft_model.save_pretrained(OUT / "lora")
+    (OUT / "lora/README.md").unlink(missing_ok=True)
 
     text = "the quick brown fox predicts the next token"
     inputs = {

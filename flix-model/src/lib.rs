@@ -6,6 +6,9 @@ pub mod batch;
 pub mod config;
 pub mod error;
 pub mod llama;
+pub mod peft;
+pub mod score;
+pub mod tokenizer;
 pub mod weights;
 
 pub use adapters::{AdapterSpec, AdapterType, TargetModule};
@@ -13,4 +16,7 @@ pub use batch::{Batch, Sequence};
 pub use config::{Family, LlamaConfig};
 pub use error::{ModelError, Result};
 pub use llama::{LlamaModel, LossReport, TrainMode};
+pub use peft::{load_peft_lora, PeftLora};
+pub use score::{score_sequences, ExampleScore, Features};
+pub use tokenizer::TextTokenizer;
 pub use weights::Checkpoint;

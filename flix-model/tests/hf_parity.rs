@@ -260,3 +260,94 @@ fn lora_as_single_feature_flix_matches_peft() {
         }
     }
 }
+
+/// The PEFT adapter directory the fixture script saved, read by `load_peft_lora`, gives PEFT's
+/// logits; and per-example scores recombine into HF's loss, whatever the batching.
+#[test]
+fn peft_directory_and_scores_match_peft() {
+    let expected = Expected::load(&fixture_dir());
+    let batch = fixture_batch();
+    let mut model = LlamaModel::load(&fixture_dir(), &Device::Cpu).unwrap();
+    let lora = flix_model::load_peft_lora(&mut model, &fixture_dir().join("lora")).unwrap();
+    assert_eq!((lora.rank, lora.alpha), (4, 8.0));
+    let plan = model
+        .device_plan(lora.plan(batch.sequence_lens()).unwrap())
+        .unwrap();
+    let logits = model
+        .logits(&batch, Some(&plan))
+        .unwrap()
+        .to_f32_vec()
+        .unwrap();
+    let vocab = model.config.vocab_size;
+    for s in 0..batch.num_sequences() {
+        let rows = &logits[batch.starts[s] * vocab..batch.starts[s + 1] * vocab];
+        assert_close(
+            &format!("PEFT-dir logits of sequence {s}"),
+            rows,
+            &expected.get(&format!("lora.logits.{s}")),
+        );
+    }
+
+    let seqs: Vec<Sequence> = (0..batch.num_sequences())
+        .map(|s| {
+            let r = batch.starts[s]..batch.starts[s + 1];
+            Sequence {
+                tokens: batch.tokens[r.clone()].to_vec(),
+                targets: batch.targets[r].to_vec(),
+            }
+        })
+        .collect();
+    let types = [TypeShape {
+        rank: 4,
+        num_values: 1,
+    }];
+    let slots = vec![vec![0]; seqs.len()];
+    let features = flix_model::Features {
+        types: &types,
+        slots: &slots,
+    };
+    let together = flix_model::score_sequences(&model, &seqs, Some(&features), 1 << 20).unwrap();
+    let apart = flix_model::score_sequences(&model, &seqs, Some(&features), 1).unwrap();
+    let (mut sum, mut count) = (0.0, 0);
+    for (a, b) in together.iter().zip(&apart) {
+        assert_close(
+            "token logprobs, batched vs alone",
+            &a.token_logprobs,
+            &b.token_logprobs,
+        );
+        sum += a.loss.unwrap() * a.token_logprobs.len() as f64;
+        count += a.token_logprobs.len();
+    }
+    assert_close(
+        "loss recombined from per-example scores",
+        &[(sum / count as f64) as f32],
+        &expected.get("lora.loss"),
+    );
+}
+
+/// `tokenizer.json` read by the `tokenizers` crate gives the ids the Python library gave.
+#[test]
+fn tokenizer_matches_python_tokenizers() {
+    let text = std::fs::read_to_string(fixture_dir().join("inputs.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let sample = &json["tokenizer_sample"];
+    let want: Vec<u32> = sample["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let tok = flix_model::TextTokenizer::load(&fixture_dir()).unwrap();
+    assert_eq!(
+        tok.encode(sample["text"].as_str().unwrap(), true).unwrap(),
+        want
+    );
+    let seq = tok.encode_example("the quick", " brown fox").unwrap();
+    let prompt = tok.encode("the quick", true).unwrap();
+    assert_eq!(&seq.tokens[..prompt.len()], &prompt[..]);
+    assert!(seq.targets[..prompt.len() - 1].iter().all(|&t| t < 0));
+    assert_eq!(
+        seq.targets[prompt.len() - 1],
+        seq.tokens[prompt.len()] as i32
+    );
+}
