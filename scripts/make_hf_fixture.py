@@ -189,11 +189,28 @@ def main():
     peft_model.save_pretrained(OUT / "lora")
     (OUT / "lora/README.md").unlink(missing_ok=True)
 
+    # What `flix score --adapters lora` must print for two text examples: the prompt encoded
+    # with special tokens (BOS), the target without, log p of each target token under PEFT.
+    score_examples = []
+    with torch.no_grad():
+        for prompt, target in [
+            ("the quick brown fox", " jumps over the lazy dog"),
+            ("habari ya", " asubuhi rafiki"),
+        ]:
+            p_ids = tok.encode(prompt).ids
+            ids = p_ids + tok.encode(target, add_special_tokens=False).ids
+            logp = torch.log_softmax(peft_model(input_ids=torch.tensor([ids])).logits[0], -1)
+            token_logprobs = [logp[t - 1, ids[t]].item() for t in range(len(p_ids), len(ids))]
+            score_examples.append(
+                {"input": prompt, "target": target, "ids": ids, "token_logprobs": token_logprobs}
+            )
+
     text = "the quick brown fox predicts the next token"
     inputs = {
         "sequences": [{"ids": ids, "prompt_len": prompt} for ids, prompt in SEQUENCES],
         "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
         "tokenizer_sample": {"text": text, "ids": tok.encode(text).ids},
+        "score_examples_with_lora": score_examples,
     }
     (OUT / "inputs.json").write_text(json.dumps(inputs, indent=1) + "\n")
     write_qwen2()

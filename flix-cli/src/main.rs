@@ -2,6 +2,7 @@
 //! math lives in the library crates.
 
 mod inspect;
+mod score;
 
 use clap::{Parser, Subcommand};
 
@@ -20,11 +21,14 @@ struct Cli {
 enum Command {
     /// Print a mixture of JSONL files as a grid of feature values (examples and tokens per cell).
     Inspect(inspect::InspectArgs),
+    /// Per-example loss and per-token log-likelihood of a JSONL file under a model.
+    Score(score::ScoreArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Inspect(args) => inspect::run(args),
+        Command::Score(args) => score::run(args),
     }
 }
