@@ -99,6 +99,25 @@ impl DecoderLayer {
         ]
     }
 
+    /// The seven projections, after pushing the two norms into `norms` (a split borrow for
+    /// walking every parameter at once).
+    pub fn linears_mut_with_norms<'a>(
+        &'a mut self,
+        norms: &mut Vec<&'a mut Param>,
+    ) -> [&'a mut Linear; 7] {
+        norms.push(&mut self.input_norm);
+        norms.push(&mut self.post_norm);
+        [
+            &mut self.q_proj,
+            &mut self.k_proj,
+            &mut self.v_proj,
+            &mut self.o_proj,
+            &mut self.gate_proj,
+            &mut self.up_proj,
+            &mut self.down_proj,
+        ]
+    }
+
     pub fn params_mut(&mut self) -> Vec<&mut Param> {
         let mut out = vec![&mut self.input_norm, &mut self.post_norm];
         for l in [

@@ -24,7 +24,7 @@ use flix_kernels::{Device, Tensor};
 
 pub use block::DecoderLayer;
 pub use linear::{Linear, LinearSaved};
-pub use param::Param;
+pub use param::{duplicate, Param};
 
 use crate::adapters::{Adapter, AdapterSpec, TargetModule};
 use crate::batch::Batch;
@@ -53,6 +53,12 @@ pub struct LlamaModel {
     /// Vocabulary rows per step of the chunked cross-entropy.
     pub vocab_chunk: usize,
     inv_freq: Vec<f32>,
+}
+
+/// A trainable tensor and its accumulated gradient.
+pub struct Trainable<'a> {
+    pub value: &'a mut Tensor,
+    pub grad: &'a Tensor,
 }
 
 /// Mean loss over the target tokens of a batch.
@@ -103,6 +109,54 @@ impl LlamaModel {
         }
         out.push(&mut self.norm);
         out.extend(self.lm_head.as_mut());
+        out
+    }
+
+    /// Every trainable tensor with its gradient, in a fixed order: base parameters (full mode),
+    /// then each layer's adapters (A then B of every type).
+    pub fn trainable_mut(&mut self) -> Vec<Trainable<'_>> {
+        let mut out = Vec::new();
+        let LlamaModel {
+            embed,
+            layers,
+            norm,
+            lm_head,
+            ..
+        } = self;
+        let mut base: Vec<&mut Param> = vec![embed];
+        let mut adapters = Vec::new();
+        for layer in layers.iter_mut() {
+            let [q, k, v, o, gate, up, down] = layer.linears_mut_with_norms(&mut base);
+            for lin in [q, k, v, o, gate, up, down] {
+                base.push(&mut lin.weight);
+                base.extend(lin.bias.as_mut());
+                if let Some(ad) = lin.adapter.as_mut() {
+                    adapters.push(ad);
+                }
+            }
+        }
+        base.push(norm);
+        base.extend(lm_head.as_mut());
+        for p in base {
+            if let Some(grad) = p.grad.as_ref() {
+                out.push(Trainable {
+                    value: &mut p.value,
+                    grad,
+                });
+            }
+        }
+        for ad in adapters {
+            for (k, ty) in ad.layers.types.iter_mut().enumerate() {
+                out.push(Trainable {
+                    value: &mut ty.a,
+                    grad: &ad.grads.da[k],
+                });
+                out.push(Trainable {
+                    value: &mut ty.b,
+                    grad: &ad.grads.db[k],
+                });
+            }
+        }
         out
     }
 
