@@ -205,12 +205,23 @@ def main():
                 {"input": prompt, "target": target, "ids": ids, "token_logprobs": token_logprobs}
             )
 
+    # Greedy continuations under the LoRA model, by full recomputation (argmax of the last
+    # position, 6 times), for `LlamaModel::generate`.
+    greedy = []
+    with torch.no_grad():
+        for prompt in [[1, 17, 42, 99], [1, 88]]:
+            ids = list(prompt)
+            for _ in range(6):
+                ids.append(int(peft_model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
+            greedy.append({"prompt": prompt, "new_tokens": ids[len(prompt):]})
+
     text = "the quick brown fox predicts the next token"
     inputs = {
         "sequences": [{"ids": ids, "prompt_len": prompt} for ids, prompt in SEQUENCES],
         "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
         "tokenizer_sample": {"text": text, "ids": tok.encode(text).ids},
         "score_examples_with_lora": score_examples,
+        "greedy_with_lora": greedy,
     }
     (OUT / "inputs.json").write_text(json.dumps(inputs, indent=1) + "\n")
     write_qwen2()

@@ -16,7 +16,7 @@ pub use adapters::{AdapterSpec, AdapterType, TargetModule};
 pub use batch::{Batch, Sequence};
 pub use config::{Family, LlamaConfig};
 pub use error::{ModelError, Result};
-pub use llama::{LlamaModel, LossReport, TrainMode, Trainable};
+pub use llama::{GenerationConfig, LlamaModel, LossReport, TrainMode, Trainable};
 pub use optim::AdamW;
 pub use peft::{load_peft_lora, PeftLora};
 pub use score::{score_sequences, ExampleScore, Features};

@@ -1,6 +1,8 @@
 //! AdamW (decoupled weight decay), as `torch.optim.AdamW` computes it:
-//!     p ← p − lr·wd·p;  m ← β1 m + (1−β1) g;  v ← β2 v + (1−β2) g²;
-//!     p ← p − lr · (m / (1−β1^t)) / (sqrt(v / (1−β2^t)) + eps)
+//! ```text
+//! p ← p − lr·wd·p;  m ← β1 m + (1−β1) g;  v ← β2 v + (1−β2) g²;
+//! p ← p − lr · (m / (1−β1^t)) / (sqrt(v / (1−β2^t)) + eps)
+//! ```
 
 use crate::error::{KernelError, Result};
 use crate::{Device, Tensor};

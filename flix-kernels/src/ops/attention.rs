@@ -9,8 +9,10 @@
 //! recomputes the probabilities from it (as flash attention does), so saved activation memory is
 //! O(T·H), not O(T²·H):
 //!
-//!     p_j = exp(s_j − lse),  dp_j = dO·v_j,  ds_j = p_j (dp_j − dO·O),
-//!     dQ += scale Σ_j ds_j k_j,  dK_j += scale ds_j q,  dV_j += p_j dO
+//! ```text
+//! p_j = exp(s_j − lse),  dp_j = dO·v_j,  ds_j = p_j (dp_j − dO·O),
+//! dQ += scale Σ_j ds_j k_j,  dK_j += scale ds_j q,  dV_j += p_j dO
+//! ```
 
 use rayon::prelude::*;
 
@@ -227,6 +229,97 @@ pub fn attention_backward(
     ))
 }
 
+/// Forward attention of new queries against a key/value cache (decoding; no backward).
+///
+/// Segment s has queries `q_starts[s]..q_starts[s + 1]` and keys/values
+/// `kv_starts[s]..kv_starts[s + 1]`, whose last rows are the keys of those same queries: the
+/// query with local index j sits at key position `kv_len − q_len + j` and attends keys up to it.
+/// With `q_starts == kv_starts` this is [`attention_forward`] without the lse.
+pub fn attention_cached_forward(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    q_starts: &[usize],
+    kv_starts: &[usize],
+    shape: AttentionShape,
+) -> Result<Tensor> {
+    const OP: &str = "attention_cached_forward";
+    let AttentionShape {
+        heads,
+        kv_heads,
+        head_dim: hd,
+    } = shape;
+    if kv_heads == 0 || !heads.is_multiple_of(kv_heads) || hd == 0 {
+        return Err(KernelError::Invalid {
+            op: OP,
+            message: format!("{shape:?}: kv_heads must divide heads and head_dim must be >= 1"),
+        });
+    }
+    let tq = q.shape().first().copied().unwrap_or(0);
+    let tk = k.shape().first().copied().unwrap_or(0);
+    q.expect_shape(OP, "Q", &[tq, heads * hd])?;
+    k.expect_shape(OP, "K", &[tk, kv_heads * hd])?;
+    v.expect_shape(OP, "V", &[tk, kv_heads * hd])?;
+    let rises = |s: &[usize], end: usize| {
+        s.first() == Some(&0) && s.last() == Some(&end) && s.windows(2).all(|w| w[0] <= w[1])
+    };
+    let fits = q_starts.len() == kv_starts.len()
+        && rises(q_starts, tq)
+        && rises(kv_starts, tk)
+        && q_starts
+            .windows(2)
+            .zip(kv_starts.windows(2))
+            .all(|(a, b)| a[1] - a[0] <= b[1] - b[0]);
+    if !fits {
+        return Err(KernelError::Invalid {
+            op: OP,
+            message: format!(
+                "query starts {q_starts:?} (of {tq} rows) and key starts {kv_starts:?} (of {tk} \
+                 rows) must rise from 0 to the row counts, segment by segment, with no more \
+                 queries than keys"
+            ),
+        });
+    }
+    if !matches!(q.device(), Device::Cpu) {
+        return Err(not_on_cuda(OP));
+    }
+    let (qs, ks, vs) = (q.cpu_data(OP)?, k.cpu_data(OP)?, v.cpu_data(OP)?);
+    let group = heads / kv_heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut out = vec![0.0f32; tq * heads * hd];
+    let mut scores = Vec::new();
+    for (qs_, ks_) in q_starts.windows(2).zip(kv_starts.windows(2)) {
+        let offset = (ks_[1] - ks_[0]) - (qs_[1] - qs_[0]);
+        for (j, i) in (qs_[0]..qs_[1]).enumerate() {
+            let last = ks_[0] + offset + j;
+            for h in 0..heads {
+                let g = h / group;
+                let qi = &qs[i * heads * hd + h * hd..][..hd];
+                scores.clear();
+                let mut max = f32::NEG_INFINITY;
+                for kj in ks_[0]..=last {
+                    let s = dot(qi, &ks[kj * kv_heads * hd + g * hd..][..hd]) * scale;
+                    max = max.max(s);
+                    scores.push(s);
+                }
+                let mut sum = 0.0f32;
+                for s in scores.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                let o = &mut out[i * heads * hd + h * hd..][..hd];
+                for (p, kj) in scores.iter().zip(ks_[0]..=last) {
+                    let vj = &vs[kj * kv_heads * hd + g * hd..][..hd];
+                    for (a, b) in o.iter_mut().zip(vj) {
+                        *a += p / sum * b;
+                    }
+                }
+            }
+        }
+    }
+    Tensor::cpu(&[tq, heads * hd], out)
+}
+
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
@@ -329,6 +422,44 @@ mod tests {
             |x| dot_(reference(&qf, &kf, x, &starts, shape)),
             1e-3,
         );
+    }
+
+    #[test]
+    fn cached_attention_equals_the_last_rows_of_full_attention() {
+        let shape = AttentionShape {
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 3,
+        };
+        let starts = [0usize, 3, 4, 7];
+        let t = 7;
+        let q = pseudo_random(t * 12, 5);
+        let k = pseudo_random(t * 6, 6);
+        let v = pseudo_random(t * 6, 7);
+        let (qt, kt, vt) = (
+            Tensor::cpu(&[t, 12], q.clone()).unwrap(),
+            Tensor::cpu(&[t, 6], k.clone()).unwrap(),
+            Tensor::cpu(&[t, 6], v.clone()).unwrap(),
+        );
+        let full = reference(&to_f64(&q), &to_f64(&k), &to_f64(&v), &starts, shape);
+        // All queries (prefill).
+        let o = attention_cached_forward(&qt, &kt, &vt, &starts, &starts, shape).unwrap();
+        assert_close("prefill", &o.to_f32_vec().unwrap(), &full, 1e-5);
+        // Only the last query of each segment (decoding one token per sequence).
+        let last_rows = [2usize, 3, 6];
+        let qd: Vec<f32> = last_rows
+            .iter()
+            .flat_map(|&r| q[r * 12..(r + 1) * 12].to_vec())
+            .collect();
+        let qdt = Tensor::cpu(&[3, 12], qd).unwrap();
+        let o = attention_cached_forward(&qdt, &kt, &vt, &[0, 1, 2, 3], &starts, shape).unwrap();
+        let want: Vec<f64> = last_rows
+            .iter()
+            .flat_map(|&r| full[r * 12..(r + 1) * 12].to_vec())
+            .collect();
+        assert_close("decode", &o.to_f32_vec().unwrap(), &want, 1e-5);
+        // More queries than keys in a segment is an error.
+        assert!(attention_cached_forward(&qt, &kt, &vt, &starts, &[0, 2, 4, 7], shape).is_err());
     }
 
     #[test]

@@ -2,10 +2,14 @@
 //! vocabulary so the [T, V] logits never exist at once: activation memory is O(T · chunk).
 //!
 //! For each token t with a target (targets[t] >= 0; -1 means "not scored"):
-//!     z = W x_t (W is [V, d]),  lse_t = log Σ_j exp z_j,  log p_t = z_{target} − lse_t.
+//! ```text
+//! z = W x_t (W is [V, d]),  lse_t = log Σ_j exp z_j,  log p_t = z_{target} − lse_t.
+//! ```
 //! The forward pass keeps a running max and sum per row across chunks (online log-sum-exp).
 //! The backward pass recomputes each chunk's logits from the saved lse:
-//!     dz_j = scale · (softmax_j − 1[j = target]),  dx = dzᵀ W,  dW += dz xᵀ
+//! ```text
+//! dz_j = scale · (softmax_j − 1[j = target]),  dx = dzᵀ W,  dW += dz xᵀ
+//! ```
 
 use crate::error::{KernelError, Result};
 use crate::ops::matmul::{gemm_f32, Trans};

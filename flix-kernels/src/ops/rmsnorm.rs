@@ -1,7 +1,9 @@
 //! RMSNorm as Llama uses it: y = x / sqrt(mean(x²) + eps) · w, per row. The forward pass saves
 //! the reciprocal RMS of each row; the backward pass needs only that, x, w and dY:
 //!
-//!     dx = rstd · (w ⊙ dy − x̂ · mean(x̂ ⊙ w ⊙ dy)),   x̂ = x · rstd,   dw += Σ_rows dy ⊙ x̂
+//! ```text
+//! dx = rstd · (w ⊙ dy − x̂ · mean(x̂ ⊙ w ⊙ dy)),   x̂ = x · rstd,   dw += Σ_rows dy ⊙ x̂
+//! ```
 
 use crate::error::{KernelError, Result};
 use crate::{Device, Tensor};

@@ -1,7 +1,9 @@
 //! Rotary position embeddings, Hugging Face's `rotate_half` convention: the head vector is split
 //! into halves (x1, x2) and pair i = (x1[i], x2[i]) is rotated by the angle pos · inv_freq[i]:
 //!
-//!     y1 = x1 cos − x2 sin,   y2 = x2 cos + x1 sin
+//! ```text
+//! y1 = x1 cos − x2 sin,   y2 = x2 cos + x1 sin
+//! ```
 //!
 //! The backward pass is the inverse rotation (a rotation is orthogonal), so it is the same loop
 //! with sin negated. Frequencies follow transformers' rope types `default`, `linear` and `llama3`.

@@ -2,7 +2,9 @@
 //! stream. `forward` returns the activations `backward` needs (llm.c style, no autograd).
 
 use flix_kernels::flix::DevicePlan;
-use flix_kernels::ops::attention::{attention_backward, attention_forward, AttentionShape};
+use flix_kernels::ops::attention::{
+    attention_backward, attention_cached_forward, attention_forward, AttentionShape,
+};
 use flix_kernels::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 use flix_kernels::ops::rope::{rope_backward, rope_forward};
 use flix_kernels::ops::swiglu::{swiglu_backward, swiglu_forward};
@@ -46,6 +48,14 @@ pub struct LayerSaved {
     up: Tensor,
     h: Tensor,
     lin: [LinearSaved; 7],
+}
+
+/// One layer's key/value cache for generation: per sequence, its keys and values so far
+/// (after RoPE), row-major `[len, kv_dim]`.
+#[derive(Default)]
+pub struct LayerCache {
+    pub k: Vec<Vec<f32>>,
+    pub v: Vec<Vec<f32>>,
 }
 
 /// What a layer needs to know about the batch besides its activations.
@@ -172,6 +182,51 @@ impl DecoderLayer {
             lin: [sq, sk, sv, so, sg, su, sd],
         };
         Ok((out, saved))
+    }
+
+    /// Forward for generation: the batch holds the new tokens of sequences `seqs` (indices into
+    /// `cache`), at positions continuing their cached ones. Appends their keys and values to
+    /// the cache and attends over everything cached. Saves nothing.
+    pub fn forward_cached(
+        &self,
+        inp: &LayerInputs,
+        x: Tensor,
+        cache: &mut LayerCache,
+        seqs: &[usize],
+    ) -> Result<Tensor> {
+        let (plan, b, s) = (inp.plan, inp.batch, self.shape);
+        let (xn1, _) = rmsnorm_forward(&x, &self.input_norm.value, self.eps)?;
+        let (mut q, _) = self.q_proj.forward(plan, &xn1)?;
+        let (mut k, _) = self.k_proj.forward(plan, &xn1)?;
+        let (v, _) = self.v_proj.forward(plan, &xn1)?;
+        rope_forward(&mut q, s.heads, &b.positions, inp.inv_freq)?;
+        rope_forward(&mut k, s.kv_heads, &b.positions, inp.inv_freq)?;
+        let kv_dim = s.kv_heads * s.head_dim;
+        let (k_new, v_new) = (k.to_f32_vec()?, v.to_f32_vec()?);
+        let mut kv_starts = vec![0];
+        let (mut k_all, mut v_all) = (Vec::new(), Vec::new());
+        for (seg, &i) in seqs.iter().enumerate() {
+            let rows = b.starts[seg] * kv_dim..b.starts[seg + 1] * kv_dim;
+            cache.k[i].extend_from_slice(&k_new[rows.clone()]);
+            cache.v[i].extend_from_slice(&v_new[rows]);
+            k_all.extend_from_slice(&cache.k[i]);
+            v_all.extend_from_slice(&cache.v[i]);
+            kv_starts.push(k_all.len() / kv_dim);
+        }
+        let rows = k_all.len() / kv_dim;
+        let k_all = Tensor::from_f32(x.device(), x.dtype(), &[rows, kv_dim], &k_all)?;
+        let v_all = Tensor::from_f32(x.device(), x.dtype(), &[rows, kv_dim], &v_all)?;
+        let attn = attention_cached_forward(&q, &k_all, &v_all, &b.starts, &kv_starts, s)?;
+        let (o, _) = self.o_proj.forward(plan, &attn)?;
+        let mut x_mid = x;
+        add_assign(&mut x_mid, &o)?;
+        let (xn2, _) = rmsnorm_forward(&x_mid, &self.post_norm.value, self.eps)?;
+        let (gate, _) = self.gate_proj.forward(plan, &xn2)?;
+        let (up, _) = self.up_proj.forward(plan, &xn2)?;
+        let h = swiglu_forward(&gate, &up)?;
+        let (down, _) = self.down_proj.forward(plan, &h)?;
+        add_assign(&mut x_mid, &down)?;
+        Ok(x_mid)
     }
 
     /// dOut [T, d] → dX [T, d]; accumulates gradients of trainable parameters and adapters.

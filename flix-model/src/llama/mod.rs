@@ -6,6 +6,7 @@
 //! target tokens; gradients accumulate into every trainable parameter).
 
 mod block;
+mod generate;
 mod linear;
 mod param;
 
@@ -23,6 +24,7 @@ use flix_kernels::ops::{matmul, Trans};
 use flix_kernels::{Device, Tensor};
 
 pub use block::DecoderLayer;
+pub use generate::{sample, GenerationConfig};
 pub use linear::{Linear, LinearSaved};
 pub use param::{duplicate, Param};
 
