@@ -17,12 +17,14 @@ Run with the project's HF venv:  /opt/hfvenv/bin/python scripts/make_hf_fixture.
 Outputs flix-model/tests/fixtures/tiny-llama/{config.json, model.safetensors, tokenizer.json,
 inputs.json, expected.safetensors, lora/ (the PEFT adapter directory)}, and tiny-qwen2/{config.json, model.safetensors,
 expected.safetensors}: a smaller Qwen2 (q/k/v biases, tied embeddings, default rope) with the
-same inputs, its logits, loss and full-parameter gradients.
+same inputs, its logits, loss and full-parameter gradients; and bytelevel-tokenizer/{tokenizer.json,
+samples.json}: a Llama 3-style byte-level BPE tokenizer and Python's ids for a few texts.
 """
 
 import json
 import pathlib
 
+import tokenizers
 import torch
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import save_file
@@ -69,6 +71,46 @@ def randomize(model):
                 p.copy_(1.0 + 0.1 * torch.randn_like(p))
             else:
                 p.copy_(0.15 * torch.randn_like(p))
+
+
+# Llama 3's pre-tokenizer split pattern (look-arounds and Unicode classes: needs a regex engine
+# with look-ahead, which is why the Rust side enables tokenizers' fancy-regex feature).
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def write_bytelevel_tokenizer():
+    """A Llama 3 / SmolLM-style byte-level BPE tokenizer and what Python encodes with it."""
+    out = FIXTURES / "bytelevel-tokenizer"
+    out.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(tokenizers.Regex(LLAMA3_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320,
+        special_tokens=["<|begin_of_text|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    bos = tok.token_to_id("<|begin_of_text|>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", bos)]
+    )
+    tok.save(str(out / "tokenizer.json"))
+    texts = [
+        "the quick brown fox's 12345 features",
+        "  habari   ya\nasubuhi!! ünïcödé – 3.14",
+        "they'll say it's LOW RANK\r\n\tadapters",
+    ]
+    samples = [{"text": t, "ids": tok.encode(t).ids} for t in texts]
+    (out / "samples.json").write_text(json.dumps(samples, indent=1, ensure_ascii=False) + "\n")
 
 
 def make_model():
@@ -225,6 +267,7 @@ def main():
     }
     (OUT / "inputs.json").write_text(json.dumps(inputs, indent=1) + "\n")
     write_qwen2()
+    write_bytelevel_tokenizer()
     for out in [OUT, OUT_QWEN2]:
         print("wrote", out, sorted(p.name for p in out.iterdir()))
 

@@ -351,3 +351,27 @@ fn tokenizer_matches_python_tokenizers() {
         seq.tokens[prompt.len()] as i32
     );
 }
+
+/// A Llama 3 / SmolLM-style byte-level BPE (regex split with look-ahead, then byte-level): the
+/// Rust tokenizer gives Python's ids, including whitespace runs, newlines and non-ASCII text.
+#[test]
+fn bytelevel_tokenizer_matches_python_tokenizers() {
+    let dir = fixture("bytelevel-tokenizer");
+    let tok = flix_model::TextTokenizer::load(&dir).unwrap();
+    let text = std::fs::read_to_string(dir.join("samples.json")).unwrap();
+    let samples: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for s in samples.as_array().unwrap() {
+        let want: Vec<u32> = s["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(
+            tok.encode(s["text"].as_str().unwrap(), true).unwrap(),
+            want,
+            "{}",
+            s["text"]
+        );
+    }
+}
