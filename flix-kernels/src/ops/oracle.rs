@@ -1,5 +1,8 @@
 //! Test helpers shared by the op tests: deterministic pseudo-random inputs and a central
-//! finite-difference gradient check in f64 (the independent oracle for every backward pass).
+//! finite-difference gradient check in f64 (the independent oracle for every backward pass),
+//! both judged with the crate's one [`Tolerance`] type.
+
+use crate::tolerance::Tolerance;
 
 /// Deterministic values in [-1, 1).
 pub fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
@@ -20,13 +23,13 @@ pub fn to_f64(x: &[f32]) -> Vec<f64> {
     x.iter().map(|&v| v as f64).collect()
 }
 
-/// Checks `analytic` against central differences of the scalar `loss` at `x`.
-/// The tolerance is absolute plus relative to the gradient's magnitude; the worst element is
-/// named on failure.
+/// Checks `analytic` against central differences of the scalar `loss` at `x`, within
+/// `Tolerance::new(tol, tol)` (the worst element is named on failure).
 pub fn fd_check(x: &[f32], analytic: &[f32], loss: impl Fn(&[f64]) -> f64, tol: f64) {
     assert_eq!(x.len(), analytic.len(), "gradient length");
     let h = 1e-5;
     let mut point = to_f64(x);
+    let mut numeric = Vec::with_capacity(x.len());
     for i in 0..x.len() {
         let orig = point[i];
         point[i] = orig + h;
@@ -34,31 +37,18 @@ pub fn fd_check(x: &[f32], analytic: &[f32], loss: impl Fn(&[f64]) -> f64, tol: 
         point[i] = orig - h;
         let down = loss(&point);
         point[i] = orig;
-        let numeric = (up - down) / (2.0 * h);
-        let got = analytic[i] as f64;
-        assert!(
-            (got - numeric).abs() <= tol * (1.0 + numeric.abs()),
-            "element {i}: analytic {got} vs finite difference {numeric}"
-        );
+        numeric.push((up - down) / (2.0 * h));
+    }
+    if let Err(m) =
+        Tolerance::new(tol, tol).check("analytic vs finite-difference gradient", analytic, &numeric)
+    {
+        panic!("{m}");
     }
 }
 
-/// Asserts `got` matches the f64 `want` within abs + rel tolerance; names the worst element.
+/// Asserts `got` matches the f64 `want` within `Tolerance::new(tol, tol)`.
 pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let mut worst = (0usize, 0.0f64);
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let err = (*g as f64 - w).abs() / (1.0 + w.abs());
-        if err > worst.1 {
-            worst = (i, err);
-        }
+    if let Err(m) = Tolerance::new(tol, tol).check(what, got, want) {
+        panic!("{m}");
     }
-    assert!(
-        worst.1 <= tol,
-        "{what}: worst element {} is {} vs {} (scaled error {})",
-        worst.0,
-        got[worst.0],
-        want[worst.0],
-        worst.1
-    );
 }
