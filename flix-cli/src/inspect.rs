@@ -3,11 +3,14 @@
 //! whitespace words of input + target until a tokenizer exists), with per-value totals on the
 //! margins and the grand total in the corner. A malformed line stops it with its file:line.
 
+use std::io::{ErrorKind, Write};
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
-use flix_core::{read_jsonl_files, whitespace_tokens, FeatureConfig, Registry, TypeDefaults};
+use flix_core::{
+    read_jsonl_files, whitespace_tokens, Example, FeatureConfig, Registry, TypeDefaults,
+};
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
@@ -68,7 +71,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
 
     let mut grid = Grid::new(&registry);
     for ex in &examples {
-        let tokens = (whitespace_tokens(&ex.input) + whitespace_tokens(&ex.target)) as u64;
+        let tokens = example_tokens(ex);
         let id_of = |k: usize| {
             let ft = &registry.types()[k];
             ex.features.get(ft.name()).and_then(|v| ft.id_of(v))
@@ -83,16 +86,16 @@ pub fn run(args: InspectArgs) -> Result<()> {
     }
 
     let total = grid.total();
-    println!(
-        "{} file(s), {} examples, {} tokens (whitespace words of input + target)\n",
+    let mut report = format!(
+        "{} file(s), {} examples, {} tokens (whitespace words of input + target)\n\n",
         args.files.len(),
         total.examples,
         total.tokens
     );
-    print!("{}", grid.render(&registry));
-    println!("\ncell: examples/tokens; '-': no examples; (none): the example has no value");
+    report += &grid.render(&registry);
+    report += "\ncell: examples/tokens; '-': no examples; (none): the example has no value\n";
     for ft in registry.types().iter().skip(2) {
-        println!("\n{}:", ft.name());
+        report += &format!("\n{}:\n", ft.name());
         for value in ft.values() {
             let mut count = Count::default();
             for ex in examples
@@ -100,13 +103,21 @@ pub fn run(args: InspectArgs) -> Result<()> {
                 .filter(|e| e.features.get(ft.name()) == Some(value))
             {
                 count.examples += 1;
-                count.tokens +=
-                    (whitespace_tokens(&ex.input) + whitespace_tokens(&ex.target)) as u64;
+                count.tokens += example_tokens(ex);
             }
-            println!("  {value:<16} {}", count.cell());
+            report += &format!("  {value:<16} {}\n", count.cell());
         }
     }
-    Ok(())
+    // A reader that stops early (`| head`) is not an error.
+    match std::io::stdout().lock().write_all(report.as_bytes()) {
+        Err(e) if e.kind() != ErrorKind::BrokenPipe => Err(e).context("cannot write to stdout"),
+        _ => Ok(()),
+    }
+}
+
+/// Whitespace words of input and target: the token count until a tokenizer exists.
+fn example_tokens(ex: &Example) -> u64 {
+    (whitespace_tokens(&ex.input) + whitespace_tokens(&ex.target)) as u64
 }
 
 #[derive(Clone, Copy, Default, Debug)]

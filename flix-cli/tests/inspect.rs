@@ -253,6 +253,23 @@ fn types_option_picks_the_grid_axes() {
     assert_eq!(grid["web"]["total"], "1/2");
     assert_eq!(grid["total"]["total"], "2/6");
 
+    // Types after the second are listed below the grid with their totals.
+    let out = flix(&[
+        "inspect",
+        "--types",
+        "lang,task,domain",
+        data.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let below: Vec<Vec<&str>> = text
+        .lines()
+        .skip_while(|l| *l != "domain:")
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(below, [["news", "1/4"], ["web", "1/2"]], "{text}");
+
     // No lang or task field and no --types: a clear error.
     let plain = dir.path().join("plain.jsonl");
     std::fs::write(&plain, "{\"input\":\"a\",\"target\":\"b\"}\n").unwrap();

@@ -9,7 +9,9 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::error::Category;
+use serde_json::{Map, Value};
 
 use crate::error::{CoreError, Location, Result};
 
@@ -57,22 +59,17 @@ pub fn read_jsonl_files<P: AsRef<Path>>(
 
 /// Parses one non-blank line found at `location`.
 pub fn parse_line(line: &str, location: Location, feature_names: &[&str]) -> Result<Example> {
-    let value: Value = serde_json::from_str(line).map_err(|e| {
+    let Fields(mut fields) = serde_json::from_str(line).map_err(|e| {
         // serde's message ends with "at line 1 column N"; only the column says something here.
         let message = e.to_string();
         let position = format!(" at line {} column {}", e.line(), e.column());
         let reason = message.strip_suffix(&position).unwrap_or(&message);
-        CoreError::data(
-            &location,
-            format!("invalid JSON at column {}: {reason}", e.column()),
-        )
+        let message = match e.classify() {
+            Category::Data => format!("not an example: {reason}"),
+            _ => format!("invalid JSON at column {}: {reason}", e.column()),
+        };
+        CoreError::data(&location, message)
     })?;
-    let Value::Object(mut fields) = value else {
-        return Err(CoreError::data(
-            &location,
-            format!("expected a JSON object, found {}", kind(&value)),
-        ));
-    };
     let mut text_field = |name: &str| match fields.remove(name) {
         Some(Value::String(s)) => Ok(s),
         Some(other) => Err(CoreError::data(
@@ -127,6 +124,34 @@ pub fn parse_line(line: &str, location: Location, feature_names: &[&str]) -> Res
         input,
         target,
     })
+}
+
+/// The fields of one line. A field given twice is an error: serde_json alone would keep the last
+/// one silently, and an example has at most one value per feature type.
+struct Fields(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldsVisitor;
+        impl<'de> Visitor<'de> for FieldsVisitor {
+            type Value = Fields;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+                let mut fields = Map::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if fields.contains_key(&key) {
+                        return Err(de::Error::custom(format!("field {key:?} appears twice")));
+                    }
+                    let value: Value = map.next_value()?;
+                    fields.insert(key, value);
+                }
+                Ok(Fields(fields))
+            }
+        }
+        deserializer.deserialize_map(FieldsVisitor)
+    }
 }
 
 fn kind(value: &Value) -> String {

@@ -10,6 +10,7 @@ pub mod error;
 pub mod features;
 pub mod plan;
 pub mod registry;
+mod saved;
 
 pub use config::{FeatureConfig, TypeConfig, TypeDefaults};
 pub use data::{read_jsonl, read_jsonl_files, whitespace_tokens, Example};

@@ -3,12 +3,9 @@
 //! registry is saved next to the adapters **by name** (value name → id) and a reload restores the
 //! same ids; values seen later get new ids appended after the saved ones, never renumbering.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
 
-use serde::{Deserialize, Serialize};
-
-use crate::config::{check_hyper, FeatureConfig};
+use crate::config::FeatureConfig;
 use crate::data::Example;
 use crate::dropout::DropoutPolicy;
 use crate::error::{CoreError, Result};
@@ -27,7 +24,13 @@ pub struct FeatureType {
 }
 
 impl FeatureType {
-    fn new(name: &str, rank: usize, alpha: f64, dropout: f64, allow_new_values: bool) -> Self {
+    pub(crate) fn new(
+        name: &str,
+        rank: usize,
+        alpha: f64,
+        dropout: f64,
+        allow_new_values: bool,
+    ) -> Self {
         FeatureType {
             name: name.to_string(),
             rank,
@@ -94,8 +97,8 @@ impl FeatureType {
 /// All feature types, in slot order, and the dropout policy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Registry {
-    types: Vec<FeatureType>,
-    dropout_policy: DropoutPolicy,
+    pub(crate) types: Vec<FeatureType>,
+    pub(crate) dropout_policy: DropoutPolicy,
 }
 
 impl Registry {
@@ -225,113 +228,6 @@ impl Registry {
         self.dropout_policy = config.dropout_policy;
         Ok(())
     }
-
-    /// The saved form, JSON: per type its settings and a map value name → id.
-    pub fn to_json_string(&self) -> Result<String> {
-        let saved = SavedRegistry {
-            format: SAVED_FORMAT.to_string(),
-            dropout_policy: self.dropout_policy,
-            types: self
-                .types
-                .iter()
-                .map(|t| SavedType {
-                    name: t.name.clone(),
-                    rank: t.rank,
-                    alpha: t.alpha,
-                    dropout: t.dropout,
-                    allow_new_values: t.allow_new_values,
-                    values: t.ids.iter().map(|(v, &id)| (v.clone(), id)).collect(),
-                })
-                .collect(),
-        };
-        serde_json::to_string_pretty(&saved)
-            .map_err(|e| CoreError::config("feature registry", format!("cannot serialise: {e}")))
-    }
-
-    /// Writes the registry to `path` through a temporary file and a rename, so a crash never
-    /// leaves a torn file.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, self.to_json_string()? + "\n").map_err(|e| CoreError::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| CoreError::io(path, e))
-    }
-
-    /// Reads a registry saved by [`Registry::save`].
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| CoreError::io(path, e))?;
-        Self::from_json_str(&text, &path.display().to_string())
-    }
-
-    /// Parses a saved registry; `origin` names it in errors. Value ids must be exactly
-    /// 0..n for each type.
-    pub fn from_json_str(text: &str, origin: &str) -> Result<Self> {
-        let saved: SavedRegistry = serde_json::from_str(text).map_err(|e| {
-            CoreError::config(
-                origin,
-                format!(
-                    "invalid saved registry at line {} column {}: {e}",
-                    e.line(),
-                    e.column()
-                ),
-            )
-        })?;
-        if saved.format != SAVED_FORMAT {
-            return Err(CoreError::config(
-                origin,
-                format!(
-                    "unknown registry format {:?} (expected {SAVED_FORMAT:?})",
-                    saved.format
-                ),
-            ));
-        }
-        if saved.types.is_empty() {
-            return Err(CoreError::config(
-                origin,
-                "the registry has no feature types",
-            ));
-        }
-        let mut names = BTreeSet::new();
-        let mut types = Vec::with_capacity(saved.types.len());
-        for st in saved.types {
-            if !names.insert(st.name.clone()) {
-                return Err(CoreError::config(
-                    origin,
-                    format!("feature type {:?} appears twice", st.name),
-                ));
-            }
-            check_hyper(&st.name, st.rank, st.alpha, st.dropout)
-                .map_err(|m| CoreError::config(origin, m))?;
-            let mut by_id: Vec<Option<String>> = vec![None; st.values.len()];
-            for (value, id) in st.values {
-                let slot = usize::try_from(id).ok().and_then(|i| by_id.get_mut(i));
-                match slot {
-                    Some(slot @ None) => *slot = Some(value),
-                    _ => {
-                        return Err(CoreError::config(
-                            origin,
-                            format!(
-                                "feature type {:?}: value {value:?} has id {id}; ids must be \
-                                 0..{} with no repeats",
-                                st.name,
-                                by_id.len()
-                            ),
-                        ))
-                    }
-                }
-            }
-            let mut ft =
-                FeatureType::new(&st.name, st.rank, st.alpha, st.dropout, st.allow_new_values);
-            // Every slot is filled: n distinct ids in 0..n.
-            for value in by_id.into_iter().flatten() {
-                ft.push_value(&value)?;
-            }
-            types.push(ft);
-        }
-        Ok(Registry {
-            types,
-            dropout_policy: saved.dropout_policy,
-        })
-    }
 }
 
 fn unknown_value(ft: &FeatureType, value: &str, ex: &Example) -> CoreError {
@@ -360,26 +256,4 @@ pub(crate) fn known_list(ft: &FeatureType) -> String {
         s = "none".into();
     }
     s
-}
-
-const SAVED_FORMAT: &str = "flix-registry/1";
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SavedRegistry {
-    format: String,
-    dropout_policy: DropoutPolicy,
-    types: Vec<SavedType>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SavedType {
-    name: String,
-    rank: usize,
-    alpha: f64,
-    dropout: f64,
-    allow_new_values: bool,
-    /// Value name → id, sorted by name in the file.
-    values: BTreeMap<String, i32>,
 }

@@ -87,7 +87,15 @@ fn malformed_lines_are_errors_naming_file_line_and_problem() {
             r#"{"id":5,"input":"a","target":"b"}"#,
             "\"id\" must be a string",
         ),
-        (r#"["input","a"]"#, "expected a JSON object, found an array"),
+        (
+            r#"["input","a"]"#,
+            "not an example: invalid type: sequence, expected a JSON object",
+        ),
+        ("7", "expected a JSON object"),
+        (
+            r#"{"lang":"eng","input":"a","target":"b","lang":"fra"}"#,
+            "field \"lang\" appears twice",
+        ),
         ("not json", "invalid JSON at column 2"),
     ];
     let dir = tempfile::tempdir().unwrap();
