@@ -3,6 +3,7 @@
 
 mod bench;
 mod inspect;
+mod score;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Benchmark the FLix layer against the base GEMM (issue 3).
     Bench(bench::BenchArgs),
+    /// Per-example loss and per-token log-likelihood of a JSONL file under a model.
+    Score(score::ScoreArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,5 +33,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Score(args) => score::run(args),
     }
 }

@@ -1,7 +1,17 @@
 //! The transformer's ops, one file each, each with its CPU path and its CUDA launcher.
 
+pub mod adamw;
 pub mod cast;
+pub mod attention;
+pub mod cross_entropy;
+pub mod embedding;
+pub mod grad_norm;
 pub mod matmul;
+#[cfg(test)]
+pub(crate) mod oracle;
+pub mod rmsnorm;
+pub mod rope;
+pub mod swiglu;
 
 pub use cast::cast;
 pub use matmul::{gemm_f32, matmul, Trans};

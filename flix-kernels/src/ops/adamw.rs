@@ -1,0 +1,137 @@
+//! AdamW (decoupled weight decay), as `torch.optim.AdamW` computes it:
+//! ```text
+//! p ← p − lr·wd·p;  m ← β1 m + (1−β1) g;  v ← β2 v + (1−β2) g²;
+//! p ← p − lr · (m / (1−β1^t)) / (sqrt(v / (1−β2^t)) + eps)
+//! ```
+
+use crate::error::{KernelError, Result};
+use crate::{Device, Tensor};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWParams {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+}
+
+impl Default for AdamWParams {
+    fn default() -> Self {
+        Self {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
+    }
+}
+
+/// One step (`step` counts from 1) on `param` with its `grad` and moment buffers `m`, `v`.
+pub fn adamw_step(
+    param: &mut Tensor,
+    grad: &Tensor,
+    m: &mut Tensor,
+    v: &mut Tensor,
+    step: u64,
+    hp: AdamWParams,
+) -> Result<()> {
+    const OP: &str = "adamw_step";
+    let shape = param.shape().to_vec();
+    grad.expect_shape(OP, "grad", &shape)?;
+    m.expect_shape(OP, "m", &shape)?;
+    v.expect_shape(OP, "v", &shape)?;
+    if step == 0 {
+        return Err(KernelError::Invalid {
+            op: OP,
+            message: "step counts from 1".into(),
+        });
+    }
+    if !matches!(param.device(), Device::Cpu) {
+        return Err(KernelError::Invalid {
+            op: OP,
+            message: "not implemented on CUDA yet".into(),
+        });
+    }
+    let bc1 = 1.0 - (hp.beta1 as f64).powi(step as i32);
+    let bc2 = 1.0 - (hp.beta2 as f64).powi(step as i32);
+    let (p, g) = (param.cpu_data_mut(OP)?, grad.cpu_data(OP)?);
+    let (m, v) = (m.cpu_data_mut(OP)?, v.cpu_data_mut(OP)?);
+    for i in 0..p.len() {
+        p[i] -= hp.lr * hp.weight_decay * p[i];
+        m[i] = hp.beta1 * m[i] + (1.0 - hp.beta1) * g[i];
+        v[i] = hp.beta2 * v[i] + (1.0 - hp.beta2) * g[i] * g[i];
+        let mhat = m[i] as f64 / bc1;
+        let vhat = v[i] as f64 / bc2;
+        p[i] -= (hp.lr as f64 * mhat / (vhat.sqrt() + hp.eps as f64)) as f32;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::oracle::{assert_close, pseudo_random};
+
+    #[test]
+    fn three_steps_match_an_f64_reference() {
+        let n = 9;
+        let hp = AdamWParams {
+            lr: 0.1,
+            beta1: 0.8,
+            beta2: 0.95,
+            eps: 1e-6,
+            weight_decay: 0.1,
+        };
+        let p0 = pseudo_random(n, 1);
+        let mut p = Tensor::cpu(&[3, 3], p0.clone()).unwrap();
+        let mut m = Tensor::cpu(&[3, 3], vec![0.0; n]).unwrap();
+        let mut v = Tensor::cpu(&[3, 3], vec![0.0; n]).unwrap();
+        let (mut rp, mut rm, mut rv): (Vec<f64>, Vec<f64>, Vec<f64>) = (
+            p0.iter().map(|&x| x as f64).collect(),
+            vec![0.0; n],
+            vec![0.0; n],
+        );
+        for step in 1..=3u64 {
+            let g = pseudo_random(n, 10 + step);
+            adamw_step(
+                &mut p,
+                &Tensor::cpu(&[3, 3], g.clone()).unwrap(),
+                &mut m,
+                &mut v,
+                step,
+                hp,
+            )
+            .unwrap();
+            let (lr, b1, b2, eps, wd) = (
+                hp.lr as f64,
+                hp.beta1 as f64,
+                hp.beta2 as f64,
+                hp.eps as f64,
+                hp.weight_decay as f64,
+            );
+            for i in 0..n {
+                let gi = g[i] as f64;
+                rp[i] *= 1.0 - lr * wd;
+                rm[i] = b1 * rm[i] + (1.0 - b1) * gi;
+                rv[i] = b2 * rv[i] + (1.0 - b2) * gi * gi;
+                let mh = rm[i] / (1.0 - b1.powi(step as i32));
+                let vh = rv[i] / (1.0 - b2.powi(step as i32));
+                rp[i] -= lr * mh / (vh.sqrt() + eps);
+            }
+        }
+        assert_close("param", &p.to_f32_vec().unwrap(), &rp, 1e-5);
+    }
+
+    #[test]
+    fn step_zero_and_shape_mismatch_are_errors() {
+        let mut p = Tensor::cpu(&[2], vec![0.0; 2]).unwrap();
+        let mut m = Tensor::cpu(&[2], vec![0.0; 2]).unwrap();
+        let mut v = Tensor::cpu(&[2], vec![0.0; 2]).unwrap();
+        let g = Tensor::cpu(&[2], vec![0.0; 2]).unwrap();
+        assert!(adamw_step(&mut p, &g, &mut m, &mut v, 0, AdamWParams::default()).is_err());
+        let g3 = Tensor::cpu(&[3], vec![0.0; 3]).unwrap();
+        assert!(adamw_step(&mut p, &g3, &mut m, &mut v, 1, AdamWParams::default()).is_err());
+    }
+}

@@ -1,0 +1,478 @@
+//! Causal self-attention with grouped KV heads over packed variable-length sequences.
+//!
+//! Tokens of all sequences are packed row-major: Q is [T, H·hd], K and V are [T, Hkv·hd], and
+//! sequence s owns rows `starts[s]..starts[s + 1]`. A query attends to the keys of its own
+//! sequence at or before it, never across a boundary. Query head h reads KV head h / (H / Hkv),
+//! as transformers' `repeat_kv` does. Scores are scaled by 1/sqrt(hd).
+//!
+//! The forward pass saves only the log-sum-exp of each (token, head) row; the backward pass
+//! recomputes the probabilities from it (as flash attention does), so saved activation memory is
+//! O(T·H), not O(T²·H):
+//!
+//! ```text
+//! p_j = exp(s_j − lse),  dp_j = dO·v_j,  ds_j = p_j (dp_j − dO·O),
+//! dQ += scale Σ_j ds_j k_j,  dK_j += scale ds_j q,  dV_j += p_j dO
+//! ```
+
+use rayon::prelude::*;
+
+use crate::error::{KernelError, Result};
+use crate::{Device, Tensor};
+
+fn not_on_cuda(op: &'static str) -> KernelError {
+    KernelError::Invalid {
+        op,
+        message: "not implemented on CUDA yet".into(),
+    }
+}
+
+/// Head layout of one attention layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionShape {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl AttentionShape {
+    fn check(
+        &self,
+        op: &'static str,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        starts: &[usize],
+    ) -> Result<usize> {
+        if self.kv_heads == 0 || !self.heads.is_multiple_of(self.kv_heads) || self.head_dim == 0 {
+            return Err(KernelError::Invalid {
+                op,
+                message: format!("{self:?}: kv_heads must divide heads and head_dim must be >= 1"),
+            });
+        }
+        let t = q.shape().first().copied().unwrap_or(0);
+        q.expect_shape(op, "Q", &[t, self.heads * self.head_dim])?;
+        k.expect_shape(op, "K", &[t, self.kv_heads * self.head_dim])?;
+        v.expect_shape(op, "V", &[t, self.kv_heads * self.head_dim])?;
+        let ok = starts.first() == Some(&0)
+            && starts.last() == Some(&t)
+            && starts.windows(2).all(|w| w[0] <= w[1]);
+        if !ok {
+            return Err(KernelError::Invalid {
+                op,
+                message: format!(
+                    "segment starts must rise from 0 to the token count {t}, found {starts:?}"
+                ),
+            });
+        }
+        Ok(t)
+    }
+}
+
+/// Returns (O [T, H·hd], lse [T·H], row-major by token then head).
+pub fn attention_forward(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    starts: &[usize],
+    shape: AttentionShape,
+) -> Result<(Tensor, Vec<f32>)> {
+    const OP: &str = "attention_forward";
+    let t = shape.check(OP, q, k, v, starts)?;
+    if !matches!(q.device(), Device::Cpu) {
+        return Err(not_on_cuda(OP));
+    }
+    let (qs, ks, vs) = (q.cpu_data(OP)?, k.cpu_data(OP)?, v.cpu_data(OP)?);
+    let AttentionShape {
+        heads,
+        kv_heads,
+        head_dim: hd,
+    } = shape;
+    let group = heads / kv_heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    // One task per query head; each fills its own [T, hd] block and [T] lse, scattered after.
+    let per_head: Vec<(Vec<f32>, Vec<f32>)> = (0..heads)
+        .into_par_iter()
+        .map(|h| {
+            let g = h / group;
+            let mut out = vec![0.0f32; t * hd];
+            let mut lse = vec![0.0f32; t];
+            let mut scores = Vec::new();
+            for seg in starts.windows(2) {
+                for i in seg[0]..seg[1] {
+                    let qi = &qs[i * heads * hd + h * hd..][..hd];
+                    scores.clear();
+                    let mut max = f32::NEG_INFINITY;
+                    for j in seg[0]..=i {
+                        let kj = &ks[j * kv_heads * hd + g * hd..][..hd];
+                        let s = dot(qi, kj) * scale;
+                        max = max.max(s);
+                        scores.push(s);
+                    }
+                    let mut sum = 0.0f32;
+                    for s in scores.iter_mut() {
+                        *s = (*s - max).exp();
+                        sum += *s;
+                    }
+                    let o = &mut out[i * hd..(i + 1) * hd];
+                    for (p, j) in scores.iter().zip(seg[0]..=i) {
+                        let vj = &vs[j * kv_heads * hd + g * hd..][..hd];
+                        let w = p / sum;
+                        for (a, b) in o.iter_mut().zip(vj) {
+                            *a += w * b;
+                        }
+                    }
+                    lse[i] = max + sum.ln();
+                }
+            }
+            (out, lse)
+        })
+        .collect();
+    let mut out = vec![0.0f32; t * heads * hd];
+    let mut lse = vec![0.0f32; t * heads];
+    for (h, (o, l)) in per_head.iter().enumerate() {
+        for i in 0..t {
+            out[i * heads * hd + h * hd..][..hd].copy_from_slice(&o[i * hd..(i + 1) * hd]);
+            lse[i * heads + h] = l[i];
+        }
+    }
+    Ok((Tensor::cpu(&[t, heads * hd], out)?, lse))
+}
+
+/// Returns (dQ, dK, dV) from dO and the forward's inputs, output and lse.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    dout: &Tensor,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    out: &Tensor,
+    lse: &[f32],
+    starts: &[usize],
+    shape: AttentionShape,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "attention_backward";
+    let t = shape.check(OP, q, k, v, starts)?;
+    let AttentionShape {
+        heads,
+        kv_heads,
+        head_dim: hd,
+    } = shape;
+    dout.expect_shape(OP, "dO", &[t, heads * hd])?;
+    out.expect_shape(OP, "O", &[t, heads * hd])?;
+    if lse.len() != t * heads {
+        return Err(KernelError::Shape {
+            op: OP,
+            what: "lse",
+            expected: vec![t * heads],
+            found: vec![lse.len()],
+        });
+    }
+    if !matches!(q.device(), Device::Cpu) {
+        return Err(not_on_cuda(OP));
+    }
+    let (qs, ks, vs) = (q.cpu_data(OP)?, k.cpu_data(OP)?, v.cpu_data(OP)?);
+    let (dos, os) = (dout.cpu_data(OP)?, out.cpu_data(OP)?);
+    let group = heads / kv_heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    // One task per KV head: it owns dK, dV of that head and dQ of the query heads reading it, so
+    // no two tasks write the same element and the summation order is fixed.
+    let per_kv: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..kv_heads)
+        .into_par_iter()
+        .map(|g| {
+            let mut dq = vec![0.0f32; group * t * hd];
+            let mut dk = vec![0.0f32; t * hd];
+            let mut dv = vec![0.0f32; t * hd];
+            for local in 0..group {
+                let h = g * group + local;
+                for seg in starts.windows(2) {
+                    for i in seg[0]..seg[1] {
+                        let qi = &qs[i * heads * hd + h * hd..][..hd];
+                        let doi = &dos[i * heads * hd + h * hd..][..hd];
+                        let big_d = dot(doi, &os[i * heads * hd + h * hd..][..hd]);
+                        let l = lse[i * heads + h];
+                        let dqi = &mut dq[(local * t + i) * hd..][..hd];
+                        for j in seg[0]..=i {
+                            let kj = &ks[j * kv_heads * hd + g * hd..][..hd];
+                            let vj = &vs[j * kv_heads * hd + g * hd..][..hd];
+                            let p = (dot(qi, kj) * scale - l).exp();
+                            let ds = p * (dot(doi, vj) - big_d) * scale;
+                            for d in 0..hd {
+                                dqi[d] += ds * kj[d];
+                                dk[j * hd + d] += ds * qi[d];
+                                dv[j * hd + d] += p * doi[d];
+                            }
+                        }
+                    }
+                }
+            }
+            (dq, dk, dv)
+        })
+        .collect();
+    let mut dq = vec![0.0f32; t * heads * hd];
+    let mut dk = vec![0.0f32; t * kv_heads * hd];
+    let mut dv = vec![0.0f32; t * kv_heads * hd];
+    for (g, (dqg, dkg, dvg)) in per_kv.iter().enumerate() {
+        for i in 0..t {
+            for local in 0..group {
+                let h = g * group + local;
+                dq[i * heads * hd + h * hd..][..hd]
+                    .copy_from_slice(&dqg[(local * t + i) * hd..][..hd]);
+            }
+            dk[i * kv_heads * hd + g * hd..][..hd].copy_from_slice(&dkg[i * hd..(i + 1) * hd]);
+            dv[i * kv_heads * hd + g * hd..][..hd].copy_from_slice(&dvg[i * hd..(i + 1) * hd]);
+        }
+    }
+    Ok((
+        Tensor::cpu(&[t, heads * hd], dq)?,
+        Tensor::cpu(&[t, kv_heads * hd], dk)?,
+        Tensor::cpu(&[t, kv_heads * hd], dv)?,
+    ))
+}
+
+/// Forward attention of new queries against a key/value cache (decoding; no backward).
+///
+/// Segment s has queries `q_starts[s]..q_starts[s + 1]` and keys/values
+/// `kv_starts[s]..kv_starts[s + 1]`, whose last rows are the keys of those same queries: the
+/// query with local index j sits at key position `kv_len − q_len + j` and attends keys up to it.
+/// With `q_starts == kv_starts` this is [`attention_forward`] without the lse.
+pub fn attention_cached_forward(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    q_starts: &[usize],
+    kv_starts: &[usize],
+    shape: AttentionShape,
+) -> Result<Tensor> {
+    const OP: &str = "attention_cached_forward";
+    let AttentionShape {
+        heads,
+        kv_heads,
+        head_dim: hd,
+    } = shape;
+    if kv_heads == 0 || !heads.is_multiple_of(kv_heads) || hd == 0 {
+        return Err(KernelError::Invalid {
+            op: OP,
+            message: format!("{shape:?}: kv_heads must divide heads and head_dim must be >= 1"),
+        });
+    }
+    let tq = q.shape().first().copied().unwrap_or(0);
+    let tk = k.shape().first().copied().unwrap_or(0);
+    q.expect_shape(OP, "Q", &[tq, heads * hd])?;
+    k.expect_shape(OP, "K", &[tk, kv_heads * hd])?;
+    v.expect_shape(OP, "V", &[tk, kv_heads * hd])?;
+    let rises = |s: &[usize], end: usize| {
+        s.first() == Some(&0) && s.last() == Some(&end) && s.windows(2).all(|w| w[0] <= w[1])
+    };
+    let fits = q_starts.len() == kv_starts.len()
+        && rises(q_starts, tq)
+        && rises(kv_starts, tk)
+        && q_starts
+            .windows(2)
+            .zip(kv_starts.windows(2))
+            .all(|(a, b)| a[1] - a[0] <= b[1] - b[0]);
+    if !fits {
+        return Err(KernelError::Invalid {
+            op: OP,
+            message: format!(
+                "query starts {q_starts:?} (of {tq} rows) and key starts {kv_starts:?} (of {tk} \
+                 rows) must rise from 0 to the row counts, segment by segment, with no more \
+                 queries than keys"
+            ),
+        });
+    }
+    if !matches!(q.device(), Device::Cpu) {
+        return Err(not_on_cuda(OP));
+    }
+    let (qs, ks, vs) = (q.cpu_data(OP)?, k.cpu_data(OP)?, v.cpu_data(OP)?);
+    let group = heads / kv_heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut out = vec![0.0f32; tq * heads * hd];
+    let mut scores = Vec::new();
+    for (qs_, ks_) in q_starts.windows(2).zip(kv_starts.windows(2)) {
+        let offset = (ks_[1] - ks_[0]) - (qs_[1] - qs_[0]);
+        for (j, i) in (qs_[0]..qs_[1]).enumerate() {
+            let last = ks_[0] + offset + j;
+            for h in 0..heads {
+                let g = h / group;
+                let qi = &qs[i * heads * hd + h * hd..][..hd];
+                scores.clear();
+                let mut max = f32::NEG_INFINITY;
+                for kj in ks_[0]..=last {
+                    let s = dot(qi, &ks[kj * kv_heads * hd + g * hd..][..hd]) * scale;
+                    max = max.max(s);
+                    scores.push(s);
+                }
+                let mut sum = 0.0f32;
+                for s in scores.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                let o = &mut out[i * heads * hd + h * hd..][..hd];
+                for (p, kj) in scores.iter().zip(ks_[0]..=last) {
+                    let vj = &vs[kj * kv_heads * hd + g * hd..][..hd];
+                    for (a, b) in o.iter_mut().zip(vj) {
+                        *a += p / sum * b;
+                    }
+                }
+            }
+        }
+    }
+    Tensor::cpu(&[tq, heads * hd], out)
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::oracle::{assert_close, fd_check, pseudo_random, to_f64};
+
+    /// Dense f64 attention with an explicit mask: key j visible to query i iff same segment and
+    /// j <= i. Independent of the packed loops above.
+    fn reference(q: &[f64], k: &[f64], v: &[f64], starts: &[usize], s: AttentionShape) -> Vec<f64> {
+        let t = *starts.last().unwrap();
+        let (h_n, g_n, hd) = (s.heads, s.kv_heads, s.head_dim);
+        let seg_of = |i: usize| {
+            starts
+                .windows(2)
+                .position(|w| w[0] <= i && i < w[1])
+                .unwrap()
+        };
+        let mut out = vec![0.0; t * h_n * hd];
+        for h in 0..h_n {
+            let g = h * g_n / h_n;
+            for i in 0..t {
+                let mut w = vec![0.0; t];
+                for j in 0..t {
+                    if seg_of(j) == seg_of(i) && j <= i {
+                        let sc: f64 = (0..hd)
+                            .map(|d| q[i * h_n * hd + h * hd + d] * k[j * g_n * hd + g * hd + d])
+                            .sum();
+                        w[j] = (sc / (hd as f64).sqrt()).exp();
+                    }
+                }
+                let z: f64 = w.iter().sum();
+                for j in 0..t {
+                    for d in 0..hd {
+                        out[i * h_n * hd + h * hd + d] += w[j] / z * v[j * g_n * hd + g * hd + d];
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn forward_and_backward_match_dense_masked_reference() {
+        let shape = AttentionShape {
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 3,
+        };
+        // Three packed sequences, one of a single token.
+        let starts = [0usize, 3, 4, 7];
+        let t = 7;
+        let q = pseudo_random(t * 12, 1);
+        let k = pseudo_random(t * 6, 2);
+        let v = pseudo_random(t * 6, 3);
+        let dout = pseudo_random(t * 12, 4);
+        let (qt, kt, vt) = (
+            Tensor::cpu(&[t, 12], q.clone()).unwrap(),
+            Tensor::cpu(&[t, 6], k.clone()).unwrap(),
+            Tensor::cpu(&[t, 6], v.clone()).unwrap(),
+        );
+        let (o, lse) = attention_forward(&qt, &kt, &vt, &starts, shape).unwrap();
+        let (qf, kf, vf) = (to_f64(&q), to_f64(&k), to_f64(&v));
+        assert_close(
+            "O",
+            &o.to_f32_vec().unwrap(),
+            &reference(&qf, &kf, &vf, &starts, shape),
+            1e-5,
+        );
+
+        let dot_ = |y: Vec<f64>| y.iter().zip(&dout).map(|(a, b)| a * *b as f64).sum::<f64>();
+        let (dq, dk, dv) = attention_backward(
+            &Tensor::cpu(&[t, 12], dout.clone()).unwrap(),
+            &qt,
+            &kt,
+            &vt,
+            &o,
+            &lse,
+            &starts,
+            shape,
+        )
+        .unwrap();
+        fd_check(
+            &q,
+            &dq.to_f32_vec().unwrap(),
+            |x| dot_(reference(x, &kf, &vf, &starts, shape)),
+            1e-3,
+        );
+        fd_check(
+            &k,
+            &dk.to_f32_vec().unwrap(),
+            |x| dot_(reference(&qf, x, &vf, &starts, shape)),
+            1e-3,
+        );
+        fd_check(
+            &v,
+            &dv.to_f32_vec().unwrap(),
+            |x| dot_(reference(&qf, &kf, x, &starts, shape)),
+            1e-3,
+        );
+    }
+
+    #[test]
+    fn cached_attention_equals_the_last_rows_of_full_attention() {
+        let shape = AttentionShape {
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 3,
+        };
+        let starts = [0usize, 3, 4, 7];
+        let t = 7;
+        let q = pseudo_random(t * 12, 5);
+        let k = pseudo_random(t * 6, 6);
+        let v = pseudo_random(t * 6, 7);
+        let (qt, kt, vt) = (
+            Tensor::cpu(&[t, 12], q.clone()).unwrap(),
+            Tensor::cpu(&[t, 6], k.clone()).unwrap(),
+            Tensor::cpu(&[t, 6], v.clone()).unwrap(),
+        );
+        let full = reference(&to_f64(&q), &to_f64(&k), &to_f64(&v), &starts, shape);
+        // All queries (prefill).
+        let o = attention_cached_forward(&qt, &kt, &vt, &starts, &starts, shape).unwrap();
+        assert_close("prefill", &o.to_f32_vec().unwrap(), &full, 1e-5);
+        // Only the last query of each segment (decoding one token per sequence).
+        let last_rows = [2usize, 3, 6];
+        let qd: Vec<f32> = last_rows
+            .iter()
+            .flat_map(|&r| q[r * 12..(r + 1) * 12].to_vec())
+            .collect();
+        let qdt = Tensor::cpu(&[3, 12], qd).unwrap();
+        let o = attention_cached_forward(&qdt, &kt, &vt, &[0, 1, 2, 3], &starts, shape).unwrap();
+        let want: Vec<f64> = last_rows
+            .iter()
+            .flat_map(|&r| full[r * 12..(r + 1) * 12].to_vec())
+            .collect();
+        assert_close("decode", &o.to_f32_vec().unwrap(), &want, 1e-5);
+        // More queries than keys in a segment is an error.
+        assert!(attention_cached_forward(&qt, &kt, &vt, &starts, &[0, 2, 4, 7], shape).is_err());
+    }
+
+    #[test]
+    fn bad_segment_starts_are_rejected() {
+        let shape = AttentionShape {
+            heads: 1,
+            kv_heads: 1,
+            head_dim: 2,
+        };
+        let x = Tensor::cpu(&[3, 2], vec![0.0; 6]).unwrap();
+        let err = attention_forward(&x, &x, &x, &[0, 2], shape)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("token count 3"), "{err}");
+    }
+}

@@ -1,0 +1,221 @@
+//! Rotary position embeddings, Hugging Face's `rotate_half` convention: the head vector is split
+//! into halves (x1, x2) and pair i = (x1[i], x2[i]) is rotated by the angle pos · inv_freq[i]:
+//!
+//! ```text
+//! y1 = x1 cos − x2 sin,   y2 = x2 cos + x1 sin
+//! ```
+//!
+//! The backward pass is the inverse rotation (a rotation is orthogonal), so it is the same loop
+//! with sin negated. Frequencies follow transformers' rope types `default`, `linear` and `llama3`.
+
+use crate::error::{KernelError, Result};
+use crate::{Device, Tensor};
+
+/// How the base frequencies are rescaled for long contexts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RopeScaling {
+    Default,
+    /// Position interpolation: every frequency divided by `factor`.
+    Linear {
+        factor: f64,
+    },
+    /// Llama 3.1's scheme: long wavelengths divided by `factor`, short ones kept, smooth between.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: f64,
+    },
+}
+
+/// The `head_dim / 2` inverse frequencies, as transformers computes them.
+pub fn inv_freq(head_dim: usize, theta: f64, scaling: RopeScaling) -> Vec<f32> {
+    let half = head_dim / 2;
+    (0..half)
+        .map(|i| {
+            let base = 1.0 / theta.powf((2 * i) as f64 / head_dim as f64);
+            let scaled = match scaling {
+                RopeScaling::Default => base,
+                RopeScaling::Linear { factor } => base / factor,
+                RopeScaling::Llama3 {
+                    factor,
+                    low_freq_factor,
+                    high_freq_factor,
+                    original_max_position_embeddings: old_len,
+                } => {
+                    let wavelen = 2.0 * std::f64::consts::PI / base;
+                    let low_freq_wavelen = old_len / low_freq_factor;
+                    let high_freq_wavelen = old_len / high_freq_factor;
+                    if wavelen < high_freq_wavelen {
+                        base
+                    } else if wavelen > low_freq_wavelen {
+                        base / factor
+                    } else {
+                        let smooth = (old_len / wavelen - low_freq_factor)
+                            / (high_freq_factor - low_freq_factor);
+                        (1.0 - smooth) * base / factor + smooth * base
+                    }
+                }
+            };
+            scaled as f32
+        })
+        .collect()
+}
+
+/// Rotates `x` ([T, heads · head_dim]) in place; token t sits at `positions[t]`.
+pub fn rope_forward(
+    x: &mut Tensor,
+    heads: usize,
+    positions: &[u32],
+    inv_freq: &[f32],
+) -> Result<()> {
+    apply(x, heads, positions, inv_freq, 1.0, "rope_forward")
+}
+
+/// Turns dY into dX in place (the inverse rotation).
+pub fn rope_backward(
+    dx: &mut Tensor,
+    heads: usize,
+    positions: &[u32],
+    inv_freq: &[f32],
+) -> Result<()> {
+    apply(dx, heads, positions, inv_freq, -1.0, "rope_backward")
+}
+
+fn apply(
+    x: &mut Tensor,
+    heads: usize,
+    positions: &[u32],
+    inv_freq: &[f32],
+    sin_sign: f32,
+    op: &'static str,
+) -> Result<()> {
+    let head_dim = 2 * inv_freq.len();
+    x.expect_shape(op, "x", &[positions.len(), heads * head_dim])?;
+    match x.device() {
+        Device::Cpu => {
+            let data = x.cpu_data_mut(op)?;
+            let half = inv_freq.len();
+            if half == 0 {
+                return Ok(());
+            }
+            for (row, &pos) in data.chunks_mut(heads * head_dim).zip(positions) {
+                for (i, &f) in inv_freq.iter().enumerate() {
+                    // f32 angle like transformers, then cos/sin of it.
+                    let angle = pos as f32 * f;
+                    let (sin, cos) = angle.sin_cos();
+                    let sin = sin * sin_sign;
+                    for head in row.chunks_mut(head_dim) {
+                        let (x1, x2) = (head[i], head[i + half]);
+                        head[i] = x1 * cos - x2 * sin;
+                        head[i + half] = x2 * cos + x1 * sin;
+                    }
+                }
+            }
+            Ok(())
+        }
+        Device::Cuda(_) => Err(KernelError::Invalid {
+            op,
+            message: "not implemented on CUDA yet".into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::oracle::{fd_check, pseudo_random, to_f64};
+
+    /// Plain f64 loop over HF's formula: cat(x1, x2) · cos + rotate_half(x) · sin.
+    fn reference(x: &[f64], heads: usize, positions: &[u32], inv: &[f32]) -> Vec<f64> {
+        let hd = 2 * inv.len();
+        let half = inv.len();
+        let mut out = vec![0.0; x.len()];
+        for (t, &p) in positions.iter().enumerate() {
+            for h in 0..heads {
+                for d in 0..hd {
+                    let i = d % half;
+                    let angle = (p as f32 * inv[i]) as f64;
+                    let xi = x[t * heads * hd + h * hd + d];
+                    let rot = if d < half {
+                        -x[t * heads * hd + h * hd + d + half]
+                    } else {
+                        x[t * heads * hd + h * hd + d - half]
+                    };
+                    out[t * heads * hd + h * hd + d] = xi * angle.cos() + rot * angle.sin();
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_rotate_half_reference() {
+        let (heads, hd) = (3, 8);
+        let positions = [0u32, 1, 2, 0, 5];
+        let inv = inv_freq(hd, 10_000.0, RopeScaling::Default);
+        let x = pseudo_random(positions.len() * heads * hd, 7);
+        let mut t = Tensor::cpu(&[positions.len(), heads * hd], x.clone()).unwrap();
+        rope_forward(&mut t, heads, &positions, &inv).unwrap();
+        let want = reference(&to_f64(&x), heads, &positions, &inv);
+        for (g, w) in t.to_f32_vec().unwrap().iter().zip(&want) {
+            assert!((*g as f64 - w).abs() < 1e-5, "{g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        let (heads, hd) = (2, 4);
+        let positions = [3u32, 0, 7];
+        let inv = inv_freq(hd, 100.0, RopeScaling::Default);
+        let n = positions.len() * heads * hd;
+        let x = pseudo_random(n, 1);
+        let dy = pseudo_random(n, 2);
+        let mut dx = Tensor::cpu(&[positions.len(), heads * hd], dy.clone()).unwrap();
+        rope_backward(&mut dx, heads, &positions, &inv).unwrap();
+        let loss = |x: &[f64]| -> f64 {
+            let y = reference(x, heads, &positions, &inv);
+            y.iter().zip(&dy).map(|(a, b)| a * *b as f64).sum()
+        };
+        fd_check(&x, &dx.to_f32_vec().unwrap(), loss, 2e-3);
+    }
+
+    #[test]
+    fn llama3_scaling_matches_transformers_rules() {
+        // The three regimes: short wavelengths kept, long ones divided by factor, smooth between.
+        let (hd, theta) = (64, 500_000.0);
+        let scaling = RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192.0,
+        };
+        let plain = inv_freq(hd, theta, RopeScaling::Default);
+        let scaled = inv_freq(hd, theta, scaling);
+        let mut seen = [false; 3];
+        for (p, s) in plain.iter().zip(&scaled) {
+            let wavelen = 2.0 * std::f64::consts::PI / *p as f64;
+            if wavelen < 8192.0 / 4.0 {
+                assert_eq!(p, s);
+                seen[0] = true;
+            } else if wavelen > 8192.0 {
+                assert!((p / 8.0 - s).abs() <= 1e-6 * p.abs());
+                seen[1] = true;
+            } else {
+                assert!(*s < *p && *s > p / 8.0, "{s} not between {p}/8 and {p}");
+                seen[2] = true;
+            }
+        }
+        assert_eq!(seen, [true; 3]);
+    }
+
+    #[test]
+    fn wrong_shape_is_an_error() {
+        let inv = inv_freq(4, 10_000.0, RopeScaling::Default);
+        let mut t = Tensor::cpu(&[2, 6], vec![0.0; 12]).unwrap();
+        let err = rope_forward(&mut t, 2, &[0, 1], &inv)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[2, 8]"), "{err}");
+    }
+}

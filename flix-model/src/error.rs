@@ -1,0 +1,30 @@
+//! One error type for loading and running models. Messages name the file, the tensor or config
+//! field, what was expected and what was found.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ModelError {
+    #[error("{path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Weights { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid batch: {0}")]
+    Batch(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Kernel(#[from] flix_kernels::KernelError),
+    #[error(transparent)]
+    Plan(#[from] flix_core::plan::PlanError),
+}
+
+pub type Result<T> = std::result::Result<T, ModelError>;

@@ -1,0 +1,91 @@
+//! A named parameter with an optional gradient buffer (present iff the parameter is trainable),
+//! and the few element-wise helpers the layers need between ops.
+
+use flix_kernels::{DType, Device, Tensor};
+
+use crate::error::{ModelError, Result};
+use crate::weights::Checkpoint;
+
+pub struct Param {
+    /// The checkpoint name, e.g. `model.layers.0.self_attn.q_proj.weight`.
+    pub name: String,
+    pub value: Tensor,
+    /// Gradient accumulator; `Some` exactly when the parameter is trainable.
+    pub grad: Option<Tensor>,
+}
+
+impl std::fmt::Debug for Param {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Param({} {:?}, trainable: {})",
+            self.name,
+            self.value.shape(),
+            self.grad.is_some()
+        )
+    }
+}
+
+impl Param {
+    /// Loads `name` with `shape` from the checkpoint onto `device`.
+    pub fn load(ck: &Checkpoint, name: &str, shape: &[usize], device: &Device) -> Result<Self> {
+        let data = ck.load_f32(name, shape)?;
+        Ok(Self {
+            name: name.to_string(),
+            value: Tensor::from_f32(device, DType::F32, shape, &data)?,
+            grad: None,
+        })
+    }
+
+    pub fn is_trainable(&self) -> bool {
+        self.grad.is_some()
+    }
+
+    /// Allocates a zero gradient (trainable) or drops it (frozen).
+    pub fn set_trainable(&mut self, trainable: bool) -> Result<()> {
+        self.grad = if trainable {
+            Some(zeros_like(&self.value)?)
+        } else {
+            None
+        };
+        Ok(())
+    }
+
+    pub fn zero_grad(&mut self) -> Result<()> {
+        if self.grad.is_some() {
+            self.grad = Some(zeros_like(&self.value)?);
+        }
+        Ok(())
+    }
+}
+
+pub fn zeros_like(t: &Tensor) -> Result<Tensor> {
+    Ok(Tensor::zeros(t.device(), t.dtype(), t.shape())?)
+}
+
+/// A copy of `t` (the layers keep copies of activations that later ops overwrite).
+pub fn duplicate(t: &Tensor) -> Result<Tensor> {
+    Ok(Tensor::from_f32(
+        t.device(),
+        t.dtype(),
+        t.shape(),
+        &t.to_f32_vec()?,
+    )?)
+}
+
+/// a += b, same shape (the residual stream). CPU only for now.
+pub fn add_assign(a: &mut Tensor, b: &Tensor) -> Result<()> {
+    const OP: &str = "add_assign";
+    if a.shape() != b.shape() {
+        return Err(ModelError::Invalid(format!(
+            "{OP}: shapes differ, {:?} vs {:?}",
+            a.shape(),
+            b.shape()
+        )));
+    }
+    let b = b.cpu_data(OP)?;
+    for (x, y) in a.cpu_data_mut(OP)?.iter_mut().zip(b) {
+        *x += y;
+    }
+    Ok(())
+}

@@ -1,0 +1,276 @@
+#!/usr/bin/env python3
+"""Writes the Hugging Face parity fixture for flix-model.
+
+A tiny random Llama (2 layers, hidden 64, 4 heads, 2 KV heads, untied embeddings, llama3 rope
+scaling, vocab 128) saved by `transformers` in safetensors f32, with a small Metaspace BPE
+`tokenizer.json` (TinyLlama / Llama 2 style), plus what HF computes for two sequences of
+different lengths, each run on its own (no padding):
+
+  * logits of every position of each sequence;
+  * the loss: summed cross-entropy over target tokens of both sequences / number of targets
+    (a position t predicts token t + 1; only tokens past the prompt are targets);
+  * the gradient of that loss w.r.t. every base weight (full-parameter mode);
+  * with a PEFT LoRA on q_proj and v_proj (r=4, alpha=8, B set to nonzero values), the logits,
+    loss, LoRA weights and LoRA gradients.
+
+Run with the project's HF venv:  /opt/hfvenv/bin/python scripts/make_hf_fixture.py
+Outputs flix-model/tests/fixtures/tiny-llama/{config.json, model.safetensors, tokenizer.json,
+inputs.json, expected.safetensors, lora/ (the PEFT adapter directory)}, and tiny-qwen2/{config.json, model.safetensors,
+expected.safetensors}: a smaller Qwen2 (q/k/v biases, tied embeddings, default rope) with the
+same inputs, its logits, loss and full-parameter gradients; and bytelevel-tokenizer/{tokenizer.json,
+samples.json}: a Llama 3-style byte-level BPE tokenizer and Python's ids for a few texts.
+"""
+
+import json
+import pathlib
+
+import tokenizers
+import torch
+from peft import LoraConfig, get_peft_model
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "flix-model/tests/fixtures"
+OUT = FIXTURES / "tiny-llama"
+# A second, smaller model for the Qwen2 conventions: q/k/v biases, tied embeddings, default rope.
+OUT_QWEN2 = FIXTURES / "tiny-qwen2"
+
+CORPUS = [
+    "the quick brown fox jumps over the lazy dog",
+    "a language model predicts the next token",
+    "features such as language and task own low rank adapters",
+    "every example uses the sum of its feature adapters",
+    "habari ya asubuhi rafiki yangu",
+] * 4
+
+# Two sequences: (token ids, prompt length). Tokens from the prompt are not targets.
+SEQUENCES = [
+    ([1, 17, 42, 99, 5, 63, 120], 3),
+    ([1, 88, 7, 31, 127], 2),
+]
+
+
+def make_tokenizer():
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=128, special_tokens=["<unk>", "<s>", "</s>"])
+    tok.train_from_iterator(CORPUS, trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+    )
+    return tok
+
+
+def randomize(model):
+    """Weights large enough that every op matters; norms near one, not exactly one."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1 and "norm" in name:
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            else:
+                p.copy_(0.15 * torch.randn_like(p))
+
+
+# Llama 3's pre-tokenizer split pattern (look-arounds and Unicode classes: needs a regex engine
+# with look-ahead, which is why the Rust side enables tokenizers' fancy-regex feature).
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def write_bytelevel_tokenizer():
+    """A Llama 3 / SmolLM-style byte-level BPE tokenizer and what Python encodes with it."""
+    out = FIXTURES / "bytelevel-tokenizer"
+    out.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(tokenizers.Regex(LLAMA3_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320,
+        special_tokens=["<|begin_of_text|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    bos = tok.token_to_id("<|begin_of_text|>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", bos)]
+    )
+    tok.save(str(out / "tokenizer.json"))
+    texts = [
+        "the quick brown fox's 12345 features",
+        "  habari   ya\nasubuhi!! ünïcödé – 3.14",
+        "they'll say it's LOW RANK\r\n\tadapters",
+    ]
+    samples = [{"text": t, "ids": tok.encode(t).ids} for t in texts]
+    (out / "samples.json").write_text(json.dumps(samples, indent=1, ensure_ascii=False) + "\n")
+
+
+def make_model():
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        max_position_embeddings=128,
+        # original_max_position_embeddings = 64 puts head_dim 16's frequencies in all three
+        # llama3 regimes (kept, interpolated, divided by factor).
+        rope_parameters={
+            "rope_type": "llama3",
+            "rope_theta": 10000.0,
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        },
+        attn_implementation="eager",
+    )
+    model = LlamaForCausalLM(config).float()
+    randomize(model)
+    return model
+
+
+def make_qwen2():
+    torch.manual_seed(2)
+    config = Qwen2Config(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        max_position_embeddings=64,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        attn_implementation="eager",
+    )
+    model = Qwen2ForCausalLM(config).float()
+    randomize(model)
+    return model
+
+
+def write_qwen2():
+    """Logits, loss and full-parameter gradients of the tied, biased Qwen2 model."""
+    OUT_QWEN2.mkdir(parents=True, exist_ok=True)
+    model = make_qwen2()
+    model.save_pretrained(OUT_QWEN2, safe_serialization=True)
+    (OUT_QWEN2 / "generation_config.json").unlink(missing_ok=True)
+    expected = loss_over(model, "full.")
+    for name, p in model.named_parameters():
+        expected[f"full.grad.{name}"] = p.grad.detach().contiguous()
+    save_file(expected, str(OUT_QWEN2 / "expected.safetensors"))
+
+
+def loss_over(model, keep):
+    """Summed CE over targets of every sequence / number of targets, and per-sequence logits."""
+    total, count, all_logits = 0.0, 0, []
+    for ids, prompt in SEQUENCES:
+        logits = model(input_ids=torch.tensor([ids])).logits[0]
+        all_logits.append(logits)
+        targets = torch.tensor(ids[1:])
+        scored = torch.arange(1, len(ids)) >= prompt
+        ce = torch.nn.functional.cross_entropy(logits[:-1], targets, reduction="none")
+        total = total + ce[scored].sum()
+        count += int(scored.sum())
+    loss = total / count
+    loss.backward()
+    out = {f"logits.{i}": l.detach().contiguous() for i, l in enumerate(all_logits)}
+    out["loss"] = loss.detach().reshape(1)
+    return {keep + k: v for k, v in out.items()}
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    tok = make_tokenizer()
+    tok.save(str(OUT / "tokenizer.json"))
+
+    model = make_model()
+    model.save_pretrained(OUT, safe_serialization=True)
+    for extra in ["generation_config.json"]:
+        (OUT / extra).unlink(missing_ok=True)
+
+    expected = {}
+    # Full-parameter gradients of the plain model.
+    expected.update(loss_over(model, "full."))
+    for name, p in model.named_parameters():
+        expected[f"full.grad.{name}"] = p.grad.detach().contiguous()
+
+    # A PEFT LoRA on q and v with nonzero B, so that A's gradient is nonzero too.
+    model.zero_grad(set_to_none=True)
+    lora_cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+    peft_model = get_peft_model(model, lora_cfg)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.2 * torch.randn_like(p))
+    expected.update(loss_over(peft_model, "lora."))
+    for name, p in peft_model.named_parameters():
+        if "lora_" in name:
+            # base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight
+            #   -> model.layers.0.self_attn.q_proj.lora_A
+            short = name.removeprefix("base_model.model.").removesuffix(".default.weight")
+            expected[f"lora.weight.{short}"] = p.detach().contiguous()
+            expected[f"lora.grad.{short}"] = p.grad.detach().contiguous()
+    save_file(expected, str(OUT / "expected.safetensors"))
+    # The same LoRA as PEFT writes it (adapter_config.json, adapter_model.safetensors), for
+    # `flix score --adapters`.
+    peft_model.save_pretrained(OUT / "lora")
+    (OUT / "lora/README.md").unlink(missing_ok=True)
+
+    # What `flix score --adapters lora` must print for two text examples: the prompt encoded
+    # with special tokens (BOS), the target without, log p of each target token under PEFT.
+    score_examples = []
+    with torch.no_grad():
+        for prompt, target in [
+            ("the quick brown fox", " jumps over the lazy dog"),
+            ("habari ya", " asubuhi rafiki"),
+        ]:
+            p_ids = tok.encode(prompt).ids
+            ids = p_ids + tok.encode(target, add_special_tokens=False).ids
+            logp = torch.log_softmax(peft_model(input_ids=torch.tensor([ids])).logits[0], -1)
+            token_logprobs = [logp[t - 1, ids[t]].item() for t in range(len(p_ids), len(ids))]
+            score_examples.append(
+                {"input": prompt, "target": target, "ids": ids, "token_logprobs": token_logprobs}
+            )
+
+    # Greedy continuations under the LoRA model, by full recomputation (argmax of the last
+    # position, 6 times), for `LlamaModel::generate`.
+    greedy = []
+    with torch.no_grad():
+        for prompt in [[1, 17, 42, 99], [1, 88]]:
+            ids = list(prompt)
+            for _ in range(6):
+                ids.append(int(peft_model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
+            greedy.append({"prompt": prompt, "new_tokens": ids[len(prompt):]})
+
+    text = "the quick brown fox predicts the next token"
+    inputs = {
+        "sequences": [{"ids": ids, "prompt_len": prompt} for ids, prompt in SEQUENCES],
+        "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+        "tokenizer_sample": {"text": text, "ids": tok.encode(text).ids},
+        "score_examples_with_lora": score_examples,
+        "greedy_with_lora": greedy,
+    }
+    (OUT / "inputs.json").write_text(json.dumps(inputs, indent=1) + "\n")
+    write_qwen2()
+    write_bytelevel_tokenizer()
+    for out in [OUT, OUT_QWEN2]:
+        print("wrote", out, sorted(p.name for p in out.iterdir()))
+
+
+if __name__ == "__main__":
+    main()
