@@ -39,5 +39,79 @@ pub const FLIX_BACKWARD: Source = Source {
     ),
 };
 
+/// Token embedding forward and deterministic (CSR) backward. `transformer_common.cuh` is prepended.
+pub const TRANSFORMER_EMBEDDING: Source = Source {
+    name: "transformer_embedding.cu",
+    code: concat!(
+        include_str!("../transformer_common.cuh"),
+        include_str!("../transformer_embedding.cu")
+    ),
+};
+
+/// RMSNorm forward, backward, and the deterministic split reduction of dW. `transformer_common.cuh` is prepended.
+pub const TRANSFORMER_RMSNORM: Source = Source {
+    name: "transformer_rmsnorm.cu",
+    code: concat!(
+        include_str!("../transformer_common.cuh"),
+        include_str!("../transformer_rmsnorm.cu")
+    ),
+};
+
+/// Rotary position embeddings (forward and its inverse rotation). `transformer_common.cuh` is prepended.
+pub const TRANSFORMER_ROPE: Source = Source {
+    name: "transformer_rope.cu",
+    code: concat!(
+        include_str!("../transformer_common.cuh"),
+        include_str!("../transformer_rope.cu")
+    ),
+};
+
+/// Causal GQA attention over packed segments: forward (also the cached decode step) and backward. `transformer_common.cuh` is prepended.
+pub const TRANSFORMER_ATTENTION: Source = Source {
+    name: "transformer_attention.cu",
+    code: concat!(
+        include_str!("../transformer_common.cuh"),
+        include_str!("../transformer_attention.cu")
+    ),
+};
+
+/// SwiGLU gate forward and backward. `transformer_common.cuh` is prepended.
+pub const TRANSFORMER_SWIGLU: Source = Source {
+    name: "transformer_swiglu.cu",
+    code: concat!(
+        include_str!("../transformer_common.cuh"),
+        include_str!("../transformer_swiglu.cu")
+    ),
+};
+
+/// The non-GEMM parts of the chunked linear cross-entropy. `transformer_common.cuh` is prepended.
+pub const TRANSFORMER_CROSS_ENTROPY: Source = Source {
+    name: "transformer_cross_entropy.cu",
+    code: concat!(
+        include_str!("../transformer_common.cuh"),
+        include_str!("../transformer_cross_entropy.cu")
+    ),
+};
+
+/// AdamW step, the deterministic two-pass gradient sum of squares, and scaling. `transformer_common.cuh` is prepended.
+pub const TRANSFORMER_OPTIM: Source = Source {
+    name: "transformer_optim.cu",
+    code: concat!(
+        include_str!("../transformer_common.cuh"),
+        include_str!("../transformer_optim.cu")
+    ),
+};
+
 /// Every source, so the compile check cannot miss one.
-pub const ALL: &[Source] = &[CONVERT, FLIX_FORWARD, FLIX_BACKWARD];
+pub const ALL: &[Source] = &[
+    CONVERT,
+    FLIX_FORWARD,
+    FLIX_BACKWARD,
+    TRANSFORMER_EMBEDDING,
+    TRANSFORMER_RMSNORM,
+    TRANSFORMER_ROPE,
+    TRANSFORMER_ATTENTION,
+    TRANSFORMER_SWIGLU,
+    TRANSFORMER_CROSS_ENTROPY,
+    TRANSFORMER_OPTIM,
+];
