@@ -4,7 +4,7 @@
 //   backward: dtable[v, c] += Σ_{t: ids[t] = v} dout[t, c]  in token order, no atomics: the host
 //             builds a CSR of token positions per used id (rows[]: the used ids, ascending;
 //             pos_ptr/pos: their tokens, ascending), and one thread owns each (used id, column)
-//             and adds its tokens' rows in order. Grid (ceil(d / 256), used ids).
+//             and adds its tokens' rows in order. Grid (used ids, ceil(d / 256)).
 
 template <typename T>
 __device__ void embedding_forward_body(const T* table, const unsigned* ids, T* out, int d,
@@ -19,9 +19,9 @@ __device__ void embedding_forward_body(const T* table, const unsigned* ids, T* o
 template <typename T>
 __device__ void embedding_backward_body(T* dtable, const T* dout, const int* rows,
                                         const int* pos_ptr, const int* pos, int d) {
-    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    const int c = blockIdx.y * blockDim.x + threadIdx.x;
     if (c >= d) return;
-    const int u = blockIdx.y;
+    const int u = blockIdx.x;
     T* dst = dtable + (long long)rows[u] * d + c;
     float acc = tf_to_f32(*dst);
     for (int p = pos_ptr[u]; p < pos_ptr[u + 1]; ++p) acc += tf_to_f32(dout[(long long)pos[p] * d + c]);

@@ -48,11 +48,8 @@ pub fn adamw_step(
             message: "step counts from 1".into(),
         });
     }
-    if !matches!(param.device(), Device::Cpu) {
-        return Err(KernelError::Invalid {
-            op: OP,
-            message: "not implemented on CUDA yet".into(),
-        });
+    if let Device::Cuda(b) = param.device().clone() {
+        return super::cuda::optim::adamw_step(&b, param, grad, m, v, step, hp);
     }
     let bc1 = 1.0 - (hp.beta1 as f64).powi(step as i32);
     let bc2 = 1.0 - (hp.beta2 as f64).powi(step as i32);

@@ -19,13 +19,6 @@ use rayon::prelude::*;
 use crate::error::{KernelError, Result};
 use crate::{Device, Tensor};
 
-fn not_on_cuda(op: &'static str) -> KernelError {
-    KernelError::Invalid {
-        op,
-        message: "not implemented on CUDA yet".into(),
-    }
-}
-
 /// Head layout of one attention layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionShape {
@@ -78,8 +71,8 @@ pub fn attention_forward(
 ) -> Result<(Tensor, Vec<f32>)> {
     const OP: &str = "attention_forward";
     let t = shape.check(OP, q, k, v, starts)?;
-    if !matches!(q.device(), Device::Cpu) {
-        return Err(not_on_cuda(OP));
+    if let Device::Cuda(b) = q.device() {
+        return super::cuda::attention::attention_forward(b, q, k, v, starts, shape);
     }
     let (qs, ks, vs) = (q.cpu_data(OP)?, k.cpu_data(OP)?, v.cpu_data(OP)?);
     let AttentionShape {
@@ -167,8 +160,10 @@ pub fn attention_backward(
             found: vec![lse.len()],
         });
     }
-    if !matches!(q.device(), Device::Cpu) {
-        return Err(not_on_cuda(OP));
+    if let Device::Cuda(b) = q.device() {
+        return super::cuda::attention::attention_backward(
+            b, dout, q, k, v, out, lse, starts, shape,
+        );
     }
     let (qs, ks, vs) = (q.cpu_data(OP)?, k.cpu_data(OP)?, v.cpu_data(OP)?);
     let (dos, os) = (dout.cpu_data(OP)?, out.cpu_data(OP)?);
@@ -280,8 +275,10 @@ pub fn attention_cached_forward(
             ),
         });
     }
-    if !matches!(q.device(), Device::Cpu) {
-        return Err(not_on_cuda(OP));
+    if let Device::Cuda(b) = q.device() {
+        return super::cuda::attention::attention_cached_forward(
+            b, q, k, v, q_starts, kv_starts, shape,
+        );
     }
     let (qs, ks, vs) = (q.cpu_data(OP)?, k.cpu_data(OP)?, v.cpu_data(OP)?);
     let group = heads / kv_heads;

@@ -18,13 +18,6 @@ use crate::{Device, Tensor};
 /// Targets at or below this are not scored.
 pub const IGNORE: i32 = -1;
 
-fn not_on_cuda(op: &'static str) -> KernelError {
-    KernelError::Invalid {
-        op,
-        message: "not implemented on CUDA yet".into(),
-    }
-}
-
 /// What the forward pass returns (and the backward pass needs).
 #[derive(Clone, Debug)]
 pub struct CrossEntropy {
@@ -102,8 +95,8 @@ pub fn linear_cross_entropy_forward(
 ) -> Result<CrossEntropy> {
     const OP: &str = "linear_cross_entropy_forward";
     let (t, d, v) = check(OP, x, w, targets, chunk)?;
-    if !matches!(x.device(), Device::Cpu) {
-        return Err(not_on_cuda(OP));
+    if let Device::Cuda(b) = x.device() {
+        return super::cuda::cross_entropy::forward(b, x, w, targets, chunk);
     }
     let (xs, ws) = (x.cpu_data(OP)?, w.cpu_data(OP)?);
     let scored: Vec<usize> = (0..t).filter(|&i| targets[i] >= 0).collect();
@@ -171,15 +164,15 @@ pub fn linear_cross_entropy_backward(
 ) -> Result<Tensor> {
     const OP: &str = "linear_cross_entropy_backward";
     let (t, d, v) = check(OP, x, w, targets, chunk)?;
-    if !matches!(x.device(), Device::Cpu) {
-        return Err(not_on_cuda(OP));
-    }
     let scored = &forward.scored;
     if forward.lse.len() != scored.len() || scored.iter().any(|&i| i >= t || targets[i] < 0) {
         return Err(KernelError::Invalid {
             op: OP,
             message: "the saved forward state does not belong to these targets".into(),
         });
+    }
+    if let Device::Cuda(b) = x.device() {
+        return super::cuda::cross_entropy::backward(b, x, w, targets, forward, scale, chunk, dw);
     }
     let mut dw = match dw {
         Some(g) => {

@@ -4,13 +4,6 @@
 use crate::error::{KernelError, Result};
 use crate::{Device, Tensor};
 
-fn not_on_cuda(op: &'static str) -> KernelError {
-    KernelError::Invalid {
-        op,
-        message: "not implemented on CUDA yet".into(),
-    }
-}
-
 fn check_ids(op: &'static str, ids: &[u32], vocab: usize) -> Result<()> {
     match ids.iter().position(|&id| id as usize >= vocab) {
         Some(t) => Err(KernelError::Invalid {
@@ -38,7 +31,7 @@ pub fn embedding_forward(table: &Tensor, ids: &[u32]) -> Result<Tensor> {
             }
             Tensor::cpu(&[ids.len(), d], out)
         }
-        Device::Cuda(_) => Err(not_on_cuda(OP)),
+        Device::Cuda(b) => super::cuda::embedding::embedding_forward(b, table, ids),
     }
 }
 
@@ -48,7 +41,7 @@ pub fn embedding_backward(dtable: &mut Tensor, ids: &[u32], dout: &Tensor) -> Re
     let [vocab, d] = two_d(OP, dtable)?;
     dout.expect_shape(OP, "dOut", &[ids.len(), d])?;
     check_ids(OP, ids, vocab)?;
-    match dtable.device() {
+    match dtable.device().clone() {
         Device::Cpu => {
             let g = dout.cpu_data(OP)?;
             let dst = dtable.cpu_data_mut(OP)?;
@@ -60,7 +53,7 @@ pub fn embedding_backward(dtable: &mut Tensor, ids: &[u32], dout: &Tensor) -> Re
             }
             Ok(())
         }
-        Device::Cuda(_) => Err(not_on_cuda(OP)),
+        Device::Cuda(b) => super::cuda::embedding::embedding_backward(&b, dtable, ids, dout),
     }
 }
 

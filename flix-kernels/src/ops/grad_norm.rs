@@ -1,15 +1,8 @@
 //! Global gradient norm ‖g‖₂ over many tensors (f64 accumulation, fixed order), and clipping by
 //! it, as `torch.nn.utils.clip_grad_norm_` does: scale = max_norm / (norm + 1e-6) when below 1.
 
-use crate::error::{KernelError, Result};
+use crate::error::Result;
 use crate::{Device, Tensor};
-
-fn not_on_cuda(op: &'static str) -> KernelError {
-    KernelError::Invalid {
-        op,
-        message: "not implemented on CUDA yet".into(),
-    }
-}
 
 /// sqrt(Σ over all tensors and elements of g²).
 pub fn global_grad_norm(grads: &[&Tensor]) -> Result<f64> {
@@ -24,7 +17,7 @@ pub fn global_grad_norm(grads: &[&Tensor]) -> Result<f64> {
                     .map(|&v| v as f64 * v as f64)
                     .sum::<f64>()
             }
-            Device::Cuda(_) => return Err(not_on_cuda(OP)),
+            Device::Cuda(b) => sum += super::cuda::optim::sum_of_squares(b, g)?,
         }
     }
     Ok(sum.sqrt())
@@ -37,8 +30,13 @@ pub fn clip_grad_norm(grads: &mut [&mut Tensor], max_norm: f64) -> Result<f64> {
     let coef = max_norm / (norm + 1e-6);
     if coef < 1.0 {
         for g in grads.iter_mut() {
-            for v in g.cpu_data_mut(OP)? {
-                *v *= coef as f32;
+            match g.device().clone() {
+                Device::Cpu => {
+                    for v in g.cpu_data_mut(OP)? {
+                        *v *= coef as f32;
+                    }
+                }
+                Device::Cuda(b) => super::cuda::optim::scale(&b, g, coef as f32)?,
             }
         }
     }

@@ -1,9 +1,10 @@
 //! The transformer's ops, one file each, each with its CPU path and its CUDA launcher.
 
 pub mod adamw;
-pub mod cast;
 pub mod attention;
+pub mod cast;
 pub mod cross_entropy;
+mod cuda;
 pub mod embedding;
 pub mod grad_norm;
 pub mod matmul;

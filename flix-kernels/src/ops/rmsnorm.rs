@@ -8,13 +8,6 @@
 use crate::error::{KernelError, Result};
 use crate::{Device, Tensor};
 
-fn not_on_cuda(op: &'static str) -> KernelError {
-    KernelError::Invalid {
-        op,
-        message: "not implemented on CUDA yet".into(),
-    }
-}
-
 fn rows_dim(op: &'static str, x: &Tensor, w: &Tensor) -> Result<(usize, usize)> {
     let d = w.numel();
     w.expect_shape(op, "weight", &[d])?;
@@ -50,7 +43,7 @@ pub fn rmsnorm_forward(x: &Tensor, w: &Tensor, eps: f32) -> Result<(Tensor, Vec<
             }
             Ok((Tensor::cpu(&[rows, d], y)?, rstd))
         }
-        Device::Cuda(_) => Err(not_on_cuda(OP)),
+        Device::Cuda(b) => super::cuda::rmsnorm::rmsnorm_forward(b, x, w, eps),
     }
 }
 
@@ -101,7 +94,7 @@ pub fn rmsnorm_backward(
             }
             Tensor::cpu(&[rows, d], dx)
         }
-        Device::Cuda(_) => Err(not_on_cuda(OP)),
+        Device::Cuda(b) => super::cuda::rmsnorm::rmsnorm_backward(b, dy, x, w, rstd, dw),
     }
 }
 

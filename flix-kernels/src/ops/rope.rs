@@ -8,7 +8,7 @@
 //! The backward pass is the inverse rotation (a rotation is orthogonal), so it is the same loop
 //! with sin negated. Frequencies follow transformers' rope types `default`, `linear` and `llama3`.
 
-use crate::error::{KernelError, Result};
+use crate::error::Result;
 use crate::{Device, Tensor};
 
 /// How the base frequencies are rescaled for long contexts.
@@ -92,7 +92,7 @@ fn apply(
 ) -> Result<()> {
     let head_dim = 2 * inv_freq.len();
     x.expect_shape(op, "x", &[positions.len(), heads * head_dim])?;
-    match x.device() {
+    match x.device().clone() {
         Device::Cpu => {
             let data = x.cpu_data_mut(op)?;
             let half = inv_freq.len();
@@ -114,10 +114,9 @@ fn apply(
             }
             Ok(())
         }
-        Device::Cuda(_) => Err(KernelError::Invalid {
-            op,
-            message: "not implemented on CUDA yet".into(),
-        }),
+        Device::Cuda(b) => {
+            super::cuda::elementwise::rope(&b, op, x, heads, positions, inv_freq, sin_sign)
+        }
     }
 }
 

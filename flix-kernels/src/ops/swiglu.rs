@@ -1,15 +1,8 @@
 //! The SwiGLU gate of the Llama MLP: h = silu(g) ⊙ u, with silu(g) = g · σ(g).
 //! Backward: dg = dh ⊙ u ⊙ σ(g)(1 + g(1 − σ(g))),  du = dh ⊙ silu(g).
 
-use crate::error::{KernelError, Result};
+use crate::error::Result;
 use crate::{Device, Tensor};
-
-fn not_on_cuda(op: &'static str) -> KernelError {
-    KernelError::Invalid {
-        op,
-        message: "not implemented on CUDA yet".into(),
-    }
-}
 
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
@@ -25,7 +18,7 @@ pub fn swiglu_forward(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
             let h = g.iter().zip(u).map(|(&g, &u)| g * sigmoid(g) * u).collect();
             Tensor::cpu(gate.shape(), h)
         }
-        Device::Cuda(_) => Err(not_on_cuda(OP)),
+        Device::Cuda(b) => super::cuda::elementwise::swiglu_forward(b, gate, up),
     }
 }
 
@@ -49,7 +42,7 @@ pub fn swiglu_backward(dh: &Tensor, gate: &Tensor, up: &Tensor) -> Result<(Tenso
                 Tensor::cpu(gate.shape(), du)?,
             ))
         }
-        Device::Cuda(_) => Err(not_on_cuda(OP)),
+        Device::Cuda(b) => super::cuda::elementwise::swiglu_backward(b, dh, gate, up),
     }
 }
 
