@@ -1,0 +1,459 @@
+// Runs the transformer kernels' own source (kernels-cu/transformer_*.cu) on the CPU through the
+// host emulation (cuda_shim.h), in the order the Rust launchers (flix-kernels/src/ops/cuda/)
+// launch them, and compares every output with a plain-loop reference in double: embedding
+// (forward, CSR backward), SwiGLU, RoPE (positions restarting per segment, both directions),
+// RMSNorm (y, rstd, dX, split dW), attention (packed segments with empty and one-token ones,
+// GQA, head_dim not a multiple of 8; forward, lse, the cached decode step, dQ/dK/dV),
+// cross-entropy (chunked online lse, dlogits, gather/scatter; the GEMMs as host loops), AdamW
+// and the two-pass sum of squares; f32 and bf16. Outputs are poisoned with NaN first, so an
+// unwritten element fails. Build and run: kernels-cu/emulate/run_transformer.sh
+#include "cuda_shim.h"
+#include "../transformer_common.cuh"
+#include "../transformer_embedding.cu"
+#include "../transformer_swiglu.cu"
+#include "../transformer_rope.cu"
+#include "../transformer_rmsnorm.cu"
+#include "../transformer_attention.cu"
+#include "../transformer_cross_entropy.cu"
+#include "../transformer_optim.cu"
+
+#include <algorithm>
+#include <cstdio>
+#include <numeric>
+#include <random>
+#include <string>
+
+using std::vector;
+
+template <typename T> static T to_t(float v) {
+    if constexpr (std::is_same_v<T, float>) return v;
+    else return __float2bfloat16_rn(v);
+}
+template <typename T> static double to_f(T v) {
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) return __bfloat162float(v);
+    else return v;
+}
+template <typename T> static constexpr bool is_f32 = std::is_same_v<T, float>;
+
+static int failures = 0;
+static std::mt19937_64 rng(7);
+
+// Every element within rtol · (max |ref| + |ref|); NaN fails.
+template <typename G>
+static void compare(const std::string& what, const vector<G>& got, const vector<double>& ref, double rtol) {
+    double scale = 0, worst = 0;
+    size_t worst_i = 0;
+    for (double r : ref) scale = std::max(scale, std::fabs(r));
+    for (size_t i = 0; i < ref.size(); ++i) {
+        const double g = to_f(got[i]);
+        const double err = std::isnan(g) ? INFINITY : std::fabs(g - ref[i]) / (rtol * (scale + std::fabs(ref[i])) + 1e-30);
+        if (err > worst) worst = err, worst_i = i;
+    }
+    const bool ok = worst <= 1.0 && got.size() == ref.size();
+    if (!ok) ++failures;
+    std::printf("  %-30s %s worst %.3g of tolerance (got %.6g, want %.6g; %zu elements)\n", what.c_str(),
+                ok ? "ok  " : "FAIL", worst, ref.empty() ? 0.0 : double(to_f(got[worst_i])),
+                ref.empty() ? 0.0 : ref[worst_i], ref.size());
+}
+
+template <typename T> static vector<T> rand_t(size_t n, float scale = 1.f) {
+    std::uniform_real_distribution<float> uni(-scale, scale);
+    vector<T> v(n);
+    for (auto& x : v) x = to_t<T>(uni(rng));
+    return v;
+}
+template <typename T> static vector<double> as_double(const vector<T>& v) {
+    vector<double> out(v.size());
+    for (size_t i = 0; i < v.size(); ++i) out[i] = to_f(v[i]);
+    return out;
+}
+template <typename T> static vector<T> poisoned(size_t n) { return vector<T>(n, to_t<T>(std::nanf(""))); }
+static unsigned blocks_for(size_t n) { return unsigned(std::min<size_t>((n + 255) / 256, 4)); }
+
+template <typename T> static void embedding() {
+    const int V = 7, d = 300;
+    const vector<unsigned> ids = {4, 0, 4, 2, 6, 0, 4, 1, 1};
+    const int T_ = ids.size();
+    auto table = rand_t<T>((size_t)V * d);
+    auto out = poisoned<T>((size_t)T_ * d);
+    const long long n = (long long)T_ * d;
+    emulate_launch({blocks_for(n)}, 256, [&] {
+        if constexpr (is_f32<T>) embedding_forward_f32(table.data(), ids.data(), out.data(), d, n);
+        else embedding_forward_bf16(table.data(), ids.data(), out.data(), d, n);
+    });
+    vector<double> ref(n);
+    for (int t = 0; t < T_; ++t)
+        for (int c = 0; c < d; ++c) ref[(size_t)t * d + c] = to_f(table[(size_t)ids[t] * d + c]);
+    compare("embedding out", out, ref, 1e-7);
+
+    // CSR as ops/cuda/embedding.rs positions_by_id builds it.
+    vector<int> order(T_);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return ids[a] < ids[b]; });
+    vector<int> rows, ptr = {0}, pos;
+    for (int k = 0; k < T_; ++k) {
+        if (k > 0 && ids[order[k - 1]] != ids[order[k]]) ptr.push_back(k);
+        if (k == 0 || ids[order[k - 1]] != ids[order[k]]) rows.push_back(ids[order[k]]);
+        pos.push_back(order[k]);
+    }
+    ptr.push_back(T_);
+    auto dtable = rand_t<T>((size_t)V * d);
+    auto dout = rand_t<T>((size_t)T_ * d);
+    auto want = as_double(dtable);
+    for (int t = 0; t < T_; ++t)
+        for (int c = 0; c < d; ++c) want[(size_t)ids[t] * d + c] += to_f(dout[(size_t)t * d + c]);
+    emulate_launch({unsigned(rows.size()), unsigned((d + 255) / 256)}, 256, [&] {
+        if constexpr (is_f32<T>) embedding_backward_f32(dtable.data(), dout.data(), rows.data(), ptr.data(), pos.data(), d);
+        else embedding_backward_bf16(dtable.data(), dout.data(), rows.data(), ptr.data(), pos.data(), d);
+    });
+    compare("embedding dTable +=", dtable, want, is_f32<T> ? 1e-6 : 1e-2);
+}
+
+template <typename T> static void swiglu() {
+    const long long n = 1000;
+    auto g = rand_t<T>(n, 4.f), u = rand_t<T>(n), dh = rand_t<T>(n);
+    auto h = poisoned<T>(n), dg = poisoned<T>(n), du = poisoned<T>(n);
+    emulate_launch({blocks_for(n)}, 256, [&] {
+        if constexpr (is_f32<T>) swiglu_forward_f32(g.data(), u.data(), h.data(), n);
+        else swiglu_forward_bf16(g.data(), u.data(), h.data(), n);
+    });
+    emulate_launch({blocks_for(n)}, 256, [&] {
+        if constexpr (is_f32<T>) swiglu_backward_f32(dh.data(), g.data(), u.data(), dg.data(), du.data(), n);
+        else swiglu_backward_bf16(dh.data(), g.data(), u.data(), dg.data(), du.data(), n);
+    });
+    vector<double> rh(n), rdg(n), rdu(n);
+    for (int i = 0; i < n; ++i) {
+        const double gv = to_f(g[i]), uv = to_f(u[i]), d = to_f(dh[i]), s = 1 / (1 + std::exp(-gv));
+        rh[i] = gv * s * uv;
+        rdu[i] = d * gv * s;
+        rdg[i] = d * uv * s * (1 + gv * (1 - s));
+    }
+    const double tol = is_f32<T> ? 1e-5 : 1e-2;
+    compare("swiglu h", h, rh, tol);
+    compare("swiglu dGate", dg, rdg, tol);
+    compare("swiglu dUp", du, rdu, tol);
+}
+
+template <typename T> static void rope() {
+    const int heads = 3, half = 5, hd = 2 * half;
+    const vector<unsigned> positions = {0, 1, 2, 0, 0, 1, 2, 3, 40};  // restarting per segment
+    const int T_ = positions.size();
+    vector<float> inv(half);
+    for (int i = 0; i < half; ++i) inv[i] = float(1.0 / std::pow(10000.0, 2.0 * i / hd));
+    for (float sign : {1.f, -1.f}) {
+        auto x = rand_t<T>((size_t)T_ * heads * hd);
+        auto ref = as_double(x);
+        for (int t = 0; t < T_; ++t)
+            for (int h = 0; h < heads; ++h)
+                for (int i = 0; i < half; ++i) {
+                    const double a = double(float(positions[t]) * inv[i]);
+                    const double c = std::cos(a), s = std::sin(a) * sign;
+                    const size_t b = ((size_t)t * heads + h) * hd;
+                    const double x1 = to_f(x[b + i]), x2 = to_f(x[b + i + half]);
+                    ref[b + i] = x1 * c - x2 * s;
+                    ref[b + i + half] = x2 * c + x1 * s;
+                }
+        const long long n = (long long)T_ * heads * half;
+        emulate_launch({blocks_for(n)}, 256, [&] {
+            if constexpr (is_f32<T>) rope_f32(x.data(), positions.data(), inv.data(), heads, half, sign, n);
+            else rope_bf16(x.data(), positions.data(), inv.data(), heads, half, sign, n);
+        });
+        compare(sign > 0 ? "rope forward" : "rope backward", x, ref, is_f32<T> ? 1e-5 : 1e-2);
+    }
+}
+
+template <typename T> static void rmsnorm() {
+    const int rows = 70, d = 300;
+    const float eps = 1e-5f;
+    auto x = rand_t<T>((size_t)rows * d), w = rand_t<T>(d), dy = rand_t<T>((size_t)rows * d);
+    auto y = poisoned<T>((size_t)rows * d), dx = poisoned<T>((size_t)rows * d);
+    vector<float> rstd(rows, std::nanf(""));
+    emulate_launch({unsigned(rows)}, 256, [&] {
+        if constexpr (is_f32<T>) rmsnorm_forward_f32(x.data(), w.data(), y.data(), rstd.data(), d, eps);
+        else rmsnorm_forward_bf16(x.data(), w.data(), y.data(), rstd.data(), d, eps);
+    });
+    vector<double> ry((size_t)rows * d), rs(rows), rdx((size_t)rows * d), rdw(d, 0.0);
+    vector<float> dw0(d);
+    for (auto& v : dw0) v = std::uniform_real_distribution<float>(-1, 1)(rng);
+    for (int c = 0; c < d; ++c) rdw[c] = dw0[c];
+    for (int r = 0; r < rows; ++r) {
+        double ms = 0;
+        for (int c = 0; c < d; ++c) ms += std::pow(to_f(x[(size_t)r * d + c]), 2);
+        const double s = 1 / std::sqrt(ms / d + eps);
+        rs[r] = s;
+        double dot = 0;
+        for (int c = 0; c < d; ++c) {
+            const double xh = to_f(x[(size_t)r * d + c]) * s, g = to_f(dy[(size_t)r * d + c]);
+            ry[(size_t)r * d + c] = to_f(w[c]) * xh;
+            dot += xh * to_f(w[c]) * g;
+            rdw[c] += g * xh;
+        }
+        for (int c = 0; c < d; ++c) {
+            const double xh = to_f(x[(size_t)r * d + c]) * s;
+            rdx[(size_t)r * d + c] = s * (to_f(w[c]) * to_f(dy[(size_t)r * d + c]) - xh * dot / d);
+        }
+    }
+    const double tol = is_f32<T> ? 1e-5 : 1e-2;
+    compare("rmsnorm y", y, ry, tol);
+    compare("rmsnorm rstd", rstd, rs, 1e-5);
+    emulate_launch({unsigned(rows)}, 256, [&] {
+        if constexpr (is_f32<T>) rmsnorm_backward_f32(dy.data(), x.data(), w.data(), rstd.data(), dx.data(), d);
+        else rmsnorm_backward_bf16(dy.data(), x.data(), w.data(), rstd.data(), dx.data(), d);
+    });
+    compare("rmsnorm dX", dx, rdx, tol);
+    // Launcher: 64 rows per split -> 2 splits; dW f32.
+    const int per_split = 64, nsplit = (rows + per_split - 1) / per_split;
+    vector<float> part((size_t)nsplit * d, std::nanf("")), dw = dw0;
+    emulate_launch({unsigned((d + 255) / 256), unsigned(nsplit)}, 256, [&] {
+        if constexpr (is_f32<T>) rmsnorm_dw_partial_f32(dy.data(), x.data(), rstd.data(), part.data(), rows, d, per_split);
+        else rmsnorm_dw_partial_bf16(dy.data(), x.data(), rstd.data(), part.data(), rows, d, per_split);
+    });
+    emulate_launch({unsigned((d + 255) / 256)}, 256, [&] { rmsnorm_dw_finish_f32(part.data(), nsplit, d, dw.data()); });
+    compare("rmsnorm dW += (2 splits)", dw, rdw, 1e-5);
+}
+
+// Attention reference in double (the math of ops/attention.rs).
+struct AttRef {
+    vector<double> o, lse, dq, dk, dv;
+};
+template <typename T>
+static AttRef attention_ref(const vector<T>& q, const vector<T>& k, const vector<T>& v, const vector<T>* dout,
+                            const vector<int>& qs, const vector<int>& ks, int H, int Hkv, int hd) {
+    const int Tq = qs.back(), Tk = ks.back(), group = H / Hkv;
+    const double scale = 1 / std::sqrt(double(hd));
+    AttRef r{vector<double>((size_t)Tq * H * hd, 0), vector<double>((size_t)Tq * H), vector<double>((size_t)Tq * H * hd, 0),
+             vector<double>((size_t)Tk * Hkv * hd, 0), vector<double>((size_t)Tk * Hkv * hd, 0)};
+    for (size_t s = 0; s + 1 < qs.size(); ++s) {
+        const int off = (ks[s + 1] - ks[s]) - (qs[s + 1] - qs[s]);
+        for (int i = qs[s]; i < qs[s + 1]; ++i)
+            for (int h = 0; h < H; ++h) {
+                const int g = h / group, last = ks[s] + off + (i - qs[s]);
+                vector<double> sc;
+                double m = -INFINITY;
+                for (int j = ks[s]; j <= last; ++j) {
+                    double dot = 0;
+                    for (int d = 0; d < hd; ++d) dot += double(to_f(q[((size_t)i * H + h) * hd + d])) * to_f(k[((size_t)j * Hkv + g) * hd + d]);
+                    sc.push_back(dot * scale);
+                    m = std::max(m, dot * scale);
+                }
+                double l = 0;
+                for (double& x : sc) l += std::exp(x - m);
+                r.lse[(size_t)i * H + h] = m + std::log(l);
+                vector<double> p(sc.size());
+                for (size_t a = 0; a < sc.size(); ++a) p[a] = std::exp(sc[a] - m) / l;
+                double* o = &r.o[((size_t)i * H + h) * hd];
+                for (int j = ks[s]; j <= last; ++j)
+                    for (int d = 0; d < hd; ++d) o[d] += p[j - ks[s]] * to_f(v[((size_t)j * Hkv + g) * hd + d]);
+                if (!dout) continue;
+                const T* dO = &(*dout)[((size_t)i * H + h) * hd];
+                double D = 0;
+                for (int d = 0; d < hd; ++d) D += double(to_f(dO[d])) * o[d];
+                for (int j = ks[s]; j <= last; ++j) {
+                    double dp = 0;
+                    for (int d = 0; d < hd; ++d) dp += double(to_f(dO[d])) * to_f(v[((size_t)j * Hkv + g) * hd + d]);
+                    const double pj = p[j - ks[s]], ds = pj * (dp - D) * scale;
+                    for (int d = 0; d < hd; ++d) {
+                        r.dq[((size_t)i * H + h) * hd + d] += ds * to_f(k[((size_t)j * Hkv + g) * hd + d]);
+                        r.dk[((size_t)j * Hkv + g) * hd + d] += ds * to_f(q[((size_t)i * H + h) * hd + d]);
+                        r.dv[((size_t)j * Hkv + g) * hd + d] += pj * to_f(dO[d]);
+                    }
+                }
+            }
+    }
+    return r;
+}
+
+static vector<int> att_tiles(const vector<int>& starts) {
+    vector<int> out;
+    for (size_t s = 0; s + 1 < starts.size(); ++s)
+        for (int a = starts[s]; a < starts[s + 1]; a += ATT_TILE) out.insert(out.end(), {int(s), a, std::min(a + ATT_TILE, starts[s + 1])});
+    return out;
+}
+
+template <typename T> static void attention() {
+    const int H = 4, Hkv = 2, hd = 20;
+    const float scale = 1.f / std::sqrt(float(hd));
+    const vector<int> starts = {0, 1, 21, 21, 56};  // one-token, 20, empty, 35 (crosses tiles and key chunks)
+    const int T_ = starts.back();
+    auto q = rand_t<T>((size_t)T_ * H * hd, 2.f), k = rand_t<T>((size_t)T_ * Hkv * hd, 2.f), v = rand_t<T>((size_t)T_ * Hkv * hd);
+    auto dout = rand_t<T>((size_t)T_ * H * hd);
+    auto o = poisoned<T>((size_t)T_ * H * hd);
+    vector<float> lse((size_t)T_ * H, std::nanf(""));
+    auto tiles = att_tiles(starts);
+    const unsigned ntiles = tiles.size() / 3;
+    const auto* tl = reinterpret_cast<const AttTile*>(tiles.data());
+    emulate_launch({ntiles, unsigned(H)}, ATT_THREADS, [&] {
+        if constexpr (is_f32<T>) attention_forward_f32(q.data(), k.data(), v.data(), o.data(), lse.data(), starts.data(), starts.data(), tl, H, Hkv, hd, scale);
+        else attention_forward_bf16(q.data(), k.data(), v.data(), o.data(), lse.data(), starts.data(), starts.data(), tl, H, Hkv, hd, scale);
+    });
+    auto ref = attention_ref(q, k, v, &dout, starts, starts, H, Hkv, hd);
+    const double tol = is_f32<T> ? 2e-5 : 1e-2;
+    compare("attention O", o, ref.o, tol);
+    compare("attention lse", lse, ref.lse, 1e-5);
+
+    // Backward from the kernel's own O and lse, as the launcher does.
+    vector<float> D((size_t)T_ * H, std::nanf(""));
+    auto dq = poisoned<T>(q.size()), dk = poisoned<T>(k.size()), dv = poisoned<T>(v.size());
+    const long long rows = (long long)T_ * H;
+    emulate_launch({blocks_for(rows)}, 256, [&] {
+        if constexpr (is_f32<T>) attention_bwd_dot_f32(dout.data(), o.data(), D.data(), H, hd, rows);
+        else attention_bwd_dot_bf16(dout.data(), o.data(), D.data(), H, hd, rows);
+    });
+    emulate_launch({ntiles, unsigned(H)}, ATT_THREADS, [&] {
+        if constexpr (is_f32<T>) attention_bwd_dq_f32(q.data(), k.data(), v.data(), dout.data(), lse.data(), D.data(), dq.data(), starts.data(), tl, H, Hkv, hd, scale);
+        else attention_bwd_dq_bf16(q.data(), k.data(), v.data(), dout.data(), lse.data(), D.data(), dq.data(), starts.data(), tl, H, Hkv, hd, scale);
+    });
+    emulate_launch({ntiles, unsigned(Hkv)}, ATT_THREADS, [&] {
+        if constexpr (is_f32<T>) attention_bwd_dkdv_f32(q.data(), k.data(), v.data(), dout.data(), lse.data(), D.data(), dk.data(), dv.data(), starts.data(), tl, H, Hkv, hd, scale);
+        else attention_bwd_dkdv_bf16(q.data(), k.data(), v.data(), dout.data(), lse.data(), D.data(), dk.data(), dv.data(), starts.data(), tl, H, Hkv, hd, scale);
+    });
+    const double gtol = is_f32<T> ? 1e-4 : 3e-2;
+    compare("attention dQ", dq, ref.dq, gtol);
+    compare("attention dK", dk, ref.dk, gtol);
+    compare("attention dV", dv, ref.dv, gtol);
+
+    // Decode step: 1 and 3 new queries against caches of 40 and 3 keys, plus an empty segment.
+    const vector<int> qs = {0, 1, 1, 4}, ks = {0, 40, 40, 43};
+    auto cq = rand_t<T>((size_t)qs.back() * H * hd, 2.f), ck = rand_t<T>((size_t)ks.back() * Hkv * hd, 2.f), cv = rand_t<T>((size_t)ks.back() * Hkv * hd);
+    auto co = poisoned<T>(cq.size());
+    vector<float> clse((size_t)qs.back() * H);
+    auto ctiles = att_tiles(qs);
+    const auto* ctl = reinterpret_cast<const AttTile*>(ctiles.data());
+    emulate_launch({unsigned(ctiles.size() / 3), unsigned(H)}, ATT_THREADS, [&] {
+        if constexpr (is_f32<T>) attention_forward_f32(cq.data(), ck.data(), cv.data(), co.data(), clse.data(), qs.data(), ks.data(), ctl, H, Hkv, hd, scale);
+        else attention_forward_bf16(cq.data(), ck.data(), cv.data(), co.data(), clse.data(), qs.data(), ks.data(), ctl, H, Hkv, hd, scale);
+    });
+    compare("attention cached O", co, attention_ref(cq, ck, cv, (const vector<T>*)nullptr, qs, ks, H, Hkv, hd).o, tol);
+}
+
+template <typename T> static void cross_entropy() {
+    const int t = 6, d = 9, V = 70, chunk = 32;  // chunks of 32, 32, 6
+    const vector<int> targets = {3, -1, 69, 40, -1, 0};
+    vector<int> scored, tsel;
+    for (int i = 0; i < t; ++i)
+        if (targets[i] >= 0) scored.push_back(i), tsel.push_back(targets[i]);
+    const int n = scored.size();
+    auto x = rand_t<T>((size_t)t * d, 3.f), w = rand_t<T>((size_t)V * d);
+    auto xsel = poisoned<T>((size_t)n * d);
+    emulate_launch({1}, 256, [&] {
+        if constexpr (is_f32<T>) ce_gather_f32(x.data(), scored.data(), xsel.data(), d, (long long)n * d);
+        else ce_gather_bf16(x.data(), scored.data(), xsel.data(), d, (long long)n * d);
+    });
+    // z of one chunk, as cuBLAS would give it (f32 out).
+    auto logits = [&](int c0, int cw) {
+        vector<float> z((size_t)n * cw);
+        for (int r = 0; r < n; ++r)
+            for (int j = 0; j < cw; ++j) {
+                float s = 0;
+                for (int i = 0; i < d; ++i) s += to_f(xsel[(size_t)r * d + i]) * to_f(w[(size_t)(c0 + j) * d + i]);
+                z[(size_t)r * cw + j] = s;
+            }
+        return z;
+    };
+    vector<float> mx(n, -INFINITY), sm(n, 0.f), tl(n, std::nanf(""));
+    for (int c0 = 0; c0 < V; c0 += chunk) {
+        const int cw = std::min(chunk, V - c0);
+        auto z = logits(c0, cw);
+        emulate_launch({unsigned(n)}, 256, [&] { ce_lse_update(z.data(), cw, c0, tsel.data(), mx.data(), sm.data(), tl.data()); });
+    }
+    vector<float> lse(n);
+    vector<double> rlse(n), rtl(n);
+    for (int r = 0; r < n; ++r) {
+        lse[r] = mx[r] + std::log(sm[r]);
+        double l = 0;
+        vector<double> zr(V);
+        for (int j = 0; j < V; ++j) {
+            zr[j] = 0;
+            for (int i = 0; i < d; ++i) zr[j] += double(to_f(x[(size_t)scored[r] * d + i])) * to_f(w[(size_t)j * d + i]);
+            l += std::exp(zr[j]);
+        }
+        rlse[r] = std::log(l);
+        rtl[r] = zr[tsel[r]];
+    }
+    compare("cross-entropy lse (3 chunks)", lse, rlse, 1e-5);
+    compare("cross-entropy target logit", tl, rtl, 1e-5);
+    // dlogits of the last chunk, then the scatter of some dxsel.
+    const float scale = 0.5f;
+    const int c0 = 64, cw = V - c0;
+    auto z = logits(c0, cw);
+    auto dz = poisoned<T>((size_t)n * cw);
+    emulate_launch({1}, 256, [&] {
+        if constexpr (is_f32<T>) ce_dlogits_f32(z.data(), cw, c0, tsel.data(), lse.data(), scale, dz.data(), (long long)n * cw);
+        else ce_dlogits_bf16(z.data(), cw, c0, tsel.data(), lse.data(), scale, dz.data(), (long long)n * cw);
+    });
+    vector<double> rdz((size_t)n * cw);
+    for (int r = 0; r < n; ++r)
+        for (int j = 0; j < cw; ++j) rdz[(size_t)r * cw + j] = scale * (std::exp(double(z[(size_t)r * cw + j]) - rlse[r]) - (c0 + j == tsel[r]));
+    compare("cross-entropy dlogits", dz, rdz, is_f32<T> ? 1e-5 : 1e-2);
+    vector<float> dxsel((size_t)n * d);
+    for (auto& v : dxsel) v = std::uniform_real_distribution<float>(-1, 1)(rng);
+    vector<T> dx((size_t)t * d, to_t<T>(0.f));
+    emulate_launch({1}, 256, [&] {
+        if constexpr (is_f32<T>) ce_scatter_f32(dxsel.data(), scored.data(), dx.data(), d, (long long)n * d);
+        else ce_scatter_bf16(dxsel.data(), scored.data(), dx.data(), d, (long long)n * d);
+    });
+    vector<double> rdx((size_t)t * d, 0.0);
+    for (int r = 0; r < n; ++r)
+        for (int i = 0; i < d; ++i) rdx[(size_t)scored[r] * d + i] = to_f(to_t<T>(dxsel[(size_t)r * d + i]));
+    compare("cross-entropy scatter dx", dx, rdx, 1e-7);
+}
+
+template <typename G> static void optim() {
+    const long long n = 3000;
+    const float lr = 0.1f, b1 = 0.8f, b2 = 0.95f, eps = 1e-6f, wd = 0.1f;
+    auto p0 = rand_t<float>(n);
+    vector<float> p = p0, m(n, 0.f), v(n, 0.f);
+    vector<double> rp(p0.begin(), p0.end()), rm(n, 0), rv(n, 0);
+    for (int step = 1; step <= 3; ++step) {
+        auto g = rand_t<G>(n);
+        const double bc1 = 1 - std::pow(double(b1), step), bc2 = 1 - std::pow(double(b2), step);
+        emulate_launch({blocks_for(n)}, 256, [&] {
+            if constexpr (is_f32<G>) adamw_step_f32(p.data(), g.data(), m.data(), v.data(), n, lr, b1, b2, eps, wd, bc1, bc2);
+            else adamw_step_bf16(p.data(), g.data(), m.data(), v.data(), n, lr, b1, b2, eps, wd, bc1, bc2);
+        });
+        for (int i = 0; i < n; ++i) {
+            const double gi = to_f(g[i]);
+            rp[i] *= 1 - double(lr) * wd;
+            rm[i] = b1 * rm[i] + (1 - double(b1)) * gi;
+            rv[i] = b2 * rv[i] + (1 - double(b2)) * gi * gi;
+            rp[i] -= lr * (rm[i] / bc1) / (std::sqrt(rv[i] / bc2) + eps);
+        }
+    }
+    compare("adamw param (3 steps)", p, rp, 1e-5);
+    auto g = rand_t<G>(n);
+    const unsigned nb = (n + 255) / 256;  // launcher: ceil(n / 256) blocks up to 512
+    vector<double> part(nb, NAN), out(1, NAN);
+    emulate_launch({nb}, 256, [&] {
+        if constexpr (is_f32<G>) sumsq_partial_f32(g.data(), n, part.data());
+        else sumsq_partial_bf16(g.data(), n, part.data());
+    });
+    emulate_launch({1}, 256, [&] { sumsq_finish(part.data(), nb, out.data()); });
+    double want = 0;
+    for (auto x : g) want += double(to_f(x)) * to_f(x);
+    compare("grad sum of squares", out, {want}, 1e-12);
+    auto before = as_double(g);
+    emulate_launch({blocks_for(n)}, 256, [&] {
+        if constexpr (is_f32<G>) scale_f32(g.data(), n, 0.25f);
+        else scale_bf16(g.data(), n, 0.25f);
+    });
+    for (auto& x : before) x *= 0.25;
+    compare("scale", g, before, 1e-7);
+}
+
+template <typename T> static void all(const char* name) {
+    std::printf("%s\n", name);
+    embedding<T>();
+    swiglu<T>();
+    rope<T>();
+    rmsnorm<T>();
+    attention<T>();
+    cross_entropy<T>();
+    optim<T>();
+}
+
+int main() {
+    all<float>("f32");
+    all<__nv_bfloat16>("bf16");
+    std::printf(failures ? "%d FAILURES\n" : "all outputs match the reference\n", failures);
+    return failures ? 1 : 0;
+}
