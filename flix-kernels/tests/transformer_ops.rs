@@ -1,0 +1,460 @@
+//! The transformer ops against plain-loop f64 references written here, on every available device
+//! (the CPU in f32 always; CUDA in f32 and bf16 when present, bf16 with the BF16 tolerance).
+//! Inputs are compared as the device holds them (after its rounding), so the tolerance measures
+//! the op, not the input cast. Gradient formulas themselves are checked by finite differences
+//! in each op's unit tests; here the question is whether every device computes the same function.
+
+mod common;
+
+use common::{devices, host, tensor, tolerance, Rng};
+use flix_kernels::ops::adamw::{adamw_step, AdamWParams};
+use flix_kernels::ops::attention::{
+    attention_backward, attention_cached_forward, attention_forward, AttentionShape,
+};
+use flix_kernels::ops::cross_entropy::{
+    linear_cross_entropy_backward, linear_cross_entropy_forward, IGNORE,
+};
+use flix_kernels::ops::embedding::{embedding_backward, embedding_forward};
+use flix_kernels::ops::grad_norm::{clip_grad_norm, global_grad_norm};
+use flix_kernels::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
+use flix_kernels::ops::rope::{inv_freq, rope_backward, rope_forward, RopeScaling};
+use flix_kernels::ops::swiglu::{swiglu_backward, swiglu_forward};
+use flix_kernels::{DType, Device, Tolerance};
+
+fn check(tol: Tolerance, what: &str, device: &Device, dtype: DType, got: &[f64], want: &[f64]) {
+    tol.check_scaled(&format!("{what} on {device} {dtype}"), got, want)
+        .unwrap();
+}
+
+fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+#[test]
+fn embedding_gathers_and_scatters_rows_on_every_device() {
+    for (device, dtype) in devices() {
+        let mut rng = Rng::new(1);
+        let (v, d) = (7, 300);
+        let ids = [4u32, 0, 4, 2, 6, 0, 4, 1, 1];
+        let table = tensor(&device, dtype, &[v, d], &rng.vec(v * d, 1.0));
+        let out = embedding_forward(&table, &ids).unwrap();
+        let tab = host(&table);
+        let want: Vec<f64> = ids
+            .iter()
+            .flat_map(|&id| tab[id as usize * d..(id as usize + 1) * d].to_vec())
+            .collect();
+        check(
+            Tolerance::F64,
+            "embedding",
+            &device,
+            dtype,
+            &host(&out),
+            &want,
+        );
+
+        let dout = tensor(
+            &device,
+            dtype,
+            &[ids.len(), d],
+            &rng.vec(ids.len() * d, 1.0),
+        );
+        let mut dtable = tensor(&device, dtype, &[v, d], &rng.vec(v * d, 1.0));
+        let mut want = host(&dtable);
+        let g = host(&dout);
+        for (t, &id) in ids.iter().enumerate() {
+            for c in 0..d {
+                want[id as usize * d + c] += g[t * d + c];
+            }
+        }
+        embedding_backward(&mut dtable, &ids, &dout).unwrap();
+        check(
+            tolerance(dtype),
+            "dTable",
+            &device,
+            dtype,
+            &host(&dtable),
+            &want,
+        );
+    }
+}
+
+#[test]
+fn rmsnorm_forward_and_backward_match_the_reference_on_every_device() {
+    for (device, dtype) in devices() {
+        let mut rng = Rng::new(2);
+        let (rows, d, eps) = (70, 130, 1e-5);
+        let x = tensor(&device, dtype, &[rows, d], &rng.vec(rows * d, 2.0));
+        let w = tensor(&device, dtype, &[d], &rng.vec(d, 1.0));
+        let dy = tensor(&device, dtype, &[rows, d], &rng.vec(rows * d, 1.0));
+        let dw0 = rng.vec(d, 1.0);
+        let mut dw = tensor(&device, DType::F32, &[d], &dw0);
+        let (xs, ws, g) = (host(&x), host(&w), host(&dy));
+        let (mut y, mut rstd, mut dx, mut dwr) = (
+            vec![0.0; rows * d],
+            vec![0.0; rows],
+            vec![0.0; rows * d],
+            f64s(&dw0),
+        );
+        for r in 0..rows {
+            let row = &xs[r * d..(r + 1) * d];
+            let s = 1.0 / (row.iter().map(|v| v * v).sum::<f64>() / d as f64 + eps as f64).sqrt();
+            rstd[r] = s;
+            let mut dot = 0.0;
+            for i in 0..d {
+                let xh = row[i] * s;
+                y[r * d + i] = ws[i] * xh;
+                dot += xh * ws[i] * g[r * d + i];
+                dwr[i] += g[r * d + i] * xh;
+            }
+            for i in 0..d {
+                dx[r * d + i] = s * (ws[i] * g[r * d + i] - row[i] * s * dot / d as f64);
+            }
+        }
+        let tol = tolerance(dtype);
+        let (yt, rstd_got) = rmsnorm_forward(&x, &w, eps).unwrap();
+        check(tol, "RMSNorm y", &device, dtype, &host(&yt), &y);
+        check(
+            Tolerance::F32,
+            "rstd",
+            &device,
+            dtype,
+            &f64s(&rstd_got),
+            &rstd,
+        );
+        let dxt = rmsnorm_backward(&dy, &x, &w, &rstd_got, Some(&mut dw)).unwrap();
+        check(tol, "RMSNorm dX", &device, dtype, &host(&dxt), &dx);
+        check(
+            Tolerance::F32,
+            "RMSNorm dW",
+            &device,
+            dtype,
+            &host(&dw),
+            &dwr,
+        );
+    }
+}
+
+#[test]
+fn rope_rotates_and_unrotates_on_every_device() {
+    for (device, dtype) in devices() {
+        let mut rng = Rng::new(3);
+        let (heads, hd) = (3, 10);
+        // Two packed segments: positions restart at the second.
+        let positions = [0u32, 1, 2, 3, 0, 1, 2, 40];
+        let inv = inv_freq(hd, 10_000.0, RopeScaling::Default);
+        let n = positions.len() * heads * hd;
+        for backward in [false, true] {
+            let mut x = tensor(
+                &device,
+                dtype,
+                &[positions.len(), heads * hd],
+                &rng.vec(n, 1.0),
+            );
+            let xs = host(&x);
+            let sign = if backward { -1.0 } else { 1.0 };
+            let mut want = xs.clone();
+            for (t, &p) in positions.iter().enumerate() {
+                for h in 0..heads {
+                    for (i, &f) in inv.iter().enumerate() {
+                        let a = (p as f32 * f) as f64;
+                        let (s, c) = (a.sin() * sign, a.cos());
+                        let b = (t * heads + h) * hd;
+                        let (x1, x2) = (xs[b + i], xs[b + i + hd / 2]);
+                        want[b + i] = x1 * c - x2 * s;
+                        want[b + i + hd / 2] = x2 * c + x1 * s;
+                    }
+                }
+            }
+            if backward {
+                rope_backward(&mut x, heads, &positions, &inv).unwrap();
+            } else {
+                rope_forward(&mut x, heads, &positions, &inv).unwrap();
+            }
+            check(tolerance(dtype), "RoPE", &device, dtype, &host(&x), &want);
+        }
+    }
+}
+
+#[test]
+fn swiglu_matches_the_reference_on_every_device() {
+    for (device, dtype) in devices() {
+        let mut rng = Rng::new(4);
+        let shape = [5, 37];
+        let n = 5 * 37;
+        let gate = tensor(&device, dtype, &shape, &rng.vec(n, 4.0));
+        let up = tensor(&device, dtype, &shape, &rng.vec(n, 1.0));
+        let dh = tensor(&device, dtype, &shape, &rng.vec(n, 1.0));
+        let (g, u, d) = (host(&gate), host(&up), host(&dh));
+        let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let h: Vec<f64> = (0..n).map(|i| g[i] * sig(g[i]) * u[i]).collect();
+        let du: Vec<f64> = (0..n).map(|i| d[i] * g[i] * sig(g[i])).collect();
+        let dg: Vec<f64> = (0..n)
+            .map(|i| d[i] * u[i] * sig(g[i]) * (1.0 + g[i] * (1.0 - sig(g[i]))))
+            .collect();
+        let tol = tolerance(dtype);
+        let ht = swiglu_forward(&gate, &up).unwrap();
+        check(tol, "SwiGLU h", &device, dtype, &host(&ht), &h);
+        let (dgt, dut) = swiglu_backward(&dh, &gate, &up).unwrap();
+        check(tol, "SwiGLU dGate", &device, dtype, &host(&dgt), &dg);
+        check(tol, "SwiGLU dUp", &device, dtype, &host(&dut), &du);
+    }
+}
+
+/// O, lse and (with dO) dQ, dK, dV of causal GQA attention, queries `qs` against keys `ks`.
+#[allow(clippy::type_complexity)]
+fn attention_reference(
+    (q, k, v): (&[f64], &[f64], &[f64]),
+    dout: Option<&[f64]>,
+    qs: &[usize],
+    ks: &[usize],
+    s: AttentionShape,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (h_, hkv, hd) = (s.heads, s.kv_heads, s.head_dim);
+    let (tq, tk) = (qs[qs.len() - 1], ks[ks.len() - 1]);
+    let scale = 1.0 / (hd as f64).sqrt();
+    let (mut o, mut lse) = (vec![0.0; tq * h_ * hd], vec![0.0; tq * h_]);
+    let (mut dq, mut dk, mut dv) = (
+        vec![0.0; tq * h_ * hd],
+        vec![0.0; tk * hkv * hd],
+        vec![0.0; tk * hkv * hd],
+    );
+    for (qw, kw) in qs.windows(2).zip(ks.windows(2)) {
+        let off = (kw[1] - kw[0]) - (qw[1] - qw[0]);
+        for i in qw[0]..qw[1] {
+            for h in 0..h_ {
+                let g = h / (h_ / hkv);
+                let qi = &q[(i * h_ + h) * hd..][..hd];
+                let keys = kw[0]..=kw[0] + off + (i - qw[0]);
+                let sc: Vec<f64> = keys
+                    .clone()
+                    .map(|j| {
+                        (0..hd)
+                            .map(|d| qi[d] * k[(j * hkv + g) * hd + d])
+                            .sum::<f64>()
+                            * scale
+                    })
+                    .collect();
+                let m = sc.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let l: f64 = sc.iter().map(|x| (x - m).exp()).sum();
+                lse[i * h_ + h] = m + l.ln();
+                let p: Vec<f64> = sc.iter().map(|x| (x - m).exp() / l).collect();
+                for (pj, j) in p.iter().zip(keys.clone()) {
+                    for d in 0..hd {
+                        o[(i * h_ + h) * hd + d] += pj * v[(j * hkv + g) * hd + d];
+                    }
+                }
+                let Some(dout) = dout else { continue };
+                let doi = &dout[(i * h_ + h) * hd..][..hd];
+                let big_d: f64 = (0..hd).map(|d| doi[d] * o[(i * h_ + h) * hd + d]).sum();
+                for (pj, j) in p.iter().zip(keys) {
+                    let dp: f64 = (0..hd).map(|d| doi[d] * v[(j * hkv + g) * hd + d]).sum();
+                    let ds = pj * (dp - big_d) * scale;
+                    for d in 0..hd {
+                        dq[(i * h_ + h) * hd + d] += ds * k[(j * hkv + g) * hd + d];
+                        dk[(j * hkv + g) * hd + d] += ds * qi[d];
+                        dv[(j * hkv + g) * hd + d] += pj * doi[d];
+                    }
+                }
+            }
+        }
+    }
+    (o, lse, dq, dk, dv)
+}
+
+#[test]
+fn attention_forward_backward_and_decode_match_the_reference_on_every_device() {
+    let shape = AttentionShape {
+        heads: 4,
+        kv_heads: 2,
+        head_dim: 20,
+    };
+    let (h_, hkv, hd) = (4, 2, 20);
+    for (device, dtype) in devices() {
+        let mut rng = Rng::new(5);
+        // One-token, long (crosses tiles and key chunks), empty and short segments.
+        let starts = [0, 1, 38, 38, 43];
+        let t = 43;
+        let q = tensor(&device, dtype, &[t, h_ * hd], &rng.vec(t * h_ * hd, 2.0));
+        let k = tensor(&device, dtype, &[t, hkv * hd], &rng.vec(t * hkv * hd, 2.0));
+        let v = tensor(&device, dtype, &[t, hkv * hd], &rng.vec(t * hkv * hd, 1.0));
+        let dout = tensor(&device, dtype, &[t, h_ * hd], &rng.vec(t * h_ * hd, 1.0));
+        let (qh, kh, vh, dh) = (host(&q), host(&k), host(&v), host(&dout));
+        let (o, lse, dq, dk, dv) =
+            attention_reference((&qh, &kh, &vh), Some(&dh), &starts, &starts, shape);
+        let tol = tolerance(dtype);
+        let (ot, lse_got) = attention_forward(&q, &k, &v, &starts, shape).unwrap();
+        check(tol, "attention O", &device, dtype, &host(&ot), &o);
+        check(
+            Tolerance::F32,
+            "attention lse",
+            &device,
+            dtype,
+            &f64s(&lse_got),
+            &lse,
+        );
+        let (dqt, dkt, dvt) =
+            attention_backward(&dout, &q, &k, &v, &ot, &lse_got, &starts, shape).unwrap();
+        check(tol, "attention dQ", &device, dtype, &host(&dqt), &dq);
+        check(tol, "attention dK", &device, dtype, &host(&dkt), &dk);
+        check(tol, "attention dV", &device, dtype, &host(&dvt), &dv);
+
+        // Decode: 1 and 3 new queries against caches of 20 and 3 keys, and an empty segment.
+        let (qs, ks) = ([0, 1, 1, 4], [0, 20, 20, 23]);
+        let cq = tensor(&device, dtype, &[4, h_ * hd], &rng.vec(4 * h_ * hd, 2.0));
+        let ck = tensor(
+            &device,
+            dtype,
+            &[23, hkv * hd],
+            &rng.vec(23 * hkv * hd, 2.0),
+        );
+        let cv = tensor(
+            &device,
+            dtype,
+            &[23, hkv * hd],
+            &rng.vec(23 * hkv * hd, 1.0),
+        );
+        let want =
+            attention_reference((&host(&cq), &host(&ck), &host(&cv)), None, &qs, &ks, shape).0;
+        let got = attention_cached_forward(&cq, &ck, &cv, &qs, &ks, shape).unwrap();
+        check(
+            tol,
+            "cached attention O",
+            &device,
+            dtype,
+            &host(&got),
+            &want,
+        );
+    }
+}
+
+#[test]
+fn linear_cross_entropy_matches_the_dense_reference_on_every_device() {
+    for (device, dtype) in devices() {
+        let mut rng = Rng::new(6);
+        let (t, d, v) = (6, 9, 70);
+        let targets = [3, IGNORE, 69, 40, IGNORE, 0];
+        let x = tensor(&device, dtype, &[t, d], &rng.vec(t * d, 2.0));
+        let w = tensor(&device, dtype, &[v, d], &rng.vec(v * d, 1.0));
+        let (xs, ws) = (host(&x), host(&w));
+        let scale = 0.5;
+        let (mut loss, mut dx, mut dw) = (0.0, vec![0.0; t * d], vec![0.0; v * d]);
+        for (i, &y) in targets.iter().enumerate() {
+            if y < 0 {
+                continue;
+            }
+            let z: Vec<f64> = (0..v)
+                .map(|j| (0..d).map(|c| xs[i * d + c] * ws[j * d + c]).sum())
+                .collect();
+            let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let lse = m + z.iter().map(|a| (a - m).exp()).sum::<f64>().ln();
+            loss += lse - z[y as usize];
+            for j in 0..v {
+                let dz = scale * ((z[j] - lse).exp() - if j == y as usize { 1.0 } else { 0.0 });
+                for c in 0..d {
+                    dx[i * d + c] += dz * ws[j * d + c];
+                    dw[j * d + c] += dz * xs[i * d + c];
+                }
+            }
+        }
+        let tol = tolerance(dtype);
+        for chunk in [32, 70, 1000] {
+            let fwd = linear_cross_entropy_forward(&x, &w, &targets, chunk).unwrap();
+            check(tol, "loss", &device, dtype, &[fwd.loss_sum], &[loss]);
+            assert_eq!(fwd.count, 4);
+            let mut dwt = tensor(&device, DType::F32, &[v, d], &vec![0.0; v * d]);
+            let dxt = linear_cross_entropy_backward(
+                &x,
+                &w,
+                &targets,
+                &fwd,
+                scale as f32,
+                chunk,
+                Some(&mut dwt),
+            )
+            .unwrap();
+            check(tol, "dx", &device, dtype, &host(&dxt), &dx);
+            check(tol, "dW", &device, dtype, &host(&dwt), &dw);
+        }
+    }
+}
+
+#[test]
+fn adamw_and_grad_norm_match_the_reference_on_every_device() {
+    for (device, dtype) in devices() {
+        let mut rng = Rng::new(7);
+        let n = 1000;
+        let hp = AdamWParams {
+            lr: 0.1,
+            beta1: 0.8,
+            beta2: 0.95,
+            eps: 1e-6,
+            weight_decay: 0.1,
+        };
+        let p0 = rng.vec(n, 1.0);
+        let mut p = tensor(&device, DType::F32, &[n], &p0);
+        let mut m = tensor(&device, DType::F32, &[n], &vec![0.0; n]);
+        let mut v = tensor(&device, DType::F32, &[n], &vec![0.0; n]);
+        let (mut rp, mut rm, mut rv) = (f64s(&p0), vec![0.0; n], vec![0.0; n]);
+        let (lr, b1, b2, eps, wd) = (
+            0.1f32 as f64,
+            0.8f32 as f64,
+            0.95f32 as f64,
+            1e-6f32 as f64,
+            0.1f32 as f64,
+        );
+        for step in 1..=3u64 {
+            let g = tensor(&device, dtype, &[n], &rng.vec(n, 1.0));
+            adamw_step(&mut p, &g, &mut m, &mut v, step, hp).unwrap();
+            for (i, gi) in host(&g).into_iter().enumerate() {
+                rp[i] *= 1.0 - lr * wd;
+                rm[i] = b1 * rm[i] + (1.0 - b1) * gi;
+                rv[i] = b2 * rv[i] + (1.0 - b2) * gi * gi;
+                let (mh, vh) = (
+                    rm[i] / (1.0 - b1.powi(step as i32)),
+                    rv[i] / (1.0 - b2.powi(step as i32)),
+                );
+                rp[i] -= lr * mh / (vh.sqrt() + eps);
+            }
+        }
+        check(
+            Tolerance::F32,
+            "AdamW param",
+            &device,
+            dtype,
+            &host(&p),
+            &rp,
+        );
+
+        let mut a = tensor(&device, dtype, &[300], &rng.vec(300, 1.0));
+        let mut b = tensor(&device, dtype, &[7, 11], &rng.vec(77, 3.0));
+        let all: Vec<f64> = host(&a).into_iter().chain(host(&b)).collect();
+        let want = all.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let norm = global_grad_norm(&[&a, &b]).unwrap();
+        check(
+            Tolerance::F32,
+            "grad norm",
+            &device,
+            dtype,
+            &[norm],
+            &[want],
+        );
+        let before = clip_grad_norm(&mut [&mut a, &mut b], 1.0).unwrap();
+        check(
+            Tolerance::F32,
+            "norm before clipping",
+            &device,
+            dtype,
+            &[before],
+            &[want],
+        );
+        let after = global_grad_norm(&[&a, &b]).unwrap();
+        check(
+            tolerance(dtype),
+            "norm after clipping",
+            &device,
+            dtype,
+            &[after],
+            &[1.0],
+        );
+    }
+}
