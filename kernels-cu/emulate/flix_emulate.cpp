@@ -1,7 +1,7 @@
 // Runs the FLix kernels' own source on the CPU (see cuda_shim.h) in the order the Rust launchers
 // (flix-kernels/src/flix/cuda/) launch them, and compares every output with a plain-loop
-// reference in double: H, Y (written and accumulated), dX, dA and dB (accumulated into random
-// gradients), for f32 and bf16 activations, on batches with absent features, one-token and empty
+// reference in double: H, Y and dX (written and accumulated), Y + bias, dA and dB (accumulated
+// into random gradients), for f32 and bf16 activations, on batches with absent features, one-token and empty
 // segments, widths that are not multiples of any tile, K from 1 to 8, R above 32, and the
 // gradient workspace split into several segment groups. Outputs are poisoned with NaN first, so
 // an unwritten element fails. Build and run: kernels-cu/emulate/run.sh
@@ -221,6 +221,27 @@ static void run(const Problem& pb, uint64_t seed, double rtol) {
             }
         }
     compare("dX = Σ s_k dH_k A", dX, dXref, rtol);
+    {
+        vector<T> dX2 = rand_t(dXref.size());
+        vector<double> want = dXref;
+        for (size_t i = 0; i < want.size(); ++i) want[i] += to_f(dX2[i]);
+        emulate_launch({unsigned(ntiles), unsigned((d_in + 63) / 64), 1}, 256, [&] {
+            if constexpr (std::is_same_v<T, float>) flix_dx_f32(dH.data(), d_in, p, slots.data(), tl, dX2.data(), 1);
+            else flix_dx_bf16(dH.data(), d_in, p, slots.data(), tl, dX2.data(), 1);
+        });
+        compare("dX += Σ s_k dH_k A", dX2, want, rtol);
+    }
+    {
+        vector<T> Yb = rand_t((size_t)T_ * d_out), bias = rand_t(d_out);
+        vector<double> want((size_t)T_ * d_out);
+        for (size_t e = 0; e < want.size(); ++e) want[e] = double(to_f(Yb[e])) + to_f(bias[e % d_out]);
+        const long long n = (long long)want.size();
+        emulate_launch({unsigned(std::min<long long>((n + 255) / 256, 65535)), 1, 1}, 256, [&] {
+            if constexpr (std::is_same_v<T, float>) flix_add_bias_f32(Yb.data(), bias.data(), n, d_out);
+            else flix_add_bias_bf16(Yb.data(), bias.data(), n, d_out);
+        });
+        compare("Y += bias", Yb, want, rtol);
+    }
 
     // dB then dA: per-segment partials over groups of segments, then the CSR reduce per type.
     for (int which = 0; which < 2; ++which) {  // 0 = dB, 1 = dA
