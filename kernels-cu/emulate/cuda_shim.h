@@ -46,26 +46,29 @@ inline __nv_bfloat16 __float2bfloat16_rn(float f) {
     return {uint16_t(u >> 16)};
 }
 
-// Runs `kernel()` for every thread of every block of `grid`, blocks in order.
+// Runs `kernel()` for every thread of every block of `grid`, blocks in order: `threads` workers
+// walk the blocks together, meeting at the block's barrier after each one, so that one block's
+// shared memory (function-local statics) is never touched by the next while in use.
 template <class F>
 void emulate_launch(dim3 grid, unsigned threads, F kernel) {
-    for (unsigned z = 0; z < grid.z; ++z)
-        for (unsigned y = 0; y < grid.y; ++y)
-            for (unsigned x = 0; x < grid.x; ++x) {
-                std::barrier<> bar(threads);
-                g_block_barrier = &bar;
-                std::vector<std::thread> pool;
-                pool.reserve(threads);
-                for (unsigned t = 0; t < threads; ++t)
-                    pool.emplace_back([&, t] {
-                        threadIdx = {t, 0, 0};
+    std::barrier<> bar(threads);
+    g_block_barrier = &bar;
+    std::vector<std::thread> pool;
+    pool.reserve(threads);
+    for (unsigned t = 0; t < threads; ++t)
+        pool.emplace_back([&, t] {
+            threadIdx = {t, 0, 0};
+            blockDim = {threads, 1, 1};
+            gridDim = grid;
+            for (unsigned z = 0; z < grid.z; ++z)
+                for (unsigned y = 0; y < grid.y; ++y)
+                    for (unsigned x = 0; x < grid.x; ++x) {
                         blockIdx = {x, y, z};
-                        blockDim = {threads, 1, 1};
-                        gridDim = grid;
                         kernel();
-                    });
-                for (auto& th : pool) th.join();
-            }
+                        bar.arrive_and_wait();
+                    }
+        });
+    for (auto& th : pool) th.join();
 }
 
 #define __align__(n) __attribute__((aligned(n)))
