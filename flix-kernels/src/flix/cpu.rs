@@ -1,7 +1,7 @@
 //! The fast CPU path of the FLix ops, f32. Segments are independent, so shrink, expand and the
 //! dH/dX half of backward run in parallel across segments (each writes only its own rows of the
 //! packed buffers). Inside a segment the present types are handled together: their adapters are
-//! stacked along the rank ([`Stacked`]), so each op is **one** `gemm_f32` call per segment that
+//! stacked along the rank (`Stacked`), so each op is **one** `gemm_f32` call per segment that
 //! reads the segment's activations once, instead of one thin product per type.
 //!
 //! dA and dB run in parallel across (type, value) pairs; each sums over the value's users in the
