@@ -8,29 +8,18 @@
 // 16 bytes (8 bf16, 4 floats); every thread of a warp takes part in each wmma call.
 #include <mma.h>
 
-// Stages 64 tokens x 64 elements of a bf16 row-major matrix (row stride D) into Ls[64][LD]:
-// 16-byte loads when D is a multiple of 8 (then no 8-chunk crosses i_end, a multiple of 64 or D),
-// else element by element. Rows past `rows` and columns past i_end read as 0.
+// Stages 64 tokens x 64 elements of a bf16 row-major matrix (row stride D) into Ls[64][LD],
+// element by element (the path for widths that are not multiples of 8). Rows past `rows` and
+// columns past i_end read as 0.
 template <int LD>
-__device__ __forceinline__ void flix_stage_rows_bf16(__nv_bfloat16 (*Ls)[LD],
-                                                     const __nv_bfloat16* __restrict__ L, int D,
-                                                     long long row0, int rows, int i0, int i_end) {
-    const int tid = threadIdx.x;
-    if ((D & 7) == 0) {
-        for (int e = tid; e < 64 * 8; e += FLIX_THREADS) {
-            const int t = e / 8, i = (e % 8) * 8;
-            uint4 v = make_uint4(0, 0, 0, 0);
-            if (t < rows && i0 + i < i_end)
-                v = *reinterpret_cast<const uint4*>(L + (row0 + t) * D + i0 + i);
-            *reinterpret_cast<uint4*>(&Ls[t][i]) = v;
-        }
-    } else {
-        for (int e = tid; e < 64 * 64; e += FLIX_THREADS) {
-            const int t = e / 64, i = e % 64;
-            __nv_bfloat16 v = __float2bfloat16_rn(0.f);
-            if (t < rows && i0 + i < i_end) v = L[(row0 + t) * D + i0 + i];
-            Ls[t][i] = v;
-        }
+__device__ __forceinline__ void flix_stage_rows_scalar(__nv_bfloat16 (*Ls)[LD],
+                                                       const __nv_bfloat16* __restrict__ L, int D,
+                                                       long long row0, int rows, int i0, int i_end) {
+    for (int e = threadIdx.x; e < 64 * 64; e += FLIX_THREADS) {
+        const int t = e / 64, i = e % 64;
+        __nv_bfloat16 v = __float2bfloat16_rn(0.f);
+        if (t < rows && i0 + i < i_end) v = L[(row0 + t) * D + i0 + i];
+        Ls[t][i] = v;
     }
 }
 
@@ -83,10 +72,35 @@ __device__ void flix_narrow_mma(const __nv_bfloat16* __restrict__ L, int D, cons
     }
     __syncthreads();
 
+    // When D is a multiple of 8, L moves in 16-byte pieces (no piece crosses i_end, which is a
+    // multiple of 64 or D), and the next tile's pieces are loaded into registers before the
+    // products of the current one, so that their latency overlaps the work.
+    static_assert(M * KC / 8 == 2 * FLIX_THREADS, "two 16-byte pieces of L per thread");
+    const bool vec = (D & 7) == 0;
+    uint4 next[2];
+    auto fetch = [&](int i0) {
+#pragma unroll
+        for (int q = 0; q < 2; ++q) {
+            const int e = tid + q * FLIX_THREADS, t = e / 8, i = (e % 8) * 8;
+            next[q] = make_uint4(0, 0, 0, 0);
+            if (t < rows && i0 + i < i_end)
+                next[q] = *reinterpret_cast<const uint4*>(L + ((long long)tile.start + t) * D + i0 + i);
+        }
+    };
+    if (vec) fetch(i_begin);
+
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
     wmma::fill_fragment(acc, 0.f);
     for (int i0 = i_begin; i0 < i_end; i0 += KC) {
-        flix_stage_rows_bf16<LDS>(Ls, L, D, tile.start, rows, i0, i_end);
+        if (vec) {
+#pragma unroll
+            for (int q = 0; q < 2; ++q) {
+                const int e = tid + q * FLIX_THREADS, t = e / 8, i = (e % 8) * 8;
+                *reinterpret_cast<uint4*>(&Ls[t][i]) = next[q];
+            }
+        } else {
+            flix_stage_rows_scalar<LDS>(Ls, L, D, tile.start, rows, i0, i_end);
+        }
         for (int e = tid; e < NC * KC; e += FLIX_THREADS) {
             const int c = FROM_B ? e % NC : e / KC;
             const int i = FROM_B ? e / NC : e % KC;
@@ -96,6 +110,7 @@ __device__ void flix_narrow_mma(const __nv_bfloat16* __restrict__ L, int D, cons
             Ws[c][i] = __float2bfloat16_rn(v);
         }
         __syncthreads();
+        if (vec && i0 + KC < i_end) fetch(i0 + KC);
 #pragma unroll
         for (int kk = 0; kk < KC; kk += 16) {
             wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;

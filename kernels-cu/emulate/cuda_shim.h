@@ -23,7 +23,7 @@ inline void __syncthreads() { g_block_barrier->arrive_and_wait(); }
 #define __global__
 #define __device__
 #define __forceinline__ inline
-#define __launch_bounds__(n)
+#define __launch_bounds__(...)
 // One block runs at a time, so a function-local static is exactly one block's shared memory.
 #define __shared__ static
 
