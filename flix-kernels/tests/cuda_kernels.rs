@@ -2,7 +2,8 @@
 //! kernels, which the small random cases of `flix_ops.rs` do not: R above 32 (several column
 //! blocks in shrink/dH, several rank chunks in expand/dX), segments of several 64-token tiles,
 //! widths that are multiples of 8 (16-byte loads) and not, K = 8, a long dimension split many
-//! ways, and the gradient workspace in several segment groups. Also: the same bits twice.
+//! ways and not split at all, and the gradient workspace in several segment groups. Also: the
+//! same bits twice.
 //! CUDA only: without a GPU it says it skipped (FLIX_REQUIRE_GPU=1 makes that a failure).
 
 mod common;
@@ -170,5 +171,18 @@ fn kernels_match_the_oracle_on_shapes_that_reach_every_branch() {
         );
         check(&device, dtype, "segment groups of two", first, 7);
         std::env::remove_var("FLIX_CUDA_PARTIAL_BUDGET_BYTES");
+        // Every case unsplit, so that shrink and dH loop over the whole long dimension in one
+        // block (the split otherwise gives small batches one 64-wide step per block).
+        std::env::set_var("FLIX_CUDA_TARGET_BLOCKS", "1");
+        for (i, (name, case)) in cases().iter().enumerate() {
+            check(
+                &device,
+                dtype,
+                &format!("{name}, unsplit"),
+                case,
+                10 + i as u64,
+            );
+        }
+        std::env::remove_var("FLIX_CUDA_TARGET_BLOCKS");
     }
 }

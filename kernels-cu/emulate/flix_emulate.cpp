@@ -29,9 +29,10 @@ struct Problem {
     size_t group_segments;  // segments per gradient-workspace group (the launcher's budget)
 };
 
-// Mirrors params::split_long_dim.
+// Mirrors params::split_long_dim; `g_target_blocks` mirrors params::target_blocks().
+static int g_target_blocks = 528;
 static void split_long_dim(int d, int blocks, int* nsplit, int* split_len) {
-    const int step = 64, target = 528;
+    const int step = 64, target = g_target_blocks;
     int steps = std::max((d + step - 1) / step, 1);
     int wanted = std::clamp((target + std::max(blocks, 1) - 1) / std::max(blocks, 1), 1, std::min(steps, 65535));
     *split_len = ((steps + wanted - 1) / wanted) * step;
@@ -308,6 +309,15 @@ int main() {
         run<float>(pb, 1, 1e-5);
         std::printf("bf16 %s\n", pb.name.c_str());
         run<__nv_bfloat16>(pb, 2, 1e-2);
+    }
+    // Unsplit (FLIX_CUDA_TARGET_BLOCKS=1): shrink and dH loop over the whole long dimension in
+    // one block, which the split otherwise never does on batches this small.
+    g_target_blocks = 1;
+    for (size_t i : {0, 3, 4}) {
+        std::printf("f32  %s, unsplit\n", problems[i].name.c_str());
+        run<float>(problems[i], 3, 1e-5);
+        std::printf("bf16 %s, unsplit\n", problems[i].name.c_str());
+        run<__nv_bfloat16>(problems[i], 4, 1e-2);
     }
     std::printf(failures ? "%d FAILURES\n" : "all outputs match the reference\n", failures);
     return failures ? 1 : 0;

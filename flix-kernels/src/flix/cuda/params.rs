@@ -169,11 +169,20 @@ pub struct Split {
     pub split_len: usize,
 }
 
+/// [`TARGET_BLOCKS`], or the value of `FLIX_CUDA_TARGET_BLOCKS` when set (to tune it on a GPU
+/// without a rebuild, and for the GPU tests to run shrink/dH unsplit on small batches).
+pub fn target_blocks() -> usize {
+    std::env::var("FLIX_CUDA_TARGET_BLOCKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(TARGET_BLOCKS)
+}
+
 /// Splits `d` so that `blocks` blocks (tiles x column blocks) times the split reach about
-/// [`TARGET_BLOCKS`], each split at least one [`NARROW_STEP`] long.
-pub fn split_long_dim(d: usize, blocks: usize) -> Split {
+/// `target` blocks, each split at least one [`NARROW_STEP`] long.
+pub fn split_long_dim(d: usize, blocks: usize, target: usize) -> Split {
     let steps = d.div_ceil(NARROW_STEP).max(1);
-    let wanted = TARGET_BLOCKS
+    let wanted = target
         .div_ceil(blocks.max(1))
         .clamp(1, steps.min(MAX_GRID_YZ));
     let split_len = steps.div_ceil(wanted) * NARROW_STEP;
@@ -334,7 +343,7 @@ mod tests {
     fn splits_cover_the_long_dimension_with_no_empty_split() {
         for d in [0, 1, 63, 64, 65, 1000, 4096, 11008] {
             for blocks in [1, 7, 128, 264, 10_000] {
-                let s = split_long_dim(d, blocks);
+                let s = split_long_dim(d, blocks, TARGET_BLOCKS);
                 assert!(s.nsplit >= 1 && s.split_len.is_multiple_of(NARROW_STEP));
                 assert!(s.nsplit * s.split_len >= d, "d={d} blocks={blocks} {s:?}");
                 assert!(
@@ -346,7 +355,12 @@ mod tests {
                 }
             }
         }
-        assert!(split_long_dim(4096, 8).nsplit > 1);
+        assert!(split_long_dim(4096, 8, TARGET_BLOCKS).nsplit > 1);
+        assert_eq!(
+            split_long_dim(4096, 8, 1).nsplit,
+            1,
+            "target 1: never split"
+        );
     }
 
     #[test]
