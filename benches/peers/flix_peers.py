@@ -91,10 +91,10 @@ class Layer:
         self.shape, self.device, self.dtype = shape, device, dtype
         batch = shape.get("batch") or make_batch(shape)
         t, d_in, d_out = shape["tokens"], shape["d_in"], shape["d_out"]
-        g = torch.Generator(device="cpu").manual_seed(7)
+        g = torch.Generator(device=device).manual_seed(7)
 
-        def rand(*size, scale=1.0):
-            return (torch.rand(*size, generator=g) * 2 - 1).mul_(scale).to(device, dtype)
+        def rand(*size, scale=1.0):  # drawn on the device: the large shapes stay quick to set up
+            return (torch.rand(*size, generator=g, device=device) * 2 - 1).mul_(scale).to(dtype)
 
         self.w = rand(d_out, d_in, scale=d_in ** -0.5)
         self.xs = [rand(t, d_in) for _ in range(sets)]
