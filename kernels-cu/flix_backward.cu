@@ -6,8 +6,10 @@
 //   dB_{k,v}   += Σ_{segments s using v} Σ_{t in s} dY[t]ᵀ H_k[t]
 //   dA_{k,v}   += s_k Σ_{segments s using v} Σ_{t in s} dH_k[t]ᵀ X[t]
 //
-// Work decomposition (no float atomics anywhere: same inputs, same bits)
-//   flix_dh_partial_*   = the shrink kernel with B in place of A: grid (tiles, ceil(R/32), nsplit),
+// Work decomposition (no float atomics anywhere: same inputs, same bits). For bf16 activations
+// dH, dX and the weight-gradient partials run on the tensor cores (flix_mma.cuh; dA's partial
+// rounds the f32 dH to bf16 as it stages it); the f32 entries use f32 FMA.
+//   flix_dh_partial_*   = the shrink kernel with B in place of A: grid (tiles x ceil(R/32), 1, nsplit),
 //                         d_out split nsplit ways into f32 partials.
 //   flix_dh_finish_f32  sums the partials in order, zeroes absent types: dH in f32.
 //   flix_dx_*           = the expand kernel with s_k A in place of B: grid (tiles, ceil(d_in/64)).
@@ -37,7 +39,7 @@ flix_dh_partial_f32(const float* dY, int d_out, FlixTypes p, const int* slots,
 extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
 flix_dh_partial_bf16(const __nv_bfloat16* dY, int d_out, FlixTypes p, const int* slots,
                      const FlixTile* tiles, float* part, int num_tokens, int split_len) {
-    flix_narrow<__nv_bfloat16, true>(dY, d_out, p, slots, tiles, part, num_tokens, split_len);
+    flix_narrow_mma<true>(dY, d_out, p, slots, tiles, part, num_tokens, split_len);
 }
 
 extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
@@ -55,7 +57,7 @@ flix_dx_f32(const float* dH, int d_in, FlixTypes p, const int* slots, const Flix
 extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
 flix_dx_bf16(const float* dH, int d_in, FlixTypes p, const int* slots, const FlixTile* tiles,
              __nv_bfloat16* dX, int accumulate) {
-    flix_wide<float, __nv_bfloat16, false>(dH, d_in, p, slots, tiles, dX, accumulate);
+    flix_wide_mma<float, false>(dH, d_in, p, slots, tiles, dX, accumulate);
 }
 
 extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
@@ -67,7 +69,7 @@ flix_db_partial_f32(const float* dY, int d_out, const float* H, int R, const int
 extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
 flix_db_partial_bf16(const __nv_bfloat16* dY, int d_out, const __nv_bfloat16* H, int R,
                      const int* seg_starts, int s0, float* out) {
-    flix_seg_outer<__nv_bfloat16, __nv_bfloat16>(dY, d_out, H, R, seg_starts, s0, out);
+    flix_seg_outer_mma<__nv_bfloat16>(dY, d_out, H, R, seg_starts, s0, out);
 }
 
 extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
@@ -79,7 +81,7 @@ flix_da_partial_f32(const float* dH, int R, const float* X, int d_in, const int*
 extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
 flix_da_partial_bf16(const float* dH, int R, const __nv_bfloat16* X, int d_in,
                      const int* seg_starts, int s0, float* out) {
-    flix_seg_outer<float, __nv_bfloat16>(dH, R, X, d_in, seg_starts, s0, out);
+    flix_seg_outer_mma<float>(dH, R, X, d_in, seg_starts, s0, out);
 }
 
 // grad[v, row, col] += scale · Σ_{s in users(value_base + v), s0 <= s < s1}

@@ -55,7 +55,8 @@ __device__ __forceinline__ int flix_type_of_col(const FlixTypes& p, int c) {
 // narrow: part[z, t, c] = Σ_{i in split z} L[t, i] · W_c[i] for the tokens t of one tile and 32
 // columns c of H. The long dimension D (d_in for shrink, d_out for dH) is split over grid.z
 // (split_len elements each, a multiple of 64): f32 partials, summed in fixed order by
-// narrow_finish. Grid: (tiles, ceil(R / 32), nsplit), 256 threads, each 4 tokens x 2 columns.
+// narrow_finish. Grid: (tiles x ceil(R / 32), 1, nsplit), 256 threads, each 4 tokens x 2
+// columns.
 //   FROM_B = false (shrink): W_c[i] = A_{k,f}[j, i]   (contiguous along i)
 //   FROM_B = true  (dH):     W_c[o] = B_{k,f}[o, j]   (stride r_k along o)
 // Columns of absent types read as 0 (narrow_finish writes 0 there anyway).
@@ -69,10 +70,13 @@ __device__ void flix_narrow(const T* __restrict__ L, int D, const FlixTypes& p,
     __shared__ const float* wrow[NC];
     __shared__ int wstride[NC];
 
-    const FlixTile tile = tiles[blockIdx.x];
-    const int rows = (int)(tile.end - tile.start);
+    // blockIdx.x walks (tile, column block) with the column block fastest, so that the blocks
+    // reading one tile of L run together and all but the first find it in L2.
     const int R = p.total_rank;
-    const int c0 = blockIdx.y * NC;
+    const int col_blocks = (R + NC - 1) / NC;
+    const FlixTile tile = tiles[blockIdx.x / col_blocks];
+    const int rows = (int)(tile.end - tile.start);
+    const int c0 = (blockIdx.x % col_blocks) * NC;
     const int i_begin = blockIdx.z * split_len;
     const int i_end = min(D, i_begin + split_len);
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;

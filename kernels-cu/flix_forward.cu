@@ -6,8 +6,9 @@
 //                                                               Y is read once) or added.
 //   add_bias: Y[t, o] += bias[o].
 //
-// Work decomposition
-//   flix_shrink_*        grid (tiles, ceil(R/32), nsplit): each block reads its tile of X once per
+// Work decomposition (the bf16 entries run the tensor-core versions of flix_mma.cuh, the f32
+// entries the FMA versions of flix_common.cuh; same grids and outputs)
+//   flix_shrink_*        grid (tiles x ceil(R/32), 1, nsplit): each block reads its tile of X once per
 //                        32 columns of H (once in all when R <= 32), for all K features of the
 //                        tile's segment; d_in is split nsplit ways (f32 partials) so that a batch
 //                        with few tiles still fills the GPU.
@@ -16,30 +17,24 @@
 //   flix_expand_*        grid (tiles, ceil(d_out/64)): reduction over R (short), Y tile written once.
 //
 // Cost at the reference shape (T = 8192 in 64 segments, d_in = d_out = 4096, r = 16, K = 2, so
-// R = 32; bf16; 128 tiles of 64 tokens, nsplit = 2):
+// R = 32; bf16; 128 tiles of 64 tokens, nsplit = 5):
 //   shrink: 2·T·d_in·R = 2.15 GFLOP; bytes: X 67.1 MB + used A (f32, <= 74 values x 262 kB)
-//           19.4 MB + partials 2 x 1.0 MB written and read + H 0.5 MB ~ 91 MB -> 27 us at 3.35 TB/s.
+//           19.4 MB + partials 5 x 1.0 MB written and read + H 0.5 MB ~ 97 MB -> 29 us at 3.35 TB/s.
 //   expand: 2.15 GFLOP; bytes: Y 67.1 MB written + used B 19.4 MB + H 0.5 MB ~ 87 MB -> 26 us.
-// With f32 FMA (~60 TFLOP/s on an H100) the arithmetic alone is ~36 us per op: these FMA kernels
-// are arithmetic-bound at this shape; tensor-core MMA is what would make them memory-bound.
-
-template <typename T>
-__device__ void flix_shrink_body(const T* X, int d_in, const FlixTypes& p, const int* slots,
-                                 const FlixTile* tiles, float* part, int num_tokens,
-                                 int split_len) {
-    flix_narrow<T, false>(X, d_in, p, slots, tiles, part, num_tokens, split_len);
-}
+// With f32 FMA (~60 TFLOP/s on an H100, less with the shared-memory loads each FMA needs) the
+// arithmetic alone is > 36 us per op; on the tensor cores (bf16, ~990 TFLOP/s dense) it is ~2 us,
+// so the bf16 kernels should be bound by memory. Not yet measured: no GPU run so far.
 
 extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
 flix_shrink_f32(const float* X, int d_in, FlixTypes p, const int* slots, const FlixTile* tiles,
                 float* part, int num_tokens, int split_len) {
-    flix_shrink_body<float>(X, d_in, p, slots, tiles, part, num_tokens, split_len);
+    flix_narrow<float, false>(X, d_in, p, slots, tiles, part, num_tokens, split_len);
 }
 
 extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
 flix_shrink_bf16(const __nv_bfloat16* X, int d_in, FlixTypes p, const int* slots,
                  const FlixTile* tiles, float* part, int num_tokens, int split_len) {
-    flix_shrink_body<__nv_bfloat16>(X, d_in, p, slots, tiles, part, num_tokens, split_len);
+    flix_narrow_mma<false>(X, d_in, p, slots, tiles, part, num_tokens, split_len);
 }
 
 extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
@@ -63,7 +58,7 @@ flix_expand_f32(const float* H, int d_out, FlixTypes p, const int* slots, const 
 extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
 flix_expand_bf16(const __nv_bfloat16* H, int d_out, FlixTypes p, const int* slots,
                  const FlixTile* tiles, __nv_bfloat16* Y, int accumulate) {
-    flix_wide<__nv_bfloat16, __nv_bfloat16, true>(H, d_out, p, slots, tiles, Y, accumulate);
+    flix_wide_mma<__nv_bfloat16, true>(H, d_out, p, slots, tiles, Y, accumulate);
 }
 
 // Y[t, o] += bias[o], grid-stride over the T x d_out elements.

@@ -1,6 +1,7 @@
 //! `flix`: the command line of FLix. It parses arguments, shows progress and prints reports; the
 //! math lives in the library crates.
 
+mod bench;
 mod inspect;
 mod score;
 
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Print a mixture of JSONL files as a grid of feature values (examples and tokens per cell).
     Inspect(inspect::InspectArgs),
+    /// Benchmark the FLix layer against the base GEMM (issue 3).
+    Bench(bench::BenchArgs),
     /// Per-example loss and per-token log-likelihood of a JSONL file under a model.
     Score(score::ScoreArgs),
 }
@@ -29,6 +32,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Inspect(args) => inspect::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Score(args) => score::run(args),
     }
 }

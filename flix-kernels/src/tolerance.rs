@@ -69,6 +69,22 @@ impl Tolerance {
         Self { rel, abs }
     }
 
+    /// [`Tolerance::check`] with the absolute part scaled to the tensor: `abs · max(1, max|want|)`.
+    /// Use it for sums whose terms are larger than some results (cancellation): a kernel that
+    /// rounds its operands (bf16 tensor cores) or sums in another order errs in proportion to the
+    /// terms, not to the small result.
+    pub fn check_scaled<G, W>(&self, what: &str, got: &[G], want: &[W]) -> Result<(), Mismatch>
+    where
+        G: Copy + Into<f64>,
+        W: Copy + Into<f64>,
+    {
+        let scale = want
+            .iter()
+            .map(|&w| Into::<f64>::into(w).abs())
+            .fold(1.0, f64::max);
+        Tolerance::new(self.rel, self.abs * scale).check(what, got, want)
+    }
+
     /// Compares element by element; `Err` holds the worst element. Lengths must agree (a length
     /// mismatch is reported as a mismatch at index `min(len)`). NaN never passes.
     pub fn check<G, W>(&self, what: &str, got: &[G], want: &[W]) -> Result<(), Mismatch>
@@ -143,6 +159,15 @@ mod tests {
             .unwrap_err();
         assert_eq!((err.index, err.failures, err.len), (3, 2, 4));
         assert!(err.to_string().contains("worst at index 3"), "{err}");
+    }
+
+    #[test]
+    fn scaled_check_allows_errors_in_proportion_to_the_largest_value() {
+        let tol = Tolerance::new(0.0, 1e-3);
+        let want = [100.0f64, 0.0];
+        assert!(tol.check("x", &[100.0f64, 0.05], &want).is_err());
+        assert!(tol.check_scaled("x", &[100.0f64, 0.05], &want).is_ok());
+        assert!(tol.check_scaled("x", &[100.0f64, 0.2], &want).is_err());
     }
 
     #[test]

@@ -87,7 +87,7 @@ fn check_against_oracle(case: &Case) {
         assert_eq!(got.len(), want.len());
         for (i, (got, want)) in got.iter().zip(&want).enumerate() {
             let what = format!("output {i} (H, Y, dX, dA.., dB..) on {device} {dtype}, {case:?}");
-            tolerance(dtype).check(&what, got, want).unwrap();
+            tolerance(dtype).check_scaled(&what, got, want).unwrap();
         }
     }
 }
@@ -293,4 +293,55 @@ fn launchers_reject_mixed_dtypes_and_devices() {
     let mut h = Tensor::zeros(&cuda, DType::F32, &[t, r]).unwrap();
     let e = err_text(flix::shrink(&plan, &q.adapters, &q.x, &mut h));
     assert!(e.contains("bf16") && e.contains("f32"), "{e}");
+}
+
+#[test]
+fn gradients_add_up_across_micro_batches_and_zero_clears_them() {
+    let c = case(
+        &[(3, 4), (2, 2)],
+        &[(4, &[1, 0]), (2, &[1, ABSENT]), (3, &[3, 1])],
+        7,
+        5,
+    );
+    for (device, dtype) in devices() {
+        let p = Problem::new(&c, &mut Rng::new(8), &device, dtype);
+        let plan = DevicePlan::new(&device, p.plan.clone()).unwrap();
+        let (t, r) = (p.plan.num_tokens(), p.plan.total_rank());
+        let mut h = Tensor::zeros(&device, dtype, &[t, r]).unwrap();
+        flix::shrink(&plan, &p.adapters, &p.x, &mut h).unwrap();
+        let mut grads = AdapterGrads::zeros(&p.adapters).unwrap();
+        let step = |grads: &mut AdapterGrads| {
+            flix::backward(
+                &plan,
+                &p.adapters,
+                &p.x,
+                &h,
+                &p.dy,
+                None,
+                Write::Overwrite,
+                grads,
+            )
+            .unwrap()
+        };
+        step(&mut grads);
+        let once: Vec<Vec<f64>> = grads.da.iter().chain(&grads.db).map(host).collect();
+        step(&mut grads);
+        for (g, once) in grads.da.iter().chain(&grads.db).zip(&once) {
+            let twice: Vec<f64> = once.iter().map(|v| 2.0 * v).collect();
+            let what = format!("two micro-batches on {device} {dtype}");
+            tolerance(dtype)
+                .check_scaled(&what, &host(g), &twice)
+                .unwrap();
+        }
+        assert!(
+            once.iter().flatten().any(|&v| v != 0.0),
+            "the gradients are not trivially zero"
+        );
+        grads.zero().unwrap();
+        assert!(grads
+            .da
+            .iter()
+            .chain(&grads.db)
+            .all(|g| host(g).iter().all(|&v| v == 0.0)));
+    }
 }

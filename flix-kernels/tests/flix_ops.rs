@@ -35,7 +35,7 @@ fn shrink_matches_the_oracle() {
         flix::shrink(&plan, &p.adapters, &p.x, &mut h).unwrap();
         let want = cpu_ref::shrink(&p.plan, &p.layer, &p.x_ref);
         tolerance(dtype)
-            .check(&label(device, dtype, case, "H"), &host(&h), &want)
+            .check_scaled(&label(device, dtype, case, "H"), &host(&h), &want)
             .unwrap();
     });
 }
@@ -59,7 +59,9 @@ fn expand_matches_the_oracle_overwriting_and_accumulating() {
                 Write::Accumulate => update.iter().zip(&y0_ref).map(|(u, y)| u + y).collect(),
             };
             let what = label(device, dtype, case, &format!("Y ({write:?})"));
-            tolerance(dtype).check(&what, &host(&y), &want).unwrap();
+            tolerance(dtype)
+                .check_scaled(&what, &host(&y), &want)
+                .unwrap();
         }
     });
 }
@@ -107,14 +109,14 @@ fn backward_matches_the_oracle_and_accumulates_gradients() {
                 Write::Accumulate => want.dx.iter().zip(&dx0_ref).map(|(a, b)| a + b).collect(),
             };
             let what = label(device, dtype, case, &format!("dX ({write:?})"));
-            tol.check(&what, &host(&dx), &want_dx).unwrap();
+            tol.check_scaled(&what, &host(&dx), &want_dx).unwrap();
             let wants = want.da.iter().chain(&want.db);
             for (i, ((got, init), w)) in g.da.iter().chain(&g.db).zip(&start).zip(wants).enumerate()
             {
                 let w: Vec<f64> = w.iter().zip(init).map(|(w, s)| w + *s as f64).collect();
                 let name = if i < case.types.len() { "dA" } else { "dB" };
                 // Gradients are f32 on every device, but their inputs may be bf16.
-                tol.check(&label(device, dtype, case, name), &host(got), &w)
+                tol.check_scaled(&label(device, dtype, case, name), &host(got), &w)
                     .unwrap();
             }
         }
@@ -132,7 +134,7 @@ fn backward_matches_the_oracle_and_accumulates_gradients() {
         )
         .unwrap();
         for (got, w) in g.da.iter().zip(&want.da) {
-            tol.check(&label(device, dtype, case, "dA (no dX)"), &host(got), w)
+            tol.check_scaled(&label(device, dtype, case, "dA (no dX)"), &host(got), w)
                 .unwrap();
         }
     });
@@ -161,9 +163,9 @@ fn linear_layer_matches_the_oracle() {
             let b_ref = with_bias.then_some(bias_ref.as_slice());
             let (want_y, want_h) =
                 cpu_ref::linear_forward(&p.plan, &p.layer, &w_ref, b_ref, &p.x_ref);
-            tol.check(&label(device, dtype, case, "H"), &host(&h), &want_h)
+            tol.check_scaled(&label(device, dtype, case, "H"), &host(&h), &want_h)
                 .unwrap();
-            tol.check(&label(device, dtype, case, "Y"), &host(&y), &want_y)
+            tol.check_scaled(&label(device, dtype, case, "Y"), &host(&y), &want_y)
                 .unwrap();
         }
         let h = tensor(device, dtype, &[t, r], &rng.vec(t * r, 1.0));
@@ -183,10 +185,10 @@ fn linear_layer_matches_the_oracle() {
             &mut g,
         )
         .unwrap();
-        tol.check(&label(device, dtype, case, "dX"), &host(&dx), &want.dx)
+        tol.check_scaled(&label(device, dtype, case, "dX"), &host(&dx), &want.dx)
             .unwrap();
         for (got, w) in g.da.iter().zip(&want.da).chain(g.db.iter().zip(&want.db)) {
-            tol.check(&label(device, dtype, case, "dA/dB"), &host(got), w)
+            tol.check_scaled(&label(device, dtype, case, "dA/dB"), &host(got), w)
                 .unwrap();
         }
     });

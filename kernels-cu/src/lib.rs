@@ -18,11 +18,13 @@ pub const CONVERT: Source = Source {
 };
 
 /// FLix forward: shrink (with its split-reduction finish) and expand. `flix_common.cuh` (the
-/// per-type parameter struct and the tile GEMM templates) is prepended: NVRTC compiles one string.
+/// per-type parameter struct and the tile GEMM templates) and `flix_mma.cuh` (their tensor-core
+/// versions for bf16) are prepended: NVRTC compiles one string.
 pub const FLIX_FORWARD: Source = Source {
     name: "flix_forward.cu",
     code: concat!(
         include_str!("../flix_common.cuh"),
+        include_str!("../flix_mma.cuh"),
         include_str!("../flix_forward.cu")
     ),
 };
@@ -32,6 +34,7 @@ pub const FLIX_BACKWARD: Source = Source {
     name: "flix_backward.cu",
     code: concat!(
         include_str!("../flix_common.cuh"),
+        include_str!("../flix_mma.cuh"),
         include_str!("../flix_backward.cu")
     ),
 };

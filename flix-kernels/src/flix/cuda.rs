@@ -1,76 +1,156 @@
-//! CUDA launchers of the FLix ops. OWNED BY THE CUDA HELPER: the bodies below are placeholders
-//! that return "CUDA launcher not written yet"; the signatures are the contract with
-//! `flix/mod.rs`, which has already checked every shape, dtype and device before calling here
-//! (see the module docs of `flix` for the contract: adapters f32, activations f32 or bf16).
+//! CUDA launchers of the FLix ops (kernels in `kernels-cu/flix_forward.cu` and
+//! `flix_backward.cu`, work decomposition documented at the top of each).
+//!
+//! `flix/mod.rs` has already checked every shape, dtype and device (adapters and gradients f32,
+//! activations f32 or bf16, all on the plan's device) before calling here; the launchers add the
+//! kernels' own limits ([`params::check_limits`]: K <= 8, sizes within i32 and the grid) and then
+//! launch. Nothing here synchronizes: work is queued on the backend's one stream.
+//!
+//! - [`CudaPlan`]: the plan's arrays, uploaded once per batch by `DevicePlan::new`.
+//! - `forward.rs`: shrink, expand, add_bias. `backward.rs`: dH, dX, dA, dB.
+//! - `params.rs`: the device-independent part (param struct, limits, tiling), tested on the CPU.
 
+mod backward;
+mod forward;
+pub mod params;
+
+pub use backward::backward;
+pub use forward::{add_bias, expand, shrink};
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DeviceRepr, SyncOnDrop};
 use flix_core::BatchPlan;
 
-use super::{AdapterGrads, DevicePlan, LayerAdapters, Write};
+use super::LayerAdapters;
 use crate::cuda::CudaBackend;
 use crate::error::{KernelError, Result};
-use crate::Tensor;
+use crate::{Storage, Tensor};
+use params::FlixTypesParam;
 
-fn not_written(op: &'static str) -> KernelError {
-    KernelError::Invalid {
-        op,
-        message: "CUDA launcher not written yet".into(),
-    }
+/// The plan's arrays on the device, uploaded once per batch by [`super::DevicePlan::new`] and
+/// shared by every op of every layer of that batch.
+pub struct CudaPlan {
+    /// S + 1 token offsets.
+    segment_starts: CudaSlice<i32>,
+    /// S x K value ids, -1 absent.
+    slots: CudaSlice<i32>,
+    /// The kernels' own tiles of [`params::TILE_M`] tokens: `[segment, start, end]` u32 triples.
+    tiles: CudaSlice<u32>,
+    num_tiles: usize,
+    /// CSR over global value ids: the non-empty segments using each value, ascending.
+    users_ptr: CudaSlice<i32>,
+    users: CudaSlice<i32>,
 }
 
-/// The plan's arrays on the device (segment starts, slots, tiles, users CSR, column offsets),
-/// uploaded once per batch by [`DevicePlan::new`].
-pub struct CudaPlan {
-    _placeholder: (),
+/// Copies `data` to the device; an empty slice becomes one 0 (a zero-byte allocation is not
+/// portable, and no kernel reads past the lengths the plan gives).
+fn upload<T: DeviceRepr + Copy + Default>(
+    stream: &Arc<CudaStream>,
+    data: &[T],
+) -> Result<CudaSlice<T>> {
+    if data.is_empty() {
+        Ok(stream.clone_htod(&[T::default()])?)
+    } else {
+        Ok(stream.clone_htod(data)?)
+    }
 }
 
 impl CudaPlan {
-    /// PLACEHOLDER: uploads nothing yet.
-    pub fn upload(_backend: &CudaBackend, _plan: &BatchPlan) -> Result<Self> {
-        Ok(Self { _placeholder: () })
+    /// Uploads the plan's arrays (and the kernels' token tiles). Rejects plans the kernels cannot
+    /// take (more than [`params::MAX_TYPES`] feature types) here, before any op runs.
+    pub fn upload(backend: &CudaBackend, plan: &BatchPlan) -> Result<Self> {
+        params::check_types("DevicePlan::new", plan)?;
+        let stream = backend.stream();
+        let tiles = params::tiles(plan.segment_starts(), params::TILE_M);
+        Ok(Self {
+            segment_starts: upload(stream, plan.segment_starts())?,
+            slots: upload(stream, plan.slots())?,
+            num_tiles: tiles.len() / 3,
+            tiles: upload(stream, &tiles)?,
+            users_ptr: upload(stream, plan.users_ptr())?,
+            users: upload(stream, plan.users())?,
+        })
     }
 }
 
-/// PLACEHOLDER. H = shrink(X); `h` overwritten.
-pub fn shrink(
-    _backend: &CudaBackend,
-    _plan: &DevicePlan,
-    _ad: &LayerAdapters,
-    _x: &Tensor,
-    _h: &mut Tensor,
-) -> Result<()> {
-    Err(not_written("flix::shrink"))
+/// The kernel parameter struct for `ad`, with the device addresses of every type's A and B.
+/// The returned guards must live until the launches that read the adapters are queued.
+fn adapter_params<'a>(
+    op: &'static str,
+    stream: &'a CudaStream,
+    plan: &BatchPlan,
+    ad: &'a LayerAdapters,
+) -> Result<(FlixTypesParam, Vec<SyncOnDrop<'a>>)> {
+    let scales: Vec<f32> = ad.types.iter().map(|t| t.scale).collect();
+    let mut p = FlixTypesParam::new(op, plan, &scales)?;
+    let mut guards = Vec::with_capacity(2 * ad.types.len());
+    for (k, t) in ad.types.iter().enumerate() {
+        let (a, ga) = f32_slice(op, "adapter A", &t.a)?.device_ptr(stream);
+        let (b, gb) = f32_slice(op, "adapter B", &t.b)?.device_ptr(stream);
+        p.a[k] = a;
+        p.b[k] = b;
+        guards.push(ga);
+        guards.push(gb);
+    }
+    Ok((p, guards))
 }
 
-/// PLACEHOLDER. Y (= or +=) expand(H).
-pub fn expand(
-    _backend: &CudaBackend,
-    _plan: &DevicePlan,
-    _ad: &LayerAdapters,
-    _h: &Tensor,
-    _y: &mut Tensor,
-    _write: Write,
-) -> Result<()> {
-    Err(not_written("flix::expand"))
+fn f32_slice<'a>(
+    op: &'static str,
+    what: &'static str,
+    t: &'a Tensor,
+) -> Result<&'a CudaSlice<f32>> {
+    match t.storage() {
+        Storage::CudaF32(s) => Ok(s),
+        _ => Err(not_cuda_f32(op, what, t)),
+    }
 }
 
-/// PLACEHOLDER. dA, dB added into `grads`; dX written or added when given.
-#[allow(clippy::too_many_arguments)]
-pub fn backward(
-    _backend: &CudaBackend,
-    _plan: &DevicePlan,
-    _ad: &LayerAdapters,
-    _x: &Tensor,
-    _h: &Tensor,
-    _dy: &Tensor,
-    _dx: Option<&mut Tensor>,
-    _dx_write: Write,
-    _grads: &mut AdapterGrads,
-) -> Result<()> {
-    Err(not_written("flix::backward"))
+fn f32_slice_mut<'a>(
+    op: &'static str,
+    what: &'static str,
+    t: &'a mut Tensor,
+) -> Result<&'a mut CudaSlice<f32>> {
+    let err = not_cuda_f32(op, what, t);
+    match t.storage_mut() {
+        Storage::CudaF32(s) => Ok(s),
+        _ => Err(err),
+    }
 }
 
-/// PLACEHOLDER. Y[t, o] += bias[o]; `y` `[T, d_out]` f32 or bf16, `bias` `[d_out]` of the same
-/// dtype (checked by the caller).
-pub fn add_bias(_backend: &CudaBackend, _bias: &Tensor, _y: &mut Tensor) -> Result<()> {
-    Err(not_written("flix::add_bias"))
+fn not_cuda_f32(op: &'static str, what: &'static str, t: &Tensor) -> KernelError {
+    KernelError::Invalid {
+        op,
+        message: format!("{what} must be an f32 CUDA tensor, found {t:?}"),
+    }
+}
+
+/// Two activations that must share a dtype did not (the checks upstream make this a bug).
+fn dtype_mismatch(op: &'static str, what: &str, tensors: &[&Tensor]) -> KernelError {
+    KernelError::Invalid {
+        op,
+        message: format!("{what}: CUDA activations of one dtype expected, found {tensors:?}"),
+    }
+}
+
+fn to_i32(op: &'static str, what: &'static str, n: usize) -> Result<i32> {
+    i32::try_from(n).map_err(|_| KernelError::Invalid {
+        op,
+        message: format!("{what} is {n}, more than the kernels' i32 indices hold"),
+    })
+}
+
+fn grid(op: &'static str, x: usize, y: usize, z: usize) -> Result<cudarc::driver::LaunchConfig> {
+    let dim = |what, n: usize| {
+        u32::try_from(n).map_err(|_| KernelError::Invalid {
+            op,
+            message: format!("grid {what} dimension {n} is too large"),
+        })
+    };
+    Ok(cudarc::driver::LaunchConfig {
+        grid_dim: (dim("x", x)?, dim("y", y)?, dim("z", z)?),
+        block_dim: (params::THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    })
 }

@@ -29,6 +29,44 @@
 //!   add up; zero them with [`AdapterGrads::zeros`] at the start of a step;
 //! - reductions are deterministic: same inputs, same bits.
 //!
+//! A layer's step, on any device (here the CPU; sizes are tiny):
+//!
+//! ```
+//! use flix_core::{BatchPlan, SegmentSpec, TypeShape, ABSENT};
+//! use flix_kernels::flix::{self, AdapterGrads, DevicePlan, LayerAdapters, TypeAdapter, Write};
+//! use flix_kernels::{DType, Device, Tensor};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let device = Device::Cpu;
+//! let (d_in, d_out) = (8, 6);
+//! // Two feature types (say lang with 3 values, task with 2), ranks 4 and 2.
+//! let types = [TypeShape { rank: 4, num_values: 3 }, TypeShape { rank: 2, num_values: 2 }];
+//! // Two examples: 5 tokens of (lang 2, task 0), 3 tokens of lang 0 with the task dropped.
+//! let segments = [
+//!     SegmentSpec { len: 5, slots: vec![2, 0] },
+//!     SegmentSpec { len: 3, slots: vec![0, ABSENT] },
+//! ];
+//! let plan = DevicePlan::new(&device, BatchPlan::new(&types, &segments, 64)?)?;
+//! let (t, r) = (plan.plan().num_tokens(), plan.plan().total_rank());
+//!
+//! let zeros = |shape: &[usize]| Tensor::zeros(&device, DType::F32, shape);
+//! let adapters = LayerAdapters {
+//!     types: vec![
+//!         TypeAdapter { scale: 2.0, a: zeros(&[3, 4, d_in])?, b: zeros(&[3, d_out, 4])? },
+//!         TypeAdapter { scale: 1.0, a: zeros(&[2, 2, d_in])?, b: zeros(&[2, d_out, 2])? },
+//!     ],
+//! };
+//! let (w, x) = (zeros(&[d_out, d_in])?, zeros(&[t, d_in])?);
+//! let (mut y, mut h) = (zeros(&[t, d_out])?, zeros(&[t, r])?);
+//! flix::linear_forward(&plan, &w, None, &adapters, &x, &mut y, &mut h)?;
+//!
+//! let (dy, mut dx) = (zeros(&[t, d_out])?, zeros(&[t, d_in])?);
+//! let mut grads = AdapterGrads::zeros(&adapters)?;
+//! flix::linear_backward(&plan, &w, &adapters, &x, &h, &dy, &mut dx, Write::Overwrite, &mut grads)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Each op has three implementations: `cpu_ref` (plain loops in f64, the oracle), `cpu` (the fast
 //! CPU path, used for `Device::Cpu`) and `cuda` (the launchers of the `kernels-cu` kernels).
 
@@ -77,6 +115,14 @@ impl AdapterGrads {
             db.push(Tensor::zeros(t.b.device(), DType::F32, t.b.shape())?);
         }
         Ok(Self { da, db })
+    }
+
+    /// Sets every gradient to zero (start of an optimizer step).
+    pub fn zero(&mut self) -> Result<()> {
+        for g in self.da.iter_mut().chain(self.db.iter_mut()) {
+            *g = Tensor::zeros(g.device(), DType::F32, g.shape())?;
+        }
+        Ok(())
     }
 }
 

@@ -1,6 +1,7 @@
 //! The transformer's ops, one file each, each with its CPU path and its CUDA launcher.
 
 pub mod adamw;
+pub mod cast;
 pub mod attention;
 pub mod cross_entropy;
 pub mod embedding;
@@ -12,4 +13,5 @@ pub mod rmsnorm;
 pub mod rope;
 pub mod swiglu;
 
+pub use cast::cast;
 pub use matmul::{gemm_f32, matmul, Trans};

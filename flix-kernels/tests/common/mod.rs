@@ -67,7 +67,8 @@ pub fn devices() -> Vec<(Device, DType)> {
     out
 }
 
-/// The tolerance for results computed in `dtype`.
+/// The tolerance for results computed in `dtype`; tests compare with
+/// [`Tolerance::check_scaled`], since sums of many terms err in proportion to the terms.
 pub fn tolerance(dtype: DType) -> Tolerance {
     match dtype {
         DType::F32 => Tolerance::F32,

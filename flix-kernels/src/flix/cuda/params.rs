@@ -1,0 +1,350 @@
+//! The host side of the FLix kernels' contract, with no device in sight so that it is tested on
+//! any machine: the `#[repr(C)]` mirror of the kernels' `FlixTypes` struct, the limits the
+//! kernels need (checked before anything is launched), and the work decomposition (token tiles,
+//! split of the long dimension, segment groups for the gradient workspace).
+
+use std::ops::Range;
+
+use cudarc::driver::DeviceRepr;
+use flix_core::BatchPlan;
+
+use crate::error::{KernelError, Result};
+
+/// `FLIX_MAX_TYPES` in `kernels-cu/flix_common.cuh`: the per-type arrays of [`FlixTypesParam`].
+pub const MAX_TYPES: usize = 8;
+/// `FLIX_TILE_M`: tokens per tile (one block's rows in shrink, expand, dH and dX).
+pub const TILE_M: usize = 64;
+/// `FLIX_THREADS`: every FLix kernel runs 256-thread blocks.
+pub const THREADS: u32 = 256;
+/// Columns of H per shrink/dH block (`NC` in `flix_narrow`).
+pub const NARROW_COLS: usize = 32;
+/// Step of the long dimension in shrink/dH (`KC` in `flix_narrow`); splits are multiples of it.
+pub const NARROW_STEP: usize = 64;
+/// Output columns per expand/dX block (`NB` in `flix_wide`).
+pub const WIDE_COLS: usize = 64;
+/// Rows and columns of a per-segment gradient partial block (`flix_seg_outer`).
+pub const OUTER_BLOCK: usize = 64;
+/// Split the long dimension of shrink/dH until about this many blocks are in flight (four
+/// 256-thread blocks on each of an H100's 132 SMs, enough 16-byte loads in flight to cover the
+/// memory latency). A constant, not the device's SM count, so that the summation order, and hence
+/// the bits, are the same on every card.
+pub const TARGET_BLOCKS: usize = 528;
+/// Largest f32 workspace for the per-segment gradient partials; beyond it segments are
+/// processed in groups (see [`segment_groups`]).
+pub const PARTIAL_BUDGET_BYTES: usize = 256 << 20;
+/// Largest grid y/z dimension CUDA allows.
+const MAX_GRID_YZ: usize = 65_535;
+
+/// Mirror of `struct FlixTypes` (kernels-cu/flix_common.cuh), passed by value to the kernels.
+/// Pointers are device addresses of the f32 adapters of each type.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct FlixTypesParam {
+    pub a: [u64; MAX_TYPES],
+    pub b: [u64; MAX_TYPES],
+    pub scale: [f32; MAX_TYPES],
+    pub rank: [i32; MAX_TYPES],
+    pub col_off: [i32; MAX_TYPES + 1],
+    pub num_types: i32,
+    pub total_rank: i32,
+}
+
+// SAFETY: plain old data with the C layout of `struct FlixTypes` (checked by a test below).
+unsafe impl DeviceRepr for FlixTypesParam {}
+
+impl FlixTypesParam {
+    /// Ranks, column offsets and scales from the plan; adapter pointers are left 0 for the
+    /// launcher to fill. Checks the kernel limits first.
+    pub fn new(op: &'static str, plan: &BatchPlan, scales: &[f32]) -> Result<Self> {
+        check_types(op, plan)?;
+        if scales.len() != plan.num_types() {
+            return Err(KernelError::Invalid {
+                op,
+                message: format!(
+                    "{} scales for {} feature types",
+                    scales.len(),
+                    plan.num_types()
+                ),
+            });
+        }
+        let mut p = Self {
+            num_types: plan.num_types() as i32,
+            total_rank: plan.total_rank() as i32,
+            ..Self::default()
+        };
+        for (k, t) in plan.types().iter().enumerate() {
+            p.rank[k] = t.rank as i32;
+            p.scale[k] = scales[k];
+        }
+        for (k, &off) in plan.col_offsets().iter().enumerate() {
+            p.col_off[k] = off as i32;
+        }
+        Ok(p)
+    }
+}
+
+/// K <= [`MAX_TYPES`]: the kernels take the per-type parameters in fixed-size arrays.
+pub fn check_types(op: &'static str, plan: &BatchPlan) -> Result<()> {
+    if plan.num_types() > MAX_TYPES {
+        return Err(KernelError::Invalid {
+            op,
+            message: format!(
+                "the plan has {} feature types; the CUDA kernels take at most {MAX_TYPES}",
+                plan.num_types()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Everything the kernels index with 32-bit integers or put in a grid dimension fits:
+/// T, d_in, d_out, R and one value's gradient block in i32; ceil(d / 64) and ceil(R / 64)
+/// within the 65535 limit of grid y and z.
+pub fn check_limits(op: &'static str, plan: &BatchPlan, d_in: usize, d_out: usize) -> Result<()> {
+    check_types(op, plan)?;
+    let r = plan.total_rank();
+    let max_rank = plan.types().iter().map(|t| t.rank).max().unwrap_or(0);
+    let sizes = [
+        ("tokens T", plan.num_tokens()),
+        ("d_in", d_in),
+        ("d_out", d_out),
+        ("total rank R", r),
+        (
+            "one value's dA block (rank x d_in)",
+            max_rank.saturating_mul(d_in),
+        ),
+        (
+            "one value's dB block (d_out x rank)",
+            d_out.saturating_mul(max_rank),
+        ),
+    ];
+    for (what, n) in sizes {
+        if n > i32::MAX as usize {
+            return Err(KernelError::Invalid {
+                op,
+                message: format!("{what} is {n}; the CUDA kernels index it with i32"),
+            });
+        }
+    }
+    let grids = [
+        ("d_in", d_in.div_ceil(WIDE_COLS)),
+        ("d_out", d_out.div_ceil(WIDE_COLS)),
+        ("total rank R", r.div_ceil(OUTER_BLOCK)),
+    ];
+    for (what, blocks) in grids {
+        if blocks > MAX_GRID_YZ {
+            return Err(KernelError::Invalid {
+                op,
+                message: format!(
+                    "{what} needs {blocks} blocks in one grid dimension; CUDA allows {MAX_GRID_YZ}"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Token tiles of at most `tile_m` tokens that never cross a segment, in token order, as the
+/// kernels read them: `[segment, start, end]` triples (`struct FlixTile`). Zero-length segments
+/// get none. Independent of the plan's own tile size: the kernels' tile height is fixed.
+pub fn tiles(segment_starts: &[i32], tile_m: usize) -> Vec<u32> {
+    let mut out = Vec::new();
+    for (s, w) in segment_starts.windows(2).enumerate() {
+        let (start, end) = (w[0] as usize, w[1] as usize);
+        let mut t = start;
+        while t < end {
+            let e = (t + tile_m).min(end);
+            out.extend_from_slice(&[s as u32, t as u32, e as u32]);
+            t = e;
+        }
+    }
+    out
+}
+
+/// How shrink and dH split their long dimension `d`: `nsplit` ranges of `split_len` elements
+/// (a multiple of [`NARROW_STEP`]), none empty, covering `0..d`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Split {
+    pub nsplit: usize,
+    pub split_len: usize,
+}
+
+/// Splits `d` so that `blocks` blocks (tiles x column blocks) times the split reach about
+/// [`TARGET_BLOCKS`], each split at least one [`NARROW_STEP`] long.
+pub fn split_long_dim(d: usize, blocks: usize) -> Split {
+    let steps = d.div_ceil(NARROW_STEP).max(1);
+    let wanted = TARGET_BLOCKS
+        .div_ceil(blocks.max(1))
+        .clamp(1, steps.min(MAX_GRID_YZ));
+    let split_len = steps.div_ceil(wanted) * NARROW_STEP;
+    let nsplit = d.div_ceil(split_len).max(1);
+    Split { nsplit, split_len }
+}
+
+/// Contiguous groups of segments whose partials (`per_segment_bytes` each) fit in
+/// [`PARTIAL_BUDGET_BYTES`]; at least one segment per group. Depends only on the shapes, so the
+/// order of the gradient sums is fixed.
+pub fn segment_groups(num_segments: usize, per_segment_bytes: usize) -> Vec<Range<usize>> {
+    let per_group = (PARTIAL_BUDGET_BYTES / per_segment_bytes.max(1)).clamp(1, i32::MAX as usize);
+    (0..num_segments)
+        .step_by(per_group)
+        .map(|s0| s0..(s0 + per_group).min(num_segments))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flix_core::plan::{SegmentSpec, TypeShape};
+    use std::mem::{offset_of, size_of};
+
+    #[test]
+    fn param_struct_has_the_layout_of_the_c_struct() {
+        // struct FlixTypes: 8 + 8 pointers, 8 floats, 8 ints, 9 ints, 2 ints, padded to 8.
+        assert_eq!(offset_of!(FlixTypesParam, a), 0);
+        assert_eq!(offset_of!(FlixTypesParam, b), 64);
+        assert_eq!(offset_of!(FlixTypesParam, scale), 128);
+        assert_eq!(offset_of!(FlixTypesParam, rank), 160);
+        assert_eq!(offset_of!(FlixTypesParam, col_off), 192);
+        assert_eq!(offset_of!(FlixTypesParam, num_types), 228);
+        assert_eq!(offset_of!(FlixTypesParam, total_rank), 232);
+        assert_eq!(size_of::<FlixTypesParam>(), 240);
+        assert_eq!(std::mem::align_of::<FlixTypesParam>(), 8);
+    }
+
+    #[test]
+    fn kernel_constants_match_the_cuda_header() {
+        let header = kernels_cu::FLIX_FORWARD.code;
+        for (name, value) in [
+            ("FLIX_MAX_TYPES", MAX_TYPES),
+            ("FLIX_TILE_M", TILE_M),
+            ("FLIX_THREADS", THREADS as usize),
+        ] {
+            assert!(
+                header.contains(&format!("#define {name} {value}\n")),
+                "{name} is not {value} in flix_common.cuh"
+            );
+        }
+        let narrow = "constexpr int M = FLIX_TILE_M, NC = 32, KC = 64;";
+        let wide = "constexpr int M = FLIX_TILE_M, NB = 64, KC = 32;";
+        let outer = "constexpr int MB = 64, NB = 64, KT = 32;";
+        assert_eq!(
+            (NARROW_COLS, NARROW_STEP, WIDE_COLS, OUTER_BLOCK),
+            (32, 64, 64, 64)
+        );
+        for line in [narrow, wide, outer] {
+            assert!(header.contains(line), "flix_common.cuh lost `{line}`");
+        }
+    }
+
+    fn plan(ranks: &[usize], lens: &[usize]) -> BatchPlan {
+        let types: Vec<_> = ranks
+            .iter()
+            .map(|&rank| TypeShape {
+                rank,
+                num_values: 3,
+            })
+            .collect();
+        let segs: Vec<_> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| SegmentSpec {
+                len,
+                slots: vec![(i % 4) as i32 - 1; ranks.len()],
+            })
+            .collect();
+        BatchPlan::new(&types, &segs, 16).unwrap()
+    }
+
+    #[test]
+    fn params_follow_the_plan() {
+        let p = plan(&[4, 1, 7], &[3, 0, 5]);
+        let param = FlixTypesParam::new("test", &p, &[0.5, 2.0, 1.0]).unwrap();
+        assert_eq!(param.num_types, 3);
+        assert_eq!(param.total_rank, 12);
+        assert_eq!(&param.rank[..3], &[4, 1, 7]);
+        assert_eq!(&param.col_off[..4], &[0, 4, 5, 12]);
+        assert_eq!(&param.scale[..3], &[0.5, 2.0, 1.0]);
+        let err = FlixTypesParam::new("test", &p, &[1.0]).unwrap_err();
+        assert!(err.to_string().contains("1 scales for 3"), "{err}");
+    }
+
+    #[test]
+    fn more_than_eight_types_is_rejected_before_launch() {
+        let p = plan(&[1; 9], &[2]);
+        let err = check_limits("flix::shrink", &p, 8, 8)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("9 feature types") && err.contains("at most 8"),
+            "{err}"
+        );
+        assert!(FlixTypesParam::new("flix::shrink", &p, &[1.0; 9]).is_err());
+        assert!(check_limits("flix::shrink", &plan(&[1; 8], &[2]), 8, 8).is_ok());
+    }
+
+    #[test]
+    fn widths_beyond_the_grid_or_i32_are_rejected() {
+        let p = plan(&[2], &[2]);
+        let err = check_limits("flix::expand", &p, 8, 64 * 65_536)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("d_out") && err.contains("65535"), "{err}");
+        let err = check_limits("flix::expand", &p, 1 << 31, 8)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("d_in is 2147483648"), "{err}");
+    }
+
+    #[test]
+    fn tiles_cover_every_token_once_and_never_cross_a_segment() {
+        let starts = [0, 1, 1, 130, 194, 300];
+        let t = tiles(&starts, 64);
+        let mut next = 0u32;
+        for tile in t.chunks(3) {
+            let (s, a, b) = (tile[0] as usize, tile[1], tile[2]);
+            assert_eq!(a, next, "tiles are in token order with no gap");
+            assert!(b > a && b - a <= 64);
+            assert!(starts[s] as u32 <= a && b <= starts[s + 1] as u32);
+            next = b;
+        }
+        assert_eq!(next, 300);
+        assert!(
+            t.chunks(3).all(|tile| tile[0] != 1),
+            "empty segment has no tile"
+        );
+        assert!(tiles(&[0], 64).is_empty());
+    }
+
+    #[test]
+    fn splits_cover_the_long_dimension_with_no_empty_split() {
+        for d in [0, 1, 63, 64, 65, 1000, 4096, 11008] {
+            for blocks in [1, 7, 128, 264, 10_000] {
+                let s = split_long_dim(d, blocks);
+                assert!(s.nsplit >= 1 && s.split_len.is_multiple_of(NARROW_STEP));
+                assert!(s.nsplit * s.split_len >= d, "d={d} blocks={blocks} {s:?}");
+                assert!(
+                    d == 0 || (s.nsplit - 1) * s.split_len < d,
+                    "last split is empty: d={d} blocks={blocks} {s:?}"
+                );
+                if blocks >= TARGET_BLOCKS {
+                    assert_eq!(s.nsplit, 1, "enough blocks: no split");
+                }
+            }
+        }
+        assert!(split_long_dim(4096, 8).nsplit > 1);
+    }
+
+    #[test]
+    fn segment_groups_cover_all_segments_within_budget() {
+        let per = 100 << 20;
+        let g = segment_groups(7, per);
+        assert_eq!(g, vec![0..2, 2..4, 4..6, 6..7]);
+        assert_eq!(segment_groups(3, 1), vec![0..3]);
+        assert_eq!(
+            segment_groups(2, PARTIAL_BUDGET_BYTES * 4),
+            vec![0..1, 1..2]
+        );
+        assert!(segment_groups(0, 8).is_empty());
+    }
+}

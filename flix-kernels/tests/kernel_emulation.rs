@@ -1,0 +1,40 @@
+//! Runs the FLix CUDA kernels' own source on the CPU through the host emulation in
+//! `kernels-cu/emulate/` (g++, C++20: every block's threads as OS threads meeting at a real
+//! barrier) and compares H, Y, dX, dA and dB with a plain-loop reference, f32 and bf16, on batches
+//! with absent features, empty and one-token segments, odd widths, K up to 8 and R above 32.
+//! It checks the kernels' indexing and arithmetic where no GPU is at hand; it says nothing about
+//! races between blocks or speed, and does not replace the GPU tests. Without g++ it says it
+//! skipped.
+
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn cuda_kernels_match_the_reference_under_host_emulation() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels-cu/emulate/run.sh");
+    // The binary may run away from its source tree (the GPU run copies test binaries alone).
+    if !script.exists() {
+        eprintln!(
+            "SKIPPED cuda_kernels_match_the_reference_under_host_emulation: {} not found",
+            script.display()
+        );
+        return;
+    }
+    let has_gxx = Command::new("g++").arg("--version").output().is_ok();
+    if !has_gxx {
+        eprintln!("SKIPPED cuda_kernels_match_the_reference_under_host_emulation: no g++");
+        return;
+    }
+    let out = Command::new("bash")
+        .arg(&script)
+        .output()
+        .expect("running kernels-cu/emulate/run.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("all outputs match the reference"),
+        "kernel emulation failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+}

@@ -1,0 +1,75 @@
+// A host emulation of the few CUDA features the FLix kernels use, so that the kernels' own source
+// runs on a CPU (g++ -std=c++20) against a plain-loop reference when no GPU is at hand. It is a
+// development check, not a substitute for running on a GPU: it executes every block's 256
+// threads as OS threads meeting at a real barrier for __syncthreads, one block at a time, so
+// shared memory is a function-local static. It cannot see races between blocks, memory
+// coalescing, or anything about speed.
+#pragma once
+#include <barrier>
+#include <type_traits>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+struct dim3 {
+    unsigned x = 1, y = 1, z = 1;
+};
+inline thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
+inline std::barrier<>* g_block_barrier = nullptr;
+inline void __syncthreads() { g_block_barrier->arrive_and_wait(); }
+
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(n)
+// One block runs at a time, so a function-local static is exactly one block's shared memory.
+#define __shared__ static
+
+inline int min(int a, int b) { return a < b ? a : b; }
+
+struct __nv_bfloat16 {
+    uint16_t bits;
+};
+inline float __bfloat162float(__nv_bfloat16 h) {
+    uint32_t u = uint32_t(h.bits) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+inline __nv_bfloat16 __float2bfloat16_rn(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    if (std::isnan(f)) return {0x7fc0};
+    u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
+    return {uint16_t(u >> 16)};
+}
+
+// Runs `kernel()` for every thread of every block of `grid`, blocks in order.
+template <class F>
+void emulate_launch(dim3 grid, unsigned threads, F kernel) {
+    for (unsigned z = 0; z < grid.z; ++z)
+        for (unsigned y = 0; y < grid.y; ++y)
+            for (unsigned x = 0; x < grid.x; ++x) {
+                std::barrier<> bar(threads);
+                g_block_barrier = &bar;
+                std::vector<std::thread> pool;
+                pool.reserve(threads);
+                for (unsigned t = 0; t < threads; ++t)
+                    pool.emplace_back([&, t] {
+                        threadIdx = {t, 0, 0};
+                        blockIdx = {x, y, z};
+                        blockDim = {threads, 1, 1};
+                        gridDim = grid;
+                        kernel();
+                    });
+                for (auto& th : pool) th.join();
+            }
+}
+
+#define __align__(n) __attribute__((aligned(n)))
+struct alignas(16) uint4 {
+    unsigned x, y, z, w;
+};
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }

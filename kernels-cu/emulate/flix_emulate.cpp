@@ -1,0 +1,293 @@
+// Runs the FLix kernels' own source on the CPU (see cuda_shim.h) in the order the Rust launchers
+// (flix-kernels/src/flix/cuda/) launch them, and compares every output with a plain-loop
+// reference in double: H, Y (written and accumulated), dX, dA and dB (accumulated into random
+// gradients), for f32 and bf16 activations, on batches with absent features, one-token and empty
+// segments, widths that are not multiples of any tile, K from 1 to 8, R above 32, and the
+// gradient workspace split into several segment groups. Outputs are poisoned with NaN first, so
+// an unwritten element fails. Build and run: kernels-cu/emulate/run.sh
+#include "cuda_shim.h"
+#include "../flix_common.cuh"
+#include "../flix_mma.cuh"
+#include "../flix_forward.cu"
+#include "../flix_backward.cu"
+
+#include <algorithm>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <type_traits>
+
+using std::vector;
+
+struct Problem {
+    std::string name;
+    vector<int> ranks, num_values;
+    vector<float> scales;
+    vector<int> lens;
+    vector<vector<int>> slots;  // per segment, K ids (-1 absent)
+    int d_in, d_out;
+    size_t group_segments;  // segments per gradient-workspace group (the launcher's budget)
+};
+
+// Mirrors params::split_long_dim.
+static void split_long_dim(int d, int blocks, int* nsplit, int* split_len) {
+    const int step = 64, target = 528;
+    int steps = std::max((d + step - 1) / step, 1);
+    int wanted = std::clamp((target + std::max(blocks, 1) - 1) / std::max(blocks, 1), 1, std::min(steps, 65535));
+    *split_len = ((steps + wanted - 1) / wanted) * step;
+    *nsplit = std::max((d + *split_len - 1) / *split_len, 1);
+}
+
+static float nan_f() { return std::nanf(""); }
+template <typename T> static T to_t(float v) {
+    if constexpr (std::is_same_v<T, float>) return v;
+    else return __float2bfloat16_rn(v);
+}
+template <typename T> static float to_f(T v) {
+    if constexpr (std::is_same_v<T, float>) return v;
+    else return __bfloat162float(v);
+}
+
+static int failures = 0;
+
+// Every element within atol + rtol |ref|, atol relative to the largest |ref|.
+template <typename G>
+static void compare(const std::string& what, const vector<G>& got, const vector<double>& ref, double rtol) {
+    double scale = 0;
+    for (double r : ref) scale = std::max(scale, std::fabs(r));
+    double worst = 0;
+    size_t worst_i = 0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+        double g = to_f(got[i]);
+        double err = std::isnan(g) ? INFINITY : std::fabs(g - ref[i]) / (rtol * scale + rtol * std::fabs(ref[i]) + 1e-30);
+        if (err > worst) worst = err, worst_i = i;
+    }
+    bool ok = worst <= 1.0;
+    if (!ok) ++failures;
+    std::printf("  %-28s %s worst %.3g of tolerance at %zu (got %.6g, want %.6g; %zu elements)\n",
+                what.c_str(), ok ? "ok  " : "FAIL", worst, worst_i,
+                ref.empty() ? 0.0 : double(to_f(got[worst_i])), ref.empty() ? 0.0 : ref[worst_i], ref.size());
+}
+
+template <typename T>
+static void run(const Problem& pb, uint64_t seed, double rtol) {
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<float> uni(-1.f, 1.f);
+    const int K = pb.ranks.size(), S = pb.lens.size();
+    vector<int> starts(S + 1, 0);
+    for (int s = 0; s < S; ++s) starts[s + 1] = starts[s] + pb.lens[s];
+    const int T_ = starts[S], d_in = pb.d_in, d_out = pb.d_out;
+    vector<int> off(K + 1, 0), vbase(K + 1, 0);
+    for (int k = 0; k < K; ++k) off[k + 1] = off[k] + pb.ranks[k], vbase[k + 1] = vbase[k] + pb.num_values[k];
+    const int R = off[K];
+    vector<int> slots;
+    for (auto& s : pb.slots) slots.insert(slots.end(), s.begin(), s.end());
+    // tiles (params::tiles) and users CSR (BatchPlan: empty segments left out, ascending)
+    vector<unsigned> tiles;
+    for (int s = 0; s < S; ++s)
+        for (int t = starts[s]; t < starts[s + 1]; t += 64)
+            tiles.insert(tiles.end(), {unsigned(s), unsigned(t), unsigned(std::min(t + 64, starts[s + 1]))});
+    const int ntiles = tiles.size() / 3;
+    vector<int> users_ptr(vbase[K] + 1, 0), users;
+    for (int g = 0; g < vbase[K]; ++g) {
+        for (int s = 0; s < S; ++s) {
+            if (pb.lens[s] == 0) continue;
+            for (int k = 0; k < K; ++k)
+                if (slots[s * K + k] >= 0 && vbase[k] + slots[s * K + k] == g) users.push_back(s);
+        }
+        users_ptr[g + 1] = users.size();
+    }
+
+    auto rand_t = [&](size_t n) { vector<T> v(n); for (auto& x : v) x = to_t<T>(uni(rng)); return v; };
+    auto rand_f = [&](size_t n) { vector<float> v(n); for (auto& x : v) x = uni(rng); return v; };
+    vector<T> X = rand_t((size_t)T_ * d_in), dY = rand_t((size_t)T_ * d_out);
+    vector<vector<float>> A(K), B(K), dA(K), dB(K), dA0(K), dB0(K);
+    FlixTypes p{};
+    p.num_types = K;
+    p.total_rank = R;
+    for (int k = 0; k < K; ++k) {
+        A[k] = rand_f((size_t)pb.num_values[k] * pb.ranks[k] * d_in);
+        B[k] = rand_f((size_t)pb.num_values[k] * d_out * pb.ranks[k]);
+        dA[k] = dA0[k] = rand_f(A[k].size());
+        dB[k] = dB0[k] = rand_f(B[k].size());
+        p.a[k] = A[k].data();
+        p.b[k] = B[k].data();
+        p.scale[k] = pb.scales[k];
+        p.rank[k] = pb.ranks[k];
+    }
+    for (int k = 0; k <= K; ++k) p.col_off[k] = off[k];
+    const auto* tl = reinterpret_cast<const FlixTile*>(tiles.data());
+    auto seg_of = [&](int t) { int s = 0; while (starts[s + 1] <= t) ++s; return s; };
+    // The bf16 kernels stage the f32 adapters (and, for dA, the f32 dH) in shared memory as bf16
+    // (flix_mma.cuh); the reference rounds them the same way, so that it can stay tight.
+    auto wq = [](float v) { return std::is_same_v<T, float> ? v : __bfloat162float(__float2bfloat16_rn(v)); };
+
+    // ---- shrink (launcher: forward.rs narrow)
+    vector<T> H((size_t)T_ * R, to_t<T>(nan_f()));
+    {
+        int col_blocks = (R + 31) / 32, nsplit, split_len;
+        split_long_dim(d_in, ntiles * col_blocks, &nsplit, &split_len);
+        vector<float> part((size_t)nsplit * T_ * R, nan_f());
+        emulate_launch({unsigned(ntiles * col_blocks), 1, unsigned(nsplit)}, 256, [&] {
+            if constexpr (std::is_same_v<T, float>) flix_shrink_f32(X.data(), d_in, p, slots.data(), tl, part.data(), T_, split_len);
+            else flix_shrink_bf16(X.data(), d_in, p, slots.data(), tl, part.data(), T_, split_len);
+        });
+        emulate_launch({unsigned(ntiles), 1, 1}, 256, [&] {
+            if constexpr (std::is_same_v<T, float>) flix_shrink_finish_f32(part.data(), nsplit, T_, p, slots.data(), tl, H.data());
+            else flix_shrink_finish_bf16(part.data(), nsplit, T_, p, slots.data(), tl, H.data());
+        });
+    }
+    vector<double> Href((size_t)T_ * R, 0.0);
+    for (int t = 0; t < T_; ++t)
+        for (int k = 0; k < K; ++k) {
+            int f = slots[seg_of(t) * K + k];
+            if (f < 0) continue;
+            for (int j = 0; j < pb.ranks[k]; ++j) {
+                double acc = 0;
+                for (int i = 0; i < d_in; ++i)
+                    acc += double(to_f(X[(size_t)t * d_in + i])) * wq(A[k][((size_t)f * pb.ranks[k] + j) * d_in + i]);
+                Href[(size_t)t * R + off[k] + j] = pb.scales[k] * acc;
+            }
+        }
+    compare("H = shrink(X)", H, Href, rtol);
+
+    // ---- expand, written then accumulated (launcher: forward.rs wide)
+    vector<double> Yref((size_t)T_ * d_out, 0.0);
+    for (int t = 0; t < T_; ++t)
+        for (int k = 0; k < K; ++k) {
+            int f = slots[seg_of(t) * K + k];
+            if (f < 0) continue;
+            for (int o = 0; o < d_out; ++o) {
+                double acc = 0;
+                for (int j = 0; j < pb.ranks[k]; ++j)
+                    acc += double(to_f(H[(size_t)t * R + off[k] + j])) * wq(B[k][((size_t)f * d_out + o) * pb.ranks[k] + j]);
+                Yref[(size_t)t * d_out + o] += acc;
+            }
+        }
+    for (int accumulate = 0; accumulate < 2; ++accumulate) {
+        vector<T> Y = accumulate ? rand_t(Yref.size()) : vector<T>(Yref.size(), to_t<T>(nan_f()));
+        vector<double> want = Yref;
+        if (accumulate) for (size_t i = 0; i < want.size(); ++i) want[i] += to_f(Y[i]);
+        emulate_launch({unsigned(ntiles), unsigned((d_out + 63) / 64), 1}, 256, [&] {
+            if constexpr (std::is_same_v<T, float>) flix_expand_f32(H.data(), d_out, p, slots.data(), tl, Y.data(), accumulate);
+            else flix_expand_bf16(H.data(), d_out, p, slots.data(), tl, Y.data(), accumulate);
+        });
+        compare(accumulate ? "Y += expand(H)" : "Y = expand(H)", Y, want, rtol);
+    }
+
+    // ---- backward (launcher: backward.rs)
+    vector<float> dH((size_t)T_ * R, nan_f());
+    {
+        int col_blocks = (R + 31) / 32, nsplit, split_len;
+        split_long_dim(d_out, ntiles * col_blocks, &nsplit, &split_len);
+        vector<float> part((size_t)nsplit * T_ * R, nan_f());
+        emulate_launch({unsigned(ntiles * col_blocks), 1, unsigned(nsplit)}, 256, [&] {
+            if constexpr (std::is_same_v<T, float>) flix_dh_partial_f32(dY.data(), d_out, p, slots.data(), tl, part.data(), T_, split_len);
+            else flix_dh_partial_bf16(dY.data(), d_out, p, slots.data(), tl, part.data(), T_, split_len);
+        });
+        emulate_launch({unsigned(ntiles), 1, 1}, 256, [&] {
+            flix_dh_finish_f32(part.data(), nsplit, T_, p, slots.data(), tl, dH.data());
+        });
+    }
+    vector<double> dHref((size_t)T_ * R, 0.0);
+    for (int t = 0; t < T_; ++t)
+        for (int k = 0; k < K; ++k) {
+            int f = slots[seg_of(t) * K + k];
+            if (f < 0) continue;
+            for (int j = 0; j < pb.ranks[k]; ++j) {
+                double acc = 0;
+                for (int o = 0; o < d_out; ++o)
+                    acc += double(to_f(dY[(size_t)t * d_out + o])) * wq(B[k][((size_t)f * d_out + o) * pb.ranks[k] + j]);
+                dHref[(size_t)t * R + off[k] + j] = acc;
+            }
+        }
+    compare("dH (f32)", dH, dHref, std::is_same_v<T, float> ? rtol : 1e-5);
+
+    vector<T> dX((size_t)T_ * d_in, to_t<T>(nan_f()));
+    emulate_launch({unsigned(ntiles), unsigned((d_in + 63) / 64), 1}, 256, [&] {
+        if constexpr (std::is_same_v<T, float>) flix_dx_f32(dH.data(), d_in, p, slots.data(), tl, dX.data(), 0);
+        else flix_dx_bf16(dH.data(), d_in, p, slots.data(), tl, dX.data(), 0);
+    });
+    vector<double> dXref((size_t)T_ * d_in, 0.0);
+    for (int t = 0; t < T_; ++t)
+        for (int k = 0; k < K; ++k) {
+            int f = slots[seg_of(t) * K + k];
+            if (f < 0) continue;
+            for (int i = 0; i < d_in; ++i) {
+                double acc = 0;
+                for (int j = 0; j < pb.ranks[k]; ++j)
+                    acc += dHref[(size_t)t * R + off[k] + j] * A[k][((size_t)f * pb.ranks[k] + j) * d_in + i];
+                dXref[(size_t)t * d_in + i] += pb.scales[k] * acc;
+            }
+        }
+    compare("dX = Σ s_k dH_k A", dX, dXref, rtol);
+
+    // dB then dA: per-segment partials over groups of segments, then the CSR reduce per type.
+    for (int which = 0; which < 2; ++which) {  // 0 = dB, 1 = dA
+        const int lm = which == 0 ? d_out : R, ln = which == 0 ? R : d_in;
+        const size_t per_seg = (size_t)lm * ln;
+        vector<float> part(pb.group_segments * per_seg, nan_f());
+        for (int s0 = 0; s0 < S; s0 += pb.group_segments) {
+            int s1 = std::min<int>(S, s0 + pb.group_segments);
+            std::fill(part.begin(), part.end(), nan_f());
+            emulate_launch({unsigned(s1 - s0), unsigned((lm + 63) / 64), unsigned((ln + 63) / 64)}, 256, [&] {
+                if (which == 0) {
+                    if constexpr (std::is_same_v<T, float>) flix_db_partial_f32(dY.data(), d_out, H.data(), R, starts.data(), s0, part.data());
+                    else flix_db_partial_bf16(dY.data(), d_out, H.data(), R, starts.data(), s0, part.data());
+                } else {
+                    if constexpr (std::is_same_v<T, float>) flix_da_partial_f32(dH.data(), R, X.data(), d_in, starts.data(), s0, part.data());
+                    else flix_da_partial_bf16(dH.data(), R, X.data(), d_in, starts.data(), s0, part.data());
+                }
+            });
+            for (int k = 0; k < K; ++k) {
+                const int rows = which == 0 ? d_out : pb.ranks[k], cols = which == 0 ? pb.ranks[k] : d_in;
+                const int part_ld = which == 0 ? R : d_in, row_off = which == 0 ? 0 : off[k], col_off = which == 0 ? off[k] : 0;
+                const float scale = which == 0 ? 1.f : pb.scales[k];
+                float* grad = which == 0 ? dB[k].data() : dA[k].data();
+                const int nv = pb.num_values[k];
+                emulate_launch({unsigned((rows * cols + 255) / 256), unsigned(std::min(nv, 65535)), 1}, 256, [&] {
+                    flix_grad_reduce_f32(grad, nv, rows, cols, part.data(), (long long)per_seg, part_ld, row_off, col_off,
+                                         users_ptr.data(), users.data(), vbase[k], s0, s1, scale);
+                });
+            }
+        }
+    }
+    for (int k = 0; k < K; ++k) {
+        const int r = pb.ranks[k];
+        vector<double> dBref(dB0[k].begin(), dB0[k].end()), dAref(dA0[k].begin(), dA0[k].end());
+        for (int t = 0; t < T_; ++t) {
+            int f = slots[seg_of(t) * K + k];
+            if (f < 0) continue;
+            for (int o = 0; o < d_out; ++o)
+                for (int j = 0; j < r; ++j)
+                    dBref[((size_t)f * d_out + o) * r + j] += double(to_f(dY[(size_t)t * d_out + o])) * to_f(H[(size_t)t * R + off[k] + j]);
+            for (int j = 0; j < r; ++j)
+                for (int i = 0; i < d_in; ++i)
+                    dAref[((size_t)f * r + j) * d_in + i] += pb.scales[k] * double(wq(dH[(size_t)t * R + off[k] + j])) * to_f(X[(size_t)t * d_in + i]);
+        }
+        compare("dB[" + std::to_string(k) + "] +=", dB[k], dBref, 1e-5);
+        compare("dA[" + std::to_string(k) + "] +=", dA[k], dAref, 1e-5);
+    }
+}
+
+int main() {
+    vector<Problem> problems = {
+        {"K=2 absent, empty and 1-token segments, groups of 2", {4, 3}, {5, 3}, {0.5f, 2.f},
+         {5, 1, 0, 70, 33, 2}, {{0, 2}, {4, -1}, {1, 1}, {-1, 0}, {0, 2}, {3, 1}}, 70, 67, 2},
+        {"LoRA: K=1, rank 1, one value", {1}, {1}, {1.5f}, {9, 60, 1}, {{0}, {0}, {0}}, 130, 9, 8},
+        {"K=8, R=36 (two column blocks)", {1, 2, 3, 4, 5, 6, 7, 8}, {2, 2, 2, 2, 2, 2, 2, 2},
+         {1, 1, 0.5f, 0.5f, 2, 2, 0.25f, 1}, {3, 65, 4},
+         {{0, 1, 0, 1, 0, 1, 0, 1}, {1, -1, 1, 0, -1, 0, 1, 0}, {-1, -1, -1, -1, -1, -1, -1, -1}}, 33, 65, 1},
+        {"widths multiple of 8 (16-byte loads)", {16, 8}, {3, 2}, {0.5f, 1.f}, {64, 65, 3},
+         {{2, 1}, {0, -1}, {1, 0}}, 136, 72, 3},
+        {"rank 40, long segment, all absent in one", {40}, {3}, {0.125f}, {130, 2, 7}, {{2}, {-1}, {0}}, 200, 150, 3},
+    };
+    for (auto& pb : problems) {
+        std::printf("f32  %s\n", pb.name.c_str());
+        run<float>(pb, 1, 1e-5);
+        std::printf("bf16 %s\n", pb.name.c_str());
+        run<__nv_bfloat16>(pb, 2, 1e-2);
+    }
+    std::printf(failures ? "%d FAILURES\n" : "all outputs match the reference\n", failures);
+    return failures ? 1 : 0;
+}

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Runs ON THE GPU MACHINE, from the repository root, with gpu-run/ carried (see gpu-run.sh):
+#   1. every flix-kernels test binary with FLIX_REQUIRE_GPU=1 (CUDA unavailable = failure),
+#   2. flix bench --device cuda (our layer, base GEMM and copy bandwidth, JSON in $OUT),
+#   3. the PyTorch peers on the same card and the same batches.
+# Logs go to $OUT; a short summary is printed last. Time limits keep the whole under the
+# device tool's 600 s per call.
+set -uo pipefail
+OUT=${OUT:-/tmp/flix-gpu-out}
+mkdir -p "$OUT"
+STAGE=$(cd "$(dirname "$0")" && pwd)
+export FLIX_REQUIRE_GPU=1 FLIX_NVRTC_REQUIRED=1
+export FLIX_CUDA_INCLUDE=${FLIX_CUDA_INCLUDE:-/usr/local/cuda/include}
+# cuBLAS and NVRTC: the toolkit's, else the wheels torch ships.
+LIBS=/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib
+PYLIBS=$(python3 - <<'PY' 2>/dev/null
+import glob, os
+try:
+    import nvidia
+    roots = list(nvidia.__path__)
+except Exception:
+    roots = []
+print(":".join(sorted({os.path.dirname(p) for r in roots for p in glob.glob(r + "/**/lib*.so*", recursive=True)})))
+PY
+)
+export LD_LIBRARY_PATH=$LIBS:${PYLIBS}:${LD_LIBRARY_PATH:-}
+
+{
+  echo "commit: $(cat "$STAGE/COMMIT" 2>/dev/null)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1
+  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>&1
+} > "$OUT/machine.txt"
+
+: > "$OUT/summary.txt"
+fail=0
+cd "$STAGE/.." || exit 1
+for t in "$STAGE"/tests/*; do
+  name=$(basename "$t")
+  # The tests find nothing on disk; run from flix-kernels/ like cargo does.
+  (cd flix-kernels 2>/dev/null || true; timeout 150 "$t" --test-threads=1) > "$OUT/test-$name.log" 2>&1
+  rc=$?
+  result=$(grep -E '^test result:' "$OUT/test-$name.log" | tail -1)
+  echo "test $name: rc=$rc $result" >> "$OUT/summary.txt"
+  [ $rc -eq 0 ] || fail=1
+done
+grep -h "SKIPPED" "$OUT"/test-*.log >> "$OUT/summary.txt" 2>/dev/null
+
+timeout 150 "$STAGE/flix" bench --device cuda --json "$OUT/flix.json" > "$OUT/flix-bench.txt" 2>&1
+echo "flix bench: rc=$?" >> "$OUT/summary.txt"
+
+SHAPES=()
+[ -s "$STAGE/shapes.json" ] && SHAPES=(--shapes "$STAGE/shapes.json")
+timeout 180 python3 "$STAGE/flix_peers.py" --device cuda "${SHAPES[@]}" --json "$OUT/peers.json" \
+  > "$OUT/peers.txt" 2>&1
+echo "peers: rc=$?" >> "$OUT/summary.txt"
+
+echo "== machine"; cat "$OUT/machine.txt"
+echo "== flix bench (tail)"; tail -n 40 "$OUT/flix-bench.txt"
+echo "== peers (tail)"; tail -n 50 "$OUT/peers.txt"
+echo "== failing tests (first lines)"
+for f in "$OUT"/test-*.log; do grep -E "panicked|FAILED|failed" "$f" | head -5; done
+echo "== summary"; cat "$OUT/summary.txt"
+exit $fail

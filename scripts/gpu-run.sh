@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Builds, on this GPU-less machine, everything a GPU run needs and stages it in gpu-run/ (ignored
+# by git), then prints the `run` (device) tool call that executes scripts/gpu-remote.sh on the GPU
+# machine: the flix-kernels test binaries with FLIX_REQUIRE_GPU=1 (a missing GPU fails), then
+# `flix bench --device cuda` and the PyTorch peer script on the same card, in ONE call, with every
+# log under $OUT. The GPU machine has CUDA 13.0 at /usr/local/cuda, python3 with torch, no Rust.
+#
+# Usage: scripts/gpu-run.sh            (release build; first run takes several minutes on 2 cores)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+STAGE=gpu-run
+
+rm -rf "$STAGE"
+mkdir -p "$STAGE/tests"
+
+echo "== building flix-kernels test binaries (release)" >&2
+# The JSON messages name every test executable; keep those of flix-kernels.
+cargo test --release -p flix-kernels --no-run --message-format=json 2>/dev/null \
+  | jq -r 'select(.reason == "compiler-artifact" and .executable != null
+                  and (.package_id | contains("flix-kernels"))) | .executable' \
+  | sort -u > "$STAGE/tests.list"
+if [ ! -s "$STAGE/tests.list" ]; then
+  echo "no test binaries found (did the build fail? run: cargo test --release -p flix-kernels --no-run)" >&2
+  exit 1
+fi
+while read -r exe; do
+  name=$(basename "$exe" | sed 's/-[0-9a-f]\{16\}$//')
+  cp "$exe" "$STAGE/tests/$name"
+done < "$STAGE/tests.list"
+rm "$STAGE/tests.list"
+
+echo "== building flix (release)" >&2
+cargo build --release -p flix-cli >&2
+cp "$CARGO_TARGET_DIR/release/flix" "$STAGE/flix"
+
+# Debug info is not needed there, and the carried folder is limited to 64 MiB.
+strip "$STAGE"/flix "$STAGE"/tests/*
+# The exact batches of the GPU shape set, so the peers time the same segments and values.
+"$STAGE/flix" bench --list-shapes --shapes all --json "$STAGE/shapes.json"
+cp scripts/gpu-remote.sh benches/peers/flix_peers.py "$STAGE/"
+git rev-parse HEAD > "$STAGE/COMMIT"
+git status --porcelain --untracked-files=no | grep -q . && echo "(working tree had uncommitted changes)" >> "$STAGE/COMMIT"
+
+size=$(du -sm "$STAGE" | cut -f1)
+echo "== staged $STAGE/ (${size} MiB; the device tool carries at most 64 MiB):" >&2
+ls -la "$STAGE" "$STAGE/tests" >&2
+cat <<CALL
+
+Now make this device tool call (one call runs the tests, flix bench and the peer script):
+
+  run(command="bash gpu-run/gpu-remote.sh", carry=["gpu-run"], timeout_s=600)
+
+Then copy the tables from \$OUT (summary.txt, flix-bench.txt, peers.txt) into BENCHMARKS.md
+with the card, the commit (gpu-run/COMMIT) and pass/fail.
+CALL
