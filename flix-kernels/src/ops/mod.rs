@@ -1,8 +1,8 @@
 //! The transformer's ops, one file each, each with its CPU path and its CUDA launcher.
 
 pub mod adamw;
-pub mod cast;
 pub mod attention;
+pub mod cast;
 pub mod cross_entropy;
 pub mod embedding;
 pub mod grad_norm;

@@ -7,6 +7,7 @@
 
 mod block;
 mod generate;
+mod init;
 mod linear;
 mod param;
 
@@ -25,6 +26,7 @@ use flix_kernels::{Device, Tensor};
 
 pub use block::DecoderLayer;
 pub use generate::{sample, GenerationConfig};
+pub use init::INIT_STD;
 pub use linear::{Linear, LinearSaved};
 pub use param::{duplicate, Param};
 
