@@ -333,6 +333,19 @@ impl LlamaModel {
         batch: &Batch,
         plan: Option<&DevicePlan>,
     ) -> Result<LossReport> {
+        self.forward_backward_scaled(batch, plan, None)
+    }
+
+    /// Like [`Self::forward_backward`], but the gradient added is that of
+    /// `grad_scale · Σ −log p` over the batch's target tokens when `grad_scale` is given. For
+    /// gradient accumulation, pass 1 / (target tokens of all micro-batches) to every
+    /// micro-batch: the sum is then the gradient of the mean over the whole step.
+    pub fn forward_backward_scaled(
+        &mut self,
+        batch: &Batch,
+        plan: Option<&DevicePlan>,
+        grad_scale: Option<f32>,
+    ) -> Result<LossReport> {
         let (x, saved) = self.trunk(batch, plan, true)?;
         let eps = self.config.rms_norm_eps;
         let (xn, rstd) = rmsnorm_forward(&x, &self.norm.value, eps)?;
@@ -345,7 +358,7 @@ impl LlamaModel {
         if ce.count == 0 {
             return Err(ModelError::Batch("the batch has no target tokens".into()));
         }
-        let scale = 1.0 / ce.count as f32;
+        let scale = grad_scale.unwrap_or(1.0 / ce.count as f32);
         let chunk = self.vocab_chunk;
         let head = self.lm_head.as_mut().unwrap_or(&mut self.embed);
         let Param {
