@@ -210,6 +210,26 @@ impl LlamaModel {
         Ok(())
     }
 
+    /// Every attached adapter with the module path of its linear layer (for example
+    /// `model.layers.0.self_attn.q_proj`, as in PEFT's keys), in layer then q, k, v, o, gate,
+    /// up, down order: what a trainer saves.
+    pub fn adapters(&self) -> Vec<(String, &Adapter)> {
+        let mut out = Vec::new();
+        for layer in &self.layers {
+            for lin in layer.linears() {
+                if let Some(ad) = &lin.adapter {
+                    let path = lin
+                        .weight
+                        .name
+                        .strip_suffix(".weight")
+                        .unwrap_or(&lin.weight.name);
+                    out.push((path.to_string(), ad));
+                }
+            }
+        }
+        out
+    }
+
     /// The projection `module` of layer `layer`.
     pub fn linear_mut(&mut self, layer: usize, module: TargetModule) -> Result<&mut Linear> {
         let n = self.layers.len();
