@@ -124,6 +124,19 @@ impl DecoderLayer {
         }
     }
 
+    /// The seven projections, read-only, in the order of `linears_mut`.
+    pub fn linears(&self) -> [&Linear; 7] {
+        [
+            &self.q_proj,
+            &self.k_proj,
+            &self.v_proj,
+            &self.o_proj,
+            &self.gate_proj,
+            &self.up_proj,
+            &self.down_proj,
+        ]
+    }
+
     /// The seven projections, in a fixed order (q, k, v, o, gate, up, down).
     pub fn linears_mut(&mut self) -> [&mut Linear; 7] {
         [
