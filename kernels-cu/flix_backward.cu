@@ -36,7 +36,8 @@ flix_dh_partial_f32(const float* dY, int d_out, FlixTypes p, const int* slots,
     flix_narrow<float, true>(dY, d_out, p, slots, tiles, part, num_tokens, split_len);
 }
 
-extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
+// At most 64 registers: four blocks per SM (the split targets four).
+extern "C" __global__ void __launch_bounds__(FLIX_THREADS, 4)
 flix_dh_partial_bf16(const __nv_bfloat16* dY, int d_out, FlixTypes p, const int* slots,
                      const FlixTile* tiles, float* part, int num_tokens, int split_len) {
     flix_narrow_mma<true>(dY, d_out, p, slots, tiles, part, num_tokens, split_len);

@@ -8,29 +8,18 @@
 // 16 bytes (8 bf16, 4 floats); every thread of a warp takes part in each wmma call.
 #include <mma.h>
 
-// Stages 64 tokens x 64 elements of a bf16 row-major matrix (row stride D) into Ls[64][LD]:
-// 16-byte loads when D is a multiple of 8 (then no 8-chunk crosses i_end, a multiple of 64 or D),
-// else element by element. Rows past `rows` and columns past i_end read as 0.
+// Stages 64 tokens x 64 elements of a bf16 row-major matrix (row stride D) into Ls[64][LD],
+// element by element (the path for widths that are not multiples of 8). Rows past `rows` and
+// columns past i_end read as 0.
 template <int LD>
-__device__ __forceinline__ void flix_stage_rows_bf16(__nv_bfloat16 (*Ls)[LD],
-                                                     const __nv_bfloat16* __restrict__ L, int D,
-                                                     long long row0, int rows, int i0, int i_end) {
-    const int tid = threadIdx.x;
-    if ((D & 7) == 0) {
-        for (int e = tid; e < 64 * 8; e += FLIX_THREADS) {
-            const int t = e / 8, i = (e % 8) * 8;
-            uint4 v = make_uint4(0, 0, 0, 0);
-            if (t < rows && i0 + i < i_end)
-                v = *reinterpret_cast<const uint4*>(L + (row0 + t) * D + i0 + i);
-            *reinterpret_cast<uint4*>(&Ls[t][i]) = v;
-        }
-    } else {
-        for (int e = tid; e < 64 * 64; e += FLIX_THREADS) {
-            const int t = e / 64, i = e % 64;
-            __nv_bfloat16 v = __float2bfloat16_rn(0.f);
-            if (t < rows && i0 + i < i_end) v = L[(row0 + t) * D + i0 + i];
-            Ls[t][i] = v;
-        }
+__device__ __forceinline__ void flix_stage_rows_scalar(__nv_bfloat16 (*Ls)[LD],
+                                                       const __nv_bfloat16* __restrict__ L, int D,
+                                                       long long row0, int rows, int i0, int i_end) {
+    for (int e = threadIdx.x; e < 64 * 64; e += FLIX_THREADS) {
+        const int t = e / 64, i = e % 64;
+        __nv_bfloat16 v = __float2bfloat16_rn(0.f);
+        if (t < rows && i0 + i < i_end) v = L[(row0 + t) * D + i0 + i];
+        Ls[t][i] = v;
     }
 }
 
@@ -83,10 +72,35 @@ __device__ void flix_narrow_mma(const __nv_bfloat16* __restrict__ L, int D, cons
     }
     __syncthreads();
 
+    // When D is a multiple of 8, L moves in 16-byte pieces (no piece crosses i_end, which is a
+    // multiple of 64 or D), and the next tile's pieces are loaded into registers before the
+    // products of the current one, so that their latency overlaps the work.
+    static_assert(M * KC / 8 == 2 * FLIX_THREADS, "two 16-byte pieces of L per thread");
+    const bool vec = (D & 7) == 0;
+    uint4 next[2];
+    auto fetch = [&](int i0) {
+#pragma unroll
+        for (int q = 0; q < 2; ++q) {
+            const int e = tid + q * FLIX_THREADS, t = e / 8, i = (e % 8) * 8;
+            next[q] = make_uint4(0, 0, 0, 0);
+            if (t < rows && i0 + i < i_end)
+                next[q] = *reinterpret_cast<const uint4*>(L + ((long long)tile.start + t) * D + i0 + i);
+        }
+    };
+    if (vec) fetch(i_begin);
+
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
     wmma::fill_fragment(acc, 0.f);
     for (int i0 = i_begin; i0 < i_end; i0 += KC) {
-        flix_stage_rows_bf16<LDS>(Ls, L, D, tile.start, rows, i0, i_end);
+        if (vec) {
+#pragma unroll
+            for (int q = 0; q < 2; ++q) {
+                const int e = tid + q * FLIX_THREADS, t = e / 8, i = (e % 8) * 8;
+                *reinterpret_cast<uint4*>(&Ls[t][i]) = next[q];
+            }
+        } else {
+            flix_stage_rows_scalar<LDS>(Ls, L, D, tile.start, rows, i0, i_end);
+        }
         for (int e = tid; e < NC * KC; e += FLIX_THREADS) {
             const int c = FROM_B ? e % NC : e / KC;
             const int i = FROM_B ? e / NC : e % KC;
@@ -96,6 +110,7 @@ __device__ void flix_narrow_mma(const __nv_bfloat16* __restrict__ L, int D, cons
             Ws[c][i] = __float2bfloat16_rn(v);
         }
         __syncthreads();
+        if (vec && i0 + KC < i_end) fetch(i0 + KC);
 #pragma unroll
         for (int kk = 0; kk < KC; kk += 16) {
             wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
@@ -199,12 +214,39 @@ __device__ void flix_wide_mma(const HT* __restrict__ H, int N, const FlixTypes& 
     wmma::store_matrix_sync(&Cs[wm * 16][wn * 16], acc[0], LDC, wmma::mem_row_major);
     wmma::store_matrix_sync(&Cs[wm * 16][(wn + 1) * 16], acc[1], LDC, wmma::mem_row_major);
     __syncthreads();
-    for (int e = tid; e < M * NB; e += FLIX_THREADS) {
-        const int t = e / NB, n = e % NB;
-        if (t < rows && n0 + n < N) {
-            __nv_bfloat16* dst = out + (long long)(tile.start + t) * N + n0 + n;
-            const float v = Cs[t][n];
-            *dst = __float2bfloat16_rn(accumulate ? v + __bfloat162float(*dst) : v);
+    if ((N & 7) == 0) {
+        // 8 columns per thread, one 16-byte store (and load, when accumulating); n0 is a
+        // multiple of 64 and N of 8, so a chunk is either wholly inside the row or wholly out.
+        for (int e = tid; e < M * NB / 8; e += FLIX_THREADS) {
+            const int t = e / (NB / 8), n = (e % (NB / 8)) * 8;
+            if (t < rows && n0 + n < N) {
+                uint4* dst = reinterpret_cast<uint4*>(out + (long long)(tile.start + t) * N + n0 + n);
+                // Word w holds columns n + 2w (low half) and n + 2w + 1 (high half); a bf16 is
+                // the top half of an f32, so the halves convert with shifts, no type punning.
+                unsigned prev[4] = {0, 0, 0, 0};
+                if (accumulate) {
+                    const uint4 old = *dst;
+                    prev[0] = old.x, prev[1] = old.y, prev[2] = old.z, prev[3] = old.w;
+                }
+                unsigned word[4];
+#pragma unroll
+                for (int w = 0; w < 4; ++w) {
+                    const float lo = Cs[t][n + 2 * w] + __uint_as_float(prev[w] << 16);
+                    const float hi = Cs[t][n + 2 * w + 1] + __uint_as_float(prev[w] & 0xffff0000u);
+                    word[w] = (unsigned)__bfloat16_as_ushort(__float2bfloat16_rn(lo)) |
+                              ((unsigned)__bfloat16_as_ushort(__float2bfloat16_rn(hi)) << 16);
+                }
+                *dst = make_uint4(word[0], word[1], word[2], word[3]);
+            }
+        }
+    } else {
+        for (int e = tid; e < M * NB; e += FLIX_THREADS) {
+            const int t = e / NB, n = e % NB;
+            if (t < rows && n0 + n < N) {
+                __nv_bfloat16* dst = out + (long long)(tile.start + t) * N + n0 + n;
+                const float v = Cs[t][n];
+                *dst = __float2bfloat16_rn(accumulate ? v + __bfloat162float(*dst) : v);
+            }
         }
     }
 }

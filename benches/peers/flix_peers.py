@@ -91,10 +91,10 @@ class Layer:
         self.shape, self.device, self.dtype = shape, device, dtype
         batch = shape.get("batch") or make_batch(shape)
         t, d_in, d_out = shape["tokens"], shape["d_in"], shape["d_out"]
-        g = torch.Generator(device="cpu").manual_seed(7)
+        g = torch.Generator(device=device).manual_seed(7)
 
-        def rand(*size, scale=1.0):
-            return (torch.rand(*size, generator=g) * 2 - 1).mul_(scale).to(device, dtype)
+        def rand(*size, scale=1.0):  # drawn on the device: the large shapes stay quick to set up
+            return (torch.rand(*size, generator=g, device=device) * 2 - 1).mul_(scale).to(dtype)
 
         self.w = rand(d_out, d_in, scale=d_in ** -0.5)
         self.xs = [rand(t, d_in) for _ in range(sets)]
@@ -141,26 +141,27 @@ class Layer:
                     mask[starts[s]:starts[s + 1], c:c + r] = ty["scale"]
         self.dense_mask = mask.to(device, dtype)
 
-    def params(self):
-        """Fresh trainable copies of the adapters: per value for the loop (PEFT keeps one
-        nn.Linear pair per adapter), per type for bmm and dense."""
-        out = []
-        for ty in self.types:
-            a = ty["a"].detach().clone().requires_grad_(True)
-            b = ty["b"].detach().clone().requires_grad_(True)
-            out.append((a, b))
-        return out
+    def adapters(self, form, trainable):
+        """The adapters as `form` takes them: for the loop one (A_v, B_v) pair per value (PEFT
+        keeps one nn.Linear pair per adapter, so each value's gradient is its own tensor); for the
+        others one (A, B) pair per type. Trainable ones are fresh leaf copies."""
+        def leaf(t):
+            return t.detach().clone().requires_grad_(True) if trainable else t
+        if form == "loop":
+            return [[(leaf(ty["a"][v]), leaf(ty["b"][v])) for v in range(ty["a"].shape[0])]
+                    for ty in self.types]
+        return [(leaf(ty["a"]), leaf(ty["b"])) for ty in self.types]
 
-    # Each formulation: (x, adapters) -> y. Adapters are the per-type (A, B) pairs.
+    # Each formulation: (x, adapters) -> y, adapters as `adapters(form, ...)` gives them.
     def base(self, x, ad):
         return F.linear(x, self.w)
 
     def loop(self, x, ad):
         y = F.linear(x, self.w)
         for k, v, idx in self.groups:
-            a, b = ad[k]
+            a, b = ad[k][v]
             sub = x.index_select(0, idx)
-            upd = F.linear(F.linear(sub, a[v]), b[v]) * self.types[k]["scale"]
+            upd = F.linear(F.linear(sub, a), b) * self.types[k]["scale"]
             y[idx] += upd  # as PEFT does: result[sub_batch_indices] += lora_output
         return y
 
@@ -218,14 +219,14 @@ def measure(layer, form, backward, warmup, iters):
                 fn(layer.xs[i], ad_frozen)
             return
         x = layer.xs[i].detach().requires_grad_(True)
-        ad = ad_train
-        for a, b in ad:
-            a.grad = b.grad = None
-        y = fn(x, ad if form != "base" else None)
+        for p in leaves:
+            p.grad = None
+        y = fn(x, ad_train)
         y.backward(layer.dys[i])
 
-    ad_frozen = [(t["a"], t["b"]) for t in layer.types]
-    ad_train = layer.params()
+    ad_frozen = layer.adapters(form, trainable=False)
+    ad_train = layer.adapters(form, trainable=True)
+    leaves = [t for pair in (sum(ad_train, []) if form == "loop" else ad_train) for t in pair]
     for _ in range(warmup):
         once()
     if layer.device.type == "cuda":
@@ -236,12 +237,11 @@ def measure(layer, form, backward, warmup, iters):
 
 def check(layer):
     """Relative error of each formulation's output against the loop's (first input set)."""
-    ad = [(t["a"], t["b"]) for t in layer.types]
     with torch.no_grad():
-        ref = layer.loop(layer.xs[0], ad).float()
+        ref = layer.loop(layer.xs[0], layer.adapters("loop", False)).float()
         out = {}
         for form in ("bmm", "dense"):
-            y = getattr(layer, form)(layer.xs[0], ad).float()
+            y = getattr(layer, form)(layer.xs[0], layer.adapters(form, False)).float()
             out[form] = float((y - ref).norm() / ref.norm())
     return out
 

@@ -183,24 +183,39 @@ impl LayerProblem {
     }
 }
 
-/// Median wall-clock milliseconds of `iters` runs of `f` after `warmup` runs.
+/// A timed sample lasts at least this long: GPU calls of a fraction of a millisecond are
+/// repeated inside one sample so that launch and synchronisation overhead does not count.
+const MIN_SAMPLE_MS: f64 = 2.0;
+
+/// Median wall-clock milliseconds per call of `f`, over `iters` samples after `warmup` calls.
+/// Each sample runs `f` back to back n times between two `device.synchronize()` calls and
+/// divides by n, with n chosen from the warm-up so that a sample lasts >= [`MIN_SAMPLE_MS`]
+/// (n = 1 for calls that long already, as on the CPU).
 pub fn median_ms(
     device: &Device,
     warmup: usize,
     iters: usize,
     mut f: impl FnMut() -> Result<()>,
 ) -> Result<f64> {
-    for _ in 0..warmup {
+    device.synchronize()?;
+    let start = Instant::now();
+    for _ in 0..warmup.max(1) {
         f()?;
     }
     device.synchronize()?;
+    let per_call = start.elapsed().as_secs_f64() * 1e3 / warmup.max(1) as f64;
+    let repeats = (MIN_SAMPLE_MS / per_call.max(1e-6))
+        .ceil()
+        .clamp(1.0, 1000.0) as usize;
     let mut times = Vec::with_capacity(iters.max(1));
     for _ in 0..iters.max(1) {
         device.synchronize()?;
         let start = Instant::now();
-        f()?;
+        for _ in 0..repeats {
+            f()?;
+        }
         device.synchronize()?;
-        times.push(start.elapsed().as_secs_f64() * 1e3);
+        times.push(start.elapsed().as_secs_f64() * 1e3 / repeats as f64);
     }
     times.sort_by(f64::total_cmp);
     Ok(times[times.len() / 2])

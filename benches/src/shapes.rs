@@ -191,12 +191,24 @@ pub fn small() -> Vec<LayerShape> {
     ]
 }
 
-/// A named set: `reference`, `all` or `small`.
+/// Two tiny shapes (one with Zipf lengths) that run in milliseconds: for smoke tests of the
+/// benchmark itself, not for timing.
+pub fn tiny() -> Vec<LayerShape> {
+    let mut zipf = LayerShape::new("tiny-zipf", 96, 6, (48, 40), &[(4, 5), (2, 3)]);
+    zipf.lengths = Lengths::Zipf { s: 1.1 };
+    vec![
+        LayerShape::new("tiny", 64, 4, (32, 24), &[(4, 9), (2, 3)]),
+        zipf,
+    ]
+}
+
+/// A named set: `reference`, `all`, `small` or `tiny`.
 pub fn set(name: &str) -> Option<Vec<LayerShape>> {
     match name {
         "reference" => Some(vec![reference()]),
         "all" => Some(all()),
         "small" => Some(small()),
+        "tiny" => Some(tiny()),
         _ => None,
     }
 }
@@ -228,7 +240,7 @@ mod tests {
 
     #[test]
     fn every_shape_makes_a_valid_plan_with_the_right_token_count() {
-        for shape in all().into_iter().chain(small()) {
+        for shape in all().into_iter().chain(small()).chain(tiny()) {
             let plan = shape.plan().unwrap();
             assert_eq!(plan.num_tokens(), shape.tokens, "{}", shape.name);
             assert_eq!(plan.num_segments(), shape.segments, "{}", shape.name);

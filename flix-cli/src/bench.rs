@@ -19,7 +19,8 @@ pub struct BenchArgs {
     /// Activation dtype: f32 or bf16 (bf16 needs CUDA). Default: f32 on the CPU, bf16 on CUDA.
     #[arg(long)]
     dtype: Option<String>,
-    /// Shape set: reference, all or small. Default: small on the CPU (about a minute), all on CUDA.
+    /// Shape set: reference, all, small or tiny (a smoke test). Default: small on the CPU (about
+    /// a minute), all on CUDA.
     #[arg(long)]
     shapes: Option<String>,
     /// Untimed runs before timing each measurement.
@@ -44,7 +45,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .as_deref()
         .unwrap_or(if on_cpu { "small" } else { "all" });
     let Some(set) = shapes::set(set_name) else {
-        bail!("unknown shape set {set_name:?}; use reference, all or small");
+        bail!("unknown shape set {set_name:?}; use reference, all, small or tiny");
     };
     if args.list_shapes {
         let list: Vec<_> = set.iter().map(|s| s.with_batch()).collect();

@@ -345,3 +345,21 @@ fn gradients_add_up_across_micro_batches_and_zero_clears_them() {
             .all(|g| host(g).iter().all(|&v| v == 0.0)));
     }
 }
+
+#[test]
+fn long_segments_across_many_tiles_and_wide_ranks() {
+    // Segment lengths around and past the GPU's 64-token tiles, widths that are no multiple of
+    // any tile, and a rank-64 type next to a rank-1 one.
+    let slots: [&[i32]; 7] = [
+        &[0, 1, 2],
+        &[1, ABSENT, 0],
+        &[0, 0, 2],
+        &[2, 1],
+        &[1, 1, 1],
+        &[0, 0, 0],
+        &[ABSENT, 1, 2],
+    ];
+    let lens = [64, 65, 1, 128, 200, 63, 17];
+    let segments: Vec<(usize, &[i32])> = lens.iter().copied().zip(slots).collect();
+    check_against_oracle(&case(&[(16, 3), (1, 2), (64, 3)], &segments, 130, 257));
+}

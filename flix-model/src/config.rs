@@ -64,6 +64,62 @@ impl LlamaConfig {
         Fields { obj, path }.parse()
     }
 
+    /// The config as transformers writes it (4.x style: `rope_theta` + `rope_scaling`, which
+    /// 5.x also reads), for saving a model as a Hugging Face directory.
+    pub fn to_hf_json(&self) -> Value {
+        let (model_type, arch) = match self.family {
+            Family::Llama => ("llama", "LlamaForCausalLM"),
+            Family::Mistral => ("mistral", "MistralForCausalLM"),
+            Family::Qwen2 => ("qwen2", "Qwen2ForCausalLM"),
+        };
+        let rope_scaling = match self.rope_scaling {
+            RopeScaling::Default => Value::Null,
+            RopeScaling::Linear { factor } => {
+                serde_json::json!({"rope_type": "linear", "factor": factor})
+            }
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => serde_json::json!({
+                "rope_type": "llama3",
+                "factor": factor,
+                "low_freq_factor": low_freq_factor,
+                "high_freq_factor": high_freq_factor,
+                "original_max_position_embeddings": original_max_position_embeddings as u64,
+            }),
+        };
+        let mut json = serde_json::json!({
+            "architectures": [arch],
+            "model_type": model_type,
+            "hidden_act": "silu",
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim,
+            "rms_norm_eps": self.rms_norm_eps,
+            "vocab_size": self.vocab_size,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "rope_theta": self.rope_theta,
+            "rope_scaling": rope_scaling,
+            "max_position_embeddings": self.max_position_embeddings,
+            "torch_dtype": "float32",
+        });
+        if self.family != Family::Qwen2 {
+            json["attention_bias"] = Value::Bool(self.qkv_bias);
+        }
+        if let Some(w) = self.sliding_window {
+            json["sliding_window"] = w.into();
+            if self.family == Family::Qwen2 {
+                json["use_sliding_window"] = Value::Bool(true);
+            }
+        }
+        json
+    }
+
     pub fn q_dim(&self) -> usize {
         self.num_attention_heads * self.head_dim
     }

@@ -1,5 +1,41 @@
 //! flix-model: Llama-family transformers read from Hugging Face checkpoints, with FLix adapters,
 //! a forward and backward pass written by hand over explicit saved activations (no autograd).
+//!
+//! A training step on a batch whose examples have different features:
+//!
+//! ```no_run
+//! use flix_core::{BatchPlan, SegmentSpec, TypeShape};
+//! use flix_kernels::{ops::adamw::AdamWParams, Device};
+//! use flix_model::{AdamW, AdapterSpec, AdapterType, Batch, LlamaModel, Sequence, TargetModule};
+//!
+//! # fn main() -> flix_model::Result<()> {
+//! let mut model = LlamaModel::load("path/to/SmolLM-135M".as_ref(), &Device::Cpu)?;
+//! // Two feature types (say lang with 3 values, task with 2), rank 8, on every projection.
+//! let types = [TypeShape { rank: 8, num_values: 3 }, TypeShape { rank: 8, num_values: 2 }];
+//! model.attach_adapters(&AdapterSpec {
+//!     types: types.iter().map(|t| AdapterType { rank: t.rank, alpha: 16.0, num_values: t.num_values }).collect(),
+//!     targets: TargetModule::ALL.to_vec(),
+//!     seed: 0,
+//! })?;
+//! // Two examples (prompt, then target tokens), one segment each, with their feature values.
+//! let seqs = [
+//!     Sequence::prompt_and_target(vec![1, 420, 77, 31, 9], 3),
+//!     Sequence::prompt_and_target(vec![1, 55, 12], 2),
+//! ];
+//! let segments = [
+//!     SegmentSpec { len: 5, slots: vec![0, 1] },  // lang 0, task 1
+//!     SegmentSpec { len: 3, slots: vec![2, -1] }, // lang 2, no task
+//! ];
+//! let batch = Batch::new(&seqs)?;
+//! let plan = model.device_plan(BatchPlan::new(&types, &segments, 64)?)?;
+//! let mut optimizer = AdamW::new(AdamWParams::default(), Some(1.0));
+//! model.zero_grad()?;
+//! let report = model.forward_backward(&batch, Some(&plan))?; // only adapters get gradients
+//! optimizer.step(&mut model)?;
+//! println!("loss {} over {} target tokens", report.loss, report.targets);
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod adapters;
 pub mod batch;

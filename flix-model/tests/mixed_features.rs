@@ -99,6 +99,10 @@ fn batch_and_plan(
 #[test]
 fn packed_logits_equal_each_sequence_run_alone() {
     let model = model_with_adapters();
+    let names: Vec<String> = model.adapters().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names.len(), 14);
+    assert_eq!(names[0], "model.layers.0.self_attn.q_proj");
+    assert_eq!(names[13], "model.layers.1.mlp.down_proj");
     let seqs = sequences();
     let (batch, plan) = batch_and_plan(&model, &seqs);
     let packed = model

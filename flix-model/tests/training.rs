@@ -123,3 +123,43 @@ fn full_parameter_training_fits_the_batch() {
     );
     assert_eq!(model.trainable_mut().len(), 1 + 2 * 9 + 2);
 }
+
+/// Two micro-batches, each scaled by 1 / (all target tokens), accumulate the gradient of the
+/// mean loss over both: the same as one batch holding both sequences.
+#[test]
+fn gradient_accumulation_equals_one_big_batch() {
+    let seqs = [
+        Sequence::prompt_and_target(vec![1, 17, 42, 99, 5, 63, 120], 3),
+        Sequence::prompt_and_target(vec![1, 88, 7, 31, 127], 2),
+    ];
+    let grads = |model: &mut LlamaModel| -> Vec<Vec<f32>> {
+        model
+            .params_mut()
+            .iter()
+            .map(|p| p.grad.as_ref().unwrap().to_f32_vec().unwrap())
+            .collect()
+    };
+    let mut whole = LlamaModel::load(&fixture_dir(), &Device::Cpu).unwrap();
+    whole.set_train_mode(TrainMode::Full).unwrap();
+    let report = whole
+        .forward_backward(&Batch::new(&seqs).unwrap(), None)
+        .unwrap();
+
+    let mut parts = LlamaModel::load(&fixture_dir(), &Device::Cpu).unwrap();
+    parts.set_train_mode(TrainMode::Full).unwrap();
+    let scale = 1.0 / report.targets as f32;
+    for s in &seqs {
+        parts
+            .forward_backward_scaled(
+                &Batch::new(std::slice::from_ref(s)).unwrap(),
+                None,
+                Some(scale),
+            )
+            .unwrap();
+    }
+    for (i, (a, b)) in grads(&mut whole).iter().zip(grads(&mut parts)).enumerate() {
+        flix_kernels::tolerance::Tolerance::F32
+            .check(&format!("parameter {i}"), &b, a)
+            .unwrap();
+    }
+}

@@ -23,7 +23,7 @@ inline void __syncthreads() { g_block_barrier->arrive_and_wait(); }
 #define __global__
 #define __device__
 #define __forceinline__ inline
-#define __launch_bounds__(n)
+#define __launch_bounds__(...)
 // One block runs at a time, so a function-local static is exactly one block's shared memory.
 #define __shared__ static
 
@@ -38,6 +38,12 @@ inline float __bfloat162float(__nv_bfloat16 h) {
     std::memcpy(&f, &u, 4);
     return f;
 }
+inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 h) { return h.bits; }
+inline float __uint_as_float(unsigned u) {
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
 inline __nv_bfloat16 __float2bfloat16_rn(float f) {
     uint32_t u;
     std::memcpy(&u, &f, 4);
@@ -46,26 +52,29 @@ inline __nv_bfloat16 __float2bfloat16_rn(float f) {
     return {uint16_t(u >> 16)};
 }
 
-// Runs `kernel()` for every thread of every block of `grid`, blocks in order.
+// Runs `kernel()` for every thread of every block of `grid`, blocks in order: `threads` workers
+// walk the blocks together, meeting at the block's barrier after each one, so that one block's
+// shared memory (function-local statics) is never touched by the next while in use.
 template <class F>
 void emulate_launch(dim3 grid, unsigned threads, F kernel) {
-    for (unsigned z = 0; z < grid.z; ++z)
-        for (unsigned y = 0; y < grid.y; ++y)
-            for (unsigned x = 0; x < grid.x; ++x) {
-                std::barrier<> bar(threads);
-                g_block_barrier = &bar;
-                std::vector<std::thread> pool;
-                pool.reserve(threads);
-                for (unsigned t = 0; t < threads; ++t)
-                    pool.emplace_back([&, t] {
-                        threadIdx = {t, 0, 0};
+    std::barrier<> bar(threads);
+    g_block_barrier = &bar;
+    std::vector<std::thread> pool;
+    pool.reserve(threads);
+    for (unsigned t = 0; t < threads; ++t)
+        pool.emplace_back([&, t] {
+            threadIdx = {t, 0, 0};
+            blockDim = {threads, 1, 1};
+            gridDim = grid;
+            for (unsigned z = 0; z < grid.z; ++z)
+                for (unsigned y = 0; y < grid.y; ++y)
+                    for (unsigned x = 0; x < grid.x; ++x) {
                         blockIdx = {x, y, z};
-                        blockDim = {threads, 1, 1};
-                        gridDim = grid;
                         kernel();
-                    });
-                for (auto& th : pool) th.join();
-            }
+                        bar.arrive_and_wait();
+                    }
+        });
+    for (auto& th : pool) th.join();
 }
 
 #define __align__(n) __attribute__((aligned(n)))

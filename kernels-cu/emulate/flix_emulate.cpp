@@ -1,7 +1,7 @@
 // Runs the FLix kernels' own source on the CPU (see cuda_shim.h) in the order the Rust launchers
 // (flix-kernels/src/flix/cuda/) launch them, and compares every output with a plain-loop
-// reference in double: H, Y (written and accumulated), dX, dA and dB (accumulated into random
-// gradients), for f32 and bf16 activations, on batches with absent features, one-token and empty
+// reference in double: H, Y and dX (written and accumulated), Y + bias, dA and dB (accumulated
+// into random gradients), for f32 and bf16 activations, on batches with absent features, one-token and empty
 // segments, widths that are not multiples of any tile, K from 1 to 8, R above 32, and the
 // gradient workspace split into several segment groups. Outputs are poisoned with NaN first, so
 // an unwritten element fails. Build and run: kernels-cu/emulate/run.sh
@@ -29,9 +29,10 @@ struct Problem {
     size_t group_segments;  // segments per gradient-workspace group (the launcher's budget)
 };
 
-// Mirrors params::split_long_dim.
+// Mirrors params::split_long_dim; `g_target_blocks` mirrors params::target_blocks().
+static int g_target_blocks = 528;
 static void split_long_dim(int d, int blocks, int* nsplit, int* split_len) {
-    const int step = 64, target = 528;
+    const int step = 64, target = g_target_blocks;
     int steps = std::max((d + step - 1) / step, 1);
     int wanted = std::clamp((target + std::max(blocks, 1) - 1) / std::max(blocks, 1), 1, std::min(steps, 65535));
     *split_len = ((steps + wanted - 1) / wanted) * step;
@@ -221,6 +222,27 @@ static void run(const Problem& pb, uint64_t seed, double rtol) {
             }
         }
     compare("dX = Σ s_k dH_k A", dX, dXref, rtol);
+    {
+        vector<T> dX2 = rand_t(dXref.size());
+        vector<double> want = dXref;
+        for (size_t i = 0; i < want.size(); ++i) want[i] += to_f(dX2[i]);
+        emulate_launch({unsigned(ntiles), unsigned((d_in + 63) / 64), 1}, 256, [&] {
+            if constexpr (std::is_same_v<T, float>) flix_dx_f32(dH.data(), d_in, p, slots.data(), tl, dX2.data(), 1);
+            else flix_dx_bf16(dH.data(), d_in, p, slots.data(), tl, dX2.data(), 1);
+        });
+        compare("dX += Σ s_k dH_k A", dX2, want, rtol);
+    }
+    {
+        vector<T> Yb = rand_t((size_t)T_ * d_out), bias = rand_t(d_out);
+        vector<double> want((size_t)T_ * d_out);
+        for (size_t e = 0; e < want.size(); ++e) want[e] = double(to_f(Yb[e])) + to_f(bias[e % d_out]);
+        const long long n = (long long)want.size();
+        emulate_launch({unsigned(std::min<long long>((n + 255) / 256, 65535)), 1, 1}, 256, [&] {
+            if constexpr (std::is_same_v<T, float>) flix_add_bias_f32(Yb.data(), bias.data(), n, d_out);
+            else flix_add_bias_bf16(Yb.data(), bias.data(), n, d_out);
+        });
+        compare("Y += bias", Yb, want, rtol);
+    }
 
     // dB then dA: per-segment partials over groups of segments, then the CSR reduce per type.
     for (int which = 0; which < 2; ++which) {  // 0 = dB, 1 = dA
@@ -287,6 +309,15 @@ int main() {
         run<float>(pb, 1, 1e-5);
         std::printf("bf16 %s\n", pb.name.c_str());
         run<__nv_bfloat16>(pb, 2, 1e-2);
+    }
+    // Unsplit (FLIX_CUDA_TARGET_BLOCKS=1): shrink and dH loop over the whole long dimension in
+    // one block, which the split otherwise never does on batches this small.
+    g_target_blocks = 1;
+    for (size_t i : {0, 3, 4}) {
+        std::printf("f32  %s, unsplit\n", problems[i].name.c_str());
+        run<float>(problems[i], 3, 1e-5);
+        std::printf("bf16 %s, unsplit\n", problems[i].name.c_str());
+        run<__nv_bfloat16>(problems[i], 4, 1e-2);
     }
     std::printf(failures ? "%d FAILURES\n" : "all outputs match the reference\n", failures);
     return failures ? 1 : 0;

@@ -1,7 +1,7 @@
 //! The fast CPU path of the FLix ops, f32. Segments are independent, so shrink, expand and the
 //! dH/dX half of backward run in parallel across segments (each writes only its own rows of the
 //! packed buffers). Inside a segment the present types are handled together: their adapters are
-//! stacked along the rank ([`Stacked`]), so each op is **one** `gemm_f32` call per segment that
+//! stacked along the rank (`Stacked`), so each op is **one** `gemm_f32` call per segment that
 //! reads the segment's activations once, instead of one thin product per type.
 //!
 //! dA and dB run in parallel across (type, value) pairs; each sums over the value's users in the
@@ -198,6 +198,9 @@ pub fn shrink(plan: &BatchPlan, ad: &LayerAdapters, x: &Tensor, h: &mut Tensor) 
     let h_rows = segment_rows(plan, h.cpu_data_mut(OP)?, r_total);
     h_rows.into_par_iter().enumerate().for_each(|(s, h_seg)| {
         let range = plan.segment_range(s);
+        if range.is_empty() {
+            return; // nothing to write; skip stacking its adapters
+        }
         let stacked = Stacked::new(plan, &types, s);
         let x_seg = &x[range.start * d_in..range.end * d_in];
         // Hp = X_seg · Apᵀ, then scaled into the type columns of H (zero where absent).
@@ -230,6 +233,9 @@ pub fn expand(
     let y_rows = segment_rows(plan, y.cpu_data_mut(OP)?, d_out);
     y_rows.into_par_iter().enumerate().for_each(|(s, y_seg)| {
         let range = plan.segment_range(s);
+        if range.is_empty() {
+            return;
+        }
         let stacked = Stacked::new(plan, &types, s);
         if stacked.rank == 0 {
             if write == Write::Overwrite {
@@ -284,6 +290,9 @@ pub fn backward(
         .enumerate()
         .for_each(|(s, (dhs_seg, dx_seg))| {
             let range = plan.segment_range(s);
+            if range.is_empty() {
+                return;
+            }
             let stacked = Stacked::new(plan, &types, s);
             let rp = stacked.rank;
             let mut dhp = vec![0.0; range.len() * rp];

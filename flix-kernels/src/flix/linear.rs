@@ -80,7 +80,7 @@ pub fn linear_backward(
     matmul(dy, Trans::N, w, Trans::N, dx, 1.0, 1.0)
 }
 
-/// Y[t, o] += bias[o] for `y` `[T, d_out]` and `bias` `[d_out]` on one device, same dtype.
+/// `Y[t, o] += bias[o]` for `y` `[T, d_out]` and `bias` `[d_out]` on one device, same dtype.
 pub fn add_bias(bias: &Tensor, y: &mut Tensor) -> Result<()> {
     const OP: &str = "flix::add_bias";
     let d_out = y.shape().last().copied().unwrap_or(0);

@@ -26,7 +26,9 @@
 //! - activations X, H, Y, dY, dX share one dtype: f32 (CPU, CUDA) or bf16 (CUDA only); H is
 //!   `[T, R]` with R = Σ_k r_k, type k in columns `col_offsets[k]..col_offsets[k + 1]`;
 //! - gradients are f32, shaped like `a` and `b`, and are **accumulated** (+=), so micro-batches
-//!   add up; zero them with [`AdapterGrads::zeros`] at the start of a step;
+//!   add up; start a step with [`AdapterGrads::zeros`] or [`AdapterGrads::zero`];
+//! - the linear layer's frozen `w` `[d_out, d_in]` and `bias` `[d_out]` are in the activations'
+//!   dtype;
 //! - reductions are deterministic: same inputs, same bits.
 //!
 //! A layer's step, on any device (here the CPU; sizes are tiny):

@@ -17,6 +17,7 @@
 use rayon::prelude::*;
 
 use crate::error::{KernelError, Result};
+use crate::ops::matmul::{gemm_f32, Trans};
 use crate::{Device, Tensor};
 
 /// Head layout of one attention layer.
@@ -61,6 +62,79 @@ impl AttentionShape {
     }
 }
 
+/// Queries per block: a block of a segment needs a [block, keys so far] score matrix, so memory
+/// stays O(block · sequence) however long the sequence is.
+const QUERY_BLOCK: usize = 64;
+
+/// Where one (query head, KV head) pair reads its rows: the head's column offset and the row
+/// strides of Q (and dO, O) and of K (and V).
+#[derive(Clone, Copy)]
+struct HeadView {
+    q_col: usize,
+    kv_col: usize,
+    q_ld: usize,
+    kv_ld: usize,
+    head_dim: usize,
+    scale: f32,
+}
+
+impl HeadView {
+    fn new(shape: AttentionShape, h: usize) -> Self {
+        let AttentionShape {
+            heads,
+            kv_heads,
+            head_dim,
+        } = shape;
+        Self {
+            q_col: h * head_dim,
+            kv_col: (h / (heads / kv_heads)) * head_dim,
+            q_ld: heads * head_dim,
+            kv_ld: kv_heads * head_dim,
+            head_dim,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+        }
+    }
+
+    /// Scores of queries `i0..i0 + nq` against keys `s0..s0 + nk` into `s` ([nq, nk]).
+    #[allow(clippy::too_many_arguments)]
+    fn scores(
+        &self,
+        qs: &[f32],
+        ks: &[f32],
+        i0: usize,
+        nq: usize,
+        s0: usize,
+        nk: usize,
+        s: &mut [f32],
+    ) {
+        gemm_f32(
+            nq,
+            nk,
+            self.head_dim,
+            &qs[i0 * self.q_ld + self.q_col..],
+            self.q_ld,
+            Trans::N,
+            &ks[s0 * self.kv_ld + self.kv_col..],
+            self.kv_ld,
+            Trans::T,
+            s,
+            nk,
+            self.scale,
+            0.0,
+        );
+    }
+}
+
+/// The query blocks of every segment: (segment start, first query, query count).
+fn query_blocks(starts: &[usize]) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    starts.windows(2).flat_map(|w| {
+        let (s0, s1) = (w[0], w[1]);
+        (s0..s1)
+            .step_by(QUERY_BLOCK)
+            .map(move |i0| (s0, i0, QUERY_BLOCK.min(s1 - i0)))
+    })
+}
+
 /// Returns (O [T, H·hd], lse [T·H], row-major by token then head).
 pub fn attention_forward(
     q: &Tensor,
@@ -77,45 +151,54 @@ pub fn attention_forward(
     let (qs, ks, vs) = (q.cpu_data(OP)?, k.cpu_data(OP)?, v.cpu_data(OP)?);
     let AttentionShape {
         heads,
-        kv_heads,
         head_dim: hd,
+        ..
     } = shape;
-    let group = heads / kv_heads;
-    let scale = 1.0 / (hd as f32).sqrt();
     // One task per query head; each fills its own [T, hd] block and [T] lse, scattered after.
     let per_head: Vec<(Vec<f32>, Vec<f32>)> = (0..heads)
         .into_par_iter()
         .map(|h| {
-            let g = h / group;
+            let view = HeadView::new(shape, h);
             let mut out = vec![0.0f32; t * hd];
             let mut lse = vec![0.0f32; t];
-            let mut scores = Vec::new();
-            for seg in starts.windows(2) {
-                for i in seg[0]..seg[1] {
-                    let qi = &qs[i * heads * hd + h * hd..][..hd];
-                    scores.clear();
-                    let mut max = f32::NEG_INFINITY;
-                    for j in seg[0]..=i {
-                        let kj = &ks[j * kv_heads * hd + g * hd..][..hd];
-                        let s = dot(qi, kj) * scale;
-                        max = max.max(s);
-                        scores.push(s);
-                    }
+            let mut p = Vec::new();
+            for (s0, i0, nq) in query_blocks(starts) {
+                // Keys s0 ..= last query of the block; later keys are masked below.
+                let nk = i0 + nq - s0;
+                p.resize(nq * nk, 0.0);
+                view.scores(qs, ks, i0, nq, s0, nk, &mut p);
+                for (r, row) in p.chunks_mut(nk).enumerate() {
+                    let visible = i0 + r - s0 + 1;
+                    let max = row[..visible]
+                        .iter()
+                        .copied()
+                        .fold(f32::NEG_INFINITY, f32::max);
                     let mut sum = 0.0f32;
-                    for s in scores.iter_mut() {
-                        *s = (*s - max).exp();
-                        sum += *s;
+                    for x in &mut row[..visible] {
+                        *x = (*x - max).exp();
+                        sum += *x;
                     }
-                    let o = &mut out[i * hd..(i + 1) * hd];
-                    for (p, j) in scores.iter().zip(seg[0]..=i) {
-                        let vj = &vs[j * kv_heads * hd + g * hd..][..hd];
-                        let w = p / sum;
-                        for (a, b) in o.iter_mut().zip(vj) {
-                            *a += w * b;
-                        }
+                    for x in &mut row[..visible] {
+                        *x /= sum;
                     }
-                    lse[i] = max + sum.ln();
+                    row[visible..].fill(0.0);
+                    lse[i0 + r] = max + sum.ln();
                 }
+                gemm_f32(
+                    nq,
+                    hd,
+                    nk,
+                    &p,
+                    nk,
+                    Trans::N,
+                    &vs[s0 * view.kv_ld + view.kv_col..],
+                    view.kv_ld,
+                    Trans::N,
+                    &mut out[i0 * hd..],
+                    hd,
+                    1.0,
+                    0.0,
+                );
             }
             (out, lse)
         })
@@ -168,7 +251,6 @@ pub fn attention_backward(
     let (qs, ks, vs) = (q.cpu_data(OP)?, k.cpu_data(OP)?, v.cpu_data(OP)?);
     let (dos, os) = (dout.cpu_data(OP)?, out.cpu_data(OP)?);
     let group = heads / kv_heads;
-    let scale = 1.0 / (hd as f32).sqrt();
     // One task per KV head: it owns dK, dV of that head and dQ of the query heads reading it, so
     // no two tasks write the same element and the summation order is fixed.
     let per_kv: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..kv_heads)
@@ -177,27 +259,100 @@ pub fn attention_backward(
             let mut dq = vec![0.0f32; group * t * hd];
             let mut dk = vec![0.0f32; t * hd];
             let mut dv = vec![0.0f32; t * hd];
+            let (mut p, mut ds) = (Vec::new(), Vec::new());
             for local in 0..group {
                 let h = g * group + local;
-                for seg in starts.windows(2) {
-                    for i in seg[0]..seg[1] {
-                        let qi = &qs[i * heads * hd + h * hd..][..hd];
-                        let doi = &dos[i * heads * hd + h * hd..][..hd];
-                        let big_d = dot(doi, &os[i * heads * hd + h * hd..][..hd]);
+                let view = HeadView::new(shape, h);
+                for (s0, i0, nq) in query_blocks(starts) {
+                    let nk = i0 + nq - s0;
+                    p.resize(nq * nk, 0.0);
+                    ds.resize(nq * nk, 0.0);
+                    // P from the saved lse; dP = dO Vᵀ.
+                    view.scores(qs, ks, i0, nq, s0, nk, &mut p);
+                    gemm_f32(
+                        nq,
+                        nk,
+                        hd,
+                        &dos[i0 * view.q_ld + view.q_col..],
+                        view.q_ld,
+                        Trans::N,
+                        &vs[s0 * view.kv_ld + view.kv_col..],
+                        view.kv_ld,
+                        Trans::T,
+                        &mut ds,
+                        nk,
+                        1.0,
+                        0.0,
+                    );
+                    for r in 0..nq {
+                        let i = i0 + r;
+                        let visible = i - s0 + 1;
                         let l = lse[i * heads + h];
-                        let dqi = &mut dq[(local * t + i) * hd..][..hd];
-                        for j in seg[0]..=i {
-                            let kj = &ks[j * kv_heads * hd + g * hd..][..hd];
-                            let vj = &vs[j * kv_heads * hd + g * hd..][..hd];
-                            let p = (dot(qi, kj) * scale - l).exp();
-                            let ds = p * (dot(doi, vj) - big_d) * scale;
-                            for d in 0..hd {
-                                dqi[d] += ds * kj[d];
-                                dk[j * hd + d] += ds * qi[d];
-                                dv[j * hd + d] += p * doi[d];
+                        let d = dot(
+                            &dos[i * view.q_ld + view.q_col..][..hd],
+                            &os[i * view.q_ld + view.q_col..][..hd],
+                        );
+                        let (prow, dsrow) =
+                            (&mut p[r * nk..(r + 1) * nk], &mut ds[r * nk..(r + 1) * nk]);
+                        for j in 0..nk {
+                            if j < visible {
+                                prow[j] = (prow[j] - l).exp();
+                                dsrow[j] = prow[j] * (dsrow[j] - d) * view.scale;
+                            } else {
+                                prow[j] = 0.0;
+                                dsrow[j] = 0.0;
                             }
                         }
                     }
+                    // dQ = dS K;  dK += dSᵀ Q;  dV += Pᵀ dO.
+                    let kv_rows = &ks[s0 * view.kv_ld + view.kv_col..];
+                    gemm_f32(
+                        nq,
+                        hd,
+                        nk,
+                        &ds,
+                        nk,
+                        Trans::N,
+                        kv_rows,
+                        view.kv_ld,
+                        Trans::N,
+                        &mut dq[(local * t + i0) * hd..],
+                        hd,
+                        1.0,
+                        0.0,
+                    );
+                    let q_rows = &qs[i0 * view.q_ld + view.q_col..];
+                    gemm_f32(
+                        nk,
+                        hd,
+                        nq,
+                        &ds,
+                        nk,
+                        Trans::T,
+                        q_rows,
+                        view.q_ld,
+                        Trans::N,
+                        &mut dk[s0 * hd..],
+                        hd,
+                        1.0,
+                        1.0,
+                    );
+                    let do_rows = &dos[i0 * view.q_ld + view.q_col..];
+                    gemm_f32(
+                        nk,
+                        hd,
+                        nq,
+                        &p,
+                        nk,
+                        Trans::T,
+                        do_rows,
+                        view.q_ld,
+                        Trans::N,
+                        &mut dv[s0 * hd..],
+                        hd,
+                        1.0,
+                        1.0,
+                    );
                 }
             }
             (dq, dk, dv)
@@ -457,6 +612,57 @@ mod tests {
         assert_close("decode", &o.to_f32_vec().unwrap(), &want, 1e-5);
         // More queries than keys in a segment is an error.
         assert!(attention_cached_forward(&qt, &kt, &vt, &starts, &[0, 2, 4, 7], shape).is_err());
+    }
+
+    #[test]
+    fn segments_longer_than_a_query_block_match_the_reference() {
+        // 70 > QUERY_BLOCK: the second block of the first segment sees the first block's keys.
+        let shape = AttentionShape {
+            heads: 2,
+            kv_heads: 1,
+            head_dim: 2,
+        };
+        let starts = [0usize, 70, 73];
+        let t = 73;
+        let q = pseudo_random(t * 4, 8);
+        let k = pseudo_random(t * 2, 9);
+        let v = pseudo_random(t * 2, 10);
+        let dout = pseudo_random(t * 4, 11);
+        let (qt, kt, vt) = (
+            Tensor::cpu(&[t, 4], q.clone()).unwrap(),
+            Tensor::cpu(&[t, 2], k.clone()).unwrap(),
+            Tensor::cpu(&[t, 2], v.clone()).unwrap(),
+        );
+        let (qf, kf, vf) = (to_f64(&q), to_f64(&k), to_f64(&v));
+        let (o, lse) = attention_forward(&qt, &kt, &vt, &starts, shape).unwrap();
+        assert_close(
+            "O",
+            &o.to_f32_vec().unwrap(),
+            &reference(&qf, &kf, &vf, &starts, shape),
+            1e-5,
+        );
+        let dot_ = |y: Vec<f64>| y.iter().zip(&dout).map(|(a, b)| a * *b as f64).sum::<f64>();
+        let dot_t = Tensor::cpu(&[t, 4], dout.clone()).unwrap();
+        let (dq, dk, dv) =
+            attention_backward(&dot_t, &qt, &kt, &vt, &o, &lse, &starts, shape).unwrap();
+        fd_check(
+            &q,
+            &dq.to_f32_vec().unwrap(),
+            |x| dot_(reference(x, &kf, &vf, &starts, shape)),
+            1e-3,
+        );
+        fd_check(
+            &k,
+            &dk.to_f32_vec().unwrap(),
+            |x| dot_(reference(&qf, x, &vf, &starts, shape)),
+            1e-3,
+        );
+        fd_check(
+            &v,
+            &dv.to_f32_vec().unwrap(),
+            |x| dot_(reference(&qf, &kf, x, &starts, shape)),
+            1e-3,
+        );
     }
 
     #[test]

@@ -96,6 +96,47 @@ impl DecoderLayer {
         })
     }
 
+    /// A layer from its parts: the two norms and the seven projections (q, k, v, o, gate, up,
+    /// down).
+    pub fn from_parts(
+        c: &LlamaConfig,
+        input_norm: Param,
+        linears: [Linear; 7],
+        post_norm: Param,
+    ) -> Self {
+        let [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj] = linears;
+        Self {
+            input_norm,
+            q_proj,
+            k_proj,
+            v_proj,
+            o_proj,
+            post_norm,
+            gate_proj,
+            up_proj,
+            down_proj,
+            eps: c.rms_norm_eps,
+            shape: AttentionShape {
+                heads: c.num_attention_heads,
+                kv_heads: c.num_key_value_heads,
+                head_dim: c.head_dim,
+            },
+        }
+    }
+
+    /// The seven projections, read-only, in the order of `linears_mut`.
+    pub fn linears(&self) -> [&Linear; 7] {
+        [
+            &self.q_proj,
+            &self.k_proj,
+            &self.v_proj,
+            &self.o_proj,
+            &self.gate_proj,
+            &self.up_proj,
+            &self.down_proj,
+        ]
+    }
+
     /// The seven projections, in a fixed order (q, k, v, o, gate, up, down).
     pub fn linears_mut(&mut self) -> [&mut Linear; 7] {
         [

@@ -7,6 +7,7 @@
 
 mod block;
 mod generate;
+mod init;
 mod linear;
 mod param;
 
@@ -25,6 +26,7 @@ use flix_kernels::{Device, Tensor};
 
 pub use block::DecoderLayer;
 pub use generate::{sample, GenerationConfig};
+pub use init::INIT_STD;
 pub use linear::{Linear, LinearSaved};
 pub use param::{duplicate, Param};
 
@@ -208,6 +210,26 @@ impl LlamaModel {
         Ok(())
     }
 
+    /// Every attached adapter with the module path of its linear layer (for example
+    /// `model.layers.0.self_attn.q_proj`, as in PEFT's keys), in layer then q, k, v, o, gate,
+    /// up, down order: what a trainer saves.
+    pub fn adapters(&self) -> Vec<(String, &Adapter)> {
+        let mut out = Vec::new();
+        for layer in &self.layers {
+            for lin in layer.linears() {
+                if let Some(ad) = &lin.adapter {
+                    let path = lin
+                        .weight
+                        .name
+                        .strip_suffix(".weight")
+                        .unwrap_or(&lin.weight.name);
+                    out.push((path.to_string(), ad));
+                }
+            }
+        }
+        out
+    }
+
     /// The projection `module` of layer `layer`.
     pub fn linear_mut(&mut self, layer: usize, module: TargetModule) -> Result<&mut Linear> {
         let n = self.layers.len();
@@ -331,6 +353,19 @@ impl LlamaModel {
         batch: &Batch,
         plan: Option<&DevicePlan>,
     ) -> Result<LossReport> {
+        self.forward_backward_scaled(batch, plan, None)
+    }
+
+    /// Like [`Self::forward_backward`], but the gradient added is that of
+    /// `grad_scale · Σ −log p` over the batch's target tokens when `grad_scale` is given. For
+    /// gradient accumulation, pass 1 / (target tokens of all micro-batches) to every
+    /// micro-batch: the sum is then the gradient of the mean over the whole step.
+    pub fn forward_backward_scaled(
+        &mut self,
+        batch: &Batch,
+        plan: Option<&DevicePlan>,
+        grad_scale: Option<f32>,
+    ) -> Result<LossReport> {
         let (x, saved) = self.trunk(batch, plan, true)?;
         let eps = self.config.rms_norm_eps;
         let (xn, rstd) = rmsnorm_forward(&x, &self.norm.value, eps)?;
@@ -343,7 +378,7 @@ impl LlamaModel {
         if ce.count == 0 {
             return Err(ModelError::Batch("the batch has no target tokens".into()));
         }
-        let scale = 1.0 / ce.count as f32;
+        let scale = grad_scale.unwrap_or(1.0 / ce.count as f32);
         let chunk = self.vocab_chunk;
         let head = self.lm_head.as_mut().unwrap_or(&mut self.embed);
         let Param {

@@ -123,13 +123,14 @@ fn weight_grads<T: DeviceRepr>(
     let stream = backend.stream();
 
     // dB: partials [group, d_out, R] from (dY, H); dA: partials [group, R, d_in] from (dH, X).
+    let budget = params::partial_budget();
     for which in [Grad::B, Grad::A] {
         let (lm, ln) = match which {
             Grad::B => (d_out, r),
             Grad::A => (r, d_in),
         };
         let per_segment = lm * ln;
-        let groups = params::segment_groups(num_segments, per_segment * 4);
+        let groups = params::segment_groups(num_segments, per_segment * 4, budget);
         let largest = groups.iter().map(|g| g.len()).max().unwrap_or(0);
         if largest == 0 || per_segment == 0 {
             continue;

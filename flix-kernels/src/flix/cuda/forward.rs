@@ -62,7 +62,8 @@ pub(super) fn narrow<T: DeviceRepr, O: DeviceRepr>(
     let stream = backend.stream();
     let r = param.total_rank as usize;
     let col_blocks = r.div_ceil(params::NARROW_COLS);
-    let Split { nsplit, split_len } = params::split_long_dim(d, cplan.num_tiles * col_blocks);
+    let Split { nsplit, split_len } =
+        params::split_long_dim(d, cplan.num_tiles * col_blocks, params::target_blocks());
     // SAFETY: the partial kernel writes every (split, token, column) that the finish kernel
     // reads: every token lies in exactly one tile and every column < R in one column block.
     let mut part = unsafe { stream.alloc::<f32>(nsplit * num_tokens * r) }?;

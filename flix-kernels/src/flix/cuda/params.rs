@@ -169,11 +169,20 @@ pub struct Split {
     pub split_len: usize,
 }
 
+/// [`TARGET_BLOCKS`], or the value of `FLIX_CUDA_TARGET_BLOCKS` when set (to tune it on a GPU
+/// without a rebuild, and for the GPU tests to run shrink/dH unsplit on small batches).
+pub fn target_blocks() -> usize {
+    std::env::var("FLIX_CUDA_TARGET_BLOCKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(TARGET_BLOCKS)
+}
+
 /// Splits `d` so that `blocks` blocks (tiles x column blocks) times the split reach about
-/// [`TARGET_BLOCKS`], each split at least one [`NARROW_STEP`] long.
-pub fn split_long_dim(d: usize, blocks: usize) -> Split {
+/// `target` blocks, each split at least one [`NARROW_STEP`] long.
+pub fn split_long_dim(d: usize, blocks: usize, target: usize) -> Split {
     let steps = d.div_ceil(NARROW_STEP).max(1);
-    let wanted = TARGET_BLOCKS
+    let wanted = target
         .div_ceil(blocks.max(1))
         .clamp(1, steps.min(MAX_GRID_YZ));
     let split_len = steps.div_ceil(wanted) * NARROW_STEP;
@@ -181,11 +190,25 @@ pub fn split_long_dim(d: usize, blocks: usize) -> Split {
     Split { nsplit, split_len }
 }
 
-/// Contiguous groups of segments whose partials (`per_segment_bytes` each) fit in
-/// [`PARTIAL_BUDGET_BYTES`]; at least one segment per group. Depends only on the shapes, so the
+/// The workspace budget of the gradient partials: [`PARTIAL_BUDGET_BYTES`], or the value of
+/// `FLIX_CUDA_PARTIAL_BUDGET_BYTES` when set (the GPU tests use it to make small batches run in
+/// several segment groups).
+pub fn partial_budget() -> usize {
+    std::env::var("FLIX_CUDA_PARTIAL_BUDGET_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(PARTIAL_BUDGET_BYTES)
+}
+
+/// Contiguous groups of segments whose partials (`per_segment_bytes` each) fit in `budget`
+/// bytes; at least one segment per group. Depends only on the shapes and the budget, so the
 /// order of the gradient sums is fixed.
-pub fn segment_groups(num_segments: usize, per_segment_bytes: usize) -> Vec<Range<usize>> {
-    let per_group = (PARTIAL_BUDGET_BYTES / per_segment_bytes.max(1)).clamp(1, i32::MAX as usize);
+pub fn segment_groups(
+    num_segments: usize,
+    per_segment_bytes: usize,
+    budget: usize,
+) -> Vec<Range<usize>> {
+    let per_group = (budget / per_segment_bytes.max(1)).clamp(1, i32::MAX as usize);
     (0..num_segments)
         .step_by(per_group)
         .map(|s0| s0..(s0 + per_group).min(num_segments))
@@ -320,7 +343,7 @@ mod tests {
     fn splits_cover_the_long_dimension_with_no_empty_split() {
         for d in [0, 1, 63, 64, 65, 1000, 4096, 11008] {
             for blocks in [1, 7, 128, 264, 10_000] {
-                let s = split_long_dim(d, blocks);
+                let s = split_long_dim(d, blocks, TARGET_BLOCKS);
                 assert!(s.nsplit >= 1 && s.split_len.is_multiple_of(NARROW_STEP));
                 assert!(s.nsplit * s.split_len >= d, "d={d} blocks={blocks} {s:?}");
                 assert!(
@@ -332,19 +355,22 @@ mod tests {
                 }
             }
         }
-        assert!(split_long_dim(4096, 8).nsplit > 1);
+        assert!(split_long_dim(4096, 8, TARGET_BLOCKS).nsplit > 1);
+        assert_eq!(
+            split_long_dim(4096, 8, 1).nsplit,
+            1,
+            "target 1: never split"
+        );
     }
 
     #[test]
     fn segment_groups_cover_all_segments_within_budget() {
-        let per = 100 << 20;
-        let g = segment_groups(7, per);
+        let (per, budget) = (100 << 20, PARTIAL_BUDGET_BYTES);
+        let g = segment_groups(7, per, budget);
         assert_eq!(g, vec![0..2, 2..4, 4..6, 6..7]);
-        assert_eq!(segment_groups(3, 1), vec![0..3]);
-        assert_eq!(
-            segment_groups(2, PARTIAL_BUDGET_BYTES * 4),
-            vec![0..1, 1..2]
-        );
-        assert!(segment_groups(0, 8).is_empty());
+        assert_eq!(segment_groups(3, 1, budget), vec![0..3]);
+        assert_eq!(segment_groups(2, budget * 4, budget), vec![0..1, 1..2]);
+        assert_eq!(segment_groups(5, 10, 25), vec![0..2, 2..4, 4..5]);
+        assert!(segment_groups(0, 8, budget).is_empty());
     }
 }

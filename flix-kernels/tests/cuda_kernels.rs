@@ -1,0 +1,188 @@
+//! The CUDA launchers and kernels against the f64 oracle on shapes that reach every branch of the
+//! kernels, which the small random cases of `flix_ops.rs` do not: R above 32 (several column
+//! blocks in shrink/dH, several rank chunks in expand/dX), segments of several 64-token tiles,
+//! widths that are multiples of 8 (16-byte loads) and not, K = 8, a long dimension split many
+//! ways and not split at all, and the gradient workspace in several segment groups. Also: the
+//! same bits twice.
+//! CUDA only: without a GPU it says it skipped (FLIX_REQUIRE_GPU=1 makes that a failure).
+
+mod common;
+
+use common::{cuda_or_skip, host, tensor, tolerance, Case, Problem, Rng};
+use flix_core::{SegmentSpec, TypeShape, ABSENT};
+use flix_kernels::flix::{self, cpu_ref, AdapterGrads, DevicePlan, Write};
+use flix_kernels::{DType, Device};
+
+fn case(
+    ranks_values: &[(usize, usize)],
+    lens_slots: &[(usize, &[i32])],
+    d: (usize, usize),
+) -> Case {
+    Case {
+        types: ranks_values
+            .iter()
+            .map(|&(rank, num_values)| TypeShape { rank, num_values })
+            .collect(),
+        scales: (0..ranks_values.len())
+            .map(|k| 0.5 + 0.25 * k as f32)
+            .collect(),
+        segments: lens_slots
+            .iter()
+            .map(|&(len, slots)| SegmentSpec {
+                len,
+                slots: slots.to_vec(),
+            })
+            .collect(),
+        tile_size: 16,
+        d_in: d.0,
+        d_out: d.1,
+    }
+}
+
+fn cases() -> Vec<(&'static str, Case)> {
+    const A: i32 = ABSENT;
+    vec![
+        (
+            "R=44, three tiles in one segment, widths multiple of 8",
+            case(
+                &[(24, 5), (20, 3)],
+                &[
+                    (150, &[4, 2]),
+                    (1, &[0, A]),
+                    (0, &[1, 1]),
+                    (70, &[A, 0]),
+                    (9, &[4, 1]),
+                ],
+                (264, 72),
+            ),
+        ),
+        (
+            "K=8, R=36, odd widths",
+            case(
+                &[
+                    (1, 2),
+                    (2, 2),
+                    (3, 2),
+                    (4, 2),
+                    (5, 2),
+                    (6, 2),
+                    (7, 2),
+                    (8, 2),
+                ],
+                &[
+                    (65, &[0, 1, 0, 1, 0, 1, 0, 1]),
+                    (3, &[1, A, 1, 0, A, 0, 1, 0]),
+                    (64, &[A; 8]),
+                ],
+                (33, 65),
+            ),
+        ),
+        (
+            "one tile, long dimensions split many ways",
+            case(&[(16, 1)], &[(20, &[0])], (1000, 777)),
+        ),
+    ]
+}
+
+fn check(device: &Device, dtype: DType, name: &str, case: &Case, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let p = Problem::new(case, &mut rng, device, dtype);
+    let plan = DevicePlan::new(device, p.plan.clone()).unwrap();
+    let (t, r) = (p.plan.num_tokens(), p.plan.total_rank());
+    let tol = tolerance(dtype);
+    let what = |op: &str| format!("{op}: {name}, {dtype}");
+
+    let mut h = tensor(device, dtype, &[t, r], &rng.vec(t * r, 9.0));
+    flix::shrink(&plan, &p.adapters, &p.x, &mut h).unwrap();
+    let want_h = cpu_ref::shrink(&p.plan, &p.layer, &p.x_ref);
+    tol.check_scaled(&what("H"), &host(&h), &want_h).unwrap();
+
+    let h_ref = host(&h);
+    let mut y = tensor(
+        device,
+        dtype,
+        &[t, case.d_out],
+        &rng.vec(t * case.d_out, 9.0),
+    );
+    flix::expand(&plan, &p.adapters, &h, &mut y, Write::Overwrite).unwrap();
+    let want_y = cpu_ref::expand(&p.plan, &p.layer, &h_ref);
+    tol.check_scaled(&what("Y"), &host(&y), &want_y).unwrap();
+
+    let want = cpu_ref::backward(&p.plan, &p.layer, &p.x_ref, &h_ref, &p.dy_ref);
+    let mut bits = Vec::new();
+    for _ in 0..2 {
+        let mut dx = tensor(device, dtype, &[t, case.d_in], &rng.vec(t * case.d_in, 9.0));
+        let mut g = AdapterGrads::zeros(&p.adapters).unwrap();
+        flix::backward(
+            &plan,
+            &p.adapters,
+            &p.x,
+            &h,
+            &p.dy,
+            Some(&mut dx),
+            Write::Overwrite,
+            &mut g,
+        )
+        .unwrap();
+        tol.check_scaled(&what("dX"), &host(&dx), &want.dx).unwrap();
+        for (k, (got, w)) in g.da.iter().zip(&want.da).enumerate() {
+            tol.check_scaled(&what(&format!("dA[{k}]")), &host(got), w)
+                .unwrap();
+        }
+        for (k, (got, w)) in g.db.iter().zip(&want.db).enumerate() {
+            tol.check_scaled(&what(&format!("dB[{k}]")), &host(got), w)
+                .unwrap();
+        }
+        let mut run: Vec<u32> = dx
+            .to_f32_vec()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
+        for gt in g.da.iter().chain(&g.db) {
+            run.extend(gt.to_f32_vec().unwrap().iter().map(|v| v.to_bits()));
+        }
+        bits.push(run);
+    }
+    assert!(
+        bits[0] == bits[1],
+        "{}: backward gave different bits twice",
+        what("dX/dA/dB")
+    );
+}
+
+#[test]
+fn kernels_match_the_oracle_on_shapes_that_reach_every_branch() {
+    let Some(device) = cuda_or_skip() else {
+        return;
+    };
+    for dtype in [DType::F32, DType::BF16] {
+        for (i, (name, case)) in cases().iter().enumerate() {
+            check(&device, dtype, name, case, i as u64);
+        }
+        // The first case again with a workspace budget of two segments' dB partials (d_out x R
+        // f32 each), so that dB runs in groups of two segments and dA one segment at a time.
+        // (One test function: the variable is process-wide.)
+        let (_, first) = &cases()[0];
+        let per_segment = first.d_out.min(first.d_in) * 44 * 4;
+        std::env::set_var(
+            "FLIX_CUDA_PARTIAL_BUDGET_BYTES",
+            (2 * per_segment).to_string(),
+        );
+        check(&device, dtype, "segment groups of two", first, 7);
+        std::env::remove_var("FLIX_CUDA_PARTIAL_BUDGET_BYTES");
+        // Every case unsplit, so that shrink and dH loop over the whole long dimension in one
+        // block (the split otherwise gives small batches one 64-wide step per block).
+        std::env::set_var("FLIX_CUDA_TARGET_BLOCKS", "1");
+        for (i, (name, case)) in cases().iter().enumerate() {
+            check(
+                &device,
+                dtype,
+                &format!("{name}, unsplit"),
+                case,
+                10 + i as u64,
+            );
+        }
+        std::env::remove_var("FLIX_CUDA_TARGET_BLOCKS");
+    }
+}
