@@ -458,3 +458,113 @@ fn adamw_and_grad_norm_match_the_reference_on_every_device() {
         );
     }
 }
+
+/// The reductions that DESIGN §4 wants deterministic (no float atomics) give the same bits when
+/// run twice on the same inputs: embedding dTable, RMSNorm dW, attention dQ/dK/dV, the gradient
+/// norm and the cross-entropy head gradient.
+#[test]
+fn backward_reductions_give_the_same_bits_twice_on_every_device() {
+    for (device, dtype) in devices() {
+        let mut rng = Rng::new(8);
+        let bits = |t: &flix_kernels::Tensor| -> Vec<u32> {
+            t.to_f32_vec()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        };
+        let twice = |f: &mut dyn FnMut() -> Vec<u32>, what: &str| {
+            let (a, b) = (f(), f());
+            assert!(a == b, "{what} on {device} {dtype}: two runs differ");
+        };
+
+        let (v, d) = (5, 40);
+        let ids: Vec<u32> = (0..200).map(|i| (i * 7 % 5) as u32).collect();
+        let dout = tensor(
+            &device,
+            dtype,
+            &[ids.len(), d],
+            &rng.vec(ids.len() * d, 1.0),
+        );
+        twice(
+            &mut || {
+                let mut dt = tensor(&device, dtype, &[v, d], &vec![0.0; v * d]);
+                embedding_backward(&mut dt, &ids, &dout).unwrap();
+                bits(&dt)
+            },
+            "embedding dTable",
+        );
+
+        let rows = 300;
+        let x = tensor(&device, dtype, &[rows, d], &rng.vec(rows * d, 1.0));
+        let w = tensor(&device, dtype, &[d], &rng.vec(d, 1.0));
+        let dy = tensor(&device, dtype, &[rows, d], &rng.vec(rows * d, 1.0));
+        let (_, rstd) = rmsnorm_forward(&x, &w, 1e-5).unwrap();
+        twice(
+            &mut || {
+                let mut dw = tensor(&device, DType::F32, &[d], &vec![0.0; d]);
+                rmsnorm_backward(&dy, &x, &w, &rstd, Some(&mut dw)).unwrap();
+                bits(&dw)
+            },
+            "RMSNorm dW",
+        );
+
+        let shape = AttentionShape {
+            heads: 2,
+            kv_heads: 1,
+            head_dim: 16,
+        };
+        let (t, starts) = (70, [0, 50, 70]);
+        let q = tensor(&device, dtype, &[t, 32], &rng.vec(t * 32, 1.0));
+        let k = tensor(&device, dtype, &[t, 16], &rng.vec(t * 16, 1.0));
+        let vv = tensor(&device, dtype, &[t, 16], &rng.vec(t * 16, 1.0));
+        let go = tensor(&device, dtype, &[t, 32], &rng.vec(t * 32, 1.0));
+        let (o, lse) = attention_forward(&q, &k, &vv, &starts, shape).unwrap();
+        twice(
+            &mut || {
+                let (dq, dk, dv) =
+                    attention_backward(&go, &q, &k, &vv, &o, &lse, &starts, shape).unwrap();
+                [bits(&dq), bits(&dk), bits(&dv)].concat()
+            },
+            "attention dQ, dK, dV",
+        );
+
+        let g = tensor(&device, dtype, &[5000], &rng.vec(5000, 1.0));
+        twice(
+            &mut || {
+                let norm = global_grad_norm(&[&g]).unwrap().to_bits();
+                vec![norm as u32, (norm >> 32) as u32]
+            },
+            "gradient norm",
+        );
+
+        let targets: Vec<i32> = (0..rows as i32).map(|i| i % 11).collect();
+        let head = tensor(&device, dtype, &[11, d], &rng.vec(11 * d, 1.0));
+        let fwd = linear_cross_entropy_forward(&x, &head, &targets, 4).unwrap();
+        twice(
+            &mut || {
+                let mut dw = tensor(&device, DType::F32, &[11, d], &vec![0.0; 11 * d]);
+                linear_cross_entropy_backward(&x, &head, &targets, &fwd, 1.0, 4, Some(&mut dw))
+                    .unwrap();
+                bits(&dw)
+            },
+            "cross-entropy dW",
+        );
+    }
+}
+
+/// On CUDA, a launcher refuses activations of two dtypes and names both tensors.
+#[test]
+fn cuda_launchers_name_both_tensors_when_dtypes_differ() {
+    let Some(cuda) = common::cuda_or_skip() else {
+        return;
+    };
+    let gate = tensor(&cuda, DType::F32, &[2, 3], &[0.5; 6]);
+    let up = tensor(&cuda, DType::BF16, &[2, 3], &[0.5; 6]);
+    let err = swiglu_forward(&gate, &up).unwrap_err().to_string();
+    assert!(err.contains("f32") && err.contains("bf16"), "{err}");
+    let x = tensor(&cuda, DType::BF16, &[2, 3], &[0.5; 6]);
+    let w = tensor(&cuda, DType::F32, &[3], &[1.0; 3]);
+    let err = rmsnorm_forward(&x, &w, 1e-5).unwrap_err().to_string();
+    assert!(err.contains("weight") && err.contains("x"), "{err}");
+}
