@@ -39,5 +39,11 @@ pub const FLIX_BACKWARD: Source = Source {
     ),
 };
 
+/// Small element-wise ops of the model: residual add, scale, bias-gradient column sums.
+pub const ELEMENTWISE: Source = Source {
+    name: "elementwise.cu",
+    code: include_str!("../elementwise.cu"),
+};
+
 /// Every source, so the compile check cannot miss one.
-pub const ALL: &[Source] = &[CONVERT, FLIX_FORWARD, FLIX_BACKWARD];
+pub const ALL: &[Source] = &[CONVERT, FLIX_FORWARD, FLIX_BACKWARD, ELEMENTWISE];

@@ -4,6 +4,7 @@ pub mod adamw;
 pub mod attention;
 pub mod cast;
 pub mod cross_entropy;
+pub mod elementwise;
 pub mod embedding;
 pub mod grad_norm;
 pub mod matmul;
