@@ -31,12 +31,16 @@ pub struct BenchTrainArgs {
     #[arg(long)]
     dtype: Option<String>,
     /// A 2-layer, 64-wide model with 4 sequences of 64 tokens: a smoke test in seconds.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "small")]
     tiny: bool,
-    /// Sequences per batch (default 8; 4 with --tiny).
+    /// A 4-layer, 256-wide model (vocab 8192) with 4 sequences of 256 tokens: the CPU
+    /// throughput figure of BENCHMARKS.md.
+    #[arg(long)]
+    small: bool,
+    /// Sequences per batch (default 8; 4 with --tiny or --small).
     #[arg(long)]
     batch: Option<usize>,
-    /// Tokens per sequence (default 1024; 64 with --tiny).
+    /// Tokens per sequence (default 1024; 64 with --tiny, 256 with --small).
     #[arg(long)]
     seq_len: Option<usize>,
     /// Untimed steps first.
@@ -50,10 +54,12 @@ pub struct BenchTrainArgs {
     json: Option<PathBuf>,
 }
 
-/// TinyLlama-1.1B's config (random weights), or a tiny model of the same family.
-fn config(tiny: bool) -> Result<LlamaConfig> {
-    let (hidden, inter, layers, heads, kv_heads, vocab) = if tiny {
+/// TinyLlama-1.1B's config (random weights), or a tiny or small model of the same family.
+fn config(args: &BenchTrainArgs) -> Result<LlamaConfig> {
+    let (hidden, inter, layers, heads, kv_heads, vocab) = if args.tiny {
         (64, 172, 2, 4, 2, 512)
+    } else if args.small {
+        (256, 688, 4, 4, 2, 8192)
     } else {
         (2048, 5632, 22, 32, 4, 32000)
     };
@@ -131,12 +137,18 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         Some("bf16") => DType::BF16,
         Some(other) => bail!("unknown dtype {other:?}; use f32 or bf16"),
     };
-    let batch_size = args.batch.unwrap_or(if args.tiny { 4 } else { 8 });
-    let seq_len = args.seq_len.unwrap_or(if args.tiny { 64 } else { 1024 });
+    let batch_size = args
+        .batch
+        .unwrap_or(if args.tiny || args.small { 4 } else { 8 });
+    let seq_len = args.seq_len.unwrap_or(match (args.tiny, args.small) {
+        (true, _) => 64,
+        (_, true) => 256,
+        _ => 1024,
+    });
     if batch_size == 0 || seq_len < 2 || args.steps == 0 {
         bail!("need --batch ≥ 1, --seq-len ≥ 2 and --steps ≥ 1");
     }
-    let config = config(args.tiny)?;
+    let config = config(&args)?;
     let memory_before_model = match &device {
         Device::Cuda(b) => Some(b.memory_info()?),
         Device::Cpu => None,
