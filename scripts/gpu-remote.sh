@@ -2,7 +2,12 @@
 # Runs ON THE GPU MACHINE, from the repository root, with gpu-run/ carried (see gpu-run.sh):
 #   1. every flix-kernels test binary with FLIX_REQUIRE_GPU=1 (CUDA unavailable = failure),
 #   2. flix bench --device cuda (our layer, base GEMM and copy bandwidth, JSON in $OUT),
-#   3. the PyTorch peers on the same card and the same batches.
+#   3. the PyTorch peers on the same card and the same batches,
+#   4. the flix-model parity tests on CUDA (f32 and bf16) with FLIX_REQUIRE_GPU=1,
+#   5. flix bench-train (TinyLlama-1.1B shape, FLix on all projections) and its PyTorch peer
+#      train_peer.py (transformers, SDPA, bf16): training-step tokens/s and peak memory.
+# FLIX_GPU_PARTS picks parts (default all: "kernels bench peers model train"), e.g.
+# FLIX_GPU_PARTS="model train" when a whole run does not fit in one call.
 # Logs go to $OUT; a short summary is printed last. Time limits keep the whole under the
 # device tool's 600 s per call.
 set -uo pipefail
@@ -33,8 +38,10 @@ export LD_LIBRARY_PATH=$LIBS:${PYLIBS}:${LD_LIBRARY_PATH:-}
 
 : > "$OUT/summary.txt"
 fail=0
+PARTS=" ${FLIX_GPU_PARTS:-kernels bench peers model train} "
+want() { [[ "$PARTS" == *" $1 "* ]]; }
 cd "$STAGE/.." || exit 1
-for t in "$STAGE"/tests/*; do
+want kernels && for t in "$STAGE"/tests/*; do
   name=$(basename "$t")
   # The tests find nothing on disk; run from flix-kernels/ like cargo does.
   (cd flix-kernels 2>/dev/null || true; timeout 150 "$t" --test-threads=1) > "$OUT/test-$name.log" 2>&1
@@ -45,18 +52,48 @@ for t in "$STAGE"/tests/*; do
 done
 grep -h "SKIPPED" "$OUT"/test-*.log >> "$OUT/summary.txt" 2>/dev/null
 
-timeout 150 "$STAGE/flix" bench --device cuda --json "$OUT/flix.json" > "$OUT/flix-bench.txt" 2>&1
-echo "flix bench: rc=$?" >> "$OUT/summary.txt"
+if want bench; then
+  timeout 150 "$STAGE/flix" bench --device cuda --json "$OUT/flix.json" > "$OUT/flix-bench.txt" 2>&1
+  echo "flix bench: rc=$?" >> "$OUT/summary.txt"
+fi
 
 SHAPES=()
 [ -s "$STAGE/shapes.json" ] && SHAPES=(--shapes "$STAGE/shapes.json")
-timeout 180 python3 "$STAGE/flix_peers.py" --device cuda "${SHAPES[@]}" --json "$OUT/peers.json" \
-  > "$OUT/peers.txt" 2>&1
-echo "peers: rc=$?" >> "$OUT/summary.txt"
+if want peers; then
+  timeout 180 python3 "$STAGE/flix_peers.py" --device cuda "${SHAPES[@]}" --json "$OUT/peers.json" \
+    > "$OUT/peers.txt" 2>&1
+  echo "peers: rc=$?" >> "$OUT/summary.txt"
+fi
+
+# The model tests look for their fixtures at the path they were built at: link it to this copy.
+MODEL_DIR=$(cat "$STAGE/MODEL_DIR" 2>/dev/null)
+if [ -n "$MODEL_DIR" ] && [ ! -e "$MODEL_DIR" ]; then
+  mkdir -p "$(dirname "$MODEL_DIR")" && ln -s "$(pwd)/flix-model" "$MODEL_DIR"
+fi
+want model && for t in "$STAGE"/model-tests/*; do
+  [ -e "$t" ] || continue
+  name=$(basename "$t")
+  (cd flix-model && timeout 90 "$t" --test-threads=1) > "$OUT/test-model-$name.log" 2>&1
+  rc=$?
+  result=$(grep -E '^test result:' "$OUT/test-model-$name.log" | tail -1)
+  echo "test model $name: rc=$rc $result" >> "$OUT/summary.txt"
+  [ $rc -eq 0 ] || fail=1
+done
+
+if want train; then
+  timeout 120 "$STAGE/flix" bench-train --device cuda --warmup 1 --steps 3 \
+    --json "$OUT/bench-train.json" > "$OUT/bench-train.txt" 2>&1
+  echo "flix bench-train: rc=$?" >> "$OUT/summary.txt"
+  timeout 120 python3 "$STAGE/train_peer.py" --device cuda --warmup 1 --steps 3 \
+    --json "$OUT/train-peer.json" > "$OUT/train-peer.txt" 2>&1
+  echo "train peer: rc=$?" >> "$OUT/summary.txt"
+fi
 
 echo "== machine"; cat "$OUT/machine.txt"
-echo "== flix bench (tail)"; tail -n 40 "$OUT/flix-bench.txt"
-echo "== peers (tail)"; tail -n 50 "$OUT/peers.txt"
+echo "== flix bench (tail)"; tail -n 40 "$OUT/flix-bench.txt" 2>/dev/null
+echo "== peers (tail)"; tail -n 50 "$OUT/peers.txt" 2>/dev/null
+echo "== bench-train"; tail -n 5 "$OUT/bench-train.txt" 2>/dev/null
+echo "== train peer"; tail -n 5 "$OUT/train-peer.txt" 2>/dev/null
 echo "== failing tests (first lines)"
 for f in "$OUT"/test-*.log; do grep -E "panicked|FAILED|failed" "$f" | head -5; done
 echo "== summary"; cat "$OUT/summary.txt"

@@ -2,7 +2,8 @@
 # Builds, on this GPU-less machine, everything a GPU run needs and stages it in gpu-run/ (ignored
 # by git), then prints the `run` (device) tool call that executes scripts/gpu-remote.sh on the GPU
 # machine: the flix-kernels test binaries with FLIX_REQUIRE_GPU=1 (a missing GPU fails), then
-# `flix bench --device cuda` and the PyTorch peer script on the same card, in ONE call, with every
+# `flix bench --device cuda` and the PyTorch peer script on the same card, then the flix-model
+# parity tests on CUDA and `flix bench-train` with its PyTorch peer, in ONE call, with every
 # log under $OUT. The GPU machine has CUDA 13.0 at /usr/local/cuda, python3 with torch, no Rust.
 #
 # Usage: scripts/gpu-run.sh            (release build; first run takes several minutes on 2 cores)
@@ -31,15 +32,28 @@ while read -r exe; do
 done < "$STAGE/tests.list"
 rm "$STAGE/tests.list"
 
+echo "== building flix-model parity test binaries (release)" >&2
+# hf_parity and mixed_features run the model on CUDA (f32 and bf16). They find their fixtures
+# through the path compiled in (CARGO_MANIFEST_DIR); gpu-remote.sh links that path to the copy.
+mkdir -p "$STAGE/model-tests"
+cargo test --release -p flix-model --test hf_parity --test mixed_features --no-run \
+    --message-format=json 2>/dev/null \
+  | jq -r 'select(.reason == "compiler-artifact" and .executable != null
+                  and (.package_id | contains("flix-model"))) | .executable' \
+  | sort -u | while read -r exe; do
+      cp "$exe" "$STAGE/model-tests/$(basename "$exe" | sed 's/-[0-9a-f]\{16\}$//')"
+    done
+echo "$ROOT/flix-model" > "$STAGE/MODEL_DIR"
+
 echo "== building flix (release)" >&2
 cargo build --release -p flix-cli >&2
 cp "$CARGO_TARGET_DIR/release/flix" "$STAGE/flix"
 
 # Debug info is not needed there, and the carried folder is limited to 64 MiB.
-strip "$STAGE"/flix "$STAGE"/tests/*
+strip "$STAGE"/flix "$STAGE"/tests/* "$STAGE"/model-tests/*
 # The exact batches of the GPU shape set, so the peers time the same segments and values.
 "$STAGE/flix" bench --list-shapes --shapes all --json "$STAGE/shapes.json"
-cp scripts/gpu-remote.sh benches/peers/flix_peers.py "$STAGE/"
+cp scripts/gpu-remote.sh benches/peers/flix_peers.py benches/peers/train_peer.py "$STAGE/"
 git rev-parse HEAD > "$STAGE/COMMIT"
 git status --porcelain --untracked-files=no | grep -q . && echo "(working tree had uncommitted changes)" >> "$STAGE/COMMIT"
 

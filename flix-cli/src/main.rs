@@ -2,6 +2,7 @@
 //! math lives in the library crates.
 
 mod bench;
+mod bench_train;
 mod inspect;
 mod score;
 
@@ -24,6 +25,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Benchmark the FLix layer against the base GEMM (issue 3).
     Bench(bench::BenchArgs),
+    /// Training-step tokens/s and peak memory of a TinyLlama-shaped model with FLix (issue 4).
+    BenchTrain(bench_train::BenchTrainArgs),
     /// Per-example loss and per-token log-likelihood of a JSONL file under a model.
     Score(score::ScoreArgs),
 }
@@ -33,6 +36,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::BenchTrain(args) => bench_train::run(args),
         Command::Score(args) => score::run(args),
     }
 }

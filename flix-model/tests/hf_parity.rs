@@ -22,17 +22,57 @@ fn fixture_dir() -> PathBuf {
     fixture("tiny-llama")
 }
 
-/// The devices to run on. CUDA is added when available; its absence is printed, and is a
-/// failure under FLIX_REQUIRE_GPU=1.
-fn devices() -> Vec<Device> {
-    let mut out = vec![Device::Cpu];
+/// One run of a test body: a device, the model's working dtype there, and the tolerance its
+/// results are held to against PyTorch's f32.
+struct Run {
+    device: Device,
+    dtype: DType,
+    tol: Tolerance,
+}
+
+/// bf16 weights and activations with f32 accumulation, through two layers and back: each
+/// rounding keeps 8 significant bits, so errors of a few percent of the tensor's scale.
+const BF16_MODEL: Tolerance = Tolerance::new(5e-2, 5e-2);
+
+impl Run {
+    fn assert_close(&self, what: &str, got: &[f32], want: &[f32]) {
+        let what = format!("{} {}: {what}", self.device, self.dtype);
+        let result = match self.dtype {
+            DType::F32 => self.tol.check(&what, got, want),
+            DType::BF16 => self.tol.check_scaled(&what, got, want),
+        };
+        if let Err(m) = result {
+            panic!("{m}");
+        }
+    }
+}
+
+/// The runs: the CPU in f32 always; CUDA in f32 and in bf16 when a GPU is present (skipped with
+/// a message otherwise; with FLIX_REQUIRE_GPU=1 a missing GPU fails).
+fn devices() -> Vec<Run> {
+    let mut out = vec![Run {
+        device: Device::Cpu,
+        dtype: DType::F32,
+        tol: F32,
+    }];
     match Device::cuda(0) {
-        Ok(d) => out.push(d),
+        Ok(d) => {
+            out.push(Run {
+                device: d.clone(),
+                dtype: DType::F32,
+                tol: F32,
+            });
+            out.push(Run {
+                device: d,
+                dtype: DType::BF16,
+                tol: BF16_MODEL,
+            });
+        }
         Err(e) => {
             if std::env::var("FLIX_REQUIRE_GPU").as_deref() == Ok("1") {
                 panic!("FLIX_REQUIRE_GPU=1 but CUDA is unavailable: {e}");
             }
-            eprintln!("skipping the CUDA run of this test: {e}");
+            eprintln!("SKIPPED the CUDA runs of this test: {e}");
         }
     }
     out
@@ -92,45 +132,39 @@ fn fixture_batch() -> Batch {
 fn check_logits_and_loss(dir: &Path) {
     let expected = Expected::load(dir);
     let batch = fixture_batch();
-    for device in devices() {
-        let model = LlamaModel::load(dir, &device).unwrap();
+    for run in devices() {
+        let device = run.device.clone();
+        let model = LlamaModel::load_as(dir, &device, run.dtype).unwrap();
         let logits = model.logits(&batch, None).unwrap().to_f32_vec().unwrap();
         let vocab = model.config.vocab_size;
         for s in 0..batch.num_sequences() {
             let rows = &logits[batch.starts[s] * vocab..batch.starts[s + 1] * vocab];
-            assert_close(
-                &format!("{device} logits of sequence {s}"),
+            run.assert_close(
+                &format!("logits of sequence {s}"),
                 rows,
                 &expected.get(&format!("full.logits.{s}")),
             );
         }
         let scored = model.score(&batch, None).unwrap();
         let loss = scored.loss_sum / scored.count as f64;
-        assert_close(
-            &format!("{device} loss"),
-            &[loss as f32],
-            &expected.get("full.loss"),
-        );
+        run.assert_close("loss", &[loss as f32], &expected.get("full.loss"));
     }
 }
 
 fn check_full_gradients(dir: &Path, num_params: usize) {
     let expected = Expected::load(dir);
     let batch = fixture_batch();
-    for device in devices() {
-        let mut model = LlamaModel::load(dir, &device).unwrap();
+    for run in devices() {
+        let device = run.device.clone();
+        let mut model = LlamaModel::load_as(dir, &device, run.dtype).unwrap();
         model.set_train_mode(TrainMode::Full).unwrap();
         let report = model.forward_backward(&batch, None).unwrap();
-        assert_close(
-            &format!("{device} loss"),
-            &[report.loss as f32],
-            &expected.get("full.loss"),
-        );
+        run.assert_close("loss", &[report.loss as f32], &expected.get("full.loss"));
         let mut checked = 0;
         for p in model.params_mut() {
             let grad = p.grad.as_ref().unwrap().to_f32_vec().unwrap();
-            assert_close(
-                &format!("{device} gradient of {}", p.name),
+            run.assert_close(
+                &format!("gradient of {}", p.name),
                 &grad,
                 &expected.get(&format!("full.grad.{}", p.name)),
             );
@@ -172,8 +206,9 @@ fn lora_as_single_feature_flix_matches_peft() {
     let batch = fixture_batch();
     let (rank, alpha) = (4, 8.0);
     let targets = [TargetModule::Q, TargetModule::V];
-    for device in devices() {
-        let mut model = LlamaModel::load(&fixture_dir(), &device).unwrap();
+    for run in devices() {
+        let device = run.device.clone();
+        let mut model = LlamaModel::load_as(&fixture_dir(), &device, run.dtype).unwrap();
         model.set_train_mode(TrainMode::Adapters).unwrap();
         model
             .attach_adapters(&AdapterSpec::lora(rank, alpha, &targets, 0))
@@ -217,15 +252,15 @@ fn lora_as_single_feature_flix_matches_peft() {
         let vocab = model.config.vocab_size;
         for s in 0..batch.num_sequences() {
             let rows = &logits[batch.starts[s] * vocab..batch.starts[s + 1] * vocab];
-            assert_close(
-                &format!("{device} LoRA logits of sequence {s}"),
+            run.assert_close(
+                &format!("LoRA logits of sequence {s}"),
                 rows,
                 &expected.get(&format!("lora.logits.{s}")),
             );
         }
         let report = model.forward_backward(&batch, Some(&plan)).unwrap();
-        assert_close(
-            &format!("{device} LoRA loss"),
+        run.assert_close(
+            "LoRA loss",
             &[report.loss as f32],
             &expected.get("lora.loss"),
         );
@@ -246,13 +281,13 @@ fn lora_as_single_feature_flix_matches_peft() {
                     da.iter().any(|v| v.abs() > 1e-4),
                     "{name}: dA should be nonzero"
                 );
-                assert_close(
-                    &format!("{device} dA of {name}"),
+                run.assert_close(
+                    &format!("dA of {name}"),
                     &da,
                     &expected.get(&format!("lora.grad.{name}.lora_A")),
                 );
-                assert_close(
-                    &format!("{device} dB of {name}"),
+                run.assert_close(
+                    &format!("dB of {name}"),
                     &db,
                     &expected.get(&format!("lora.grad.{name}.lora_B")),
                 );

@@ -26,9 +26,36 @@ const TYPES: [TypeShape; 2] = [
     },
 ];
 
+/// The runs of every test body: the CPU in f32 always; CUDA in f32 and bf16 when a GPU is
+/// present (skipped with a message otherwise; with FLIX_REQUIRE_GPU=1 a missing GPU fails).
+fn runs() -> Vec<(Device, DType)> {
+    let mut out = vec![(Device::Cpu, DType::F32)];
+    match Device::cuda(0) {
+        Ok(d) => out.extend([(d.clone(), DType::F32), (d, DType::BF16)]),
+        Err(e) => {
+            if std::env::var("FLIX_REQUIRE_GPU").as_deref() == Ok("1") {
+                panic!("FLIX_REQUIRE_GPU=1 but CUDA is unavailable: {e}");
+            }
+            eprintln!("SKIPPED the CUDA runs of this test: {e}");
+        }
+    }
+    out
+}
+
+/// bf16 weights and activations (f32 accumulation) against f32 results: a few percent of the
+/// tensor's scale.
+const BF16_MODEL: Tolerance = Tolerance::new(5e-2, 5e-2);
+
+fn tolerance(dtype: DType) -> Tolerance {
+    match dtype {
+        DType::F32 => Tolerance::F32,
+        DType::BF16 => BF16_MODEL,
+    }
+}
+
 /// The fixture model with two feature types on every projection, B set to nonzero values.
-fn model_with_adapters() -> LlamaModel {
-    let mut model = LlamaModel::load(&fixture_dir(), &Device::Cpu).unwrap();
+fn model_with_adapters(device: &Device, dtype: DType) -> LlamaModel {
+    let mut model = LlamaModel::load_as(&fixture_dir(), device, dtype).unwrap();
     let spec = AdapterSpec {
         types: TYPES
             .iter()
@@ -56,7 +83,7 @@ fn model_with_adapters() -> LlamaModel {
                         (((i as u64 * 2654435761 + salt * 97) % 1000) as f32 / 1000.0 - 0.5) * 0.3
                     })
                     .collect();
-                ty.b = Tensor::from_f32(&Device::Cpu, DType::F32, &shape, &vals).unwrap();
+                ty.b = Tensor::from_f32(device, DType::F32, &shape, &vals).unwrap();
             }
         }
     }
@@ -98,7 +125,14 @@ fn batch_and_plan(
 
 #[test]
 fn packed_logits_equal_each_sequence_run_alone() {
-    let model = model_with_adapters();
+    for (device, dtype) in runs() {
+        packed_equals_alone(&device, dtype);
+    }
+}
+
+fn packed_equals_alone(device: &Device, dtype: DType) {
+    let model = model_with_adapters(device, dtype);
+    let tol = tolerance(dtype);
     let names: Vec<String> = model.adapters().into_iter().map(|(n, _)| n).collect();
     assert_eq!(names.len(), 14);
     assert_eq!(names[0], "model.layers.0.self_attn.q_proj");
@@ -115,8 +149,7 @@ fn packed_logits_equal_each_sequence_run_alone() {
         let (b1, p1) = batch_and_plan(&model, std::slice::from_ref(one));
         let alone = model.logits(&b1, Some(&p1)).unwrap().to_f32_vec().unwrap();
         let rows = &packed[batch.starts[s] * vocab..batch.starts[s + 1] * vocab];
-        Tolerance::F32
-            .check(&format!("sequence {s}"), rows, &alone)
+        tol.check_scaled(&format!("{device} {dtype} sequence {s}"), rows, &alone)
             .unwrap();
     }
     // The features matter: sequence 0 under other features gives other logits.
@@ -124,14 +157,59 @@ fn packed_logits_equal_each_sequence_run_alone() {
     swapped.1 = vec![1, 0];
     let (b2, p2) = batch_and_plan(&model, &[swapped]);
     let other = model.logits(&b2, Some(&p2)).unwrap().to_f32_vec().unwrap();
-    assert!(Tolerance::F32
-        .check("swapped", &other, &packed[..other.len()])
+    assert!(tol
+        .check_scaled("swapped", &other, &packed[..other.len()])
         .is_err());
 }
 
 #[test]
 fn adapter_gradients_match_finite_differences() {
-    let mut model = model_with_adapters();
+    let cpu_grads = gradients_against_finite_differences(&Device::Cpu);
+    for (device, dtype) in runs().into_iter().skip(1) {
+        match dtype {
+            DType::F32 => {
+                gradients_against_finite_differences(&device);
+            }
+            // bf16 is too coarse for finite differences: its gradients are held to the CPU's.
+            DType::BF16 => {
+                let mut model = model_with_adapters(&device, dtype);
+                let (batch, plan) = batch_and_plan(&model, &sequences());
+                model.forward_backward(&batch, Some(&plan)).unwrap();
+                for (i, grad) in adapter_grads(&mut model).iter().enumerate() {
+                    BF16_MODEL
+                        .check_scaled(&format!("{device} bf16 gradient {i}"), grad, &cpu_grads[i])
+                        .unwrap();
+                }
+            }
+        }
+    }
+}
+
+/// Every adapter gradient of the model (dA then dB per type, layer by layer) on the host.
+fn adapter_grads(model: &mut LlamaModel) -> Vec<Vec<f32>> {
+    let mut out = Vec::new();
+    for layer in 0..model.config.num_hidden_layers {
+        for module in TargetModule::ALL {
+            let g = &model
+                .linear_mut(layer, module)
+                .unwrap()
+                .adapter
+                .as_ref()
+                .unwrap()
+                .grads;
+            for k in 0..g.da.len() {
+                out.push(g.da[k].to_f32_vec().unwrap());
+                out.push(g.db[k].to_f32_vec().unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Checks probes of the f32 model's adapter gradients on `device` against central differences
+/// of its own loss; returns all its adapter gradients.
+fn gradients_against_finite_differences(device: &Device) -> Vec<Vec<f32>> {
+    let mut model = model_with_adapters(device, DType::F32);
     let seqs = sequences();
     let (batch, plan) = batch_and_plan(&model, &seqs);
     model.forward_backward(&batch, Some(&plan)).unwrap();
@@ -161,7 +239,7 @@ fn adapter_gradients_match_finite_differences() {
         let h = 1e-2f32;
         let mut losses = [0.0f64; 2];
         for (slot, sign) in [(0, 1.0f32), (1, -1.0)] {
-            let mut probe = model_with_adapters();
+            let mut probe = model_with_adapters(device, DType::F32);
             let ty = &mut probe
                 .linear_mut(layer, module)
                 .unwrap()
@@ -173,13 +251,13 @@ fn adapter_gradients_match_finite_differences() {
             let t = if which == 'a' { &mut ty.a } else { &mut ty.b };
             let mut v = t.to_f32_vec().unwrap();
             v[idx] += sign * h;
-            *t = Tensor::from_f32(&Device::Cpu, DType::F32, t.shape(), &v).unwrap();
+            *t = Tensor::from_f32(device, DType::F32, t.shape(), &v).unwrap();
             let s = probe.score(&batch, Some(&plan)).unwrap();
             losses[slot] = s.loss_sum / s.count as f64;
         }
         let numeric = (losses[0] - losses[1]) / (2.0 * h as f64);
         tol.check(
-            &format!("layer {layer} {module:?} type {k} {which}[{idx}]"),
+            &format!("{device} layer {layer} {module:?} type {k} {which}[{idx}]"),
             &[analytic as f64],
             &[numeric],
         )
@@ -199,4 +277,5 @@ fn adapter_gradients_match_finite_differences() {
         assert!(v[per_value..2 * per_value].iter().all(|&x| x == 0.0));
         assert!(v[..per_value].iter().any(|&x| x != 0.0));
     }
+    adapter_grads(&mut model)
 }

@@ -39,6 +39,12 @@ pub const FLIX_BACKWARD: Source = Source {
     ),
 };
 
+/// Small element-wise ops of the model: residual add, scale, bias-gradient column sums.
+pub const ELEMENTWISE: Source = Source {
+    name: "elementwise.cu",
+    code: include_str!("../elementwise.cu"),
+};
+
 /// Token embedding forward and deterministic (CSR) backward. `transformer_common.cuh` is prepended.
 pub const TRANSFORMER_EMBEDDING: Source = Source {
     name: "transformer_embedding.cu",
@@ -114,4 +120,5 @@ pub const ALL: &[Source] = &[
     TRANSFORMER_SWIGLU,
     TRANSFORMER_CROSS_ENTROPY,
     TRANSFORMER_OPTIM,
+    ELEMENTWISE,
 ];

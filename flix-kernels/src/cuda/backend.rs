@@ -116,6 +116,13 @@ impl CudaBackend {
         Ok(module.load_function(entry)?)
     }
 
+    /// (free, total) bytes of device memory, from the driver (`cuMemGetInfo`); callable from any
+    /// thread (it binds the context first). Used for the benchmarks' peak-memory reports.
+    pub fn memory_info(&self) -> Result<(usize, usize)> {
+        self.context.bind_to_thread()?;
+        Ok(cudarc::driver::result::mem_get_info()?)
+    }
+
     /// Blocks until all work queued on the stream has finished.
     pub fn synchronize(&self) -> Result<()> {
         Ok(self.stream.synchronize()?)

@@ -5,6 +5,7 @@ pub mod attention;
 pub mod cast;
 pub mod cross_entropy;
 mod cuda;
+pub mod elementwise;
 pub mod embedding;
 pub mod grad_norm;
 pub mod matmul;

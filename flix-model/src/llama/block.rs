@@ -11,7 +11,10 @@ use flix_kernels::ops::swiglu::{swiglu_backward, swiglu_forward};
 use flix_kernels::{Device, Tensor};
 
 use super::linear::{Linear, LinearSaved};
-use super::param::{add_assign, duplicate, Param};
+use flix_kernels::ops::elementwise::add_assign;
+use flix_kernels::DType;
+
+use super::param::Param;
 use crate::batch::Batch;
 use crate::config::LlamaConfig;
 use crate::error::Result;
@@ -66,14 +69,26 @@ pub struct LayerInputs<'a> {
 }
 
 impl DecoderLayer {
-    pub fn load(ck: &Checkpoint, c: &LlamaConfig, i: usize, device: &Device) -> Result<Self> {
+    pub fn load(
+        ck: &Checkpoint,
+        c: &LlamaConfig,
+        i: usize,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
         let p = format!("model.layers.{i}");
         let (d, f) = (c.hidden_size, c.intermediate_size);
         let lin = |name: &str, out, inp, bias| {
-            Linear::load(ck, &format!("{p}.{name}"), out, inp, bias, device)
+            Linear::load(ck, &format!("{p}.{name}"), out, inp, bias, device, dtype)
         };
         Ok(Self {
-            input_norm: Param::load(ck, &format!("{p}.input_layernorm.weight"), &[d], device)?,
+            input_norm: Param::load(
+                ck,
+                &format!("{p}.input_layernorm.weight"),
+                &[d],
+                device,
+                dtype,
+            )?,
             q_proj: lin("self_attn.q_proj", c.q_dim(), d, c.qkv_bias)?,
             k_proj: lin("self_attn.k_proj", c.kv_dim(), d, c.qkv_bias)?,
             v_proj: lin("self_attn.v_proj", c.kv_dim(), d, c.qkv_bias)?,
@@ -83,6 +98,7 @@ impl DecoderLayer {
                 &format!("{p}.post_attention_layernorm.weight"),
                 &[d],
                 device,
+                dtype,
             )?,
             gate_proj: lin("mlp.gate_proj", f, d, false)?,
             up_proj: lin("mlp.up_proj", f, d, false)?,
@@ -196,15 +212,16 @@ impl DecoderLayer {
         rope_forward(&mut k, s.kv_heads, &b.positions, inp.inv_freq)?;
         let (attn, lse) = attention_forward(&q, &k, &v, &b.starts, s)?;
         let (o, so) = self.o_proj.forward(plan, &attn)?;
-        let mut x_mid = duplicate(&x)?;
-        add_assign(&mut x_mid, &o)?;
+        // x + o, written into o's buffer (no copy of the residual stream).
+        let mut x_mid = o;
+        add_assign(&mut x_mid, &x)?;
         let (xn2, rstd2) = rmsnorm_forward(&x_mid, &self.post_norm.value, self.eps)?;
         let (gate, sg) = self.gate_proj.forward(plan, &xn2)?;
         let (up, su) = self.up_proj.forward(plan, &xn2)?;
         let h = swiglu_forward(&gate, &up)?;
         let (down, sd) = self.down_proj.forward(plan, &h)?;
-        let mut out = duplicate(&x_mid)?;
-        add_assign(&mut out, &down)?;
+        let mut out = down;
+        add_assign(&mut out, &x_mid)?;
         let saved = LayerSaved {
             x,
             xn1,

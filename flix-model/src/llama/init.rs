@@ -40,8 +40,19 @@ fn normal(n: usize, std: f64, seed: u64, stream: u64) -> Vec<f32> {
 }
 
 impl LlamaModel {
-    /// A model with random weights for `config` (for pretraining small models from scratch).
+    /// A model with random weights for `config` (for pretraining small models from scratch),
+    /// in the device's default working dtype.
     pub fn random(config: LlamaConfig, seed: u64, device: &Device) -> Result<Self> {
+        Self::random_as(config, seed, device, super::default_dtype(device))
+    }
+
+    /// [`Self::random`] with weights stored as `dtype`.
+    pub fn random_as(
+        config: LlamaConfig,
+        seed: u64,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
         let mut stream = 0u64;
         let mut param = |name: String, shape: &[usize], init: Init| -> Result<Param> {
             stream += 1;
@@ -52,7 +63,7 @@ impl LlamaModel {
                 Init::Zeros => vec![0.0; n],
             };
             Ok(Param {
-                value: Tensor::from_f32(device, DType::F32, shape, &data)?,
+                value: Tensor::from_f32(device, dtype, shape, &data)?,
                 name,
                 grad: None,
             })

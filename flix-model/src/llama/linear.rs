@@ -5,8 +5,9 @@
 //! device plan; without, a plain GEMM.
 
 use flix_kernels::flix::{add_bias, linear_backward, linear_forward, DevicePlan, Write};
+use flix_kernels::ops::elementwise::sum_rows_into;
 use flix_kernels::ops::{matmul, Trans};
-use flix_kernels::Tensor;
+use flix_kernels::{DType, Tensor};
 
 use super::param::Param;
 use crate::adapters::Adapter;
@@ -35,15 +36,23 @@ impl Linear {
         in_dim: usize,
         bias: bool,
         device: &flix_kernels::Device,
+        dtype: DType,
     ) -> Result<Self> {
         Ok(Self {
-            weight: Param::load(ck, &format!("{prefix}.weight"), &[out_dim, in_dim], device)?,
+            weight: Param::load(
+                ck,
+                &format!("{prefix}.weight"),
+                &[out_dim, in_dim],
+                device,
+                dtype,
+            )?,
             bias: if bias {
                 Some(Param::load(
                     ck,
                     &format!("{prefix}.bias"),
                     &[out_dim],
                     device,
+                    dtype,
                 )?)
             } else {
                 None
@@ -149,21 +158,4 @@ impl Linear {
     pub fn params_mut(&mut self) -> impl Iterator<Item = &mut Param> {
         std::iter::once(&mut self.weight).chain(self.bias.as_mut())
     }
-}
-
-/// db += Σ_t dy[t, :]. CPU only for now.
-fn sum_rows_into(db: &mut Tensor, dy: &Tensor) -> Result<()> {
-    const OP: &str = "sum_rows_into";
-    let n = db.numel();
-    let dy = dy.cpu_data(OP)?;
-    let mut acc = vec![0.0f64; n];
-    for row in dy.chunks(n) {
-        for (a, v) in acc.iter_mut().zip(row) {
-            *a += *v as f64;
-        }
-    }
-    for (d, a) in db.cpu_data_mut(OP)?.iter_mut().zip(acc) {
-        *d += a as f32;
-    }
-    Ok(())
 }

@@ -22,7 +22,7 @@ use flix_kernels::ops::embedding::{embedding_backward, embedding_forward};
 use flix_kernels::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 use flix_kernels::ops::rope::inv_freq;
 use flix_kernels::ops::{matmul, Trans};
-use flix_kernels::{Device, Tensor};
+use flix_kernels::{DType, Device, Tensor};
 
 pub use block::DecoderLayer;
 pub use generate::{sample, GenerationConfig};
@@ -59,6 +59,15 @@ pub struct LlamaModel {
     inv_freq: Vec<f32>,
 }
 
+/// The working dtype a model gets on `device` unless told otherwise (DESIGN §4): bf16 on CUDA,
+/// f32 on the CPU (which computes in f32 only).
+pub fn default_dtype(device: &Device) -> DType {
+    match device {
+        Device::Cpu => DType::F32,
+        Device::Cuda(_) => DType::BF16,
+    }
+}
+
 /// A trainable tensor and its accumulated gradient.
 pub struct Trainable<'a> {
     pub value: &'a mut Tensor,
@@ -73,24 +82,35 @@ pub struct LossReport {
 }
 
 impl LlamaModel {
-    /// Loads `dir/config.json` and the weights of `dir` onto `device`.
+    /// Loads `dir/config.json` and the weights of `dir` onto `device`, in the device's default
+    /// working dtype ([`default_dtype`]).
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        let config = LlamaConfig::from_file(&dir.join("config.json"))?;
-        let ck = Checkpoint::open(dir)?;
-        Self::from_checkpoint(config, &ck, device)
+        Self::load_as(dir, device, default_dtype(device))
     }
 
-    pub fn from_checkpoint(config: LlamaConfig, ck: &Checkpoint, device: &Device) -> Result<Self> {
+    /// Loads onto `device` with weights and activations in `dtype` (f32 on CUDA is for tests).
+    pub fn load_as(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let config = LlamaConfig::from_file(&dir.join("config.json"))?;
+        let ck = Checkpoint::open(dir)?;
+        Self::from_checkpoint(config, &ck, device, dtype)
+    }
+
+    pub fn from_checkpoint(
+        config: LlamaConfig,
+        ck: &Checkpoint,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
         let (v, d) = (config.vocab_size, config.hidden_size);
-        let embed = Param::load(ck, "model.embed_tokens.weight", &[v, d], device)?;
+        let embed = Param::load(ck, "model.embed_tokens.weight", &[v, d], device, dtype)?;
         let layers = (0..config.num_hidden_layers)
-            .map(|i| DecoderLayer::load(ck, &config, i, device))
+            .map(|i| DecoderLayer::load(ck, &config, i, device, dtype))
             .collect::<Result<Vec<_>>>()?;
-        let norm = Param::load(ck, "model.norm.weight", &[d], device)?;
+        let norm = Param::load(ck, "model.norm.weight", &[d], device, dtype)?;
         let lm_head = if config.tie_word_embeddings {
             None
         } else {
-            Some(Param::load(ck, "lm_head.weight", &[v, d], device)?)
+            Some(Param::load(ck, "lm_head.weight", &[v, d], device, dtype)?)
         };
         let inv_freq = inv_freq(config.head_dim, config.rope_theta, config.rope_scaling);
         Ok(Self {
@@ -103,6 +123,11 @@ impl LlamaModel {
             vocab_chunk: 4096,
             inv_freq,
         })
+    }
+
+    /// The working dtype of weights and activations (adapters are always f32).
+    pub fn dtype(&self) -> DType {
+        self.embed.value.dtype()
     }
 
     /// Every base parameter, in a fixed order.

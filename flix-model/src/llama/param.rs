@@ -1,9 +1,8 @@
-//! A named parameter with an optional gradient buffer (present iff the parameter is trainable),
-//! and the few element-wise helpers the layers need between ops.
+//! A named parameter with an optional gradient buffer (present iff the parameter is trainable).
 
 use flix_kernels::{DType, Device, Tensor};
 
-use crate::error::{ModelError, Result};
+use crate::error::Result;
 use crate::weights::Checkpoint;
 
 pub struct Param {
@@ -27,12 +26,19 @@ impl std::fmt::Debug for Param {
 }
 
 impl Param {
-    /// Loads `name` with `shape` from the checkpoint onto `device`.
-    pub fn load(ck: &Checkpoint, name: &str, shape: &[usize], device: &Device) -> Result<Self> {
+    /// Loads `name` with `shape` from the checkpoint onto `device`, stored as `dtype` (the
+    /// model's working dtype: bf16 on CUDA by default, f32 on the CPU).
+    pub fn load(
+        ck: &Checkpoint,
+        name: &str,
+        shape: &[usize],
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
         let data = ck.load_f32(name, shape)?;
         Ok(Self {
             name: name.to_string(),
-            value: Tensor::from_f32(device, DType::F32, shape, &data)?,
+            value: Tensor::from_f32(device, dtype, shape, &data)?,
             grad: None,
         })
     }
@@ -63,29 +69,8 @@ pub fn zeros_like(t: &Tensor) -> Result<Tensor> {
     Ok(Tensor::zeros(t.device(), t.dtype(), t.shape())?)
 }
 
-/// A copy of `t` (the layers keep copies of activations that later ops overwrite).
+/// A copy of `t` on its device (the layers keep copies of activations that later ops
+/// overwrite).
 pub fn duplicate(t: &Tensor) -> Result<Tensor> {
-    Ok(Tensor::from_f32(
-        t.device(),
-        t.dtype(),
-        t.shape(),
-        &t.to_f32_vec()?,
-    )?)
-}
-
-/// a += b, same shape (the residual stream). CPU only for now.
-pub fn add_assign(a: &mut Tensor, b: &Tensor) -> Result<()> {
-    const OP: &str = "add_assign";
-    if a.shape() != b.shape() {
-        return Err(ModelError::Invalid(format!(
-            "{OP}: shapes differ, {:?} vs {:?}",
-            a.shape(),
-            b.shape()
-        )));
-    }
-    let b = b.cpu_data(OP)?;
-    for (x, y) in a.cpu_data_mut(OP)?.iter_mut().zip(b) {
-        *x += y;
-    }
-    Ok(())
+    Ok(flix_kernels::ops::elementwise::duplicate(t)?)
 }
