@@ -44,33 +44,24 @@ impl FeatureDropout {
     /// [`ABSENT`]). Slots beyond `probs` are never dropped.
     pub fn apply(&self, step: u64, example: u64, slots: &mut [i32]) {
         let base = mix(mix(self.seed, step), example);
-        let mut present = 0u64;
-        let mut kept = 0u64;
-        let original: Vec<i32> = slots.to_vec();
+        let drops =
+            |k: usize| unit(mix(base, k as u64)) < self.probs.get(k).copied().unwrap_or(0.0);
+        let present = slots.iter().filter(|&&id| id != ABSENT).count();
+        let all_dropped = slots
+            .iter()
+            .enumerate()
+            .all(|(k, &id)| id == ABSENT || drops(k));
+        // Under keep-one, when every present feature would go, the j-th present one stays, j drawn
+        // from a hash stream separate from the per-type decisions.
+        let kept = if present > 0 && all_dropped && self.policy == DropoutPolicy::KeepOne {
+            let j = (mix(base, u64::MAX) % present as u64) as usize;
+            (0..slots.len()).filter(|&k| slots[k] != ABSENT).nth(j)
+        } else {
+            None
+        };
         for (k, slot) in slots.iter_mut().enumerate() {
-            if *slot == ABSENT {
-                continue;
-            }
-            present += 1;
-            let p = self.probs.get(k).copied().unwrap_or(0.0);
-            if unit(mix(base, k as u64)) < p {
+            if *slot != ABSENT && drops(k) && kept != Some(k) {
                 *slot = ABSENT;
-            } else {
-                kept += 1;
-            }
-        }
-        if kept == 0 && present > 0 && self.policy == DropoutPolicy::KeepOne {
-            // Keep the j-th present feature, j drawn from a hash stream separate from the
-            // per-type decisions above.
-            let j = mix(base, u64::MAX) % present;
-            if let Some(k) = original
-                .iter()
-                .enumerate()
-                .filter(|(_, &id)| id != ABSENT)
-                .map(|(k, _)| k)
-                .nth(j as usize)
-            {
-                slots[k] = original[k];
             }
         }
     }

@@ -8,7 +8,7 @@
 
 use crate::data::Example;
 use crate::error::{CoreError, Result};
-use crate::plan::ABSENT;
+use crate::plan::{SegmentSpec, ABSENT};
 use crate::registry::{known_list, Registry};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +27,14 @@ impl FeatureSet {
     /// The number of present features.
     pub fn num_present(&self) -> usize {
         self.slots.iter().filter(|&&id| id != ABSENT).count()
+    }
+
+    /// The batch plan's view of this example, with `len` tokens.
+    pub fn into_segment(self, len: usize) -> SegmentSpec {
+        SegmentSpec {
+            len,
+            slots: self.slots,
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod data;
+pub mod demo;
 pub mod dropout;
 pub mod error;
 pub mod features;

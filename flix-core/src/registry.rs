@@ -227,7 +227,7 @@ impl Registry {
     }
 
     /// The saved form, JSON: per type its settings and a map value name → id.
-    pub fn to_json_string(&self) -> String {
+    pub fn to_json_string(&self) -> Result<String> {
         let saved = SavedRegistry {
             format: SAVED_FORMAT.to_string(),
             dropout_policy: self.dropout_policy,
@@ -244,16 +244,15 @@ impl Registry {
                 })
                 .collect(),
         };
-        // Serialising plain structs, strings and numbers into a String cannot fail; the fallback
-        // only keeps this function total.
-        serde_json::to_string_pretty(&saved).unwrap_or_default()
+        serde_json::to_string_pretty(&saved)
+            .map_err(|e| CoreError::config("feature registry", format!("cannot serialise: {e}")))
     }
 
     /// Writes the registry to `path` through a temporary file and a rename, so a crash never
     /// leaves a torn file.
     pub fn save(&self, path: &Path) -> Result<()> {
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, self.to_json_string() + "\n").map_err(|e| CoreError::io(&tmp, e))?;
+        std::fs::write(&tmp, self.to_json_string()? + "\n").map_err(|e| CoreError::io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| CoreError::io(path, e))
     }
 

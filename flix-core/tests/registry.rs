@@ -295,7 +295,7 @@ fn apply_config_keeps_ids_and_checks_shapes() {
     let config = FeatureConfig::from_json_str(CONFIG, "test").unwrap();
     let mut reg = Registry::from_config(&config).unwrap();
     reg.grow_from(&[example(1, &[("lang", "eng")])]).unwrap();
-    let reloaded = Registry::from_json_str(&reg.to_json_string(), "saved").unwrap();
+    let reloaded = Registry::from_json_str(&reg.to_json_string().unwrap(), "saved").unwrap();
 
     let more = CONFIG.replace("\"ner\", \"pos\"", "\"ner\", \"pos\", \"copa\"");
     let more = more.replace("\"dropout\": 0.5", "\"dropout\": 0.25");
@@ -317,4 +317,31 @@ fn apply_config_keeps_ids_and_checks_shapes() {
         )
         .unwrap_err();
     assert!(err.to_string().contains("rank 2"), "{err}");
+}
+
+#[test]
+fn feature_sets_become_plan_segments() {
+    use flix_core::{BatchPlan, FeatureDropout};
+    let data = [
+        example(1, &[("lang", "swa"), ("task", "qa")]),
+        example(2, &[("task", "ner")]),
+        example(3, &[("lang", "eng"), ("task", "qa")]),
+    ];
+    let config = FeatureConfig::discovered(&["lang", "task"], TypeDefaults::default());
+    let mut reg = Registry::discover(&config, &data).unwrap();
+    // No dropout configured: every feature survives.
+    let dropout = FeatureDropout::from_registry(&reg, 0);
+    let mut segments = Vec::new();
+    for (i, ex) in data.iter().enumerate() {
+        let mut set = reg.encode(ex, Mode::Training).unwrap();
+        dropout.apply(0, i as u64, &mut set.slots);
+        segments.push(set.into_segment(i + 1));
+    }
+    let plan = BatchPlan::new(&reg.type_shapes(), &segments, 2).unwrap();
+    let qa = reg.types()[1].id_of("qa").unwrap() as usize;
+    let swa = reg.types()[0].id_of("swa").unwrap() as usize;
+    assert_eq!(plan.users_of(1, qa), [0, 2]);
+    assert_eq!(plan.users_of(0, swa), [0]);
+    assert_eq!(plan.segment_slots(1)[0], ABSENT);
+    assert_eq!(plan.num_tokens(), 6);
 }

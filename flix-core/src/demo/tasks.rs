@@ -1,0 +1,114 @@
+//! The demo's tasks. Each task's structure is the same in every language; only the words differ.
+//! Targets are a few words at most, so a tiny model can learn them and exact match scores them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::date::Date;
+use super::lang::{Language, MAX_NUMBER};
+use super::rng::SplitMix64;
+
+/// A demo task. Serialised as its [`Task::name`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// `37` -> `thirty-seven`, for 0..=99.
+    Num2Words,
+    /// `thirty-seven` -> `37`, for 0..=99.
+    Words2Num,
+    /// `2024-03-05` -> `5 March 2024`, in the language's long date format.
+    Date,
+    /// `thirty-seven` -> `thirty-eight`, for 0..=98.
+    Successor,
+}
+
+impl Task {
+    /// Every task, in the demo's default order.
+    pub const ALL: [Task; 4] = [
+        Task::Num2Words,
+        Task::Words2Num,
+        Task::Date,
+        Task::Successor,
+    ];
+
+    /// The name used in the `task` field of an example.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Num2Words => "num2words",
+            Task::Words2Num => "words2num",
+            Task::Date => "date",
+            Task::Successor => "successor",
+        }
+    }
+
+    /// Writes `count` (input, target) pairs of this task in `lang`, drawn from `rng`.
+    ///
+    /// Number tasks deal from a shuffled deck of their whole input range, reshuffled when it runs
+    /// out, so every number appears equally often (±1) in a split; dates are drawn at random.
+    pub(crate) fn pairs(
+        self,
+        lang: &dyn Language,
+        count: usize,
+        rng: &mut SplitMix64,
+    ) -> Vec<(String, String)> {
+        let words = |n: u32| lang.number(n).unwrap_or_default();
+        match self {
+            Task::Num2Words => deal_numbers(0..=MAX_NUMBER, count, rng)
+                .map(|n| (n.to_string(), words(n)))
+                .collect(),
+            Task::Words2Num => deal_numbers(0..=MAX_NUMBER, count, rng)
+                .map(|n| (words(n), n.to_string()))
+                .collect(),
+            Task::Successor => deal_numbers(0..=MAX_NUMBER - 1, count, rng)
+                .map(|n| (words(n), words(n + 1)))
+                .collect(),
+            Task::Date => (0..count)
+                .map(|_| {
+                    let date = Date::random(rng);
+                    (date.iso(), lang.date(date))
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `count` numbers of `range`, dealt from a deck that is reshuffled each time it runs out.
+fn deal_numbers(
+    range: std::ops::RangeInclusive<u32>,
+    count: usize,
+    rng: &mut SplitMix64,
+) -> impl Iterator<Item = u32> + '_ {
+    let deck: Vec<u32> = range.collect();
+    let mut hand: Vec<u32> = Vec::new();
+    (0..count).map(move |_| {
+        if hand.is_empty() {
+            hand = deck.clone();
+            rng.shuffle(&mut hand);
+        }
+        hand.pop().unwrap_or_default()
+    })
+}
+
+impl fmt::Display for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The name is not one of [`Task::ALL`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown demo task {0:?} (known: num2words, words2num, date, successor)")]
+pub struct UnknownTask(pub String);
+
+impl FromStr for Task {
+    type Err = UnknownTask;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Task::ALL
+            .into_iter()
+            .find(|t| t.name() == name)
+            .ok_or_else(|| UnknownTask(name.to_string()))
+    }
+}
