@@ -1,7 +1,10 @@
 //! `flix`: the command line of FLix. It parses arguments, shows progress and prints reports; the
 //! math lives in the library crates.
 
+mod demo;
+mod eval;
 mod inspect;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -17,14 +20,25 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once per run: the size of the biggest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Print a mixture of JSONL files as a grid of feature values (examples and tokens per cell).
     Inspect(inspect::InspectArgs),
+    /// Train FLix adapters (or a LoRA / full baseline) on JSONL mixtures; --resume a killed run.
+    Train(train::TrainArgs),
+    /// Exact match per cell of trained runs, as a grid (held-out cells marked with *).
+    Eval(eval::EvalArgs),
+    /// The whole pipeline on the built-in mixture: pretrain, FLix vs LoRA, grid. No download.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Inspect(args) => inspect::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Demo(args) => demo::run(args),
     }
 }

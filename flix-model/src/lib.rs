@@ -5,7 +5,10 @@ pub mod adapters;
 pub mod batch;
 pub mod config;
 pub mod error;
+pub mod eval;
 pub mod llama;
+pub mod tokenize;
+pub mod train;
 pub mod weights;
 
 pub use adapters::{AdapterSpec, AdapterType, TargetModule};
