@@ -81,11 +81,11 @@ impl Settings {
                     ..DemoConfig::default()
                 },
                 shape: shape(64, 2),
-                pretrain_steps: 300,
-                finetune_steps: 200,
+                pretrain_steps: 1500,
+                finetune_steps: 1200,
                 batch_tokens: 2048,
                 rank: 4,
-                dropout: 0.2,
+                dropout: 0.3,
             }
         };
         s.pretrain_steps = args.pretrain_steps.unwrap_or(s.pretrain_steps);

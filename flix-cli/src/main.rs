@@ -3,6 +3,7 @@
 
 mod demo;
 mod eval;
+mod export;
 mod inspect;
 mod train;
 
@@ -31,6 +32,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// The whole pipeline on the built-in mixture: pretrain, FLix vs LoRA, grid. No download.
     Demo(demo::DemoArgs),
+    /// Write one feature combination of trained adapters as a PEFT LoRA directory.
+    Export(export::ExportArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,5 +43,6 @@ fn main() -> anyhow::Result<()> {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Export(args) => export::run(args),
     }
 }

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod config;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod llama;
 pub mod tokenize;
 pub mod train;
