@@ -131,4 +131,32 @@ fn exported_lora_reproduces_the_flix_logits() {
         config["target_modules"],
         serde_json::json!(["q_proj", "v_proj", "down_proj"])
     );
+
+    // PEFT itself, where Python with transformers and peft is available.
+    let python = std::env::var("FLIX_PYTHON").unwrap_or_else(|_| "/opt/hfvenv/bin/python".into());
+    if !std::path::Path::new(&python).exists() {
+        eprintln!("skipped the PEFT check: no Python at {python} (set FLIX_PYTHON)");
+        return;
+    }
+    let case = tmp.path().join("case.json");
+    let case_json = serde_json::json!({ "tokens": tokens, "logits": want });
+    std::fs::write(&case, case_json.to_string()).unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/check_peft_export.py"
+    );
+    let out = std::process::Command::new(&python)
+        .arg(script)
+        .arg(&base)
+        .arg(&dir)
+        .arg(&case)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "PEFT check failed: {text}");
+    eprintln!("{text}");
 }
