@@ -5,7 +5,8 @@
 //! 3. pretrain it with full-parameter training on the knowledge text only (language knowledge,
 //!    no task examples), save it as the base checkpoint;
 //! 4. fine-tune FLix and compute-matched LoRA with the same budget on the training cells;
-//! 5. evaluate both on every cell's test split and print the grids, FLix − LoRA and the means.
+//! 5. evaluate both on every cell's test split, print the grids, FLix − LoRA and the means, and
+//!    write `report.html` (loss curves and heatmaps) and `results.json`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -22,6 +23,7 @@ use flix_model::train::{load_trained, Holdout, Method, TrainSpec, Trainer};
 use serde::Serialize;
 
 use crate::eval::format_grid;
+use crate::report::write_report;
 use crate::train::run_with_progress;
 
 #[derive(Args, Debug)]
@@ -144,6 +146,15 @@ pub fn run(args: DemoArgs) -> Result<()> {
         start.elapsed().as_secs_f64(),
         args.out.display()
     );
+    if let Some(first) = results.first() {
+        let seed_dir = args.out.join(format!("seed-{}", first.seed));
+        let runs = [
+            ("FLix".to_string(), seed_dir.join("flix")),
+            ("LoRA".to_string(), seed_dir.join("lora")),
+        ];
+        let evals = [first.flix.clone(), first.lora.clone()];
+        write_report(&args.out.join("report.html"), &runs, &evals)?;
+    }
     let path = args.out.join("results.json");
     std::fs::write(&path, serde_json::to_string_pretty(&results)?)
         .with_context(|| format!("writing {}", path.display()))?;

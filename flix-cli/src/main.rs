@@ -5,6 +5,7 @@ mod demo;
 mod eval;
 mod export;
 mod inspect;
+mod report;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +35,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Write one feature combination of trained adapters as a PEFT LoRA directory.
     Export(export::ExportArgs),
+    /// One HTML page: loss curves, exact-match heatmaps, FLix minus LoRA.
+    Report(report::ReportArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,5 +47,6 @@ fn main() -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Export(args) => export::run(args),
+        Command::Report(args) => report::run(args),
     }
 }

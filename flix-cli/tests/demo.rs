@@ -41,6 +41,10 @@ fn tiny_demo_runs_end_to_end() {
     let cells = results[0]["flix"]["cells"].as_array().unwrap();
     assert_eq!(cells.len(), 32);
     assert_eq!(cells.iter().filter(|c| c["heldout"] == true).count(), 8);
+    // The report embeds SVG plots: loss curves and three heatmaps.
+    let report = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_eq!(report.matches("<svg").count(), 4, "{report}");
+    assert!(report.contains("FLix minus LoRA") || report.contains("flix minus lora"));
     // The pretrained base and both runs' checkpoints are on disk.
     for dir in ["base", "flix", "lora"] {
         assert!(out.join("seed-0").join(dir).exists(), "{dir}");
