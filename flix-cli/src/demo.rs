@@ -43,6 +43,12 @@ pub struct DemoArgs {
     /// Override the fine-tuning steps (the same for FLix and LoRA).
     #[arg(long)]
     pub steps: Option<u64>,
+    /// Override the rank of each feature type (LoRA gets their sum).
+    #[arg(long)]
+    pub rank: Option<usize>,
+    /// Override the feature dropout probability of each type.
+    #[arg(long)]
+    pub dropout: Option<f64>,
 }
 
 /// The sizes of one demo configuration.
@@ -92,6 +98,8 @@ impl Settings {
         };
         s.pretrain_steps = args.pretrain_steps.unwrap_or(s.pretrain_steps);
         s.finetune_steps = args.steps.unwrap_or(s.finetune_steps);
+        s.rank = args.rank.unwrap_or(s.rank);
+        s.dropout = args.dropout.unwrap_or(s.dropout);
         s
     }
 }
