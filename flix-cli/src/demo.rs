@@ -93,7 +93,7 @@ impl Settings {
                 finetune_steps: 1200,
                 batch_tokens: 2048,
                 rank: 4,
-                dropout: 0.3,
+                dropout: 0.5,
             }
         };
         s.pretrain_steps = args.pretrain_steps.unwrap_or(s.pretrain_steps);

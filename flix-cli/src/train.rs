@@ -134,7 +134,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
             Trainer::new(args.spec()?, &out)?
         }
     };
-    run_with_progress(&mut trainer, "train")
+    run_with_progress(&mut trainer, "train")?;
+    eprintln!(
+        "trained {} steps; adapters in {}",
+        trainer.step,
+        trainer.run_dir.join("checkpoints").display()
+    );
+    Ok(())
 }
 
 /// Runs `trainer` to its last step with a progress bar (loss, tokens/s, ETA) on a terminal, and a
