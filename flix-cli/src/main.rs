@@ -3,8 +3,13 @@
 
 mod bench;
 mod bench_train;
+mod demo;
+mod eval;
+mod export;
 mod inspect;
+mod report;
 mod score;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +25,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once per run: the size of the biggest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Print a mixture of JSONL files as a grid of feature values (examples and tokens per cell).
     Inspect(inspect::InspectArgs),
@@ -29,6 +36,16 @@ enum Command {
     BenchTrain(bench_train::BenchTrainArgs),
     /// Per-example loss and per-token log-likelihood of a JSONL file under a model.
     Score(score::ScoreArgs),
+    /// Train FLix adapters (or a LoRA / full baseline) on JSONL mixtures; --resume a killed run.
+    Train(train::TrainArgs),
+    /// Exact match per cell of trained runs, as a grid (held-out cells marked with *).
+    Eval(eval::EvalArgs),
+    /// The whole pipeline on the built-in mixture: pretrain, FLix vs LoRA, grid. No download.
+    Demo(demo::DemoArgs),
+    /// Write one feature combination of trained adapters as a PEFT LoRA directory.
+    Export(export::ExportArgs),
+    /// One HTML page: loss curves, exact-match heatmaps, FLix minus LoRA.
+    Report(report::ReportArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,5 +55,10 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::BenchTrain(args) => bench_train::run(args),
         Command::Score(args) => score::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Report(args) => report::run(args),
     }
 }

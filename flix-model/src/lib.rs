@@ -41,11 +41,15 @@ pub mod adapters;
 pub mod batch;
 pub mod config;
 pub mod error;
+pub mod eval;
+pub mod export;
 pub mod llama;
 pub mod optim;
 pub mod peft;
 pub mod score;
+pub mod tokenize;
 pub mod tokenizer;
+pub mod train;
 pub mod weights;
 
 pub use adapters::{AdapterSpec, AdapterType, TargetModule};

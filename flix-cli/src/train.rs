@@ -1,0 +1,183 @@
+//! `flix train`: trains FLix adapters (or a LoRA / full-parameter baseline) on JSONL mixtures, or
+//! resumes a killed run with `--resume DIR`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use flix_core::{FeatureConfig, TypeDefaults};
+use flix_model::train::{Method, StepReport, TrainSpec, Trainer};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Continue the run in this directory from its latest checkpoint (other options are ignored:
+    /// the run's saved spec.json is used).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// The base model directory (config.json, safetensors weights, tokenizer.json).
+    #[arg(long, required_unless_present = "resume")]
+    pub base: Option<PathBuf>,
+    /// JSONL training files.
+    #[arg(long, num_args = 1.., required_unless_present = "resume")]
+    pub data: Vec<PathBuf>,
+    /// The run directory (checkpoints, metrics.jsonl, spec.json).
+    #[arg(long, required_unless_present = "resume")]
+    pub out: Option<PathBuf>,
+    /// A feature config (JSON); without it, --types with --rank/--alpha/--dropout.
+    #[arg(long)]
+    pub features: Option<PathBuf>,
+    /// Feature types, comma-separated, when no --features file is given.
+    #[arg(long, default_value = "lang,task", value_delimiter = ',')]
+    pub types: Vec<String>,
+    #[arg(long, default_value_t = 8)]
+    pub rank: usize,
+    #[arg(long, default_value_t = 16.0)]
+    pub alpha: f64,
+    /// Feature dropout probability of every type.
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f64,
+    /// lora, flix, flix+shared or full.
+    #[arg(long, default_value = "flix")]
+    pub method: String,
+    /// lora: make the rank the active rank of a FLix example (Σ_k r_k).
+    #[arg(long)]
+    pub match_compute: bool,
+    /// Rank of the always-on adapter of lora and flix+shared.
+    #[arg(long)]
+    pub shared_rank: Option<usize>,
+    /// Target modules, comma-separated (q,k,v,o,gate,up,down); default all.
+    #[arg(long, value_delimiter = ',')]
+    pub targets: Vec<String>,
+    /// Held-out cells, e.g. `--holdout lang=sw,task=ner --holdout lang=de,task=qa`.
+    #[arg(long)]
+    pub holdout: Vec<String>,
+    #[arg(long, default_value_t = 200)]
+    pub steps: u64,
+    #[arg(long, default_value_t = 2048)]
+    pub batch_tokens: usize,
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 10)]
+    pub warmup: u64,
+    #[arg(long, default_value_t = 0.1)]
+    pub min_lr_ratio: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0: none).
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f64,
+    /// Mixture temperature (1: proportional to cell size).
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Cells count at most this many examples when weighting the mixture.
+    #[arg(long)]
+    pub cap: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 50)]
+    pub checkpoint_every: u64,
+}
+
+impl TrainArgs {
+    fn spec(&self) -> Result<TrainSpec> {
+        let method: Method = self.method.parse()?;
+        let features = match &self.features {
+            Some(path) => FeatureConfig::load(path)?,
+            None => {
+                let names: Vec<&str> = self.types.iter().map(|s| s.as_str()).collect();
+                FeatureConfig::discovered(
+                    &names,
+                    TypeDefaults {
+                        rank: self.rank,
+                        alpha: self.alpha,
+                        dropout: self.dropout,
+                    },
+                )
+            }
+        };
+        let (Some(base), false) = (self.base.clone(), self.data.is_empty()) else {
+            bail!("--base and --data are required for a new run");
+        };
+        let mut spec = TrainSpec::new(base, self.data.clone(), features, method);
+        spec.holdout = self.holdout.clone();
+        spec.match_compute = self.match_compute;
+        spec.shared_rank = self.shared_rank;
+        spec.targets = self.targets.clone();
+        spec.steps = self.steps;
+        spec.batch_tokens = self.batch_tokens;
+        spec.grad_accum = self.grad_accum;
+        spec.lr = self.lr;
+        spec.warmup_steps = self.warmup;
+        spec.min_lr_ratio = self.min_lr_ratio;
+        spec.weight_decay = self.weight_decay;
+        spec.max_grad_norm = self.clip;
+        spec.temperature = self.temperature;
+        spec.cap = self.cap;
+        spec.seed = self.seed;
+        spec.checkpoint_every = self.checkpoint_every;
+        Ok(spec)
+    }
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let mut trainer = match &args.resume {
+        Some(dir) => Trainer::resume(dir).with_context(|| format!("resuming {}", dir.display()))?,
+        None => {
+            let out = args
+                .out
+                .clone()
+                .context("--out is required for a new run")?;
+            Trainer::new(args.spec()?, &out)?
+        }
+    };
+    run_with_progress(&mut trainer, "train")?;
+    eprintln!(
+        "trained {} steps; adapters in {}",
+        trainer.step,
+        trainer.run_dir.join("checkpoints").display()
+    );
+    Ok(())
+}
+
+/// Runs `trainer` to its last step with a progress bar (loss, tokens/s, ETA) on a terminal, and a
+/// log line every tenth of the run otherwise.
+pub fn run_with_progress(trainer: &mut Trainer, label: &str) -> Result<()> {
+    let total = trainer.spec.steps;
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}")?
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(label.to_string());
+        bar.set_position(trainer.step);
+        Some(bar)
+    } else {
+        None
+    };
+    let every = (total / 10).max(1);
+    let mut on_step = |r: &StepReport| {
+        let tps = r.tokens as f64 / r.seconds.max(1e-9);
+        match &bar {
+            Some(bar) => {
+                bar.set_position(r.step);
+                bar.set_message(format!("loss {:.4} {:.0} tok/s", r.loss, tps));
+            }
+            None if r.step.is_multiple_of(every) || r.step == total => eprintln!(
+                "{label} step {}/{total} loss {:.4} lr {:.2e} grad-norm {:.3} {:.0} tok/s",
+                r.step, r.loss, r.lr, r.grad_norm, tps
+            ),
+            None => {}
+        }
+    };
+    let result = trainer.run(&mut on_step);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    result?;
+    Ok(())
+}

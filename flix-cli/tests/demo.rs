@@ -1,0 +1,52 @@
+//! `flix demo --tiny`: the whole pipeline (mixture, tokenizer, random base, pretraining, FLix and
+//! LoRA fine-tuning, evaluation) in a few seconds, with its grid and results file.
+
+use std::process::Command;
+
+#[test]
+fn tiny_demo_runs_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("demo");
+    let output = Command::new(env!("CARGO_BIN_EXE_flix"))
+        .args(["demo", "--tiny", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Eight language rows, four task columns, eight held-out cells marked, for FLix, LoRA and
+    // their difference.
+    for header in ["FLix", "LoRA (compute-matched)", "FLix minus LoRA"] {
+        assert!(stdout.contains(header), "{stdout}");
+    }
+    let grid: Vec<&str> = stdout.lines().skip_while(|l| !l.contains("FLix")).collect();
+    assert!(
+        grid[1].contains("date") && grid[1].contains("words2num"),
+        "{stdout}"
+    );
+    let rows = &grid[2..10];
+    assert_eq!(
+        rows.iter().filter(|l| l.matches('*').count() == 1).count(),
+        8,
+        "{stdout}"
+    );
+    assert!(stdout.contains("held-out"), "{stdout}");
+
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let cells = results[0]["flix"]["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 32);
+    assert_eq!(cells.iter().filter(|c| c["heldout"] == true).count(), 8);
+    // The report embeds SVG plots: loss curves and three heatmaps.
+    let report = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_eq!(report.matches("<svg").count(), 4, "{report}");
+    assert!(report.contains("FLix minus LoRA") || report.contains("flix minus lora"));
+    // The pretrained base and both runs' checkpoints are on disk.
+    for dir in ["base", "flix", "lora"] {
+        assert!(out.join("seed-0").join(dir).exists(), "{dir}");
+    }
+}

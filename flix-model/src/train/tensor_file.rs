@@ -1,0 +1,108 @@
+//! Reading and writing named f32 tensors as safetensors files, atomically: the bytes go to a
+//! temporary name in the same directory, are synced, and are renamed over the target, so a crash
+//! never leaves a torn file.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{ModelError, Result};
+
+/// One named tensor to write: shape and f32 data (row-major).
+pub struct NamedTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+fn weights_err(path: &Path, message: String) -> ModelError {
+    ModelError::Weights {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| ModelError::Invalid(format!("{} is not a file path", path.display())))?;
+    let tmp = path.with_file_name(format!(".{}.tmp", file_name.to_string_lossy()));
+    let mut file = std::fs::File::create(&tmp).map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Writes `tensors` as one safetensors file (f32), atomically.
+pub fn save_tensors(path: &Path, tensors: &[NamedTensor]) -> Result<()> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|t| bytemuck::cast_slice::<f32, u8>(&t.data).to_vec())
+        .collect();
+    let mut views = Vec::with_capacity(tensors.len());
+    for (t, b) in tensors.iter().zip(&bytes) {
+        let view = TensorView::new(Dtype::F32, t.shape.clone(), b)
+            .map_err(|e| weights_err(path, format!("tensor {}: {e}", t.name)))?;
+        views.push((t.name.clone(), view));
+    }
+    let data = safetensors::serialize(views, None)
+        .map_err(|e| weights_err(path, format!("cannot serialise: {e}")))?;
+    write_atomic(path, &data)
+}
+
+/// Every tensor of an f32 safetensors file, by name.
+pub fn load_tensors(path: &Path) -> Result<BTreeMap<String, NamedTensor>> {
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| weights_err(path, format!("not a safetensors file: {e}")))?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(weights_err(
+                path,
+                format!("tensor {name}: expected F32, found {:?}", view.dtype()),
+            ));
+        }
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let shape = view.shape().to_vec();
+        out.insert(name.clone(), NamedTensor { name, shape, data });
+    }
+    Ok(out)
+}
+
+/// Takes `name` out of `tensors`, checking its shape.
+pub fn take_tensor(
+    tensors: &mut BTreeMap<String, NamedTensor>,
+    path: &Path,
+    name: &str,
+    shape: &[usize],
+) -> Result<Vec<f32>> {
+    let t = tensors
+        .remove(name)
+        .ok_or_else(|| weights_err(path, format!("missing tensor {name}")))?;
+    if t.shape != shape {
+        return Err(weights_err(
+            path,
+            format!(
+                "tensor {name}: expected shape {shape:?}, found {:?}",
+                t.shape
+            ),
+        ));
+    }
+    Ok(t.data)
+}

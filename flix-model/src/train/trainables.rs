@@ -1,0 +1,174 @@
+//! The trainable tensors of a model in one fixed order, with stable names (for checkpoints and
+//! the optimizer): the adapters of every adapted linear (adapter training), or every base weight
+//! (full-parameter training). Also AdamW's moments for them.
+
+use flix_kernels::ops::adamw::{adamw_step, AdamWParams};
+use flix_kernels::ops::grad_norm::clip_grad_norm;
+use flix_kernels::{DType, Tensor};
+
+use super::tensor_file::NamedTensor;
+use crate::adapters::{Adapter, TargetModule};
+use crate::error::{ModelError, Result};
+use crate::llama::{LlamaModel, Param};
+
+/// One trainable tensor, its gradient and its name.
+pub struct Trainable<'a> {
+    pub name: String,
+    pub value: &'a mut Tensor,
+    pub grad: &'a mut Tensor,
+}
+
+/// The checkpoint path of projection `module` of layer `layer`, e.g.
+/// `model.layers.0.self_attn.q_proj`.
+pub fn module_path(layer: usize, module: TargetModule) -> String {
+    let block = match module {
+        TargetModule::Q | TargetModule::K | TargetModule::V | TargetModule::O => "self_attn",
+        TargetModule::Gate | TargetModule::Up | TargetModule::Down => "mlp",
+    };
+    format!("model.layers.{layer}.{block}.{}", module.hf_name())
+}
+
+/// The trainable tensors of `model`: with `full`, the base weights that have gradients; else the
+/// adapters, type k named `type_names[k]` (`<module>.flix.<type>.lora_A` `[V, r, in]` and
+/// `.lora_B` `[V, out, r]`).
+pub fn trainables<'a>(
+    model: &'a mut LlamaModel,
+    full: bool,
+    type_names: &[String],
+) -> Result<Vec<Trainable<'a>>> {
+    let mut out = Vec::new();
+    if full {
+        for p in model.params_mut() {
+            if let Param {
+                name,
+                value,
+                grad: Some(grad),
+            } = p
+            {
+                out.push(Trainable {
+                    name: name.clone(),
+                    value,
+                    grad,
+                });
+            }
+        }
+        return Ok(out);
+    }
+    for (i, layer) in model.layers.iter_mut().enumerate() {
+        for (module, lin) in TargetModule::ALL.into_iter().zip(layer.linears_mut()) {
+            let Some(Adapter { layers, grads }) = lin.adapter.as_mut() else {
+                continue;
+            };
+            let path = module_path(i, module);
+            let pairs = layers
+                .types
+                .iter_mut()
+                .zip(grads.da.iter_mut().zip(&mut grads.db));
+            for (k, (t, (da, db))) in pairs.enumerate() {
+                let type_name = type_names.get(k).ok_or_else(|| {
+                    ModelError::Invalid(format!(
+                        "{path} has adapter type {k}, but only {} type names were given",
+                        type_names.len()
+                    ))
+                })?;
+                out.push(Trainable {
+                    name: format!("{path}.flix.{type_name}.lora_A"),
+                    value: &mut t.a,
+                    grad: da,
+                });
+                out.push(Trainable {
+                    name: format!("{path}.flix.{type_name}.lora_B"),
+                    value: &mut t.b,
+                    grad: db,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Copies of the values (for checkpoints).
+pub fn snapshot(trainables: &[Trainable]) -> Result<Vec<NamedTensor>> {
+    trainables
+        .iter()
+        .map(|t| {
+            Ok(NamedTensor {
+                name: t.name.clone(),
+                shape: t.value.shape().to_vec(),
+                data: t.value.to_f32_vec()?,
+            })
+        })
+        .collect()
+}
+
+/// AdamW's first and second moments, one pair per trainable tensor, in trainable order.
+pub struct AdamState {
+    pub m: Vec<Tensor>,
+    pub v: Vec<Tensor>,
+}
+
+impl AdamState {
+    pub fn zeros(trainables: &[Trainable]) -> Result<Self> {
+        let zeros = |t: &Trainable| Tensor::zeros(t.value.device(), DType::F32, t.value.shape());
+        Ok(Self {
+            m: trainables
+                .iter()
+                .map(zeros)
+                .collect::<std::result::Result<_, _>>()?,
+            v: trainables
+                .iter()
+                .map(zeros)
+                .collect::<std::result::Result<_, _>>()?,
+        })
+    }
+
+    /// The moments as named tensors (`<name>.adam_m`, `<name>.adam_v`).
+    pub fn to_named(&self, trainables: &[Trainable]) -> Result<Vec<NamedTensor>> {
+        let mut out = Vec::new();
+        for ((t, m), v) in trainables.iter().zip(&self.m).zip(&self.v) {
+            for (suffix, x) in [("adam_m", m), ("adam_v", v)] {
+                out.push(NamedTensor {
+                    name: format!("{}.{suffix}", t.name),
+                    shape: x.shape().to_vec(),
+                    data: x.to_f32_vec()?,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Multiplies every gradient by `factor` (averaging over accumulated micro-batches).
+pub fn scale_grads(trainables: &mut [Trainable], factor: f32) -> Result<()> {
+    for t in trainables {
+        for g in t.grad.cpu_data_mut("scale_grads")? {
+            *g *= factor;
+        }
+    }
+    Ok(())
+}
+
+/// Clips the global gradient norm to `max_norm` (when > 0) and takes one AdamW step (`step`
+/// counts from 1) on every trainable tensor. Returns the norm before clipping.
+pub fn optimizer_step(
+    trainables: &mut [Trainable],
+    state: &mut AdamState,
+    step: u64,
+    hp: AdamWParams,
+    max_norm: f64,
+) -> Result<f64> {
+    let mut grads: Vec<&mut Tensor> = trainables.iter_mut().map(|t| &mut *t.grad).collect();
+    let limit = if max_norm > 0.0 {
+        max_norm
+    } else {
+        f64::INFINITY
+    };
+    let norm = clip_grad_norm(&mut grads, limit)?;
+    if !norm.is_finite() {
+        return Ok(norm);
+    }
+    for ((t, m), v) in trainables.iter_mut().zip(&mut state.m).zip(&mut state.v) {
+        adamw_step(t.value, t.grad, m, v, step, hp)?;
+    }
+    Ok(norm)
+}

@@ -1,0 +1,348 @@
+//! The training loop: draw heterogeneous micro-batches from the mixture, run forward and backward
+//! with each example's (dropped-out) features, accumulate, clip, take an AdamW step on the
+//! scheduled learning rate, log, checkpoint. Every random choice is a pure function of (seed,
+//! step), so a resumed run computes the very same steps as an uninterrupted one.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use flix_core::{read_jsonl_files, BatchPlan, FeatureDropout, Registry, SegmentSpec};
+use flix_kernels::flix::DevicePlan;
+use flix_kernels::ops::adamw::AdamWParams;
+use flix_kernels::Device;
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::{
+    latest_checkpoint, load_into, read_state, write_checkpoint, AdapterConfig, OPTIMIZER_FILE,
+    WEIGHTS_FILE,
+};
+use super::data::{Holdout, PreparedSet};
+use super::layout::{Layout, Method};
+use super::sampler::MixtureSampler;
+use super::schedule::learning_rate;
+use super::spec::TrainSpec;
+use super::tensor_file::{load_tensors, take_tensor};
+use super::trainables::{optimizer_step, scale_grads, snapshot, trainables, AdamState};
+use crate::batch::{Batch, Sequence};
+use crate::error::{ModelError, Result};
+use crate::llama::{LlamaModel, TrainMode};
+use crate::tokenize::Tokenizer;
+
+/// Token tile of the batch plan (the unit of GPU work; any size is correct on the CPU).
+const TILE: usize = 64;
+pub const SPEC_FILE: &str = "spec.json";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
+/// What one optimizer step did (one line of `metrics.jsonl`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepReport {
+    pub step: u64,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens: usize,
+    pub examples: usize,
+    pub seconds: f64,
+}
+
+/// A micro-batch: the packed tokens, its plan (absent for `full`), the cells it holds.
+pub struct MicroBatch {
+    pub batch: Batch,
+    pub plan: Option<DevicePlan>,
+    pub cells: Vec<usize>,
+}
+
+pub struct Trainer {
+    pub spec: TrainSpec,
+    pub run_dir: PathBuf,
+    pub model: LlamaModel,
+    pub layout: Layout,
+    pub data: PreparedSet,
+    pub tokenizer: Tokenizer,
+    sampler: MixtureSampler,
+    dropout: FeatureDropout,
+    adam: AdamState,
+    adapter_config: AdapterConfig,
+    type_names: Vec<String>,
+    /// Completed optimizer steps.
+    pub step: u64,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
+    move |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Trainer {
+    /// A fresh run of `spec` writing to `run_dir`. All data is read, checked and tokenized here:
+    /// bad data is an error before the first step.
+    pub fn new(spec: TrainSpec, run_dir: &Path) -> Result<Self> {
+        spec.validate()?;
+        if latest_checkpoint(run_dir)?.is_some() {
+            return Err(ModelError::Invalid(format!(
+                "{} already holds a run; resume it with --resume or choose another directory",
+                run_dir.display()
+            )));
+        }
+        std::fs::create_dir_all(run_dir).map_err(io_err(run_dir))?;
+        let text = serde_json::to_string_pretty(&spec)
+            .map_err(|e| ModelError::Invalid(format!("cannot serialise the spec: {e}")))?;
+        super::tensor_file::write_atomic(&run_dir.join(SPEC_FILE), text.as_bytes())?;
+        let metrics = run_dir.join(METRICS_FILE);
+        std::fs::write(&metrics, b"").map_err(io_err(&metrics))?;
+        Self::build(spec, run_dir)
+    }
+
+    /// Continues the run in `run_dir` from its latest checkpoint.
+    pub fn resume(run_dir: &Path) -> Result<Self> {
+        let spec_path = run_dir.join(SPEC_FILE);
+        let text = std::fs::read_to_string(&spec_path).map_err(io_err(&spec_path))?;
+        let spec: TrainSpec = serde_json::from_str(&text).map_err(|e| ModelError::Config {
+            path: spec_path.clone(),
+            message: format!("invalid spec: {e}"),
+        })?;
+        let mut trainer = Self::build(spec, run_dir)?;
+        let Some(checkpoint) = latest_checkpoint(run_dir)? else {
+            return Ok(trainer);
+        };
+        let full = trainer.layout.method == Method::Full;
+        load_into(
+            &mut trainer.model,
+            full,
+            &trainer.type_names,
+            &checkpoint.join(WEIGHTS_FILE),
+        )?;
+        let file = checkpoint.join(OPTIMIZER_FILE);
+        let mut moments = load_tensors(&file)?;
+        let names: Vec<(String, Vec<usize>)> =
+            trainables(&mut trainer.model, full, &trainer.type_names)?
+                .iter()
+                .map(|t| (t.name.clone(), t.value.shape().to_vec()))
+                .collect();
+        for (i, (name, shape)) in names.iter().enumerate() {
+            let m = take_tensor(&mut moments, &file, &format!("{name}.adam_m"), shape)?;
+            let v = take_tensor(&mut moments, &file, &format!("{name}.adam_v"), shape)?;
+            trainer.adam.m[i] = flix_kernels::Tensor::cpu(shape, m)?;
+            trainer.adam.v[i] = flix_kernels::Tensor::cpu(shape, v)?;
+        }
+        trainer.step = read_state(&checkpoint)?.step;
+        trainer.truncate_metrics()?;
+        Ok(trainer)
+    }
+
+    fn build(spec: TrainSpec, run_dir: &Path) -> Result<Self> {
+        let core = |e: flix_core::CoreError| ModelError::Invalid(e.to_string());
+        let type_names = spec.features.type_names();
+        let examples = read_jsonl_files(&spec.data, &type_names).map_err(core)?;
+        let holdout = Holdout::parse(&spec.holdout)?;
+        let train: Vec<_> = examples
+            .into_iter()
+            .filter(|e| !holdout.contains(e))
+            .collect();
+        let mut registry = Registry::discover(&spec.features, &train).map_err(core)?;
+        let tokenizer = Tokenizer::from_file(&spec.base.join("tokenizer.json"))?;
+        let data = PreparedSet::training(&train, &mut registry, &tokenizer)?;
+        let sizes: Vec<usize> = data.by_cell.iter().map(|c| c.len()).collect();
+        let sampler = MixtureSampler::new(&sizes, spec.temperature, spec.cap, spec.seed)?;
+        let dropout = FeatureDropout::from_registry(&registry, spec.seed);
+        let layout = spec.layout(registry)?;
+        let mut model = LlamaModel::load(&spec.base, &Device::Cpu)?;
+        let full = layout.method == Method::Full;
+        if let Some(adapters) = layout.adapter_spec(spec.seed) {
+            model.attach_adapters(&adapters)?;
+        }
+        model.set_train_mode(if full {
+            TrainMode::Full
+        } else {
+            TrainMode::Adapters
+        })?;
+        let adapter_config = AdapterConfig::new(&layout, &spec.base)?;
+        let type_names = adapter_config.type_names();
+        let adam = AdamState::zeros(&trainables(&mut model, full, &type_names)?)?;
+        Ok(Self {
+            spec,
+            run_dir: run_dir.to_path_buf(),
+            model,
+            layout,
+            data,
+            tokenizer,
+            sampler,
+            dropout,
+            adam,
+            adapter_config,
+            type_names,
+            step: 0,
+        })
+    }
+
+    /// Micro-batch `micro`: examples drawn from the mixture while they fit in the token budget
+    /// (at least one), each with its features after dropout at (seed, micro, position).
+    pub fn micro_batch(&self, micro: u64) -> Result<MicroBatch> {
+        let mut sequences = Vec::new();
+        let mut segments = Vec::new();
+        let mut cells = Vec::new();
+        let mut tokens = 0;
+        for draw in 0.. {
+            let (cell, within) = self.sampler.draw(micro, draw);
+            let ex = &self.data.examples[self.data.by_cell[cell][within]];
+            if draw > 0 && tokens + ex.tokens.len() > self.spec.batch_tokens {
+                break;
+            }
+            tokens += ex.tokens.len();
+            let mut features = ex.features.clone();
+            self.dropout.apply(micro, draw, &mut features.slots);
+            segments.push(SegmentSpec {
+                len: ex.tokens.len(),
+                slots: self.layout.slots(&features),
+            });
+            sequences.push(Sequence::prompt_and_target(
+                ex.tokens.clone(),
+                ex.prompt_len,
+            ));
+            cells.push(cell);
+        }
+        let batch = Batch::new(&sequences)?;
+        let plan = if self.layout.method == Method::Full {
+            None
+        } else {
+            let plan = BatchPlan::new(&self.layout.type_shapes(), &segments, TILE)?;
+            Some(self.model.device_plan(plan)?)
+        };
+        Ok(MicroBatch { batch, plan, cells })
+    }
+
+    /// One optimizer step. A non-finite loss or gradient is an error naming the step and cells.
+    pub fn train_step(&mut self) -> Result<StepReport> {
+        let start = Instant::now();
+        let step = self.step + 1;
+        let accum = self.spec.grad_accum;
+        self.model.zero_grad()?;
+        let (mut loss, mut tokens, mut examples) = (0.0, 0, 0);
+        for j in 0..accum {
+            let micro = (step - 1) * accum as u64 + j as u64;
+            let mb = self.micro_batch(micro)?;
+            let report = self.model.forward_backward(&mb.batch, mb.plan.as_ref())?;
+            if !report.loss.is_finite() {
+                return Err(self.non_finite(step, "loss", report.loss, &mb.cells));
+            }
+            loss += report.loss / accum as f64;
+            tokens += mb.batch.num_tokens();
+            examples += mb.batch.num_sequences();
+        }
+        let full = self.layout.method == Method::Full;
+        let lr = learning_rate(
+            self.spec.lr,
+            step,
+            self.spec.steps,
+            self.spec.warmup_steps,
+            self.spec.min_lr_ratio,
+        );
+        let hp = AdamWParams {
+            lr: lr as f32,
+            weight_decay: self.spec.weight_decay as f32,
+            ..AdamWParams::default()
+        };
+        let mut params = trainables(&mut self.model, full, &self.type_names)?;
+        if accum > 1 {
+            scale_grads(&mut params, 1.0 / accum as f32)?;
+        }
+        let grad_norm = optimizer_step(
+            &mut params,
+            &mut self.adam,
+            step,
+            hp,
+            self.spec.max_grad_norm,
+        )?;
+        if !grad_norm.is_finite() {
+            return Err(self.non_finite(step, "gradient norm", grad_norm, &[]));
+        }
+        self.step = step;
+        Ok(StepReport {
+            step,
+            loss,
+            lr,
+            grad_norm,
+            tokens,
+            examples,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    fn non_finite(&self, step: u64, what: &str, value: f64, cells: &[usize]) -> ModelError {
+        let mut names: Vec<&str> = cells
+            .iter()
+            .map(|&c| self.data.cell_names[c].as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let kept = match latest_checkpoint(&self.run_dir) {
+            Ok(Some(dir)) => format!("the last good checkpoint is {}", dir.display()),
+            _ => "no checkpoint was written yet".to_string(),
+        };
+        ModelError::Invalid(format!(
+            "step {step}: the {what} is {value} (batch cells: {}); stopping; {kept}",
+            if names.is_empty() {
+                "all".to_string()
+            } else {
+                names.join(" ")
+            }
+        ))
+    }
+
+    /// Writes a checkpoint of the current step.
+    pub fn save_checkpoint(&mut self) -> Result<PathBuf> {
+        let full = self.layout.method == Method::Full;
+        let params = trainables(&mut self.model, full, &self.type_names)?;
+        let weights = snapshot(&params)?;
+        let moments = self.adam.to_named(&params)?;
+        write_checkpoint(
+            &self.run_dir,
+            &self.adapter_config,
+            &weights,
+            &moments,
+            self.step,
+        )
+    }
+
+    /// Trains until the spec's last step: appends each step to `metrics.jsonl`, calls `on_step`,
+    /// checkpoints every `checkpoint_every` steps and at the end.
+    pub fn run(&mut self, mut on_step: impl FnMut(&StepReport)) -> Result<()> {
+        let path = self.run_dir.join(METRICS_FILE);
+        let mut metrics = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        while self.step < self.spec.steps {
+            let report = self.train_step()?;
+            let line = serde_json::to_string(&report)
+                .map_err(|e| ModelError::Invalid(format!("metrics: {e}")))?;
+            writeln!(metrics, "{line}").map_err(io_err(&path))?;
+            on_step(&report);
+            let every = self.spec.checkpoint_every;
+            if (every > 0 && self.step.is_multiple_of(every)) || self.step == self.spec.steps {
+                self.save_checkpoint()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops metric lines of steps after the resumed one (they will be computed again).
+    fn truncate_metrics(&self) -> Result<()> {
+        let path = self.run_dir.join(METRICS_FILE);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(());
+        };
+        let kept: String = text
+            .lines()
+            .filter(|line| {
+                serde_json::from_str::<StepReport>(line).is_ok_and(|r| r.step <= self.step)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&path, kept).map_err(io_err(&path))
+    }
+}

@@ -1,0 +1,50 @@
+//! A tiny demo mixture and random base model for the trainer's tests.
+
+use std::path::{Path, PathBuf};
+
+use flix_core::demo::{generate, write_dir, DemoConfig, TRAIN_FILE};
+use flix_model::tokenize::char_tokenizer_json;
+use flix_model::train::base::{write_random_base, TinyLlamaShape};
+
+/// A tiny demo mixture and a random base model in `dir`; returns (base, train file).
+pub fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
+    let config = DemoConfig {
+        train_per_cell: 3,
+        dev_per_cell: 0,
+        test_per_cell: 0,
+        knowledge_dates_per_language: 1,
+        ..DemoConfig::for_grid(&["eng", "deu", "fra"], &flix_core::demo::Task::ALL[..3])
+    };
+    let mixture = generate(&config).unwrap();
+    let data = dir.join("data");
+    write_dir(&mixture, &data).unwrap();
+    let mut texts = vec![" ="];
+    for e in &mixture.train {
+        texts.extend([e.input.as_str(), e.target.as_str()]);
+    }
+    let tags: Vec<String> = ["eng", "deu", "fra"]
+        .iter()
+        .map(|l| format!("<lang={l}>"))
+        .chain(
+            ["num2words", "words2num", "date"]
+                .iter()
+                .map(|t| format!("<task={t}>")),
+        )
+        .collect();
+    let json = char_tokenizer_json(texts, &tags);
+    let vocab = flix_model::tokenize::Tokenizer::from_json_str(&json, Path::new("t"))
+        .unwrap()
+        .vocab_size();
+    let shape = TinyLlamaShape {
+        hidden: 16,
+        intermediate: 24,
+        layers: 1,
+        heads: 2,
+        kv_heads: 1,
+        vocab,
+        max_positions: 256,
+    };
+    let base = dir.join("base");
+    write_random_base(&base, &shape, &json, 3).unwrap();
+    (base, data.join(TRAIN_FILE))
+}
