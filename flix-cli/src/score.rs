@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use flix_core::{read_jsonl, TypeShape};
 use flix_kernels::Device;
-use flix_model::{load_peft_lora, score_sequences, Features, LlamaModel, TextTokenizer};
+use flix_model::{load_peft_lora, score_sequences, Features, LlamaModel, Tokenizer};
 
 #[derive(Args, Debug)]
 pub struct ScoreArgs {
@@ -38,7 +38,7 @@ pub struct ScoreArgs {
 pub fn run(args: ScoreArgs) -> Result<()> {
     let device = Device::parse(&args.device)?;
     let mut model = LlamaModel::load(&args.model, &device)?;
-    let tokenizer = TextTokenizer::load(&args.model)?;
+    let tokenizer = Tokenizer::load(&args.model)?;
     let lora = match &args.adapters {
         Some(dir) => Some(load_peft_lora(&mut model, dir)?),
         None => None,

@@ -48,7 +48,6 @@ pub mod optim;
 pub mod peft;
 pub mod score;
 pub mod tokenize;
-pub mod tokenizer;
 pub mod train;
 pub mod weights;
 
@@ -60,5 +59,5 @@ pub use llama::{GenerationConfig, LlamaModel, LossReport, TrainMode, Trainable};
 pub use optim::AdamW;
 pub use peft::{load_peft_lora, PeftLora};
 pub use score::{score_sequences, ExampleScore, Features};
-pub use tokenizer::TextTokenizer;
+pub use tokenize::Tokenizer;
 pub use weights::Checkpoint;

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
+use crate::batch::Sequence;
 use crate::error::{ModelError, Result};
 
 /// The end-of-sequence token of tokenizers built by [`char_tokenizer_json`].
@@ -14,16 +15,22 @@ pub const DEMO_EOS: &str = "<eos>";
 /// The unknown-character token of tokenizers built by [`char_tokenizer_json`].
 pub const DEMO_UNK: &str = "<unk>";
 
-/// A loaded `tokenizer.json` plus the token that ends a generated target.
+/// A loaded `tokenizer.json` plus the token that ends a generated target, when it has one
+/// (scoring needs none; training and generation do, and [`Tokenizer::eos_id`] says so).
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
-    eos: u32,
+    eos: Option<u32>,
 }
 
 /// End-of-sequence names used by common checkpoints, tried in order when none is given.
 const EOS_CANDIDATES: [&str; 4] = [DEMO_EOS, "</s>", "<|endoftext|>", "<|end_of_text|>"];
 
 impl Tokenizer {
+    /// Loads `dir/tokenizer.json`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        Self::from_file(&dir.join("tokenizer.json"))
+    }
+
     /// Reads `path`; the end-of-sequence token is the first of the usual names it knows.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
@@ -44,17 +51,17 @@ impl Tokenizer {
             .map_err(|e| err(format!("not a valid tokenizer.json: {e}")))?;
         let eos = EOS_CANDIDATES
             .iter()
-            .find_map(|name| inner.token_to_id(name))
-            .ok_or_else(|| {
-                err(format!(
-                    "no end-of-sequence token (looked for {EOS_CANDIDATES:?})"
-                ))
-            })?;
+            .find_map(|name| inner.token_to_id(name));
         Ok(Self { inner, eos })
     }
 
-    pub fn eos_id(&self) -> u32 {
-        self.eos
+    /// The end-of-sequence id; an error for a tokenizer that has none of the usual names.
+    pub fn eos_id(&self) -> Result<u32> {
+        self.eos.ok_or_else(|| {
+            ModelError::Invalid(format!(
+                "the tokenizer has no end-of-sequence token (looked for {EOS_CANDIDATES:?})"
+            ))
+        })
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -63,11 +70,25 @@ impl Tokenizer {
 
     /// Token ids of `text`, without special tokens added around it.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode_with_special(text, false)
+    }
+
+    /// Token ids of `text`, with the tokenizer's special tokens (e.g. BOS) when `special`.
+    pub fn encode_with_special(&self, text: &str, special: bool) -> Result<Vec<u32>> {
         let encoding = self
             .inner
-            .encode(text, false)
+            .encode(text, special)
             .map_err(|e| ModelError::Invalid(format!("cannot tokenize {text:?}: {e}")))?;
         Ok(encoding.get_ids().to_vec())
+    }
+
+    /// The sequence prompt ++ target for scoring: the prompt with special tokens, the target
+    /// without; only target tokens are scored.
+    pub fn encode_example(&self, prompt: &str, target: &str) -> Result<Sequence> {
+        let mut tokens = self.encode_with_special(prompt, true)?;
+        let prompt_len = tokens.len();
+        tokens.extend(self.encode(target)?);
+        Ok(Sequence::prompt_and_target(tokens, prompt_len.max(1)))
     }
 
     /// The text of `ids` (special tokens skipped).
@@ -164,7 +185,7 @@ mod tests {
         assert_eq!(tok.decode(&ids).unwrap(), text);
         // The end-of-sequence token is special: decoding drops it.
         let mut with_eos = ids.clone();
-        with_eos.push(tok.eos_id());
+        with_eos.push(tok.eos_id().unwrap());
         assert_eq!(tok.decode(&with_eos).unwrap(), text);
     }
 

@@ -40,7 +40,7 @@ fn batched_greedy_decoding_equals_decoding_each_prompt_alone() {
     .map(|(tokens, slots)| Prompt { tokens, slots })
     .collect();
     let max_new = 6;
-    let eos = trained.tokenizer.eos_id();
+    let eos = trained.tokenizer.eos_id().unwrap();
     // A budget that forces several groups, and one that packs all prompts together.
     let small = greedy_decode(model, layout, &prompts, eos, max_new, 12).unwrap();
     let large = greedy_decode(model, layout, &prompts, eos, max_new, 1000).unwrap();

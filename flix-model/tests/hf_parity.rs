@@ -372,13 +372,14 @@ fn tokenizer_matches_python_tokenizers() {
         .iter()
         .map(|v| v.as_u64().unwrap() as u32)
         .collect();
-    let tok = flix_model::TextTokenizer::load(&fixture_dir()).unwrap();
+    let tok = flix_model::Tokenizer::load(&fixture_dir()).unwrap();
     assert_eq!(
-        tok.encode(sample["text"].as_str().unwrap(), true).unwrap(),
+        tok.encode_with_special(sample["text"].as_str().unwrap(), true)
+            .unwrap(),
         want
     );
     let seq = tok.encode_example("the quick", " brown fox").unwrap();
-    let prompt = tok.encode("the quick", true).unwrap();
+    let prompt = tok.encode_with_special("the quick", true).unwrap();
     assert_eq!(&seq.tokens[..prompt.len()], &prompt[..]);
     assert!(seq.targets[..prompt.len() - 1].iter().all(|&t| t < 0));
     assert_eq!(
@@ -392,7 +393,7 @@ fn tokenizer_matches_python_tokenizers() {
 #[test]
 fn bytelevel_tokenizer_matches_python_tokenizers() {
     let dir = fixture("bytelevel-tokenizer");
-    let tok = flix_model::TextTokenizer::load(&dir).unwrap();
+    let tok = flix_model::Tokenizer::load(&dir).unwrap();
     let text = std::fs::read_to_string(dir.join("samples.json")).unwrap();
     let samples: serde_json::Value = serde_json::from_str(&text).unwrap();
     for s in samples.as_array().unwrap() {
@@ -403,7 +404,8 @@ fn bytelevel_tokenizer_matches_python_tokenizers() {
             .map(|v| v.as_u64().unwrap() as u32)
             .collect();
         assert_eq!(
-            tok.encode(s["text"].as_str().unwrap(), true).unwrap(),
+            tok.encode_with_special(s["text"].as_str().unwrap(), true)
+                .unwrap(),
             want,
             "{}",
             s["text"]

@@ -96,7 +96,7 @@ pub fn evaluate(
         &trained.model,
         &trained.layout,
         &prompts,
-        tok.eos_id(),
+        tok.eos_id()?,
         options.max_new_tokens,
         options.batch_tokens,
     )?;

@@ -178,7 +178,7 @@ impl PreparedSet {
                 )));
             }
             tokens.extend(target);
-            tokens.push(tokenizer.eos_id());
+            tokens.push(tokenizer.eos_id()?);
             let name = cell_name(ex, &names);
             let cell = *cell_index.entry(name.clone()).or_insert_with(|| {
                 set.cell_names.push(name);
