@@ -3,6 +3,7 @@
 //! (full-parameter training). Also AdamW's moments for them.
 
 use flix_kernels::ops::adamw::{adamw_step, AdamWParams};
+use flix_kernels::ops::elementwise::scale;
 use flix_kernels::ops::grad_norm::clip_grad_norm;
 use flix_kernels::{DType, Tensor};
 
@@ -141,9 +142,7 @@ impl AdamState {
 /// Multiplies every gradient by `factor` (averaging over accumulated micro-batches).
 pub fn scale_grads(trainables: &mut [Trainable], factor: f32) -> Result<()> {
     for t in trainables {
-        for g in t.grad.cpu_data_mut("scale_grads")? {
-            *g *= factor;
-        }
+        scale(t.grad, factor)?;
     }
     Ok(())
 }
