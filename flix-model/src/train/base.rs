@@ -5,10 +5,11 @@
 
 use std::path::Path;
 
-use flix_core::splitmix64;
+use flix_kernels::{DType, Device};
 use serde_json::json;
 
-use super::tensor_file::{save_tensors, write_atomic, NamedTensor};
+use super::tensor_file::write_atomic;
+use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::llama::LlamaModel;
 
@@ -46,96 +47,27 @@ impl TinyLlamaShape {
         })
         .to_string()
     }
-
-    /// Every weight with its shape, in checkpoint naming.
-    fn weights(&self) -> Vec<(String, Vec<usize>)> {
-        let (d, f, v) = (self.hidden, self.intermediate, self.vocab);
-        let hd = d / self.heads;
-        let kv = self.kv_heads * hd;
-        let mut out = vec![("model.embed_tokens.weight".to_string(), vec![v, d])];
-        for i in 0..self.layers {
-            let p = format!("model.layers.{i}");
-            out.extend([
-                (format!("{p}.input_layernorm.weight"), vec![d]),
-                (format!("{p}.self_attn.q_proj.weight"), vec![d, d]),
-                (format!("{p}.self_attn.k_proj.weight"), vec![kv, d]),
-                (format!("{p}.self_attn.v_proj.weight"), vec![kv, d]),
-                (format!("{p}.self_attn.o_proj.weight"), vec![d, d]),
-                (format!("{p}.post_attention_layernorm.weight"), vec![d]),
-                (format!("{p}.mlp.gate_proj.weight"), vec![f, d]),
-                (format!("{p}.mlp.up_proj.weight"), vec![f, d]),
-                (format!("{p}.mlp.down_proj.weight"), vec![d, f]),
-            ]);
-        }
-        out.push(("model.norm.weight".to_string(), vec![d]));
-        out.push(("lm_head.weight".to_string(), vec![v, d]));
-        out
-    }
 }
 
-/// Writes a random-init checkpoint of `shape` to `dir`: norms 1, every matrix uniform with
-/// standard deviation 0.02 (transformers' `initializer_range`), drawn from `seed`.
+/// Writes a random-init checkpoint of `shape` to `dir` (transformers' initialisation, drawn from
+/// `seed`, f32) with `tokenizer_json` beside it.
 pub fn write_random_base(
     dir: &Path,
     shape: &TinyLlamaShape,
     tokenizer_json: &str,
     seed: u64,
 ) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let bound = 0.02 * 3f64.sqrt();
-    let tensors: Vec<NamedTensor> = shape
-        .weights()
-        .into_iter()
-        .enumerate()
-        .map(|(w, (name, dims))| {
-            let n: usize = dims.iter().product();
-            let data = if dims.len() == 1 {
-                vec![1.0; n]
-            } else {
-                let stream = splitmix64(seed ^ splitmix64(w as u64));
-                (0..n as u64)
-                    .map(|i| {
-                        let h = splitmix64(stream ^ splitmix64(i));
-                        let u = (h >> 11) as f64 / (1u64 << 53) as f64;
-                        ((2.0 * u - 1.0) * bound) as f32
-                    })
-                    .collect()
-            };
-            NamedTensor {
-                name,
-                shape: dims,
-                data,
-            }
-        })
-        .collect();
-    save_tensors(&dir.join("model.safetensors"), &tensors)?;
-    write_atomic(&dir.join("config.json"), shape.config_json().as_bytes())?;
+    let config = LlamaConfig::from_json_str(&shape.config_json(), &dir.join("config.json"))?;
+    let mut model = LlamaModel::random_as(config, seed, &Device::Cpu, DType::F32)?;
+    model.save_pretrained(dir)?;
     write_atomic(&dir.join("tokenizer.json"), tokenizer_json.as_bytes())
 }
 
-/// Saves every base weight of `model` as `dir/model.safetensors`, with `config.json` and
-/// `tokenizer.json` copied from `source_dir`: a checkpoint directory `LlamaModel::load` reads.
+/// Saves every base weight of `model` as a checkpoint directory in `dir`, with `tokenizer.json`
+/// copied from `source_dir`: a directory `LlamaModel::load` reads.
 pub fn save_model_dir(model: &mut LlamaModel, source_dir: &Path, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let mut tensors = Vec::new();
-    for p in model.params_mut() {
-        tensors.push(NamedTensor {
-            name: p.name.clone(),
-            shape: p.value.shape().to_vec(),
-            data: p.value.to_f32_vec()?,
-        });
-    }
-    save_tensors(&dir.join("model.safetensors"), &tensors)?;
-    for file in ["config.json", "tokenizer.json"] {
-        let from = source_dir.join(file);
-        let bytes = std::fs::read(&from).map_err(|source| ModelError::Io { path: from, source })?;
-        write_atomic(&dir.join(file), &bytes)?;
-    }
-    Ok(())
+    model.save_pretrained(dir)?;
+    let from = source_dir.join("tokenizer.json");
+    let bytes = std::fs::read(&from).map_err(|source| ModelError::Io { path: from, source })?;
+    write_atomic(&dir.join("tokenizer.json"), &bytes)
 }
