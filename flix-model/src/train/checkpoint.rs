@@ -1,7 +1,8 @@
 //! Checkpoints of a run: `DIR/checkpoints/step-NNNNNNNN/` holds
 //! - `adapter_model.safetensors`: the trained tensors (adapters, or every weight for `full`);
 //! - `adapter_config.json`: what they are (method, feature registry, ranks, alphas, targets, base);
-//! - `optimizer.safetensors`: AdamW's moments;
+//! - `optimizer.safetensors`: AdamW's state (`optim::SavedState`: step count, moments, f32
+//!   masters of tensors that are not f32);
 //! - `trainer_state.json`: the completed step (the sampler and dropout are pure functions of the
 //!   seed and the step, so the step is their whole state).
 //!
@@ -21,6 +22,7 @@ use super::trainables::trainables;
 use crate::adapters::TargetModule;
 use crate::error::{ModelError, Result};
 use crate::llama::{LlamaModel, TrainMode};
+use crate::optim::SavedState;
 use crate::tokenize::Tokenizer;
 
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
@@ -152,7 +154,7 @@ pub fn write_checkpoint(
     run_dir: &Path,
     config: &AdapterConfig,
     weights: &[NamedTensor],
-    moments: &[NamedTensor],
+    optimizer: &SavedState,
     step: u64,
 ) -> Result<PathBuf> {
     let root = checkpoints_dir(run_dir);
@@ -163,7 +165,7 @@ pub fn write_checkpoint(
     }
     std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
     save_tensors(&tmp.join(WEIGHTS_FILE), weights)?;
-    save_tensors(&tmp.join(OPTIMIZER_FILE), moments)?;
+    optimizer.save(&tmp.join(OPTIMIZER_FILE))?;
     write_atomic(&tmp.join(CONFIG_FILE), to_json(config)?.as_bytes())?;
     write_atomic(
         &tmp.join(STATE_FILE),

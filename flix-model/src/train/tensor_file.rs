@@ -2,7 +2,7 @@
 //! temporary name in the same directory, are synced, and are renamed over the target, so a crash
 //! never leaves a torn file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
 
@@ -43,6 +43,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Writes `tensors` as one safetensors file (f32), atomically.
 pub fn save_tensors(path: &Path, tensors: &[NamedTensor]) -> Result<()> {
+    save_tensors_with_metadata(path, tensors, None)
+}
+
+/// [`save_tensors`] with one `(key, value)` metadata entry. Only one: safetensors writes its
+/// metadata map in hash order, so two entries would make the bytes of equal files differ.
+pub fn save_tensors_with_metadata(
+    path: &Path,
+    tensors: &[NamedTensor],
+    metadata: Option<(&str, &str)>,
+) -> Result<()> {
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
         .map(|t| bytemuck::cast_slice::<f32, u8>(&t.data).to_vec())
@@ -53,13 +63,22 @@ pub fn save_tensors(path: &Path, tensors: &[NamedTensor]) -> Result<()> {
             .map_err(|e| weights_err(path, format!("tensor {}: {e}", t.name)))?;
         views.push((t.name.clone(), view));
     }
-    let data = safetensors::serialize(views, None)
+    let metadata = metadata.map(|(k, v)| HashMap::from([(k.to_string(), v.to_string())]));
+    let data = safetensors::serialize(views, metadata)
         .map_err(|e| weights_err(path, format!("cannot serialise: {e}")))?;
     write_atomic(path, &data)
 }
 
 /// Every tensor of an f32 safetensors file, by name.
 pub fn load_tensors(path: &Path) -> Result<BTreeMap<String, NamedTensor>> {
+    Ok(load_tensors_with_metadata(path)?.0)
+}
+
+/// Every tensor of an f32 safetensors file, by name, and the file's metadata.
+#[allow(clippy::type_complexity)]
+pub fn load_tensors_with_metadata(
+    path: &Path,
+) -> Result<(BTreeMap<String, NamedTensor>, HashMap<String, String>)> {
     let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
         path: path.to_path_buf(),
         source,
@@ -82,7 +101,9 @@ pub fn load_tensors(path: &Path) -> Result<BTreeMap<String, NamedTensor>> {
         let shape = view.shape().to_vec();
         out.insert(name.clone(), NamedTensor { name, shape, data });
     }
-    Ok(out)
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| weights_err(path, format!("not a safetensors file: {e}")))?;
+    Ok((out, header.metadata().clone().unwrap_or_default()))
 }
 
 /// Takes `name` out of `tensors`, checking its shape.

@@ -1,16 +1,14 @@
 //! The trainable tensors of a model in one fixed order, with stable names (for checkpoints and
 //! the optimizer): the adapters of every adapted linear (adapter training), or every base weight
-//! (full-parameter training). Also AdamW's moments for them.
+//! (full-parameter training). The optimizer (`crate::optim::AdamW`) steps them in this order.
 
-use flix_kernels::ops::adamw::{adamw_step, AdamWParams};
 use flix_kernels::ops::elementwise::scale;
-use flix_kernels::ops::grad_norm::clip_grad_norm;
-use flix_kernels::{DType, Tensor};
+use flix_kernels::Tensor;
 
 use super::tensor_file::NamedTensor;
 use crate::adapters::{Adapter, TargetModule};
 use crate::error::{ModelError, Result};
-use crate::llama::{LlamaModel, Param};
+use crate::llama::{self, LlamaModel, Param};
 
 /// One trainable tensor, its gradient and its name.
 pub struct Trainable<'a> {
@@ -88,6 +86,21 @@ pub fn trainables<'a>(
     Ok(out)
 }
 
+impl Trainable<'_> {
+    /// The tensor and its gradient as the optimizer takes them.
+    pub fn as_param(&mut self) -> llama::Trainable<'_> {
+        llama::Trainable {
+            value: &mut *self.value,
+            grad: &*self.grad,
+        }
+    }
+}
+
+/// The names, in order (what the optimizer's saved state is keyed by).
+pub fn names(trainables: &[Trainable]) -> Vec<String> {
+    trainables.iter().map(|t| t.name.clone()).collect()
+}
+
 /// Copies of the values (for checkpoints).
 pub fn snapshot(trainables: &[Trainable]) -> Result<Vec<NamedTensor>> {
     trainables
@@ -102,72 +115,10 @@ pub fn snapshot(trainables: &[Trainable]) -> Result<Vec<NamedTensor>> {
         .collect()
 }
 
-/// AdamW's first and second moments, one pair per trainable tensor, in trainable order.
-pub struct AdamState {
-    pub m: Vec<Tensor>,
-    pub v: Vec<Tensor>,
-}
-
-impl AdamState {
-    pub fn zeros(trainables: &[Trainable]) -> Result<Self> {
-        let zeros = |t: &Trainable| Tensor::zeros(t.value.device(), DType::F32, t.value.shape());
-        Ok(Self {
-            m: trainables
-                .iter()
-                .map(zeros)
-                .collect::<std::result::Result<_, _>>()?,
-            v: trainables
-                .iter()
-                .map(zeros)
-                .collect::<std::result::Result<_, _>>()?,
-        })
-    }
-
-    /// The moments as named tensors (`<name>.adam_m`, `<name>.adam_v`).
-    pub fn to_named(&self, trainables: &[Trainable]) -> Result<Vec<NamedTensor>> {
-        let mut out = Vec::new();
-        for ((t, m), v) in trainables.iter().zip(&self.m).zip(&self.v) {
-            for (suffix, x) in [("adam_m", m), ("adam_v", v)] {
-                out.push(NamedTensor {
-                    name: format!("{}.{suffix}", t.name),
-                    shape: x.shape().to_vec(),
-                    data: x.to_f32_vec()?,
-                });
-            }
-        }
-        Ok(out)
-    }
-}
-
 /// Multiplies every gradient by `factor` (averaging over accumulated micro-batches).
 pub fn scale_grads(trainables: &mut [Trainable], factor: f32) -> Result<()> {
     for t in trainables {
         scale(t.grad, factor)?;
     }
     Ok(())
-}
-
-/// Clips the global gradient norm to `max_norm` (when > 0) and takes one AdamW step (`step`
-/// counts from 1) on every trainable tensor. Returns the norm before clipping.
-pub fn optimizer_step(
-    trainables: &mut [Trainable],
-    state: &mut AdamState,
-    step: u64,
-    hp: AdamWParams,
-    max_norm: f64,
-) -> Result<f64> {
-    let mut grads: Vec<&mut Tensor> = trainables.iter_mut().map(|t| &mut *t.grad).collect();
-    let limit = if max_norm > 0.0 {
-        max_norm
-    } else {
-        f64::INFINITY
-    };
-    let norm = clip_grad_norm(&mut grads, limit)?;
-    if !norm.is_finite() {
-        return Ok(norm);
-    }
-    for ((t, m), v) in trainables.iter_mut().zip(&mut state.m).zip(&mut state.v) {
-        adamw_step(t.value, t.grad, m, v, step, hp)?;
-    }
-    Ok(norm)
 }

@@ -22,11 +22,11 @@ use super::layout::{Layout, Method};
 use super::sampler::MixtureSampler;
 use super::schedule::learning_rate;
 use super::spec::TrainSpec;
-use super::tensor_file::{load_tensors, take_tensor};
-use super::trainables::{optimizer_step, scale_grads, snapshot, trainables, AdamState};
+use super::trainables::{names, scale_grads, snapshot, trainables};
 use crate::batch::{Batch, Sequence};
 use crate::error::{ModelError, Result};
 use crate::llama::{LlamaModel, TrainMode};
+use crate::optim::{AdamW, SavedState};
 use crate::tokenize::Tokenizer;
 
 /// Token tile of the batch plan (the unit of GPU work; any size is correct on the CPU).
@@ -62,7 +62,7 @@ pub struct Trainer {
     pub tokenizer: Tokenizer,
     sampler: MixtureSampler,
     dropout: FeatureDropout,
-    adam: AdamState,
+    adam: AdamW,
     adapter_config: AdapterConfig,
     type_names: Vec<String>,
     /// Completed optimizer steps.
@@ -116,19 +116,24 @@ impl Trainer {
             &checkpoint.join(WEIGHTS_FILE),
         )?;
         let file = checkpoint.join(OPTIMIZER_FILE);
-        let mut moments = load_tensors(&file)?;
-        let names: Vec<(String, Vec<usize>)> =
-            trainables(&mut trainer.model, full, &trainer.type_names)?
-                .iter()
-                .map(|t| (t.name.clone(), t.value.shape().to_vec()))
-                .collect();
-        for (i, (name, shape)) in names.iter().enumerate() {
-            let m = take_tensor(&mut moments, &file, &format!("{name}.adam_m"), shape)?;
-            let v = take_tensor(&mut moments, &file, &format!("{name}.adam_v"), shape)?;
-            trainer.adam.m[i] = flix_kernels::Tensor::cpu(shape, m)?;
-            trainer.adam.v[i] = flix_kernels::Tensor::cpu(shape, v)?;
+        let saved = SavedState::load(&file)?;
+        let step = read_state(&checkpoint)?.step;
+        if saved.step != step {
+            return Err(ModelError::Weights {
+                path: file,
+                message: format!(
+                    "the optimizer state is at step {} but the checkpoint at step {step}",
+                    saved.step
+                ),
+            });
         }
-        trainer.step = read_state(&checkpoint)?.step;
+        let params = trainables(&mut trainer.model, full, &trainer.type_names)?;
+        let named: Vec<(&str, &flix_kernels::Tensor)> = params
+            .iter()
+            .map(|t| (t.name.as_str(), &*t.value))
+            .collect();
+        trainer.adam.load_state(saved, &named, &file)?;
+        trainer.step = step;
         trainer.truncate_metrics()?;
         Ok(trainer)
     }
@@ -161,7 +166,13 @@ impl Trainer {
         })?;
         let adapter_config = AdapterConfig::new(&layout, &spec.base)?;
         let type_names = adapter_config.type_names();
-        let adam = AdamState::zeros(&trainables(&mut model, full, &type_names)?)?;
+        let adam = AdamW::new(
+            AdamWParams {
+                weight_decay: spec.weight_decay as f32,
+                ..AdamWParams::default()
+            },
+            (spec.max_grad_norm > 0.0).then_some(spec.max_grad_norm),
+        );
         Ok(Self {
             spec,
             run_dir: run_dir.to_path_buf(),
@@ -240,22 +251,14 @@ impl Trainer {
             self.spec.warmup_steps,
             self.spec.min_lr_ratio,
         );
-        let hp = AdamWParams {
-            lr: lr as f32,
-            weight_decay: self.spec.weight_decay as f32,
-            ..AdamWParams::default()
-        };
         let mut params = trainables(&mut self.model, full, &self.type_names)?;
         if accum > 1 {
             scale_grads(&mut params, 1.0 / accum as f32)?;
         }
-        let grad_norm = optimizer_step(
-            &mut params,
-            &mut self.adam,
-            step,
-            hp,
-            self.spec.max_grad_norm,
-        )?;
+        self.adam.params.lr = lr as f32;
+        let grad_norm = self
+            .adam
+            .step_tensors(&mut params.iter_mut().map(|t| t.as_param()).collect::<Vec<_>>())?;
         if !grad_norm.is_finite() {
             return Err(self.non_finite(step, "gradient norm", grad_norm, &[]));
         }
@@ -297,12 +300,12 @@ impl Trainer {
         let full = self.layout.method == Method::Full;
         let params = trainables(&mut self.model, full, &self.type_names)?;
         let weights = snapshot(&params)?;
-        let moments = self.adam.to_named(&params)?;
+        let optimizer = self.adam.saved_state(&names(&params))?;
         write_checkpoint(
             &self.run_dir,
             &self.adapter_config,
             &weights,
-            &moments,
+            &optimizer,
             self.step,
         )
     }
