@@ -1,14 +1,13 @@
 //! `flix export`: one feature combination of trained adapters as a PEFT LoRA directory (the
 //! features' ranks concatenated: exact, DESIGN §1).
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use flix_kernels::Device;
-use flix_model::export::export_peft;
-use flix_model::train::load_trained;
+use flix_model::export::{export_peft, parse_combination};
+use flix_model::train::{load_trained, Trained};
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
@@ -22,16 +21,22 @@ pub struct ExportArgs {
     pub out: PathBuf,
 }
 
-pub fn run(args: ExportArgs) -> Result<()> {
-    let mut combination = BTreeMap::new();
-    for part in args.features.split(',').filter(|p| !p.trim().is_empty()) {
-        let Some((k, v)) = part.split_once('=') else {
-            bail!("--features: expected type=value pairs, found {part:?}");
-        };
-        combination.insert(k.trim().to_string(), v.trim().to_string());
+/// Loads a trained run, or one checkpoint of it (adapters with their config, which names the
+/// base model), on `device`: what `export`, `merge` and `generate` start from.
+pub fn load_run(dir: &Path, device: &Device) -> Result<Trained> {
+    if !dir.is_dir() {
+        bail!(
+            "{} is not a directory: give a run directory (from `flix train --out`) or one of its \
+             checkpoints",
+            dir.display()
+        );
     }
-    let trained = load_trained(&args.run, &Device::Cpu)
-        .with_context(|| format!("loading {}", args.run.display()))?;
+    load_trained(dir, device).with_context(|| format!("loading {}", dir.display()))
+}
+
+pub fn run(args: ExportArgs) -> Result<()> {
+    let combination = parse_combination(&args.features)?;
+    let trained = load_run(&args.run, &Device::Cpu)?;
     export_peft(&trained, &combination, &args.out)?;
     eprintln!("wrote {}", args.out.display());
     Ok(())

@@ -6,7 +6,9 @@ mod bench_train;
 mod demo;
 mod eval;
 mod export;
+mod generate;
 mod inspect;
+mod merge;
 mod report;
 mod score;
 mod train;
@@ -44,6 +46,10 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Write one feature combination of trained adapters as a PEFT LoRA directory.
     Export(export::ExportArgs),
+    /// Merge one feature combination into the base weights: a Hugging Face checkpoint directory.
+    Merge(merge::MergeArgs),
+    /// Continue prompts under a trained run with one feature combination active.
+    Generate(generate::GenerateArgs),
     /// One HTML page: loss curves, exact-match heatmaps, FLix minus LoRA.
     Report(report::ReportArgs),
 }
@@ -59,6 +65,8 @@ fn main() -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Export(args) => export::run(args),
+        Command::Merge(args) => merge::run(args),
+        Command::Generate(args) => generate::run(args),
         Command::Report(args) => report::run(args),
     }
 }

@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::adapters::TargetModule;
 use crate::error::{ModelError, Result};
+use crate::llama::Linear;
 use crate::train::tensor_file::{save_tensors, write_atomic, NamedTensor};
 use crate::train::trainables::module_path;
 use crate::train::Trained;
@@ -23,9 +24,30 @@ use crate::train::Trained;
 /// Which value each type takes: `type name → value`; types not named are left out (absent).
 pub type Combination = BTreeMap<String, String>;
 
+/// Parses `lang=deu,task=date` (spaces around names are ignored). A pair without `=`, an empty
+/// name or value, or a type given twice is an error.
+pub fn parse_combination(text: &str) -> Result<Combination> {
+    let mut combination = Combination::new();
+    for part in text.split(',').filter(|p| !p.trim().is_empty()) {
+        let pair = part.split_once('=').map(|(k, v)| (k.trim(), v.trim()));
+        let Some((name, value)) = pair.filter(|(k, v)| !k.is_empty() && !v.is_empty()) else {
+            return Err(ModelError::Invalid(format!(
+                "features {text:?}: expected type=value pairs, found {part:?}"
+            )));
+        };
+        if let Some(first) = combination.insert(name.to_string(), value.to_string()) {
+            return Err(ModelError::Invalid(format!(
+                "features {text:?}: type {name:?} is given twice ({first:?} and {value:?})"
+            )));
+        }
+    }
+    Ok(combination)
+}
+
 /// The (type index, value id) pairs `combination` selects, in plan order. The always-on `shared`
-/// type of `lora` and `flix+shared` is always included.
-fn selected(trained: &Trained, combination: &Combination) -> Result<Vec<(usize, usize)>> {
+/// type of `lora` and `flix+shared` is always included. An unknown type or value is an error
+/// that names what the adapters know; so is a combination that selects nothing.
+pub fn selected(trained: &Trained, combination: &Combination) -> Result<Vec<(usize, usize)>> {
     let layout = &trained.layout;
     for name in combination.keys() {
         if layout.registry.type_index(name).is_none() {
@@ -63,6 +85,45 @@ fn selected(trained: &Trained, combination: &Combination) -> Result<Vec<(usize, 
     Ok(out)
 }
 
+/// One selected feature value's adapter on one linear layer.
+pub struct PickedAdapter {
+    /// `[r, in]`.
+    pub a: Vec<f32>,
+    /// `[out, r]`, not scaled.
+    pub b: Vec<f32>,
+    pub rank: usize,
+    /// s = alpha / r, as the forward pass applies it.
+    pub scale: f32,
+}
+
+/// The adapters of `lin` that `picks` (from [`selected`]) select, in plan order; none when the
+/// layer has no adapters.
+pub fn picked_adapters(lin: &Linear, picks: &[(usize, usize)]) -> Result<Vec<PickedAdapter>> {
+    let Some(ad) = &lin.adapter else {
+        return Ok(Vec::new());
+    };
+    let (out_dim, in_dim) = (lin.out_dim(), lin.in_dim());
+    let mut out = Vec::with_capacity(picks.len());
+    for &(k, v) in picks {
+        let t = ad.layers.types.get(k).ok_or_else(|| {
+            ModelError::Invalid(format!(
+                "{}: adapter type {k} is not attached",
+                lin.weight.name
+            ))
+        })?;
+        let r = t.a.shape()[1];
+        let a = t.a.to_f32_vec()?;
+        let b = t.b.to_f32_vec()?;
+        out.push(PickedAdapter {
+            a: a[v * r * in_dim..(v + 1) * r * in_dim].to_vec(),
+            b: b[v * out_dim * r..(v + 1) * out_dim * r].to_vec(),
+            rank: r,
+            scale: t.scale,
+        });
+    }
+    Ok(out)
+}
+
 /// The concatenated `lora_A` `[R, in]` and `lora_B` `[out, R]` of every adapted module, named as
 /// PEFT names them (`base_model.model.<module path>.lora_{A,B}.weight`); and R.
 pub fn concatenated_lora(
@@ -73,39 +134,23 @@ pub fn concatenated_lora(
     let mut tensors = Vec::new();
     let mut total_rank = 0;
     for (i, layer) in trained.model.layers.iter().enumerate() {
-        let linears = [
-            &layer.q_proj,
-            &layer.k_proj,
-            &layer.v_proj,
-            &layer.o_proj,
-            &layer.gate_proj,
-            &layer.up_proj,
-            &layer.down_proj,
-        ];
-        for (module, lin) in TargetModule::ALL.into_iter().zip(linears) {
-            let Some(ad) = &lin.adapter else { continue };
-            let (out_dim, in_dim) = (lin.out_dim(), lin.in_dim());
-            let mut a_rows: Vec<f32> = Vec::new();
-            let mut b_blocks: Vec<(Vec<f32>, usize)> = Vec::new();
-            for &(k, v) in &picks {
-                let t = &ad.layers.types[k];
-                let r = t.a.shape()[1];
-                let a = t.a.to_f32_vec()?;
-                a_rows.extend_from_slice(&a[v * r * in_dim..(v + 1) * r * in_dim]);
-                let b = t.b.to_f32_vec()?;
-                let block: Vec<f32> = b[v * out_dim * r..(v + 1) * out_dim * r]
-                    .iter()
-                    .map(|x| x * t.scale)
-                    .collect();
-                b_blocks.push((block, r));
+        for (module, lin) in TargetModule::ALL.into_iter().zip(layer.linears()) {
+            let picked = picked_adapters(lin, &picks)?;
+            if picked.is_empty() {
+                continue;
             }
-            let rank: usize = b_blocks.iter().map(|(_, r)| r).sum();
+            let (out_dim, in_dim) = (lin.out_dim(), lin.in_dim());
+            let rank: usize = picked.iter().map(|p| p.rank).sum();
+            let mut a_rows: Vec<f32> = Vec::with_capacity(rank * in_dim);
             let mut b_cat = vec![0.0f32; out_dim * rank];
             let mut col = 0;
-            for (block, r) in &b_blocks {
+            for p in &picked {
+                a_rows.extend_from_slice(&p.a);
+                let r = p.rank;
                 for o in 0..out_dim {
-                    b_cat[o * rank + col..o * rank + col + r]
-                        .copy_from_slice(&block[o * r..(o + 1) * r]);
+                    for j in 0..r {
+                        b_cat[o * rank + col + j] = p.b[o * r + j] * p.scale;
+                    }
                 }
                 col += r;
             }

@@ -44,6 +44,7 @@ pub mod error;
 pub mod eval;
 pub mod export;
 pub mod llama;
+pub mod merge;
 pub mod optim;
 pub mod peft;
 pub mod score;

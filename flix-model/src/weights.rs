@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
 use memmap2::Mmap;
+use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{ModelError, Result};
@@ -158,21 +159,11 @@ impl Checkpoint {
         names
     }
 
-    /// The tensor `name`, which must have `shape`, converted to f32.
-    pub fn load_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    /// The tensor `name` as stored (dtype, shape and raw little-endian bytes, borrowed from the
+    /// mapped file), and the path of that file.
+    pub fn view(&self, name: &str) -> Result<(TensorView<'_>, &Path)> {
         let Some(&index) = self.location.get(name) else {
-            let paths: Vec<String> = self
-                .files
-                .iter()
-                .map(|f| f.path.display().to_string())
-                .collect();
-            return Err(weights_err(
-                self.files.first().map_or(Path::new("."), |f| &f.path),
-                format!(
-                    "tensor `{name}` (shape {shape:?}) is missing; searched {}",
-                    paths.join(", ")
-                ),
-            ));
+            return Err(self.missing(name, ""));
         };
         let file = &self.files[index];
         let st = SafeTensors::deserialize(&file.mmap)
@@ -180,9 +171,33 @@ impl Checkpoint {
         let view = st
             .tensor(name)
             .map_err(|e| weights_err(&file.path, format!("tensor `{name}`: {e}")))?;
+        Ok((view, &file.path))
+    }
+
+    fn missing(&self, name: &str, detail: &str) -> ModelError {
+        let paths: Vec<String> = self
+            .files
+            .iter()
+            .map(|f| f.path.display().to_string())
+            .collect();
+        weights_err(
+            self.files.first().map_or(Path::new("."), |f| &f.path),
+            format!(
+                "tensor `{name}`{detail} is missing; searched {}",
+                paths.join(", ")
+            ),
+        )
+    }
+
+    /// The tensor `name`, which must have `shape`, converted to f32.
+    pub fn load_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        if !self.contains(name) {
+            return Err(self.missing(name, &format!(" (shape {shape:?})")));
+        }
+        let (view, path) = self.view(name)?;
         if view.shape() != shape {
             return Err(weights_err(
-                &file.path,
+                path,
                 format!(
                     "tensor `{name}` has shape {:?}, expected {shape:?}",
                     view.shape()
@@ -205,7 +220,7 @@ impl Checkpoint {
                 .collect(),
             other => {
                 return Err(weights_err(
-                    &file.path,
+                    path,
                     format!("tensor `{name}` has dtype {other:?}, expected one of BF16, F16, F32"),
                 ))
             }

@@ -1,5 +1,6 @@
-//! Greedy decoding of a mixed-feature batch gives, for every prompt, what decoding that prompt
-//! alone (one argmax over the full logits per step) gives.
+//! Greedy decoding of a mixed-feature batch (evaluation's `greedy_decode`, which runs the cached
+//! `LlamaModel::generate`) gives, for every prompt, what the oracle gives: that prompt alone, no
+//! cache, one argmax over the full logits of the whole sequence per step.
 
 mod common;
 

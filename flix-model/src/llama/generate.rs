@@ -2,6 +2,7 @@
 //! (the serving case): one prefill pass over all prompts, then one token per unfinished sequence
 //! per step. Greedy (temperature 0) or temperature + top-p sampling; each sequence draws from its
 //! own counter-based random stream, so its output does not depend on what it is batched with.
+//! This is the one decoding loop: evaluation (`eval::greedy`) and `flix generate` go through it.
 
 use flix_core::{splitmix64, BatchPlan, SegmentSpec};
 use flix_kernels::ops::embedding::embedding_forward;

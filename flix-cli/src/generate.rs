@@ -1,0 +1,127 @@
+//! `flix generate`: continuations of prompts under a trained run with one feature combination
+//! active, through the model's cached generation. `--input` builds the prompt exactly as training
+//! and evaluation do (feature tags, the input, ` =`); `--prompt` passes raw text. A feature value
+//! the run never saw is served absent, with a warning, as `flix eval` does.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use flix_core::{Example, Location};
+use flix_kernels::Device;
+use flix_model::export::{parse_combination, Combination};
+use flix_model::train::data::prompt_text;
+use flix_model::train::Trained;
+use flix_model::{Features, GenerationConfig};
+
+use crate::export::load_run;
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// The run (or checkpoint) directory.
+    pub run: PathBuf,
+    /// The combination, e.g. `lang=deu,task=date`; types not named are absent.
+    #[arg(long, default_value = "")]
+    pub features: String,
+    /// An example input; the prompt is its feature tags, the input and ` =`, as in training.
+    /// Repeatable; continuations of `--input` prompts are printed first.
+    #[arg(long)]
+    pub input: Vec<String>,
+    /// Raw prompt text, tokenized as is (no tags added). Repeatable.
+    #[arg(long)]
+    pub prompt: Vec<String>,
+    #[arg(long, default_value_t = 48)]
+    pub max_new_tokens: usize,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Nucleus sampling: draw among the most likely tokens holding this much probability.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// An example with the combination's features and `input`, as eval builds them from JSONL.
+fn example(combination: &Combination, input: &str) -> Example {
+    Example {
+        location: Location {
+            file: Arc::from(Path::new("--features")),
+            line: 0,
+        },
+        id: None,
+        features: combination.clone(),
+        input: input.to_string(),
+        target: String::new(),
+    }
+}
+
+/// Warns about every type or value of `combination` the run has no adapter for.
+fn warn_unknown(trained: &Trained, combination: &Combination) {
+    let registry = &trained.layout.registry;
+    for (name, value) in combination {
+        match registry.feature_type(name) {
+            None => eprintln!(
+                "warning: unknown feature type {name:?} (the run knows {:?}); ignored",
+                registry.type_names()
+            ),
+            Some(ft) if ft.id_of(value).is_none() => eprintln!(
+                "warning: {name}={value} was never trained (known: {:?}); served with {name} \
+                 absent",
+                ft.values()
+            ),
+            Some(_) => {}
+        }
+    }
+}
+
+pub fn run(args: GenerateArgs) -> Result<()> {
+    if args.input.is_empty() && args.prompt.is_empty() {
+        bail!("nothing to generate from: give --input TEXT or --prompt TEXT");
+    }
+    let combination = parse_combination(&args.features)?;
+    let device = Device::parse(&args.device)?;
+    let trained = load_run(&args.run, &device)?;
+    warn_unknown(&trained, &combination);
+    let layout = &trained.layout;
+    let type_names = layout.registry.type_names();
+    let slots = layout.slots(&layout.registry.encode_inference(&example(&combination, "")));
+
+    let tok = &trained.tokenizer;
+    let mut prompts = Vec::new();
+    for input in &args.input {
+        prompts.push(tok.encode(&prompt_text(&example(&combination, input), &type_names))?);
+    }
+    for text in &args.prompt {
+        prompts.push(tok.encode(text)?);
+    }
+    if let Some(i) = prompts.iter().position(Vec::is_empty) {
+        bail!("prompt {} tokenizes to nothing", i + 1);
+    }
+    let types = layout.type_shapes();
+    let all_slots = vec![slots; prompts.len()];
+    let features = Features {
+        types: &types,
+        slots: &all_slots,
+    };
+    let eos = tok.eos_id()?;
+    let config = GenerationConfig {
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        seed: args.seed,
+        eos_token_ids: vec![eos],
+    };
+    let features = layout.adapter_spec(0).is_some().then_some(&features);
+    for mut out in trained.model.generate(&prompts, features, &config)? {
+        if out.last() == Some(&eos) {
+            out.pop();
+        }
+        println!("{}", tok.decode(&out)?);
+    }
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! Merging one feature combination of trained adapters into the base weights (DESIGN §1): a
+//! Hugging Face checkpoint directory that any Llama loader reads, with zero adapter overhead.
+//!
+//! For every adapted linear, `W' = W + Σ_k s_k · B_{k,f_k} · A_{k,f_k}` over the combination's
+//! features (plus the always-on `shared` type of `lora` and `flix+shared`), summed in f64 and
+//! rounded once to the dtype the base stores `W` in. Every other tensor is copied byte for byte.
+//! A `full` run has no adapters: its trained weights are written in the base's dtypes.
+//!
+//! The output is one `model.safetensors` (a sharded base becomes one file; no index is written),
+//! with the base's tensor names, next to copies of the base's other files (`config.json`, the
+//! tokenizer files, `generation_config.json`, …).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use half::{bf16, f16};
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+
+use crate::adapters::TargetModule;
+use crate::error::{ModelError, Result};
+use crate::export::{picked_adapters, selected, Combination};
+use crate::train::tensor_file::write_atomic;
+use crate::train::{Method, Trained};
+use crate::weights::{Checkpoint, INDEX_FILE, SINGLE_FILE};
+
+/// What [`merge_checkpoint`] wrote.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MergeSummary {
+    /// Tensors whose values changed (merged adapters, or every trained weight of `full`).
+    pub replaced: usize,
+    /// Tensors copied unchanged.
+    pub copied: usize,
+    /// The base's other files copied next to the weights (config, tokenizer, …).
+    pub files: Vec<PathBuf>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
+    move |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `out` = the base of `trained` with `combination` merged in (see the module docs).
+/// `combination` is ignored for a `full` run. `out` may not be the base directory, nor hold a
+/// shard index (it would point a loader at other weights).
+pub fn merge_checkpoint(
+    trained: &mut Trained,
+    combination: &Combination,
+    out: &Path,
+) -> Result<MergeSummary> {
+    let base = trained.config.base_model.clone();
+    // Everything that can be refused is checked before anything is written.
+    let ck = Checkpoint::open(&base)?;
+    let new_values = if trained.layout.method == Method::Full {
+        trained_weights(trained)?
+    } else {
+        merged_weights(trained, combination, &ck)?
+    };
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    let same_dir = match (base.canonicalize(), out.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same_dir {
+        return Err(ModelError::Invalid(format!(
+            "the output directory {} is the base model's directory; choose another",
+            out.display()
+        )));
+    }
+    if out.join(INDEX_FILE).exists() {
+        return Err(ModelError::Invalid(format!(
+            "{} holds {INDEX_FILE}, which would point loaders at other weights; remove it or \
+             choose another directory",
+            out.display()
+        )));
+    }
+
+    // Rounded once to each tensor's stored dtype; every other tensor as stored.
+    let mut encoded: HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> = HashMap::new();
+    for (name, values) in &new_values {
+        let (view, path) = ck.view(name)?;
+        let bytes = encode(view.dtype(), values).ok_or_else(|| ModelError::Weights {
+            path: path.to_path_buf(),
+            message: format!(
+                "tensor `{name}` is stored as {:?}; only BF16, F16 and F32 weights can be merged",
+                view.dtype()
+            ),
+        })?;
+        encoded.insert(name.clone(), (view.dtype(), view.shape().to_vec(), bytes));
+    }
+    let mut views: Vec<(String, TensorView<'_>)> = Vec::new();
+    for name in ck.names() {
+        let view = match encoded.get(name) {
+            Some((dtype, shape, bytes)) => TensorView::new(*dtype, shape.clone(), bytes)
+                .map_err(|e| ModelError::Invalid(format!("tensor `{name}`: {e}")))?,
+            None => ck.view(name)?.0,
+        };
+        views.push((name.to_string(), view));
+    }
+    let target = out.join(SINGLE_FILE);
+    let tmp = out.join(format!(".{SINGLE_FILE}.tmp"));
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(views, Some(metadata), &tmp).map_err(|e| {
+        ModelError::Weights {
+            path: tmp.clone(),
+            message: format!("cannot write the merged weights: {e}"),
+        }
+    })?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, &target).map_err(io_err(&target))?;
+
+    let files = copy_other_files(&base, out)?;
+    Ok(MergeSummary {
+        replaced: encoded.len(),
+        copied: ck.names().len() - encoded.len(),
+        files,
+    })
+}
+
+/// `W + Σ s·B·A` (f64) of every adapted linear, by the base's tensor name.
+fn merged_weights(
+    trained: &Trained,
+    combination: &Combination,
+    ck: &Checkpoint,
+) -> Result<BTreeMap<String, Vec<f64>>> {
+    let picks = selected(trained, combination)?;
+    let mut out = BTreeMap::new();
+    for layer in &trained.model.layers {
+        for (_, lin) in TargetModule::ALL.into_iter().zip(layer.linears()) {
+            let picked = picked_adapters(lin, &picks)?;
+            if picked.is_empty() {
+                continue;
+            }
+            let (out_dim, in_dim) = (lin.out_dim(), lin.in_dim());
+            let name = &lin.weight.name;
+            let mut w: Vec<f64> = ck
+                .load_f32(name, &[out_dim, in_dim])?
+                .into_iter()
+                .map(f64::from)
+                .collect();
+            for p in &picked {
+                let r = p.rank;
+                for o in 0..out_dim {
+                    let row = &mut w[o * in_dim..(o + 1) * in_dim];
+                    for j in 0..r {
+                        let c = f64::from(p.scale) * f64::from(p.b[o * r + j]);
+                        let a_row = &p.a[j * in_dim..(j + 1) * in_dim];
+                        for (wi, &ai) in row.iter_mut().zip(a_row) {
+                            *wi += c * f64::from(ai);
+                        }
+                    }
+                }
+            }
+            out.insert(name.clone(), w);
+        }
+    }
+    Ok(out)
+}
+
+/// Every weight of a `full` run's model, by name.
+fn trained_weights(trained: &mut Trained) -> Result<BTreeMap<String, Vec<f64>>> {
+    let mut out = BTreeMap::new();
+    for p in trained.model.params_mut() {
+        let values = p.value.to_f32_vec()?.into_iter().map(f64::from).collect();
+        out.insert(p.name.clone(), values);
+    }
+    Ok(out)
+}
+
+/// `values` rounded to nearest (ties to even) to `dtype`, little-endian; `None` for a dtype that
+/// is not a float weight type.
+fn encode(dtype: Dtype, values: &[f64]) -> Option<Vec<u8>> {
+    Some(match dtype {
+        Dtype::F32 => values
+            .iter()
+            .flat_map(|&v| (v as f32).to_le_bytes())
+            .collect(),
+        Dtype::BF16 => values
+            .iter()
+            .flat_map(|&v| bf16::from_f32(round_to_odd_f32(v)).to_le_bytes())
+            .collect(),
+        Dtype::F16 => values
+            .iter()
+            .flat_map(|&v| f16::from_f32(round_to_odd_f32(v)).to_le_bytes())
+            .collect(),
+        _ => return None,
+    })
+}
+
+/// `v` as f32, rounded to odd: truncated toward zero, with the last bit set when inexact.
+/// Rounding that to nearest for a format at least two bits narrower (bf16, f16) gives exactly
+/// the nearest value of `v` itself (Boldo and Melquiond): one rounding, not two. (`half`'s own
+/// f64 conversions drop the low 32 bits first, which can turn a value just above a tie into a
+/// tie.)
+fn round_to_odd_f32(v: f64) -> f32 {
+    let nearest = v as f32;
+    if f64::from(nearest) == v || !nearest.is_finite() {
+        return nearest;
+    }
+    let toward_zero = if f64::from(nearest).abs() > v.abs() {
+        // One step smaller in magnitude (same sign): the bits of a float order its magnitude.
+        f32::from_bits(nearest.to_bits() - 1)
+    } else {
+        nearest
+    };
+    f32::from_bits(toward_zero.to_bits() | 1)
+}
+
+/// Weight files of other formats, shards and indexes are not copied: the merged file replaces
+/// them all.
+fn is_weight_file(name: &str) -> bool {
+    const EXTENSIONS: [&str; 9] = [
+        ".safetensors",
+        ".bin",
+        ".pt",
+        ".pth",
+        ".ckpt",
+        ".gguf",
+        ".h5",
+        ".msgpack",
+        ".index.json",
+    ];
+    EXTENSIONS.iter().any(|e| name.ends_with(e))
+}
+
+/// Copies the top-level files of `base` other than weights and hidden files into `out`.
+fn copy_other_files(base: &Path, out: &Path) -> Result<Vec<PathBuf>> {
+    let mut copied = Vec::new();
+    let entries = std::fs::read_dir(base).map_err(io_err(base))?;
+    for entry in entries {
+        let entry = entry.map_err(io_err(base))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        let path = entry.path();
+        if name.starts_with('.') || is_weight_file(&name) || !path.is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+        let dest = out.join(&name);
+        write_atomic(&dest, &bytes)?;
+        copied.push(dest);
+    }
+    copied.sort();
+    Ok(copied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_rounds_once_to_nearest() {
+        // bf16 keeps 8 significant bits: 1 and 1 + 2^-7 are neighbours, 1 + 2^-8 their tie.
+        // Just above the tie rounds up; rounding to f32 first would make it the tie, which goes
+        // to the even neighbour, 1.
+        let above = 1.0 + 2f64.powi(-8) + 2f64.powi(-30);
+        let tie = 1.0 + 2f64.powi(-8);
+        let bf = |bytes: &[u8]| -> Vec<f64> {
+            bytes
+                .chunks_exact(2)
+                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f64())
+                .collect()
+        };
+        let got = bf(&encode(Dtype::BF16, &[above, tie, -above, 3.0]).unwrap());
+        assert_eq!(got, [1.0 + 2f64.powi(-7), 1.0, -1.0 - 2f64.powi(-7), 3.0]);
+        // f16 keeps 11 bits: the same story one level down.
+        let bytes = encode(Dtype::F16, &[1.0 + 2f64.powi(-11) + 2f64.powi(-40)]).unwrap();
+        assert_eq!(
+            f16::from_le_bytes([bytes[0], bytes[1]]).to_f64(),
+            1.0 + 2f64.powi(-10)
+        );
+        let bytes = encode(Dtype::F32, &[0.1]).unwrap();
+        assert_eq!(
+            f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
+            0.1f32
+        );
+        assert!(encode(Dtype::I64, &[1.0]).is_none());
+    }
+
+    #[test]
+    fn weight_files_are_not_copied() {
+        for name in [
+            "model.safetensors",
+            "model-00001-of-00002.safetensors",
+            "model.safetensors.index.json",
+            "pytorch_model.bin",
+        ] {
+            assert!(is_weight_file(name), "{name}");
+        }
+        for name in [
+            "config.json",
+            "tokenizer.json",
+            "generation_config.json",
+            "tokenizer.model",
+        ] {
+            assert!(!is_weight_file(name), "{name}");
+        }
+    }
+}

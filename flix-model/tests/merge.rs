@@ -1,0 +1,328 @@
+//! A merged checkpoint (`W + Σ s·B·A` written into the base's weights) loaded as a plain model
+//! gives the logits of the unmerged model with that feature combination's adapters active; and
+//! transformers, where available, reads it and agrees.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::fixture;
+use flix_core::{BatchPlan, FeatureConfig, SegmentSpec, TypeDefaults};
+use flix_kernels::{Device, Tolerance};
+use flix_model::export::{parse_combination, Combination};
+use flix_model::merge::merge_checkpoint;
+use flix_model::train::{load_trained, Method, TrainSpec, Trained, Trainer};
+use flix_model::weights::{Checkpoint, INDEX_FILE, SINGLE_FILE};
+use flix_model::{Batch, LlamaModel, Sequence};
+use safetensors::{Dtype, SafeTensors};
+
+/// Token sequences of a few lengths (the fixture's vocabulary is small: ids stay below 20).
+fn sequences() -> Vec<Vec<u32>> {
+    vec![
+        (0..9).map(|i| (i * 7 % 20) as u32).collect(),
+        vec![3, 1, 4, 1, 5],
+        vec![2, 7, 1, 8, 2, 8, 1, 8, 2, 8, 4, 5],
+    ]
+}
+
+/// Logits of every sequence, each its own segment with `slots` (no plan when `None`).
+fn logits(model: &LlamaModel, trained: &Trained, slots: Option<Vec<i32>>) -> Vec<f32> {
+    let seqs = sequences();
+    let batch = Batch::new(
+        &seqs
+            .iter()
+            .map(|t| Sequence::prompt_and_target(t.clone(), 1))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let plan = slots.map(|slots| {
+        let segments: Vec<SegmentSpec> = seqs
+            .iter()
+            .map(|t| SegmentSpec {
+                len: t.len(),
+                slots: slots.clone(),
+            })
+            .collect();
+        let plan = BatchPlan::new(&trained.layout.type_shapes(), &segments, 4).unwrap();
+        model.device_plan(plan).unwrap()
+    });
+    model
+        .logits(&batch, plan.as_ref())
+        .unwrap()
+        .to_f32_vec()
+        .unwrap()
+}
+
+/// The plan slots of `combination` under the trained layout.
+fn slots_of(trained: &Trained, combination: &Combination) -> Vec<i32> {
+    let reg = &trained.layout.registry;
+    let features = flix_core::FeatureSet {
+        slots: reg
+            .type_names()
+            .iter()
+            .map(|name| {
+                combination
+                    .get(*name)
+                    .map_or(-1, |v| reg.feature_type(name).unwrap().id_of(v).unwrap())
+            })
+            .collect(),
+    };
+    trained.layout.slots(&features)
+}
+
+fn train(base: &Path, data: &Path, method: Method, run: &Path) -> Trained {
+    let mut features = FeatureConfig::discovered(
+        &["lang", "task"],
+        TypeDefaults {
+            rank: 2,
+            alpha: 3.0,
+            dropout: 0.0,
+        },
+    );
+    features.types[1].rank = Some(3);
+    let mut spec = TrainSpec::new(
+        base.to_path_buf(),
+        vec![data.to_path_buf()],
+        features,
+        method,
+    );
+    spec.steps = 4;
+    spec.lr = 0.05;
+    spec.shared_rank = Some(1);
+    spec.targets = vec!["q".into(), "v".into(), "down".into()];
+    Trainer::new(spec, run).unwrap().run(|_| {}).unwrap();
+    load_trained(run, &Device::Cpu).unwrap()
+}
+
+/// Raw bytes and dtype of tensor `name` in the checkpoint of `dir`.
+fn stored(dir: &Path, name: &str) -> (Dtype, Vec<u8>) {
+    let ck = Checkpoint::open(dir).unwrap();
+    let (view, _) = ck.view(name).unwrap();
+    (view.dtype(), view.data().to_vec())
+}
+
+/// f32 logits agree to about 1e-5 relative: the merged weight is rounded once to f32.
+const MERGED_F32: Tolerance = Tolerance::new(1e-5, 1e-6);
+
+#[test]
+fn merged_checkpoint_gives_the_adapted_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, data) = fixture(tmp.path());
+    let mut trained = train(&base, &data, Method::FlixShared, &tmp.path().join("run"));
+    let plain = LlamaModel::load(&base, &Device::Cpu).unwrap();
+    let base_logits = logits(&plain, &trained, None);
+
+    for (i, text) in ["lang=fra,task=words2num", "task=date"].iter().enumerate() {
+        let combination = parse_combination(text).unwrap();
+        let want = logits(
+            &trained.model,
+            &trained,
+            Some(slots_of(&trained, &combination)),
+        );
+        let out = tmp.path().join(format!("merged-{i}"));
+        let summary = merge_checkpoint(&mut trained, &combination, &out).unwrap();
+        // q, v and down of the one layer.
+        assert_eq!(summary.replaced, 3, "{text}");
+        let merged = LlamaModel::load(&out, &Device::Cpu).unwrap();
+        let got = logits(&merged, &trained, None);
+        if let Err(m) = MERGED_F32.check(text, &got, &want) {
+            panic!("{m}");
+        }
+        // The adapters were trained: merging changed the model.
+        assert!(Tolerance::new(1e-3, 1e-4)
+            .check("base", &base_logits, &got)
+            .is_err());
+        // Untouched tensors are the base's bytes; the rest of the directory is copied.
+        for name in ["model.layers.0.self_attn.k_proj.weight", "lm_head.weight"] {
+            assert_eq!(stored(&out, name), stored(&base, name), "{name}");
+        }
+        for file in ["config.json", "tokenizer.json"] {
+            assert_eq!(
+                std::fs::read(out.join(file)).unwrap(),
+                std::fs::read(base.join(file)).unwrap()
+            );
+        }
+        check_with_transformers(&out, &got);
+    }
+
+    // Errors: an unknown value names the known ones; a type twice; the base as the output.
+    let err = merge_checkpoint(
+        &mut trained,
+        &parse_combination("lang=xx").unwrap(),
+        &tmp.path().join("bad"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("lang=xx") && err.contains("fra"), "{err}");
+    let err = parse_combination("lang=fra,task=date,lang=deu")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("twice") && err.contains("lang"), "{err}");
+    let err = merge_checkpoint(&mut trained, &parse_combination("").unwrap(), &base)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("base model's directory"), "{err}");
+}
+
+#[test]
+fn lora_and_full_runs_merge_what_they_trained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, data) = fixture(tmp.path());
+    let none = Combination::new();
+
+    // lora: the shared adapter alone, always.
+    let mut lora = train(&base, &data, Method::Lora, &tmp.path().join("lora"));
+    let want = logits(&lora.model, &lora, Some(slots_of(&lora, &none)));
+    let out = tmp.path().join("merged-lora");
+    merge_checkpoint(&mut lora, &none, &out).unwrap();
+    let got = logits(&LlamaModel::load(&out, &Device::Cpu).unwrap(), &lora, None);
+    if let Err(m) = MERGED_F32.check("lora", &got, &want) {
+        panic!("{m}");
+    }
+
+    // full: the trained weights themselves (every tensor replaced).
+    let mut full = train(&base, &data, Method::Full, &tmp.path().join("full"));
+    let want = logits(&full.model, &full, None);
+    let out = tmp.path().join("merged-full");
+    let summary = merge_checkpoint(&mut full, &none, &out).unwrap();
+    assert_eq!(summary.copied, 0);
+    let got = logits(&LlamaModel::load(&out, &Device::Cpu).unwrap(), &full, None);
+    assert_eq!(got, want);
+    let plain = LlamaModel::load(&base, &Device::Cpu).unwrap();
+    assert_ne!(
+        logits(&plain, &full, None),
+        want,
+        "full training changed nothing"
+    );
+}
+
+/// Rewrites the f32 checkpoint of `dir` as bf16, in two shards with their index.
+fn shard_as_bf16(dir: &Path) -> Vec<PathBuf> {
+    let bytes = std::fs::read(dir.join(SINGLE_FILE)).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    let converted: Vec<(String, Vec<usize>, Vec<u8>)> = names
+        .iter()
+        .map(|n| {
+            let v = st.tensor(n).unwrap();
+            let data = v
+                .data()
+                .chunks_exact(4)
+                .flat_map(|b| {
+                    half::bf16::from_f32(f32::from_le_bytes([b[0], b[1], b[2], b[3]])).to_le_bytes()
+                })
+                .collect();
+            (n.clone(), v.shape().to_vec(), data)
+        })
+        .collect();
+    let half_point = converted.len() / 2;
+    let mut map = serde_json::Map::new();
+    let mut shards = Vec::new();
+    for (i, part) in [&converted[..half_point], &converted[half_point..]]
+        .iter()
+        .enumerate()
+    {
+        let file = format!("model-0000{}-of-00002.safetensors", i + 1);
+        let views: Vec<_> = part
+            .iter()
+            .map(|(n, s, d)| {
+                map.insert(n.clone(), file.clone().into());
+                (
+                    n.clone(),
+                    safetensors::tensor::TensorView::new(Dtype::BF16, s.clone(), d).unwrap(),
+                )
+            })
+            .collect();
+        let path = dir.join(&file);
+        std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+        shards.push(path);
+    }
+    let index = serde_json::json!({ "metadata": {}, "weight_map": map });
+    std::fs::write(dir.join(INDEX_FILE), index.to_string()).unwrap();
+    std::fs::remove_file(dir.join(SINGLE_FILE)).unwrap();
+    shards
+}
+
+#[test]
+fn sharded_bf16_base_merges_into_one_bf16_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, data) = fixture(tmp.path());
+    shard_as_bf16(&base);
+    let mut trained = train(&base, &data, Method::Flix, &tmp.path().join("run"));
+    let combination = parse_combination("lang=deu,task=num2words").unwrap();
+    let want = logits(
+        &trained.model,
+        &trained,
+        Some(slots_of(&trained, &combination)),
+    );
+    let out = tmp.path().join("merged");
+    merge_checkpoint(&mut trained, &combination, &out).unwrap();
+    assert!(out.join(SINGLE_FILE).is_file());
+    assert!(
+        !out.join(INDEX_FILE).exists(),
+        "an index would point at shards"
+    );
+    let ck = Checkpoint::open(&out).unwrap();
+    for name in ck.names() {
+        assert_eq!(ck.view(name).unwrap().0.dtype(), Dtype::BF16, "{name}");
+    }
+    assert_eq!(
+        stored(&out, "model.embed_tokens.weight"),
+        stored(&base, "model.embed_tokens.weight")
+    );
+    // The merged weights are rounded to bf16 (8 significant bits): the logits agree to that.
+    let got = logits(
+        &LlamaModel::load(&out, &Device::Cpu).unwrap(),
+        &trained,
+        None,
+    );
+    if let Err(m) = Tolerance::BF16.check("bf16 merge", &got, &want) {
+        panic!("{m}");
+    }
+    // And far closer than the unmerged base: the rounding is small next to the adapters' effect.
+    let plain = LlamaModel::load(&base, &Device::Cpu).unwrap();
+    let base_logits = logits(&plain, &trained, None);
+    let max_diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    };
+    let (rounding, effect) = (max_diff(&got, &want), max_diff(&base_logits, &want));
+    eprintln!("bf16 merge: rounding moved logits by {rounding}, the adapters by {effect}");
+    assert!(
+        rounding < 0.05 * effect,
+        "bf16 rounding moved logits by {rounding}, the adapters by {effect}"
+    );
+}
+
+/// Loads `dir` with transformers' `AutoModelForCausalLM` and compares its logits with `ours`
+/// (the sequences of [`sequences`], one at a time), where Python with transformers exists.
+fn check_with_transformers(dir: &Path, ours: &[f32]) {
+    let python = std::env::var("FLIX_PYTHON").unwrap_or_else(|_| "/opt/hfvenv/bin/python".into());
+    if !Path::new(&python).exists() {
+        eprintln!("skipped the transformers check: no Python at {python} (set FLIX_PYTHON)");
+        return;
+    }
+    let case = dir.with_extension("case.json");
+    let json = serde_json::json!({ "sequences": sequences(), "logits": ours });
+    std::fs::write(&case, json.to_string()).unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/check_merged_checkpoint.py"
+    );
+    let out = std::process::Command::new(&python)
+        .arg(script)
+        .arg(dir)
+        .arg(&case)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "transformers check failed: {text}");
+    eprintln!("{text}");
+}
