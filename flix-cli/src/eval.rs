@@ -1,6 +1,8 @@
-//! `flix eval`: exact match per cell of one or several trained runs, printed as a grid (rows: the
+//! `flix eval`: scores per cell of one or several trained runs, printed as a grid (rows: the
 //! first feature type, e.g. languages; columns: the second, e.g. tasks; `*` marks held-out cells),
-//! side by side, with the difference of the first two runs.
+//! side by side, with the difference of the first two runs. `--metric` picks what the grid shows:
+//! exact match (default), chrF, or accuracy (label tasks only; other cells show `-`). The JSON
+//! output keeps every metric.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -9,7 +11,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use flix_core::read_jsonl_files;
 use flix_kernels::Device;
-use flix_model::eval::{evaluate, EvalOptions, EvalResult};
+use flix_model::eval::{evaluate, CellScore, EvalOptions, EvalResult, Metric};
 use flix_model::train::{load_trained, Holdout, TrainSpec};
 
 #[derive(Args, Debug)]
@@ -23,6 +25,9 @@ pub struct EvalArgs {
     /// Held-out cells to mark; default: those of the first run's spec.json.
     #[arg(long)]
     pub holdout: Vec<String>,
+    /// What the grid shows: exact, chrf or accuracy (label tasks).
+    #[arg(long, default_value = "exact")]
+    pub metric: Metric,
     #[arg(long, default_value_t = 48)]
     pub max_new_tokens: usize,
     #[arg(long, default_value_t = 4096)]
@@ -60,7 +65,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         let name = dir.display().to_string();
         results.push(evaluate(&name, &trained, &examples, &holdout, options)?);
     }
-    print!("{}", format_results(&results));
+    print!("{}", format_results(&results, args.metric));
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&results)?)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -68,22 +73,39 @@ pub fn run(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// Every run's grid, then the first run minus the second (e.g. FLix − LoRA given in that order).
-pub fn format_results(results: &[EvalResult]) -> String {
+/// Every run's grid of `metric`, then the first run minus the second (e.g. FLix − LoRA given in
+/// that order).
+pub fn format_results(results: &[EvalResult], metric: Metric) -> String {
     let mut out = String::new();
     for r in results {
-        out += &format!("{}\n{}\n", r.name, format_grid(r, None));
+        out += &format!(
+            "{} ({})\n{}\n",
+            r.name,
+            metric.title(),
+            format_metric_grid(r, None, metric)
+        );
     }
     if let [a, b, ..] = results {
-        out += &format!("{} minus {}\n{}\n", a.name, b.name, format_grid(a, Some(b)));
+        out += &format!(
+            "{} minus {} ({})\n{}\n",
+            a.name,
+            b.name,
+            metric.title(),
+            format_metric_grid(a, Some(b), metric)
+        );
     }
     out
 }
 
-/// The grid of exact match (%) of `r`, or of `r` minus `minus`. Rows are the values of the first
-/// feature type, columns of the second; `*` marks held-out cells; margins give supervised and
-/// held-out means.
+/// The grid of exact match (%) of `r`, or of `r` minus `minus`.
 pub fn format_grid(r: &EvalResult, minus: Option<&EvalResult>) -> String {
+    format_metric_grid(r, minus, Metric::ExactMatch)
+}
+
+/// The grid of `metric` (%) of `r`, or of `r` minus `minus`. Rows are the values of the first
+/// feature type, columns of the second; `*` marks held-out cells; `-` a cell without the metric;
+/// margins give supervised and held-out means (over the cells that have the metric).
+pub fn format_metric_grid(r: &EvalResult, minus: Option<&EvalResult>, metric: Metric) -> String {
     // Rows: languages when there is a `lang` type, else the first type; columns: the next type.
     let type_names: BTreeSet<&str> = r
         .cells
@@ -100,7 +122,7 @@ pub fn format_grid(r: &EvalResult, minus: Option<&EvalResult>) -> String {
         .copied()
         .find(|t| *t != row_type)
         .unwrap_or("-");
-    let key = |c: &flix_model::eval::CellScore, t: &str| {
+    let key = |c: &CellScore, t: &str| {
         c.features
             .get(t)
             .cloned()
@@ -109,17 +131,25 @@ pub fn format_grid(r: &EvalResult, minus: Option<&EvalResult>) -> String {
     let (row_i, col_i) = (row_type, col_type);
     let rows: BTreeSet<String> = r.cells.iter().map(|c| key(c, row_i)).collect();
     let cols: BTreeSet<String> = r.cells.iter().map(|c| key(c, col_i)).collect();
-    let score = |row: &str, col: &str| -> Option<(f64, bool)> {
+    // A cell that exists: its value (None without the metric) and whether it is held out.
+    let score = |row: &str, col: &str| -> Option<(Option<f64>, bool)> {
         let cell = r
             .cells
             .iter()
             .find(|c| key(c, row_i) == row && key(c, col_i) == col)?;
-        let mut v = cell.exact_match();
-        if let Some(m) = minus {
-            let other = m.cells.iter().find(|c| c.cell == cell.cell)?;
-            v -= other.exact_match();
-        }
-        Some((100.0 * v, cell.heldout))
+        let value = || {
+            let v = cell.value(metric)?;
+            let other = match minus {
+                Some(m) => m
+                    .cells
+                    .iter()
+                    .find(|c| c.cell == cell.cell)?
+                    .value(metric)?,
+                None => 0.0,
+            };
+            Some(100.0 * (v - other))
+        };
+        Some((value(), cell.heldout))
     };
     let width = cols.iter().map(|c| c.len()).max().unwrap_or(0).max(7);
     let mut out = format!("{:8}", "");
@@ -131,7 +161,10 @@ pub fn format_grid(r: &EvalResult, minus: Option<&EvalResult>) -> String {
         out += &format!("{row:8}");
         for col in &cols {
             let text = match score(row, col) {
-                Some((v, held)) => format!("{v:.1}{}", if held { "*" } else { " " }),
+                Some((v, held)) => {
+                    let v = v.map_or("-".to_string(), |v| format!("{v:.1}"));
+                    format!("{v}{}", if held { "*" } else { " " })
+                }
                 None => "-".to_string(),
             };
             out += &format!(" {text:>width$}");
@@ -139,8 +172,8 @@ pub fn format_grid(r: &EvalResult, minus: Option<&EvalResult>) -> String {
         out += "\n";
     }
     let mean = |held: bool| -> Option<f64> {
-        let a = r.mean(held)?;
-        Some(100.0 * (a - minus.map_or(Some(0.0), |m| m.mean(held))?))
+        let a = r.mean_of(metric, held)?;
+        Some(100.0 * (a - minus.map_or(Some(0.0), |m| m.mean_of(metric, held))?))
     };
     let fmt = |m: Option<f64>| m.map_or("-".to_string(), |v| format!("{v:.1}"));
     out += &format!(

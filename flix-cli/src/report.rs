@@ -1,13 +1,16 @@
-//! `flix report`: one self-contained HTML page with the loss curves of each run, a heatmap of
-//! exact match per cell for each evaluated run, and a heatmap of the first run minus the second
-//! (held-out cells marked with `*`). Plots are drawn with `plotters` into inline SVG.
+//! `flix report`: one self-contained HTML page with the loss curves of each run (with the mean
+//! eval loss of held-out and supervised cells when the run evaluated during training), a heatmap
+//! of a metric per cell (`--metric`, exact match by default) for each evaluated run, and a heatmap
+//! of the first run minus the second (held-out cells marked with `*`). Plots are drawn with
+//! `plotters` into inline SVG.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use flix_model::eval::EvalResult;
+use flix_model::eval::periodic::{EvalRecord, MetricsLine};
+use flix_model::eval::{CellScore, EvalResult, Metric};
 use flix_model::train::StepReport;
 use plotters::prelude::*;
 
@@ -22,6 +25,9 @@ pub struct ReportArgs {
     /// The HTML file to write.
     #[arg(long, default_value = "report.html")]
     pub out: PathBuf,
+    /// What the heatmaps show: exact, chrf or accuracy (label tasks).
+    #[arg(long, default_value = "exact")]
+    pub metric: Metric,
 }
 
 pub fn run(args: ReportArgs) -> Result<()> {
@@ -38,47 +44,77 @@ pub fn run(args: ReportArgs) -> Result<()> {
         .with_context(|| format!("parsing {}", path.display()))?,
         None => Vec::new(),
     };
-    write_report(&args.out, &runs, &evals)?;
+    write_metric_report(&args.out, &runs, &evals, args.metric)?;
     eprintln!("wrote {}", args.out.display());
     Ok(())
 }
 
-/// The metrics of a run directory, one report per step.
-fn read_metrics(dir: &Path) -> Result<Vec<StepReport>> {
+/// The metrics of a run: its training steps and its evaluations during training.
+struct RunMetrics {
+    name: String,
+    steps: Vec<StepReport>,
+    evals: Vec<EvalRecord>,
+}
+
+/// Reads `metrics.jsonl` of a run directory.
+fn read_metrics(name: &str, dir: &Path) -> Result<RunMetrics> {
     let path = dir.join("metrics.jsonl");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), i + 1))
-        })
-        .collect()
+    let mut run = RunMetrics {
+        name: name.to_string(),
+        steps: Vec::new(),
+        evals: Vec::new(),
+    };
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str(line).with_context(|| format!("{}:{}", path.display(), i + 1))? {
+            MetricsLine::Step(s) => run.steps.push(s),
+            MetricsLine::Eval(e) => run.evals.push(e),
+        }
+    }
+    Ok(run)
 }
 
-/// Writes the page: loss curves of `runs` (name, directory), heatmaps of `evals`.
+/// Writes the page with exact-match heatmaps.
 pub fn write_report(out: &Path, runs: &[(String, PathBuf)], evals: &[EvalResult]) -> Result<()> {
+    write_metric_report(out, runs, evals, Metric::ExactMatch)
+}
+
+/// Writes the page: loss curves of `runs` (name, directory), heatmaps of `metric` of `evals`.
+pub fn write_metric_report(
+    out: &Path,
+    runs: &[(String, PathBuf)],
+    evals: &[EvalResult],
+    metric: Metric,
+) -> Result<()> {
     let mut body = String::new();
     if !runs.is_empty() {
         let curves = runs
             .iter()
-            .map(|(name, dir)| Ok((name.clone(), read_metrics(dir)?)))
+            .map(|(name, dir)| read_metrics(name, dir))
             .collect::<Result<Vec<_>>>()?;
         body += "<h2>Training loss</h2>\n";
+        if curves.iter().any(|c| !c.evals.is_empty()) {
+            body += "<p>Thin lines: mean eval loss per cell during training, supervised cells \
+                     (dots) and held-out cells (dashes).</p>\n";
+        }
         body += &loss_plot(&curves)?;
     }
     for e in evals {
-        body += &format!("<h2>Exact match: {}</h2>\n", html_escape(&e.name));
-        body += &heatmap(e, None)?;
+        body += &format!("<h2>{}: {}</h2>\n", metric.title(), html_escape(&e.name));
+        body += &heatmap(e, None, metric)?;
     }
     if let [a, b, ..] = evals {
         body += &format!(
-            "<h2>{} minus {}</h2>\n",
+            "<h2>{}: {} minus {}</h2>\n",
+            metric.title(),
             html_escape(&a.name),
             html_escape(&b.name)
         );
-        body += &heatmap(a, Some(b))?;
+        body += &heatmap(a, Some(b), metric)?;
     }
     let html = format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>FLix report</title>\
@@ -99,19 +135,26 @@ fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow::anyhow!("drawing the plot: {e:?}")
 }
 
-fn loss_plot(curves: &[(String, Vec<StepReport>)]) -> Result<String> {
+fn loss_plot(curves: &[RunMetrics]) -> Result<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (720, 400)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
         let max_step = curves
             .iter()
-            .flat_map(|(_, c)| c.iter().map(|r| r.step))
+            .flat_map(|c| c.steps.iter().map(|r| r.step))
             .max()
             .unwrap_or(1) as f64;
+        let eval_losses = curves.iter().flat_map(|c| {
+            c.evals
+                .iter()
+                .flat_map(|e| [e.heldout_mean, e.supervised_mean])
+                .flatten()
+        });
         let max_loss = curves
             .iter()
-            .flat_map(|(_, c)| c.iter().map(|r| r.loss))
+            .flat_map(|c| c.steps.iter().map(|r| r.loss))
+            .chain(eval_losses)
             .fold(0.0f64, f64::max)
             .max(1e-6);
         let mut chart = ChartBuilder::on(&root)
@@ -126,16 +169,40 @@ fn loss_plot(curves: &[(String, Vec<StepReport>)]) -> Result<String> {
             .y_desc("loss")
             .draw()
             .map_err(plot_err)?;
-        for (i, (name, c)) in curves.iter().enumerate() {
+        for (i, c) in curves.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             chart
                 .draw_series(LineSeries::new(
-                    c.iter().map(|r| (r.step as f64, r.loss)),
+                    c.steps.iter().map(|r| (r.step as f64, r.loss)),
                     color.stroke_width(2),
                 ))
                 .map_err(plot_err)?
-                .label(name.clone())
+                .label(c.name.clone())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            let points = |mean: fn(&EvalRecord) -> Option<f64>| -> Vec<(f64, f64)> {
+                c.evals
+                    .iter()
+                    .filter_map(|e| Some((e.step as f64, mean(e)?)))
+                    .collect()
+            };
+            let supervised = points(|e| e.supervised_mean);
+            if !supervised.is_empty() {
+                chart
+                    .draw_series(LineSeries::new(supervised, color.stroke_width(1)).point_size(3))
+                    .map_err(plot_err)?
+                    .label(format!("{} eval, supervised", c.name))
+                    .legend(move |(x, y)| Circle::new((x + 10, y), 3, color.filled()));
+            }
+            let heldout = points(|e| e.heldout_mean);
+            if !heldout.is_empty() {
+                chart
+                    .draw_series(DashedLineSeries::new(heldout, 6, 4, color.stroke_width(1)))
+                    .map_err(plot_err)?
+                    .label(format!("{} eval, held-out", c.name))
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 6, y)], color.stroke_width(1))
+                    });
+            }
         }
         chart
             .configure_series_labels()
@@ -148,11 +215,11 @@ fn loss_plot(curves: &[(String, Vec<StepReport>)]) -> Result<String> {
     Ok(svg)
 }
 
-/// Exact match (%) per cell as colored squares: rows languages, columns tasks; with `minus`, the
-/// difference on a blue (negative) – white – red (positive) scale.
-fn heatmap(r: &EvalResult, minus: Option<&EvalResult>) -> Result<String> {
-    let key =
-        |c: &flix_model::eval::CellScore, t: &str| c.features.get(t).cloned().unwrap_or_default();
+/// `metric` (%) per cell as colored squares: rows languages, columns tasks; with `minus`, the
+/// difference on a blue (negative) – white – red (positive) scale. Cells without the metric (e.g.
+/// accuracy of a free-text task) are left out.
+fn heatmap(r: &EvalResult, minus: Option<&EvalResult>, metric: Metric) -> Result<String> {
+    let key = |c: &CellScore, t: &str| c.features.get(t).cloned().unwrap_or_default();
     let rows: Vec<String> = r
         .cells
         .iter()
@@ -196,12 +263,19 @@ fn heatmap(r: &EvalResult, minus: Option<&EvalResult>) -> Result<String> {
                 else {
                     continue;
                 };
-                let mut v = cell.exact_match();
+                let Some(mut v) = cell.value(metric) else {
+                    continue;
+                };
                 if let Some(m) = minus {
-                    let Some(other) = m.cells.iter().find(|c| c.cell == cell.cell) else {
+                    let Some(other) = m
+                        .cells
+                        .iter()
+                        .find(|c| c.cell == cell.cell)
+                        .and_then(|c| c.value(metric))
+                    else {
                         continue;
                     };
-                    v -= other.exact_match();
+                    v -= other;
                 }
                 let color = match minus {
                     None => RGBColor(

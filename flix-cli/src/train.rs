@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use flix_core::{FeatureConfig, TypeDefaults};
+use flix_model::eval::periodic::PeriodicEvalSpec;
 use flix_model::train::{Method, StepReport, TrainSpec, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -80,6 +81,19 @@ pub struct TrainArgs {
     pub seed: u64,
     #[arg(long, default_value_t = 50)]
     pub checkpoint_every: u64,
+    /// Evaluate every N steps (and at the end) on --eval-file: mean loss per cell, written to
+    /// metrics.jsonl and shown in the progress line.
+    #[arg(long, requires = "eval_file")]
+    pub eval_every: Option<u64>,
+    /// The JSONL file of --eval-every.
+    #[arg(long, requires = "eval_every")]
+    pub eval_file: Option<PathBuf>,
+    /// Also exact match (greedy decoding) on at most this many examples per cell.
+    #[arg(long, requires = "eval_every")]
+    pub eval_max_per_cell: Option<usize>,
+    /// Most new tokens per example for --eval-max-per-cell.
+    #[arg(long, default_value_t = 48)]
+    pub eval_max_new_tokens: usize,
 }
 
 impl TrainArgs {
@@ -119,6 +133,12 @@ impl TrainArgs {
         spec.cap = self.cap;
         spec.seed = self.seed;
         spec.checkpoint_every = self.checkpoint_every;
+        if let (Some(every), Some(file)) = (self.eval_every, &self.eval_file) {
+            let mut eval = PeriodicEvalSpec::new(every, file.clone());
+            eval.max_per_cell = self.eval_max_per_cell;
+            eval.max_new_tokens = self.eval_max_new_tokens;
+            spec.eval = Some(eval);
+        }
         Ok(spec)
     }
 }
@@ -144,7 +164,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
 }
 
 /// Runs `trainer` to its last step with a progress bar (loss, tokens/s, ETA) on a terminal, and a
-/// log line every tenth of the run otherwise.
+/// log line every tenth of the run otherwise; each periodic evaluation gets a line of its own.
 pub fn run_with_progress(trainer: &mut Trainer, label: &str) -> Result<()> {
     let total = trainer.spec.steps;
     let bar = if std::io::stderr().is_terminal() {
@@ -160,12 +180,27 @@ pub fn run_with_progress(trainer: &mut Trainer, label: &str) -> Result<()> {
         None
     };
     let every = (total / 10).max(1);
+    // The bar's message keeps the last evaluation's means (held-out / supervised loss).
+    let mut last_eval = String::new();
     let mut on_step = |r: &StepReport| {
         let tps = r.tokens as f64 / r.seconds.max(1e-9);
+        if let Some(eval) = &r.eval {
+            let mean = |m: Option<f64>| m.map_or("-".to_string(), |v| format!("{v:.3}"));
+            last_eval = format!(
+                " eval held-out/supervised {}/{}",
+                mean(eval.heldout_mean),
+                mean(eval.supervised_mean)
+            );
+            let line = format!("{label} step {}/{total} {}", r.step, eval.summary());
+            match &bar {
+                Some(bar) => bar.println(line),
+                None => eprintln!("{line}"),
+            }
+        }
         match &bar {
             Some(bar) => {
                 bar.set_position(r.step);
-                bar.set_message(format!("loss {:.4} {:.0} tok/s", r.loss, tps));
+                bar.set_message(format!("loss {:.4} {:.0} tok/s{last_eval}", r.loss, tps));
             }
             None if r.step.is_multiple_of(every) || r.step == total => eprintln!(
                 "{label} step {}/{total} loss {:.4} lr {:.2e} grad-norm {:.3} {:.0} tok/s",

@@ -1,6 +1,11 @@
-//! Evaluation: exact match of greedy continuations, per cell, with held-out cells marked.
+//! Evaluation of greedy continuations per cell, with held-out cells marked: exact match for every
+//! cell, chrF for every cell (free text), accuracy for the cells of label tasks (the rule is in
+//! [`metrics`]).
 
+pub mod chrf;
 pub mod greedy;
+pub mod metrics;
+pub mod periodic;
 
 use std::collections::BTreeMap;
 
@@ -8,11 +13,15 @@ use flix_core::Example;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::llama::LlamaModel;
+use crate::tokenize::Tokenizer;
 use crate::train::data::{cell_name, prompt_text};
-use crate::train::{Holdout, Trained};
+use crate::train::{Holdout, Layout, Trained};
+use chrf::ChrfStats;
 use greedy::{greedy_decode, Prompt};
+pub use metrics::{LabelTasks, Metric};
 
-/// Exact match of one cell.
+/// The scores of one cell.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CellScore {
     /// `lang=deu,task=date`.
@@ -20,8 +29,15 @@ pub struct CellScore {
     /// The cell's feature values by type.
     pub features: BTreeMap<String, String>,
     pub heldout: bool,
+    /// Exactly matching outputs.
     pub correct: usize,
     pub total: usize,
+    /// Corpus-level chrF of the cell, in [0, 100] (absent in results written before it existed).
+    #[serde(default)]
+    pub chrf: Option<f64>,
+    /// Outputs equal to the gold label, for cells of label tasks only.
+    #[serde(default)]
+    pub label_correct: Option<usize>,
 }
 
 impl CellScore {
@@ -30,6 +46,17 @@ impl CellScore {
             0.0
         } else {
             self.correct as f64 / self.total as f64
+        }
+    }
+
+    /// The cell's `metric` as a fraction in [0, 1] (chrF / 100), if the cell has it.
+    pub fn value(&self, metric: Metric) -> Option<f64> {
+        match metric {
+            Metric::ExactMatch => Some(self.exact_match()),
+            Metric::Chrf => self.chrf.map(|c| c / 100.0),
+            Metric::Accuracy => self
+                .label_correct
+                .map(|c| c as f64 / self.total.max(1) as f64),
         }
     }
 }
@@ -53,11 +80,16 @@ pub struct EvalResult {
 impl EvalResult {
     /// Mean exact match over cells (each cell weighs the same) that are held out or not.
     pub fn mean(&self, heldout: bool) -> Option<f64> {
+        self.mean_of(Metric::ExactMatch, heldout)
+    }
+
+    /// Mean of `metric` (as a fraction) over the cells, held out or not, that have it.
+    pub fn mean_of(&self, metric: Metric, heldout: bool) -> Option<f64> {
         let scores: Vec<f64> = self
             .cells
             .iter()
             .filter(|c| c.heldout == heldout)
-            .map(CellScore::exact_match)
+            .filter_map(|c| c.value(metric))
             .collect();
         (!scores.is_empty()).then(|| scores.iter().sum::<f64>() / scores.len() as f64)
     }
@@ -71,7 +103,8 @@ pub struct EvalOptions {
 }
 
 /// Greedy-decodes every example under `trained` (features of unknown values are absent, as in
-/// serving) and scores exact match (whitespace at the ends ignored) per cell.
+/// serving) and scores each cell: exact match (whitespace at the ends ignored), chrF, and
+/// accuracy for label tasks.
 pub fn evaluate(
     name: &str,
     trained: &Trained,
@@ -79,28 +112,55 @@ pub fn evaluate(
     holdout: &Holdout,
     options: EvalOptions,
 ) -> Result<EvalResult> {
-    let registry = &trained.layout.registry;
+    let model = Model {
+        model: &trained.model,
+        layout: &trained.layout,
+        tokenizer: &trained.tokenizer,
+    };
+    evaluate_model(name, model, examples, holdout, options)
+}
+
+/// A model to evaluate: weights (with adapters), their layout, the tokenizer; borrowed from a
+/// loaded checkpoint or from a trainer in the middle of its run.
+#[derive(Clone, Copy)]
+pub struct Model<'a> {
+    pub model: &'a LlamaModel,
+    pub layout: &'a Layout,
+    pub tokenizer: &'a Tokenizer,
+}
+
+/// [`evaluate`] on a borrowed model.
+pub fn evaluate_model(
+    name: &str,
+    model: Model,
+    examples: &[Example],
+    holdout: &Holdout,
+    options: EvalOptions,
+) -> Result<EvalResult> {
+    let registry = &model.layout.registry;
     let type_names = registry.type_names();
-    let tok = &trained.tokenizer;
+    let tok = model.tokenizer;
     let prompts = examples
         .iter()
         .map(|ex| {
             let features = registry.encode_inference(ex);
             Ok(Prompt {
                 tokens: tok.encode(&prompt_text(ex, &type_names))?,
-                slots: trained.layout.slots(&features),
+                slots: model.layout.slots(&features),
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    let label_tasks = LabelTasks::detect(examples);
     let outputs = greedy_decode(
-        &trained.model,
-        &trained.layout,
+        model.model,
+        model.layout,
         &prompts,
         tok.eos_id()?,
         options.max_new_tokens,
         options.batch_tokens,
     )?;
     let mut cells: Vec<CellScore> = Vec::new();
+    let mut chrf_stats: Vec<ChrfStats> = Vec::new();
     let mut index: BTreeMap<String, usize> = BTreeMap::new();
     let mut predictions = Vec::with_capacity(examples.len());
     for (ex, out) in examples.iter().zip(outputs) {
@@ -113,12 +173,20 @@ pub fn evaluate(
                 heldout: holdout.contains(ex),
                 correct: 0,
                 total: 0,
+                chrf: None,
+                label_correct: None,
             });
+            chrf_stats.push(ChrfStats::default());
             cells.len() - 1
         });
-        cells[i].total += 1;
+        let score = &mut cells[i];
+        score.total += 1;
         if output.trim() == ex.target.trim() {
-            cells[i].correct += 1;
+            score.correct += 1;
+        }
+        chrf_stats[i].add(&ChrfStats::sentence(&output, &ex.target));
+        if let Some(right) = label_tasks.is_correct(ex, &output) {
+            *score.label_correct.get_or_insert(0) += usize::from(right);
         }
         predictions.push(Prediction {
             cell,
@@ -126,6 +194,9 @@ pub fn evaluate(
             target: ex.target.clone(),
             output,
         });
+    }
+    for (cell, stats) in cells.iter_mut().zip(&chrf_stats) {
+        cell.chrf = Some(stats.score());
     }
     Ok(EvalResult {
         name: name.to_string(),

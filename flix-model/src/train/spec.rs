@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::layout::{Layout, Method, SharedAdapter};
 use crate::adapters::TargetModule;
 use crate::error::{ModelError, Result};
+use crate::eval::periodic::PeriodicEvalSpec;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainSpec {
@@ -46,6 +47,9 @@ pub struct TrainSpec {
     pub seed: u64,
     /// Steps between checkpoints (a checkpoint is always written at the end).
     pub checkpoint_every: u64,
+    /// Evaluation during training (`--eval-every`, `--eval-file`); none by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval: Option<PeriodicEvalSpec>,
 }
 
 impl TrainSpec {
@@ -72,6 +76,7 @@ impl TrainSpec {
             cap: None,
             seed: 0,
             checkpoint_every: 50,
+            eval: None,
         }
     }
 
@@ -91,6 +96,9 @@ impl TrainSpec {
         }
         if self.features.types.is_empty() {
             return bad("the feature config has no feature type".into());
+        }
+        if let Some(eval) = &self.eval {
+            eval.validate()?;
         }
         Ok(())
     }

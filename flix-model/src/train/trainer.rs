@@ -25,6 +25,8 @@ use super::spec::TrainSpec;
 use super::trainables::{names, scale_grads, snapshot, trainables};
 use crate::batch::{Batch, Sequence};
 use crate::error::{ModelError, Result};
+use crate::eval::periodic::{EvalRecord, PeriodicEval};
+use crate::eval::Model;
 use crate::llama::{LlamaModel, TrainMode};
 use crate::optim::{AdamW, SavedState};
 use crate::tokenize::Tokenizer;
@@ -44,6 +46,9 @@ pub struct StepReport {
     pub tokens: usize,
     pub examples: usize,
     pub seconds: f64,
+    /// The evaluation after this step, when one ran (written as a line of its own).
+    #[serde(skip)]
+    pub eval: Option<EvalRecord>,
 }
 
 /// A micro-batch: the packed tokens, its plan (absent for `full`), the cells it holds.
@@ -65,6 +70,8 @@ pub struct Trainer {
     adam: AdamW,
     adapter_config: AdapterConfig,
     type_names: Vec<String>,
+    /// Evaluation during training, when the spec asks for it.
+    periodic: Option<PeriodicEval>,
     /// Completed optimizer steps.
     pub step: u64,
 }
@@ -173,6 +180,17 @@ impl Trainer {
             },
             (spec.max_grad_norm > 0.0).then_some(spec.max_grad_norm),
         );
+        let periodic = match &spec.eval {
+            Some(eval) => {
+                let model = Model {
+                    model: &model,
+                    layout: &layout,
+                    tokenizer: &tokenizer,
+                };
+                Some(PeriodicEval::prepare(eval, model, &holdout)?)
+            }
+            None => None,
+        };
         Ok(Self {
             spec,
             run_dir: run_dir.to_path_buf(),
@@ -185,6 +203,7 @@ impl Trainer {
             adam,
             adapter_config,
             type_names,
+            periodic,
             step: 0,
         })
     }
@@ -271,6 +290,7 @@ impl Trainer {
             tokens,
             examples,
             seconds: start.elapsed().as_secs_f64(),
+            eval: None,
         })
     }
 
@@ -310,8 +330,28 @@ impl Trainer {
         )
     }
 
-    /// Trains until the spec's last step: appends each step to `metrics.jsonl`, calls `on_step`,
-    /// checkpoints every `checkpoint_every` steps and at the end.
+    /// Evaluates the current weights on the spec's eval file, when this step is due for it.
+    pub fn periodic_eval(&self) -> Result<Option<EvalRecord>> {
+        let Some(periodic) = &self.periodic else {
+            return Ok(None);
+        };
+        if !periodic.spec.due(self.step, self.spec.steps) {
+            return Ok(None);
+        }
+        let model = Model {
+            model: &self.model,
+            layout: &self.layout,
+            tokenizer: &self.tokenizer,
+        };
+        Ok(Some(periodic.run(
+            self.step,
+            model,
+            self.spec.batch_tokens,
+        )?))
+    }
+
+    /// Trains until the spec's last step: appends each step (and each periodic evaluation) to
+    /// `metrics.jsonl`, calls `on_step`, checkpoints every `checkpoint_every` steps and at the end.
     pub fn run(&mut self, mut on_step: impl FnMut(&StepReport)) -> Result<()> {
         let path = self.run_dir.join(METRICS_FILE);
         let mut metrics = std::fs::OpenOptions::new()
@@ -320,10 +360,16 @@ impl Trainer {
             .open(&path)
             .map_err(io_err(&path))?;
         while self.step < self.spec.steps {
-            let report = self.train_step()?;
+            let mut report = self.train_step()?;
             let line = serde_json::to_string(&report)
                 .map_err(|e| ModelError::Invalid(format!("metrics: {e}")))?;
             writeln!(metrics, "{line}").map_err(io_err(&path))?;
+            if let Some(record) = self.periodic_eval()? {
+                let line = serde_json::to_string(&record)
+                    .map_err(|e| ModelError::Invalid(format!("metrics: {e}")))?;
+                writeln!(metrics, "{line}").map_err(io_err(&path))?;
+                report.eval = Some(record);
+            }
             on_step(&report);
             let every = self.spec.checkpoint_every;
             if (every > 0 && self.step.is_multiple_of(every)) || self.step == self.spec.steps {
@@ -333,17 +379,20 @@ impl Trainer {
         Ok(())
     }
 
-    /// Drops metric lines of steps after the resumed one (they will be computed again).
+    /// Drops metric lines (steps and evaluations) of steps after the resumed one (they will be
+    /// computed again).
     fn truncate_metrics(&self) -> Result<()> {
+        #[derive(Deserialize)]
+        struct Step {
+            step: u64,
+        }
         let path = self.run_dir.join(METRICS_FILE);
         let Ok(text) = std::fs::read_to_string(&path) else {
             return Ok(());
         };
         let kept: String = text
             .lines()
-            .filter(|line| {
-                serde_json::from_str::<StepReport>(line).is_ok_and(|r| r.step <= self.step)
-            })
+            .filter(|line| serde_json::from_str::<Step>(line).is_ok_and(|r| r.step <= self.step))
             .map(|l| format!("{l}\n"))
             .collect();
         std::fs::write(&path, kept).map_err(io_err(&path))
