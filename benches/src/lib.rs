@@ -5,5 +5,5 @@
 pub mod measure;
 pub mod shapes;
 
-pub use measure::{copy_bandwidth, measure, LayerProblem, Row, Timing};
+pub use measure::{copy_bandwidth, measure, LayerProblem, OpTimes, Row, Timing};
 pub use shapes::{LayerShape, Lengths};

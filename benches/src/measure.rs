@@ -152,6 +152,36 @@ impl LayerProblem {
         )
     }
 
+    /// One adapter op alone, for the per-op breakdown: shrink (H from X).
+    pub fn shrink_only(&mut self) -> Result<()> {
+        flix::shrink(&self.plan, &self.adapters, &self.x, &mut self.h)
+    }
+
+    /// One adapter op alone: expand (Y overwritten from H).
+    pub fn expand_only(&mut self) -> Result<()> {
+        flix::expand(
+            &self.plan,
+            &self.adapters,
+            &self.h,
+            &mut self.y,
+            Write::Overwrite,
+        )
+    }
+
+    /// One adapter op alone: the backward (dH, dX overwritten, dA and dB accumulated).
+    pub fn backward_only(&mut self) -> Result<()> {
+        flix::backward(
+            &self.plan,
+            &self.adapters,
+            &self.x,
+            &self.h,
+            &self.dy,
+            Some(&mut self.dx),
+            Write::Overwrite,
+            &mut self.grads,
+        )
+    }
+
     /// The bytes the adapter ops must move at the least: every activation read or written once,
     /// every used adapter read once (f32), every used gradient read and written once (f32).
     pub fn adapter_bytes(&self, backward: bool) -> f64 {
@@ -273,6 +303,15 @@ pub struct Timing {
     pub adapters_copy_fraction: f64,
 }
 
+/// The adapter ops one at a time (medians, ms): where (c)'s time goes.
+#[derive(Clone, Debug, Serialize)]
+pub struct OpTimes {
+    pub shrink_ms: f64,
+    pub expand_ms: f64,
+    /// dH, dX, dA and dB together.
+    pub backward_ms: f64,
+}
+
 /// One row of the benchmark table.
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
@@ -280,6 +319,7 @@ pub struct Row {
     pub dtype: String,
     pub forward: Timing,
     pub forward_backward: Timing,
+    pub ops: OpTimes,
 }
 
 /// Measures `shape` on `device`; `copy_bytes_per_s` from [`copy_bandwidth`] in the same run.
@@ -320,10 +360,16 @@ pub fn measure(
     };
     let forward = timing(&mut p, false)?;
     let forward_backward = timing(&mut p, true)?;
+    let ops = OpTimes {
+        shrink_ms: median_ms(device, warmup, iters, || p.shrink_only())?,
+        expand_ms: median_ms(device, warmup, iters, || p.expand_only())?,
+        backward_ms: median_ms(device, warmup, iters, || p.backward_only())?,
+    };
     Ok(Row {
         shape: shape.clone(),
         dtype: dtype.to_string(),
         forward,
         forward_backward,
+        ops,
     })
 }

@@ -132,6 +132,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
         );
         rows.push(row);
     }
+    println!("\nadapter ops one at a time (ms): where (c) goes");
+    println!(
+        "{:<12} | {:>9} {:>9} {:>9}",
+        "shape", "shrink", "expand", "backward"
+    );
+    for row in &rows {
+        let o = &row.ops;
+        println!(
+            "{:<12} | {:>9.3} {:>9.3} {:>9.3}",
+            row.shape.name, o.shrink_ms, o.expand_ms, o.backward_ms
+        );
+    }
     if let Some(path) = &args.json {
         let report = serde_json::json!({
             "device": device_name,

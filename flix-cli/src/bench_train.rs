@@ -198,6 +198,10 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         optim.step(model)?;
         Ok(report.loss)
     };
+    // FLIX_PROFILE=1 times every op of one extra step after the timed ones (timing each op
+    // synchronizes the device, which would distort the timed steps).
+    let profiling = flix_kernels::profile::enabled();
+    flix_kernels::profile::set_enabled(false);
     for _ in 0..args.warmup {
         step(&mut model)?;
     }
@@ -211,6 +215,14 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
     device.synchronize()?;
     let seconds = start.elapsed().as_secs_f64() / args.steps as f64;
     let peak = memory.map(MemoryPeak::finish);
+    let op_times = if profiling {
+        flix_kernels::profile::set_enabled(true);
+        let _ = flix_kernels::profile::take();
+        step(&mut model)?;
+        Some(flix_kernels::profile::take())
+    } else {
+        None
+    };
     let tokens = (batch_size * seq_len) as f64;
     let tokens_per_s = tokens / seconds;
 
@@ -233,6 +245,12 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         args.steps,
         args.warmup
     );
+    if let Some(rows) = &op_times {
+        print!(
+            "one more step, every op synchronized:\n{}",
+            flix_kernels::profile::format(rows)
+        );
+    }
     let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
     let (peak_gib, before_gib) = match (peak, memory_before_model) {
         (Some(p), Some((free, total))) => {

@@ -8,6 +8,7 @@ pub mod device;
 pub mod error;
 pub mod flix;
 pub mod ops;
+pub mod profile;
 pub mod tensor;
 pub mod tolerance;
 

@@ -172,6 +172,7 @@ impl DevicePlan {
 
 /// H = shrink(X): `x` `[T, d_in]`, `h` `[T, R]` (overwritten).
 pub fn shrink(plan: &DevicePlan, ad: &LayerAdapters, x: &Tensor, h: &mut Tensor) -> Result<()> {
+    let _profile = crate::profile::scope("flix_shrink", plan.device());
     check::shrink(plan, ad, x, h)?;
     match plan.device() {
         Device::Cpu => cpu::shrink(plan.plan(), ad, x, h),
@@ -187,6 +188,7 @@ pub fn expand(
     y: &mut Tensor,
     write: Write,
 ) -> Result<()> {
+    let _profile = crate::profile::scope("flix_expand", plan.device());
     check::expand(plan, ad, h, y)?;
     match plan.device() {
         Device::Cpu => cpu::expand(plan.plan(), ad, h, y, write),
@@ -208,6 +210,7 @@ pub fn backward(
     dx_write: Write,
     grads: &mut AdapterGrads,
 ) -> Result<()> {
+    let _profile = crate::profile::scope("flix_backward", plan.device());
     check::backward(plan, ad, x, h, dy, dx.as_deref(), grads)?;
     match plan.device() {
         Device::Cpu => cpu::backward(plan.plan(), ad, x, h, dy, dx, dx_write, grads),

@@ -37,6 +37,7 @@ pub fn adamw_step(
     step: u64,
     hp: AdamWParams,
 ) -> Result<()> {
+    let _profile = crate::profile::scope("adamw_step", param.device());
     const OP: &str = "adamw_step";
     let shape = param.shape().to_vec();
     grad.expect_shape(OP, "grad", &shape)?;

@@ -143,6 +143,7 @@ pub fn attention_forward(
     starts: &[usize],
     shape: AttentionShape,
 ) -> Result<(Tensor, Vec<f32>)> {
+    let _profile = crate::profile::scope("attention_forward", q.device());
     const OP: &str = "attention_forward";
     let t = shape.check(OP, q, k, v, starts)?;
     if let Device::Cuda(b) = q.device() {
@@ -226,6 +227,7 @@ pub fn attention_backward(
     starts: &[usize],
     shape: AttentionShape,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    let _profile = crate::profile::scope("attention_backward", dout.device());
     const OP: &str = "attention_backward";
     let t = shape.check(OP, q, k, v, starts)?;
     let AttentionShape {
@@ -393,6 +395,7 @@ pub fn attention_cached_forward(
     kv_starts: &[usize],
     shape: AttentionShape,
 ) -> Result<Tensor> {
+    let _profile = crate::profile::scope("attention_cached_forward", q.device());
     const OP: &str = "attention_cached_forward";
     let AttentionShape {
         heads,

@@ -9,6 +9,7 @@ use crate::{Device, Storage, Tensor};
 
 /// Writes `src` converted to `dst`'s dtype into `dst` (same shape, same device).
 pub fn cast(src: &Tensor, dst: &mut Tensor) -> Result<()> {
+    let _profile = crate::profile::scope("cast", src.device());
     const OP: &str = "cast";
     dst.expect_shape(OP, "destination", src.shape())?;
     if !src.device().same(dst.device()) {

@@ -93,6 +93,7 @@ pub fn linear_cross_entropy_forward(
     targets: &[i32],
     chunk: usize,
 ) -> Result<CrossEntropy> {
+    let _profile = crate::profile::scope("linear_cross_entropy_forward", x.device());
     const OP: &str = "linear_cross_entropy_forward";
     let (t, d, v) = check(OP, x, w, targets, chunk)?;
     if let Device::Cuda(b) = x.device() {
@@ -162,6 +163,7 @@ pub fn linear_cross_entropy_backward(
     chunk: usize,
     dw: Option<&mut Tensor>,
 ) -> Result<Tensor> {
+    let _profile = crate::profile::scope("linear_cross_entropy_backward", x.device());
     const OP: &str = "linear_cross_entropy_backward";
     let (t, d, v) = check(OP, x, w, targets, chunk)?;
     let scored = &forward.scored;

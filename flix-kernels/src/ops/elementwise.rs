@@ -44,6 +44,7 @@ fn mismatch(op: &'static str, a: &Tensor, b: &Tensor) -> KernelError {
 
 /// `a += b`, same shape, device and dtype.
 pub fn add_assign(a: &mut Tensor, b: &Tensor) -> Result<()> {
+    let _profile = crate::profile::scope("add_assign", b.device());
     const OP: &str = "add_assign";
     b.expect_shape(OP, "b", a.shape())?;
     same_device_and_dtype(OP, "b", a, b)?;
@@ -96,6 +97,7 @@ pub fn add_assign(a: &mut Tensor, b: &Tensor) -> Result<()> {
 
 /// `x *= alpha`.
 pub fn scale(x: &mut Tensor, alpha: f32) -> Result<()> {
+    let _profile = crate::profile::scope("scale", x.device());
     const OP: &str = "scale";
     let n = x.numel();
     match x.device().clone() {
@@ -150,6 +152,7 @@ pub fn scale(x: &mut Tensor, alpha: f32) -> Result<()> {
 /// `db[c] += Σ_r dy[r, c]` for `dy` `[rows, cols]` and `db` `[cols]` (a bias gradient), same
 /// device and dtype. Rows are summed in order (f64 on the CPU, f32 on CUDA): deterministic.
 pub fn sum_rows_into(db: &mut Tensor, dy: &Tensor) -> Result<()> {
+    let _profile = crate::profile::scope("sum_rows_into", dy.device());
     const OP: &str = "sum_rows_into";
     let cols = db.numel();
     db.expect_shape(OP, "db", &[cols])?;

@@ -19,6 +19,7 @@ fn check_ids(op: &'static str, ids: &[u32], vocab: usize) -> Result<()> {
 
 /// Looks up `ids` in `table` ([V, d]); returns [T, d].
 pub fn embedding_forward(table: &Tensor, ids: &[u32]) -> Result<Tensor> {
+    let _profile = crate::profile::scope("embedding_forward", table.device());
     const OP: &str = "embedding_forward";
     let [vocab, d] = two_d(OP, table)?;
     check_ids(OP, ids, vocab)?;
@@ -37,6 +38,7 @@ pub fn embedding_forward(table: &Tensor, ids: &[u32]) -> Result<Tensor> {
 
 /// dTable[ids[t]] += dOut[t].
 pub fn embedding_backward(dtable: &mut Tensor, ids: &[u32], dout: &Tensor) -> Result<()> {
+    let _profile = crate::profile::scope("embedding_backward", dout.device());
     const OP: &str = "embedding_backward";
     let [vocab, d] = two_d(OP, dtable)?;
     dout.expect_shape(OP, "dOut", &[ids.len(), d])?;

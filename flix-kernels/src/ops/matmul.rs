@@ -31,6 +31,7 @@ pub fn matmul(
     alpha: f32,
     beta: f32,
 ) -> Result<()> {
+    let _profile = crate::profile::scope("matmul", a.device());
     const OP: &str = "matmul";
     for (what, t) in [("A", a), ("B", b), ("C", &*c)] {
         if t.shape().len() != 2 {

@@ -24,6 +24,7 @@ fn rows_dim(op: &'static str, x: &Tensor, w: &Tensor) -> Result<(usize, usize)> 
 
 /// Returns (y [T, d], rstd [T]).
 pub fn rmsnorm_forward(x: &Tensor, w: &Tensor, eps: f32) -> Result<(Tensor, Vec<f32>)> {
+    let _profile = crate::profile::scope("rmsnorm_forward", x.device());
     const OP: &str = "rmsnorm_forward";
     let (rows, d) = rows_dim(OP, x, w)?;
     match x.device() {
@@ -55,6 +56,7 @@ pub fn rmsnorm_backward(
     rstd: &[f32],
     dw: Option<&mut Tensor>,
 ) -> Result<Tensor> {
+    let _profile = crate::profile::scope("rmsnorm_backward", dy.device());
     const OP: &str = "rmsnorm_backward";
     let (rows, d) = rows_dim(OP, x, w)?;
     dy.expect_shape(OP, "dY", &[rows, d])?;

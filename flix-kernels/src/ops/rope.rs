@@ -69,6 +69,7 @@ pub fn rope_forward(
     positions: &[u32],
     inv_freq: &[f32],
 ) -> Result<()> {
+    let _profile = crate::profile::scope("rope_forward", x.device());
     apply(x, heads, positions, inv_freq, 1.0, "rope_forward")
 }
 
@@ -79,6 +80,7 @@ pub fn rope_backward(
     positions: &[u32],
     inv_freq: &[f32],
 ) -> Result<()> {
+    let _profile = crate::profile::scope("rope_backward", dx.device());
     apply(dx, heads, positions, inv_freq, -1.0, "rope_backward")
 }
 

@@ -10,6 +10,7 @@ fn sigmoid(x: f32) -> f32 {
 
 /// h = silu(gate) ⊙ up; all [T, F].
 pub fn swiglu_forward(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    let _profile = crate::profile::scope("swiglu_forward", gate.device());
     const OP: &str = "swiglu_forward";
     up.expect_shape(OP, "up", gate.shape())?;
     match gate.device() {
@@ -24,6 +25,7 @@ pub fn swiglu_forward(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 
 /// Returns (dGate, dUp).
 pub fn swiglu_backward(dh: &Tensor, gate: &Tensor, up: &Tensor) -> Result<(Tensor, Tensor)> {
+    let _profile = crate::profile::scope("swiglu_backward", gate.device());
     const OP: &str = "swiglu_backward";
     up.expect_shape(OP, "up", gate.shape())?;
     dh.expect_shape(OP, "dH", gate.shape())?;
