@@ -44,7 +44,7 @@ cd "$STAGE/.." || exit 1
 want kernels && for t in "$STAGE"/tests/*; do
   name=$(basename "$t")
   # The tests find nothing on disk; run from flix-kernels/ like cargo does.
-  (cd flix-kernels 2>/dev/null || true; timeout 150 "$t" --test-threads=1) > "$OUT/test-$name.log" 2>&1
+  (cd flix-kernels 2>/dev/null || true; timeout 60 "$t" --test-threads=1) > "$OUT/test-$name.log" 2>&1
   rc=$?
   result=$(grep -E '^test result:' "$OUT/test-$name.log" | tail -1)
   echo "test $name: rc=$rc $result" >> "$OUT/summary.txt"
@@ -53,14 +53,14 @@ done
 grep -h "SKIPPED" "$OUT"/test-*.log >> "$OUT/summary.txt" 2>/dev/null
 
 if want bench; then
-  timeout 150 "$STAGE/flix" bench --device cuda --json "$OUT/flix.json" > "$OUT/flix-bench.txt" 2>&1
+  timeout 100 "$STAGE/flix" bench --device cuda --json "$OUT/flix.json" > "$OUT/flix-bench.txt" 2>&1
   echo "flix bench: rc=$?" >> "$OUT/summary.txt"
 fi
 
 SHAPES=()
 [ -s "$STAGE/shapes.json" ] && SHAPES=(--shapes "$STAGE/shapes.json")
 if want peers; then
-  timeout 180 python3 "$STAGE/flix_peers.py" --device cuda "${SHAPES[@]}" --json "$OUT/peers.json" \
+  timeout 100 python3 "$STAGE/flix_peers.py" --device cuda "${SHAPES[@]}" --json "$OUT/peers.json" \
     > "$OUT/peers.txt" 2>&1
   echo "peers: rc=$?" >> "$OUT/summary.txt"
 fi
@@ -73,7 +73,7 @@ fi
 want model && for t in "$STAGE"/model-tests/*; do
   [ -e "$t" ] || continue
   name=$(basename "$t")
-  (cd flix-model && timeout 90 "$t" --test-threads=1) > "$OUT/test-model-$name.log" 2>&1
+  (cd flix-model && timeout 60 "$t" --test-threads=1) > "$OUT/test-model-$name.log" 2>&1
   rc=$?
   result=$(grep -E '^test result:' "$OUT/test-model-$name.log" | tail -1)
   echo "test model $name: rc=$rc $result" >> "$OUT/summary.txt"
@@ -81,20 +81,25 @@ want model && for t in "$STAGE"/model-tests/*; do
 done
 
 if want train; then
-  timeout 120 "$STAGE/flix" bench-train --device cuda --warmup 1 --steps 3 \
+  # FLIX_PROFILE=1: after the timed steps, one more step with every op timed (printed last).
+  FLIX_PROFILE=1 timeout 90 "$STAGE/flix" bench-train --device cuda --warmup 1 --steps 3 \
     --json "$OUT/bench-train.json" > "$OUT/bench-train.txt" 2>&1
   echo "flix bench-train: rc=$?" >> "$OUT/summary.txt"
-  timeout 120 python3 "$STAGE/train_peer.py" --device cuda --warmup 1 --steps 3 \
+  timeout 90 python3 "$STAGE/train_peer.py" --device cuda --warmup 1 --steps 3 \
     --json "$OUT/train-peer.json" > "$OUT/train-peer.txt" 2>&1
   echo "train peer: rc=$?" >> "$OUT/summary.txt"
 fi
 
+# The device tool brings back only a few files: the test logs go back as one.
+for f in "$OUT"/test-*.log; do echo "===== $(basename "$f")"; cat "$f"; done > "$OUT/tests.log" 2>/dev/null
+rm -f "$OUT"/test-*.log
+
 echo "== machine"; cat "$OUT/machine.txt"
 echo "== flix bench (tail)"; tail -n 40 "$OUT/flix-bench.txt" 2>/dev/null
 echo "== peers (tail)"; tail -n 50 "$OUT/peers.txt" 2>/dev/null
-echo "== bench-train"; tail -n 5 "$OUT/bench-train.txt" 2>/dev/null
+echo "== bench-train"; tail -n 40 "$OUT/bench-train.txt" 2>/dev/null
 echo "== train peer"; tail -n 5 "$OUT/train-peer.txt" 2>/dev/null
 echo "== failing tests (first lines)"
-for f in "$OUT"/test-*.log; do grep -E "panicked|FAILED|failed" "$f" | head -5; done
+grep -E "panicked|FAILED|^failures" "$OUT/tests.log" | head -20
 echo "== summary"; cat "$OUT/summary.txt"
 exit $fail
