@@ -6,7 +6,10 @@
 #   4. the flix-model parity tests on CUDA (f32 and bf16) with FLIX_REQUIRE_GPU=1,
 #   5. flix bench-train (TinyLlama-1.1B shape, FLix on all projections) and its PyTorch peer
 #      train_peer.py (transformers, SDPA, bf16): training-step tokens/s and peak memory.
-# FLIX_GPU_PARTS picks parts (default all: "kernels bench peers model train"), e.g.
+#   6. the command line on CUDA ("cli"): `flix demo --tiny`, a `flix train` killed after its
+#      first checkpoint and resumed (its final adapters and optimizer state must equal those of
+#      an uninterrupted run, byte for byte), then the full `flix demo` with its wall time.
+# FLIX_GPU_PARTS picks parts (default all: "kernels bench peers model train cli"), e.g.
 # FLIX_GPU_PARTS="model train" when a whole run does not fit in one call.
 # Logs go to $OUT; a short summary is printed last. Time limits keep the whole under the
 # device tool's 600 s per call.
@@ -38,7 +41,7 @@ export LD_LIBRARY_PATH=$LIBS:${PYLIBS}:${LD_LIBRARY_PATH:-}
 
 : > "$OUT/summary.txt"
 fail=0
-PARTS=" ${FLIX_GPU_PARTS:-kernels bench peers model train} "
+PARTS=" ${FLIX_GPU_PARTS:-kernels bench peers model train cli} "
 want() { [[ "$PARTS" == *" $1 "* ]]; }
 cd "$STAGE/.." || exit 1
 want kernels && for t in "$STAGE"/tests/*; do
@@ -90,6 +93,42 @@ if want train; then
   echo "train peer: rc=$?" >> "$OUT/summary.txt"
 fi
 
+if want cli; then
+  W=$(mktemp -d)
+  FLIX="$STAGE/flix"
+  timeout 90 "$FLIX" demo --tiny --device cuda --out "$W/tiny" > "$OUT/cli.txt" 2>&1
+  echo "flix demo --tiny --device cuda: rc=$?" >> "$OUT/summary.txt"
+  TRAIN=(train --device cuda --base "$W/tiny/seed-0/base" --data "$W/tiny/seed-0/data/train.jsonl"
+         --method flix --rank 2 --dropout 0.3 --steps 200 --batch-tokens 128
+         --checkpoint-every 10 --lr 0.01 --seed 5)
+  resume_rc=1
+  if timeout 60 "$FLIX" "${TRAIN[@]}" --out "$W/straight" >> "$OUT/cli.txt" 2>&1; then
+    "$FLIX" "${TRAIN[@]}" --out "$W/killed" >> "$OUT/cli.txt" 2>&1 &
+    pid=$!
+    for _ in $(seq 6000); do
+      ls "$W/killed/checkpoints" 2>/dev/null | grep -q step- && break
+      sleep 0.01
+    done
+    kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+    echo "killed after: $(ls "$W/killed/checkpoints" 2>/dev/null | tr '\n' ' ')" >> "$OUT/cli.txt"
+    if timeout 60 "$FLIX" train --resume "$W/killed" >> "$OUT/cli.txt" 2>&1; then
+      last=$(ls "$W/straight/checkpoints" | tail -1)
+      if [ "$last" = "$(ls "$W/killed/checkpoints" | tail -1)" ] &&
+         cmp "$W/straight/checkpoints/$last/adapter_model.safetensors" \
+             "$W/killed/checkpoints/$last/adapter_model.safetensors" >> "$OUT/cli.txt" 2>&1 &&
+         cmp "$W/straight/checkpoints/$last/optimizer.safetensors" \
+             "$W/killed/checkpoints/$last/optimizer.safetensors" >> "$OUT/cli.txt" 2>&1; then
+        resume_rc=0
+      fi
+    fi
+  fi
+  echo "flix train --device cuda killed and resumed, identical bytes: rc=$resume_rc" >> "$OUT/summary.txt"
+  [ $resume_rc -eq 0 ] || fail=1
+  start=$(date +%s)
+  timeout "${FLIX_GPU_DEMO_LIMIT:-200}" "$FLIX" demo --device cuda --out "$W/demo" > "$OUT/demo.txt" 2>&1
+  echo "flix demo --device cuda: rc=$? in $(( $(date +%s) - start )) s" >> "$OUT/summary.txt"
+fi
+
 # The device tool brings back only a few files: the test logs go back as one.
 for f in "$OUT"/test-*.log; do echo "===== $(basename "$f")"; cat "$f"; done > "$OUT/tests.log" 2>/dev/null
 rm -f "$OUT"/test-*.log
@@ -99,6 +138,7 @@ echo "== flix bench (tail)"; tail -n 40 "$OUT/flix-bench.txt" 2>/dev/null
 echo "== peers (tail)"; tail -n 50 "$OUT/peers.txt" 2>/dev/null
 echo "== bench-train"; tail -n 40 "$OUT/bench-train.txt" 2>/dev/null
 echo "== train peer"; tail -n 5 "$OUT/train-peer.txt" 2>/dev/null
+echo "== demo"; tail -n 30 "$OUT/demo.txt" 2>/dev/null
 echo "== failing tests (first lines)"
 grep -E "panicked|FAILED|^failures" "$OUT/tests.log" | head -20
 echo "== summary"; cat "$OUT/summary.txt"

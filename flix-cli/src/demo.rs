@@ -1,4 +1,5 @@
-//! `flix demo`: the whole pipeline on the built-in mixture, with no download, on the CPU.
+//! `flix demo`: the whole pipeline on the built-in mixture, with no download, on the CPU (or a GPU
+//! with `--device cuda`).
 //!
 //! 1. generate the 8-language × 4-task mixture (held-out diagonal) and its knowledge text;
 //! 2. build a character-level tokenizer.json and a random-init tiny Llama checkpoint directory;
@@ -49,6 +50,9 @@ pub struct DemoArgs {
     /// Override the feature dropout probability of each type.
     #[arg(long)]
     pub dropout: Option<f64>,
+    /// cpu, cuda or cuda:N: where pretraining, fine-tuning and evaluation run.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// The sizes of one demo configuration.
@@ -60,6 +64,7 @@ struct Settings {
     batch_tokens: usize,
     rank: usize,
     dropout: f64,
+    device: String,
 }
 
 impl Settings {
@@ -79,6 +84,7 @@ impl Settings {
                 batch_tokens: 256,
                 rank: 2,
                 dropout: 0.2,
+                device: args.device.clone(),
             }
         } else {
             Settings {
@@ -94,6 +100,7 @@ impl Settings {
                 batch_tokens: 2048,
                 rank: 4,
                 dropout: 0.5,
+                device: args.device.clone(),
             }
         };
         s.pretrain_steps = args.pretrain_steps.unwrap_or(s.pretrain_steps);
@@ -125,6 +132,8 @@ struct SeedResult {
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {
+    // Before any work: a missing GPU is an error now, not after the mixture is written.
+    Device::parse(&args.device)?;
     let settings = Settings::new(&args);
     let start = Instant::now();
     let mut results = Vec::new();
@@ -273,6 +282,7 @@ fn run_seed(s: &Settings, seed: u64, dir: &Path) -> Result<(EvalResult, EvalResu
     spec.warmup_steps = (s.pretrain_steps / 10).max(1);
     spec.seed = seed;
     spec.checkpoint_every = 0;
+    spec.device = s.device.clone();
     let mut pretrain = Trainer::new(spec, &fresh(&dir.join("pretrain"))?)?;
     run_with_progress(&mut pretrain, "pretrain")?;
     let base = dir.join("base");
@@ -301,6 +311,7 @@ fn run_seed(s: &Settings, seed: u64, dir: &Path) -> Result<(EvalResult, EvalResu
         spec.warmup_steps = (s.finetune_steps / 10).max(1);
         spec.seed = seed;
         spec.checkpoint_every = 0;
+        spec.device = s.device.clone();
         let run_dir = fresh(&dir.join(name))?;
         let mut trainer = Trainer::new(spec, &run_dir)?;
         run_with_progress(&mut trainer, name)?;
@@ -313,9 +324,10 @@ fn run_seed(s: &Settings, seed: u64, dir: &Path) -> Result<(EvalResult, EvalResu
         max_new_tokens: 48,
         batch_tokens: 4096,
     };
+    let device = Device::parse(&s.device)?;
     let mut evals = Vec::new();
     for (name, run_dir) in runs {
-        let trained = load_trained(&run_dir, &Device::Cpu)?;
+        let trained = load_trained(&run_dir, &device)?;
         evals.push(evaluate(name, &trained, &test, &holdout, options)?);
     }
     let lora = evals.pop().context("no LoRA result")?;

@@ -35,9 +35,13 @@ pub struct EvalArgs {
     /// Also write every result (per cell and per example) to this JSON file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
+    let device = Device::parse(&args.device)?;
     let holdout = if args.holdout.is_empty() {
         let spec_path = args.runs[0].join("spec.json");
         match std::fs::read_to_string(&spec_path) {
@@ -58,8 +62,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
     };
     let mut results = Vec::new();
     for dir in &args.runs {
-        let trained = load_trained(dir, &Device::Cpu)
-            .with_context(|| format!("loading {}", dir.display()))?;
+        let trained =
+            load_trained(dir, &device).with_context(|| format!("loading {}", dir.display()))?;
         let names = trained.layout.registry.type_names();
         let examples = read_jsonl_files(&args.data, &names)?;
         let name = dir.display().to_string();

@@ -54,6 +54,9 @@ pub struct TrainArgs {
     /// Held-out cells, e.g. `--holdout lang=sw,task=ner --holdout lang=de,task=qa`.
     #[arg(long)]
     pub holdout: Vec<String>,
+    /// cpu, cuda or cuda:N (a resumed run stays on the device it started on).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     #[arg(long, default_value_t = 200)]
     pub steps: u64,
     #[arg(long, default_value_t = 2048)]
@@ -133,6 +136,7 @@ impl TrainArgs {
         spec.cap = self.cap;
         spec.seed = self.seed;
         spec.checkpoint_every = self.checkpoint_every;
+        spec.device = self.device.clone();
         if let (Some(every), Some(file)) = (self.eval_every, &self.eval_file) {
             let mut eval = PeriodicEvalSpec::new(every, file.clone());
             eval.max_per_cell = self.eval_max_per_cell;

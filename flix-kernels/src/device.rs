@@ -1,7 +1,7 @@
 //! Where tensors live and ops run. Call sites match on [`Device`], never on `#[cfg]`: a build
 //! without a GPU still has `Device::Cuda`, and asking for it returns a clear error.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::cuda::CudaBackend;
 use crate::error::Result;
@@ -14,8 +14,20 @@ pub enum Device {
 
 impl Device {
     /// CUDA device `ordinal`; an error (never a panic) when there is no driver or no such GPU.
+    /// One backend per GPU and process: asking twice gives the same one (so its compiled kernels
+    /// are shared, and tensors made through either are on the [`same`](Self::same) device).
     pub fn cuda(ordinal: usize) -> Result<Self> {
-        Ok(Device::Cuda(Arc::new(CudaBackend::new(ordinal)?)))
+        static BACKENDS: Mutex<Vec<(usize, Arc<CudaBackend>)>> = Mutex::new(Vec::new());
+        // A panic while the lock was held cannot leave the list half-updated: take it anyway.
+        let mut backends = BACKENDS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, backend)) = backends.iter().find(|(o, _)| *o == ordinal) {
+            return Ok(Device::Cuda(backend.clone()));
+        }
+        let backend = Arc::new(CudaBackend::new(ordinal)?);
+        backends.push((ordinal, backend.clone()));
+        Ok(Device::Cuda(backend))
     }
 
     /// Parses `cpu`, `cuda` or `cuda:N`.

@@ -50,6 +50,26 @@ pub struct TrainSpec {
     /// Evaluation during training (`--eval-every`, `--eval-file`); none by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval: Option<PeriodicEvalSpec>,
+    /// Where to train: `cpu`, `cuda` or `cuda:N`. A resumed run continues on the same device;
+    /// bit-identical resumption holds on one device (CPU and GPU sums round differently).
+    #[serde(default = "default_device")]
+    pub device: String,
+}
+
+fn default_device() -> String {
+    "cpu".to_string()
+}
+
+/// Whether `name` is a device name [`flix_kernels::Device::parse`] accepts, checked without
+/// touching a driver (so a spec is validated the same on a machine without a GPU).
+fn is_device_name(name: &str) -> bool {
+    match name.strip_prefix("cuda") {
+        Some("") => true,
+        Some(rest) => rest
+            .strip_prefix(':')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+        None => name == "cpu",
+    }
 }
 
 impl TrainSpec {
@@ -77,6 +97,7 @@ impl TrainSpec {
             seed: 0,
             checkpoint_every: 50,
             eval: None,
+            device: default_device(),
         }
     }
 
@@ -99,6 +120,12 @@ impl TrainSpec {
         }
         if let Some(eval) = &self.eval {
             eval.validate()?;
+        }
+        if !is_device_name(&self.device) {
+            return bad(format!(
+                "unknown device {:?}: use cpu, cuda or cuda:N",
+                self.device
+            ));
         }
         Ok(())
     }
@@ -137,5 +164,31 @@ impl TrainSpec {
             shared,
             targets: self.target_modules()?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names_are_checked_without_a_driver() {
+        for good in ["cpu", "cuda", "cuda:0", "cuda:12"] {
+            assert!(is_device_name(good), "{good}");
+        }
+        for bad in ["", "gpu", "cuda:", "cuda:x", "cuda0", "cpu:0", "CUDA"] {
+            assert!(!is_device_name(bad), "{bad}");
+        }
+        let features = FeatureConfig::discovered(&["lang"], flix_core::TypeDefaults::default());
+        let mut spec = TrainSpec::new(
+            "base".into(),
+            vec!["d.jsonl".into()],
+            features,
+            Method::Flix,
+        );
+        assert!(spec.validate().is_ok());
+        spec.device = "tpu".into();
+        let err = spec.validate().unwrap_err().to_string();
+        assert!(err.contains("\"tpu\"") && err.contains("cuda:N"), "{err}");
     }
 }

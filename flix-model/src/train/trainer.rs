@@ -161,7 +161,7 @@ impl Trainer {
         let sampler = MixtureSampler::new(&sizes, spec.temperature, spec.cap, spec.seed)?;
         let dropout = FeatureDropout::from_registry(&registry, spec.seed);
         let layout = spec.layout(registry)?;
-        let mut model = LlamaModel::load(&spec.base, &Device::Cpu)?;
+        let mut model = LlamaModel::load(&spec.base, &Device::parse(&spec.device)?)?;
         let full = layout.method == Method::Full;
         if let Some(adapters) = layout.adapter_spec(spec.seed) {
             model.attach_adapters(&adapters)?;
