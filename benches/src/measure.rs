@@ -127,29 +127,14 @@ impl LayerProblem {
 
     /// (c) the adapter ops alone, forward: shrink then expand (overwriting Y).
     pub fn adapters_forward(&mut self) -> Result<()> {
-        flix::shrink(&self.plan, &self.adapters, &self.x, &mut self.h)?;
-        flix::expand(
-            &self.plan,
-            &self.adapters,
-            &self.h,
-            &mut self.y,
-            Write::Overwrite,
-        )
+        self.shrink_only()?;
+        self.expand_only()
     }
 
     /// (c) the adapter ops alone, forward and backward (dX overwritten, dA and dB accumulated).
     pub fn adapters_forward_backward(&mut self) -> Result<()> {
         self.adapters_forward()?;
-        flix::backward(
-            &self.plan,
-            &self.adapters,
-            &self.x,
-            &self.h,
-            &self.dy,
-            Some(&mut self.dx),
-            Write::Overwrite,
-            &mut self.grads,
-        )
+        self.backward_only()
     }
 
     /// One adapter op alone, for the per-op breakdown: shrink (H from X).

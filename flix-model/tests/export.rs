@@ -133,30 +133,12 @@ fn exported_lora_reproduces_the_flix_logits() {
     );
 
     // PEFT itself, where Python with transformers and peft is available.
-    let python = std::env::var("FLIX_PYTHON").unwrap_or_else(|_| "/opt/hfvenv/bin/python".into());
-    if !std::path::Path::new(&python).exists() {
-        eprintln!("skipped the PEFT check: no Python at {python} (set FLIX_PYTHON)");
-        return;
-    }
     let case = tmp.path().join("case.json");
     let case_json = serde_json::json!({ "tokens": tokens, "logits": want });
     std::fs::write(&case, case_json.to_string()).unwrap();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../scripts/check_peft_export.py"
+    common::run_python_check(
+        "check_peft_export.py",
+        &[base.as_os_str(), dir.as_os_str(), case.as_os_str()],
+        "PEFT",
     );
-    let out = std::process::Command::new(&python)
-        .arg(script)
-        .arg(&base)
-        .arg(&dir)
-        .arg(&case)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "PEFT check failed: {text}");
-    eprintln!("{text}");
 }

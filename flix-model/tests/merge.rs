@@ -300,29 +300,12 @@ fn sharded_bf16_base_merges_into_one_bf16_file() {
 /// Loads `dir` with transformers' `AutoModelForCausalLM` and compares its logits with `ours`
 /// (the sequences of [`sequences`], one at a time), where Python with transformers exists.
 fn check_with_transformers(dir: &Path, ours: &[f32]) {
-    let python = std::env::var("FLIX_PYTHON").unwrap_or_else(|_| "/opt/hfvenv/bin/python".into());
-    if !Path::new(&python).exists() {
-        eprintln!("skipped the transformers check: no Python at {python} (set FLIX_PYTHON)");
-        return;
-    }
     let case = dir.with_extension("case.json");
     let json = serde_json::json!({ "sequences": sequences(), "logits": ours });
     std::fs::write(&case, json.to_string()).unwrap();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../scripts/check_merged_checkpoint.py"
+    common::run_python_check(
+        "check_merged_checkpoint.py",
+        &[dir.as_os_str(), case.as_os_str()],
+        "transformers",
     );
-    let out = std::process::Command::new(&python)
-        .arg(script)
-        .arg(dir)
-        .arg(&case)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "transformers check failed: {text}");
-    eprintln!("{text}");
 }

@@ -48,3 +48,32 @@ pub fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
     write_random_base(&base, &shape, &json, 3).unwrap();
     (base, data.join(TRAIN_FILE))
 }
+
+/// Runs `scripts/<script>` with `args` under the Python of `FLIX_PYTHON` (default
+/// `/opt/hfvenv/bin/python`, which has transformers and peft) and fails the test with its output
+/// if it fails. Returns false, after saying so, when that Python does not exist: the check is
+/// skipped, not passed.
+#[allow(dead_code)]
+pub fn run_python_check(script: &str, args: &[&std::ffi::OsStr], what: &str) -> bool {
+    let python = std::env::var("FLIX_PYTHON").unwrap_or_else(|_| "/opt/hfvenv/bin/python".into());
+    if !Path::new(&python).exists() {
+        eprintln!("skipped the {what} check: no Python at {python} (set FLIX_PYTHON)");
+        return false;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts")
+        .join(script);
+    let out = std::process::Command::new(&python)
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{what} check failed: {text}");
+    eprintln!("{text}");
+    true
+}
