@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::fixture;
-use flix_core::{BatchPlan, FeatureConfig, SegmentSpec, TypeDefaults, TypeShape};
+use flix_core::{BatchPlan, SegmentSpec, TypeShape};
 use flix_kernels::{DType, Device, Tensor};
 use flix_model::adapters::{AdapterSpec, TargetModule};
 use flix_model::export::{concatenated_lora, export_peft};
@@ -19,15 +19,7 @@ use flix_model::{Batch, LlamaModel, Sequence};
 fn exported_lora_reproduces_the_flix_logits() {
     let tmp = tempfile::tempdir().unwrap();
     let (base, train) = fixture(tmp.path());
-    let mut features = FeatureConfig::discovered(
-        &["lang", "task"],
-        TypeDefaults {
-            rank: 2,
-            alpha: 3.0,
-            dropout: 0.0,
-        },
-    );
-    features.types[1].rank = Some(3);
+    let features = common::lang_task_features_of_ranks_2_and_3();
     let mut spec = TrainSpec::new(base.clone(), vec![train], features, Method::FlixShared);
     spec.steps = 5;
     spec.lr = 0.05;

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::fixture;
-use flix_core::{BatchPlan, FeatureConfig, SegmentSpec, TypeDefaults};
+use flix_core::{BatchPlan, SegmentSpec};
 use flix_kernels::{Device, Tolerance};
 use flix_model::export::{parse_combination, Combination};
 use flix_model::merge::merge_checkpoint;
@@ -71,15 +71,7 @@ fn slots_of(trained: &Trained, combination: &Combination) -> Vec<i32> {
 }
 
 fn train(base: &Path, data: &Path, method: Method, run: &Path) -> Trained {
-    let mut features = FeatureConfig::discovered(
-        &["lang", "task"],
-        TypeDefaults {
-            rank: 2,
-            alpha: 3.0,
-            dropout: 0.0,
-        },
-    );
-    features.types[1].rank = Some(3);
+    let features = common::lang_task_features_of_ranks_2_and_3();
     let mut spec = TrainSpec::new(
         base.to_path_buf(),
         vec![data.to_path_buf()],

@@ -77,3 +77,19 @@ pub fn run_python_check(script: &str, args: &[&std::ffi::OsStr], what: &str) -> 
     eprintln!("{text}");
     true
 }
+
+/// `lang` and `task` features discovered from the data, ranks 2 and 3 (heterogeneous on
+/// purpose), alpha 3, no dropout.
+#[allow(dead_code)]
+pub fn lang_task_features_of_ranks_2_and_3() -> flix_core::FeatureConfig {
+    let mut features = flix_core::FeatureConfig::discovered(
+        &["lang", "task"],
+        flix_core::TypeDefaults {
+            rank: 2,
+            alpha: 3.0,
+            dropout: 0.0,
+        },
+    );
+    features.types[1].rank = Some(3);
+    features
+}
