@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use flix_core::demo::{generate, write_dir, DemoConfig, DemoMixture, TEST_FILE, TRAIN_FILE};
 use flix_core::{read_jsonl, FeatureConfig, TypeConfig, TypeDefaults};
@@ -50,6 +50,12 @@ pub struct DemoArgs {
     /// Override the feature dropout probability of each type.
     #[arg(long)]
     pub dropout: Option<f64>,
+    /// Override the width of the base model (hidden size; the MLP is 3× wider).
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    /// Override the number of transformer layers of the base model.
+    #[arg(long)]
+    pub layers: Option<usize>,
     /// cpu, cuda or cuda:N: where pretraining, fine-tuning and evaluation run.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -109,6 +115,10 @@ impl Settings {
         s.finetune_steps = args.steps.unwrap_or(s.finetune_steps);
         s.rank = args.rank.unwrap_or(s.rank);
         s.dropout = args.dropout.unwrap_or(s.dropout);
+        s.shape = shape(
+            args.hidden.unwrap_or(s.shape.hidden),
+            args.layers.unwrap_or(s.shape.layers),
+        );
         s
     }
 }
@@ -137,6 +147,11 @@ pub fn run(args: DemoArgs) -> Result<()> {
     // Before any work: a missing GPU is an error now, not after the mixture is written.
     Device::parse(&args.device)?;
     let settings = Settings::new(&args);
+    let (hidden, layers) = (settings.shape.hidden, settings.shape.layers);
+    // 4 attention heads whose width RoPE splits in halves: the width must be a multiple of 8.
+    if hidden == 0 || hidden % 8 != 0 || layers == 0 {
+        bail!("--hidden must be a positive multiple of 8 and --layers at least 1 (got {hidden} and {layers})");
+    }
     let start = Instant::now();
     let mut results = Vec::new();
     for seed in 0..args.seeds.max(1) {

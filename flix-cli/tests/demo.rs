@@ -50,3 +50,26 @@ fn tiny_demo_runs_end_to_end() {
         assert!(out.join("seed-0").join(dir).exists(), "{dir}");
     }
 }
+
+#[test]
+fn a_bad_model_size_or_device_is_an_error_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (args, says) in [
+        (&["--hidden", "12"][..], "multiple of 8"),
+        (&["--layers", "0"][..], "--layers at least 1"),
+        (&["--device", "tpu"][..], "unknown device"),
+    ] {
+        let out = tmp.path().join("demo");
+        let output = Command::new(env!("CARGO_BIN_EXE_flix"))
+            .args(["demo", "--tiny", "--out"])
+            .arg(&out)
+            .args(args)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!out.exists(), "{args:?} wrote {}", out.display());
+    }
+}
