@@ -44,34 +44,43 @@ pub fn set_enabled(on: bool) {
 
 /// The timing of one op call; see the module documentation.
 pub struct Scope {
+    /// Whether this scope counted itself in the nesting depth (undone on drop, even if timing
+    /// was switched off meanwhile).
+    nested: bool,
     open: Option<(&'static str, Device, Instant)>,
 }
 
 /// Opens the scope of op `name` running on `device`.
 pub fn scope(name: &'static str, device: &Device) -> Scope {
     if !enabled() {
-        return Scope { open: None };
+        return Scope {
+            nested: false,
+            open: None,
+        };
     }
     let outermost = DEPTH.with(|d| {
         d.set(d.get() + 1);
         d.get() == 1
     });
     if !outermost {
-        return Scope { open: None };
+        return Scope {
+            nested: true,
+            open: None,
+        };
     }
     // A failed synchronization shows up again, as an error, in the op itself.
     let _ = device.synchronize();
     Scope {
+        nested: true,
         open: Some((name, device.clone(), Instant::now())),
     }
 }
 
 impl Drop for Scope {
     fn drop(&mut self) {
-        if !enabled() {
-            return;
+        if self.nested {
+            DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
         }
-        DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
         if let Some((name, device, start)) = self.open.take() {
             let _ = device.synchronize();
             let elapsed = start.elapsed();
@@ -142,6 +151,15 @@ mod tests {
         {
             let _outer = scope("outer", &Device::Cpu);
         }
+        // Switching timing off inside a scope must not leave the nesting count behind.
+        {
+            let _open = scope("outer", &Device::Cpu);
+            set_enabled(false);
+        }
+        set_enabled(true);
+        {
+            let _after = scope("after", &Device::Cpu);
+        }
         set_enabled(false);
         let _ignored = scope("off", &Device::Cpu);
         // Other tests of this binary may run ops meanwhile: look at this test's names only.
@@ -150,7 +168,8 @@ mod tests {
             .iter()
             .find(|r| r.op == "outer")
             .expect("outer was timed");
-        assert_eq!(outer.calls, 2);
+        assert_eq!(outer.calls, 3);
+        assert!(rows.iter().any(|r| r.op == "after"), "{rows:?}");
         assert!(outer.total >= Duration::from_millis(2));
         assert!(
             !rows.iter().any(|r| r.op == "inner" || r.op == "off"),
