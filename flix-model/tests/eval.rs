@@ -59,14 +59,8 @@ fn batched_greedy_decoding_equals_decoding_each_prompt_alone() {
                 len: tokens.len(),
                 slots: p.slots.clone(),
             };
-            let plan = model
-                .device_plan(BatchPlan::new(&layout.type_shapes(), &[seg], 5).unwrap())
-                .unwrap();
-            let logits = model
-                .logits(&batch, Some(&plan))
-                .unwrap()
-                .to_f32_vec()
-                .unwrap();
+            let plan = BatchPlan::new(&layout.type_shapes(), &[seg], 5).unwrap();
+            let logits = common::logits_with(model, &batch, plan);
             let last = &logits[(tokens.len() - 1) * vocab..];
             let next = (0..vocab).fold(0, |b, i| if last[i] > last[b] { i } else { b }) as u32;
             if next == eos {

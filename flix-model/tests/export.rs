@@ -56,13 +56,7 @@ fn exported_lora_reproduces_the_flix_logits() {
         4,
     )
     .unwrap();
-    let plan = trained.model.device_plan(plan).unwrap();
-    let want = trained
-        .model
-        .logits(&batch, Some(&plan))
-        .unwrap()
-        .to_f32_vec()
-        .unwrap();
+    let want = common::logits_with(&trained.model, &batch, plan);
 
     // A fresh base with one LoRA of rank R, alpha R, holding the exported tensors.
     let mut lora = LlamaModel::load(&base, &Device::Cpu).unwrap();
@@ -87,14 +81,8 @@ fn exported_lora_reproduces_the_flix_logits() {
         rank,
         num_values: 1,
     }];
-    let plan = lora
-        .device_plan(BatchPlan::new(&shapes, &[segment(vec![0])], 4).unwrap())
-        .unwrap();
-    let got = lora
-        .logits(&batch, Some(&plan))
-        .unwrap()
-        .to_f32_vec()
-        .unwrap();
+    let plan = BatchPlan::new(&shapes, &[segment(vec![0])], 4).unwrap();
+    let got = common::logits_with(&lora, &batch, plan);
     let worst = want
         .iter()
         .zip(&got)

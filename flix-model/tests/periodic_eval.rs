@@ -89,14 +89,8 @@ fn plain_losses(checkpoint: &Path, data: &Path) -> BTreeMap<String, f64> {
             len: n,
             slots: layout.slots(&layout.registry.encode_inference(&ex)),
         };
-        let plan = model
-            .device_plan(BatchPlan::new(&layout.type_shapes(), &[segment], 16).unwrap())
-            .unwrap();
-        let logits = model
-            .logits(&batch, Some(&plan))
-            .unwrap()
-            .to_f32_vec()
-            .unwrap();
+        let plan = BatchPlan::new(&layout.type_shapes(), &[segment], 16).unwrap();
+        let logits = common::logits_with(model, &batch, plan);
         let entry = sums.entry(cell_name(&ex, &names)).or_default();
         for t in prompt_len - 1..n - 1 {
             let row: Vec<f64> = logits[t * vocab..(t + 1) * vocab]

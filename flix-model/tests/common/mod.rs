@@ -93,3 +93,19 @@ pub fn lang_task_features_of_ranks_2_and_3() -> flix_core::FeatureConfig {
     features.types[1].rank = Some(3);
     features
 }
+
+/// The logits `[tokens, vocab]` of `batch` under `model` with the features of `plan`, as f32 on
+/// the host.
+#[allow(dead_code)]
+pub fn logits_with(
+    model: &flix_model::LlamaModel,
+    batch: &flix_model::Batch,
+    plan: flix_core::BatchPlan,
+) -> Vec<f32> {
+    let plan = model.device_plan(plan).unwrap();
+    model
+        .logits(batch, Some(&plan))
+        .unwrap()
+        .to_f32_vec()
+        .unwrap()
+}
