@@ -1,7 +1,8 @@
 //! `flix demo`: the whole pipeline on the built-in mixture, with no download, on the CPU (or a GPU
 //! with `--device cuda`).
 //!
-//! 1. generate the 8-language × 4-task mixture (held-out diagonal) and its knowledge text;
+//! 1. generate the 8-language × 4-task mixture (one held-out task per language) and its knowledge
+//!    text;
 //! 2. build a character-level tokenizer.json and a random-init tiny Llama checkpoint directory;
 //! 3. pretrain it with full-parameter training on the knowledge text only (language knowledge,
 //!    no task examples), save it as the base checkpoint;
@@ -14,7 +15,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use flix_core::demo::{generate, write_dir, DemoConfig, DemoMixture, TEST_FILE, TRAIN_FILE};
+use flix_core::demo::{
+    diagonal_heldout, generate, write_dir, DemoConfig, DemoMixture, Task, TEST_FILE, TRAIN_FILE,
+};
 use flix_core::{read_jsonl, FeatureConfig, TypeConfig, TypeDefaults};
 use flix_kernels::Device;
 use flix_model::eval::{evaluate, EvalOptions, EvalResult};
@@ -56,6 +59,11 @@ pub struct DemoArgs {
     /// Override the number of transformer layers of the base model.
     #[arg(long)]
     pub layers: Option<usize>,
+    /// The tasks of the mixture, comma-separated: by default num2words,next,previous,reverse;
+    /// also words2num, successor, date, double, plus10, minus10. Held out: one task per language
+    /// (a shifted Latin-square diagonal).
+    #[arg(long, value_delimiter = ',')]
+    pub tasks: Option<Vec<Task>>,
     /// cpu, cuda or cuda:N: where pretraining, fine-tuning and evaluation run.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -111,6 +119,10 @@ impl Settings {
                 device: args.device.clone(),
             }
         };
+        if let Some(tasks) = &args.tasks {
+            s.demo.heldout = diagonal_heldout(&s.demo.languages, tasks);
+            s.demo.tasks = tasks.clone();
+        }
         s.pretrain_steps = args.pretrain_steps.unwrap_or(s.pretrain_steps);
         s.finetune_steps = args.steps.unwrap_or(s.finetune_steps);
         s.rank = args.rank.unwrap_or(s.rank);
@@ -152,6 +164,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     if hidden == 0 || hidden % 8 != 0 || layers == 0 {
         bail!("--hidden must be a positive multiple of 8 and --layers at least 1 (got {hidden} and {layers})");
     }
+    settings.demo.validate()?;
     let start = Instant::now();
     let mut results = Vec::new();
     for seed in 0..args.seeds.max(1) {

@@ -25,7 +25,9 @@ fn tiny_demo_runs_end_to_end() {
     }
     let grid: Vec<&str> = stdout.lines().skip_while(|l| !l.contains("FLix")).collect();
     assert!(
-        grid[1].contains("date") && grid[1].contains("words2num"),
+        ["num2words", "next", "previous", "reverse"]
+            .iter()
+            .all(|task| grid[1].contains(task)),
         "{stdout}"
     );
     let rows = &grid[2..10];
@@ -52,12 +54,15 @@ fn tiny_demo_runs_end_to_end() {
 }
 
 #[test]
-fn a_bad_model_size_or_device_is_an_error_before_any_work() {
+fn a_bad_model_size_device_or_task_list_is_an_error_before_any_work() {
     let tmp = tempfile::tempdir().unwrap();
     for (args, says) in [
         (&["--hidden", "12"][..], "multiple of 8"),
         (&["--layers", "0"][..], "--layers at least 1"),
         (&["--device", "tpu"][..], "unknown device"),
+        (&["--tasks", "num2words"][..], "never trained"),
+        (&["--tasks", "next,next"][..], "listed twice"),
+        (&["--tasks", "next,sums"][..], "unknown demo task"),
     ] {
         let out = tmp.path().join("demo");
         let output = Command::new(env!("CARGO_BIN_EXE_flix"))

@@ -91,7 +91,9 @@ fn sizes_ids_and_fields_are_as_configured() {
 
 #[test]
 fn number_targets_agree_with_the_hand_written_tables() {
-    let m = generate(&DemoConfig::default()).expect("generates");
+    let codes: Vec<&str> = demo_tables::NUMBER_WORDS.iter().map(|(c, _)| *c).collect();
+    let m = generate(&DemoConfig::for_grid(&codes, &Task::ALL)).expect("generates");
+    let mut checked_tasks = BTreeSet::new();
     let mut checked = 0;
     for (code, _) in demo_tables::NUMBER_WORDS {
         let table: BTreeMap<u32, String> = demo_tables::number_words(code).into_iter().collect();
@@ -113,11 +115,36 @@ fn number_targets_agree_with_the_hand_written_tables() {
                     (Some(a), Some(b)) => a + 1 == *b,
                     _ => continue,
                 },
+                // Digits in, a number out in words: the target is the table's words for the
+                // number the task makes of the input.
+                "next" | "previous" | "reverse" | "double" | "plus10" | "minus10" => {
+                    let n: u32 = e.input.parse().expect("digits");
+                    let (tens, units) = (n / 10, n % 10);
+                    let expected = match e.task.as_str() {
+                        "next" => n + 1,
+                        "previous" => n.checked_sub(1).expect("previous of 0"),
+                        "reverse" => {
+                            assert!(tens > 0, "reverse of a one-digit number: {e:?}");
+                            units * 10 + tens
+                        }
+                        "double" => 2 * n,
+                        "plus10" => n + 10,
+                        _ => n.checked_sub(10).expect("minus10 of a one-digit number"),
+                    };
+                    match table.get(&expected) {
+                        Some(words) => words == &e.target,
+                        None => continue,
+                    }
+                }
                 _ => continue,
             };
             assert!(ok, "{e:?}");
+            checked_tasks.insert(e.task.clone());
             checked += 1;
         }
+    }
+    for task in Task::ALL.iter().filter(|t| **t != Task::Date) {
+        assert!(checked_tasks.contains(task.name()), "{task} never checked");
     }
     assert!(
         checked > 1000,
@@ -146,7 +173,14 @@ fn days_in(year: u32, month: u32) -> u32 {
 
 #[test]
 fn date_targets_spell_the_input_date_in_the_language() {
-    let m = generate(&DemoConfig::default()).expect("generates");
+    let codes: Vec<&str> = demo_tables::NUMBER_WORDS.iter().map(|(c, _)| *c).collect();
+    let tasks = [
+        Task::Num2Words,
+        Task::Words2Num,
+        Task::Date,
+        Task::Successor,
+    ];
+    let m = generate(&DemoConfig::for_grid(&codes, &tasks)).expect("generates");
     let mut dates = 0;
     for e in all_examples(&m).filter(|e| e.task == "date") {
         let parts: Vec<u32> = e
@@ -254,7 +288,15 @@ fn a_malformed_line_is_reported_with_file_and_line() {
 
 #[test]
 fn knowledge_covers_every_language_without_heldout_examples_in_task_form() {
-    let config = DemoConfig::default();
+    // The four tasks whose knowledge is the widest: with a date task, months and dates too.
+    let codes: Vec<&str> = demo_tables::NUMBER_WORDS.iter().map(|(c, _)| *c).collect();
+    let tasks = [
+        Task::Num2Words,
+        Task::Words2Num,
+        Task::Date,
+        Task::Successor,
+    ];
+    let config = DemoConfig::for_grid(&codes, &tasks);
     let m = generate(&config).expect("generates");
     for code in &config.languages {
         for kind in [
@@ -310,6 +352,30 @@ fn knowledge_covers_every_language_without_heldout_examples_in_task_form() {
         .cloned()
         .collect();
     assert!(heldout.iter().any(|e| e.task == "successor"));
+    check_knowledge(&m.knowledge, &heldout).expect("clean");
+}
+
+#[test]
+fn without_a_date_task_the_knowledge_is_about_numbers_only() {
+    let codes: Vec<&str> = demo_tables::NUMBER_WORDS.iter().map(|(c, _)| *c).collect();
+    let tasks = [Task::Num2Words, Task::Next, Task::Previous, Task::Reverse];
+    let m = generate(&DemoConfig::for_grid(&codes, &tasks)).expect("generates");
+    let kinds: BTreeSet<String> = m
+        .knowledge
+        .iter()
+        .map(|k| format!("{:?}", k.kind))
+        .collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from(["Counting".to_string(), "NumberSentence".to_string()])
+    );
+    let heldout: Vec<DemoExample> = m
+        .test
+        .iter()
+        .filter(|e| m.is_heldout(&e.lang, &e.task))
+        .cloned()
+        .collect();
+    assert!(heldout.iter().any(|e| e.task == "next"));
     check_knowledge(&m.knowledge, &heldout).expect("clean");
 }
 

@@ -40,8 +40,14 @@ pub struct KnowledgeLine {
 const COUNTING_RUN: u32 = 6;
 
 /// Every knowledge line of `lang`: decade counting, counting in twos from every start, a sentence
-/// per number 0..=99, the month list, two sentences per month and `dates` date sentences.
-pub(crate) fn knowledge_lines(lang: &dyn Language, seed: u64, dates: usize) -> Vec<KnowledgeLine> {
+/// per number 0..=99 and, when `with_months` (the mixture has a date task), the month list, two
+/// sentences per month and `dates` date sentences.
+pub(crate) fn knowledge_lines(
+    lang: &dyn Language,
+    seed: u64,
+    with_months: bool,
+    dates: usize,
+) -> Vec<KnowledgeLine> {
     let line = |kind, text: String| KnowledgeLine {
         lang: lang.code().to_string(),
         kind,
@@ -63,6 +69,9 @@ pub(crate) fn knowledge_lines(lang: &dyn Language, seed: u64, dates: usize) -> V
         if let Some(text) = lang.number_sentence(n) {
             lines.push(line(KnowledgeKind::NumberSentence, text));
         }
+    }
+    if !with_months {
+        return lines;
     }
     lines.push(line(KnowledgeKind::MonthList, lang.months().join(", ")));
     for month in 1..=12 {

@@ -2,8 +2,9 @@
 //! no download, the same bytes for the same seed.
 //!
 //! Eight languages (English, German, French, Spanish, Italian, Dutch, Swedish, Portuguese) × four
-//! tasks (`num2words`, `words2num`, `date`, `successor`): each task's structure is shared across
-//! languages, each language's words are its own. Some cells are held out of training (by default
+//! tasks, by default [`Task::DEMO`] (`num2words`, `next`, `previous`, `reverse`: digits in, a number
+//! out in words; `words2num`, `successor`, `date`, `double`, `plus10` and `minus10` can be chosen instead): each task's
+//! structure is shared across languages, each language's words are its own. Some cells are held out of training (by default
 //! a Latin-square diagonal, one per language) so that FLix can be evaluated on (language, task)
 //! pairs it never saw, composed from a language and a task it did see. Alongside the examples come
 //! plain "language knowledge" sentences per language for pretraining the base model.
@@ -152,10 +153,14 @@ pub fn generate(config: &DemoConfig) -> Result<DemoMixture, DemoError> {
                 }
             }
         }
+        let with_months = config.tasks.contains(&Task::Date);
         let dates = config.knowledge_dates_per_language;
-        mixture
-            .knowledge
-            .extend(knowledge::knowledge_lines(lang, config.seed, dates));
+        mixture.knowledge.extend(knowledge::knowledge_lines(
+            lang,
+            config.seed,
+            with_months,
+            dates,
+        ));
     }
     let heldout_examples: Vec<DemoExample> = mixture
         .dev

@@ -22,15 +22,39 @@ pub enum Task {
     Date,
     /// `thirty-seven` -> `thirty-eight`, for 0..=98.
     Successor,
+    /// `37` -> `thirty-eight`, for 0..=98: digits in, the next number out in words.
+    Next,
+    /// `37` -> `thirty-six`, for 1..=99: digits in, the previous number out in words.
+    Previous,
+    /// `37` -> `seventy-three`, for 10..=99: the digits swapped, out in words (`30` -> `three`).
+    Reverse,
+    /// `37` -> `seventy-four`, for 0..=49: twice the number, out in words.
+    Double,
+    /// `37` -> `forty-seven`, for 0..=89: ten more, out in words.
+    Plus10,
+    /// `37` -> `twenty-seven`, for 10..=99: ten less, out in words.
+    Minus10,
 }
 
 impl Task {
-    /// Every task, in the demo's default order.
-    pub const ALL: [Task; 4] = [
+    /// The demo's default tasks: digits in, a number out in the example's language. Every task
+    /// writes the same words (the cardinals 0..=99), so a held-out cell needs only what its
+    /// language's other tasks and its task's other languages train: the language says how to write
+    /// a number, the task which number to write.
+    pub const DEMO: [Task; 4] = [Task::Num2Words, Task::Next, Task::Previous, Task::Reverse];
+
+    /// Every task.
+    pub const ALL: [Task; 10] = [
         Task::Num2Words,
         Task::Words2Num,
         Task::Date,
         Task::Successor,
+        Task::Next,
+        Task::Previous,
+        Task::Reverse,
+        Task::Double,
+        Task::Plus10,
+        Task::Minus10,
     ];
 
     /// The name used in the `task` field of an example.
@@ -40,6 +64,12 @@ impl Task {
             Task::Words2Num => "words2num",
             Task::Date => "date",
             Task::Successor => "successor",
+            Task::Next => "next",
+            Task::Previous => "previous",
+            Task::Reverse => "reverse",
+            Task::Double => "double",
+            Task::Plus10 => "plus10",
+            Task::Minus10 => "minus10",
         }
     }
 
@@ -63,6 +93,24 @@ impl Task {
                 .collect(),
             Task::Successor => deal_numbers(0..=MAX_NUMBER - 1, count, rng)
                 .map(|n| (words(n), words(n + 1)))
+                .collect(),
+            Task::Next => deal_numbers(0..=MAX_NUMBER - 1, count, rng)
+                .map(|n| (n.to_string(), words(n + 1)))
+                .collect(),
+            Task::Previous => deal_numbers(1..=MAX_NUMBER, count, rng)
+                .map(|n| (n.to_string(), words(n - 1)))
+                .collect(),
+            Task::Reverse => deal_numbers(10..=MAX_NUMBER, count, rng)
+                .map(|n| (n.to_string(), words(10 * (n % 10) + n / 10)))
+                .collect(),
+            Task::Double => deal_numbers(0..=MAX_NUMBER / 2, count, rng)
+                .map(|n| (n.to_string(), words(2 * n)))
+                .collect(),
+            Task::Plus10 => deal_numbers(0..=MAX_NUMBER - 10, count, rng)
+                .map(|n| (n.to_string(), words(n + 10)))
+                .collect(),
+            Task::Minus10 => deal_numbers(10..=MAX_NUMBER, count, rng)
+                .map(|n| (n.to_string(), words(n - 10)))
                 .collect(),
             Task::Date => (0..count)
                 .map(|_| {
@@ -99,8 +147,13 @@ impl fmt::Display for Task {
 
 /// The name is not one of [`Task::ALL`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown demo task {0:?} (known: num2words, words2num, date, successor)")]
+#[error("unknown demo task {0:?} (known: {known})", known = known_names())]
 pub struct UnknownTask(pub String);
+
+/// The names of [`Task::ALL`], comma-separated.
+fn known_names() -> String {
+    Task::ALL.map(Task::name).join(", ")
+}
 
 impl FromStr for Task {
     type Err = UnknownTask;
