@@ -26,6 +26,7 @@ use flix_model::train::base::{save_model_dir, write_random_base, TinyLlamaShape}
 use flix_model::train::{load_trained, Holdout, Method, TrainSpec, Trainer};
 use serde::Serialize;
 
+use crate::demo_claim::{summary, MeanStd, MethodScores};
 use crate::eval::format_grid;
 use crate::report::write_report;
 use crate::train::run_with_progress;
@@ -187,7 +188,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
             seconds: t.elapsed().as_secs_f64(),
         });
     }
-    println!("{}", summary(&results));
+    let (flix, lora) = method_scores(&results);
+    println!("{}", summary(&flix, &lora));
     println!(
         "total time {:.0} s; results in {}",
         start.elapsed().as_secs_f64(),
@@ -208,29 +210,21 @@ pub fn run(args: DemoArgs) -> Result<()> {
     Ok(())
 }
 
-/// Mean ± standard deviation across seeds of the supervised and held-out means.
-fn summary(results: &[SeedResult]) -> String {
+/// Both methods' per-seed supervised and held-out means, in %.
+fn method_scores(results: &[SeedResult]) -> (MethodScores, MethodScores) {
     let stat = |f: &dyn Fn(&SeedResult) -> Option<f64>| {
         let xs: Vec<f64> = results.iter().filter_map(f).map(|x| 100.0 * x).collect();
-        let n = xs.len().max(1) as f64;
-        let mean = xs.iter().sum::<f64>() / n;
-        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-        format!("{mean:5.1} ± {:4.1}", var.sqrt())
+        MeanStd::of(&xs)
     };
-    format!(
-        "exact match over {} seed(s), mean ± std (%):\n\
-         {:12} {:>14} {:>14}\n{:12} {:>14} {:>14}\n{:12} {:>14} {:>14}",
-        results.len(),
-        "",
-        "supervised",
-        "held-out",
-        "FLix",
-        stat(&|r| r.flix.mean(false)),
-        stat(&|r| r.flix.mean(true)),
-        "LoRA",
-        stat(&|r| r.lora.mean(false)),
-        stat(&|r| r.lora.mean(true)),
-    )
+    let flix = MethodScores {
+        supervised: stat(&|r| r.flix.mean(false)),
+        heldout: stat(&|r| r.flix.mean(true)),
+    };
+    let lora = MethodScores {
+        supervised: stat(&|r| r.lora.mean(false)),
+        heldout: stat(&|r| r.lora.mean(true)),
+    };
+    (flix, lora)
 }
 
 /// Writes the knowledge text as JSONL examples with a language feature and no input.

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_train;
 mod demo;
+mod demo_claim;
 mod eval;
 mod export;
 mod generate;

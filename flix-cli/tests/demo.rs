@@ -37,6 +37,11 @@ fn tiny_demo_runs_end_to_end() {
         "{stdout}"
     );
     assert!(stdout.contains("held-out"), "{stdout}");
+    // One seed has no spread: the closing line says what testing the claim takes.
+    assert!(
+        stdout.contains("FLix minus LoRA: held-out") && stdout.contains("--seeds 3"),
+        "{stdout}"
+    );
 
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
