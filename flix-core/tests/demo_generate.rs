@@ -11,6 +11,19 @@ use flix_core::demo::{
     TRAIN_FILE,
 };
 
+/// Every language of the hand-written tables.
+fn all_codes() -> Vec<&'static str> {
+    demo_tables::NUMBER_WORDS.iter().map(|(c, _)| *c).collect()
+}
+
+/// The demo's first four tasks: with a date task, so the knowledge has months and dates too.
+const FIRST_TASKS: [Task; 4] = [
+    Task::Num2Words,
+    Task::Words2Num,
+    Task::Date,
+    Task::Successor,
+];
+
 fn all_examples(m: &flix_core::demo::DemoMixture) -> impl Iterator<Item = &DemoExample> {
     m.train.iter().chain(&m.dev).chain(&m.test)
 }
@@ -91,8 +104,7 @@ fn sizes_ids_and_fields_are_as_configured() {
 
 #[test]
 fn number_targets_agree_with_the_hand_written_tables() {
-    let codes: Vec<&str> = demo_tables::NUMBER_WORDS.iter().map(|(c, _)| *c).collect();
-    let m = generate(&DemoConfig::for_grid(&codes, &Task::ALL)).expect("generates");
+    let m = generate(&DemoConfig::for_grid(&all_codes(), &Task::ALL)).expect("generates");
     let mut checked_tasks = BTreeSet::new();
     let mut checked = 0;
     for (code, _) in demo_tables::NUMBER_WORDS {
@@ -173,14 +185,7 @@ fn days_in(year: u32, month: u32) -> u32 {
 
 #[test]
 fn date_targets_spell_the_input_date_in_the_language() {
-    let codes: Vec<&str> = demo_tables::NUMBER_WORDS.iter().map(|(c, _)| *c).collect();
-    let tasks = [
-        Task::Num2Words,
-        Task::Words2Num,
-        Task::Date,
-        Task::Successor,
-    ];
-    let m = generate(&DemoConfig::for_grid(&codes, &tasks)).expect("generates");
+    let m = generate(&DemoConfig::for_grid(&all_codes(), &FIRST_TASKS)).expect("generates");
     let mut dates = 0;
     for e in all_examples(&m).filter(|e| e.task == "date") {
         let parts: Vec<u32> = e
@@ -288,15 +293,7 @@ fn a_malformed_line_is_reported_with_file_and_line() {
 
 #[test]
 fn knowledge_covers_every_language_without_heldout_examples_in_task_form() {
-    // The four tasks whose knowledge is the widest: with a date task, months and dates too.
-    let codes: Vec<&str> = demo_tables::NUMBER_WORDS.iter().map(|(c, _)| *c).collect();
-    let tasks = [
-        Task::Num2Words,
-        Task::Words2Num,
-        Task::Date,
-        Task::Successor,
-    ];
-    let config = DemoConfig::for_grid(&codes, &tasks);
+    let config = DemoConfig::for_grid(&all_codes(), &FIRST_TASKS);
     let m = generate(&config).expect("generates");
     for code in &config.languages {
         for kind in [
@@ -357,9 +354,7 @@ fn knowledge_covers_every_language_without_heldout_examples_in_task_form() {
 
 #[test]
 fn without_a_date_task_the_knowledge_is_about_numbers_only() {
-    let codes: Vec<&str> = demo_tables::NUMBER_WORDS.iter().map(|(c, _)| *c).collect();
-    let tasks = [Task::Num2Words, Task::Next, Task::Previous, Task::Reverse];
-    let m = generate(&DemoConfig::for_grid(&codes, &tasks)).expect("generates");
+    let m = generate(&DemoConfig::for_grid(&all_codes(), &Task::DEMO)).expect("generates");
     let kinds: BTreeSet<String> = m
         .knowledge
         .iter()

@@ -85,32 +85,25 @@ impl Task {
     ) -> Vec<(String, String)> {
         let words = |n: u32| lang.number(n).unwrap_or_default();
         match self {
-            Task::Num2Words => deal_numbers(0..=MAX_NUMBER, count, rng)
-                .map(|n| (n.to_string(), words(n)))
-                .collect(),
+            Task::Num2Words => digits_in(lang, 0..=MAX_NUMBER, |n| n, count, rng),
+            Task::Next => digits_in(lang, 0..=MAX_NUMBER - 1, |n| n + 1, count, rng),
+            Task::Previous => digits_in(lang, 1..=MAX_NUMBER, |n| n - 1, count, rng),
+            // `30` -> `03`, written `three`.
+            Task::Reverse => digits_in(
+                lang,
+                10..=MAX_NUMBER,
+                |n| 10 * (n % 10) + n / 10,
+                count,
+                rng,
+            ),
+            Task::Double => digits_in(lang, 0..=MAX_NUMBER / 2, |n| 2 * n, count, rng),
+            Task::Plus10 => digits_in(lang, 0..=MAX_NUMBER - 10, |n| n + 10, count, rng),
+            Task::Minus10 => digits_in(lang, 10..=MAX_NUMBER, |n| n - 10, count, rng),
             Task::Words2Num => deal_numbers(0..=MAX_NUMBER, count, rng)
                 .map(|n| (words(n), n.to_string()))
                 .collect(),
             Task::Successor => deal_numbers(0..=MAX_NUMBER - 1, count, rng)
                 .map(|n| (words(n), words(n + 1)))
-                .collect(),
-            Task::Next => deal_numbers(0..=MAX_NUMBER - 1, count, rng)
-                .map(|n| (n.to_string(), words(n + 1)))
-                .collect(),
-            Task::Previous => deal_numbers(1..=MAX_NUMBER, count, rng)
-                .map(|n| (n.to_string(), words(n - 1)))
-                .collect(),
-            Task::Reverse => deal_numbers(10..=MAX_NUMBER, count, rng)
-                .map(|n| (n.to_string(), words(10 * (n % 10) + n / 10)))
-                .collect(),
-            Task::Double => deal_numbers(0..=MAX_NUMBER / 2, count, rng)
-                .map(|n| (n.to_string(), words(2 * n)))
-                .collect(),
-            Task::Plus10 => deal_numbers(0..=MAX_NUMBER - 10, count, rng)
-                .map(|n| (n.to_string(), words(n + 10)))
-                .collect(),
-            Task::Minus10 => deal_numbers(10..=MAX_NUMBER, count, rng)
-                .map(|n| (n.to_string(), words(n - 10)))
                 .collect(),
             Task::Date => (0..count)
                 .map(|_| {
@@ -120,6 +113,20 @@ impl Task {
                 .collect(),
         }
     }
+}
+
+/// `count` pairs of a task that takes digits and writes a number in words: `n` of `inputs`, dealt
+/// as [`deal_numbers`] does, and `rule(n)` written out in `lang`.
+fn digits_in(
+    lang: &dyn Language,
+    inputs: std::ops::RangeInclusive<u32>,
+    rule: fn(u32) -> u32,
+    count: usize,
+    rng: &mut SplitMix64,
+) -> Vec<(String, String)> {
+    deal_numbers(inputs, count, rng)
+        .map(|n| (n.to_string(), lang.number(rule(n)).unwrap_or_default()))
+        .collect()
 }
 
 /// `count` numbers of `range`, dealt from a deck that is reshuffled each time it runs out.
