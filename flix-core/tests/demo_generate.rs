@@ -24,6 +24,15 @@ const FIRST_TASKS: [Task; 4] = [
     Task::Successor,
 ];
 
+/// The test examples of the held-out cells.
+fn heldout_test_examples(m: &flix_core::demo::DemoMixture) -> Vec<DemoExample> {
+    m.test
+        .iter()
+        .filter(|e| m.is_heldout(&e.lang, &e.task))
+        .cloned()
+        .collect()
+}
+
 fn all_examples(m: &flix_core::demo::DemoMixture) -> impl Iterator<Item = &DemoExample> {
     m.train.iter().chain(&m.dev).chain(&m.test)
 }
@@ -364,12 +373,7 @@ fn without_a_date_task_the_knowledge_is_about_numbers_only() {
         kinds,
         BTreeSet::from(["Counting".to_string(), "NumberSentence".to_string()])
     );
-    let heldout: Vec<DemoExample> = m
-        .test
-        .iter()
-        .filter(|e| m.is_heldout(&e.lang, &e.task))
-        .cloned()
-        .collect();
+    let heldout = heldout_test_examples(&m);
     assert!(heldout.iter().any(|e| e.task == "next"));
     check_knowledge(&m.knowledge, &heldout).expect("clean");
 }
@@ -377,12 +381,7 @@ fn without_a_date_task_the_knowledge_is_about_numbers_only() {
 #[test]
 fn check_knowledge_catches_a_planted_example() {
     let m = generate(&DemoConfig::tiny()).expect("generates");
-    let held: Vec<DemoExample> = m
-        .test
-        .iter()
-        .filter(|e| m.is_heldout(&e.lang, &e.task))
-        .cloned()
-        .collect();
+    let held = heldout_test_examples(&m);
     for example in held.iter().take(8) {
         for planted in [
             format!("Look: {}: {}", example.input, example.target),
