@@ -2,22 +2,11 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::fixture;
 
+/// Runs `flix`, asserts that it succeeded, and returns its stdout.
 fn flix(args: &[&std::ffi::OsStr]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_flix"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{args:?}: {text}");
-    String::from_utf8_lossy(&out.stdout).to_string()
+    common::flix_ok(args).0
 }
 
 #[test]

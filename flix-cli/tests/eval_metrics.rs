@@ -5,29 +5,11 @@ mod common;
 
 use std::ffi::OsString;
 use std::path::Path;
-use std::process::{Command, Output};
 
-use common::fixture;
+use common::{fixture, flix, flix_ok as ok};
 use flix_model::eval::chrf::corpus_chrf;
 use flix_model::eval::metrics::normalize_label;
 use flix_model::eval::EvalResult;
-
-fn flix(args: &[OsString]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flix"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[OsString]) -> (String, String) {
-    let out = flix(args);
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    );
-    assert!(out.status.success(), "{args:?}: {stdout}{stderr}");
-    (stdout, stderr)
-}
 
 fn args(parts: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<OsString> {
     parts.iter().map(|p| p.as_ref().to_os_string()).collect()

@@ -6,9 +6,8 @@ mod common;
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use common::fixture;
+use common::{fixture, flix, text};
 use flix_core::{read_jsonl, Example};
 use flix_kernels::Device;
 use flix_model::eval::{evaluate, EvalOptions};
@@ -16,20 +15,6 @@ use flix_model::train::{load_trained, Holdout};
 use flix_model::LlamaModel;
 
 const MAX_NEW: usize = 12;
-
-fn flix<S: AsRef<OsStr>>(args: &[S]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flix"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
 
 /// Trains a tiny FLix run with the binary; returns (run directory, test examples).
 fn tiny_run(dir: &Path) -> (PathBuf, Vec<Example>) {

@@ -1,6 +1,10 @@
-//! A tiny demo mixture (2 languages × 2 tasks) and a random base model for the CLI tests.
+//! A tiny demo mixture (2 languages × 2 tasks) and a random base model for the CLI tests, and one
+//! way to run the `flix` binary.
 
+use std::ffi::OsStr;
+use std::fmt::Debug;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use flix_core::demo::{generate, write_dir, DemoConfig, Task, TRAIN_FILE};
 use flix_model::tokenize::{char_tokenizer_json, Tokenizer};
@@ -36,4 +40,31 @@ pub fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
     };
     write_random_base(&dir.join("base"), &shape, &json, 1).unwrap();
     (dir.join("base"), dir.join("data").join(TRAIN_FILE))
+}
+
+/// Runs the `flix` binary with `args`.
+#[allow(dead_code)]
+pub fn flix<S: AsRef<OsStr>>(args: &[S]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flix"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A finished command's (stdout, stderr) as text.
+#[allow(dead_code)]
+pub fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// Runs `flix` with `args`, asserts that it succeeded, and returns its (stdout, stderr).
+#[allow(dead_code)]
+pub fn flix_ok<S: AsRef<OsStr> + Debug>(args: &[S]) -> (String, String) {
+    let out = flix(args);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{args:?}: {stdout}{stderr}");
+    (stdout, stderr)
 }
