@@ -17,27 +17,9 @@ set -uo pipefail
 OUT=${OUT:-/tmp/flix-gpu-out}
 mkdir -p "$OUT"
 STAGE=$(cd "$(dirname "$0")" && pwd)
-export FLIX_REQUIRE_GPU=1 FLIX_NVRTC_REQUIRED=1
-export FLIX_CUDA_INCLUDE=${FLIX_CUDA_INCLUDE:-/usr/local/cuda/include}
-# cuBLAS and NVRTC: the toolkit's, else the wheels torch ships.
-LIBS=/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib
-PYLIBS=$(python3 - <<'PY' 2>/dev/null
-import glob, os
-try:
-    import nvidia
-    roots = list(nvidia.__path__)
-except Exception:
-    roots = []
-print(":".join(sorted({os.path.dirname(p) for r in roots for p in glob.glob(r + "/**/lib*.so*", recursive=True)})))
-PY
-)
-export LD_LIBRARY_PATH=$LIBS:${PYLIBS}:${LD_LIBRARY_PATH:-}
-
-{
-  echo "commit: $(cat "$STAGE/COMMIT" 2>/dev/null)"
-  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1
-  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>&1
-} > "$OUT/machine.txt"
+# shellcheck source=gpu-env.sh
+source "$STAGE/gpu-env.sh"
+flix_machine_info > "$OUT/machine.txt"
 
 : > "$OUT/summary.txt"
 fail=0

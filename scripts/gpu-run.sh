@@ -7,15 +7,20 @@
 # log under $OUT. The GPU machine has CUDA 13.0 at /usr/local/cuda, python3 with torch, no Rust.
 #
 # Usage: scripts/gpu-run.sh            (release build; first run takes several minutes on 2 cores)
+#        scripts/gpu-run.sh --cli-only (only the flix binary and the scripts: enough for
+#                                       gpu-demo-sweep.sh, the demo at several sizes)
 set -euo pipefail
+CLI_ONLY=0
+[ "${1:-}" = "--cli-only" ] && CLI_ONLY=1
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 STAGE=gpu-run
 
 rm -rf "$STAGE"
-mkdir -p "$STAGE/tests"
+mkdir -p "$STAGE/tests" "$STAGE/model-tests"
 
+if [ $CLI_ONLY -eq 0 ]; then
 echo "== building flix-kernels test binaries (release)" >&2
 # The JSON messages name every test executable; keep those of flix-kernels.
 cargo test --release -p flix-kernels --no-run --message-format=json 2>/dev/null \
@@ -35,7 +40,6 @@ rm "$STAGE/tests.list"
 echo "== building flix-model parity test binaries (release)" >&2
 # hf_parity and mixed_features run the model on CUDA (f32 and bf16). They find their fixtures
 # through the path compiled in (CARGO_MANIFEST_DIR); gpu-remote.sh links that path to the copy.
-mkdir -p "$STAGE/model-tests"
 cargo test --release -p flix-model --test hf_parity --test mixed_features --no-run \
     --message-format=json 2>/dev/null \
   | jq -r 'select(.reason == "compiler-artifact" and .executable != null
@@ -44,16 +48,17 @@ cargo test --release -p flix-model --test hf_parity --test mixed_features --no-r
       cp "$exe" "$STAGE/model-tests/$(basename "$exe" | sed 's/-[0-9a-f]\{16\}$//')"
     done
 echo "$ROOT/flix-model" > "$STAGE/MODEL_DIR"
+fi
 
 echo "== building flix (release)" >&2
 cargo build --release -p flix-cli >&2
 cp "$CARGO_TARGET_DIR/release/flix" "$STAGE/flix"
 
 # Debug info is not needed there, and the carried folder is limited to 64 MiB.
-strip "$STAGE"/flix "$STAGE"/tests/* "$STAGE"/model-tests/*
+strip "$STAGE"/flix "$STAGE"/tests/* "$STAGE"/model-tests/* 2>/dev/null || strip "$STAGE"/flix
 # The exact batches of the GPU shape set, so the peers time the same segments and values.
 "$STAGE/flix" bench --list-shapes --shapes all --json "$STAGE/shapes.json"
-cp scripts/gpu-remote.sh benches/peers/flix_peers.py benches/peers/train_peer.py "$STAGE/"
+cp scripts/gpu-remote.sh scripts/gpu-env.sh scripts/gpu-demo-sweep.sh benches/peers/flix_peers.py benches/peers/train_peer.py "$STAGE/"
 git rev-parse HEAD > "$STAGE/COMMIT"
 git status --porcelain --untracked-files=no | grep -q . && echo "(working tree had uncommitted changes)" >> "$STAGE/COMMIT"
 
@@ -65,6 +70,10 @@ cat <<CALL
 Now make this device tool call (one call runs the tests, flix bench and the peer script):
 
   run(command="bash gpu-run/gpu-remote.sh", carry=["gpu-run"], timeout_s=600)
+
+or, for the demo at several base sizes (gpu-demo-sweep.sh; --cli-only staging is enough):
+
+  run(command="bash gpu-run/gpu-demo-sweep.sh", carry=["gpu-run"], timeout_s=600)
 
 Then copy the tables from \$OUT (summary.txt, flix-bench.txt, peers.txt) into BENCHMARKS.md
 with the card, the commit (gpu-run/COMMIT) and pass/fail.

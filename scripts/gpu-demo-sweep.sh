@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Runs ON THE GPU MACHINE, from the repository root, with gpu-run/ carried (see gpu-run.sh): the
+# README's `flix demo --seeds 3` at several base sizes, a few at once on the one GPU (each demo
+# is small and leaves the card mostly idle), then FLix variants on each seed's pretrained base
+# (the demo's data, held-out cells, steps, batch and learning rate; method and the rest as the
+# variant says) with `flix train` and `flix eval`. Everything it learns goes to $OUT: each demo's printout and results.json,
+# each variant's grid, and timings. An overall limit (FLIX_SWEEP_LIMIT seconds, default 540)
+# keeps it inside the device tool's 600 s per call: a job that would start too late is skipped,
+# one that runs over is stopped, and the demo prints each seed's grid as soon as it is done.
+#
+#   FLIX_SWEEP_JOBS   "name:demo args;name:demo args;..." (default below, most wanted first)
+#   FLIX_SWEEP_VARIANTS "name:train args;..." run on every seed of every finished demo
+#   FLIX_SWEEP_PARALLEL how many demos run at once (default 4)
+#   FLIX_SWEEP_DEVICE   cuda (default), or cpu to try the script on a machine without a GPU
+set -uo pipefail
+OUT=${OUT:-/tmp/flix-gpu-out}
+mkdir -p "$OUT"
+STAGE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=gpu-env.sh
+source "$STAGE/gpu-env.sh"
+flix_machine_info > "$OUT/machine.txt"
+FLIX="$STAGE/flix"
+W=$(mktemp -d)
+T0=$(date +%s)
+LIMIT=${FLIX_SWEEP_LIMIT:-540}
+JOBS=${FLIX_SWEEP_JOBS:-"h64:--seeds 3;h256:--hidden 256 --seeds 3;h512x4:--hidden 512 --layers 4 --seeds 3;h256x4:--hidden 256 --layers 4 --seeds 3;h1024x4:--hidden 1024 --layers 4 --seeds 3;h512:--hidden 512 --seeds 3"}
+VARIANTS=${FLIX_SWEEP_VARIANTS:-"flix-wd05:--method flix --rank 4 --alpha 8 --weight-decay 0.5"}
+PARALLEL=${FLIX_SWEEP_PARALLEL:-4}
+DEVICE=${FLIX_SWEEP_DEVICE:-cuda}  # cpu only to try the script out here
+
+left() { echo $(( LIMIT - ($(date +%s) - T0) )); }
+
+# One FLix variant on one seed of a finished demo: the demo's FLix settings plus ARGS.
+variant() { # job seed name args...
+  local job=$1 seed=$2 name=$3; shift 3
+  local d="$W/$job/seed-$seed" run="$W/$job/seed-$seed/$name"
+  local holdout=()
+  while read -r cell; do holdout+=(--holdout "$cell"); done \
+    < <(grep -o '"lang=[^"]*' "$d/flix/spec.json" | tr -d '"')
+  local t=$(left)
+  [ "$t" -gt 15 ] || { echo "$job seed $seed $name: skipped (time)"; return; }
+  local start=$(date +%s)
+  # "@D" in a variant's arguments stands for the seed's directory (e.g. @D/data/knowledge.jsonl).
+  timeout "$t" "$FLIX" train --device "$DEVICE" --base "$d/base" --data "$d/data/train.jsonl" \
+      --out "$run" "${holdout[@]}" --steps 1200 --batch-tokens 2048 --warmup 120 --lr 5e-3 \
+      --checkpoint-every 0 --seed "$seed" "${@//@D/$d}" \
+      > "$OUT/$job-$name-s$seed.train.txt" 2>&1 || { echo "$job seed $seed $name: train rc=$?"; return; }
+  t=$(left)
+  timeout "$t" "$FLIX" eval "$run" --device "$DEVICE" --data "$d/data/test.jsonl" \
+      > "$OUT/$job-$name-s$seed.eval.txt" 2>&1
+  echo "$job seed $seed $name ($*) $(( $(date +%s) - start )) s: $(grep 'supervised mean' "$OUT/$job-$name-s$seed.eval.txt")"
+}
+
+demo_job() { # name args...
+  local job=$1; shift
+  local t=$(left)
+  [ "$t" -gt 30 ] || { echo "$job: skipped (time)"; return; }
+  local start=$(date +%s)
+  # shellcheck disable=SC2068
+  timeout "$t" "$FLIX" demo --device "$DEVICE" --out "$W/$job" $@ > "$OUT/$job.txt" 2>&1
+  local rc=$?
+  echo "$job (flix demo $*): rc=$rc in $(( $(date +%s) - start )) s"
+  cp "$W/$job/results.json" "$OUT/$job-results.json" 2>/dev/null
+  [ $rc -eq 0 ] || return
+  local seeds
+  seeds=$(ls -d "$W/$job"/seed-* | wc -l)
+  IFS=';' read -ra vs <<< "$VARIANTS"
+  for v in "${vs[@]}"; do
+    for s in $(seq 0 $(( seeds - 1 ))); do
+      # shellcheck disable=SC2086
+      variant "$job" "$s" "${v%%:*}" ${v#*:}
+    done
+  done
+}
+
+IFS=';' read -ra jobs <<< "$JOBS"
+for j in "${jobs[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$PARALLEL" ]; do wait -n; done
+  demo_job "${j%%:*}" ${j#*:} >> "$OUT/sweep.txt" 2>&1 &
+  sleep 2
+done
+wait
+echo "== machine"; cat "$OUT/machine.txt"
+echo "== sweep ($(( $(date +%s) - T0 )) s)"; cat "$OUT/sweep.txt"
+for j in "${jobs[@]}"; do
+  echo "== ${j%%:*}"; grep -E "claim|supervised|held-out|mean|total time" "$OUT/${j%%:*}.txt" 2>/dev/null | tail -n 12
+done
