@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Runs ON THE GPU MACHINE, from the repository root, with gpu-run/ carried (see gpu-run.sh): the
-# README's `flix demo --seeds 3` at several base sizes, a few at once on the one GPU (each demo
-# is small and leaves the card mostly idle), then FLix variants on each seed's pretrained base
+# README's `flix demo --seeds 3` at several base sizes, one after the other, then FLix variants on each seed's pretrained base
 # (the demo's data, held-out cells, steps, batch and learning rate; method and the rest as the
 # variant says) with `flix train` and `flix eval`. Everything it learns goes to $OUT: each demo's printout and results.json,
 # each variant's grid, and timings. An overall limit (FLIX_SWEEP_LIMIT seconds, default 540)
@@ -10,7 +9,9 @@
 #
 #   FLIX_SWEEP_JOBS   "name:demo args;name:demo args;..." (default below, most wanted first)
 #   FLIX_SWEEP_VARIANTS "name:train args;..." run on every seed of every finished demo
-#   FLIX_SWEEP_PARALLEL how many demos run at once (default 4)
+#   FLIX_SWEEP_PARALLEL how many demos run at once (default 1: on 2026-11-26 four demos at once
+#                       on one H200 each ran about 9x slower than one alone, 132 s a seed
+#                       against 15 s, as the CUDA contexts take turns on the card)
 #   FLIX_SWEEP_DEVICE   cuda (default), or cpu to try the script on a machine without a GPU
 set -uo pipefail
 OUT=${OUT:-/tmp/flix-gpu-out}
@@ -23,9 +24,9 @@ FLIX="$STAGE/flix"
 W=$(mktemp -d)
 T0=$(date +%s)
 LIMIT=${FLIX_SWEEP_LIMIT:-540}
-JOBS=${FLIX_SWEEP_JOBS:-"h64:--seeds 3;h256:--hidden 256 --seeds 3;h512x4:--hidden 512 --layers 4 --seeds 3;h256x4:--hidden 256 --layers 4 --seeds 3;h1024x4:--hidden 1024 --layers 4 --seeds 3;h512:--hidden 512 --seeds 3"}
-VARIANTS=${FLIX_SWEEP_VARIANTS:-"flix-wd05:--method flix --rank 4 --alpha 8 --weight-decay 0.5"}
-PARALLEL=${FLIX_SWEEP_PARALLEL:-4}
+JOBS=${FLIX_SWEEP_JOBS:-"h64:--seeds 3;h256:--hidden 256 --seeds 3;h256x4:--hidden 256 --layers 4 --seeds 3"}
+VARIANTS=${FLIX_SWEEP_VARIANTS-"flix-wd05:--method flix --rank 4 --alpha 8 --weight-decay 0.5"}
+PARALLEL=${FLIX_SWEEP_PARALLEL:-1}
 DEVICE=${FLIX_SWEEP_DEVICE:-cuda}  # cpu only to try the script out here
 
 left() { echo $(( LIMIT - ($(date +%s) - T0) )); }
@@ -83,5 +84,11 @@ wait
 echo "== machine"; cat "$OUT/machine.txt"
 echo "== sweep ($(( $(date +%s) - T0 )) s)"; cat "$OUT/sweep.txt"
 for j in "${jobs[@]}"; do
-  echo "== ${j%%:*}"; grep -E "claim|supervised|held-out|mean|total time" "$OUT/${j%%:*}.txt" 2>/dev/null | tail -n 12
+  echo "== ${j%%:*}"
+  grep -E "^seed|mean|^FLix |^LoRA |claim|total time" "$OUT/${j%%:*}.txt" 2>/dev/null
 done
+# The device tool brings back only a few files: everything goes back as sweep-all.txt.
+for f in "$OUT"/*; do
+  case $(basename "$f") in machine.txt|sweep.txt|sweep-all.txt) continue ;; esac
+  echo "===== $(basename "$f")"; cat "$f"; echo; rm -f "$f"
+done > "$OUT/sweep-all.txt"

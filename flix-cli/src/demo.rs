@@ -54,7 +54,8 @@ pub struct DemoArgs {
     /// Override the feature dropout probability of each type.
     #[arg(long)]
     pub dropout: Option<f64>,
-    /// Override the width of the base model (hidden size; the MLP is 3× wider).
+    /// Override the width of the base model (hidden size; the MLP is 3× wider). The demo's
+    /// learning rates suit widths up to 256: at 512 neither method learns the tasks.
     #[arg(long)]
     pub hidden: Option<usize>,
     /// Override the number of transformer layers of the base model.
