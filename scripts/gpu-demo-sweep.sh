@@ -14,12 +14,9 @@
 #                       against 15 s, as the CUDA contexts take turns on the card)
 #   FLIX_SWEEP_DEVICE   cuda (default), or cpu to try the script on a machine without a GPU
 set -uo pipefail
-OUT=${OUT:-/tmp/flix-gpu-out}
-mkdir -p "$OUT"
 STAGE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=gpu-env.sh
-source "$STAGE/gpu-env.sh"
-flix_machine_info > "$OUT/machine.txt"
+source "$STAGE/gpu-env.sh"  # sets up CUDA, $OUT and $OUT/machine.txt
 FLIX="$STAGE/flix"
 W=$(mktemp -d)
 T0=$(date +%s)

@@ -1,5 +1,5 @@
-# Sourced ON THE GPU MACHINE by gpu-remote.sh and gpu-demo-sweep.sh: what every flix binary needs
-# there. A missing GPU or NVRTC is an error (not a CPU fallback); the CUDA headers are the
+# Sourced ON THE GPU MACHINE by gpu-remote.sh and gpu-demo-sweep.sh (with $STAGE set): what every
+# flix binary needs there, the output folder $OUT and the machine's description in it. A missing GPU or NVRTC is an error (not a CPU fallback); the CUDA headers are the
 # toolkit's; cuBLAS and NVRTC come from the toolkit, else from the wheels torch ships.
 export FLIX_REQUIRE_GPU=1 FLIX_NVRTC_REQUIRED=1
 export FLIX_CUDA_INCLUDE=${FLIX_CUDA_INCLUDE:-/usr/local/cuda/include}
@@ -22,3 +22,7 @@ flix_machine_info() {
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>&1
 }
+
+OUT=${OUT:-/tmp/flix-gpu-out}
+mkdir -p "$OUT"
+flix_machine_info > "$OUT/machine.txt"

@@ -14,12 +14,9 @@
 # Logs go to $OUT; a short summary is printed last. Time limits keep the whole under the
 # device tool's 600 s per call.
 set -uo pipefail
-OUT=${OUT:-/tmp/flix-gpu-out}
-mkdir -p "$OUT"
 STAGE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=gpu-env.sh
-source "$STAGE/gpu-env.sh"
-flix_machine_info > "$OUT/machine.txt"
+source "$STAGE/gpu-env.sh"  # sets up CUDA, $OUT and $OUT/machine.txt
 
 : > "$OUT/summary.txt"
 fail=0
