@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Runs ON THE GPU MACHINE, from the repository root, with gpu-run/ carried (see gpu-run.sh): the
-# README's `flix demo --seeds 3` at several base sizes, one after the other, then FLix variants on each seed's pretrained base
-# (the demo's data, held-out cells, steps, batch and learning rate; method and the rest as the
-# variant says) with `flix train` and `flix eval`. Everything it learns goes to $OUT: each demo's printout and results.json,
-# each variant's grid, and timings. An overall limit (FLIX_SWEEP_LIMIT seconds, default 540)
-# keeps it inside the device tool's 600 s per call: a job that would start too late is skipped,
-# one that runs over is stopped, and the demo prints each seed's grid as soon as it is done.
+# README's `flix demo --seeds 3` at several base sizes, one after the other, then FLix variants
+# on each seed's pretrained base with `flix train` and `flix eval` (the settings of the demo's
+# FLix run, from its spec.json, plus the variant's arguments). Everything goes to $OUT: each
+# demo's printout and results.json, each variant's grid, and timings. An overall limit
+# (FLIX_SWEEP_LIMIT seconds, default 540) keeps it inside the device tool's 600 s per call: a job
+# that would start too late is skipped, one that runs over is stopped, and the demo prints each
+# seed's grid as soon as it is done.
 #
-#   FLIX_SWEEP_JOBS   "name:demo args;name:demo args;..." (default below, most wanted first)
+#   FLIX_SWEEP_JOBS     "name:demo args;name:demo args;..." (default below, most wanted first)
 #   FLIX_SWEEP_VARIANTS "name:train args;..." run on every seed of every finished demo
 #   FLIX_SWEEP_PARALLEL how many demos run at once (default 1: on 2026-11-26 four demos at once
 #                       on one H200 each ran about 9x slower than one alone, 132 s a seed
@@ -28,32 +29,49 @@ DEVICE=${FLIX_SWEEP_DEVICE:-cuda}  # cpu only to try the script out here
 
 left() { echo $(( LIMIT - ($(date +%s) - T0) )); }
 
-# One FLix variant on one seed of a finished demo: the demo's FLix settings plus ARGS.
+# The `flix train` arguments that repeat a run: its held-out cells and training settings, read
+# from its spec.json (method, features and targets are left to the variant).
+spec_args() { # spec.json
+  python3 - "$1" <<'PY'
+import json, sys
+spec = json.load(open(sys.argv[1]))
+args = []
+for cell in spec["holdout"]:
+    args += ["--holdout", cell]
+args += ["--steps", spec["steps"], "--batch-tokens", spec["batch_tokens"],
+         "--warmup", spec["warmup_steps"], "--lr", spec["lr"],
+         "--min-lr-ratio", spec["min_lr_ratio"], "--clip", spec["max_grad_norm"],
+         "--seed", spec["seed"]]
+print("\n".join(str(a) for a in args))
+PY
+}
+
+# One variant on one seed of a finished demo: the demo's FLix settings plus ARGS.
 variant() { # job seed name args...
   local job=$1 seed=$2 name=$3; shift 3
-  local d="$W/$job/seed-$seed" run="$W/$job/seed-$seed/$name"
-  local holdout=()
-  while read -r cell; do holdout+=(--holdout "$cell"); done \
-    < <(grep -o '"lang=[^"]*' "$d/flix/spec.json" | tr -d '"')
-  local t=$(left)
+  local d="$W/$job/seed-$seed" run="$W/$job/seed-$seed/$name" log="$OUT/$job-$name-s$seed"
+  local same=()
+  mapfile -t same < <(spec_args "$d/flix/spec.json")
+  local t start
+  t=$(left)
   [ "$t" -gt 15 ] || { echo "$job seed $seed $name: skipped (time)"; return; }
-  local start=$(date +%s)
+  start=$(date +%s)
   # "@D" in a variant's arguments stands for the seed's directory (e.g. @D/data/knowledge.jsonl).
   timeout "$t" "$FLIX" train --device "$DEVICE" --base "$d/base" --data "$d/data/train.jsonl" \
-      --out "$run" "${holdout[@]}" --steps 1200 --batch-tokens 2048 --warmup 120 --lr 5e-3 \
-      --checkpoint-every 0 --seed "$seed" "${@//@D/$d}" \
-      > "$OUT/$job-$name-s$seed.train.txt" 2>&1 || { echo "$job seed $seed $name: train rc=$?"; return; }
+      --out "$run" "${same[@]}" --checkpoint-every 0 "${@//@D/$d}" > "$log.train.txt" 2>&1 \
+    || { echo "$job seed $seed $name: train rc=$?"; return; }
   t=$(left)
   timeout "$t" "$FLIX" eval "$run" --device "$DEVICE" --data "$d/data/test.jsonl" \
-      > "$OUT/$job-$name-s$seed.eval.txt" 2>&1
-  echo "$job seed $seed $name ($*) $(( $(date +%s) - start )) s: $(grep 'supervised mean' "$OUT/$job-$name-s$seed.eval.txt")"
+      > "$log.eval.txt" 2>&1
+  echo "$job seed $seed $name ($*) $(( $(date +%s) - start )) s: $(grep 'supervised mean' "$log.eval.txt")"
 }
 
 demo_job() { # name args...
   local job=$1; shift
-  local t=$(left)
+  local t start
+  t=$(left)
   [ "$t" -gt 30 ] || { echo "$job: skipped (time)"; return; }
-  local start=$(date +%s)
+  start=$(date +%s)
   # shellcheck disable=SC2068
   timeout "$t" "$FLIX" demo --device "$DEVICE" --out "$W/$job" $@ > "$OUT/$job.txt" 2>&1
   local rc=$?
@@ -74,8 +92,8 @@ demo_job() { # name args...
 IFS=';' read -ra jobs <<< "$JOBS"
 for j in "${jobs[@]}"; do
   while [ "$(jobs -rp | wc -l)" -ge "$PARALLEL" ]; do wait -n; done
+  # shellcheck disable=SC2086
   demo_job "${j%%:*}" ${j#*:} >> "$OUT/sweep.txt" 2>&1 &
-  sleep 2
 done
 wait
 echo "== machine"; cat "$OUT/machine.txt"
