@@ -59,7 +59,7 @@ fn tiny_demo_runs_end_to_end() {
 }
 
 #[test]
-fn a_bad_model_size_device_or_task_list_is_an_error_before_any_work() {
+fn a_bad_size_device_task_list_or_learning_rate_is_an_error_before_any_work() {
     let tmp = tempfile::tempdir().unwrap();
     for (args, says) in [
         (&["--hidden", "12"][..], "multiple of 8"),
@@ -68,6 +68,11 @@ fn a_bad_model_size_device_or_task_list_is_an_error_before_any_work() {
         (&["--tasks", "num2words"][..], "never trained"),
         (&["--tasks", "next,next"][..], "listed twice"),
         (&["--tasks", "next,sums"][..], "unknown demo task"),
+        (&["--lr", "0"][..], "--lr must be a positive learning rate"),
+        (
+            &["--pretrain-lr=-1e-3"][..],
+            "--pretrain-lr must be a positive",
+        ),
     ] {
         let out = tmp.path().join("demo");
         let output = Command::new(env!("CARGO_BIN_EXE_flix"))
@@ -81,5 +86,35 @@ fn a_bad_model_size_device_or_task_list_is_an_error_before_any_work() {
         assert!(!output.status.success(), "{args:?} succeeded");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
         assert!(!out.exists(), "{args:?} wrote {}", out.display());
+    }
+}
+
+#[test]
+fn the_learning_rate_options_reach_pretraining_and_both_fine_tuning_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("demo");
+    let output = Command::new(env!("CARGO_BIN_EXE_flix"))
+        .args([
+            "demo",
+            "--tiny",
+            "--pretrain-lr",
+            "0.002",
+            "--lr",
+            "0.0007",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for (run, lr) in [("pretrain", 0.002), ("flix", 0.0007), ("lora", 0.0007)] {
+        let path = out.join("seed-0").join(run).join("spec.json");
+        let spec: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(spec["lr"].as_f64(), Some(lr), "{}", path.display());
     }
 }
