@@ -1,6 +1,7 @@
 # Sourced ON THE GPU MACHINE by gpu-remote.sh and gpu-demo-sweep.sh (with $STAGE set): what every
-# flix binary needs there, the output folder $OUT and the machine's description in it. A missing GPU or NVRTC is an error (not a CPU fallback); the CUDA headers are the
-# toolkit's; cuBLAS and NVRTC come from the toolkit, else from the wheels torch ships.
+# flix binary needs there, the output folder $OUT and the machine's description in it. A missing
+# GPU or NVRTC is an error (not a CPU fallback); the CUDA headers are the toolkit's; cuBLAS and
+# NVRTC come from the toolkit, else from the wheels torch ships.
 export FLIX_REQUIRE_GPU=1 FLIX_NVRTC_REQUIRED=1
 export FLIX_CUDA_INCLUDE=${FLIX_CUDA_INCLUDE:-/usr/local/cuda/include}
 FLIX_CUDA_LIBS=/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib

@@ -55,7 +55,8 @@ cargo build --release -p flix-cli >&2
 cp "$CARGO_TARGET_DIR/release/flix" "$STAGE/flix"
 
 # Debug info is not needed there, and the carried folder is limited to 64 MiB.
-strip "$STAGE"/flix "$STAGE"/tests/* "$STAGE"/model-tests/* 2>/dev/null || strip "$STAGE"/flix
+strip "$STAGE"/flix
+find "$STAGE/tests" "$STAGE/model-tests" -type f -exec strip {} +
 # The exact batches of the GPU shape set, so the peers time the same segments and values.
 "$STAGE/flix" bench --list-shapes --shapes all --json "$STAGE/shapes.json"
 cp scripts/gpu-remote.sh scripts/gpu-env.sh scripts/gpu-demo-sweep.sh benches/peers/flix_peers.py benches/peers/train_peer.py "$STAGE/"
