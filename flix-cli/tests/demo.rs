@@ -1,23 +1,26 @@
 //! `flix demo --tiny`: the whole pipeline (mixture, tokenizer, random base, pretraining, FLix and
 //! LoRA fine-tuning, evaluation) in a few seconds, with its grid and results file.
 
-use std::process::Command;
+mod common;
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use common::{flix, flix_ok, text};
+
+/// `demo --tiny EXTRA... --out OUT`.
+fn tiny_demo(out: &Path, extra: &[&str]) -> Vec<OsString> {
+    let mut args: Vec<OsString> = ["demo", "--tiny"].iter().map(OsString::from).collect();
+    args.extend(extra.iter().map(OsString::from));
+    args.extend([OsString::from("--out"), out.as_os_str().to_owned()]);
+    args
+}
 
 #[test]
 fn tiny_demo_runs_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("demo");
-    let output = Command::new(env!("CARGO_BIN_EXE_flix"))
-        .args(["demo", "--tiny", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (stdout, _) = flix_ok(&tiny_demo(&out, &[]));
     // Eight language rows, four task columns, eight held-out cells marked, for FLix, LoRA and
     // their difference.
     for header in ["FLix", "LoRA (compute-matched)", "FLix minus LoRA"] {
@@ -75,14 +78,8 @@ fn a_bad_size_device_task_list_or_learning_rate_is_an_error_before_any_work() {
         ),
     ] {
         let out = tmp.path().join("demo");
-        let output = Command::new(env!("CARGO_BIN_EXE_flix"))
-            .args(["demo", "--tiny", "--out"])
-            .arg(&out)
-            .args(args)
-            .env("RUST_BACKTRACE", "0")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let output = flix(&tiny_demo(&out, args));
+        let (_, stderr) = text(&output);
         assert!(!output.status.success(), "{args:?} succeeded");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
         assert!(!out.exists(), "{args:?} wrote {}", out.display());
@@ -93,24 +90,10 @@ fn a_bad_size_device_task_list_or_learning_rate_is_an_error_before_any_work() {
 fn the_learning_rate_options_reach_pretraining_and_both_fine_tuning_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("demo");
-    let output = Command::new(env!("CARGO_BIN_EXE_flix"))
-        .args([
-            "demo",
-            "--tiny",
-            "--pretrain-lr",
-            "0.002",
-            "--lr",
-            "0.0007",
-            "--out",
-        ])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    flix_ok(&tiny_demo(
+        &out,
+        &["--pretrain-lr", "0.002", "--lr", "0.0007"],
+    ));
     for (run, lr) in [("pretrain", 0.002), ("flix", 0.0007), ("lora", 0.0007)] {
         let path = out.join("seed-0").join(run).join("spec.json");
         let spec: serde_json::Value =

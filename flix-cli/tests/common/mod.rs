@@ -11,6 +11,7 @@ use flix_model::tokenize::{char_tokenizer_json, Tokenizer};
 use flix_model::train::base::{write_random_base, TinyLlamaShape};
 
 /// Returns (base model directory, train file); the test split is `data/test.jsonl`.
+#[allow(dead_code)]
 pub fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
     let config = DemoConfig {
         train_per_cell: 3,

@@ -23,8 +23,9 @@ pub struct DemoConfig {
 }
 
 impl Default for DemoConfig {
-    /// All 8 languages × the 4 tasks of [`Task::DEMO`], the diagonal held out (8 cells), 200 train
-    /// / 50 dev / 50 test examples per cell: small enough for a tiny model on a 2-core CPU.
+    /// All 8 languages × the 4 tasks of [`Task::DEMO`], the shifted diagonal held out (8 cells),
+    /// 200 train / 50 dev / 50 test examples per cell: small enough for a tiny model on a 2-core
+    /// CPU.
     fn default() -> Self {
         let languages: Vec<String> = all_languages()
             .iter()

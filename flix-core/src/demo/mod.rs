@@ -2,11 +2,12 @@
 //! no download, the same bytes for the same seed.
 //!
 //! Eight languages (English, German, French, Spanish, Italian, Dutch, Swedish, Portuguese) × four
-//! tasks, by default [`Task::DEMO`] (`num2words`, `next`, `previous`, `reverse`: digits in, a number
-//! out in words; `words2num`, `successor`, `date`, `double`, `plus10` and `minus10` can be chosen instead): each task's
-//! structure is shared across languages, each language's words are its own. Some cells are held out of training (by default
-//! a Latin-square diagonal, one per language) so that FLix can be evaluated on (language, task)
-//! pairs it never saw, composed from a language and a task it did see. Alongside the examples come
+//! tasks, by default [`Task::DEMO`] (`num2words`, `next`, `previous`, `reverse`: digits in, a
+//! number out in words; `words2num`, `successor`, `date`, `double`, `plus10` and `minus10` can be
+//! chosen instead): each task's structure is shared across languages, each language's words are
+//! its own. Some cells are held out of training (by default a shifted Latin-square diagonal, one
+//! per language) so that FLix can be evaluated on (language, task) pairs it never saw, composed
+//! from a language and a task it did see. Alongside the examples come
 //! plain "language knowledge" sentences per language for pretraining the base model.
 //!
 //! ```
