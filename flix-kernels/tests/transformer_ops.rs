@@ -263,11 +263,7 @@ fn attention_reference(
 
 #[test]
 fn attention_forward_backward_and_decode_match_the_reference_on_every_device() {
-    let shape = AttentionShape {
-        heads: 4,
-        kv_heads: 2,
-        head_dim: 20,
-    };
+    let shape = AttentionShape::new(4, 2, 20);
     let (h_, hkv, hd) = (4, 2, 20);
     for (device, dtype) in devices() {
         let mut rng = Rng::new(5);
@@ -509,11 +505,7 @@ fn backward_reductions_give_the_same_bits_twice_on_every_device() {
             "RMSNorm dW",
         );
 
-        let shape = AttentionShape {
-            heads: 2,
-            kv_heads: 1,
-            head_dim: 16,
-        };
+        let shape = AttentionShape::new(2, 1, 16);
         let (t, starts) = (70, [0, 50, 70]);
         let q = tensor(&device, dtype, &[t, 32], &rng.vec(t * 32, 1.0));
         let k = tensor(&device, dtype, &[t, 16], &rng.vec(t * 16, 1.0));

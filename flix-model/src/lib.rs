@@ -61,4 +61,4 @@ pub use optim::AdamW;
 pub use peft::{load_peft_lora, PeftLora};
 pub use score::{score_sequences, ExampleScore, Features};
 pub use tokenize::Tokenizer;
-pub use weights::Checkpoint;
+pub use weights::{Checkpoint, TensorSource};

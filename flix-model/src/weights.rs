@@ -24,6 +24,20 @@ struct MappedFile {
     mmap: Mmap,
 }
 
+/// Where a model's weights come from, by their Hugging Face names (for example
+/// `model.layers.0.self_attn.q_proj.weight`) and in Hugging Face's conventions (row-major
+/// `[out, in]` matrices, Hugging Face's norm weights). A safetensors [`Checkpoint`] is one; a
+/// GGUF file, whose names and layouts are mapped on the way in, is another.
+pub trait TensorSource {
+    /// Whether the tensor `name` exists.
+    fn contains(&self, name: &str) -> bool;
+    /// Every tensor name, sorted.
+    fn tensor_names(&self) -> Vec<String>;
+    /// The tensor `name`, which must have `shape`, as f32; an error names the tensor, the shapes
+    /// expected and found, and the file.
+    fn load_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>>;
+}
+
 /// An opened checkpoint: its mapped files and which file holds each tensor.
 pub struct Checkpoint {
     files: Vec<MappedFile>,
@@ -226,6 +240,20 @@ impl Checkpoint {
             }
         };
         Ok(values)
+    }
+}
+
+impl TensorSource for Checkpoint {
+    fn contains(&self, name: &str) -> bool {
+        Checkpoint::contains(self, name)
+    }
+
+    fn tensor_names(&self) -> Vec<String> {
+        self.names().into_iter().map(str::to_string).collect()
+    }
+
+    fn load_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        Checkpoint::load_f32(self, name, shape)
     }
 }
 

@@ -20,15 +20,60 @@ use crate::error::{KernelError, Result};
 use crate::ops::matmul::{gemm_f32, Trans};
 use crate::{Device, Tensor};
 
-/// Head layout of one attention layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Head layout and masking of one attention layer.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AttentionShape {
     pub heads: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
+    /// The factor applied to q·k before the softmax: 1/√head_dim unless the model says
+    /// otherwise (Gemma 3: 1/√query_pre_attn_scalar).
+    pub scale: f32,
+    /// Sliding-window attention: a query at position i sees the keys at positions j with
+    /// i − window < j ≤ i, that is itself and the window − 1 keys before it (transformers'
+    /// convention). `None`: every earlier key of its sequence.
+    pub window: Option<usize>,
 }
 
 impl AttentionShape {
+    /// Full causal attention scaled by 1/√head_dim.
+    pub fn new(heads: usize, kv_heads: usize, head_dim: usize) -> Self {
+        Self {
+            heads,
+            kv_heads,
+            head_dim,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            window: None,
+        }
+    }
+
+    /// The first key (relative to its segment's start) that the query at relative position `i`
+    /// sees.
+    fn first_visible(&self, i: usize) -> usize {
+        match self.window {
+            Some(w) => (i + 1).saturating_sub(w),
+            None => 0,
+        }
+    }
+
+    fn check_heads(&self, op: &'static str) -> Result<()> {
+        let heads_ok =
+            self.kv_heads != 0 && self.heads.is_multiple_of(self.kv_heads) && self.head_dim != 0;
+        if !heads_ok {
+            return Err(KernelError::Invalid {
+                op,
+                message: format!("{self:?}: kv_heads must divide heads and head_dim must be >= 1"),
+            });
+        }
+        if !(self.scale.is_finite() && self.scale > 0.0) || self.window == Some(0) {
+            return Err(KernelError::Invalid {
+                op,
+                message: format!("{self:?}: scale must be finite and > 0, window >= 1"),
+            });
+        }
+        Ok(())
+    }
+
     fn check(
         &self,
         op: &'static str,
@@ -37,12 +82,7 @@ impl AttentionShape {
         v: &Tensor,
         starts: &[usize],
     ) -> Result<usize> {
-        if self.kv_heads == 0 || !self.heads.is_multiple_of(self.kv_heads) || self.head_dim == 0 {
-            return Err(KernelError::Invalid {
-                op,
-                message: format!("{self:?}: kv_heads must divide heads and head_dim must be >= 1"),
-            });
-        }
+        self.check_heads(op)?;
         let t = q.shape().first().copied().unwrap_or(0);
         q.expect_shape(op, "Q", &[t, self.heads * self.head_dim])?;
         k.expect_shape(op, "K", &[t, self.kv_heads * self.head_dim])?;
@@ -84,6 +124,8 @@ impl HeadView {
             heads,
             kv_heads,
             head_dim,
+            scale,
+            ..
         } = shape;
         Self {
             q_col: h * head_dim,
@@ -91,7 +133,7 @@ impl HeadView {
             q_ld: heads * head_dim,
             kv_ld: kv_heads * head_dim,
             head_dim,
-            scale: 1.0 / (head_dim as f32).sqrt(),
+            scale,
         }
     }
 
@@ -170,18 +212,20 @@ pub fn attention_forward(
                 view.scores(qs, ks, i0, nq, s0, nk, &mut p);
                 for (r, row) in p.chunks_mut(nk).enumerate() {
                     let visible = i0 + r - s0 + 1;
-                    let max = row[..visible]
+                    let first = shape.first_visible(i0 + r - s0);
+                    let max = row[first..visible]
                         .iter()
                         .copied()
                         .fold(f32::NEG_INFINITY, f32::max);
                     let mut sum = 0.0f32;
-                    for x in &mut row[..visible] {
+                    for x in &mut row[first..visible] {
                         *x = (*x - max).exp();
                         sum += *x;
                     }
-                    for x in &mut row[..visible] {
+                    for x in &mut row[first..visible] {
                         *x /= sum;
                     }
+                    row[..first].fill(0.0);
                     row[visible..].fill(0.0);
                     lse[i0 + r] = max + sum.ln();
                 }
@@ -234,6 +278,7 @@ pub fn attention_backward(
         heads,
         kv_heads,
         head_dim: hd,
+        ..
     } = shape;
     dout.expect_shape(OP, "dO", &[t, heads * hd])?;
     out.expect_shape(OP, "O", &[t, heads * hd])?;
@@ -289,6 +334,7 @@ pub fn attention_backward(
                     for r in 0..nq {
                         let i = i0 + r;
                         let visible = i - s0 + 1;
+                        let first = shape.first_visible(i - s0);
                         let l = lse[i * heads + h];
                         let d = dot(
                             &dos[i * view.q_ld + view.q_col..][..hd],
@@ -297,7 +343,7 @@ pub fn attention_backward(
                         let (prow, dsrow) =
                             (&mut p[r * nk..(r + 1) * nk], &mut ds[r * nk..(r + 1) * nk]);
                         for j in 0..nk {
-                            if j < visible {
+                            if (first..visible).contains(&j) {
                                 prow[j] = (prow[j] - l).exp();
                                 dsrow[j] = prow[j] * (dsrow[j] - d) * view.scale;
                             } else {
@@ -401,13 +447,10 @@ pub fn attention_cached_forward(
         heads,
         kv_heads,
         head_dim: hd,
+        scale,
+        ..
     } = shape;
-    if kv_heads == 0 || !heads.is_multiple_of(kv_heads) || hd == 0 {
-        return Err(KernelError::Invalid {
-            op: OP,
-            message: format!("{shape:?}: kv_heads must divide heads and head_dim must be >= 1"),
-        });
-    }
+    shape.check_heads(OP)?;
     let tq = q.shape().first().copied().unwrap_or(0);
     let tk = k.shape().first().copied().unwrap_or(0);
     q.expect_shape(OP, "Q", &[tq, heads * hd])?;
@@ -440,19 +483,19 @@ pub fn attention_cached_forward(
     }
     let (qs, ks, vs) = (q.cpu_data(OP)?, k.cpu_data(OP)?, v.cpu_data(OP)?);
     let group = heads / kv_heads;
-    let scale = 1.0 / (hd as f32).sqrt();
     let mut out = vec![0.0f32; tq * heads * hd];
     let mut scores = Vec::new();
     for (qs_, ks_) in q_starts.windows(2).zip(kv_starts.windows(2)) {
         let offset = (ks_[1] - ks_[0]) - (qs_[1] - qs_[0]);
         for (j, i) in (qs_[0]..qs_[1]).enumerate() {
             let last = ks_[0] + offset + j;
+            let first = ks_[0] + shape.first_visible(offset + j);
             for h in 0..heads {
                 let g = h / group;
                 let qi = &qs[i * heads * hd + h * hd..][..hd];
                 scores.clear();
                 let mut max = f32::NEG_INFINITY;
-                for kj in ks_[0]..=last {
+                for kj in first..=last {
                     let s = dot(qi, &ks[kj * kv_heads * hd + g * hd..][..hd]) * scale;
                     max = max.max(s);
                     scores.push(s);
@@ -463,7 +506,7 @@ pub fn attention_cached_forward(
                     sum += *s;
                 }
                 let o = &mut out[i * heads * hd + h * hd..][..hd];
-                for (p, kj) in scores.iter().zip(ks_[0]..=last) {
+                for (p, kj) in scores.iter().zip(first..=last) {
                     let vj = &vs[kj * kv_heads * hd + g * hd..][..hd];
                     for (a, b) in o.iter_mut().zip(vj) {
                         *a += p / sum * b;
@@ -521,11 +564,7 @@ mod tests {
 
     #[test]
     fn forward_and_backward_match_dense_masked_reference() {
-        let shape = AttentionShape {
-            heads: 4,
-            kv_heads: 2,
-            head_dim: 3,
-        };
+        let shape = AttentionShape::new(4, 2, 3);
         // Three packed sequences, one of a single token.
         let starts = [0usize, 3, 4, 7];
         let t = 7;
@@ -581,11 +620,7 @@ mod tests {
 
     #[test]
     fn cached_attention_equals_the_last_rows_of_full_attention() {
-        let shape = AttentionShape {
-            heads: 4,
-            kv_heads: 2,
-            head_dim: 3,
-        };
+        let shape = AttentionShape::new(4, 2, 3);
         let starts = [0usize, 3, 4, 7];
         let t = 7;
         let q = pseudo_random(t * 12, 5);
@@ -620,11 +655,7 @@ mod tests {
     #[test]
     fn segments_longer_than_a_query_block_match_the_reference() {
         // 70 > QUERY_BLOCK: the second block of the first segment sees the first block's keys.
-        let shape = AttentionShape {
-            heads: 2,
-            kv_heads: 1,
-            head_dim: 2,
-        };
+        let shape = AttentionShape::new(2, 1, 2);
         let starts = [0usize, 70, 73];
         let t = 73;
         let q = pseudo_random(t * 4, 8);
@@ -670,11 +701,7 @@ mod tests {
 
     #[test]
     fn bad_segment_starts_are_rejected() {
-        let shape = AttentionShape {
-            heads: 1,
-            kv_heads: 1,
-            head_dim: 2,
-        };
+        let shape = AttentionShape::new(1, 1, 2);
         let x = Tensor::cpu(&[3, 2], vec![0.0; 6]).unwrap();
         let err = attention_forward(&x, &x, &x, &[0, 2], shape)
             .unwrap_err()

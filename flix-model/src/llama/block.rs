@@ -18,7 +18,7 @@ use super::param::Param;
 use crate::batch::Batch;
 use crate::config::LlamaConfig;
 use crate::error::Result;
-use crate::weights::Checkpoint;
+use crate::weights::TensorSource;
 
 pub struct DecoderLayer {
     pub input_norm: Param,
@@ -70,7 +70,7 @@ pub struct LayerInputs<'a> {
 
 impl DecoderLayer {
     pub fn load(
-        ck: &Checkpoint,
+        ck: &dyn TensorSource,
         c: &LlamaConfig,
         i: usize,
         device: &Device,
@@ -104,11 +104,7 @@ impl DecoderLayer {
             up_proj: lin("mlp.up_proj", f, d, false)?,
             down_proj: lin("mlp.down_proj", d, f, false)?,
             eps: c.rms_norm_eps,
-            shape: AttentionShape {
-                heads: c.num_attention_heads,
-                kv_heads: c.num_key_value_heads,
-                head_dim: c.head_dim,
-            },
+            shape: AttentionShape::new(c.num_attention_heads, c.num_key_value_heads, c.head_dim),
         })
     }
 
@@ -132,11 +128,7 @@ impl DecoderLayer {
             up_proj,
             down_proj,
             eps: c.rms_norm_eps,
-            shape: AttentionShape {
-                heads: c.num_attention_heads,
-                kv_heads: c.num_key_value_heads,
-                head_dim: c.head_dim,
-            },
+            shape: AttentionShape::new(c.num_attention_heads, c.num_key_value_heads, c.head_dim),
         }
     }
 

@@ -12,7 +12,7 @@ use flix_kernels::{DType, Tensor};
 use super::param::Param;
 use crate::adapters::Adapter;
 use crate::error::{ModelError, Result};
-use crate::weights::Checkpoint;
+use crate::weights::TensorSource;
 
 pub struct Linear {
     pub weight: Param,
@@ -30,7 +30,7 @@ pub struct LinearSaved {
 impl Linear {
     /// Loads `{prefix}.weight` ([out, in]) and, with `bias`, `{prefix}.bias` ([out]).
     pub fn load(
-        ck: &Checkpoint,
+        ck: &dyn TensorSource,
         prefix: &str,
         out_dim: usize,
         in_dim: usize,

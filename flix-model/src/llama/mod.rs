@@ -34,7 +34,7 @@ use crate::adapters::{Adapter, AdapterSpec, TargetModule};
 use crate::batch::Batch;
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
-use crate::weights::Checkpoint;
+use crate::weights::{Checkpoint, TensorSource};
 use block::LayerInputs;
 
 /// Which parameters receive gradients.
@@ -97,7 +97,7 @@ impl LlamaModel {
 
     pub fn from_checkpoint(
         config: LlamaConfig,
-        ck: &Checkpoint,
+        ck: &dyn TensorSource,
         device: &Device,
         dtype: DType,
     ) -> Result<Self> {

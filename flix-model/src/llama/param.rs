@@ -3,7 +3,7 @@
 use flix_kernels::{DType, Device, Tensor};
 
 use crate::error::Result;
-use crate::weights::Checkpoint;
+use crate::weights::TensorSource;
 
 pub struct Param {
     /// The checkpoint name, e.g. `model.layers.0.self_attn.q_proj.weight`.
@@ -29,7 +29,7 @@ impl Param {
     /// Loads `name` with `shape` from the checkpoint onto `device`, stored as `dtype` (the
     /// model's working dtype: bf16 on CUDA by default, f32 on the CPU).
     pub fn load(
-        ck: &Checkpoint,
+        ck: &dyn TensorSource,
         name: &str,
         shape: &[usize],
         device: &Device,

@@ -30,6 +30,16 @@ fn check_head_dim(op: &'static str, shape: AttentionShape) -> Result<()> {
             ),
         });
     }
+    let default_scale = 1.0 / (shape.head_dim as f32).sqrt();
+    if shape.window.is_some() || shape.scale != default_scale {
+        return Err(KernelError::Invalid {
+            op,
+            message: format!(
+                "{shape:?}: the CUDA kernels support neither a sliding window nor a scale other \
+                 than 1/sqrt(head_dim) yet"
+            ),
+        });
+    }
     Ok(())
 }
 
@@ -56,6 +66,7 @@ fn forward(
         heads,
         kv_heads,
         head_dim,
+        ..
     } = shape;
     let mut out = Tensor::zeros(
         &Device::Cuda(backend.clone()),
@@ -168,6 +179,7 @@ pub fn attention_backward(
         heads,
         kv_heads,
         head_dim,
+        ..
     } = shape;
     let t = q.shape()[0];
     let device = Device::Cuda(backend.clone());

@@ -1,5 +1,5 @@
-//! Launchers of the element-wise kernels: SwiGLU (`transformer_swiglu.cu`) and RoPE
-//! (`transformer_rope.cu`).
+//! Launchers of the element-wise kernels: the gated MLP activations SwiGLU and GeGLU
+//! (`transformer_swiglu.cu`) and RoPE (`transformer_rope.cu`).
 
 use std::sync::Arc;
 
@@ -8,11 +8,17 @@ use cudarc::driver::PushKernelArg;
 use super::{grid_stride, same_device_and_dtype, suffix, to_i32, upload, Args};
 use crate::cuda::CudaBackend;
 use crate::error::Result;
+use crate::ops::swiglu::GateActivation;
 use crate::{Device, Tensor};
 
-/// h = silu(gate) ⊙ up (shapes checked by the caller).
-pub fn swiglu_forward(backend: &Arc<CudaBackend>, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    const OP: &str = "swiglu_forward";
+/// h = act(gate) ⊙ up (shapes checked by the caller).
+pub fn gated_forward(
+    backend: &Arc<CudaBackend>,
+    act: GateActivation,
+    gate: &Tensor,
+    up: &Tensor,
+) -> Result<Tensor> {
+    const OP: &str = "gated_forward";
     let dtype = same_device_and_dtype(OP, backend, &[("gate", gate), ("up", up)])?;
     let mut h = Tensor::zeros(&Device::Cuda(backend.clone()), dtype, gate.shape())?;
     let n = gate.numel();
@@ -21,7 +27,7 @@ pub fn swiglu_forward(backend: &Arc<CudaBackend>, gate: &Tensor, up: &Tensor) ->
     }
     let f = backend.function(
         &kernels_cu::TRANSFORMER_SWIGLU,
-        &format!("swiglu_forward_{}", suffix(dtype)),
+        &format!("{}_forward_{}", act.kernel_prefix(), suffix(dtype)),
     )?;
     let mut a = Args::new(backend);
     let (g, u, out, len) = (
@@ -32,20 +38,22 @@ pub fn swiglu_forward(backend: &Arc<CudaBackend>, gate: &Tensor, up: &Tensor) ->
     );
     let mut b = backend.stream().launch_builder(&f);
     b.arg(&g).arg(&u).arg(&out).arg(&len);
-    // SAFETY: matches swiglu_forward_*(const T*, const T*, T*, long long); all hold n elements.
+    // SAFETY: matches {swiglu,geglu}_forward_*(const T*, const T*, T*, long long); all hold n
+    // elements.
     unsafe { b.launch(grid_stride(n)) }?;
     drop(a);
     Ok(h)
 }
 
 /// Returns (dGate, dUp).
-pub fn swiglu_backward(
+pub fn gated_backward(
     backend: &Arc<CudaBackend>,
+    act: GateActivation,
     dh: &Tensor,
     gate: &Tensor,
     up: &Tensor,
 ) -> Result<(Tensor, Tensor)> {
-    const OP: &str = "swiglu_backward";
+    const OP: &str = "gated_backward";
     let dtype = same_device_and_dtype(OP, backend, &[("gate", gate), ("up", up), ("dH", dh)])?;
     let device = Device::Cuda(backend.clone());
     let mut dgate = Tensor::zeros(&device, dtype, gate.shape())?;
@@ -56,7 +64,7 @@ pub fn swiglu_backward(
     }
     let f = backend.function(
         &kernels_cu::TRANSFORMER_SWIGLU,
-        &format!("swiglu_backward_{}", suffix(dtype)),
+        &format!("{}_backward_{}", act.kernel_prefix(), suffix(dtype)),
     )?;
     let mut a = Args::new(backend);
     let (d, g, u) = (
@@ -71,7 +79,8 @@ pub fn swiglu_backward(
     );
     let mut b = backend.stream().launch_builder(&f);
     b.arg(&d).arg(&g).arg(&u).arg(&dg).arg(&du).arg(&len);
-    // SAFETY: matches swiglu_backward_*(const T* x3, T* x2, long long); all hold n elements.
+    // SAFETY: matches {swiglu,geglu}_backward_*(const T* x3, T* x2, long long); all hold n
+    // elements.
     unsafe { b.launch(grid_stride(n)) }?;
     drop(a);
     Ok((dgate, dup))
