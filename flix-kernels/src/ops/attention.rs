@@ -527,8 +527,8 @@ mod tests {
     use super::*;
     use crate::ops::oracle::{assert_close, fd_check, pseudo_random, to_f64};
 
-    /// Dense f64 attention with an explicit mask: key j visible to query i iff same segment and
-    /// j <= i. Independent of the packed loops above.
+    /// Dense f64 attention with an explicit mask: key j visible to query i iff same segment,
+    /// j <= i and, with a window w, i - j < w. Independent of the packed loops above.
     fn reference(q: &[f64], k: &[f64], v: &[f64], starts: &[usize], s: AttentionShape) -> Vec<f64> {
         let t = *starts.last().unwrap();
         let (h_n, g_n, hd) = (s.heads, s.kv_heads, s.head_dim);
@@ -544,11 +544,12 @@ mod tests {
             for i in 0..t {
                 let mut w = vec![0.0; t];
                 for j in 0..t {
-                    if seg_of(j) == seg_of(i) && j <= i {
+                    let in_window = s.window.is_none_or(|w| j + w > i);
+                    if seg_of(j) == seg_of(i) && j <= i && in_window {
                         let sc: f64 = (0..hd)
                             .map(|d| q[i * h_n * hd + h * hd + d] * k[j * g_n * hd + g * hd + d])
                             .sum();
-                        w[j] = (sc / (hd as f64).sqrt()).exp();
+                        w[j] = (sc * s.scale as f64).exp();
                     }
                 }
                 let z: f64 = w.iter().sum();
@@ -697,6 +698,84 @@ mod tests {
             |x| dot_(reference(&qf, &kf, x, &starts, shape)),
             1e-3,
         );
+    }
+
+    #[test]
+    fn sliding_window_and_custom_scale_match_the_reference() {
+        // A window of 5 in a 70-token segment: the second query block sees none of the first
+        // block's keys. The 3-token segment is shorter than the window.
+        let mut shape = AttentionShape::new(2, 1, 2);
+        shape.window = Some(5);
+        shape.scale = 0.37;
+        let starts = [0usize, 70, 73];
+        let t = 73;
+        let q = pseudo_random(t * 4, 12);
+        let k = pseudo_random(t * 2, 13);
+        let v = pseudo_random(t * 2, 14);
+        let dout = pseudo_random(t * 4, 15);
+        let (qt, kt, vt) = (
+            Tensor::cpu(&[t, 4], q.clone()).unwrap(),
+            Tensor::cpu(&[t, 2], k.clone()).unwrap(),
+            Tensor::cpu(&[t, 2], v.clone()).unwrap(),
+        );
+        let (qf, kf, vf) = (to_f64(&q), to_f64(&k), to_f64(&v));
+        let want = reference(&qf, &kf, &vf, &starts, shape);
+        let (o, lse) = attention_forward(&qt, &kt, &vt, &starts, shape).unwrap();
+        assert_close("O", &o.to_f32_vec().unwrap(), &want, 1e-5);
+        let full = AttentionShape::new(2, 1, 2);
+        let unwindowed = reference(&qf, &kf, &vf, &starts, full);
+        assert!(
+            want.iter()
+                .zip(&unwindowed)
+                .any(|(a, b)| (a - b).abs() > 1e-3),
+            "the window must change the output"
+        );
+        let dot_ = |y: Vec<f64>| y.iter().zip(&dout).map(|(a, b)| a * *b as f64).sum::<f64>();
+        let dout_t = Tensor::cpu(&[t, 4], dout.clone()).unwrap();
+        let (dq, dk, dv) =
+            attention_backward(&dout_t, &qt, &kt, &vt, &o, &lse, &starts, shape).unwrap();
+        fd_check(
+            &q,
+            &dq.to_f32_vec().unwrap(),
+            |x| dot_(reference(x, &kf, &vf, &starts, shape)),
+            1e-3,
+        );
+        fd_check(
+            &k,
+            &dk.to_f32_vec().unwrap(),
+            |x| dot_(reference(&qf, x, &vf, &starts, shape)),
+            1e-3,
+        );
+        fd_check(
+            &v,
+            &dv.to_f32_vec().unwrap(),
+            |x| dot_(reference(&qf, &kf, x, &starts, shape)),
+            1e-3,
+        );
+        // Decoding the last token of each segment against the cache sees the same window.
+        let last_rows = [69usize, 72];
+        let qd: Vec<f32> = last_rows
+            .iter()
+            .flat_map(|&r| q[r * 4..(r + 1) * 4].to_vec())
+            .collect();
+        let qdt = Tensor::cpu(&[2, 4], qd).unwrap();
+        let o = attention_cached_forward(&qdt, &kt, &vt, &[0, 1, 2], &starts, shape).unwrap();
+        let want_rows: Vec<f64> = last_rows
+            .iter()
+            .flat_map(|&r| want[r * 4..(r + 1) * 4].to_vec())
+            .collect();
+        assert_close("decode", &o.to_f32_vec().unwrap(), &want_rows, 1e-5);
+    }
+
+    #[test]
+    fn zero_window_and_bad_scale_are_rejected() {
+        let x = Tensor::cpu(&[3, 2], vec![0.0; 6]).unwrap();
+        let mut shape = AttentionShape::new(1, 1, 2);
+        shape.window = Some(0);
+        assert!(attention_forward(&x, &x, &x, &[0, 3], shape).is_err());
+        let mut shape = AttentionShape::new(1, 1, 2);
+        shape.scale = f32::NAN;
+        assert!(attention_forward(&x, &x, &x, &[0, 3], shape).is_err());
     }
 
     #[test]
