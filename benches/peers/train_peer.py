@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""PyTorch peer of `flix bench-train` (issue 4, item 7): training-step tokens/s and peak memory of
-a TinyLlama-1.1B-shaped model (random weights) with FLix adapters on every linear layer.
+"""PyTorch peer of `flix bench-train`: training-step tokens/s and peak memory of a
+TinyLlama-1.1B-shaped model (random weights), or of a real model given with --model (a Hugging
+Face directory or a GGUF file, e.g. Gemma 3 270M), with FLix adapters on every linear layer.
 
-The model is `transformers`' LlamaForCausalLM built from TinyLlama-1.1B's config, SDPA attention,
-bf16 weights (frozen). FLix in plain torch, the way a user would write it for mixed-feature
+The model is `transformers`' LlamaForCausalLM built from TinyLlama-1.1B's config (or whatever
+--model holds, loaded by transformers, which dequantizes a GGUF), SDPA attention, bf16 weights
+(frozen). FLix in plain torch, the way a user would write it for mixed-feature
 batches: every projection gets, per feature type k, f32 master tensors A_k [V_k, r, in] and
 B_k [V_k, out, r]; each example gathers its value's A and B (absent features are masked to zero)
 and two batched matmuls in bf16 add s_k · B (A x) to the frozen output. One step: zero grads,
@@ -15,6 +17,7 @@ Reports tokens/s (all tokens of the batch / mean step time) and torch.cuda.max_m
 at the end (the whole process, comparable to what `flix bench-train` samples).
 
   python3 benches/peers/train_peer.py --device cuda [--json out.json]
+  python3 benches/peers/train_peer.py --device cuda --model ~/.cache/flix/gemma3-270m/gemma-3-270m-q4_k_m.gguf
   python3 benches/peers/train_peer.py --device cpu --tiny      # a smoke test anywhere
 """
 
@@ -80,14 +83,31 @@ class FlixLinear(nn.Module):
         return y
 
 
+def load_model(path, dtype):
+    """A Hugging Face directory or a GGUF file, loaded by transformers."""
+    import pathlib
+
+    from transformers import AutoModelForCausalLM
+
+    path = pathlib.Path(path)
+    if path.is_file():
+        return AutoModelForCausalLM.from_pretrained(
+            path.parent, gguf_file=path.name, dtype=dtype, attn_implementation="sdpa")
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+
+
 def build(args, device, dtype):
     from transformers import LlamaForCausalLM
 
-    config = make_config(args.tiny)
-    config._attn_implementation = "sdpa"
     torch.manual_seed(0)
-    with torch.device(device):
-        model = LlamaForCausalLM(config)
+    if args.model:
+        model = load_model(args.model, dtype).to(device)
+        config = model.config
+    else:
+        config = make_config(args.tiny)
+        config._attn_implementation = "sdpa"
+        with torch.device(device):
+            model = LlamaForCausalLM(config)
     model = model.to(dtype)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -108,6 +128,8 @@ def main():
     ap.add_argument("--dtype", choices=["bf16", "f32"], default=None,
                     help="default: bf16 on cuda, f32 on cpu")
     ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--model", default=None,
+                    help="a Hugging Face directory or a GGUF file instead of random weights")
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--seq-len", type=int, default=None)
     ap.add_argument("--warmup", type=int, default=2)
@@ -159,8 +181,9 @@ def main():
                   hidden=config.hidden_size, batch=batch, seq_len=seq_len, steps=args.steps,
                   adapter_params=n_adapter, step_ms=seconds * 1e3, tokens_per_s=tokens_per_s,
                   last_loss=float(loss.detach()))
-    print(f"train_peer on {device} ({result['dtype']}, torch {torch.__version__}, SDPA): "
-          f"{config.num_hidden_layers} layers, hidden {config.hidden_size}; batch {batch} x "
+    result["model"] = args.model or ("tiny" if args.tiny else "TinyLlama-1.1B shape")
+    print(f"train_peer on {device} ({result['dtype']}, torch {torch.__version__}, SDPA), "
+          f"{result['model']}: {config.num_hidden_layers} layers, hidden {config.hidden_size}; batch {batch} x "
           f"{seq_len} tokens; FLix 2 types r=16 (8 and 4 values) on all 7 projections "
           f"({n_adapter} adapter parameters, f32 masters, compute in the model dtype)")
     print(f"training step: {seconds * 1e3:.1f} ms, {tokens_per_s:.0f} tokens/s (mean of "
