@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch peers of the FLix layer (issue 3, DESIGN §7), timed on the same shapes as `flix bench`.
+"""PyTorch peers of the FLix layer (issue 3, DESIGN §9), timed on the same shapes as `flix bench`.
 
 For each shape (T tokens in S segments, X [T, d_in], frozen W [d_out, d_in], K feature types with
 V_k values of rank r_k, every segment using one value per type) it times, forward and
