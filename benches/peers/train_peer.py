@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch peer of `flix bench-train` (issue 4, item 7): training-step tokens/s and peak memory of
+"""PyTorch peer of `flix bench-train` (BENCHMARKS.md): training-step tokens/s and peak memory of
 a TinyLlama-1.1B-shaped model (random weights) with FLix adapters on every linear layer.
 
 The model is `transformers`' LlamaForCausalLM built from TinyLlama-1.1B's config, SDPA attention,
