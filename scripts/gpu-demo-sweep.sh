@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs ON THE GPU MACHINE, from the repository root, with gpu-run/ carried (see gpu-run.sh): the
-# README's `flix demo --seeds 3` at several base sizes, one after the other, then FLix variants
+# demo (`flix demo --seeds 3`) at several base sizes, one after the other, then FLix variants
 # on each seed's pretrained base with `flix train` and `flix eval` (the settings of the demo's
 # FLix run, from its spec.json, plus the variant's arguments). Everything goes to $OUT: each
 # demo's printout and results.json, each variant's grid, and timings. An overall limit
