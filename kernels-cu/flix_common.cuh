@@ -11,7 +11,8 @@
 //
 // Work unit: a tile of at most FLIX_TILE_M tokens that never crosses a segment, so every token of
 // a tile uses the same K adapters (the host derives the tile list from the plan's segment starts).
-// Everything accumulates in f32 (FMA on CUDA cores; tensor-core MMA is future work).
+// Everything accumulates in f32: these FMA versions serve f32 activations; bf16 activations run
+// the tensor-core versions of flix_mma.cuh (same grids and outputs).
 #include <cuda_bf16.h>
 
 #define FLIX_MAX_TYPES 8
@@ -19,7 +20,7 @@
 #define FLIX_THREADS 256
 
 // Per-type parameters, passed by value. Mirrors `FlixTypesParam` in flix-kernels/src/flix/
-// cuda_params.rs (#[repr(C)]; a host test checks size and offsets).
+// cuda/params.rs (#[repr(C)]; a host test checks size and offsets).
 struct FlixTypes {
     const float* a[FLIX_MAX_TYPES];  // A_k base pointer, [V_k, r_k, d_in]
     const float* b[FLIX_MAX_TYPES];  // B_k base pointer, [V_k, d_out, r_k]

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Runs ON THE GPU MACHINE, from the repository root, with gpu-run/ carried (see gpu-run.sh): the
-# README's `flix demo --seeds 3` at several base sizes, one after the other, then FLix variants
+# demo (`flix demo --seeds 3`) at several base sizes, one after the other, then FLix variants
 # on each seed's pretrained base with `flix train` and `flix eval` (the settings of the demo's
 # FLix run, from its spec.json, plus the variant's arguments). Everything goes to $OUT: each
 # demo's printout and results.json, each variant's grid, and timings. An overall limit
-# (FLIX_SWEEP_LIMIT seconds, default 540) keeps it inside the device tool's 600 s per call: a job
-# that would start too late is skipped, one that runs over is stopped, and the demo prints each
-# seed's grid as soon as it is done.
+# (FLIX_SWEEP_LIMIT seconds, default 540) keeps it inside the remote GPU runner's 600 s per call:
+# a job that would start too late is skipped, one that runs over is stopped, and the demo prints
+# each seed's grid as soon as it is done.
 #
 #   FLIX_SWEEP_JOBS     "name:demo args;name:demo args;..." (default below, most wanted first)
 #   FLIX_SWEEP_VARIANTS "name:train args;..." run on every seed of every finished demo
@@ -102,7 +102,7 @@ for j in "${jobs[@]}"; do
   echo "== ${j%%:*}"
   grep -E "^seed|mean|^FLix |^LoRA |claim|total time" "$OUT/${j%%:*}.txt" 2>/dev/null
 done
-# The device tool brings back only a few files: everything goes back as sweep-all.txt.
+# The remote GPU runner brings back only a few files: everything goes back as sweep-all.txt.
 for f in "$OUT"/*; do
   case $(basename "$f") in machine.txt|sweep.txt|sweep-all.txt) continue ;; esac
   echo "===== $(basename "$f")"; cat "$f"; echo; rm -f "$f"

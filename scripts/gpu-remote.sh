@@ -12,7 +12,7 @@
 # FLIX_GPU_PARTS picks parts (default all: "kernels bench peers model train cli"), e.g.
 # FLIX_GPU_PARTS="model train" when a whole run does not fit in one call.
 # Logs go to $OUT; a short summary is printed last. Time limits keep the whole under the
-# device tool's 600 s per call.
+# remote GPU runner's 600 s per call.
 set -uo pipefail
 STAGE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=gpu-env.sh
@@ -108,7 +108,7 @@ if want cli; then
   echo "flix demo --device cuda: rc=$? in $(( $(date +%s) - start )) s" >> "$OUT/summary.txt"
 fi
 
-# The device tool brings back only a few files: the test logs go back as one.
+# The remote GPU runner brings back only a few files: the test logs go back as one.
 for f in "$OUT"/test-*.log; do echo "===== $(basename "$f")"; cat "$f"; done > "$OUT/tests.log" 2>/dev/null
 rm -f "$OUT"/test-*.log
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds, on this GPU-less machine, everything a GPU run needs and stages it in gpu-run/ (ignored
-# by git), then prints the `run` (device) tool call that executes scripts/gpu-remote.sh on the GPU
+# by git), then prints the remote GPU runner call that executes scripts/gpu-remote.sh on the GPU
 # machine: the flix-kernels test binaries with FLIX_REQUIRE_GPU=1 (a missing GPU fails), then
 # `flix bench --device cuda` and the PyTorch peer script on the same card, then the flix-model
 # parity tests on CUDA and `flix bench-train` with its PyTorch peer, in ONE call, with every
@@ -64,11 +64,11 @@ git rev-parse HEAD > "$STAGE/COMMIT"
 git status --porcelain --untracked-files=no | grep -q . && echo "(working tree had uncommitted changes)" >> "$STAGE/COMMIT"
 
 size=$(du -sm "$STAGE" | cut -f1)
-echo "== staged $STAGE/ (${size} MiB; the device tool carries at most 64 MiB):" >&2
+echo "== staged $STAGE/ (${size} MiB; the remote GPU runner carries at most 64 MiB):" >&2
 ls -la "$STAGE" "$STAGE/tests" >&2
 cat <<CALL
 
-Now make this device tool call (one call runs the tests, flix bench and the peer script):
+Now make this remote GPU runner call (one call runs the tests, flix bench and the peer script):
 
   run(command="bash gpu-run/gpu-remote.sh", carry=["gpu-run"], timeout_s=600)
 

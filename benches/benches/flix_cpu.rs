@@ -1,8 +1,8 @@
 //! Criterion benches of the FLix CPU path: the base GEMM alone against the FLix layer and the
 //! adapter ops alone, forward and forward+backward, on the `small` shape set of
-//! `flix_benches::shapes` (the first is the CPU target: T = 2048, d = 1024, r = 16,
-//! K = 2, goal ≤ 1.25× the base GEMM). `flix bench --device cpu` prints the same comparison as
-//! one table.
+//! `flix_benches::shapes` (the first is the CPU target of BENCHMARKS.md: T = 2048, d = 1024,
+//! r = 16, K = 2, goal ≤ 1.25× the base GEMM). `flix bench --device cpu` prints the same
+//! comparison as one table.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use flix_benches::{shapes, LayerProblem};

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch peers of the FLix layer (issue 3, DESIGN §7), timed on the same shapes as `flix bench`.
+"""PyTorch peers of the FLix layer (DESIGN §9), timed on the same shapes as `flix bench`.
 
 For each shape (T tokens in S segments, X [T, d_in], frozen W [d_out, d_in], K feature types with
 V_k values of rank r_k, every segment using one value per type) it times, forward and
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 
 def default_shapes(small):
-    """The issue's shape list (mirrors benches/src/shapes.rs), or tiny ones for --small."""
+    """The benchmark's shape list (mirrors benches/src/shapes.rs), or tiny ones for --small."""
     if small:
         base = dict(name="tiny", tokens=96, segments=6, d_in=64, d_out=48,
                     types=[[4, 5], [4, 3]], lengths="equal", seed=1)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch peer of `flix bench-train`: training-step tokens/s and peak memory of a
+"""PyTorch peer of `flix bench-train` (BENCHMARKS.md): training-step tokens/s and peak memory of a
 TinyLlama-1.1B-shaped model (random weights), or of a real model given with --model (a Hugging
 Face directory or a GGUF file, e.g. Gemma 3 270M), with FLix adapters on every linear layer.
 

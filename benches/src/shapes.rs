@@ -2,7 +2,7 @@
 //! PyTorch peer script (`benches/peers/`, which reads `flix bench --list-shapes --json FILE`)
 //! all use this list, down to every segment's length and feature values.
 //!
-//! The reference layer (DESIGN §7): T = 8192 tokens in 64 segments, d_in = d_out = 4096, r = 16
+//! The reference layer (DESIGN §9): T = 8192 tokens in 64 segments, d_in = d_out = 4096, r = 16
 //! per type, two types of 90 (languages) and 10 (tasks) values. Each variation changes one thing.
 
 use flix_core::{BatchPlan, PlanError, SegmentSpec, TypeShape};
@@ -142,12 +142,12 @@ fn zipf_lengths(tokens: usize, segments: usize, s: f64) -> Vec<usize> {
     lens
 }
 
-/// The reference layer of DESIGN §7.
+/// The reference layer of DESIGN §9.
 pub fn reference() -> LayerShape {
     LayerShape::new("reference", 8192, 64, (4096, 4096), &[(16, 90), (16, 10)])
 }
 
-/// The reference and its variations, each changing one thing (the issue's list).
+/// The reference and its variations, each changing one thing (the list in BENCHMARKS.md).
 pub fn all() -> Vec<LayerShape> {
     let r = reference();
     let with = |name: &str, f: &dyn Fn(&mut LayerShape)| {
@@ -173,7 +173,7 @@ pub fn all() -> Vec<LayerShape> {
 }
 
 /// The CPU set: small enough to run in about a minute on 2 cores, in f32. The first is the CPU
-/// target of the issue (T = 2048, d = 1024, r = 16, K = 2).
+/// target of BENCHMARKS.md (T = 2048, d = 1024, r = 16, K = 2).
 pub fn small() -> Vec<LayerShape> {
     let target = LayerShape::new("cpu-target", 2048, 16, (1024, 1024), &[(16, 90), (16, 10)]);
     let with = |name: &str, f: &dyn Fn(&mut LayerShape)| {

@@ -1,4 +1,4 @@
-//! `flix bench`: the FLix layer benchmark (issue 3). For each shape it prints forward and
+//! `flix bench`: the FLix layer benchmark (BENCHMARKS.md). For each shape it prints forward and
 //! forward+backward median times of (a) the base GEMM alone, (b) the FLix layer, (c) the adapter
 //! ops alone with their achieved bandwidth as a fraction of a copy measured in the same run, and
 //! the headline ratio (b)/(a). The shapes and the timing live in `flix-benches`; this file only

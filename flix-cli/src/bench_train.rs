@@ -1,7 +1,7 @@
 //! `flix bench-train`: training-step throughput and peak device memory of a TinyLlama-1.1B-shaped
-//! model (random weights) with FLix adapters on every projection (issue 4, item 7). Its PyTorch
-//! peer is `benches/peers/train_peer.py`, run in the same device call by
-//! `scripts/gpu-remote.sh`; BENCHMARKS.md has the method and results.
+//! model (random weights) with FLix adapters on every projection. Its PyTorch peer is
+//! `benches/peers/train_peer.py`, run in the same device call by `scripts/gpu-remote.sh`;
+//! BENCHMARKS.md has the method and results.
 //!
 //! One step is what a trainer does: zero the gradients, forward + backward over a packed batch
 //! of `--batch` sequences of `--seq-len` tokens whose examples have different features, and one

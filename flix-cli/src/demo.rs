@@ -128,7 +128,7 @@ impl Settings {
                 batch_tokens: 2048,
                 rank: 4,
                 // No feature dropout: 0.5 and 0.2 gave worse supervised and held-out exact match
-                // over three seeds (README, "What the demo shows").
+                // over three seeds (docs/EXPERIMENTS.md, the built-in demo).
                 dropout: 0.0,
                 device: args.device.clone(),
             }

@@ -1,7 +1,8 @@
 //! `flix inspect DATA.jsonl...`: reads a mixture and prints it as a grid, rows the values of the
 //! first feature type, columns those of the second, each cell `examples/tokens` (tokens are
-//! whitespace words of input + target until a tokenizer exists), with per-value totals on the
-//! margins and the grand total in the corner. A malformed line stops it with its file:line.
+//! whitespace words of input + target: inspect reads no model, so it has no tokenizer), with
+//! per-value totals on the margins and the grand total in the corner. A malformed line stops it
+//! with its file:line.
 
 use std::io::{ErrorKind, Write};
 use std::path::PathBuf;
@@ -115,7 +116,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
     }
 }
 
-/// Whitespace words of input and target: the token count until a tokenizer exists.
+/// Whitespace words of input and target: the token count of a mixture read without a model.
 fn example_tokens(ex: &Example) -> u64 {
     (whitespace_tokens(&ex.input) + whitespace_tokens(&ex.target)) as u64
 }

@@ -33,15 +33,15 @@ struct Cli {
 enum Command {
     /// Print a mixture of JSONL files as a grid of feature values (examples and tokens per cell).
     Inspect(inspect::InspectArgs),
-    /// Benchmark the FLix layer against the base GEMM (issue 3).
+    /// Benchmark the FLix layer against the base GEMM, per shape (BENCHMARKS.md).
     Bench(bench::BenchArgs),
-    /// Training-step tokens/s and peak memory of a TinyLlama-shaped model with FLix (issue 4).
+    /// Training-step tokens/s and peak memory of a TinyLlama-shaped model with FLix adapters.
     BenchTrain(bench_train::BenchTrainArgs),
     /// Per-example loss and per-token log-likelihood of a JSONL file under a model.
     Score(score::ScoreArgs),
     /// Train FLix adapters (or a LoRA / full baseline) on JSONL mixtures; --resume a killed run.
     Train(train::TrainArgs),
-    /// Exact match per cell of trained runs, as a grid (held-out cells marked with *).
+    /// Exact match, chrF or accuracy per cell of trained runs, as a grid (held-out cells marked *).
     Eval(eval::EvalArgs),
     /// The whole pipeline on the built-in mixture: pretrain, FLix vs LoRA, grid. No download.
     Demo(demo::DemoArgs),
@@ -51,7 +51,7 @@ enum Command {
     Merge(merge::MergeArgs),
     /// Continue prompts under a trained run with one feature combination active.
     Generate(generate::GenerateArgs),
-    /// One HTML page: loss curves, exact-match heatmaps, FLix minus LoRA.
+    /// One HTML page: loss curves, heatmaps of a metric per cell, FLix minus LoRA.
     Report(report::ReportArgs),
 }
 

@@ -33,7 +33,7 @@ pub struct TypeDefaults {
 }
 
 impl Default for TypeDefaults {
-    /// Rank 16 (DESIGN §7's reference shape), scale 1, no dropout.
+    /// Rank 16 (DESIGN §9's reference shape), scale 1, no dropout.
     fn default() -> Self {
         TypeDefaults {
             rank: 16,

@@ -165,8 +165,8 @@ fn kind(value: &Value) -> String {
     }
 }
 
-/// Whitespace-separated words of `text`: the token count `flix inspect` uses until a tokenizer
-/// exists.
+/// Whitespace-separated words of `text`: the token count `flix inspect` uses (it reads no model,
+/// so it has no tokenizer).
 pub fn whitespace_tokens(text: &str) -> usize {
     text.split_whitespace().count()
 }

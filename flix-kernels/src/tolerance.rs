@@ -1,4 +1,4 @@
-//! One named tolerance type for every numeric comparison (DESIGN §6): an element passes when
+//! One named tolerance type for every numeric comparison (DESIGN §8): an element passes when
 //! `|got - want| <= abs + rel · |want|`. A failed comparison reports the worst element (the one
 //! furthest over its allowance), so a failing test says where and by how much.
 

@@ -1,5 +1,5 @@
 //! Every FLix op against the plain-loop f64 oracle, on random plans with the edge cases of
-//! DESIGN §6, on every available device (the CPU always; CUDA in f32 and bf16 when present).
+//! DESIGN §8, on every available device (the CPU always; CUDA in f32 and bf16 when present).
 
 mod common;
 

@@ -46,7 +46,7 @@ use rng::SplitMix64;
 /// The `source` field of every demo example.
 pub const SOURCE: &str = "flix-demo";
 
-/// One example, in the record shape of the real mixture (`shared/data/README.md`).
+/// One example, in the record shape of the real multilingual mixture's JSONL files.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DemoExample {
     /// `flix-demo:<lang>:<split>:<task>-<index>`, unique across the mixture.

@@ -2,8 +2,9 @@
 //!
 //! Tokens of all sequences are packed row-major: Q is [T, H·hd], K and V are [T, Hkv·hd], and
 //! sequence s owns rows `starts[s]..starts[s + 1]`. A query attends to the keys of its own
-//! sequence at or before it, never across a boundary. Query head h reads KV head h / (H / Hkv),
-//! as transformers' `repeat_kv` does. Scores are scaled by 1/sqrt(hd).
+//! sequence at or before it (within its sliding window, when [`AttentionShape::window`] sets
+//! one), never across a boundary. Query head h reads KV head h / (H / Hkv), as transformers'
+//! `repeat_kv` does. Scores are scaled by [`AttentionShape::scale`] (1/sqrt(hd) by default).
 //!
 //! The forward pass saves only the log-sum-exp of each (token, head) row; the backward pass
 //! recomputes the probabilities from it (as flash attention does), so saved activation memory is

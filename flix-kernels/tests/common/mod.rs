@@ -1,5 +1,5 @@
 //! Shared by the FLix op tests: a seeded random generator, random batch plans with the edge cases
-//! of DESIGN §6, problems built on any device, and the list of devices to run every test body on.
+//! of DESIGN §8, problems built on any device, and the list of devices to run every test body on.
 #![allow(dead_code)] // each test file uses a different part
 
 use flix_core::{BatchPlan, SegmentSpec, TypeShape, ABSENT};
