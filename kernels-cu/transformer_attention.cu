@@ -169,12 +169,16 @@ __device__ void attention_forward_body(const T* q, const T* k, const T* v, T* o,
         __syncthreads();
         const float alpha = row_alpha[r];
 #pragma unroll
-        for (int c = 0; c < DIMS; ++c) {
-            const int d = lane + 8 * c;
-            if (d < hd) {
-                float a = acc[c] * alpha;
-                for (int j = 0; j < ATT_BK; ++j) a = fmaf(S[r * lds + j], Vs[j * ld + d], a);
-                acc[c] = a;
+        for (int c = 0; c < DIMS; ++c) acc[c] *= alpha;
+        // Keys outer, dims inner (unrolled, so acc stays in registers): each p is read once,
+        // and the loop body stays DIMS FMAs long rather than DIMS · ATT_BK.
+        for (int j = 0; j < chunk; ++j) {
+            const float p = S[r * lds + j];
+            const float* v_row = &Vs[j * ld];
+#pragma unroll
+            for (int c = 0; c < DIMS; ++c) {
+                const int d = lane + 8 * c;
+                if (d < hd) acc[c] = fmaf(p, v_row[d], acc[c]);
             }
         }
     }
@@ -262,13 +266,13 @@ __device__ void attention_bwd_dq_body(const T* q, const T* k, const T* v, const 
             DS[r * lds + j] = ds;
         }
         __syncthreads();
+        for (int j = 0; j < chunk; ++j) {
+            const float ds = DS[r * lds + j];
+            const float* k_row = &Ks[j * ld];
 #pragma unroll
-        for (int c = 0; c < DIMS; ++c) {
-            const int d = lane + 8 * c;
-            if (d < hd) {
-                float a = acc[c];
-                for (int j = 0; j < ATT_BK_BWD; ++j) a = fmaf(DS[r * lds + j], Ks[j * ld + d], a);
-                acc[c] = a;
+            for (int c = 0; c < DIMS; ++c) {
+                const int d = lane + 8 * c;
+                if (d < hd) acc[c] = fmaf(ds, k_row[d], acc[c]);
             }
         }
     }
@@ -340,18 +344,17 @@ __device__ void attention_bwd_dkdv_body(const T* q, const T* k, const T* v, cons
                 }
             }
             __syncthreads();
-            if (jj < ATT_BK_BWD) {
+            if (jj < keys) {
+                for (int r = 0; r < rows; ++r) {
+                    const float p = P[r * lds + jj], ds = DS[r * lds + jj];
+                    const float *do_row = &dOs[r * ld], *q_row = &Qs[r * ld];
 #pragma unroll
-                for (int c = 0; c < DIMS; ++c) {
-                    const int d = lane + 8 * c;
-                    if (d < hd) {
-                        float a = dv_acc[c], b = dk_acc[c];
-                        for (int r = 0; r < ATT_TILE; ++r) {
-                            a = fmaf(P[r * lds + jj], dOs[r * ld + d], a);
-                            b = fmaf(DS[r * lds + jj], Qs[r * ld + d], b);
+                    for (int c = 0; c < DIMS; ++c) {
+                        const int d = lane + 8 * c;
+                        if (d < hd) {
+                            dv_acc[c] = fmaf(p, do_row[d], dv_acc[c]);
+                            dk_acc[c] = fmaf(ds, q_row[d], dk_acc[c]);
                         }
-                        dv_acc[c] = a;
-                        dk_acc[c] = b;
                     }
                 }
             }

@@ -1,11 +1,12 @@
 //! Launchers of `transformer_attention.cu`: causal GQA attention over packed segments, forward
-//! (also the cached decode step) and backward. Shapes and segment starts are checked by the op
-//! functions in `ops/attention.rs`; here: one device, one dtype, head_dim within the kernels'
-//! limit, then the launches.
+//! (also the cached decode step) and backward, with the shape's softmax scale and sliding window.
+//! Shapes and segment starts are checked by the op functions in `ops/attention.rs`; here: one
+//! device, one dtype, head_dim within the kernels' limit, then the launches.
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
+use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 
 use super::Args;
 use super::{blocks, grid_stride, same_device_and_dtype, suffix, tiles, to_i32, upload, workspace};
@@ -16,31 +17,92 @@ use crate::{Device, Tensor};
 
 /// Rows per tile (ATT_TILE and ATT_BK_BWD in the kernel source).
 const TILE: usize = 16;
-/// Largest head_dim the kernels hold in shared memory (ATT_HD).
-const MAX_HEAD_DIM: usize = 128;
+/// Keys per chunk of the forward kernel (ATT_BK).
+const FORWARD_KEYS: usize = 32;
+/// The head-dim limits the tiled kernels are compiled for (ATT_TILED_ENTRIES): the launcher
+/// takes the smallest that holds head_dim, since the limit sizes each thread's accumulators.
+const HEAD_DIM_LIMITS: [usize; 3] = [64, 128, 256];
 const THREADS: u32 = 128;
+/// Dynamic shared memory a kernel may use without raising its limit.
+const DEFAULT_SHARED_BYTES: usize = 48 * 1024;
 
-fn check_head_dim(op: &'static str, shape: AttentionShape) -> Result<()> {
-    if shape.head_dim > MAX_HEAD_DIM {
-        return Err(KernelError::Invalid {
+/// The entry-name part `hd64`, `hd128` or `hd256` for `head_dim`, or an error past the largest.
+fn head_dim_limit(op: &'static str, shape: AttentionShape) -> Result<String> {
+    match HEAD_DIM_LIMITS.iter().find(|&&l| shape.head_dim <= l) {
+        Some(limit) => Ok(format!("hd{limit}")),
+        None => Err(KernelError::Invalid {
             op,
             message: format!(
-                "head_dim {} is more than the CUDA kernels' limit of {MAX_HEAD_DIM}",
-                shape.head_dim
+                "head_dim {} is more than the CUDA kernels' limit of {}",
+                shape.head_dim,
+                HEAD_DIM_LIMITS[HEAD_DIM_LIMITS.len() - 1]
             ),
-        });
+        }),
     }
-    let default_scale = 1.0 / (shape.head_dim as f32).sqrt();
-    if shape.window.is_some() || shape.scale != default_scale {
-        return Err(KernelError::Invalid {
-            op,
-            message: format!(
-                "{shape:?}: the CUDA kernels support neither a sliding window nor a scale other \
-                 than 1/sqrt(head_dim) yet"
-            ),
-        });
+}
+
+/// The kernels' `window` argument: the window in keys, `i32::MAX` for none (a window longer than
+/// any segment masks nothing, so clamping changes nothing).
+fn window_arg(shape: AttentionShape) -> i32 {
+    shape
+        .window
+        .map_or(i32::MAX, |w| w.min(i32::MAX as usize) as i32)
+}
+
+/// Which kernel's shared-memory layout to size.
+#[derive(Clone, Copy)]
+enum Layout {
+    Forward,
+    BackwardDq,
+    BackwardDkDv,
+}
+
+/// Bytes of dynamic shared memory of each kernel at `head_dim`, as `att_forward_shared_floats`,
+/// `att_bwd_dq_shared_floats` and `att_bwd_dkdv_shared_floats` in the kernel source lay them out
+/// (rows padded to head_dim + 1 floats); each kernel stops with a launch error if given less.
+fn shared_bytes(layout: Layout, head_dim: usize) -> usize {
+    let row = head_dim + 1;
+    let floats = match layout {
+        Layout::Forward => (TILE + 2 * FORWARD_KEYS) * row + TILE * (FORWARD_KEYS + 1) + 3 * TILE,
+        Layout::BackwardDq => 4 * TILE * row + TILE * (TILE + 1),
+        Layout::BackwardDkDv => 4 * TILE * row + 2 * TILE * (TILE + 1) + 2 * TILE,
+    };
+    4 * floats
+}
+
+/// A launch of `grid` blocks of the attention kernel `f` with the shared memory of `layout`,
+/// raising the kernel's dynamic shared-memory limit past the default where it needs more (head
+/// dims above 128); an error naming both sizes if the device allows less.
+fn launch_config(
+    backend: &CudaBackend,
+    op: &'static str,
+    f: &CudaFunction,
+    grid: (usize, usize),
+    layout: Layout,
+    head_dim: usize,
+) -> Result<LaunchConfig> {
+    let bytes = shared_bytes(layout, head_dim);
+    if bytes > DEFAULT_SHARED_BYTES {
+        let max = backend
+            .context()
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
+        if bytes > max.max(0) as usize {
+            return Err(KernelError::Invalid {
+                op,
+                message: format!(
+                    "head_dim {head_dim} needs {bytes} bytes of shared memory per block; this \
+                     device allows {max}"
+                ),
+            });
+        }
+        f.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            bytes as i32,
+        )?;
     }
-    Ok(())
+    let mut config = blocks(op, grid, THREADS)?;
+    config.shared_mem_bytes = bytes as u32;
+    Ok(config)
 }
 
 fn starts_i32(op: &'static str, starts: &[usize]) -> Result<Vec<i32>> {
@@ -60,14 +122,16 @@ fn forward(
     shape: AttentionShape,
 ) -> Result<(Tensor, CudaSlice<f32>)> {
     let dtype = same_device_and_dtype(op, backend, &[("Q", q), ("K", k), ("V", v)])?;
-    check_head_dim(op, shape)?;
+    let limit = head_dim_limit(op, shape)?;
     let tq = q.shape()[0];
     let AttentionShape {
         heads,
         kv_heads,
         head_dim,
+        scale,
         ..
     } = shape;
+    let window = window_arg(shape);
     let mut out = Tensor::zeros(
         &Device::Cuda(backend.clone()),
         dtype,
@@ -89,10 +153,17 @@ fn forward(
         to_i32(op, "kv_heads", kv_heads)?,
         to_i32(op, "head_dim", head_dim)?,
     );
-    let scale = 1.0 / (head_dim as f32).sqrt();
     let f = backend.function(
         &kernels_cu::TRANSFORMER_ATTENTION,
-        &format!("attention_forward_{}", suffix(dtype)),
+        &format!("attention_forward_{limit}_{}", suffix(dtype)),
+    )?;
+    let config = launch_config(
+        backend,
+        op,
+        &f,
+        (num_tiles, heads),
+        Layout::Forward,
+        head_dim,
     )?;
     {
         let mut a = Args::new(backend);
@@ -116,11 +187,13 @@ fn forward(
             .arg(&h_i)
             .arg(&hkv_i)
             .arg(&hd_i)
-            .arg(&scale);
-        // SAFETY: matches attention_forward_*(const T* x3, T*, float*, const int* x2, const
-        // AttTile*, int x3, float); the starts were checked to rise within the row counts, the
-        // tiles lie inside them, head_dim <= ATT_HD.
-        unsafe { b.launch(blocks(op, (num_tiles, heads), THREADS)?) }?;
+            .arg(&scale)
+            .arg(&window);
+        // SAFETY: matches attention_forward_hd*_*(const T* x3, T*, float*, const int* x2, const
+        // AttTile*, int x3, float, int); the starts were checked to rise within the row counts,
+        // the tiles lie inside them, head_dim is within the kernel's limit, and the shared memory
+        // is the kernel's layout for head_dim.
+        unsafe { b.launch(config) }?;
     }
     Ok((out, lse))
 }
@@ -174,13 +247,15 @@ pub fn attention_backward(
         backend,
         &[("Q", q), ("K", k), ("V", v), ("O", out), ("dO", dout)],
     )?;
-    check_head_dim(OP, shape)?;
+    let limit = head_dim_limit(OP, shape)?;
     let AttentionShape {
         heads,
         kv_heads,
         head_dim,
+        scale,
         ..
     } = shape;
+    let window = window_arg(shape);
     let t = q.shape()[0];
     let device = Device::Cuda(backend.clone());
     let mut dq = Tensor::zeros(&device, dtype, &[t, heads * head_dim])?;
@@ -200,12 +275,27 @@ pub fn attention_backward(
         to_i32(OP, "kv_heads", kv_heads)?,
         to_i32(OP, "head_dim", head_dim)?,
     );
-    let scale = 1.0 / (head_dim as f32).sqrt();
     let sfx = suffix(dtype);
     let source = &kernels_cu::TRANSFORMER_ATTENTION;
     let dot = backend.function(source, &format!("attention_bwd_dot_{sfx}"))?;
-    let f_dq = backend.function(source, &format!("attention_bwd_dq_{sfx}"))?;
-    let f_dkdv = backend.function(source, &format!("attention_bwd_dkdv_{sfx}"))?;
+    let f_dq = backend.function(source, &format!("attention_bwd_dq_{limit}_{sfx}"))?;
+    let f_dkdv = backend.function(source, &format!("attention_bwd_dkdv_{limit}_{sfx}"))?;
+    let dq_config = launch_config(
+        backend,
+        OP,
+        &f_dq,
+        (num_tiles, heads),
+        Layout::BackwardDq,
+        head_dim,
+    )?;
+    let dkdv_config = launch_config(
+        backend,
+        OP,
+        &f_dkdv,
+        (num_tiles, kv_heads),
+        Layout::BackwardDkDv,
+        head_dim,
+    )?;
 
     let mut a = Args::new(backend);
     let (qp, kp, vp) = (
@@ -223,13 +313,8 @@ pub fn attention_backward(
     );
     let rows = (t * heads) as i64;
     let mut b = backend.stream().launch_builder(&dot);
-    b.arg(&gp)
-        .arg(&op_)
-        .arg(&dp)
-        .arg(&h_i)
-        .arg(&hd_i)
-        .arg(&rows);
-    // SAFETY: matches attention_bwd_dot_*(const T*, const T*, float*, int, int, long long);
+    b.arg(&gp).arg(&op_).arg(&dp).arg(&hd_i).arg(&rows);
+    // SAFETY: matches attention_bwd_dot_*(const T*, const T*, float*, int, long long);
     // dO and O hold t · heads · head_dim elements, D t · heads.
     unsafe { b.launch(grid_stride(t * heads)) }?;
 
@@ -246,10 +331,11 @@ pub fn attention_backward(
         .arg(&h_i)
         .arg(&hkv_i)
         .arg(&hd_i)
-        .arg(&scale);
-    // SAFETY: matches attention_bwd_dq_*(const T* x4, const float* x2, T*, const int*, const
-    // AttTile*, int x3, float); grid (query tiles, heads).
-    unsafe { b.launch(blocks(OP, (num_tiles, heads), THREADS)?) }?;
+        .arg(&scale)
+        .arg(&window);
+    // SAFETY: matches attention_bwd_dq_hd*_*(const T* x4, const float* x2, T*, const int*, const
+    // AttTile*, int x3, float, int); grid (query tiles, heads), the kernel's shared memory.
+    unsafe { b.launch(dq_config) }?;
 
     let mut b = backend.stream().launch_builder(&f_dkdv);
     b.arg(&qp)
@@ -265,10 +351,50 @@ pub fn attention_backward(
         .arg(&h_i)
         .arg(&hkv_i)
         .arg(&hd_i)
-        .arg(&scale);
-    // SAFETY: matches attention_bwd_dkdv_*(const T* x4, const float* x2, T*, T*, const int*,
-    // const AttTile*, int x3, float); grid (key tiles, kv_heads), key tiles = query tiles.
-    unsafe { b.launch(blocks(OP, (num_tiles, kv_heads), THREADS)?) }?;
+        .arg(&scale)
+        .arg(&window);
+    // SAFETY: matches attention_bwd_dkdv_hd*_*(const T* x4, const float* x2, T*, T*, const int*,
+    // const AttTile*, int x3, float, int); grid (key tiles, kv_heads), key tiles = query tiles,
+    // the kernel's shared memory.
+    unsafe { b.launch(dkdv_config) }?;
     drop(a);
     Ok((dq, dk, dv))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Head dims up to 128 stay within the default 48 KB (no attribute to raise, as before head
+    /// dim 256 was supported); 256 fits the H200's 227 KB per block with room for two blocks
+    /// per multiprocessor.
+    #[test]
+    fn shared_memory_fits_the_limits_at_every_head_dim() {
+        for layout in [Layout::Forward, Layout::BackwardDq, Layout::BackwardDkDv] {
+            assert!(shared_bytes(layout, 128) <= DEFAULT_SHARED_BYTES);
+            assert!(2 * shared_bytes(layout, 256) <= 227 * 1024);
+            assert!(shared_bytes(layout, 255) < shared_bytes(layout, 256));
+        }
+    }
+
+    #[test]
+    fn the_smallest_head_dim_limit_is_taken_and_past_256_is_an_error() {
+        let limit = |hd| head_dim_limit("test", AttentionShape::new(2, 1, hd));
+        assert_eq!(limit(1).unwrap(), "hd64");
+        assert_eq!(limit(64).unwrap(), "hd64");
+        assert_eq!(limit(65).unwrap(), "hd128");
+        assert_eq!(limit(256).unwrap(), "hd256");
+        let err = limit(257).unwrap_err().to_string();
+        assert!(err.contains("257") && err.contains("256"), "{err}");
+    }
+
+    #[test]
+    fn no_window_and_windows_past_i32_mask_nothing() {
+        let mut shape = AttentionShape::new(2, 1, 8);
+        assert_eq!(window_arg(shape), i32::MAX);
+        shape.window = Some(usize::MAX);
+        assert_eq!(window_arg(shape), i32::MAX);
+        shape.window = Some(7);
+        assert_eq!(window_arg(shape), 7);
+    }
 }
