@@ -95,6 +95,8 @@ fn launch_config(
                 ),
             });
         }
+        // The attribute is set through the driver, which wants the kernel's context current.
+        backend.context().bind_to_thread()?;
         f.set_attribute(
             CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
             bytes as i32,
@@ -375,6 +377,53 @@ mod tests {
             assert!(2 * shared_bytes(layout, 256) <= 227 * 1024);
             assert!(shared_bytes(layout, 255) < shared_bytes(layout, 256));
         }
+    }
+
+    /// `shared_bytes` against the kernel source's own layout functions, compiled for the host
+    /// with the emulation shim (kernels-cu/emulate); skips without g++.
+    #[test]
+    fn shared_bytes_match_the_kernel_source() {
+        let dir = std::env::temp_dir().join(format!("flix_att_shared_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let emulate = concat!(env!("CARGO_MANIFEST_DIR"), "/../kernels-cu/emulate");
+        let program = dir.join("sizes.cpp");
+        std::fs::write(
+            &program,
+            r#"#include "cuda_shim.h"
+#include "../transformer_common.cuh"
+#include "../transformer_attention.cu"
+#include <cstdio>
+int main() {
+    for (int hd : {1, 20, 64, 100, 128, 200, 256})
+        std::printf("%d %d %d\n", att_forward_shared_floats(hd), att_bwd_dq_shared_floats(hd),
+                    att_bwd_dkdv_shared_floats(hd));
+}
+"#,
+        )
+        .unwrap();
+        let binary = dir.join("sizes");
+        let built = std::process::Command::new("g++")
+            .args(["-std=c++20", "-pthread", "-I", emulate])
+            .arg(&program)
+            .arg("-o")
+            .arg(&binary)
+            .status();
+        if !matches!(built, Ok(s) if s.success()) {
+            eprintln!("SKIPPED shared_bytes_match_the_kernel_source: no g++ ({built:?})");
+            return;
+        }
+        let out = std::process::Command::new(&binary).output().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let printed = String::from_utf8(out.stdout).unwrap();
+        let want: String = [1, 20, 64, 100, 128, 200, 256]
+            .iter()
+            .map(|&hd| {
+                let [f, dq, dkdv] = [Layout::Forward, Layout::BackwardDq, Layout::BackwardDkDv]
+                    .map(|l| shared_bytes(l, hd) / 4);
+                format!("{f} {dq} {dkdv}\n")
+            })
+            .collect();
+        assert_eq!(printed, want);
     }
 
     #[test]
