@@ -1,7 +1,8 @@
 // Causal attention with grouped KV heads over packed variable-length segments (ops/attention.rs),
 // with an optional sliding window and a softmax scale given by the caller. transformer_common.cuh
-// is prepended. A straightforward tiled version, correctness first (CUDA-core FMA, one head per
-// block, no tensor cores).
+// is prepended. A straightforward tiled version, correctness first: one head per block, CUDA-core
+// FMA, except the bf16 forward at head dims that are multiples of 16, whose two products run on
+// the tensor cores (attention_forward_mma_*, below).
 //
 // Layout: Q [Tq, H·hd], K and V [Tk, Hkv·hd], O like Q, lse [Tq·H] (token-major). Segment s owns
 // query rows q_starts[s].. and key rows kv_starts[s]..; its query j sits at key position
@@ -26,13 +27,17 @@
 //                         dK_j = Σ ds q. Every dK/dV row has one owner and a fixed summation
 //                         order: no atomics, deterministic.
 //
-// Head dims: every kernel but the dot is compiled for three limits, ATT_HD = 64, 128 and 256
-// (entry names attention_forward_hd{64,128,256}_{f32,bf16}, ...); the launcher picks the smallest
-// that holds head_dim. ATT_HD sizes the per-thread accumulators (registers); shared memory is
-// dynamic, sized for the actual head_dim (rows padded to hd + 1 floats, so that threads reading
-// one column of different rows hit different banks). At hd 256 the forward needs about 83 KB and
-// the backward kernels about 66 KB, over the 48 KB default: the launcher raises the kernel's
-// limit (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES; the H200 allows 227 KB per block).
+// Head dims: every kernel but the dot is compiled for three limits HD = 64, 128 and 256 (entry
+// names attention_forward_hd{64,128,256}_{f32,bf16}, attention_forward_mma_hd{64,128,256}_bf16,
+// ...); the launcher picks the smallest that holds head_dim. HD sizes the per-thread
+// accumulators (registers); shared memory is dynamic, sized for the actual head_dim (f32 rows
+// padded to hd + 1 floats, so that threads reading one column of different rows hit different
+// banks). At hd 256 the FMA forward needs about 83 KB, the tensor-core forward about 61 KB and the
+// backward kernels about 66 KB, over the 48 KB default: the launcher raises the kernel's limit
+// (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES; the H200 allows 227 KB per block, so two
+// blocks of any of them fit on a multiprocessor). Up to hd 128 all stay under 48 KB.
+
+#include <mma.h>
 
 #define ATT_TILE 16
 #define ATT_BK 32
@@ -192,6 +197,179 @@ __device__ void attention_forward_body(const T* q, const T* k, const T* v, T* o,
             if (d < hd) o[i * heads * hd + h * hd + d] = tf_from_f32<T>(acc[c] / l);
         }
         if (lane == 0) lse[i * heads + h] = row_m[r] + logf(l);
+    }
+}
+
+// The forward on tensor cores, for bf16 and head_dim a multiple of 16 (the launcher's choice
+// then): the same grid, tiles, masking and online softmax as attention_forward_body, with the two
+// products on nvcuda::wmma (m16n16k16, bf16 in, f32 accumulate). Q, K and V are staged in shared
+// memory as bf16; S = Q Kᵀ (16 x 32 per chunk: warps 0 and 1, one 16 x 16 block each, over
+// head_dim), then the row threads mask, scale and exponentiate S into P (rounded to bf16, as
+// flash attention does; the row sums stay f32), then all four warps compute the chunk's P V
+// (16 x hd: warp w takes the column blocks w, w + 4, ...) into an f32 scratch, which each thread
+// folds into its registers (acc · alpha + P V), as the FMA version does.
+// wmma's rules: fragment pointers 32-byte aligned, leading dimensions multiples of 16 bytes.
+#define ATT_MMA_LDS (ATT_BK + 4)  // S, f32
+#define ATT_MMA_LDP (ATT_BK + 8)  // P, bf16
+
+struct AttMmaShared {
+    __nv_bfloat16 *Qb, *Kb, *Vb, *Pb;
+    float *S, *PV, *row_m, *row_l, *row_alpha;
+};
+
+// Carves the tensor-core forward's shared memory at `base` (when not null) for head_dim hd and
+// returns its size in bytes; every array starts on a 128-byte boundary. The launcher
+// (shared_bytes, Layout::ForwardMma) computes the same size.
+__host__ __device__ inline int att_forward_mma_layout(int hd, char* base, AttMmaShared* out) {
+    const int ldb = hd + 8, ldo = hd + 4;
+    int offset = 0;
+    auto take = [&](int bytes) {
+        char* p = base ? base + offset : nullptr;
+        offset += (bytes + 127) / 128 * 128;
+        return p;
+    };
+    char* Qb = take(ATT_TILE * ldb * 2);
+    char* Kb = take(ATT_BK * ldb * 2);
+    char* Vb = take(ATT_BK * ldb * 2);
+    char* S = take(ATT_TILE * ATT_MMA_LDS * 4);
+    char* Pb = take(ATT_TILE * ATT_MMA_LDP * 2);
+    char* PV = take(ATT_TILE * ldo * 4);
+    char* rows = take(3 * ATT_TILE * 4);
+    if (out) {
+        out->Qb = reinterpret_cast<__nv_bfloat16*>(Qb);
+        out->Kb = reinterpret_cast<__nv_bfloat16*>(Kb);
+        out->Vb = reinterpret_cast<__nv_bfloat16*>(Vb);
+        out->S = reinterpret_cast<float*>(S);
+        out->Pb = reinterpret_cast<__nv_bfloat16*>(Pb);
+        out->PV = reinterpret_cast<float*>(PV);
+        out->row_m = reinterpret_cast<float*>(rows);
+        out->row_l = out->row_m + ATT_TILE;
+        out->row_alpha = out->row_l + ATT_TILE;
+    }
+    return offset;
+}
+
+// Rows row0.. of a bf16 matrix into dst[nrows][ld] as they are; rows past `rows` become 0.
+__device__ void att_stage_bf16(__nv_bfloat16* dst, int ld, const __nv_bfloat16* src, int row0,
+                               int rows, int nrows, int stride, int col0, int hd) {
+    for (int e = threadIdx.x; e < nrows * hd; e += blockDim.x) {
+        const int r = e / hd, d = e % hd;
+        dst[r * ld + d] =
+            r < rows ? src[(long long)(row0 + r) * stride + col0 + d] : __float2bfloat16_rn(0.f);
+    }
+}
+
+template <int HD>
+__device__ void attention_forward_mma_body(const __nv_bfloat16* q, const __nv_bfloat16* k,
+                                           const __nv_bfloat16* v, __nv_bfloat16* o, float* lse,
+                                           const int* q_starts, const int* kv_starts,
+                                           const AttTile* tiles, int heads, int kv_heads, int hd,
+                                           float scale, int window) {
+    using namespace nvcuda;
+    constexpr int DIMS = HD / 8;
+    if (tf_dynamic_shared_bytes() < (unsigned)att_forward_mma_layout(hd, nullptr, nullptr)) __trap();
+    TF_DYNAMIC_SHARED(shared);
+    AttMmaShared sh;
+    att_forward_mma_layout(hd, reinterpret_cast<char*>(shared), &sh);
+    const int ldb = hd + 8, ldo = hd + 4;
+
+    const AttTile tile = tiles[blockIdx.x];
+    const int h = blockIdx.y, g = h / (heads / kv_heads);
+    const int qs0 = q_starts[tile.segment], ks0 = kv_starts[tile.segment];
+    const int offset = (kv_starts[tile.segment + 1] - ks0) - (q_starts[tile.segment + 1] - qs0);
+    const int rows = tile.end - tile.start;
+    const int p_first = offset + (tile.start - qs0);
+    const int key_begin = ks0 + att_first_visible(p_first, window);
+    const int key_end = ks0 + p_first + rows;
+    const int tid = threadIdx.x, r = tid / 8, lane = tid % 8, warp = tid / 32;
+
+    att_stage_bf16(sh.Qb, ldb, q, tile.start, rows, ATT_TILE, heads * hd, h * hd, hd);
+    if (tid < ATT_TILE) {
+        sh.row_m[tid] = -INFINITY;
+        sh.row_l[tid] = 0.f;
+    }
+    float acc[DIMS];
+#pragma unroll
+    for (int c = 0; c < DIMS; ++c) acc[c] = 0.f;
+
+    for (int kb = key_begin; kb < key_end; kb += ATT_BK) {
+        __syncthreads();  // Qb and the row state are ready; the last chunk is consumed
+        const int chunk = min(ATT_BK, key_end - kb);
+        att_stage_bf16(sh.Kb, ldb, k, kb, chunk, ATT_BK, kv_heads * hd, g * hd, hd);
+        att_stage_bf16(sh.Vb, ldb, v, kb, chunk, ATT_BK, kv_heads * hd, g * hd, hd);
+        __syncthreads();
+        if (warp < ATT_BK / 16) {  // S[:, 16 warp ..] = Q · K[16 warp ..]ᵀ
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> s_acc;
+            wmma::fill_fragment(s_acc, 0.f);
+            for (int k0 = 0; k0 < hd; k0 += 16) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b;
+                wmma::load_matrix_sync(a, sh.Qb + k0, ldb);
+                wmma::load_matrix_sync(b, sh.Kb + warp * 16 * ldb + k0, ldb);
+                wmma::mma_sync(s_acc, a, b, s_acc);
+            }
+            wmma::store_matrix_sync(sh.S + warp * 16, s_acc, ATT_MMA_LDS, wmma::mem_row_major);
+        }
+        __syncthreads();
+        if (tid < ATT_TILE) {  // row tid: mask, scale, online softmax; P as bf16
+            const int row_key_begin = ks0 + att_first_visible(p_first + tid, window);
+            const int row_key_end = ks0 + p_first + tid + 1;
+            float* s_row = &sh.S[tid * ATT_MMA_LDS];
+            float m_chunk = -INFINITY;
+            for (int j = 0; j < ATT_BK; ++j) {
+                const bool valid = tid < rows && kb + j >= row_key_begin && kb + j < row_key_end;
+                s_row[j] = valid ? s_row[j] * scale : -INFINITY;
+                m_chunk = fmaxf(m_chunk, s_row[j]);
+            }
+            const float m_old = sh.row_m[tid], m_new = fmaxf(m_old, m_chunk);
+            float alpha = 1.f, l = sh.row_l[tid];
+            __nv_bfloat16* p_row = &sh.Pb[tid * ATT_MMA_LDP];
+            if (m_new != -INFINITY) {
+                alpha = expf(m_old - m_new);  // 0 when m_old is -inf
+                l *= alpha;
+                for (int j = 0; j < ATT_BK; ++j) {
+                    const float p = s_row[j] == -INFINITY ? 0.f : expf(s_row[j] - m_new);
+                    p_row[j] = __float2bfloat16_rn(p);
+                    l += p;
+                }
+            } else {
+                for (int j = 0; j < ATT_BK; ++j) p_row[j] = __float2bfloat16_rn(0.f);
+            }
+            sh.row_m[tid] = m_new;
+            sh.row_l[tid] = l;
+            sh.row_alpha[tid] = alpha;
+        }
+        __syncthreads();
+        for (int n0 = warp * 16; n0 < hd; n0 += 16 * (ATT_THREADS / 32)) {  // PV = P · V
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> pv;
+            wmma::fill_fragment(pv, 0.f);
+#pragma unroll
+            for (int k0 = 0; k0 < ATT_BK; k0 += 16) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> b;
+                wmma::load_matrix_sync(a, sh.Pb + k0, ATT_MMA_LDP);
+                wmma::load_matrix_sync(b, sh.Vb + k0 * ldb + n0, ldb);
+                wmma::mma_sync(pv, a, b, pv);
+            }
+            wmma::store_matrix_sync(sh.PV + n0, pv, ldo, wmma::mem_row_major);
+        }
+        __syncthreads();
+        const float alpha = sh.row_alpha[r];
+#pragma unroll
+        for (int c = 0; c < DIMS; ++c) {
+            const int d = lane + 8 * c;
+            if (d < hd) acc[c] = fmaf(acc[c], alpha, sh.PV[r * ldo + d]);
+        }
+    }
+    if (r < rows) {
+        const long long i = tile.start + r;
+        const float l = sh.row_l[r];
+#pragma unroll
+        for (int c = 0; c < DIMS; ++c) {
+            const int d = lane + 8 * c;
+            if (d < hd) o[i * heads * hd + h * hd + d] = __float2bfloat16_rn(acc[c] / l);
+        }
+        if (lane == 0) lse[i * heads + h] = sh.row_m[r] + logf(l);
     }
 }
 
@@ -397,6 +575,15 @@ __device__ void attention_bwd_dkdv_body(const T* q, const T* k, const T* v, cons
                                        kv_heads, hd, scale, window);                               \
     }
 
+#define ATT_MMA_ENTRY(HD)                                                                          \
+    extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention_forward_mma_hd##HD##_bf16( \
+        const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v, __nv_bfloat16* o,  \
+        float* lse, const int* q_starts, const int* kv_starts, const AttTile* tiles, int heads,    \
+        int kv_heads, int hd, float scale, int window) {                                           \
+        attention_forward_mma_body<HD>(q, k, v, o, lse, q_starts, kv_starts, tiles, heads,         \
+                                       kv_heads, hd, scale, window);                               \
+    }
+
 #define ATT_ENTRIES(SUF, T)                                                                        \
     extern "C" __global__ void attention_bwd_dot_##SUF(const T* dout, const T* out, float* D,      \
                                                        int hd, long long n) {                      \
@@ -408,3 +595,6 @@ __device__ void attention_bwd_dkdv_body(const T* q, const T* k, const T* v, cons
 
 ATT_ENTRIES(f32, float)
 ATT_ENTRIES(bf16, __nv_bfloat16)
+ATT_MMA_ENTRY(64)
+ATT_MMA_ENTRY(128)
+ATT_MMA_ENTRY(256)

@@ -18,11 +18,12 @@
 
 // Dynamic shared memory (sized by the launch, so a kernel can fit its layout to its arguments and
 // go past the 48 KB of static shared memory): TF_DYNAMIC_SHARED(name) declares `float* name` at
-// its start, and tf_dynamic_shared_bytes() says how many bytes the launch gave. The host
-// emulation (kernels-cu/emulate/cuda_shim.h) defines both itself.
+// its start (128-byte aligned, enough for wmma's 32), and tf_dynamic_shared_bytes() says how
+// many bytes the launch gave. The host emulation (kernels-cu/emulate/cuda_shim.h) defines both
+// itself.
 #ifndef TF_HOST_EMULATION
 #define TF_DYNAMIC_SHARED(name)                          \
-    extern __shared__ __align__(16) float name##_array[]; \
+    extern __shared__ __align__(128) float name##_array[]; \
     float* name = name##_array
 __device__ __forceinline__ unsigned tf_dynamic_shared_bytes() {
     unsigned bytes;

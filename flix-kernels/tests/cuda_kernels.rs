@@ -191,7 +191,8 @@ fn kernels_match_the_oracle_on_shapes_that_reach_every_branch() {
 /// Attention on CUDA against the CPU path on the same (rounded) inputs, at each head-dim limit of
 /// the kernels (64, 128, 256: Gemma 3's head_dim) with sliding windows shorter than a tile,
 /// longer than a tile and none, and scales other than 1/√head_dim: forward (O, lse), backward
-/// (dQ, dK, dV, the same bits twice) and the decode step against long caches. Segments span
+/// (dQ, dK, dV, the same bits twice) and the decode step against long caches; in bf16 the forward
+/// runs on the tensor cores at head dims 128 and 256 and on the FMA path at 40. Segments span
 /// many 16-row tiles, so windowed tiles start past their segment's first key chunk and the dK/dV
 /// blocks stop before their segment's end.
 #[test]

@@ -69,7 +69,7 @@ inline __nv_bfloat16 __float2bfloat16_rn(float f) {
 // shows up in its outputs.
 #define TF_HOST_EMULATION
 inline constexpr unsigned kMaxDynamicSharedBytes = 227 * 1024;
-alignas(16) inline float g_dynamic_shared[kMaxDynamicSharedBytes / sizeof(float)];
+alignas(128) inline float g_dynamic_shared[kMaxDynamicSharedBytes / sizeof(float)];
 inline unsigned g_dynamic_shared_bytes = 0;
 #define TF_DYNAMIC_SHARED(name) float* name = g_dynamic_shared
 inline unsigned tf_dynamic_shared_bytes() { return g_dynamic_shared_bytes; }

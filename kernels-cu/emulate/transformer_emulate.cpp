@@ -295,24 +295,27 @@ static vector<int> att_tiles(const vector<int>& starts) {
 }
 
 // The tiled attention kernels of one head-dim limit, picked as the launcher picks them: the
-// smallest limit (64, 128, 256) that holds head_dim.
+// smallest limit (64, 128, 256) that holds head_dim; for bf16 with head_dim a multiple of 16 the
+// launcher's forward is the tensor-core one (`forward_mma`), the FMA one checked beside it.
 template <typename T> struct AttKernels {
     void (*forward)(const T*, const T*, const T*, T*, float*, const int*, const int*, const AttTile*, int, int, int, float, int);
+    void (*forward_mma)(const T*, const T*, const T*, T*, float*, const int*, const int*, const AttTile*, int, int, int, float, int);
     void (*dq)(const T*, const T*, const T*, const T*, const float*, const float*, T*, const int*, const AttTile*, int, int, int,
                float, int);
     void (*dkdv)(const T*, const T*, const T*, const T*, const float*, const float*, T*, T*, const int*, const AttTile*, int, int,
                  int, float, int);
 };
-#define ATT_KERNELS(HD, SUF) {attention_forward_hd##HD##_##SUF, attention_bwd_dq_hd##HD##_##SUF, attention_bwd_dkdv_hd##HD##_##SUF}
+#define ATT_KERNELS(HD, SUF, MMA) {attention_forward_hd##HD##_##SUF, MMA, attention_bwd_dq_hd##HD##_##SUF, attention_bwd_dkdv_hd##HD##_##SUF}
 template <typename T> static AttKernels<T> att_kernels(int hd) {
     if constexpr (is_f32<T>) {
-        if (hd <= 64) return ATT_KERNELS(64, f32);
-        if (hd <= 128) return ATT_KERNELS(128, f32);
-        return ATT_KERNELS(256, f32);
+        if (hd <= 64) return ATT_KERNELS(64, f32, nullptr);
+        if (hd <= 128) return ATT_KERNELS(128, f32, nullptr);
+        return ATT_KERNELS(256, f32, nullptr);
     } else {
-        if (hd <= 64) return ATT_KERNELS(64, bf16);
-        if (hd <= 128) return ATT_KERNELS(128, bf16);
-        return ATT_KERNELS(256, bf16);
+        const bool mma = hd % 16 == 0;
+        if (hd <= 64) return ATT_KERNELS(64, bf16, mma ? attention_forward_mma_hd64_bf16 : nullptr);
+        if (hd <= 128) return ATT_KERNELS(128, bf16, mma ? attention_forward_mma_hd128_bf16 : nullptr);
+        return ATT_KERNELS(256, bf16, mma ? attention_forward_mma_hd256_bf16 : nullptr);
     }
 }
 
@@ -332,14 +335,27 @@ template <typename T> static void attention(const AttShape sh, const vector<int>
     auto tiles = att_tiles(starts);
     const unsigned ntiles = tiles.size() / 3;
     const auto* tl = reinterpret_cast<const AttTile*>(tiles.data());
-    const unsigned fwd_bytes = 4 * att_forward_shared_floats(hd);
+    // The forward the launcher takes (tensor cores where it can), with its shared memory.
+    const auto forward = kern.forward_mma ? kern.forward_mma : kern.forward;
+    const unsigned fwd_bytes = kern.forward_mma ? att_forward_mma_layout(hd, nullptr, nullptr) : 4 * att_forward_shared_floats(hd);
+    const std::string fwd_tag = tag + (kern.forward_mma ? "attention (mma) " : "attention ");
     emulate_launch({ntiles, unsigned(H)}, ATT_THREADS, fwd_bytes, [&] {
-        kern.forward(q.data(), k.data(), v.data(), o.data(), lse.data(), starts.data(), starts.data(), tl, H, Hkv, hd, sh.scale, window);
+        forward(q.data(), k.data(), v.data(), o.data(), lse.data(), starts.data(), starts.data(), tl, H, Hkv, hd, sh.scale, window);
     });
     auto ref = attention_ref(q, k, v, &dout, starts, starts, sh);
     const double tol = is_f32<T> ? 2e-5 : 1e-2;
-    compare(tag + "attention O", o, ref.o, tol);
-    compare(tag + "attention lse", lse, ref.lse, 1e-5);
+    compare(fwd_tag + "O", o, ref.o, tol);
+    compare(fwd_tag + "lse", lse, ref.lse, 1e-5);
+    if (kern.forward_mma) {  // the FMA forward too
+        auto o_fma = poisoned<T>(o.size());
+        vector<float> lse_fma(lse.size(), std::nanf(""));
+        emulate_launch({ntiles, unsigned(H)}, ATT_THREADS, 4 * att_forward_shared_floats(hd), [&] {
+            kern.forward(q.data(), k.data(), v.data(), o_fma.data(), lse_fma.data(), starts.data(), starts.data(), tl, H, Hkv, hd, sh.scale,
+                         window);
+        });
+        compare(tag + "attention (FMA) O", o_fma, ref.o, tol);
+        compare(tag + "attention (FMA) lse", lse_fma, ref.lse, 1e-5);
+    }
 
     vector<float> D((size_t)T_ * H, std::nanf(""));
     auto dq = poisoned<T>(q.size()), dk = poisoned<T>(k.size()), dv = poisoned<T>(v.size());
@@ -367,9 +383,9 @@ template <typename T> static void attention(const AttShape sh, const vector<int>
     auto ctiles = att_tiles(qs);
     const auto* ctl = reinterpret_cast<const AttTile*>(ctiles.data());
     emulate_launch({unsigned(ctiles.size() / 3), unsigned(H)}, ATT_THREADS, fwd_bytes, [&] {
-        kern.forward(cq.data(), ck.data(), cv.data(), co.data(), clse.data(), qs.data(), ks.data(), ctl, H, Hkv, hd, sh.scale, window);
+        forward(cq.data(), ck.data(), cv.data(), co.data(), clse.data(), qs.data(), ks.data(), ctl, H, Hkv, hd, sh.scale, window);
     });
-    compare(tag + "attention cached O", co, attention_ref(cq, ck, cv, (const vector<T>*)nullptr, qs, ks, sh).o, tol);
+    compare(fwd_tag + "cached O", co, attention_ref(cq, ck, cv, (const vector<T>*)nullptr, qs, ks, sh).o, tol);
 }
 
 template <typename T> static void attention_cases() {
@@ -381,6 +397,8 @@ template <typename T> static void attention_cases() {
     // Limit 128 with a custom scale and a window of two keys (each query sees itself and the key
     // before; a window of one key would make dQ and dK exactly zero).
     attention<T>({4, 2, 100, 0.37f, 2}, starts, qs, ks);
+    // Limit 64 at head_dim 64 (bf16: the tensor-core forward), a window past a tile.
+    attention<T>({2, 1, 64, 0.2f, 24}, starts, qs, ks);
     // Gemma 3's head_dim 256 (limit 256), one KV head, a custom scale; a window shorter than a
     // tile (later tiles start past their segment's first key chunk), one longer than a tile but
     // shorter than the longest segment, and none.

@@ -13,7 +13,7 @@ use super::{blocks, grid_stride, same_device_and_dtype, suffix, tiles, to_i32, u
 use crate::cuda::CudaBackend;
 use crate::error::{KernelError, Result};
 use crate::ops::attention::AttentionShape;
-use crate::{Device, Tensor};
+use crate::{DType, Device, Tensor};
 
 /// Rows per tile (ATT_TILE and ATT_BK_BWD in the kernel source).
 const TILE: usize = 16;
@@ -50,24 +50,47 @@ fn window_arg(shape: AttentionShape) -> i32 {
 }
 
 /// Which kernel's shared-memory layout to size.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Layout {
     Forward,
+    /// The tensor-core forward (bf16, head_dim a multiple of 16).
+    ForwardMma,
     BackwardDq,
     BackwardDkDv,
 }
 
+/// Whether the forward runs on the tensor cores: bf16 operands, and head_dim a multiple of the
+/// 16-wide wmma fragments.
+fn forward_on_tensor_cores(dtype: DType, head_dim: usize) -> bool {
+    dtype == DType::BF16 && head_dim.is_multiple_of(16)
+}
+
 /// Bytes of dynamic shared memory of each kernel at `head_dim`, as `att_forward_shared_floats`,
-/// `att_bwd_dq_shared_floats` and `att_bwd_dkdv_shared_floats` in the kernel source lay them out
-/// (rows padded to head_dim + 1 floats); each kernel stops with a launch error if given less.
+/// `att_forward_mma_layout`, `att_bwd_dq_shared_floats` and `att_bwd_dkdv_shared_floats` in the
+/// kernel source lay them out; each kernel stops with a launch error if given less.
 fn shared_bytes(layout: Layout, head_dim: usize) -> usize {
+    // The FMA kernels: f32 rows padded to head_dim + 1 floats.
     let row = head_dim + 1;
-    let floats = match layout {
-        Layout::Forward => (TILE + 2 * FORWARD_KEYS) * row + TILE * (FORWARD_KEYS + 1) + 3 * TILE,
-        Layout::BackwardDq => 4 * TILE * row + TILE * (TILE + 1),
-        Layout::BackwardDkDv => 4 * TILE * row + 2 * TILE * (TILE + 1) + 2 * TILE,
-    };
-    4 * floats
+    let floats = |n: usize| 4 * n;
+    match layout {
+        Layout::Forward => {
+            floats((TILE + 2 * FORWARD_KEYS) * row + TILE * (FORWARD_KEYS + 1) + 3 * TILE)
+        }
+        Layout::BackwardDq => floats(4 * TILE * row + TILE * (TILE + 1)),
+        Layout::BackwardDkDv => floats(4 * TILE * row + 2 * TILE * (TILE + 1) + 2 * TILE),
+        Layout::ForwardMma => {
+            // Arrays on 128-byte boundaries: Q, K, V as bf16 rows of head_dim + 8; S (f32, rows
+            // of keys + 4); P (bf16, keys + 8); the P·V scratch (f32, head_dim + 4); row state.
+            let aligned = |bytes: usize| bytes.div_ceil(128) * 128;
+            let bf16_row = 2 * (head_dim + 8);
+            aligned(TILE * bf16_row)
+                + 2 * aligned(FORWARD_KEYS * bf16_row)
+                + aligned(TILE * 4 * (FORWARD_KEYS + 4))
+                + aligned(TILE * 2 * (FORWARD_KEYS + 8))
+                + aligned(TILE * 4 * (head_dim + 4))
+                + aligned(3 * TILE * 4)
+        }
+    }
 }
 
 /// A launch of `grid` blocks of the attention kernel `f` with the shared memory of `layout`,
@@ -155,18 +178,19 @@ fn forward(
         to_i32(op, "kv_heads", kv_heads)?,
         to_i32(op, "head_dim", head_dim)?,
     );
-    let f = backend.function(
-        &kernels_cu::TRANSFORMER_ATTENTION,
-        &format!("attention_forward_{limit}_{}", suffix(dtype)),
-    )?;
-    let config = launch_config(
-        backend,
-        op,
-        &f,
-        (num_tiles, heads),
-        Layout::Forward,
-        head_dim,
-    )?;
+    let (entry, layout) = if forward_on_tensor_cores(dtype, head_dim) {
+        (
+            format!("attention_forward_mma_{limit}_bf16"),
+            Layout::ForwardMma,
+        )
+    } else {
+        (
+            format!("attention_forward_{limit}_{}", suffix(dtype)),
+            Layout::Forward,
+        )
+    };
+    let f = backend.function(&kernels_cu::TRANSFORMER_ATTENTION, &entry)?;
+    let config = launch_config(backend, op, &f, (num_tiles, heads), layout, head_dim)?;
     {
         let mut a = Args::new(backend);
         let (qp, kp, vp) = (
@@ -191,8 +215,9 @@ fn forward(
             .arg(&hd_i)
             .arg(&scale)
             .arg(&window);
-        // SAFETY: matches attention_forward_hd*_*(const T* x3, T*, float*, const int* x2, const
-        // AttTile*, int x3, float, int); the starts were checked to rise within the row counts,
+        // SAFETY: matches attention_forward_hd*_* and attention_forward_mma_hd*_bf16 (const T*
+        // x3, T*, float*, const int* x2, const AttTile*, int x3, float, int), T bf16 for the
+        // latter; the starts were checked to rise within the row counts,
         // the tiles lie inside them, head_dim is within the kernel's limit, and the shared memory
         // is the kernel's layout for head_dim.
         unsafe { b.launch(config) }?;
@@ -370,12 +395,19 @@ mod tests {
     /// Head dims up to 128 stay within the default 48 KB (no attribute to raise, as before head
     /// dim 256 was supported); 256 fits the H200's 227 KB per block with room for two blocks
     /// per multiprocessor.
+    const LAYOUTS: [Layout; 4] = [
+        Layout::Forward,
+        Layout::ForwardMma,
+        Layout::BackwardDq,
+        Layout::BackwardDkDv,
+    ];
+
     #[test]
     fn shared_memory_fits_the_limits_at_every_head_dim() {
-        for layout in [Layout::Forward, Layout::BackwardDq, Layout::BackwardDkDv] {
+        for layout in LAYOUTS {
             assert!(shared_bytes(layout, 128) <= DEFAULT_SHARED_BYTES);
             assert!(2 * shared_bytes(layout, 256) <= 227 * 1024);
-            assert!(shared_bytes(layout, 255) < shared_bytes(layout, 256));
+            assert!(shared_bytes(layout, 64) < shared_bytes(layout, 256));
         }
     }
 
@@ -395,8 +427,9 @@ mod tests {
 #include <cstdio>
 int main() {
     for (int hd : {1, 20, 64, 100, 128, 200, 256})
-        std::printf("%d %d %d\n", att_forward_shared_floats(hd), att_bwd_dq_shared_floats(hd),
-                    att_bwd_dkdv_shared_floats(hd));
+        std::printf("%d %d %d %d\n", 4 * att_forward_shared_floats(hd),
+                    att_forward_mma_layout(hd, nullptr, nullptr), 4 * att_bwd_dq_shared_floats(hd),
+                    4 * att_bwd_dkdv_shared_floats(hd));
 }
 "#,
         )
@@ -418,9 +451,8 @@ int main() {
         let want: String = [1, 20, 64, 100, 128, 200, 256]
             .iter()
             .map(|&hd| {
-                let [f, dq, dkdv] = [Layout::Forward, Layout::BackwardDq, Layout::BackwardDkDv]
-                    .map(|l| shared_bytes(l, hd) / 4);
-                format!("{f} {dq} {dkdv}\n")
+                let [f, f_mma, dq, dkdv] = LAYOUTS.map(|l| shared_bytes(l, hd));
+                format!("{f} {f_mma} {dq} {dkdv}\n")
             })
             .collect();
         assert_eq!(printed, want);
