@@ -16,6 +16,22 @@
 #define INFINITY __int_as_float(0x7f800000)
 #endif
 
+// Dynamic shared memory (sized by the launch, so a kernel can fit its layout to its arguments and
+// go past the 48 KB of static shared memory): TF_DYNAMIC_SHARED(name) declares `float* name` at
+// its start (128-byte aligned, enough for wmma's 32), and tf_dynamic_shared_bytes() says how
+// many bytes the launch gave. The host emulation (kernels-cu/emulate/cuda_shim.h) defines both
+// itself.
+#ifndef TF_HOST_EMULATION
+#define TF_DYNAMIC_SHARED(name)                          \
+    extern __shared__ __align__(128) float name##_array[]; \
+    float* name = name##_array
+__device__ __forceinline__ unsigned tf_dynamic_shared_bytes() {
+    unsigned bytes;
+    asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(bytes));
+    return bytes;
+}
+#endif
+
 __device__ __forceinline__ float tf_to_f32(float x) { return x; }
 __device__ __forceinline__ float tf_to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
 

@@ -3,7 +3,8 @@
 //! blocks in shrink/dH, several rank chunks in expand/dX), segments of several 64-token tiles,
 //! widths that are multiples of 8 (16-byte loads) and not, K = 8, a long dimension split many
 //! ways and not split at all, and the gradient workspace in several segment groups. Also: the
-//! same bits twice.
+//! same bits twice. And attention at head_dim 256 with sliding windows and custom scales against
+//! the CPU path.
 //! CUDA only: without a GPU it says it skipped (FLIX_REQUIRE_GPU=1 makes that a failure).
 
 mod common;
@@ -185,4 +186,110 @@ fn kernels_match_the_oracle_on_shapes_that_reach_every_branch() {
         }
         std::env::remove_var("FLIX_CUDA_TARGET_BLOCKS");
     }
+}
+
+/// Attention on CUDA against the CPU path on the same (rounded) inputs, at each head-dim limit of
+/// the kernels (64, 128, 256: Gemma 3's head_dim) with sliding windows shorter than a tile,
+/// longer than a tile and none, and scales other than 1/√head_dim: forward (O, lse), backward
+/// (dQ, dK, dV, the same bits twice) and the decode step against long caches; in bf16 the forward
+/// runs on the tensor cores at head dims 128 and 256 and on the FMA path at 40. Segments span
+/// many 16-row tiles, so windowed tiles start past their segment's first key chunk and the dK/dV
+/// blocks stop before their segment's end.
+#[test]
+fn attention_matches_the_cpu_path_with_windows_scales_and_head_dim_256() {
+    use flix_kernels::ops::attention::{
+        attention_backward, attention_cached_forward, attention_forward, AttentionShape,
+    };
+    let Some(cuda) = cuda_or_skip() else {
+        return;
+    };
+    let shape = |heads, kv_heads, head_dim, scale, window| AttentionShape {
+        scale,
+        window,
+        ..AttentionShape::new(heads, kv_heads, head_dim)
+    };
+    let shapes = [
+        shape(4, 1, 256, 0.0625, Some(5)),
+        shape(4, 1, 256, 0.09, Some(40)),
+        shape(2, 2, 256, 0.04, None),
+        shape(4, 2, 128, 0.1, Some(17)),
+        shape(6, 3, 40, 0.3, Some(3)),
+    ];
+    let cpu = Device::Cpu;
+    for dtype in [DType::F32, DType::BF16] {
+        let tol = tolerance(dtype);
+        for (n, s) in shapes.into_iter().enumerate() {
+            let mut rng = Rng::new(40 + n as u64);
+            let (h, hkv, hd) = (s.heads, s.kv_heads, s.head_dim);
+            let what = |name: &str| format!("{name}: {s:?}, {dtype}");
+            // A one-token segment, a long one (10 tiles), an empty one and a short one.
+            let starts = [0, 1, 151, 151, 170];
+            let t = 170;
+            // Each input on both devices, the CPU copy holding CUDA's rounded values.
+            let pair = |rng: &mut Rng, rows: usize, cols: usize, scale: f32| {
+                let on_cuda = tensor(&cuda, dtype, &[rows, cols], &rng.vec(rows * cols, scale));
+                let values: Vec<f32> = host(&on_cuda).iter().map(|&x| x as f32).collect();
+                (on_cuda, tensor(&cpu, DType::F32, &[rows, cols], &values))
+            };
+            let (q, q_cpu) = pair(&mut rng, t, h * hd, 2.0);
+            let (k, k_cpu) = pair(&mut rng, t, hkv * hd, 2.0);
+            let (v, v_cpu) = pair(&mut rng, t, hkv * hd, 1.0);
+            let (dout, dout_cpu) = pair(&mut rng, t, h * hd, 1.0);
+
+            let (o, lse) = attention_forward(&q, &k, &v, &starts, s).unwrap();
+            let (o_cpu, lse_cpu) = attention_forward(&q_cpu, &k_cpu, &v_cpu, &starts, s).unwrap();
+            tol.check_scaled(&what("O"), &host(&o), &host(&o_cpu))
+                .unwrap();
+            let f64s = |x: &[f32]| x.iter().map(|&v| v as f64).collect::<Vec<_>>();
+            flix_kernels::Tolerance::F32
+                .check_scaled(&what("lse"), &f64s(&lse), &f64s(&lse_cpu))
+                .unwrap();
+
+            // The CPU backward from the CPU forward, CUDA's from CUDA's (as training runs).
+            let (dq_cpu, dk_cpu, dv_cpu) = attention_backward(
+                &dout_cpu, &q_cpu, &k_cpu, &v_cpu, &o_cpu, &lse_cpu, &starts, s,
+            )
+            .unwrap();
+            let mut bits = Vec::new();
+            for _ in 0..2 {
+                let (dq, dk, dv) =
+                    attention_backward(&dout, &q, &k, &v, &o, &lse, &starts, s).unwrap();
+                tol.check_scaled(&what("dQ"), &host(&dq), &host(&dq_cpu))
+                    .unwrap();
+                tol.check_scaled(&what("dK"), &host(&dk), &host(&dk_cpu))
+                    .unwrap();
+                tol.check_scaled(&what("dV"), &host(&dv), &host(&dv_cpu))
+                    .unwrap();
+                let run: Vec<u32> = [dq, dk, dv]
+                    .iter()
+                    .flat_map(|x| x.to_f32_vec().unwrap())
+                    .map(|x| x.to_bits())
+                    .collect();
+                bits.push(run);
+            }
+            assert!(
+                bits[0] == bits[1],
+                "{}",
+                what("backward gave different bits twice")
+            );
+
+            // Decode: 1 and 2 new queries against caches of 90 and 40 keys, and an empty
+            // segment; the window slides with the cache.
+            let (qs, ks) = ([0, 1, 1, 3], [0, 90, 90, 130]);
+            let (cq, cq_cpu) = pair(&mut rng, 3, h * hd, 2.0);
+            let (ck, ck_cpu) = pair(&mut rng, 130, hkv * hd, 2.0);
+            let (cv, cv_cpu) = pair(&mut rng, 130, hkv * hd, 1.0);
+            let got = attention_cached_forward(&cq, &ck, &cv, &qs, &ks, s).unwrap();
+            let want = attention_cached_forward(&cq_cpu, &ck_cpu, &cv_cpu, &qs, &ks, s).unwrap();
+            tol.check_scaled(&what("cached O"), &host(&got), &host(&want))
+                .unwrap();
+        }
+    }
+    // Past the largest limit the launcher says so, naming both numbers.
+    let s = AttentionShape::new(1, 1, 257);
+    let x = tensor(&cuda, DType::F32, &[2, 257], &[0.5; 514]);
+    let err = attention_forward(&x, &x, &x, &[0, 2], s)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("257") && err.contains("256"), "{err}");
 }

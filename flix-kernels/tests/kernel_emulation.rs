@@ -47,8 +47,9 @@ fn cuda_kernels_match_the_reference_under_host_emulation() {
     );
 }
 
-/// The transformer kernels (`kernels-cu/transformer_*.cu`): embedding, SwiGLU, RoPE, RMSNorm,
-/// attention (forward, decode, backward), cross-entropy, AdamW and the gradient norm.
+/// The transformer kernels (`kernels-cu/transformer_*.cu`): embedding, SwiGLU and GeGLU, RoPE,
+/// RMSNorm, attention (forward, decode, backward; every head-dim limit up to Gemma 3's 256,
+/// sliding windows, custom scales), cross-entropy, AdamW and the gradient norm.
 #[test]
 fn transformer_kernels_match_the_reference_under_host_emulation() {
     run_emulation(

@@ -200,7 +200,9 @@ fn swiglu_matches_the_reference_on_every_device() {
     }
 }
 
-/// O, lse and (with dO) dQ, dK, dV of causal GQA attention, queries `qs` against keys `ks`.
+/// O, lse and (with dO) dQ, dK, dV of causal GQA attention, queries `qs` against keys `ks`:
+/// the query at key position p of its segment sees the keys at positions p − window < j ≤ p,
+/// scores scaled by `s.scale`.
 #[allow(clippy::type_complexity)]
 fn attention_reference(
     (q, k, v): (&[f64], &[f64], &[f64]),
@@ -211,7 +213,7 @@ fn attention_reference(
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
     let (h_, hkv, hd) = (s.heads, s.kv_heads, s.head_dim);
     let (tq, tk) = (qs[qs.len() - 1], ks[ks.len() - 1]);
-    let scale = 1.0 / (hd as f64).sqrt();
+    let scale = s.scale as f64;
     let (mut o, mut lse) = (vec![0.0; tq * h_ * hd], vec![0.0; tq * h_]);
     let (mut dq, mut dk, mut dv) = (
         vec![0.0; tq * h_ * hd],
@@ -224,7 +226,9 @@ fn attention_reference(
             for h in 0..h_ {
                 let g = h / (h_ / hkv);
                 let qi = &q[(i * h_ + h) * hd..][..hd];
-                let keys = kw[0]..=kw[0] + off + (i - qw[0]);
+                let p = off + (i - qw[0]);
+                let first = s.window.map_or(0, |w| (p + 1).saturating_sub(w));
+                let keys = kw[0] + first..=kw[0] + p;
                 let sc: Vec<f64> = keys
                     .clone()
                     .map(|j| {
@@ -261,66 +265,77 @@ fn attention_reference(
     (o, lse, dq, dk, dv)
 }
 
+/// The attention shapes every device is checked on: full causal attention at the default scale
+/// with head_dim not a multiple of 8, and Gemma 3's head_dim 256 (one KV head) and head_dim 100,
+/// each with a custom scale and a sliding window shorter than the longest segment.
+fn attention_shapes() -> Vec<AttentionShape> {
+    let windowed = |heads, kv_heads, head_dim, scale, window| AttentionShape {
+        scale,
+        window: Some(window),
+        ..AttentionShape::new(heads, kv_heads, head_dim)
+    };
+    vec![
+        AttentionShape::new(4, 2, 20),
+        windowed(4, 1, 256, 0.05, 7),
+        windowed(4, 2, 100, 0.3, 20),
+    ]
+}
+
 #[test]
 fn attention_forward_backward_and_decode_match_the_reference_on_every_device() {
-    let shape = AttentionShape::new(4, 2, 20);
-    let (h_, hkv, hd) = (4, 2, 20);
-    for (device, dtype) in devices() {
-        let mut rng = Rng::new(5);
-        // One-token, long (crosses tiles and key chunks), empty and short segments.
-        let starts = [0, 1, 38, 38, 43];
-        let t = 43;
-        let q = tensor(&device, dtype, &[t, h_ * hd], &rng.vec(t * h_ * hd, 2.0));
-        let k = tensor(&device, dtype, &[t, hkv * hd], &rng.vec(t * hkv * hd, 2.0));
-        let v = tensor(&device, dtype, &[t, hkv * hd], &rng.vec(t * hkv * hd, 1.0));
-        let dout = tensor(&device, dtype, &[t, h_ * hd], &rng.vec(t * h_ * hd, 1.0));
-        let (qh, kh, vh, dh) = (host(&q), host(&k), host(&v), host(&dout));
-        let (o, lse, dq, dk, dv) =
-            attention_reference((&qh, &kh, &vh), Some(&dh), &starts, &starts, shape);
-        let tol = tolerance(dtype);
-        let (ot, lse_got) = attention_forward(&q, &k, &v, &starts, shape).unwrap();
-        check(tol, "attention O", &device, dtype, &host(&ot), &o);
-        check(
-            Tolerance::F32,
-            "attention lse",
-            &device,
-            dtype,
-            &f64s(&lse_got),
-            &lse,
-        );
-        let (dqt, dkt, dvt) =
-            attention_backward(&dout, &q, &k, &v, &ot, &lse_got, &starts, shape).unwrap();
-        check(tol, "attention dQ", &device, dtype, &host(&dqt), &dq);
-        check(tol, "attention dK", &device, dtype, &host(&dkt), &dk);
-        check(tol, "attention dV", &device, dtype, &host(&dvt), &dv);
-
-        // Decode: 1 and 3 new queries against caches of 20 and 3 keys, and an empty segment.
-        let (qs, ks) = ([0, 1, 1, 4], [0, 20, 20, 23]);
-        let cq = tensor(&device, dtype, &[4, h_ * hd], &rng.vec(4 * h_ * hd, 2.0));
-        let ck = tensor(
-            &device,
-            dtype,
-            &[23, hkv * hd],
-            &rng.vec(23 * hkv * hd, 2.0),
-        );
-        let cv = tensor(
-            &device,
-            dtype,
-            &[23, hkv * hd],
-            &rng.vec(23 * hkv * hd, 1.0),
-        );
-        let want =
-            attention_reference((&host(&cq), &host(&ck), &host(&cv)), None, &qs, &ks, shape).0;
-        let got = attention_cached_forward(&cq, &ck, &cv, &qs, &ks, shape).unwrap();
-        check(
-            tol,
-            "cached attention O",
-            &device,
-            dtype,
-            &host(&got),
-            &want,
-        );
+    for shape in attention_shapes() {
+        for (device, dtype) in devices() {
+            attention_matches_the_reference(shape, &device, dtype);
+        }
     }
+}
+
+fn attention_matches_the_reference(shape: AttentionShape, device: &Device, dtype: DType) {
+    let (h_, hkv, hd) = (shape.heads, shape.kv_heads, shape.head_dim);
+    let what = |name: &str| format!("{name} ({shape:?})");
+    let mut rng = Rng::new(5);
+    // One-token, long (crosses tiles and key chunks), empty and short segments.
+    let starts = [0, 1, 38, 38, 43];
+    let t = 43;
+    let q = tensor(device, dtype, &[t, h_ * hd], &rng.vec(t * h_ * hd, 2.0));
+    let k = tensor(device, dtype, &[t, hkv * hd], &rng.vec(t * hkv * hd, 2.0));
+    let v = tensor(device, dtype, &[t, hkv * hd], &rng.vec(t * hkv * hd, 1.0));
+    let dout = tensor(device, dtype, &[t, h_ * hd], &rng.vec(t * h_ * hd, 1.0));
+    let (qh, kh, vh, dh) = (host(&q), host(&k), host(&v), host(&dout));
+    let (o, lse, dq, dk, dv) =
+        attention_reference((&qh, &kh, &vh), Some(&dh), &starts, &starts, shape);
+    let tol = tolerance(dtype);
+    let (ot, lse_got) = attention_forward(&q, &k, &v, &starts, shape).unwrap();
+    check(tol, &what("attention O"), device, dtype, &host(&ot), &o);
+    check(
+        Tolerance::F32,
+        &what("attention lse"),
+        device,
+        dtype,
+        &f64s(&lse_got),
+        &lse,
+    );
+    let (dqt, dkt, dvt) =
+        attention_backward(&dout, &q, &k, &v, &ot, &lse_got, &starts, shape).unwrap();
+    check(tol, &what("attention dQ"), device, dtype, &host(&dqt), &dq);
+    check(tol, &what("attention dK"), device, dtype, &host(&dkt), &dk);
+    check(tol, &what("attention dV"), device, dtype, &host(&dvt), &dv);
+
+    // Decode: 1 and 3 new queries against caches of 20 and 3 keys, and an empty segment.
+    let (qs, ks) = ([0, 1, 1, 4], [0, 20, 20, 23]);
+    let cq = tensor(device, dtype, &[4, h_ * hd], &rng.vec(4 * h_ * hd, 2.0));
+    let ck = tensor(device, dtype, &[23, hkv * hd], &rng.vec(23 * hkv * hd, 2.0));
+    let cv = tensor(device, dtype, &[23, hkv * hd], &rng.vec(23 * hkv * hd, 1.0));
+    let want = attention_reference((&host(&cq), &host(&ck), &host(&cv)), None, &qs, &ks, shape).0;
+    let got = attention_cached_forward(&cq, &ck, &cv, &qs, &ks, shape).unwrap();
+    check(
+        tol,
+        &what("cached attention O"),
+        device,
+        dtype,
+        &host(&got),
+        &want,
+    );
 }
 
 #[test]

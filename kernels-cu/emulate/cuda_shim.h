@@ -5,10 +5,13 @@
 // shared memory is a function-local static. It cannot see races between blocks, memory
 // coalescing, or anything about speed.
 #pragma once
+#include <algorithm>
 #include <barrier>
 #include <type_traits>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -22,6 +25,7 @@ inline void __syncthreads() { g_block_barrier->arrive_and_wait(); }
 
 #define __global__
 #define __device__
+#define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 // One block runs at a time, so a function-local static is exactly one block's shared memory.
@@ -52,11 +56,36 @@ inline __nv_bfloat16 __float2bfloat16_rn(float f) {
     return {uint16_t(u >> 16)};
 }
 
+// A kernel stopping itself: on the GPU the launch fails; here the program stops, saying so.
+[[noreturn]] inline void __trap() {
+    std::fprintf(stderr, "__trap() in an emulated kernel (block %u %u, thread %u)\n", blockIdx.x,
+                 blockIdx.y, threadIdx.x);
+    std::abort();
+}
+
+// Dynamic shared memory (transformer_common.cuh's TF_DYNAMIC_SHARED): one buffer of the most a
+// block may ask for on the H200 (227 KB with the opt-in attribute), since one block runs at a
+// time. Each block finds it full of NaN, so a read of shared memory that the block did not write
+// shows up in its outputs.
+#define TF_HOST_EMULATION
+inline constexpr unsigned kMaxDynamicSharedBytes = 227 * 1024;
+alignas(128) inline float g_dynamic_shared[kMaxDynamicSharedBytes / sizeof(float)];
+inline unsigned g_dynamic_shared_bytes = 0;
+#define TF_DYNAMIC_SHARED(name) float* name = g_dynamic_shared
+inline unsigned tf_dynamic_shared_bytes() { return g_dynamic_shared_bytes; }
+
 // Runs `kernel()` for every thread of every block of `grid`, blocks in order: `threads` workers
 // walk the blocks together, meeting at the block's barrier after each one, so that one block's
 // shared memory (function-local statics) is never touched by the next while in use.
+// `shared_bytes`: the launch's dynamic shared memory, as the launcher passes it.
 template <class F>
-void emulate_launch(dim3 grid, unsigned threads, F kernel) {
+void emulate_launch(dim3 grid, unsigned threads, unsigned shared_bytes, F kernel) {
+    if (shared_bytes > kMaxDynamicSharedBytes) {
+        std::fprintf(stderr, "launch asks for %u bytes of dynamic shared memory, more than %u\n",
+                     shared_bytes, kMaxDynamicSharedBytes);
+        std::abort();
+    }
+    g_dynamic_shared_bytes = shared_bytes;
     std::barrier<> bar(threads);
     g_block_barrier = &bar;
     std::vector<std::thread> pool;
@@ -70,11 +99,22 @@ void emulate_launch(dim3 grid, unsigned threads, F kernel) {
                 for (unsigned y = 0; y < grid.y; ++y)
                     for (unsigned x = 0; x < grid.x; ++x) {
                         blockIdx = {x, y, z};
+                        if (shared_bytes > 0) {
+                            if (t == 0)
+                                std::fill(std::begin(g_dynamic_shared), std::end(g_dynamic_shared),
+                                          std::nanf(""));
+                            bar.arrive_and_wait();
+                        }
                         kernel();
                         bar.arrive_and_wait();
                     }
         });
     for (auto& th : pool) th.join();
+}
+
+template <class F>
+void emulate_launch(dim3 grid, unsigned threads, F kernel) {
+    emulate_launch(grid, threads, 0, kernel);
 }
 
 #define __align__(n) __attribute__((aligned(n)))

@@ -1,9 +1,10 @@
 // Runs the transformer kernels' own source (kernels-cu/transformer_*.cu) on the CPU through the
 // host emulation (cuda_shim.h), in the order the Rust launchers (flix-kernels/src/ops/cuda/)
 // launch them, and compares every output with a plain-loop reference in double: embedding
-// (forward, CSR backward), SwiGLU, RoPE (positions restarting per segment, both directions),
-// RMSNorm (y, rstd, dX, split dW), attention (packed segments with empty and one-token ones,
-// GQA, head_dim not a multiple of 8; forward, lse, the cached decode step, dQ/dK/dV),
+// (forward, CSR backward), SwiGLU and GeGLU, RoPE (positions restarting per segment, both
+// directions), RMSNorm (y, rstd, dX, split dW), attention (packed segments with empty and
+// one-token ones, GQA, head_dim not a multiple of 8 and up to 256 (every head-dim limit), sliding
+// windows, custom scales; forward, lse, the cached decode step, dQ/dK/dV),
 // cross-entropy (chunked online lse, dlogits, gather/scatter; the GEMMs as host loops), AdamW
 // and the two-pass sum of squares; f32 and bf16. Outputs are poisoned with NaN first, so an
 // unwritten element fails. Build and run: kernels-cu/emulate/run_transformer.sh
@@ -18,6 +19,7 @@
 #include "../transformer_optim.cu"
 
 #include <algorithm>
+#include <climits>
 #include <cstdio>
 #include <numeric>
 #include <random>
@@ -109,29 +111,43 @@ template <typename T> static void embedding() {
     compare("embedding dTable +=", dtable, want, is_f32<T> ? 1e-6 : 1e-2);
 }
 
-template <typename T> static void swiglu() {
+// The gated activations of transformer_swiglu.cu: h = act(g) u, dg = dh u act'(g), du = dh act(g),
+// against act in double and act' by a central difference of it (independent of the kernels'
+// closed forms).
+template <typename T, class Forward, class Backward, class Act>
+static void gated(const char* name, Forward forward, Backward backward, Act act) {
     const long long n = 1000;
     auto g = rand_t<T>(n, 4.f), u = rand_t<T>(n), dh = rand_t<T>(n);
     auto h = poisoned<T>(n), dg = poisoned<T>(n), du = poisoned<T>(n);
-    emulate_launch({blocks_for(n)}, 256, [&] {
-        if constexpr (is_f32<T>) swiglu_forward_f32(g.data(), u.data(), h.data(), n);
-        else swiglu_forward_bf16(g.data(), u.data(), h.data(), n);
-    });
-    emulate_launch({blocks_for(n)}, 256, [&] {
-        if constexpr (is_f32<T>) swiglu_backward_f32(dh.data(), g.data(), u.data(), dg.data(), du.data(), n);
-        else swiglu_backward_bf16(dh.data(), g.data(), u.data(), dg.data(), du.data(), n);
-    });
+    emulate_launch({blocks_for(n)}, 256, [&] { forward(g.data(), u.data(), h.data(), n); });
+    emulate_launch({blocks_for(n)}, 256, [&] { backward(dh.data(), g.data(), u.data(), dg.data(), du.data(), n); });
     vector<double> rh(n), rdg(n), rdu(n);
     for (int i = 0; i < n; ++i) {
-        const double gv = to_f(g[i]), uv = to_f(u[i]), d = to_f(dh[i]), s = 1 / (1 + std::exp(-gv));
-        rh[i] = gv * s * uv;
-        rdu[i] = d * gv * s;
-        rdg[i] = d * uv * s * (1 + gv * (1 - s));
+        const double gv = to_f(g[i]), uv = to_f(u[i]), d = to_f(dh[i]), e = 1e-5;
+        const double slope = (act(gv + e) - act(gv - e)) / (2 * e);
+        rh[i] = act(gv) * uv;
+        rdu[i] = d * act(gv);
+        rdg[i] = d * uv * slope;
     }
     const double tol = is_f32<T> ? 1e-5 : 1e-2;
-    compare("swiglu h", h, rh, tol);
-    compare("swiglu dGate", dg, rdg, tol);
-    compare("swiglu dUp", du, rdu, tol);
+    compare(std::string(name) + " h", h, rh, tol);
+    compare(std::string(name) + " dGate", dg, rdg, tol);
+    compare(std::string(name) + " dUp", du, rdu, tol);
+}
+
+template <typename T> static void swiglu_and_geglu() {
+    auto silu = [](double g) { return g / (1 + std::exp(-g)); };
+    // GELU, tanh approximation (torch's gelu(approximate="tanh")).
+    auto gelu_tanh = [](double g) {
+        return 0.5 * g * (1 + std::tanh(std::sqrt(2 / M_PI) * (g + 0.044715 * g * g * g)));
+    };
+    if constexpr (is_f32<T>) {
+        gated<T>("swiglu", swiglu_forward_f32, swiglu_backward_f32, silu);
+        gated<T>("geglu", geglu_forward_f32, geglu_backward_f32, gelu_tanh);
+    } else {
+        gated<T>("swiglu", swiglu_forward_bf16, swiglu_backward_bf16, silu);
+        gated<T>("geglu", geglu_forward_bf16, geglu_backward_bf16, gelu_tanh);
+    }
 }
 
 template <typename T> static void rope() {
@@ -212,25 +228,33 @@ template <typename T> static void rmsnorm() {
     compare("rmsnorm dW += (2 splits)", dw, rdw, 1e-5);
 }
 
-// Attention reference in double (the math of ops/attention.rs).
+// Attention reference in double (the math of ops/attention.rs): the query at key position p of
+// its segment sees the keys at positions p − window < j ≤ p (window 0: every earlier key).
 struct AttRef {
     vector<double> o, lse, dq, dk, dv;
 };
+struct AttShape {
+    int H, Hkv, hd;
+    float scale;
+    int window;  // 0: none
+};
 template <typename T>
 static AttRef attention_ref(const vector<T>& q, const vector<T>& k, const vector<T>& v, const vector<T>* dout,
-                            const vector<int>& qs, const vector<int>& ks, int H, int Hkv, int hd) {
+                            const vector<int>& qs, const vector<int>& ks, AttShape sh) {
+    const int H = sh.H, Hkv = sh.Hkv, hd = sh.hd;
     const int Tq = qs.back(), Tk = ks.back(), group = H / Hkv;
-    const double scale = 1 / std::sqrt(double(hd));
+    const double scale = sh.scale;
     AttRef r{vector<double>((size_t)Tq * H * hd, 0), vector<double>((size_t)Tq * H), vector<double>((size_t)Tq * H * hd, 0),
              vector<double>((size_t)Tk * Hkv * hd, 0), vector<double>((size_t)Tk * Hkv * hd, 0)};
     for (size_t s = 0; s + 1 < qs.size(); ++s) {
         const int off = (ks[s + 1] - ks[s]) - (qs[s + 1] - qs[s]);
         for (int i = qs[s]; i < qs[s + 1]; ++i)
             for (int h = 0; h < H; ++h) {
-                const int g = h / group, last = ks[s] + off + (i - qs[s]);
+                const int g = h / group, p = off + (i - qs[s]), last = ks[s] + p;
+                const int first = ks[s] + (sh.window > 0 ? std::max(0, p - sh.window + 1) : 0);
                 vector<double> sc;
                 double m = -INFINITY;
-                for (int j = ks[s]; j <= last; ++j) {
+                for (int j = first; j <= last; ++j) {
                     double dot = 0;
                     for (int d = 0; d < hd; ++d) dot += double(to_f(q[((size_t)i * H + h) * hd + d])) * to_f(k[((size_t)j * Hkv + g) * hd + d]);
                     sc.push_back(dot * scale);
@@ -239,19 +263,19 @@ static AttRef attention_ref(const vector<T>& q, const vector<T>& k, const vector
                 double l = 0;
                 for (double& x : sc) l += std::exp(x - m);
                 r.lse[(size_t)i * H + h] = m + std::log(l);
-                vector<double> p(sc.size());
-                for (size_t a = 0; a < sc.size(); ++a) p[a] = std::exp(sc[a] - m) / l;
+                vector<double> pr(sc.size());
+                for (size_t a = 0; a < sc.size(); ++a) pr[a] = std::exp(sc[a] - m) / l;
                 double* o = &r.o[((size_t)i * H + h) * hd];
-                for (int j = ks[s]; j <= last; ++j)
-                    for (int d = 0; d < hd; ++d) o[d] += p[j - ks[s]] * to_f(v[((size_t)j * Hkv + g) * hd + d]);
+                for (int j = first; j <= last; ++j)
+                    for (int d = 0; d < hd; ++d) o[d] += pr[j - first] * to_f(v[((size_t)j * Hkv + g) * hd + d]);
                 if (!dout) continue;
                 const T* dO = &(*dout)[((size_t)i * H + h) * hd];
                 double D = 0;
                 for (int d = 0; d < hd; ++d) D += double(to_f(dO[d])) * o[d];
-                for (int j = ks[s]; j <= last; ++j) {
+                for (int j = first; j <= last; ++j) {
                     double dp = 0;
                     for (int d = 0; d < hd; ++d) dp += double(to_f(dO[d])) * to_f(v[((size_t)j * Hkv + g) * hd + d]);
-                    const double pj = p[j - ks[s]], ds = pj * (dp - D) * scale;
+                    const double pj = pr[j - first], ds = pj * (dp - D) * scale;
                     for (int d = 0; d < hd; ++d) {
                         r.dq[((size_t)i * H + h) * hd + d] += ds * to_f(k[((size_t)j * Hkv + g) * hd + d]);
                         r.dk[((size_t)j * Hkv + g) * hd + d] += ds * to_f(q[((size_t)i * H + h) * hd + d]);
@@ -270,10 +294,39 @@ static vector<int> att_tiles(const vector<int>& starts) {
     return out;
 }
 
-template <typename T> static void attention() {
-    const int H = 4, Hkv = 2, hd = 20;
-    const float scale = 1.f / std::sqrt(float(hd));
-    const vector<int> starts = {0, 1, 21, 21, 56};  // one-token, 20, empty, 35 (crosses tiles and key chunks)
+// The tiled attention kernels of one head-dim limit, picked as the launcher picks them: the
+// smallest limit (64, 128, 256) that holds head_dim; for bf16 with head_dim a multiple of 16 the
+// launcher's forward is the tensor-core one (`forward_mma`), the FMA one checked beside it.
+template <typename T> struct AttKernels {
+    void (*forward)(const T*, const T*, const T*, T*, float*, const int*, const int*, const AttTile*, int, int, int, float, int);
+    void (*forward_mma)(const T*, const T*, const T*, T*, float*, const int*, const int*, const AttTile*, int, int, int, float, int);
+    void (*dq)(const T*, const T*, const T*, const T*, const float*, const float*, T*, const int*, const AttTile*, int, int, int,
+               float, int);
+    void (*dkdv)(const T*, const T*, const T*, const T*, const float*, const float*, T*, T*, const int*, const AttTile*, int, int,
+                 int, float, int);
+};
+#define ATT_KERNELS(HD, SUF, MMA) {attention_forward_hd##HD##_##SUF, MMA, attention_bwd_dq_hd##HD##_##SUF, attention_bwd_dkdv_hd##HD##_##SUF}
+template <typename T> static AttKernels<T> att_kernels(int hd) {
+    if constexpr (is_f32<T>) {
+        if (hd <= 64) return ATT_KERNELS(64, f32, nullptr);
+        if (hd <= 128) return ATT_KERNELS(128, f32, nullptr);
+        return ATT_KERNELS(256, f32, nullptr);
+    } else {
+        const bool mma = hd % 16 == 0;
+        if (hd <= 64) return ATT_KERNELS(64, bf16, mma ? attention_forward_mma_hd64_bf16 : nullptr);
+        if (hd <= 128) return ATT_KERNELS(128, bf16, mma ? attention_forward_mma_hd128_bf16 : nullptr);
+        return ATT_KERNELS(256, bf16, mma ? attention_forward_mma_hd256_bf16 : nullptr);
+    }
+}
+
+// Forward, backward (from the kernel's own O and lse, as the launcher does) and the decode step,
+// for one shape. The launcher passes INT_MAX for no window and the shared-memory sizes of the
+// kernel source's own layout functions.
+template <typename T> static void attention(const AttShape sh, const vector<int>& starts, const vector<int>& qs, const vector<int>& ks) {
+    const int H = sh.H, Hkv = sh.Hkv, hd = sh.hd;
+    const int window = sh.window > 0 ? sh.window : INT_MAX;
+    const auto kern = att_kernels<T>(hd);
+    const std::string tag = "hd " + std::to_string(hd) + (sh.window ? ", window " + std::to_string(sh.window) : std::string()) + ": ";
     const int T_ = starts.back();
     auto q = rand_t<T>((size_t)T_ * H * hd, 2.f), k = rand_t<T>((size_t)T_ * Hkv * hd, 2.f), v = rand_t<T>((size_t)T_ * Hkv * hd);
     auto dout = rand_t<T>((size_t)T_ * H * hd);
@@ -282,48 +335,76 @@ template <typename T> static void attention() {
     auto tiles = att_tiles(starts);
     const unsigned ntiles = tiles.size() / 3;
     const auto* tl = reinterpret_cast<const AttTile*>(tiles.data());
-    emulate_launch({ntiles, unsigned(H)}, ATT_THREADS, [&] {
-        if constexpr (is_f32<T>) attention_forward_f32(q.data(), k.data(), v.data(), o.data(), lse.data(), starts.data(), starts.data(), tl, H, Hkv, hd, scale);
-        else attention_forward_bf16(q.data(), k.data(), v.data(), o.data(), lse.data(), starts.data(), starts.data(), tl, H, Hkv, hd, scale);
+    // The forward the launcher takes (tensor cores where it can), with its shared memory.
+    const auto forward = kern.forward_mma ? kern.forward_mma : kern.forward;
+    const unsigned fwd_bytes = kern.forward_mma ? att_forward_mma_layout(hd, nullptr, nullptr) : 4 * att_forward_shared_floats(hd);
+    const std::string fwd_tag = tag + (kern.forward_mma ? "attention (mma) " : "attention ");
+    emulate_launch({ntiles, unsigned(H)}, ATT_THREADS, fwd_bytes, [&] {
+        forward(q.data(), k.data(), v.data(), o.data(), lse.data(), starts.data(), starts.data(), tl, H, Hkv, hd, sh.scale, window);
     });
-    auto ref = attention_ref(q, k, v, &dout, starts, starts, H, Hkv, hd);
+    auto ref = attention_ref(q, k, v, &dout, starts, starts, sh);
     const double tol = is_f32<T> ? 2e-5 : 1e-2;
-    compare("attention O", o, ref.o, tol);
-    compare("attention lse", lse, ref.lse, 1e-5);
+    compare(fwd_tag + "O", o, ref.o, tol);
+    compare(fwd_tag + "lse", lse, ref.lse, 1e-5);
+    if (kern.forward_mma) {  // the FMA forward too
+        auto o_fma = poisoned<T>(o.size());
+        vector<float> lse_fma(lse.size(), std::nanf(""));
+        emulate_launch({ntiles, unsigned(H)}, ATT_THREADS, 4 * att_forward_shared_floats(hd), [&] {
+            kern.forward(q.data(), k.data(), v.data(), o_fma.data(), lse_fma.data(), starts.data(), starts.data(), tl, H, Hkv, hd, sh.scale,
+                         window);
+        });
+        compare(tag + "attention (FMA) O", o_fma, ref.o, tol);
+        compare(tag + "attention (FMA) lse", lse_fma, ref.lse, 1e-5);
+    }
 
-    // Backward from the kernel's own O and lse, as the launcher does.
     vector<float> D((size_t)T_ * H, std::nanf(""));
     auto dq = poisoned<T>(q.size()), dk = poisoned<T>(k.size()), dv = poisoned<T>(v.size());
     const long long rows = (long long)T_ * H;
     emulate_launch({blocks_for(rows)}, 256, [&] {
-        if constexpr (is_f32<T>) attention_bwd_dot_f32(dout.data(), o.data(), D.data(), H, hd, rows);
-        else attention_bwd_dot_bf16(dout.data(), o.data(), D.data(), H, hd, rows);
+        if constexpr (is_f32<T>) attention_bwd_dot_f32(dout.data(), o.data(), D.data(), hd, rows);
+        else attention_bwd_dot_bf16(dout.data(), o.data(), D.data(), hd, rows);
     });
-    emulate_launch({ntiles, unsigned(H)}, ATT_THREADS, [&] {
-        if constexpr (is_f32<T>) attention_bwd_dq_f32(q.data(), k.data(), v.data(), dout.data(), lse.data(), D.data(), dq.data(), starts.data(), tl, H, Hkv, hd, scale);
-        else attention_bwd_dq_bf16(q.data(), k.data(), v.data(), dout.data(), lse.data(), D.data(), dq.data(), starts.data(), tl, H, Hkv, hd, scale);
+    emulate_launch({ntiles, unsigned(H)}, ATT_THREADS, 4 * att_bwd_dq_shared_floats(hd), [&] {
+        kern.dq(q.data(), k.data(), v.data(), dout.data(), lse.data(), D.data(), dq.data(), starts.data(), tl, H, Hkv, hd, sh.scale, window);
     });
-    emulate_launch({ntiles, unsigned(Hkv)}, ATT_THREADS, [&] {
-        if constexpr (is_f32<T>) attention_bwd_dkdv_f32(q.data(), k.data(), v.data(), dout.data(), lse.data(), D.data(), dk.data(), dv.data(), starts.data(), tl, H, Hkv, hd, scale);
-        else attention_bwd_dkdv_bf16(q.data(), k.data(), v.data(), dout.data(), lse.data(), D.data(), dk.data(), dv.data(), starts.data(), tl, H, Hkv, hd, scale);
+    emulate_launch({ntiles, unsigned(Hkv)}, ATT_THREADS, 4 * att_bwd_dkdv_shared_floats(hd), [&] {
+        kern.dkdv(q.data(), k.data(), v.data(), dout.data(), lse.data(), D.data(), dk.data(), dv.data(), starts.data(), tl, H, Hkv, hd,
+                  sh.scale, window);
     });
     const double gtol = is_f32<T> ? 1e-4 : 3e-2;
-    compare("attention dQ", dq, ref.dq, gtol);
-    compare("attention dK", dk, ref.dk, gtol);
-    compare("attention dV", dv, ref.dv, gtol);
+    compare(tag + "attention dQ", dq, ref.dq, gtol);
+    compare(tag + "attention dK", dk, ref.dk, gtol);
+    compare(tag + "attention dV", dv, ref.dv, gtol);
 
-    // Decode step: 1 and 3 new queries against caches of 40 and 3 keys, plus an empty segment.
-    const vector<int> qs = {0, 1, 1, 4}, ks = {0, 40, 40, 43};
+    // Decode step: new queries against longer KV caches.
     auto cq = rand_t<T>((size_t)qs.back() * H * hd, 2.f), ck = rand_t<T>((size_t)ks.back() * Hkv * hd, 2.f), cv = rand_t<T>((size_t)ks.back() * Hkv * hd);
     auto co = poisoned<T>(cq.size());
     vector<float> clse((size_t)qs.back() * H);
     auto ctiles = att_tiles(qs);
     const auto* ctl = reinterpret_cast<const AttTile*>(ctiles.data());
-    emulate_launch({unsigned(ctiles.size() / 3), unsigned(H)}, ATT_THREADS, [&] {
-        if constexpr (is_f32<T>) attention_forward_f32(cq.data(), ck.data(), cv.data(), co.data(), clse.data(), qs.data(), ks.data(), ctl, H, Hkv, hd, scale);
-        else attention_forward_bf16(cq.data(), ck.data(), cv.data(), co.data(), clse.data(), qs.data(), ks.data(), ctl, H, Hkv, hd, scale);
+    emulate_launch({unsigned(ctiles.size() / 3), unsigned(H)}, ATT_THREADS, fwd_bytes, [&] {
+        forward(cq.data(), ck.data(), cv.data(), co.data(), clse.data(), qs.data(), ks.data(), ctl, H, Hkv, hd, sh.scale, window);
     });
-    compare("attention cached O", co, attention_ref(cq, ck, cv, (const vector<T>*)nullptr, qs, ks, H, Hkv, hd).o, tol);
+    compare(fwd_tag + "cached O", co, attention_ref(cq, ck, cv, (const vector<T>*)nullptr, qs, ks, sh).o, tol);
+}
+
+template <typename T> static void attention_cases() {
+    // Segments: one-token, 20, empty, 35 (crosses tiles and key chunks). Decode: 1 and 3 new
+    // queries against caches of 40 and 3 keys, plus an empty segment.
+    const vector<int> starts = {0, 1, 21, 21, 56}, qs = {0, 1, 1, 4}, ks = {0, 40, 40, 43};
+    // Full causal, the default scale, head_dim not a multiple of 8 (limit 64).
+    attention<T>({4, 2, 20, 1.f / std::sqrt(20.f), 0}, starts, qs, ks);
+    // Limit 128 with a custom scale and a window of two keys (each query sees itself and the key
+    // before; a window of one key would make dQ and dK exactly zero).
+    attention<T>({4, 2, 100, 0.37f, 2}, starts, qs, ks);
+    // Limit 64 at head_dim 64 (bf16: the tensor-core forward), a window past a tile.
+    attention<T>({2, 1, 64, 0.2f, 24}, starts, qs, ks);
+    // Gemma 3's head_dim 256 (limit 256), one KV head, a custom scale; a window shorter than a
+    // tile (later tiles start past their segment's first key chunk), one longer than a tile but
+    // shorter than the longest segment, and none.
+    attention<T>({4, 1, 256, 0.05f, 7}, starts, qs, ks);
+    attention<T>({2, 1, 256, 0.08f, 20}, starts, qs, ks);
+    attention<T>({2, 2, 256, 0.0625f, 0}, starts, qs, ks);
 }
 
 template <typename T> static void cross_entropy() {
@@ -443,10 +524,10 @@ template <typename G> static void optim() {
 template <typename T> static void all(const char* name) {
     std::printf("%s\n", name);
     embedding<T>();
-    swiglu<T>();
+    swiglu_and_geglu<T>();
     rope<T>();
     rmsnorm<T>();
-    attention<T>();
+    attention_cases<T>();
     cross_entropy<T>();
     optim<T>();
 }

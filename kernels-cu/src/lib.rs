@@ -72,7 +72,9 @@ pub const TRANSFORMER_ROPE: Source = Source {
     ),
 };
 
-/// Causal GQA attention over packed segments: forward (also the cached decode step) and backward. `transformer_common.cuh` is prepended.
+/// Causal GQA attention over packed segments, with a sliding window and the caller's softmax scale,
+/// head_dim up to 256: forward (also the cached decode step) and backward.
+/// `transformer_common.cuh` is prepended.
 pub const TRANSFORMER_ATTENTION: Source = Source {
     name: "transformer_attention.cu",
     code: concat!(
@@ -81,7 +83,8 @@ pub const TRANSFORMER_ATTENTION: Source = Source {
     ),
 };
 
-/// SwiGLU gate forward and backward. `transformer_common.cuh` is prepended.
+/// The gated MLP activations (SwiGLU, GeGLU) forward and backward. `transformer_common.cuh` is
+/// prepended.
 pub const TRANSFORMER_SWIGLU: Source = Source {
     name: "transformer_swiglu.cu",
     code: concat!(

@@ -1,46 +1,133 @@
 //! Launchers of `transformer_attention.cu`: causal GQA attention over packed segments, forward
-//! (also the cached decode step) and backward. Shapes and segment starts are checked by the op
-//! functions in `ops/attention.rs`; here: one device, one dtype, head_dim within the kernels'
-//! limit, then the launches.
+//! (also the cached decode step) and backward, with the shape's softmax scale and sliding window.
+//! Shapes and segment starts are checked by the op functions in `ops/attention.rs`; here: one
+//! device, one dtype, head_dim within the kernels' limit, then the launches.
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
+use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 
 use super::Args;
 use super::{blocks, grid_stride, same_device_and_dtype, suffix, tiles, to_i32, upload, workspace};
 use crate::cuda::CudaBackend;
 use crate::error::{KernelError, Result};
 use crate::ops::attention::AttentionShape;
-use crate::{Device, Tensor};
+use crate::{DType, Device, Tensor};
 
 /// Rows per tile (ATT_TILE and ATT_BK_BWD in the kernel source).
 const TILE: usize = 16;
-/// Largest head_dim the kernels hold in shared memory (ATT_HD).
-const MAX_HEAD_DIM: usize = 128;
+/// Keys per chunk of the forward kernel (ATT_BK).
+const FORWARD_KEYS: usize = 32;
+/// The head-dim limits the tiled kernels are compiled for (ATT_TILED_ENTRIES): the launcher
+/// takes the smallest that holds head_dim, since the limit sizes each thread's accumulators.
+const HEAD_DIM_LIMITS: [usize; 3] = [64, 128, 256];
 const THREADS: u32 = 128;
+/// Dynamic shared memory a kernel may use without raising its limit.
+const DEFAULT_SHARED_BYTES: usize = 48 * 1024;
 
-fn check_head_dim(op: &'static str, shape: AttentionShape) -> Result<()> {
-    if shape.head_dim > MAX_HEAD_DIM {
-        return Err(KernelError::Invalid {
+/// The entry-name part `hd64`, `hd128` or `hd256` for `head_dim`, or an error past the largest.
+fn head_dim_limit(op: &'static str, shape: AttentionShape) -> Result<String> {
+    match HEAD_DIM_LIMITS.iter().find(|&&l| shape.head_dim <= l) {
+        Some(limit) => Ok(format!("hd{limit}")),
+        None => Err(KernelError::Invalid {
             op,
             message: format!(
-                "head_dim {} is more than the CUDA kernels' limit of {MAX_HEAD_DIM}",
-                shape.head_dim
+                "head_dim {} is more than the CUDA kernels' limit of {}",
+                shape.head_dim,
+                HEAD_DIM_LIMITS[HEAD_DIM_LIMITS.len() - 1]
             ),
-        });
+        }),
     }
-    let default_scale = 1.0 / (shape.head_dim as f32).sqrt();
-    if shape.window.is_some() || shape.scale != default_scale {
-        return Err(KernelError::Invalid {
-            op,
-            message: format!(
-                "{shape:?}: the CUDA kernels support neither a sliding window nor a scale other \
-                 than 1/sqrt(head_dim) yet"
-            ),
-        });
+}
+
+/// The kernels' `window` argument: the window in keys, `i32::MAX` for none (a window longer than
+/// any segment masks nothing, so clamping changes nothing).
+fn window_arg(shape: AttentionShape) -> i32 {
+    shape
+        .window
+        .map_or(i32::MAX, |w| w.min(i32::MAX as usize) as i32)
+}
+
+/// Which kernel's shared-memory layout to size.
+#[derive(Clone, Copy, Debug)]
+enum Layout {
+    Forward,
+    /// The tensor-core forward (bf16, head_dim a multiple of 16).
+    ForwardMma,
+    BackwardDq,
+    BackwardDkDv,
+}
+
+/// Whether the forward runs on the tensor cores: bf16 operands, and head_dim a multiple of the
+/// 16-wide wmma fragments.
+fn forward_on_tensor_cores(dtype: DType, head_dim: usize) -> bool {
+    dtype == DType::BF16 && head_dim.is_multiple_of(16)
+}
+
+/// Bytes of dynamic shared memory of each kernel at `head_dim`, as `att_forward_shared_floats`,
+/// `att_forward_mma_layout`, `att_bwd_dq_shared_floats` and `att_bwd_dkdv_shared_floats` in the
+/// kernel source lay them out; each kernel stops with a launch error if given less.
+fn shared_bytes(layout: Layout, head_dim: usize) -> usize {
+    // The FMA kernels: f32 rows padded to head_dim + 1 floats.
+    let row = head_dim + 1;
+    let floats = |n: usize| 4 * n;
+    match layout {
+        Layout::Forward => {
+            floats((TILE + 2 * FORWARD_KEYS) * row + TILE * (FORWARD_KEYS + 1) + 3 * TILE)
+        }
+        Layout::BackwardDq => floats(4 * TILE * row + TILE * (TILE + 1)),
+        Layout::BackwardDkDv => floats(4 * TILE * row + 2 * TILE * (TILE + 1) + 2 * TILE),
+        Layout::ForwardMma => {
+            // Arrays on 128-byte boundaries: Q, K, V as bf16 rows of head_dim + 8; S (f32, rows
+            // of keys + 4); P (bf16, keys + 8); the P·V scratch (f32, head_dim + 4); row state.
+            let aligned = |bytes: usize| bytes.div_ceil(128) * 128;
+            let bf16_row = 2 * (head_dim + 8);
+            aligned(TILE * bf16_row)
+                + 2 * aligned(FORWARD_KEYS * bf16_row)
+                + aligned(TILE * 4 * (FORWARD_KEYS + 4))
+                + aligned(TILE * 2 * (FORWARD_KEYS + 8))
+                + aligned(TILE * 4 * (head_dim + 4))
+                + aligned(3 * TILE * 4)
+        }
     }
-    Ok(())
+}
+
+/// A launch of `grid` blocks of the attention kernel `f` with the shared memory of `layout`,
+/// raising the kernel's dynamic shared-memory limit past the default where it needs more (head
+/// dims above 128); an error naming both sizes if the device allows less.
+fn launch_config(
+    backend: &CudaBackend,
+    op: &'static str,
+    f: &CudaFunction,
+    grid: (usize, usize),
+    layout: Layout,
+    head_dim: usize,
+) -> Result<LaunchConfig> {
+    let bytes = shared_bytes(layout, head_dim);
+    if bytes > DEFAULT_SHARED_BYTES {
+        let max = backend
+            .context()
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
+        if bytes > max.max(0) as usize {
+            return Err(KernelError::Invalid {
+                op,
+                message: format!(
+                    "head_dim {head_dim} needs {bytes} bytes of shared memory per block; this \
+                     device allows {max}"
+                ),
+            });
+        }
+        // The attribute is set through the driver, which wants the kernel's context current.
+        backend.context().bind_to_thread()?;
+        f.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            bytes as i32,
+        )?;
+    }
+    let mut config = blocks(op, grid, THREADS)?;
+    config.shared_mem_bytes = bytes as u32;
+    Ok(config)
 }
 
 fn starts_i32(op: &'static str, starts: &[usize]) -> Result<Vec<i32>> {
@@ -60,14 +147,16 @@ fn forward(
     shape: AttentionShape,
 ) -> Result<(Tensor, CudaSlice<f32>)> {
     let dtype = same_device_and_dtype(op, backend, &[("Q", q), ("K", k), ("V", v)])?;
-    check_head_dim(op, shape)?;
+    let limit = head_dim_limit(op, shape)?;
     let tq = q.shape()[0];
     let AttentionShape {
         heads,
         kv_heads,
         head_dim,
+        scale,
         ..
     } = shape;
+    let window = window_arg(shape);
     let mut out = Tensor::zeros(
         &Device::Cuda(backend.clone()),
         dtype,
@@ -89,11 +178,19 @@ fn forward(
         to_i32(op, "kv_heads", kv_heads)?,
         to_i32(op, "head_dim", head_dim)?,
     );
-    let scale = 1.0 / (head_dim as f32).sqrt();
-    let f = backend.function(
-        &kernels_cu::TRANSFORMER_ATTENTION,
-        &format!("attention_forward_{}", suffix(dtype)),
-    )?;
+    let (entry, layout) = if forward_on_tensor_cores(dtype, head_dim) {
+        (
+            format!("attention_forward_mma_{limit}_bf16"),
+            Layout::ForwardMma,
+        )
+    } else {
+        (
+            format!("attention_forward_{limit}_{}", suffix(dtype)),
+            Layout::Forward,
+        )
+    };
+    let f = backend.function(&kernels_cu::TRANSFORMER_ATTENTION, &entry)?;
+    let config = launch_config(backend, op, &f, (num_tiles, heads), layout, head_dim)?;
     {
         let mut a = Args::new(backend);
         let (qp, kp, vp) = (
@@ -116,11 +213,14 @@ fn forward(
             .arg(&h_i)
             .arg(&hkv_i)
             .arg(&hd_i)
-            .arg(&scale);
-        // SAFETY: matches attention_forward_*(const T* x3, T*, float*, const int* x2, const
-        // AttTile*, int x3, float); the starts were checked to rise within the row counts, the
-        // tiles lie inside them, head_dim <= ATT_HD.
-        unsafe { b.launch(blocks(op, (num_tiles, heads), THREADS)?) }?;
+            .arg(&scale)
+            .arg(&window);
+        // SAFETY: matches attention_forward_hd*_* and attention_forward_mma_hd*_bf16 (const T*
+        // x3, T*, float*, const int* x2, const AttTile*, int x3, float, int), T bf16 for the
+        // latter; the starts were checked to rise within the row counts,
+        // the tiles lie inside them, head_dim is within the kernel's limit, and the shared memory
+        // is the kernel's layout for head_dim.
+        unsafe { b.launch(config) }?;
     }
     Ok((out, lse))
 }
@@ -174,13 +274,15 @@ pub fn attention_backward(
         backend,
         &[("Q", q), ("K", k), ("V", v), ("O", out), ("dO", dout)],
     )?;
-    check_head_dim(OP, shape)?;
+    let limit = head_dim_limit(OP, shape)?;
     let AttentionShape {
         heads,
         kv_heads,
         head_dim,
+        scale,
         ..
     } = shape;
+    let window = window_arg(shape);
     let t = q.shape()[0];
     let device = Device::Cuda(backend.clone());
     let mut dq = Tensor::zeros(&device, dtype, &[t, heads * head_dim])?;
@@ -200,12 +302,27 @@ pub fn attention_backward(
         to_i32(OP, "kv_heads", kv_heads)?,
         to_i32(OP, "head_dim", head_dim)?,
     );
-    let scale = 1.0 / (head_dim as f32).sqrt();
     let sfx = suffix(dtype);
     let source = &kernels_cu::TRANSFORMER_ATTENTION;
     let dot = backend.function(source, &format!("attention_bwd_dot_{sfx}"))?;
-    let f_dq = backend.function(source, &format!("attention_bwd_dq_{sfx}"))?;
-    let f_dkdv = backend.function(source, &format!("attention_bwd_dkdv_{sfx}"))?;
+    let f_dq = backend.function(source, &format!("attention_bwd_dq_{limit}_{sfx}"))?;
+    let f_dkdv = backend.function(source, &format!("attention_bwd_dkdv_{limit}_{sfx}"))?;
+    let dq_config = launch_config(
+        backend,
+        OP,
+        &f_dq,
+        (num_tiles, heads),
+        Layout::BackwardDq,
+        head_dim,
+    )?;
+    let dkdv_config = launch_config(
+        backend,
+        OP,
+        &f_dkdv,
+        (num_tiles, kv_heads),
+        Layout::BackwardDkDv,
+        head_dim,
+    )?;
 
     let mut a = Args::new(backend);
     let (qp, kp, vp) = (
@@ -223,13 +340,8 @@ pub fn attention_backward(
     );
     let rows = (t * heads) as i64;
     let mut b = backend.stream().launch_builder(&dot);
-    b.arg(&gp)
-        .arg(&op_)
-        .arg(&dp)
-        .arg(&h_i)
-        .arg(&hd_i)
-        .arg(&rows);
-    // SAFETY: matches attention_bwd_dot_*(const T*, const T*, float*, int, int, long long);
+    b.arg(&gp).arg(&op_).arg(&dp).arg(&hd_i).arg(&rows);
+    // SAFETY: matches attention_bwd_dot_*(const T*, const T*, float*, int, long long);
     // dO and O hold t · heads · head_dim elements, D t · heads.
     unsafe { b.launch(grid_stride(t * heads)) }?;
 
@@ -246,10 +358,11 @@ pub fn attention_backward(
         .arg(&h_i)
         .arg(&hkv_i)
         .arg(&hd_i)
-        .arg(&scale);
-    // SAFETY: matches attention_bwd_dq_*(const T* x4, const float* x2, T*, const int*, const
-    // AttTile*, int x3, float); grid (query tiles, heads).
-    unsafe { b.launch(blocks(OP, (num_tiles, heads), THREADS)?) }?;
+        .arg(&scale)
+        .arg(&window);
+    // SAFETY: matches attention_bwd_dq_hd*_*(const T* x4, const float* x2, T*, const int*, const
+    // AttTile*, int x3, float, int); grid (query tiles, heads), the kernel's shared memory.
+    unsafe { b.launch(dq_config) }?;
 
     let mut b = backend.stream().launch_builder(&f_dkdv);
     b.arg(&qp)
@@ -265,10 +378,104 @@ pub fn attention_backward(
         .arg(&h_i)
         .arg(&hkv_i)
         .arg(&hd_i)
-        .arg(&scale);
-    // SAFETY: matches attention_bwd_dkdv_*(const T* x4, const float* x2, T*, T*, const int*,
-    // const AttTile*, int x3, float); grid (key tiles, kv_heads), key tiles = query tiles.
-    unsafe { b.launch(blocks(OP, (num_tiles, kv_heads), THREADS)?) }?;
+        .arg(&scale)
+        .arg(&window);
+    // SAFETY: matches attention_bwd_dkdv_hd*_*(const T* x4, const float* x2, T*, T*, const int*,
+    // const AttTile*, int x3, float, int); grid (key tiles, kv_heads), key tiles = query tiles,
+    // the kernel's shared memory.
+    unsafe { b.launch(dkdv_config) }?;
     drop(a);
     Ok((dq, dk, dv))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Head dims up to 128 stay within the default 48 KB (no attribute to raise, as before head
+    /// dim 256 was supported); 256 fits the H200's 227 KB per block with room for two blocks
+    /// per multiprocessor.
+    const LAYOUTS: [Layout; 4] = [
+        Layout::Forward,
+        Layout::ForwardMma,
+        Layout::BackwardDq,
+        Layout::BackwardDkDv,
+    ];
+
+    #[test]
+    fn shared_memory_fits_the_limits_at_every_head_dim() {
+        for layout in LAYOUTS {
+            assert!(shared_bytes(layout, 128) <= DEFAULT_SHARED_BYTES);
+            assert!(2 * shared_bytes(layout, 256) <= 227 * 1024);
+            assert!(shared_bytes(layout, 64) < shared_bytes(layout, 256));
+        }
+    }
+
+    /// `shared_bytes` against the kernel source's own layout functions, compiled for the host
+    /// with the emulation shim (kernels-cu/emulate); skips without g++.
+    #[test]
+    fn shared_bytes_match_the_kernel_source() {
+        let dir = std::env::temp_dir().join(format!("flix_att_shared_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let emulate = concat!(env!("CARGO_MANIFEST_DIR"), "/../kernels-cu/emulate");
+        let program = dir.join("sizes.cpp");
+        std::fs::write(
+            &program,
+            r#"#include "cuda_shim.h"
+#include "../transformer_common.cuh"
+#include "../transformer_attention.cu"
+#include <cstdio>
+int main() {
+    for (int hd : {1, 20, 64, 100, 128, 200, 256})
+        std::printf("%d %d %d %d\n", 4 * att_forward_shared_floats(hd),
+                    att_forward_mma_layout(hd, nullptr, nullptr), 4 * att_bwd_dq_shared_floats(hd),
+                    4 * att_bwd_dkdv_shared_floats(hd));
+}
+"#,
+        )
+        .unwrap();
+        let binary = dir.join("sizes");
+        let built = std::process::Command::new("g++")
+            .args(["-std=c++20", "-pthread", "-I", emulate])
+            .arg(&program)
+            .arg("-o")
+            .arg(&binary)
+            .status();
+        if !matches!(built, Ok(s) if s.success()) {
+            eprintln!("SKIPPED shared_bytes_match_the_kernel_source: no g++ ({built:?})");
+            return;
+        }
+        let out = std::process::Command::new(&binary).output().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let printed = String::from_utf8(out.stdout).unwrap();
+        let want: String = [1, 20, 64, 100, 128, 200, 256]
+            .iter()
+            .map(|&hd| {
+                let [f, f_mma, dq, dkdv] = LAYOUTS.map(|l| shared_bytes(l, hd));
+                format!("{f} {f_mma} {dq} {dkdv}\n")
+            })
+            .collect();
+        assert_eq!(printed, want);
+    }
+
+    #[test]
+    fn the_smallest_head_dim_limit_is_taken_and_past_256_is_an_error() {
+        let limit = |hd| head_dim_limit("test", AttentionShape::new(2, 1, hd));
+        assert_eq!(limit(1).unwrap(), "hd64");
+        assert_eq!(limit(64).unwrap(), "hd64");
+        assert_eq!(limit(65).unwrap(), "hd128");
+        assert_eq!(limit(256).unwrap(), "hd256");
+        let err = limit(257).unwrap_err().to_string();
+        assert!(err.contains("257") && err.contains("256"), "{err}");
+    }
+
+    #[test]
+    fn no_window_and_windows_past_i32_mask_nothing() {
+        let mut shape = AttentionShape::new(2, 1, 8);
+        assert_eq!(window_arg(shape), i32::MAX);
+        shape.window = Some(usize::MAX);
+        assert_eq!(window_arg(shape), i32::MAX);
+        shape.window = Some(7);
+        assert_eq!(window_arg(shape), 7);
+    }
 }
