@@ -21,7 +21,7 @@
 //! - transformers adds its tokenizer classes' default special tokens (e.g. `<|endoftext|>`) to the
 //!   vocabulary when the file lacks them, beyond the model's embedding rows; this adds none.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -255,16 +255,18 @@ fn sentencepiece(vocab: &GgufVocab) -> std::result::Result<tokenizers::Tokenizer
                 (SentencePieceStyle::Gemma, _) => (0..spelled.len()).map(|i| -(i as f64)).collect(),
                 (_, Some(scores)) => scores.iter().map(|&s| f64::from(s)).collect(),
                 (_, None) => {
-                    return Err("tokenizer.ggml.scores is missing: a SentencePiece vocabulary \
+                    return Err(
+                        "tokenizer.ggml.scores is missing: a SentencePiece vocabulary \
                                 without merges needs its scores to rank them"
-                        .into())
+                            .into(),
+                    )
                 }
             };
             merges_from_vocab(&spelled, &ids, &ranks)
         }
     };
     let mut bpe = BPE::builder()
-        .vocab_and_merges(ids.clone(), merges)
+        .vocab_and_merges(ids, merges)
         .fuse_unk(true)
         .byte_fallback(true);
     if style == SentencePieceStyle::Gemma {
@@ -272,14 +274,19 @@ fn sentencepiece(vocab: &GgufVocab) -> std::result::Result<tokenizers::Tokenizer
         // only used for a byte the vocabulary lacks.
         bpe = bpe.unk_token("<unk>".into());
     }
-    let bpe = bpe.build().map_err(|e| format!("cannot build the BPE model: {e}"))?;
+    let bpe = bpe
+        .build()
+        .map_err(|e| format!("cannot build the BPE model: {e}"))?;
     let mut tokenizer = tokenizers::Tokenizer::new(bpe);
 
     let space = SPACE_MARKER.to_string();
     let to_marker = Replace::new(" ", space.as_str()).map_err(|e| e.to_string())?;
     let from_marker = Replace::new(space.as_str(), " ").map_err(|e| e.to_string())?;
-    let mut decoders: Vec<DecoderWrapper> =
-        vec![from_marker.into(), ByteFallback::new().into(), Fuse::new().into()];
+    let mut decoders: Vec<DecoderWrapper> = vec![
+        from_marker.into(),
+        ByteFallback::new().into(),
+        Fuse::new().into(),
+    ];
     match style {
         SentencePieceStyle::Gemma => {
             tokenizer.with_normalizer(Some(to_marker));
@@ -309,7 +316,7 @@ fn sentencepiece(vocab: &GgufVocab) -> std::result::Result<tokenizers::Tokenizer
         }
     }
     tokenizer.with_decoder(Some(DecoderSequence::new(decoders)));
-    add_control_and_user_tokens(&mut tokenizer, vocab, &ids, |_| true);
+    add_control_and_user_tokens(&mut tokenizer, vocab, |_| true);
     Ok(tokenizer)
 }
 
@@ -344,13 +351,13 @@ fn byte_level(vocab: &GgufVocab) -> std::result::Result<tokenizers::Tokenizer, S
             if spelled_in_alphabet(t) {
                 t.clone()
             } else {
-                t.bytes().map(|b| byte_char(b)).collect()
+                t.bytes().map(byte_char).collect()
             }
         })
         .collect();
     let ids = ids_by_token(&spelled);
     let bpe = BPE::builder()
-        .vocab_and_merges(ids.clone(), merges)
+        .vocab_and_merges(ids, merges)
         .continuing_subword_prefix(String::new())
         .end_of_word_suffix(String::new())
         .fuse_unk(false)
@@ -370,7 +377,7 @@ fn byte_level(vocab: &GgufVocab) -> std::result::Result<tokenizers::Tokenizer, S
     tokenizer.with_decoder(Some(ByteLevel::default()));
     // A control token outside the byte alphabet is a mislabel by the converter (transformers
     // skips it too): making it special would add a token the model has no row for.
-    add_control_and_user_tokens(&mut tokenizer, vocab, &ids, spelled_in_alphabet);
+    add_control_and_user_tokens(&mut tokenizer, vocab, spelled_in_alphabet);
     Ok(tokenizer)
 }
 
@@ -406,14 +413,13 @@ fn split_merges(merges: &[String]) -> std::result::Result<Vec<(String, String)>,
 /// uses). `ranks[i]` ranks the token at position `i`; higher merges first. Ties go to the longer
 /// left piece, then the longer right piece, then the token listed first, then the lower ids.
 fn merges_from_vocab(tokens: &[String], ids: &Vocab, ranks: &[f64]) -> Vec<(String, String)> {
-    // A token listed twice takes its first position and its last rank (Python dict semantics).
-    let mut rank_of: HashMap<&str, f64> = HashMap::with_capacity(tokens.len());
-    let mut first_seen: Vec<&str> = Vec::with_capacity(tokens.len());
-    for (token, &rank) in tokens.iter().zip(ranks) {
-        if rank_of.insert(token.as_str(), rank).is_none() {
-            first_seen.push(token);
-        }
-    }
+    // A token listed twice takes its first position and the rank of its last (Python dict
+    // semantics); `ids` already holds the last position of each token.
+    let has_duplicates = ids.len() != tokens.len();
+    let mut seen: HashSet<&str> = HashSet::new();
+    let first_seen = tokens
+        .iter()
+        .filter(|token| !has_duplicates || seen.insert(token.as_str()));
     struct Candidate<'a> {
         left: &'a str,
         right: &'a str,
@@ -424,7 +430,11 @@ fn merges_from_vocab(tokens: &[String], ids: &Vocab, ranks: &[f64]) -> Vec<(Stri
     let mut candidates: Vec<Candidate> = Vec::new();
     let mut local: Vec<(u32, u32, Candidate)> = Vec::new();
     for token in first_seen {
-        let rank = rank_of[token];
+        let rank = ids
+            .get(token.as_str())
+            .and_then(|&last| ranks.get(last as usize))
+            .copied()
+            .unwrap_or(f64::NEG_INFINITY);
         let total_chars = token.chars().count();
         local.clear();
         for (left_chars, (cut, _)) in token.char_indices().skip(1).enumerate() {
@@ -465,9 +475,12 @@ fn merges_from_vocab(tokens: &[String], ids: &Vocab, ranks: &[f64]) -> Vec<(Stri
 fn add_control_and_user_tokens(
     tokenizer: &mut tokenizers::Tokenizer,
     vocab: &GgufVocab,
-    ids: &Vocab,
     keep_control: impl Fn(&str) -> bool,
 ) {
+    use tokenizers::Model;
+    let model = tokenizer.get_model();
+    // The model's own vocabulary, in its spelling (not counting tokens added below).
+    let in_model = |t: &str| model.token_to_id(t).is_some();
     let types = vocab.token_types.as_deref().unwrap_or(&[]);
     let of_type = |wanted: i32| {
         vocab
@@ -480,31 +493,33 @@ fn add_control_and_user_tokens(
     let control: Vec<&str> = of_type(token_type::CONTROL)
         .filter(|t| keep_control(t))
         .collect();
-    let special: Vec<AddedToken> = control
-        .iter()
-        .map(|t| AddedToken::from(*t, true).normalized(false))
-        .collect();
-    tokenizer.add_special_tokens(&special);
-
     let user: Vec<&str> = of_type(token_type::USER_DEFINED)
-        .filter(|t| ids.contains_key(*t))
+        .filter(|t| in_model(t))
         .collect();
     let added: HashSet<&str> = control.iter().chain(&user).copied().collect();
+    // Only under their own spelling: one the vocabulary does not hold would become a new token
+    // beyond the model's embedding rows.
+    let named: Vec<&str> = [vocab.bos_id, vocab.eos_id, vocab.unk_id, vocab.pad_id]
+        .into_iter()
+        .flatten()
+        .filter_map(|id| vocab.tokens.get(id as usize))
+        .map(String::as_str)
+        .filter(|t| in_model(t) && !added.contains(t))
+        .collect();
+
+    let special = |tokens: &[&str]| -> Vec<AddedToken> {
+        tokens
+            .iter()
+            .map(|t| AddedToken::from(*t, true).normalized(false))
+            .collect()
+    };
+    let (control, named) = (special(&control), special(&named));
     let user: Vec<AddedToken> = user
         .iter()
         .map(|t| AddedToken::from(*t, false).normalized(false))
         .collect();
+    tokenizer.add_special_tokens(&control);
     tokenizer.add_tokens(&user);
-
-    // Only under their own spelling: one the vocabulary does not hold would become a new token
-    // beyond the model's embedding rows.
-    let named: Vec<AddedToken> = [vocab.bos_id, vocab.eos_id, vocab.unk_id, vocab.pad_id]
-        .into_iter()
-        .flatten()
-        .filter_map(|id| vocab.tokens.get(id as usize))
-        .filter(|t| ids.contains_key(t.as_str()) && !added.contains(t.as_str()))
-        .map(|t| AddedToken::from(t.as_str(), true).normalized(false))
-        .collect();
     if !named.is_empty() {
         tokenizer.add_special_tokens(&named);
     }
@@ -516,35 +531,56 @@ fn bos_eos_template(
     add_bos: bool,
     add_eos: bool,
 ) -> std::result::Result<TemplateProcessing, String> {
-    // The template names special tokens by a key of our own, since token texts may hold spaces
-    // or colons that the template syntax reserves.
     let mut single = Vec::new();
     let mut pair = Vec::new();
     let mut specials = Vec::new();
+    let mut keys: Vec<(String, u32)> = Vec::new();
     let bos = vocab.bos_id.filter(|_| add_bos);
     let eos = vocab.eos_id.filter(|_| add_eos);
-    for (key, id) in [("bos", bos), ("eos", eos)] {
-        if let Some(id) = id {
-            let text = vocab.tokens.get(id as usize).cloned().unwrap_or_default();
-            specials.push(
-                SpecialToken::new(key.into(), vec![id], vec![text]).map_err(|e| e.to_string())?,
-            );
+    // The template names a special token by its text, as transformers writes it, unless the text
+    // holds what the template syntax reserves (a space, a colon, a leading `$`).
+    let mut key_of = |fallback: &str, id: Option<u32>| -> std::result::Result<String, String> {
+        let Some(id) = id else {
+            return Ok(String::new());
+        };
+        let text = vocab.tokens.get(id as usize).cloned().unwrap_or_default();
+        let plain = !text.is_empty() && !text.contains([' ', ':']) && !text.starts_with('$');
+        let key = if plain {
+            text.clone()
+        } else {
+            fallback.to_string()
+        };
+        match keys.iter().find(|(k, _)| *k == key) {
+            Some((_, other)) if *other != id => {
+                return Err(format!("BOS ({bos:?}) and EOS ({eos:?}) both read {key:?}"))
+            }
+            Some(_) => {}
+            None => {
+                keys.push((key.clone(), id));
+                specials.push(
+                    SpecialToken::new(key.clone(), vec![id], vec![text])
+                        .map_err(|e| e.to_string())?,
+                );
+            }
         }
-    }
+        Ok(key)
+    };
+    let bos_key = key_of("bos", bos)?;
+    let eos_key = key_of("eos", eos)?;
     if bos.is_some() {
-        single.push("bos:0".to_string());
+        single.push(format!("{bos_key}:0"));
     }
     single.push("$A:0".into());
     if eos.is_some() {
-        single.push("eos:0".into());
+        single.push(format!("{eos_key}:0"));
     }
     pair.extend(single.iter().cloned());
     if bos.is_some() {
-        pair.push("bos:1".into());
+        pair.push(format!("{bos_key}:1"));
     }
     pair.push("$B:1".into());
     if eos.is_some() {
-        pair.push("eos:1".into());
+        pair.push(format!("{eos_key}:1"));
     }
     TemplateProcessing::builder()
         .try_single(single)
