@@ -237,7 +237,7 @@ fn sentencepiece(vocab: &GgufVocab) -> std::result::Result<tokenizers::Tokenizer
             .tokens
             .iter()
             .map(|t| {
-                if t.contains(' ') && t.trim().is_empty() {
+                if t.contains(' ') && t.chars().all(is_python_space) {
                     SPACE_MARKER.to_string().repeat(t.chars().count())
                 } else {
                     t.clone()
@@ -454,10 +454,12 @@ fn merges_from_vocab(tokens: &[String], ids: &Vocab, ranks: &[f64]) -> Vec<(Stri
         local.sort_by_key(|(left_id, right_id, _)| (*left_id, *right_id));
         candidates.extend(local.drain(..).map(|(_, _, candidate)| candidate));
     }
-    // Stable, so equal keys keep the order above (as Python's sorted(..., reverse=True) does).
+    // Stable, so equal keys keep the order above (as Python's sorted(..., reverse=True) does);
+    // ranks are never NaN, and -0.0 ties with 0.0 as in Python.
     candidates.sort_by(|a, b| {
         b.rank
-            .total_cmp(&a.rank)
+            .partial_cmp(&a.rank)
+            .unwrap_or(std::cmp::Ordering::Equal)
             .then(b.left_chars.cmp(&a.left_chars))
             .then(b.right_chars.cmp(&a.right_chars))
     });
@@ -591,6 +593,12 @@ fn bos_eos_template(
         .map_err(|e| format!("cannot build the BOS/EOS template: {e}"))
 }
 
+/// Whether Python's `str.isspace` holds for `c` (transformers picks Gemma's whitespace tokens
+/// with it): Unicode whitespace plus the separators U+001C..U+001F.
+fn is_python_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
 /// The character GPT-2's byte-level alphabet writes for byte `b`: printable Latin-1 bytes stand
 /// for themselves, the others are shifted to U+0100 and up, in byte order.
 fn byte_char(b: u8) -> char {
@@ -617,5 +625,22 @@ mod tests {
         assert_eq!(ours, theirs);
         assert_eq!(byte_char(b' '), 'Ġ');
         assert_eq!(byte_char(b'\n'), 'Ċ');
+    }
+
+    #[test]
+    fn python_space_is_str_isspace() {
+        // Every code point for which Python 3's str.isspace() holds.
+        let python: Vec<u32> = [0x9..=0xd, 0x1c..=0x20, 0x85..=0x85, 0xa0..=0xa0]
+            .into_iter()
+            .chain([0x1680..=0x1680, 0x2000..=0x200a, 0x2028..=0x2029])
+            .chain([0x202f..=0x202f, 0x205f..=0x205f, 0x3000..=0x3000])
+            .flatten()
+            .collect();
+        let ours: Vec<u32> = (0..=0x10ffff)
+            .filter_map(char::from_u32)
+            .filter(|&c| is_python_space(c))
+            .map(u32::from)
+            .collect();
+        assert_eq!(ours, python);
     }
 }
