@@ -67,6 +67,8 @@ TEXTS = [
     "don't, I'll, we've; IT'S",
     "<start_of_turn>user\nBonjour<end_of_turn>\n",
     "x<think>y</think> [multimodal]",
+    "wide" + " " * 40 + "gap\t\t\tend",
+    "<start_of_image> and <unused5>",
     "",
 ]
 
@@ -141,8 +143,8 @@ def sentencepiece_vocab(model_dir: Path, gemma_like: bool) -> dict:
             if len(token) > 1 and set(token) == {"▁"}:
                 tokens[i] = " " * len(token)
                 types[i] = 4
-        # And scores them all -1000 but the normal pieces, so the scores disagree with the order
-        # the merges must follow (the order of the file).
+        # Gemma's file also scores every piece but the normal ones -1000: the scores disagree with
+        # the merge order, which is the order of the file.
         scores = [score if kind == 1 else -1000.0 for score, kind in zip(scores, types)]
     return {
         "architecture": "gemma3" if gemma_like else "llama",
