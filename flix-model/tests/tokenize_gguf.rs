@@ -166,6 +166,12 @@ fn check_fixture(name: &str, round_trips: bool) {
         );
     }
     assert_matches(&tokenizer, &vocab, &reference, round_trips, name);
+    // Every id has a row in the model: no token was added beyond the file's.
+    assert_eq!(
+        tokenizer.vocab_size(),
+        vocab.tokens.len(),
+        "{name}: vocabulary size"
+    );
     assert_eq!(
         tokenizer.eos_id().unwrap(),
         vocab.eos_id.unwrap(),
@@ -232,6 +238,22 @@ fn llama_style_without_space_prefix_adds_no_dummy_space() {
         let ids = tokenizer.encode(text).unwrap();
         assert_eq!(tokenizer.decode(&ids).unwrap(), text);
     }
+}
+
+#[test]
+fn byte_level_control_token_outside_the_byte_alphabet_adds_no_id() {
+    // Some converters write a special token in plain UTF-8 ("▁" is not in the byte alphabet) and
+    // mark it control; it stays an ordinary vocabulary entry, and the file's EOS id still counts.
+    let (mut vocab, _, path) = read_fixture("bpe-qwen2");
+    vocab
+        .tokens
+        .push("<\u{ff5c}end\u{2581}of\u{2581}sentence\u{ff5c}>".into());
+    vocab.token_types.as_mut().unwrap().push(3);
+    let last = vocab.tokens.len() as u32 - 1;
+    vocab.eos_id = Some(last);
+    let tokenizer = build_tokenizer(&vocab, &path).unwrap();
+    assert_eq!(tokenizer.vocab_size(), vocab.tokens.len());
+    assert_eq!(tokenizer.eos_id().unwrap(), last);
 }
 
 fn build_error(vocab: &GgufVocab) -> String {
