@@ -49,6 +49,7 @@ pub mod optim;
 pub mod peft;
 pub mod score;
 pub mod tokenize;
+pub mod tokenize_gguf;
 pub mod train;
 pub mod weights;
 

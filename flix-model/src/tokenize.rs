@@ -49,10 +49,18 @@ impl Tokenizer {
         let inner: tokenizers::Tokenizer = text
             .parse()
             .map_err(|e| err(format!("not a valid tokenizer.json: {e}")))?;
-        let eos = EOS_CANDIDATES
-            .iter()
-            .find_map(|name| inner.token_to_id(name));
-        Ok(Self { inner, eos })
+        Ok(Self::from_tokenizers(inner, None))
+    }
+
+    /// Wraps a tokenizer built in code. `eos` is the end-of-sequence id when the source names one
+    /// (a GGUF file does); without it, the first of the usual names is used.
+    pub fn from_tokenizers(inner: tokenizers::Tokenizer, eos: Option<u32>) -> Self {
+        let eos = eos.or_else(|| {
+            EOS_CANDIDATES
+                .iter()
+                .find_map(|name| inner.token_to_id(name))
+        });
+        Self { inner, eos }
     }
 
     /// The end-of-sequence id; an error for a tokenizer that has none of the usual names.
