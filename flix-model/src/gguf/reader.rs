@@ -221,11 +221,26 @@ impl TensorInfo {
     }
 }
 
+/// The bytes of a file: memory-mapped, or held in memory.
+enum Bytes {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Bytes {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
 /// An opened GGUF file (version 2 or 3): parsed metadata and tensor infos, with the data
 /// memory-mapped and converted to f32 tensor by tensor on request.
 pub struct GgufFile {
     path: PathBuf,
-    mmap: Mmap,
+    bytes: Bytes,
     version: u32,
     metadata: Metadata,
     tensors: Vec<TensorInfo>,
@@ -303,7 +318,8 @@ impl<'a> Cursor<'a> {
             return Err(self.err(
                 at,
                 format!(
-                    "{what} has length {len}, past the end of the file ({} bytes remain)",
+                    "{what} has length {len}, past the end of the file ({} bytes remain; is it \
+                     truncated?)",
                     self.remaining()
                 ),
             ));
@@ -409,10 +425,19 @@ impl GgufFile {
             path: path.to_path_buf(),
             source,
         })?;
-        let parsed = Parsed::parse(&mmap, path)?;
+        Self::from_parts(path, Bytes::Mapped(mmap))
+    }
+
+    /// Parses a GGUF file held in memory; `path` is only used in error messages.
+    pub fn from_bytes(bytes: Vec<u8>, path: &Path) -> Result<Self> {
+        Self::from_parts(path, Bytes::Owned(bytes))
+    }
+
+    fn from_parts(path: &Path, bytes: Bytes) -> Result<Self> {
+        let parsed = Parsed::parse(bytes.as_slice(), path)?;
         Ok(Self {
             path: path.to_path_buf(),
-            mmap,
+            bytes,
             version: parsed.version,
             metadata: parsed.metadata,
             tensor_index: parsed
@@ -590,7 +615,8 @@ impl GgufFile {
         // Offsets were checked against the file length when it was opened.
         let start = info.offset as usize;
         let end = start + info.byte_len as usize;
-        self.mmap
+        self.bytes
+            .as_slice()
             .get(start..end)
             .ok_or_else(|| self.err(format!("tensor `{name}`: data lies past the end of the file")))
     }
