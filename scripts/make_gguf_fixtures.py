@@ -13,6 +13,8 @@ Outputs, in flix-model/tests/fixtures/gguf/:
   * metadata.gguf: one key of every metadata value type (and arrays, nested arrays, an empty
     string, a non-ASCII string); metadata.json holds the values written, by key, each as
     {"type": <GGUF type name>, "value": ...}.
+  * llama3_rope.gguf: a Llama 3 rope scaling as llama.cpp stores it (a `rope_freqs.weight`
+    tensor), and llama3_rope.json the Hugging Face `rope_scaling` it was computed from.
   * tiny-llama.gguf, tiny-qwen2.gguf, tiny-gemma3.gguf: tiny random models built with
     transformers, converted to GGUF by a small converter that follows llama.cpp's
     convert_hf_to_gguf.py (tensor names, the row permutation of Llama's q and k, Gemma's +1 on
@@ -447,6 +449,58 @@ def randomize_norms(model):
                 p.copy_(torch.randn_like(p) * 0.2 + (0.0 if "gemma" in type(model).__name__.lower() else 1.0))
 
 
+def write_llama3_rope():
+    """A Llama with Llama 3 rope scaling, which llama.cpp stores as the tensor `rope_freqs.weight`
+    (factors computed as convert_hf_to_gguf.py's LlamaModel.generate_extra_tensors does), not as
+    metadata; llama3_rope.json holds the rope_scaling of the Hugging Face config it came from.
+    Only the metadata, the embeddings and the factors: enough for the configuration."""
+    import math
+
+    head_dim, theta, hidden, vocab = 64, 500000.0, 128, 8
+    rope_scaling = {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
+    freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    old_context_len = rope_scaling["original_max_position_embeddings"]
+    low_freq_wavelen = old_context_len / rope_scaling["low_freq_factor"]
+    high_freq_wavelen = old_context_len / rope_scaling["high_freq_factor"]
+    factors = []
+    for freq in freqs:
+        wavelen = 2 * math.pi / freq
+        if wavelen < high_freq_wavelen:
+            factors.append(1)
+        elif wavelen > low_freq_wavelen:
+            factors.append(rope_scaling["factor"])
+        else:
+            smooth = (old_context_len / wavelen - rope_scaling["low_freq_factor"]) / (
+                rope_scaling["high_freq_factor"] - rope_scaling["low_freq_factor"]
+            )
+            factors.append(1 / ((1 - smooth) / rope_scaling["factor"] + smooth))
+    assert any(1 < f < rope_scaling["factor"] for f in factors), "some factors are smoothed"
+
+    writer = gguf.GGUFWriter(OUT / "llama3_rope.gguf", "llama")
+    writer.add_block_count(1)
+    writer.add_context_length(131072)
+    writer.add_embedding_length(hidden)
+    writer.add_feed_forward_length(256)
+    writer.add_head_count(2)
+    writer.add_head_count_kv(1)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_rope_freq_base(theta)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_tensor("token_embd.weight", np.zeros((vocab, hidden), dtype=np.float32))
+    writer.add_tensor("rope_freqs.weight", np.asarray(factors, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    (OUT / "llama3_rope.json").write_text(json.dumps({"rope_scaling": rope_scaling}) + "\n")
+
+
 def write_inputs():
     (OUT / "inputs.json").write_text(json.dumps({"sequences": SEQUENCES}) + "\n")
 
@@ -478,4 +532,5 @@ if __name__ == "__main__":
     write_quant_types()
     write_metadata()
     write_inputs()
+    write_llama3_rope()
     build_models()

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use flix_kernels::tolerance::Tolerance;
 use flix_kernels::{DType, Device};
-use flix_model::gguf::{GgufArchitecture, GgufModel};
+use flix_model::gguf::{GgufArchitecture, GgufFile, GgufModel};
 use flix_model::{Batch, LlamaModel, Sequence, TensorSource};
 use safetensors::SafeTensors;
 use serde_json::Value;
@@ -246,4 +246,77 @@ fn real_gemma3_270m() {
     }
     eprintln!("compared with gguf-py: {types:?}");
     assert!(types.len() >= 3, "at least three tensor types compared");
+}
+
+/// Llama 3 rope scaling, stored by llama.cpp as per-frequency factors, comes back as the
+/// `rope_scaling` of the Hugging Face config the factors were computed from.
+#[test]
+fn llama3_rope_scaling_is_read_from_rope_freqs() {
+    let model = GgufModel::open(&fixture("llama3_rope.gguf")).unwrap();
+    let want = &json_file("llama3_rope.json")["rope_scaling"];
+    let got = &model.hf_config()["rope_scaling"];
+    for key in ["rope_type", "original_max_position_embeddings"] {
+        assert_eq!(got[key], want[key], "{key}");
+    }
+    for key in ["factor", "low_freq_factor", "high_freq_factor"] {
+        assert_eq!(got[key].as_f64(), want[key].as_f64(), "{key}");
+    }
+    assert!(model.llama_config().is_ok());
+    assert!(!model.contains("rope_freqs.weight"));
+
+    // Factors that no Llama 3 scaling gives are refused, naming the tensor.
+    let mut bytes = std::fs::read(fixture("llama3_rope.gguf")).unwrap();
+    let n = bytes.len();
+    bytes[n - 4..].copy_from_slice(&3.0f32.to_le_bytes()); // the last factor
+    let file = GgufFile::from_bytes(bytes, Path::new("odd_rope.gguf")).unwrap();
+    let err = GgufModel::from_file(file).unwrap_err().to_string();
+    assert!(err.contains("tensor `rope_freqs.weight`: factor 31 is 3"), "{err}");
+}
+
+fn patched(name: &str, from: &[u8], to: &[u8]) -> Result<GgufModel, String> {
+    assert_eq!(from.len(), to.len());
+    let mut bytes = std::fs::read(fixture(name)).unwrap();
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from)
+        .unwrap_or_else(|| panic!("{:?} not in {name}", String::from_utf8_lossy(from)));
+    bytes[at..at + to.len()].copy_from_slice(to);
+    let file = GgufFile::from_bytes(bytes, Path::new(name)).map_err(|e| e.to_string())?;
+    GgufModel::from_file(file).map_err(|e| e.to_string())
+}
+
+#[test]
+fn mistral_is_told_apart_by_name() {
+    let model = patched("tiny-llama.gguf", b"tiny-llama", b"Mistral-7B").unwrap();
+    assert_eq!(model.hf_config()["model_type"], "mistral");
+    assert_eq!(
+        model.llama_config().unwrap().family,
+        flix_model::Family::Mistral
+    );
+}
+
+#[test]
+fn unsupported_models_are_refused_naming_what() {
+    let err = patched("tiny-llama.gguf", b"\x05\0\0\0\0\0\0\0llama", b"\x05\0\0\0\0\0\0\0llamb")
+        .unwrap_err();
+    assert!(
+        err.contains("unsupported architecture: `general.architecture` is \"llamb\""),
+        "{err}"
+    );
+    let err = patched("tiny-llama.gguf", b"llama.block_count", b"llama.block_counx").unwrap_err();
+    assert!(err.contains("metadata key `llama.block_count` is missing"), "{err}");
+    let err =
+        patched("tiny-llama.gguf", b"blk.1.attn_q.weight", b"blk.1.attn_z.weight").unwrap_err();
+    assert!(
+        err.contains("tensor `blk.1.attn_z.weight`: no Hugging Face counterpart"),
+        "{err}"
+    );
+    // The tensors of layer 1 when the metadata says there is one layer.
+    let mut key = b"llama.block_count".to_vec();
+    key.extend_from_slice(&4u32.to_le_bytes()); // value type uint32
+    let mut one = key.clone();
+    key.extend_from_slice(&2u32.to_le_bytes());
+    one.extend_from_slice(&1u32.to_le_bytes());
+    let err = patched("tiny-llama.gguf", &key, &one).unwrap_err();
+    assert!(err.contains("layer 1 does not exist: the model has 1 layers"), "{err}");
 }
