@@ -30,7 +30,8 @@ llama.cpp uses head_dim (for every size but 27B); the model is loaded with
 `query_pre_attn_scalar=head_dim` so the logits are llama.cpp's model.
 
 With --dump-real PATH.gguf OUT.json, instead writes gguf-py's dequantization of the first rows of
-a few tensors of the real model, of different types, for the optional Rust test that reads it
+a few tensors of the real model, of different types, and the logits transformers computes with
+that GGUF for one token sequence, for the optional Rust test that reads them
 (FLIX_GEMMA3_GGUF_EXPECTED); nothing is committed from that mode.
 """
 
@@ -508,6 +509,10 @@ def write_inputs():
 # ---------------------------------------------------------------- the real model (not committed)
 
 
+REAL_SEQUENCE = [2, 818, 5279, 529, 7001, 563, 496, 1607]
+REAL_LOGIT_COLUMNS = 2048
+
+
 def dump_real(path, out):
     reader = gguf.GGUFReader(path)
     wanted = {}
@@ -520,8 +525,20 @@ def dump_real(path, out):
         values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
         rows = values.reshape(-1, int(tensor.shape[0]))[:2]
         result[tensor.name] = {"type": kind, "first_rows": rows.astype(float).tolist()}
-    pathlib.Path(out).write_text(json.dumps(result))
-    print(f"wrote the first rows of {sorted(result)} to {out}")
+    # transformers' logits on the same file (query_pre_attn_scalar is 256 = head_dim, llama.cpp's
+    # value and transformers' default): the first REAL_LOGIT_COLUMNS columns and each position's
+    # most likely token.
+    model = load_gguf(pathlib.Path(path), {})
+    with torch.no_grad():
+        logits = model(torch.tensor([REAL_SEQUENCE])).logits[0].float()
+    real = {
+        "sequence": REAL_SEQUENCE,
+        "columns": REAL_LOGIT_COLUMNS,
+        "logits": logits[:, :REAL_LOGIT_COLUMNS].numpy().astype(float).tolist(),
+        "argmax": logits.argmax(-1).tolist(),
+    }
+    pathlib.Path(out).write_text(json.dumps({"tensors": result, "model": real}))
+    print(f"wrote the first rows of {sorted(result)} and the model's logits to {out}")
 
 
 if __name__ == "__main__":
