@@ -144,9 +144,9 @@ def write_metadata():
     add("test.u64", 2**64 - 1, V.UINT64)
     add("test.i64", -(2**63), V.INT64)
     # f32 values are saved as the f32 actually stored, converted exactly to a Python float.
-    f32_value = float(np.float32(3.14159))
+    f32_value = float(np.float32(1.2345678))
     add("test.f32", f32_value, V.FLOAT32)
-    add("test.f64", 2.718281828459045, V.FLOAT64)
+    add("test.f64", -0.1234567890123, V.FLOAT64)
     add("test.bool_true", True, V.BOOL)
     add("test.bool_false", False, V.BOOL)
     add("test.string", "hello GGUF", V.STRING)

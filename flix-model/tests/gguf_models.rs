@@ -176,7 +176,10 @@ fn wrong_shapes_and_missing_tensors_are_named() {
         .load_f32("model.layers.0.self_attn.q_norm.weight", &[16])
         .unwrap_err()
         .to_string();
-    assert!(err.contains("is missing: no GGUF tensor maps to it"), "{err}");
+    assert!(
+        err.contains("is missing: no GGUF tensor maps to it"),
+        "{err}"
+    );
 }
 
 /// The real Gemma 3 270M GGUF (Q4_K_M: F32, Q5_0, Q8_0, Q4_K, Q6_K tensors), when
@@ -209,7 +212,14 @@ fn real_gemma3_270m() {
     assert_eq!(layer_types.len(), 18);
     for (i, t) in layer_types.iter().enumerate() {
         let global = i % 6 == 5;
-        assert_eq!(t, if global { "full_attention" } else { "sliding_attention" });
+        assert_eq!(
+            t,
+            if global {
+                "full_attention"
+            } else {
+                "sliding_attention"
+            }
+        );
     }
     let names = model.tensor_names();
     assert_eq!(names.len(), 18 * 13 + 2);
@@ -219,7 +229,10 @@ fn real_gemma3_270m() {
             .tensor_info(model.gguf_name(name).unwrap())
             .unwrap();
         let values = model.load_f32(name, &info.shape).unwrap();
-        assert!(values.iter().all(|v| v.is_finite()), "{name} has non-finite values");
+        assert!(
+            values.iter().all(|v| v.is_finite()),
+            "{name} has non-finite values"
+        );
     }
     let Ok(expected) = std::env::var("FLIX_GEMMA3_GGUF_EXPECTED") else {
         eprintln!(
@@ -295,9 +308,16 @@ fn real_gemma3_270m() {
             .enumerate()
             .fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
             .0;
-        assert_eq!(argmax as u64, best.as_u64().unwrap(), "most likely token at {t}");
+        assert_eq!(
+            argmax as u64,
+            best.as_u64().unwrap(),
+            "most likely token at {t}"
+        );
     }
-    eprintln!("real Gemma 3 logits match transformers for {} tokens", ids.len());
+    eprintln!(
+        "real Gemma 3 logits match transformers for {} tokens",
+        ids.len()
+    );
 }
 
 /// Llama 3 rope scaling, stored by llama.cpp as per-frequency factors, comes back as the
@@ -322,7 +342,10 @@ fn llama3_rope_scaling_is_read_from_rope_freqs() {
     bytes[n - 4..].copy_from_slice(&3.0f32.to_le_bytes()); // the last factor
     let file = GgufFile::from_bytes(bytes, Path::new("odd_rope.gguf")).unwrap();
     let err = GgufModel::from_file(file).unwrap_err().to_string();
-    assert!(err.contains("tensor `rope_freqs.weight`: factor 31 is 3"), "{err}");
+    assert!(
+        err.contains("tensor `rope_freqs.weight`: factor 31 is 3"),
+        "{err}"
+    );
 }
 
 fn patched(name: &str, from: &[u8], to: &[u8]) -> Result<GgufModel, String> {
@@ -349,16 +372,32 @@ fn mistral_is_told_apart_by_name() {
 
 #[test]
 fn unsupported_models_are_refused_naming_what() {
-    let err = patched("tiny-llama.gguf", b"\x05\0\0\0\0\0\0\0llama", b"\x05\0\0\0\0\0\0\0llamb")
-        .unwrap_err();
+    let err = patched(
+        "tiny-llama.gguf",
+        b"\x05\0\0\0\0\0\0\0llama",
+        b"\x05\0\0\0\0\0\0\0llamb",
+    )
+    .unwrap_err();
     assert!(
         err.contains("unsupported architecture: `general.architecture` is \"llamb\""),
         "{err}"
     );
-    let err = patched("tiny-llama.gguf", b"llama.block_count", b"llama.block_counx").unwrap_err();
-    assert!(err.contains("metadata key `llama.block_count` is missing"), "{err}");
-    let err =
-        patched("tiny-llama.gguf", b"blk.1.attn_q.weight", b"blk.1.attn_z.weight").unwrap_err();
+    let err = patched(
+        "tiny-llama.gguf",
+        b"llama.block_count",
+        b"llama.block_counx",
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("metadata key `llama.block_count` is missing"),
+        "{err}"
+    );
+    let err = patched(
+        "tiny-llama.gguf",
+        b"blk.1.attn_q.weight",
+        b"blk.1.attn_z.weight",
+    )
+    .unwrap_err();
     assert!(
         err.contains("tensor `blk.1.attn_z.weight`: no Hugging Face counterpart"),
         "{err}"
@@ -370,5 +409,8 @@ fn unsupported_models_are_refused_naming_what() {
     key.extend_from_slice(&2u32.to_le_bytes());
     one.extend_from_slice(&1u32.to_le_bytes());
     let err = patched("tiny-llama.gguf", &key, &one).unwrap_err();
-    assert!(err.contains("layer 1 does not exist: the model has 1 layers"), "{err}");
+    assert!(
+        err.contains("layer 1 does not exist: the model has 1 layers"),
+        "{err}"
+    );
 }

@@ -136,7 +136,12 @@ fn tensor_infos_are_row_major_aligned_and_typed() {
         assert!(info.offset >= end, "{name} follows the previous tensor");
         end = info.offset + info.byte_len;
     }
-    assert_eq!(end, std::fs::metadata(fixture("quant_types.gguf")).unwrap().len());
+    assert_eq!(
+        end,
+        std::fs::metadata(fixture("quant_types.gguf"))
+            .unwrap()
+            .len()
+    );
 }
 
 #[test]
@@ -197,9 +202,13 @@ fn every_metadata_value_type_reads_back() {
     let Some(MetaValue::Array { values, .. }) = file.metadata().get("test.array_nested") else {
         panic!("test.array_nested is not an array");
     };
-    assert!(values
-        .iter()
-        .all(|v| matches!(v, MetaValue::Array { element: MetaType::I32, .. })));
+    assert!(values.iter().all(|v| matches!(
+        v,
+        MetaValue::Array {
+            element: MetaType::I32,
+            ..
+        }
+    )));
     // Keys come in file order.
     let keys: Vec<&str> = file.metadata().iter().map(|(k, _)| k).collect();
     assert_eq!(keys.first(), Some(&"general.architecture"));
@@ -212,7 +221,7 @@ fn typed_getters_name_the_key_and_both_types() {
     assert_eq!(file.get_u32("test.u32").unwrap(), 4_000_000_000);
     assert_eq!(file.get_u64("test.u64").unwrap(), u64::MAX);
     assert_eq!(file.get_i32("test.i32").unwrap(), -2_000_000_000);
-    assert_eq!(file.get_f64("test.f64").unwrap(), 2.718281828459045);
+    assert_eq!(file.get_f64("test.f64").unwrap(), -0.1234567890123);
     assert!(file.get_bool("test.bool_true").unwrap());
     assert_eq!(file.get_str("test.string").unwrap(), "hello GGUF");
     assert_eq!(
@@ -220,10 +229,13 @@ fn typed_getters_name_the_key_and_both_types() {
         ["a", "", "ünï"]
     );
     assert_eq!(file.get_usize("test.u16").unwrap(), 60000);
-    assert_eq!(file.get_float("test.f32").unwrap(), f64::from(3.14159f32));
+    assert_eq!(file.get_float("test.f32").unwrap(), f64::from(1.2345678f32));
 
     let err = file.get_u32("test.string").unwrap_err().to_string();
-    assert_contains(&err, "metadata key `test.string` should be uint32, found string");
+    assert_contains(
+        &err,
+        "metadata key `test.string` should be uint32, found string",
+    );
     let err = file.get_str_array("test.array_u8").unwrap_err().to_string();
     assert_contains(&err, "should be array of string, found array of uint8");
     let err = file.get_f32("test.absent").unwrap_err().to_string();
@@ -268,10 +280,16 @@ fn corrupt_headers_are_refused_with_their_offset() {
     // Counts whose smallest possible content is larger than the file: refused before allocating.
     let mut tensors = valid.clone();
     put_u64(&mut tensors, 8, 1 << 40);
-    assert_contains(&open_err(tensors), "tensor infos: count 1099511627776 needs at least");
+    assert_contains(
+        &open_err(tensors),
+        "tensor infos: count 1099511627776 needs at least",
+    );
     let mut kvs = valid.clone();
     put_u64(&mut kvs, 16, u64::MAX);
-    assert_contains(&open_err(kvs), "metadata entries: count 18446744073709551615");
+    assert_contains(
+        &open_err(kvs),
+        "metadata entries: count 18446744073709551615",
+    );
 
     // The first key's length (byte 24) past the end of the file.
     let mut long_key = valid.clone();
@@ -316,12 +334,18 @@ fn corrupt_headers_are_refused_with_their_offset() {
     let mut bad_utf8 = valid.clone();
     let at = find(&bad_utf8, b"hello GGUF");
     bad_utf8[at] = 0xFF;
-    assert_contains(&open_err(bad_utf8), "metadata key `test.string` is not valid UTF-8");
+    assert_contains(
+        &open_err(bad_utf8),
+        "metadata key `test.string` is not valid UTF-8",
+    );
 
     // Truncated inside the metadata.
     let cut = find(&valid, b"test.array_string");
     let err = open_err(valid[..cut].to_vec());
-    assert_contains(&err, "metadata key 22 has length 17, past the end of the file");
+    assert_contains(
+        &err,
+        "metadata key 22 has length 17, past the end of the file",
+    );
     assert_contains(&err, "is it truncated?");
 }
 
@@ -335,7 +359,10 @@ fn corrupt_tensor_infos_are_refused_naming_the_tensor() {
         &open_err(valid[..last].to_vec()),
         "tensor `f32_3d`: data at",
     );
-    assert_contains(&open_err(valid[..last].to_vec()), "runs past the end of the file");
+    assert_contains(
+        &open_err(valid[..last].to_vec()),
+        "runs past the end of the file",
+    );
 
     // Unaligned offset.
     let q8 = info_at(&valid, "q8_0");
@@ -344,7 +371,10 @@ fn corrupt_tensor_infos_are_refused_naming_the_tensor() {
     put_u64(&mut unaligned, q8.offset, offset + 4);
     assert_contains(
         &open_err(unaligned),
-        &format!("tensor `q8_0` has data offset {}, not a multiple of the alignment 32", offset + 4),
+        &format!(
+            "tensor `q8_0` has data offset {}, not a multiple of the alignment 32",
+            offset + 4
+        ),
     );
 
     // Overlap: q8_0 moved onto bf16's data.
@@ -373,15 +403,24 @@ fn corrupt_tensor_infos_are_refused_naming_the_tensor() {
     // Unknown and retired GGML types, by number and name when there is one.
     let mut unknown = valid.clone();
     put_u32(&mut unknown, q8.ggml_type, 99);
-    assert_contains(&open_err(unknown), "tensor `q8_0` has unknown GGML type 99 (unknown)");
+    assert_contains(
+        &open_err(unknown),
+        "tensor `q8_0` has unknown GGML type 99 (unknown)",
+    );
     let mut retired = valid.clone();
     put_u32(&mut retired, q8.ggml_type, 4);
-    assert_contains(&open_err(retired), "type 4 (Q4_2, no longer supported by ggml)");
+    assert_contains(
+        &open_err(retired),
+        "type 4 (Q4_2, no longer supported by ggml)",
+    );
 
     // Dimension count out of range.
     let mut dims = valid.clone();
     put_u32(&mut dims, q8.dims, 9);
-    assert_contains(&open_err(dims), "tensor `q8_0` has 9 dimensions, expected 1 to 4");
+    assert_contains(
+        &open_err(dims),
+        "tensor `q8_0` has 9 dimensions, expected 1 to 4",
+    );
 
     // Duplicate tensor names: f16 renamed f32.
     let mut dup = valid.clone();
@@ -422,7 +461,12 @@ fn open_and_load(bytes: Vec<u8>) {
 
 #[test]
 fn truncations_and_flipped_bytes_never_panic() {
-    for name in ["quant_types.gguf", "metadata.gguf", "tiny-qwen2.gguf", "tiny-llama.gguf"] {
+    for name in [
+        "quant_types.gguf",
+        "metadata.gguf",
+        "tiny-qwen2.gguf",
+        "tiny-llama.gguf",
+    ] {
         let valid = read(name);
         // Every truncation of the header region, then every 61st length.
         let header_end = valid.len().min(2048);

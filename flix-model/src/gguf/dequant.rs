@@ -39,9 +39,9 @@ pub(crate) fn dequantize(
     let mut out = vec![0f32; elements];
     match ggml_type {
         GgmlType::F32 => convert_scalars(bytes, &mut out, |b: [u8; 4]| f32::from_le_bytes(b)),
-        GgmlType::F16 => convert_scalars(bytes, &mut out, |b: [u8; 2]| {
-            f16::from_le_bytes(b).to_f32()
-        }),
+        GgmlType::F16 => {
+            convert_scalars(bytes, &mut out, |b: [u8; 2]| f16::from_le_bytes(b).to_f32())
+        }
         GgmlType::BF16 => convert_scalars(bytes, &mut out, |b: [u8; 2]| {
             bf16::from_le_bytes(b).to_f32()
         }),
@@ -223,7 +223,10 @@ mod tests {
         let err = dequantize(GgmlType::Q8_0, &[0u8; 33], 32).unwrap_err();
         assert!(err.contains("take 34 bytes, but the data has 33"), "{err}");
         let err = dequantize(GgmlType::Q4_K, &[0u8; 144], 255).unwrap_err();
-        assert!(err.contains("not a multiple of Q4_K's block size 256"), "{err}");
+        assert!(
+            err.contains("not a multiple of Q4_K's block size 256"),
+            "{err}"
+        );
     }
 
     /// A hand-built Q4_0 block against the formula written out per value.

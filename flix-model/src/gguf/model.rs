@@ -94,9 +94,8 @@ impl GgufModel {
                 rope_freqs = Some(info.name.clone());
                 continue;
             }
-            let hf = hf_name(architecture, &info.name, hp.layers).map_err(|m| {
-                gguf_err(file.path(), format!("tensor `{}`: {m}", info.name))
-            })?;
+            let hf = hf_name(architecture, &info.name, hp.layers)
+                .map_err(|m| gguf_err(file.path(), format!("tensor `{}`: {m}", info.name)))?;
             names.insert(hf, info.name.clone());
         }
         let config = hp.to_hf_json(&file, architecture, rope_freqs.as_deref())?;
@@ -217,10 +216,9 @@ fn unpermute_rows(
             for j in 0..2 {
                 let from = (h * head_dim + 2 * i + j) * cols;
                 let to = (h * head_dim + j * half + i) * cols;
-                if let (Some(src), Some(dst)) = (
-                    values.get(from..from + cols),
-                    out.get_mut(to..to + cols),
-                ) {
+                if let (Some(src), Some(dst)) =
+                    (values.get(from..from + cols), out.get_mut(to..to + cols))
+                {
                     dst.copy_from_slice(src);
                 }
             }
@@ -311,7 +309,10 @@ impl Hyperparameters {
         let intermediate = file.get_usize(&key("feed_forward_length"))?;
         let heads = file.get_usize(&key("attention.head_count"))?;
         if heads == 0 {
-            return Err(err(format!("metadata key `{}` is 0", key("attention.head_count"))));
+            return Err(err(format!(
+                "metadata key `{}` is 0",
+                key("attention.head_count")
+            )));
         }
         let kv_heads = if has("attention.head_count_kv") {
             file.get_usize(&key("attention.head_count_kv"))?

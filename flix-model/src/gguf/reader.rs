@@ -92,7 +92,7 @@ impl MetaType {
             U16 | I16 => 2,
             U32 | I32 | F32 => 4,
             U64 | I64 | F64 => 8,
-            String => 8,     // the length
+            String => 8,    // the length
             Array => 4 + 8, // element type and count
         }
     }
@@ -615,10 +615,11 @@ impl GgufFile {
         // Offsets were checked against the file length when it was opened.
         let start = info.offset as usize;
         let end = start + info.byte_len as usize;
-        self.bytes
-            .as_slice()
-            .get(start..end)
-            .ok_or_else(|| self.err(format!("tensor `{name}`: data lies past the end of the file")))
+        self.bytes.as_slice().get(start..end).ok_or_else(|| {
+            self.err(format!(
+                "tensor `{name}`: data lies past the end of the file"
+            ))
+        })
     }
 
     fn missing(&self, name: &str) -> ModelError {
@@ -689,12 +690,7 @@ impl Parsed {
                     ),
                 ))
             }
-            v => {
-                return Err(cur.err(
-                    4,
-                    format!("unsupported GGUF version {v} (supported: 2, 3)"),
-                ))
-            }
+            v => return Err(cur.err(4, format!("unsupported GGUF version {v} (supported: 2, 3)"))),
         }
         // The smallest tensor info is an empty name (8 bytes) + n_dims (4) + one dimension (8) +
         // type (4) + offset (8); the smallest key/value an empty key (8) + type (4) + one byte.
@@ -850,7 +846,8 @@ impl Parsed {
 }
 
 fn align_up(n: u64, alignment: u64) -> Option<u64> {
-    n.checked_add(alignment - 1).map(|x| x / alignment * alignment)
+    n.checked_add(alignment - 1)
+        .map(|x| x / alignment * alignment)
 }
 
 /// Row-major shape and byte length of a tensor with GGUF dimensions `ne` (fastest first).
