@@ -11,6 +11,10 @@ pub enum ModelError {
     Config { path: PathBuf, message: String },
     #[error("{path}: {message}")]
     Weights { path: PathBuf, message: String },
+    /// A GGUF file that cannot be read: the message says what is wrong and where (byte offset,
+    /// metadata key or tensor name).
+    #[error("{path}: {message}")]
+    Gguf { path: PathBuf, message: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -43,6 +43,7 @@ pub mod config;
 pub mod error;
 pub mod eval;
 pub mod export;
+pub mod gguf;
 pub mod llama;
 pub mod merge;
 pub mod optim;
