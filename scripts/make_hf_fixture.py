@@ -63,12 +63,13 @@ def make_tokenizer():
     return tok
 
 
-def randomize(model):
-    """Weights large enough that every op matters; norms near one, not exactly one."""
+def randomize(model, norm_center=1.0):
+    """Weights large enough that every op matters; norms near `norm_center` (one for Llama's
+    x̂ · w; zero for Gemma's x̂ · (1 + w)), not exactly there."""
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.ndim == 1 and "norm" in name:
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+                p.copy_(norm_center + 0.1 * torch.randn_like(p))
             else:
                 p.copy_(0.15 * torch.randn_like(p))
 
@@ -174,10 +175,10 @@ def write_qwen2():
     save_file(expected, str(OUT_QWEN2 / "expected.safetensors"))
 
 
-def loss_over(model, keep):
+def loss_over(model, keep, sequences=SEQUENCES):
     """Summed CE over targets of every sequence / number of targets, and per-sequence logits."""
     total, count, all_logits = 0.0, 0, []
-    for ids, prompt in SEQUENCES:
+    for ids, prompt in sequences:
         logits = model(input_ids=torch.tensor([ids])).logits[0]
         all_logits.append(logits)
         targets = torch.tensor(ids[1:])
@@ -190,6 +191,29 @@ def loss_over(model, keep):
     out = {f"logits.{i}": l.detach().contiguous() for i, l in enumerate(all_logits)}
     out["loss"] = loss.detach().reshape(1)
     return {keep + k: v for k, v in out.items()}
+
+
+def make_lora_b_nonzero(peft_model):
+    """PEFT starts B at zero, which would leave A's gradient zero: draw B instead."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.2 * torch.randn_like(p))
+
+
+def lora_weights_and_grads(peft_model):
+    """Every LoRA matrix of `peft_model` and its gradient, as `lora.weight.<module>.lora_A` and
+    `lora.grad.<module>.lora_A` (and `lora_B`)."""
+    out = {}
+    for name, p in peft_model.named_parameters():
+        if "lora_" in name:
+            # base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight
+            #   -> model.layers.0.self_attn.q_proj.lora_A
+            short = name.removeprefix("base_model.model.").removesuffix(".default.weight")
+            out[f"lora.weight.{short}"] = p.detach().contiguous()
+            out[f"lora.grad.{short}"] = p.grad.detach().contiguous()
+    return out
 
 
 def main():
@@ -212,19 +236,9 @@ def main():
     model.zero_grad(set_to_none=True)
     lora_cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
     peft_model = get_peft_model(model, lora_cfg)
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(0.2 * torch.randn_like(p))
+    make_lora_b_nonzero(peft_model)
     expected.update(loss_over(peft_model, "lora."))
-    for name, p in peft_model.named_parameters():
-        if "lora_" in name:
-            # base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight
-            #   -> model.layers.0.self_attn.q_proj.lora_A
-            short = name.removeprefix("base_model.model.").removesuffix(".default.weight")
-            expected[f"lora.weight.{short}"] = p.detach().contiguous()
-            expected[f"lora.grad.{short}"] = p.grad.detach().contiguous()
+    expected.update(lora_weights_and_grads(peft_model))
     save_file(expected, str(OUT / "expected.safetensors"))
     # The same LoRA as PEFT writes it (adapter_config.json, adapter_model.safetensors), for
     # `flix score --adapters`.
