@@ -159,7 +159,13 @@ impl LlamaConfig {
         match (self.family, self.gemma) {
             (Family::Gemma3, Some(g)) => {
                 json["hidden_activation"] = "gelu_pytorch_tanh".into();
-                json["query_pre_attn_scalar"] = g.query_pre_attn_scalar.into();
+                // transformers 5.x insists on an integer here (its configs all have one).
+                let scalar = g.query_pre_attn_scalar;
+                json["query_pre_attn_scalar"] = if scalar.fract() == 0.0 && scalar < 1e15 {
+                    (scalar as u64).into()
+                } else {
+                    scalar.into()
+                };
                 json["rope_local_base_freq"] = g.local_rope.theta.into();
                 json["final_logit_softcapping"] = Value::Null;
                 json["attn_logit_softcapping"] = Value::Null;

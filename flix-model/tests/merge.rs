@@ -13,7 +13,7 @@ use flix_model::export::{parse_combination, Combination};
 use flix_model::merge::merge_checkpoint;
 use flix_model::train::{load_trained, Method, TrainSpec, Trained, Trainer};
 use flix_model::weights::{Checkpoint, INDEX_FILE, SINGLE_FILE};
-use flix_model::{Batch, LlamaModel, Sequence};
+use flix_model::{Batch, LlamaConfig, LlamaModel, Sequence};
 use safetensors::{Dtype, SafeTensors};
 
 /// Token sequences of a few lengths (the fixture's vocabulary is small: ids stay below 20).
@@ -300,4 +300,71 @@ fn check_with_transformers(dir: &Path, ours: &[f32]) {
         &[dir.as_os_str(), case.as_os_str()],
         "transformers",
     );
+}
+
+/// Replaces the random Llama base in `base` with a random Gemma 3 text model of the same
+/// vocabulary (one sliding layer with a window shorter than the sequences, one global layer),
+/// keeping its tokenizer.
+fn rewrite_as_gemma3(base: &Path) {
+    let vocab = LlamaConfig::from_file(&base.join("config.json"))
+        .unwrap()
+        .vocab_size;
+    let config = LlamaConfig::from_json_str(
+        &format!(
+            r#"{{"model_type": "gemma3_text", "hidden_size": 16, "intermediate_size": 24,
+                "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+                "head_dim": 12, "query_pre_attn_scalar": 10, "sliding_window": 3,
+                "layer_types": ["sliding_attention", "full_attention"],
+                "rope_local_base_freq": 100.0, "rope_theta": 10000.0,
+                "max_position_embeddings": 256, "vocab_size": {vocab}}}"#
+        ),
+        "gemma3 config".as_ref(),
+    )
+    .unwrap();
+    let mut model = LlamaModel::random(config, 11, &Device::Cpu).unwrap();
+    model.save_pretrained(base).unwrap();
+}
+
+/// Gemma 3 runs merge as the Llama ones do. A full run writes its norm weights in transformers'
+/// convention (w, where the model keeps 1 + w): the merged directory loads back, in our loader
+/// and in transformers, as the trained model.
+#[test]
+fn gemma3_runs_merge_in_transformers_conventions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, data) = fixture(tmp.path());
+    rewrite_as_gemma3(&base);
+    let none = Combination::new();
+
+    let mut full = train(&base, &data, Method::Full, &tmp.path().join("full"));
+    assert_eq!(full.model.config.family, flix_model::Family::Gemma3);
+    let want = logits(&full.model, &full, None);
+    let out = tmp.path().join("merged-full");
+    merge_checkpoint(&mut full, &none, &out).unwrap();
+    let got = logits(&LlamaModel::load(&out, &Device::Cpu).unwrap(), &full, None);
+    assert_eq!(got, want);
+    // The trained norms moved away from the identity (w = 0) and are stored as w.
+    let ck = Checkpoint::open(&out).unwrap();
+    let norm = ck
+        .load_f32("model.layers.0.self_attn.q_norm.weight", &[12])
+        .unwrap();
+    assert!(norm.iter().all(|w| w.abs() < 0.5), "{norm:?}");
+    assert!(norm.iter().any(|w| *w != 0.0), "{norm:?}");
+    check_with_transformers(&out, &got);
+
+    let mut flix = train(&base, &data, Method::FlixShared, &tmp.path().join("flix"));
+    let combination = parse_combination("lang=deu,task=date").unwrap();
+    let want = logits(&flix.model, &flix, Some(slots_of(&flix, &combination)));
+    let out = tmp.path().join("merged-flix");
+    merge_checkpoint(&mut flix, &combination, &out).unwrap();
+    let got = logits(&LlamaModel::load(&out, &Device::Cpu).unwrap(), &flix, None);
+    if let Err(m) = MERGED_F32.check("gemma3 flix merge", &got, &want) {
+        panic!("{m}");
+    }
+    for name in [
+        "model.layers.1.post_feedforward_layernorm.weight",
+        "model.norm.weight",
+    ] {
+        assert_eq!(stored(&out, name), stored(&base, name), "{name}");
+    }
+    check_with_transformers(&out, &got);
 }
