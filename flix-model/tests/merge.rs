@@ -13,7 +13,7 @@ use flix_model::export::{parse_combination, Combination};
 use flix_model::merge::merge_checkpoint;
 use flix_model::train::{load_trained, Method, TrainSpec, Trained, Trainer};
 use flix_model::weights::{Checkpoint, INDEX_FILE, SINGLE_FILE};
-use flix_model::{Batch, LlamaConfig, LlamaModel, Sequence};
+use flix_model::{Batch, LlamaModel, Sequence};
 use safetensors::{Dtype, SafeTensors};
 
 /// Token sequences of a few lengths (the fixture's vocabulary is small: ids stay below 20).
@@ -302,29 +302,6 @@ fn check_with_transformers(dir: &Path, ours: &[f32]) {
     );
 }
 
-/// Replaces the random Llama base in `base` with a random Gemma 3 text model of the same
-/// vocabulary (one sliding layer with a window shorter than the sequences, one global layer),
-/// keeping its tokenizer.
-fn rewrite_as_gemma3(base: &Path) {
-    let vocab = LlamaConfig::from_file(&base.join("config.json"))
-        .unwrap()
-        .vocab_size;
-    let config = LlamaConfig::from_json_str(
-        &format!(
-            r#"{{"model_type": "gemma3_text", "hidden_size": 16, "intermediate_size": 24,
-                "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
-                "head_dim": 12, "query_pre_attn_scalar": 10, "sliding_window": 3,
-                "layer_types": ["sliding_attention", "full_attention"],
-                "rope_local_base_freq": 100.0, "rope_theta": 10000.0,
-                "max_position_embeddings": 256, "vocab_size": {vocab}}}"#
-        ),
-        "gemma3 config".as_ref(),
-    )
-    .unwrap();
-    let mut model = LlamaModel::random(config, 11, &Device::Cpu).unwrap();
-    model.save_pretrained(base).unwrap();
-}
-
 /// Gemma 3 runs merge as the Llama ones do. A full run writes its norm weights in transformers'
 /// convention (w, where the model keeps 1 + w): the merged directory loads back, in our loader
 /// and in transformers, as the trained model.
@@ -332,7 +309,7 @@ fn rewrite_as_gemma3(base: &Path) {
 fn gemma3_runs_merge_in_transformers_conventions() {
     let tmp = tempfile::tempdir().unwrap();
     let (base, data) = fixture(tmp.path());
-    rewrite_as_gemma3(&base);
+    common::rewrite_as_gemma3(&base);
     let none = Combination::new();
 
     let mut full = train(&base, &data, Method::Full, &tmp.path().join("full"));
