@@ -252,7 +252,7 @@ fn check_lora(dir: &Path, batch: &Batch, targets: &[TargetModule]) {
         let plan = model.device_plan(plan).unwrap();
 
         let logits = model
-            .logits(&batch, Some(&plan))
+            .logits(batch, Some(&plan))
             .unwrap()
             .to_f32_vec()
             .unwrap();

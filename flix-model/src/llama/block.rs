@@ -28,7 +28,7 @@ use flix_kernels::ops::swiglu::{gated_backward, gated_forward, GateActivation};
 use flix_kernels::Tensor;
 
 use super::linear::{Linear, LinearSaved};
-use super::param::{Param, ParamKind};
+use super::param::{MakeParam, Param, ParamKind};
 use crate::batch::Batch;
 use crate::config::{Family, LlamaConfig};
 use crate::error::Result;
@@ -196,11 +196,7 @@ impl DecoderLayer {
     /// Layer `i` of a model with config `c`, each parameter from `make` (name, shape, kind):
     /// the one place that knows a layer's tensor names and shapes, for loading and for random
     /// initialisation alike.
-    pub(crate) fn build(
-        c: &LlamaConfig,
-        i: usize,
-        make: &mut dyn FnMut(String, &[usize], ParamKind) -> Result<Param>,
-    ) -> Result<Self> {
+    pub(crate) fn build(c: &LlamaConfig, i: usize, make: &mut MakeParam<'_>) -> Result<Self> {
         let p = format!("model.layers.{i}");
         let (d, f) = (c.hidden_size, c.intermediate_size);
         // The order of `make` calls is part of the contract: random initialisation draws each

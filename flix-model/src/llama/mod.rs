@@ -54,6 +54,7 @@ use crate::error::{ModelError, Result};
 use crate::train::tensor_file::NamedTensor;
 use crate::weights::{Checkpoint, TensorSource};
 use block::LayerInputs;
+use param::MakeParam;
 
 /// Which parameters receive gradients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,11 +133,7 @@ impl LlamaModel {
 
     /// A model for `config` with every parameter from `make` (name, shape, kind), asked for in
     /// a fixed order: the embedding, each layer's ([`DecoderLayer`]), the final norm, the head.
-    fn build(
-        config: LlamaConfig,
-        device: &Device,
-        make: &mut dyn FnMut(String, &[usize], ParamKind) -> Result<Param>,
-    ) -> Result<Self> {
+    fn build(config: LlamaConfig, device: &Device, make: &mut MakeParam<'_>) -> Result<Self> {
         let (v, d) = (config.vocab_size, config.hidden_size);
         let embed = make(
             "model.embed_tokens.weight".into(),

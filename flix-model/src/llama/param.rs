@@ -17,6 +17,10 @@ pub enum ParamKind {
     Norm,
 }
 
+/// Creates a parameter from its name, shape and kind: loading reads it from a checkpoint, random
+/// initialisation draws it. The model and its layers ask for their parameters through this.
+pub(crate) type MakeParam<'a> = dyn FnMut(String, &[usize], ParamKind) -> Result<Param> + 'a;
+
 pub struct Param {
     /// The checkpoint name, e.g. `model.layers.0.self_attn.q_proj.weight`.
     pub name: String,
