@@ -7,6 +7,7 @@ use flix_model::tokenize::char_tokenizer_json;
 use flix_model::train::base::{write_random_base, TinyLlamaShape};
 
 /// A tiny demo mixture and a random base model in `dir`; returns (base, train file).
+#[allow(dead_code)]
 pub fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
     let config = DemoConfig {
         train_per_cell: 3,
