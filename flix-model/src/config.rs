@@ -218,13 +218,13 @@ impl LlamaConfig {
         self.num_key_value_heads * self.head_dim
     }
 
-    /// The factor on q·k before the softmax.
+    /// The factor on q·k before the softmax: `query_pre_attn_scalar^-0.5` for Gemma 3 (as
+    /// transformers computes it, in f64), else exactly `AttentionShape::new`'s 1/√head_dim.
     pub fn attention_scale(&self) -> f32 {
-        let base = match self.gemma {
-            Some(g) => g.query_pre_attn_scalar,
-            None => self.head_dim as f64,
-        };
-        (1.0 / base.sqrt()) as f32
+        match self.gemma {
+            Some(g) => g.query_pre_attn_scalar.powf(-0.5) as f32,
+            None => 1.0 / (self.head_dim as f32).sqrt(),
+        }
     }
 
     /// The keys layer `layer` sees beyond itself: `Some(window)` for a sliding layer.

@@ -32,6 +32,12 @@ fn transformers_4_llama3_config() {
     );
     assert_eq!(c.vocab_size, 128256);
     assert!(c.tie_word_embeddings && !c.qkv_bias && !c.o_bias);
+    // Bit for bit the attention's default scale (the CUDA launcher accepts only that one).
+    let default = flix_kernels::ops::attention::AttentionShape::new(32, 8, 64);
+    assert_eq!(c.attention_scale(), default.scale);
+    assert_eq!((c.layer_window(0), c.sliding_window), (None, None));
+    assert_eq!(c.gate_activation(), GateActivation::Silu);
+    assert_eq!((c.norm_weight_offset(), c.embedding_scale()), (0.0, None));
     assert_eq!(c.rope_theta, 500000.0);
     assert_eq!(
         c.rope_scaling,

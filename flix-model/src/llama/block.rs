@@ -31,7 +31,7 @@ use super::linear::{Linear, LinearSaved};
 use super::param::{MakeParam, Param, ParamKind};
 use crate::batch::Batch;
 use crate::config::{Family, LlamaConfig};
-use crate::error::Result;
+use crate::error::{ModelError, Result};
 
 /// Gemma 3's per-head RMSNorms of the queries and keys (weights `[head_dim]`).
 pub struct QkNorm {
@@ -153,8 +153,15 @@ fn maybe_norm_backward(
             &s.rstd,
             grad.as_mut(),
         )?)),
-        _ => Ok(None),
+        (None, None) => Ok(None),
+        _ => Err(changed_between_passes()),
     }
+}
+
+fn changed_between_passes() -> ModelError {
+    ModelError::Invalid(
+        "a layer's norms were added or removed between the forward and the backward pass".into(),
+    )
 }
 
 /// An RMSNorm over each `head_dim` slice of `x` (`[T, heads · head_dim]`).
@@ -509,9 +516,13 @@ impl DecoderLayer {
             attention_backward(&dattn, &s.q, &s.k, &s.v, &s.attn, &s.lse, &b.starts, shape)?;
         rope_backward(&mut dq, shape.heads, &b.positions, &self.inv_freq)?;
         rope_backward(&mut dk, shape.kv_heads, &b.positions, &self.inv_freq)?;
-        if let (Some(n), Some(qs), Some(ks)) = (self.qk_norm.as_mut(), &s.q_norm, &s.k_norm) {
-            dq = head_norm_backward(&mut n.q, qs, dq, shape.head_dim)?;
-            dk = head_norm_backward(&mut n.k, ks, dk, shape.head_dim)?;
+        match (self.qk_norm.as_mut(), &s.q_norm, &s.k_norm) {
+            (Some(n), Some(qs), Some(ks)) => {
+                dq = head_norm_backward(&mut n.q, qs, dq, shape.head_dim)?;
+                dk = head_norm_backward(&mut n.k, ks, dk, shape.head_dim)?;
+            }
+            (None, None, None) => {}
+            _ => return Err(changed_between_passes()),
         }
         let mut dxn1 = zeros(&s.xn1)?;
         self.q_proj
