@@ -19,7 +19,8 @@ What HF computes for the two sequences, each run on its own (no padding), as in
 
   * `full.logits.{s}`, `full.loss` and `full.grad.<name>` for every parameter;
   * with a PEFT LoRA (r=4, alpha=8) on q, k, v, o, gate, up and down (B drawn nonzero):
-    `lora.logits.{s}`, `lora.loss`, `lora.weight.<module>.lora_{A,B}`, `lora.grad.…`;
+    `lora.logits.{s}`, `lora.loss`, `lora.weight.<module>.lora_{A,B}`, `lora.grad.…`, and the
+    adapter directory PEFT saves (`lora/`);
   * in `inputs.json`: the sequences, and greedy continuations by `model.generate` (with its
     sliding-window cache) of the plain model for two prompts, past the window.
 
@@ -145,6 +146,9 @@ def main():
     expected.update(loss_over(peft_model, "lora.", SEQUENCES))
     expected.update(lora_weights_and_grads(peft_model))
     save_file(expected, str(OUT / "expected.safetensors"))
+    # The same LoRA as PEFT writes it (adapter_config.json, adapter_model.safetensors).
+    peft_model.save_pretrained(OUT / "lora")
+    (OUT / "lora/README.md").unlink(missing_ok=True)
 
     inputs = {
         "sequences": [{"ids": ids, "prompt_len": prompt} for ids, prompt in SEQUENCES],

@@ -313,20 +313,18 @@ fn lora_as_single_feature_flix_matches_peft() {
     );
 }
 
-/// The PEFT adapter directory the fixture script saved, read by `load_peft_lora`, gives PEFT's
-/// logits; and per-example scores recombine into HF's loss, whatever the batching.
-#[test]
-fn peft_directory_and_scores_match_peft() {
-    let expected = Expected::load(&fixture_dir());
-    let batch = fixture_batch();
-    let mut model = LlamaModel::load(&fixture_dir(), &Device::Cpu).unwrap();
-    let lora = flix_model::load_peft_lora(&mut model, &fixture_dir().join("lora")).unwrap();
+/// The PEFT adapter directory `dir/lora` (r = 4, alpha = 8) that a fixture script saved, read by
+/// `load_peft_lora`, gives PEFT's logits. Returns the model with those adapters.
+fn check_peft_directory(dir: &Path, batch: &Batch) -> LlamaModel {
+    let expected = Expected::load(dir);
+    let mut model = LlamaModel::load(dir, &Device::Cpu).unwrap();
+    let lora = flix_model::load_peft_lora(&mut model, &dir.join("lora")).unwrap();
     assert_eq!((lora.rank, lora.alpha), (4, 8.0));
     let plan = model
         .device_plan(lora.plan(batch.sequence_lens()).unwrap())
         .unwrap();
     let logits = model
-        .logits(&batch, Some(&plan))
+        .logits(batch, Some(&plan))
         .unwrap()
         .to_f32_vec()
         .unwrap();
@@ -339,6 +337,16 @@ fn peft_directory_and_scores_match_peft() {
             &expected.get(&format!("lora.logits.{s}")),
         );
     }
+    model
+}
+
+/// The Llama fixture's PEFT directory gives PEFT's logits; and per-example scores recombine into
+/// HF's loss, whatever the batching.
+#[test]
+fn peft_directory_and_scores_match_peft() {
+    let expected = Expected::load(&fixture_dir());
+    let batch = fixture_batch();
+    let model = check_peft_directory(&fixture_dir(), &batch);
 
     let seqs: Vec<Sequence> = (0..batch.num_sequences())
         .map(|s| {
@@ -475,6 +483,13 @@ fn gemma3_full_parameter_gradients_match_transformers() {
 fn gemma3_lora_on_every_projection_matches_peft() {
     let dir = gemma3_dir();
     check_lora(&dir, &fixture_batch_from(&dir), &TargetModule::ALL);
+}
+
+#[test]
+fn gemma3_peft_directory_gives_peft_logits() {
+    let dir = gemma3_dir();
+    let model = check_peft_directory(&dir, &fixture_batch_from(&dir));
+    assert_eq!(model.adapters().len(), 2 * 7);
 }
 
 /// Greedy continuations past the sliding window, through the KV cache, equal what
