@@ -585,3 +585,37 @@ fn mistral_sliding_window_greedy_generation_matches_transformers() {
     };
     assert_eq!(model.generate(&prompts, None, &cfg).unwrap(), want);
 }
+
+/// A multimodal Gemma 3 directory (a `gemma3` config, text weights under
+/// `language_model.model.`): the config parses, and loading says what the weights are instead of
+/// reporting a missing embedding.
+#[test]
+fn multimodal_gemma3_checkpoint_is_refused_with_a_clear_error() {
+    let src = gemma3_dir();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let renamed: Vec<(String, safetensors::tensor::TensorView<'_>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| (format!("language_model.{name}"), view))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("model.safetensors"),
+        safetensors::serialize(renamed, None).unwrap(),
+    )
+    .unwrap();
+    std::fs::copy(
+        src.join("config_gemma3_wrapper.json"),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
+    let err = LlamaModel::load(dir.path(), &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("multimodal") && err.contains("language_model.model."),
+        "{err}"
+    );
+}

@@ -122,6 +122,7 @@ impl LlamaModel {
         device: &Device,
         dtype: DType,
     ) -> Result<Self> {
+        check_text_model_names(ck)?;
         check_layer_count(&config, ck)?;
         let offset = config.norm_weight_offset();
         let mut load = |name: String, shape: &[usize], kind: ParamKind| match kind {
@@ -507,6 +508,25 @@ impl LlamaModel {
             targets: ce.count,
         })
     }
+}
+
+/// A multimodal checkpoint (Gemma 3 4B and larger, `Gemma3ForConditionalGeneration`) keeps its
+/// text model under another prefix: say so, rather than report a missing embedding.
+fn check_text_model_names(ck: &dyn TensorSource) -> Result<()> {
+    if ck.contains("model.embed_tokens.weight") {
+        return Ok(());
+    }
+    // transformers 4.x and 5.x name the text model differently.
+    for prefix in ["language_model.model.", "model.language_model."] {
+        if ck.contains(&format!("{prefix}embed_tokens.weight")) {
+            return Err(ModelError::Invalid(format!(
+                "the checkpoint is a multimodal model whose text weights are named \
+                 `{prefix}…`; only text-model checkpoints (`model.…`, as Gemma3ForCausalLM \
+                 saves them) can be loaded"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a checkpoint with tensors of layers the config does not have.
