@@ -17,8 +17,11 @@ Run with the project's HF venv:  /opt/hfvenv/bin/python scripts/make_hf_fixture.
 Outputs flix-model/tests/fixtures/tiny-llama/{config.json, model.safetensors, tokenizer.json,
 inputs.json, expected.safetensors, lora/ (the PEFT adapter directory)}, and tiny-qwen2/{config.json, model.safetensors,
 expected.safetensors}: a smaller Qwen2 (q/k/v biases, tied embeddings, default rope) with the
-same inputs, its logits, loss and full-parameter gradients; and bytelevel-tokenizer/{tokenizer.json,
-samples.json}: a Llama 3-style byte-level BPE tokenizer and Python's ids for a few texts.
+same inputs, its logits, loss and full-parameter gradients; tiny-mistral/{config.json,
+model.safetensors, expected.safetensors, greedy.json}: a Mistral with a sliding window of 3 (shorter
+than the sequences), the same for it plus greedy continuations past the window; and
+bytelevel-tokenizer/{tokenizer.json, samples.json}: a Llama 3-style byte-level BPE tokenizer and
+Python's ids for a few texts.
 """
 
 import json
@@ -29,12 +32,21 @@ import torch
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "flix-model/tests/fixtures"
 OUT = FIXTURES / "tiny-llama"
 # A second, smaller model for the Qwen2 conventions: q/k/v biases, tied embeddings, default rope.
 OUT_QWEN2 = FIXTURES / "tiny-qwen2"
+# A Mistral whose sliding window (3) is shorter than the sequences.
+OUT_MISTRAL = FIXTURES / "tiny-mistral"
 
 CORPUS = [
     "the quick brown fox jumps over the lazy dog",
@@ -63,12 +75,13 @@ def make_tokenizer():
     return tok
 
 
-def randomize(model):
-    """Weights large enough that every op matters; norms near one, not exactly one."""
+def randomize(model, norm_center=1.0):
+    """Weights large enough that every op matters; norms near `norm_center` (one for Llama's
+    x̂ · w; zero for Gemma's x̂ · (1 + w)), not exactly there."""
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.ndim == 1 and "norm" in name:
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+                p.copy_(norm_center + 0.1 * torch.randn_like(p))
             else:
                 p.copy_(0.15 * torch.randn_like(p))
 
@@ -174,10 +187,58 @@ def write_qwen2():
     save_file(expected, str(OUT_QWEN2 / "expected.safetensors"))
 
 
-def loss_over(model, keep):
+def make_mistral():
+    torch.manual_seed(4)
+    config = MistralConfig(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        max_position_embeddings=64,
+        sliding_window=3,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        attn_implementation="eager",
+    )
+    model = MistralForCausalLM(config).float()
+    randomize(model)
+    return model
+
+
+def greedy_by_recomputation(model, prompts, new_tokens):
+    """Greedy continuations by full recomputation (argmax of the last position, each step)."""
+    out = []
+    with torch.no_grad():
+        for prompt in prompts:
+            ids = list(prompt)
+            for _ in range(new_tokens):
+                ids.append(int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
+            out.append({"prompt": prompt, "new_tokens": ids[len(prompt):]})
+    return out
+
+
+def write_mistral():
+    """Logits, loss, full-parameter gradients and greedy continuations of the windowed Mistral."""
+    OUT_MISTRAL.mkdir(parents=True, exist_ok=True)
+    model = make_mistral()
+    model.save_pretrained(OUT_MISTRAL, safe_serialization=True)
+    (OUT_MISTRAL / "generation_config.json").unlink(missing_ok=True)
+    greedy = greedy_by_recomputation(model, [[1, 17, 42, 99], [1, 88]], 6)
+    expected = loss_over(model, "full.")
+    for name, p in model.named_parameters():
+        expected[f"full.grad.{name}"] = p.grad.detach().contiguous()
+    save_file(expected, str(OUT_MISTRAL / "expected.safetensors"))
+    (OUT_MISTRAL / "greedy.json").write_text(json.dumps(greedy, indent=1) + "\n")
+
+
+def loss_over(model, keep, sequences=SEQUENCES):
     """Summed CE over targets of every sequence / number of targets, and per-sequence logits."""
     total, count, all_logits = 0.0, 0, []
-    for ids, prompt in SEQUENCES:
+    for ids, prompt in sequences:
         logits = model(input_ids=torch.tensor([ids])).logits[0]
         all_logits.append(logits)
         targets = torch.tensor(ids[1:])
@@ -190,6 +251,29 @@ def loss_over(model, keep):
     out = {f"logits.{i}": l.detach().contiguous() for i, l in enumerate(all_logits)}
     out["loss"] = loss.detach().reshape(1)
     return {keep + k: v for k, v in out.items()}
+
+
+def make_lora_b_nonzero(peft_model):
+    """PEFT starts B at zero, which would leave A's gradient zero: draw B instead."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.2 * torch.randn_like(p))
+
+
+def lora_weights_and_grads(peft_model):
+    """Every LoRA matrix of `peft_model` and its gradient, as `lora.weight.<module>.lora_A` and
+    `lora.grad.<module>.lora_A` (and `lora_B`)."""
+    out = {}
+    for name, p in peft_model.named_parameters():
+        if "lora_" in name:
+            # base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight
+            #   -> model.layers.0.self_attn.q_proj.lora_A
+            short = name.removeprefix("base_model.model.").removesuffix(".default.weight")
+            out[f"lora.weight.{short}"] = p.detach().contiguous()
+            out[f"lora.grad.{short}"] = p.grad.detach().contiguous()
+    return out
 
 
 def main():
@@ -212,19 +296,9 @@ def main():
     model.zero_grad(set_to_none=True)
     lora_cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
     peft_model = get_peft_model(model, lora_cfg)
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(0.2 * torch.randn_like(p))
+    make_lora_b_nonzero(peft_model)
     expected.update(loss_over(peft_model, "lora."))
-    for name, p in peft_model.named_parameters():
-        if "lora_" in name:
-            # base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight
-            #   -> model.layers.0.self_attn.q_proj.lora_A
-            short = name.removeprefix("base_model.model.").removesuffix(".default.weight")
-            expected[f"lora.weight.{short}"] = p.detach().contiguous()
-            expected[f"lora.grad.{short}"] = p.grad.detach().contiguous()
+    expected.update(lora_weights_and_grads(peft_model))
     save_file(expected, str(OUT / "expected.safetensors"))
     # The same LoRA as PEFT writes it (adapter_config.json, adapter_model.safetensors), for
     # `flix score --adapters`.
@@ -249,13 +323,7 @@ def main():
 
     # Greedy continuations under the LoRA model, by full recomputation (argmax of the last
     # position, 6 times), for `LlamaModel::generate`.
-    greedy = []
-    with torch.no_grad():
-        for prompt in [[1, 17, 42, 99], [1, 88]]:
-            ids = list(prompt)
-            for _ in range(6):
-                ids.append(int(peft_model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
-            greedy.append({"prompt": prompt, "new_tokens": ids[len(prompt):]})
+    greedy = greedy_by_recomputation(peft_model, [[1, 17, 42, 99], [1, 88]], 6)
 
     text = "the quick brown fox predicts the next token"
     inputs = {
@@ -267,8 +335,9 @@ def main():
     }
     (OUT / "inputs.json").write_text(json.dumps(inputs, indent=1) + "\n")
     write_qwen2()
+    write_mistral()
     write_bytelevel_tokenizer()
-    for out in [OUT, OUT_QWEN2]:
+    for out in [OUT, OUT_QWEN2, OUT_MISTRAL]:
         print("wrote", out, sorted(p.name for p in out.iterdir()))
 
 

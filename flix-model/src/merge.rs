@@ -161,12 +161,12 @@ fn merged_weights(
     Ok(out)
 }
 
-/// Every weight of a `full` run's model, by name.
-fn trained_weights(trained: &mut Trained) -> Result<BTreeMap<String, Vec<f64>>> {
+/// Every weight of a `full` run's model, by name, in Hugging Face's conventions (Gemma's norm
+/// weights as w, not the 1 + w the model keeps).
+fn trained_weights(trained: &Trained) -> Result<BTreeMap<String, Vec<f64>>> {
     let mut out = BTreeMap::new();
-    for p in trained.model.params_mut() {
-        let values = p.value.to_f32_vec()?.into_iter().map(f64::from).collect();
-        out.insert(p.name.clone(), values);
+    for t in trained.model.hf_weights()? {
+        out.insert(t.name, t.data.into_iter().map(f64::from).collect());
     }
     Ok(out)
 }

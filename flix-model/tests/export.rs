@@ -122,3 +122,62 @@ fn exported_lora_reproduces_the_flix_logits() {
         "PEFT",
     );
 }
+
+/// A Gemma 3 FLix run on all seven projections exports a PEFT LoRA (transformers' module names)
+/// that PEFT applies to the Gemma 3 base with the logits the FLix model gives.
+#[test]
+fn gemma3_export_is_applied_by_peft() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, train) = fixture(tmp.path());
+    common::rewrite_as_gemma3(&base);
+    let features = common::lang_task_features_of_ranks_2_and_3();
+    let mut spec = TrainSpec::new(base.clone(), vec![train], features, Method::Flix);
+    spec.steps = 3;
+    spec.lr = 0.05;
+    spec.targets = TargetModule::ALL
+        .iter()
+        .map(|m| m.hf_name().to_string())
+        .collect();
+    let run = tmp.path().join("run");
+    Trainer::new(spec, &run).unwrap().run(|_| {}).unwrap();
+    let trained = load_trained(&run, &Device::Cpu).unwrap();
+    assert_eq!(trained.model.config.family, flix_model::Family::Gemma3);
+
+    let combination: BTreeMap<String, String> = [("lang", "deu"), ("task", "date")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let reg = &trained.layout.registry;
+    let lang = reg.feature_type("lang").unwrap().id_of("deu").unwrap();
+    let task = reg.feature_type("task").unwrap().id_of("date").unwrap();
+    // Longer than the sliding window (3).
+    let tokens: Vec<u32> = (0..9).map(|i| (i * 7 % 20) as u32).collect();
+    let batch = Batch::new(&[Sequence::prompt_and_target(tokens.clone(), 3)]).unwrap();
+    let segment = SegmentSpec {
+        len: tokens.len(),
+        slots: vec![lang, task],
+    };
+    let plan = BatchPlan::new(&trained.layout.type_shapes(), &[segment], 4).unwrap();
+    let want = common::logits_with(&trained.model, &batch, plan);
+
+    let dir = tmp.path().join("peft");
+    export_peft(&trained, &combination, &dir).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("adapter_config.json")).unwrap())
+            .unwrap();
+    let mut modules: Vec<String> =
+        serde_json::from_value(config["target_modules"].clone()).unwrap();
+    modules.sort();
+    let mut all: Vec<&str> = TargetModule::ALL.iter().map(|m| m.hf_name()).collect();
+    all.sort();
+    assert_eq!(modules, all);
+
+    let case = tmp.path().join("case.json");
+    let case_json = serde_json::json!({ "tokens": tokens, "logits": want });
+    std::fs::write(&case, case_json.to_string()).unwrap();
+    common::run_python_check(
+        "check_peft_export.py",
+        &[base.as_os_str(), dir.as_os_str(), case.as_os_str()],
+        "PEFT",
+    );
+}

@@ -1,6 +1,6 @@
-//! Parity with Hugging Face `transformers` on the committed tiny Llama fixture
-//! (`scripts/make_hf_fixture.py`): logits, masked loss and gradients must match what PyTorch
-//! computed. Every test body runs on each available device: the CPU always, CUDA when a GPU is
+//! Parity with Hugging Face `transformers` on the committed tiny Llama and Qwen2 fixtures
+//! (`scripts/make_hf_fixture.py`) and the tiny Gemma 3 fixture (`scripts/make_gemma3_fixture.py`):
+//! logits, masked loss, gradients and greedy generation must match what PyTorch computed. Every test body runs on each available device: the CPU always, CUDA when a GPU is
 //! present (skipped with a message otherwise; with FLIX_REQUIRE_GPU=1 a missing GPU fails).
 
 use std::path::{Path, PathBuf};
@@ -8,10 +8,16 @@ use std::path::{Path, PathBuf};
 use flix_core::{BatchPlan, SegmentSpec, TypeShape};
 use flix_kernels::tolerance::Tolerance;
 use flix_kernels::{DType, Device, Tensor};
-use flix_model::{AdapterSpec, Batch, LlamaModel, Sequence, TargetModule, TrainMode};
+use flix_model::config::{Family, LayerType};
+use flix_model::train::trainables::module_path;
+use flix_model::{
+    AdapterSpec, Batch, Checkpoint, GenerationConfig, LlamaConfig, LlamaModel, Sequence,
+    TargetModule, TrainMode,
+};
 use safetensors::SafeTensors;
 
-/// `tiny-llama` (llama3 rope, untied, LoRA fixture) or `tiny-qwen2` (q/k/v biases, tied).
+/// `tiny-llama` (llama3 rope, untied, LoRA fixture), `tiny-qwen2` (q/k/v biases, tied) or
+/// `tiny-gemma3`.
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -109,8 +115,9 @@ impl Expected {
     }
 }
 
-fn fixture_batch() -> Batch {
-    let text = std::fs::read_to_string(fixture_dir().join("inputs.json")).unwrap();
+/// The sequences of `dir/inputs.json`, packed.
+fn fixture_batch_from(dir: &Path) -> Batch {
+    let text = std::fs::read_to_string(dir.join("inputs.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     let seqs: Vec<Sequence> = json["sequences"]
         .as_array()
@@ -129,13 +136,17 @@ fn fixture_batch() -> Batch {
     Batch::new(&seqs).unwrap()
 }
 
-fn check_logits_and_loss(dir: &Path) {
+/// The Llama fixture's sequences (the Qwen2 fixture uses them too).
+fn fixture_batch() -> Batch {
+    fixture_batch_from(&fixture_dir())
+}
+
+fn check_logits_and_loss(dir: &Path, batch: &Batch) {
     let expected = Expected::load(dir);
-    let batch = fixture_batch();
     for run in devices() {
         let device = run.device.clone();
         let model = LlamaModel::load_as(dir, &device, run.dtype).unwrap();
-        let logits = model.logits(&batch, None).unwrap().to_f32_vec().unwrap();
+        let logits = model.logits(batch, None).unwrap().to_f32_vec().unwrap();
         let vocab = model.config.vocab_size;
         for s in 0..batch.num_sequences() {
             let rows = &logits[batch.starts[s] * vocab..batch.starts[s + 1] * vocab];
@@ -145,20 +156,19 @@ fn check_logits_and_loss(dir: &Path) {
                 &expected.get(&format!("full.logits.{s}")),
             );
         }
-        let scored = model.score(&batch, None).unwrap();
+        let scored = model.score(batch, None).unwrap();
         let loss = scored.loss_sum / scored.count as f64;
         run.assert_close("loss", &[loss as f32], &expected.get("full.loss"));
     }
 }
 
-fn check_full_gradients(dir: &Path, num_params: usize) {
+fn check_full_gradients(dir: &Path, batch: &Batch, num_params: usize) {
     let expected = Expected::load(dir);
-    let batch = fixture_batch();
     for run in devices() {
         let device = run.device.clone();
         let mut model = LlamaModel::load_as(dir, &device, run.dtype).unwrap();
         model.set_train_mode(TrainMode::Full).unwrap();
-        let report = model.forward_backward(&batch, None).unwrap();
+        let report = model.forward_backward(batch, None).unwrap();
         run.assert_close("loss", &[report.loss as f32], &expected.get("full.loss"));
         let mut checked = 0;
         for p in model.params_mut() {
@@ -176,47 +186,44 @@ fn check_full_gradients(dir: &Path, num_params: usize) {
 
 #[test]
 fn llama_logits_and_loss_match_transformers() {
-    check_logits_and_loss(&fixture("tiny-llama"));
+    check_logits_and_loss(&fixture("tiny-llama"), &fixture_batch());
 }
 
 #[test]
 fn llama_full_parameter_gradients_match_transformers() {
     // embed, 2 × (2 norms + 7 projections), final norm, untied head.
-    check_full_gradients(&fixture("tiny-llama"), 1 + 2 * 9 + 2);
+    check_full_gradients(&fixture("tiny-llama"), &fixture_batch(), 1 + 2 * 9 + 2);
 }
 
 #[test]
 fn qwen2_tied_biased_logits_and_loss_match_transformers() {
     let model = LlamaModel::load(&fixture("tiny-qwen2"), &Device::Cpu).unwrap();
     assert!(model.config.qkv_bias && model.lm_head.is_none());
-    check_logits_and_loss(&fixture("tiny-qwen2"));
+    check_logits_and_loss(&fixture("tiny-qwen2"), &fixture_batch());
 }
 
 #[test]
 fn qwen2_full_parameter_gradients_match_transformers() {
     // embed (also the head), 2 × (2 norms + 7 projections + 3 biases), final norm.
-    check_full_gradients(&fixture("tiny-qwen2"), 1 + 2 * 12 + 1);
+    check_full_gradients(&fixture("tiny-qwen2"), &fixture_batch(), 1 + 2 * 12 + 1);
 }
 
-/// The fixture's PEFT LoRA (q_proj and v_proj, r = 4, alpha = 8) as a single-feature FLix:
-/// one type with one value that every example has.
-#[test]
-fn lora_as_single_feature_flix_matches_peft() {
-    let expected = Expected::load(&fixture_dir());
-    let batch = fixture_batch();
+/// The fixture's PEFT LoRA (r = 4, alpha = 8, on `targets`) as a single-feature FLix: one type
+/// with one value that every example has. Logits, loss and every LoRA gradient match PEFT's.
+fn check_lora(dir: &Path, batch: &Batch, targets: &[TargetModule]) {
+    let expected = Expected::load(dir);
     let (rank, alpha) = (4, 8.0);
-    let targets = [TargetModule::Q, TargetModule::V];
     for run in devices() {
         let device = run.device.clone();
-        let mut model = LlamaModel::load_as(&fixture_dir(), &device, run.dtype).unwrap();
+        let mut model = LlamaModel::load_as(dir, &device, run.dtype).unwrap();
         model.set_train_mode(TrainMode::Adapters).unwrap();
         model
-            .attach_adapters(&AdapterSpec::lora(rank, alpha, &targets, 0))
+            .attach_adapters(&AdapterSpec::lora(rank, alpha, targets, 0))
             .unwrap();
         let layers = model.config.num_hidden_layers;
         for layer in 0..layers {
-            for module in targets {
-                let name = format!("model.layers.{layer}.self_attn.{}", module.hf_name());
+            for &module in targets {
+                let name = module_path(layer, module);
                 let lin = model.linear_mut(layer, module).unwrap();
                 let ty = &mut lin.adapter.as_mut().unwrap().layers.types[0];
                 let (a_shape, b_shape) = (ty.a.shape().to_vec(), ty.b.shape().to_vec());
@@ -245,7 +252,7 @@ fn lora_as_single_feature_flix_matches_peft() {
         let plan = model.device_plan(plan).unwrap();
 
         let logits = model
-            .logits(&batch, Some(&plan))
+            .logits(batch, Some(&plan))
             .unwrap()
             .to_f32_vec()
             .unwrap();
@@ -258,15 +265,15 @@ fn lora_as_single_feature_flix_matches_peft() {
                 &expected.get(&format!("lora.logits.{s}")),
             );
         }
-        let report = model.forward_backward(&batch, Some(&plan)).unwrap();
+        let report = model.forward_backward(batch, Some(&plan)).unwrap();
         run.assert_close(
             "LoRA loss",
             &[report.loss as f32],
             &expected.get("lora.loss"),
         );
         for layer in 0..layers {
-            for module in targets {
-                let name = format!("model.layers.{layer}.self_attn.{}", module.hf_name());
+            for &module in targets {
+                let name = module_path(layer, module);
                 let lin = model.linear_mut(layer, module).unwrap();
                 assert!(
                     lin.weight.grad.is_none(),
@@ -296,20 +303,28 @@ fn lora_as_single_feature_flix_matches_peft() {
     }
 }
 
-/// The PEFT adapter directory the fixture script saved, read by `load_peft_lora`, gives PEFT's
-/// logits; and per-example scores recombine into HF's loss, whatever the batching.
+/// The Llama fixture's LoRA is on q_proj and v_proj.
 #[test]
-fn peft_directory_and_scores_match_peft() {
-    let expected = Expected::load(&fixture_dir());
-    let batch = fixture_batch();
-    let mut model = LlamaModel::load(&fixture_dir(), &Device::Cpu).unwrap();
-    let lora = flix_model::load_peft_lora(&mut model, &fixture_dir().join("lora")).unwrap();
+fn lora_as_single_feature_flix_matches_peft() {
+    check_lora(
+        &fixture_dir(),
+        &fixture_batch(),
+        &[TargetModule::Q, TargetModule::V],
+    );
+}
+
+/// The PEFT adapter directory `dir/lora` (r = 4, alpha = 8) that a fixture script saved, read by
+/// `load_peft_lora`, gives PEFT's logits. Returns the model with those adapters.
+fn check_peft_directory(dir: &Path, batch: &Batch) -> LlamaModel {
+    let expected = Expected::load(dir);
+    let mut model = LlamaModel::load(dir, &Device::Cpu).unwrap();
+    let lora = flix_model::load_peft_lora(&mut model, &dir.join("lora")).unwrap();
     assert_eq!((lora.rank, lora.alpha), (4, 8.0));
     let plan = model
         .device_plan(lora.plan(batch.sequence_lens()).unwrap())
         .unwrap();
     let logits = model
-        .logits(&batch, Some(&plan))
+        .logits(batch, Some(&plan))
         .unwrap()
         .to_f32_vec()
         .unwrap();
@@ -322,6 +337,16 @@ fn peft_directory_and_scores_match_peft() {
             &expected.get(&format!("lora.logits.{s}")),
         );
     }
+    model
+}
+
+/// The Llama fixture's PEFT directory gives PEFT's logits; and per-example scores recombine into
+/// HF's loss, whatever the batching.
+#[test]
+fn peft_directory_and_scores_match_peft() {
+    let expected = Expected::load(&fixture_dir());
+    let batch = fixture_batch();
+    let model = check_peft_directory(&fixture_dir(), &batch);
 
     let seqs: Vec<Sequence> = (0..batch.num_sequences())
         .map(|s| {
@@ -411,4 +436,186 @@ fn bytelevel_tokenizer_matches_python_tokenizers() {
             s["text"]
         );
     }
+}
+
+// Gemma 3 (`tests/fixtures/tiny-gemma3`, see scripts/make_gemma3_fixture.py): one sliding
+// (window 4) and one global layer, sequences of 9 and 11 tokens, head_dim 24 != hidden / heads,
+// query_pre_attn_scalar 20, per-type rope, random norms around zero (x̂ · (1 + w)), tied head.
+
+fn gemma3_dir() -> PathBuf {
+    fixture("tiny-gemma3")
+}
+
+#[test]
+fn gemma3_config_is_read_as_transformers_reads_it() {
+    let c = LlamaConfig::from_file(&gemma3_dir().join("config.json")).unwrap();
+    assert_eq!(c.family, Family::Gemma3);
+    assert_eq!(c.layer_types, [LayerType::Sliding, LayerType::Full]);
+    assert_eq!((c.layer_window(0), c.layer_window(1)), (Some(4), None));
+    assert_eq!(
+        (c.head_dim, c.num_attention_heads, c.num_key_value_heads),
+        (24, 2, 1)
+    );
+    assert!((c.attention_scale() - 1.0 / 20f32.sqrt()).abs() < 1e-7);
+    assert_eq!(c.layer_rope(0).theta, 1000.0);
+    assert_eq!(c.layer_rope(1).theta, 100000.0);
+    assert!(c.tie_word_embeddings);
+    // The same text model inside a multimodal `gemma3` config (`text_config`).
+    let wrapped = LlamaConfig::from_file(&gemma3_dir().join("config_gemma3_wrapper.json")).unwrap();
+    assert_eq!(wrapped, c);
+}
+
+#[test]
+fn gemma3_logits_and_loss_match_transformers() {
+    let dir = gemma3_dir();
+    check_logits_and_loss(&dir, &fixture_batch_from(&dir));
+}
+
+#[test]
+fn gemma3_full_parameter_gradients_match_transformers() {
+    // embed (also the head), 2 × (6 norms + 7 projections), final norm. The norm gradients are
+    // those of transformers' w: the model keeps 1 + w, whose gradient is the same.
+    let dir = gemma3_dir();
+    check_full_gradients(&dir, &fixture_batch_from(&dir), 1 + 2 * 13 + 1);
+}
+
+#[test]
+fn gemma3_lora_on_every_projection_matches_peft() {
+    let dir = gemma3_dir();
+    check_lora(&dir, &fixture_batch_from(&dir), &TargetModule::ALL);
+}
+
+#[test]
+fn gemma3_peft_directory_gives_peft_logits() {
+    let dir = gemma3_dir();
+    let model = check_peft_directory(&dir, &fixture_batch_from(&dir));
+    assert_eq!(model.adapters().len(), 2 * 7);
+}
+
+/// Greedy continuations past the sliding window, through the KV cache, equal what
+/// transformers' `generate` (its own sliding-window cache) produced.
+#[test]
+fn gemma3_greedy_generation_matches_transformers_generate() {
+    let dir = gemma3_dir();
+    let text = std::fs::read_to_string(dir.join("inputs.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let cases = json["greedy"].as_array().unwrap();
+    let prompts: Vec<Vec<u32>> = cases.iter().map(|c| ids(&c["prompt"])).collect();
+    let want: Vec<Vec<u32>> = cases.iter().map(|c| ids(&c["new_tokens"])).collect();
+    for run in devices().into_iter().filter(|r| r.dtype == DType::F32) {
+        let model = LlamaModel::load_as(&dir, &run.device, run.dtype).unwrap();
+        let cfg = GenerationConfig {
+            max_new_tokens: want[0].len(),
+            ..GenerationConfig::default()
+        };
+        let got = model.generate(&prompts, None, &cfg).unwrap();
+        assert_eq!(got, want, "{}", run.device);
+    }
+}
+
+/// A checkpoint with more layers than the config's `num_hidden_layers` is refused, naming a
+/// tensor of the extra layer, rather than silently cut short.
+#[test]
+fn checkpoint_with_more_layers_than_the_config_is_an_error() {
+    let dir = fixture_dir();
+    let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(json["num_hidden_layers"], 2);
+    let mut one_layer = json.clone();
+    one_layer["num_hidden_layers"] = 1.into();
+    let config =
+        LlamaConfig::from_json_str(&one_layer.to_string(), "config.json".as_ref()).unwrap();
+    let ck = Checkpoint::open(&dir).unwrap();
+    let err = LlamaModel::from_checkpoint(config, &ck, &Device::Cpu, DType::F32)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("model.layers.1.") && err.contains("num_hidden_layers = 1"),
+        "{err}"
+    );
+}
+
+// Mistral with a sliding window (3) shorter than the sequences (`tiny-mistral`): every layer
+// attends to the current token and the two before it, as transformers' sliding-window mask.
+
+#[test]
+fn mistral_sliding_window_logits_and_loss_match_transformers() {
+    let dir = fixture("tiny-mistral");
+    let c = LlamaConfig::from_file(&dir.join("config.json")).unwrap();
+    assert_eq!(c.family, Family::Mistral);
+    assert_eq!((c.layer_window(0), c.layer_window(1)), (Some(3), Some(3)));
+    check_logits_and_loss(&dir, &fixture_batch());
+}
+
+#[test]
+fn mistral_sliding_window_gradients_match_transformers() {
+    // embed, 2 × (2 norms + 7 projections), final norm, untied head.
+    check_full_gradients(&fixture("tiny-mistral"), &fixture_batch(), 1 + 2 * 9 + 2);
+}
+
+/// Greedy continuations past the window, through the KV cache, equal transformers' argmax by
+/// full recomputation.
+#[test]
+fn mistral_sliding_window_greedy_generation_matches_transformers() {
+    let dir = fixture("tiny-mistral");
+    let text = std::fs::read_to_string(dir.join("greedy.json")).unwrap();
+    let cases: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let cases = cases.as_array().unwrap();
+    let prompts: Vec<Vec<u32>> = cases.iter().map(|c| ids(&c["prompt"])).collect();
+    let want: Vec<Vec<u32>> = cases.iter().map(|c| ids(&c["new_tokens"])).collect();
+    let model = LlamaModel::load(&dir, &Device::Cpu).unwrap();
+    let cfg = GenerationConfig {
+        max_new_tokens: want[0].len(),
+        ..GenerationConfig::default()
+    };
+    assert_eq!(model.generate(&prompts, None, &cfg).unwrap(), want);
+}
+
+/// A multimodal Gemma 3 directory (a `gemma3` config, text weights under
+/// `language_model.model.`): the config parses, and loading says what the weights are instead of
+/// reporting a missing embedding.
+#[test]
+fn multimodal_gemma3_checkpoint_is_refused_with_a_clear_error() {
+    let src = gemma3_dir();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let renamed: Vec<(String, safetensors::tensor::TensorView<'_>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| (format!("language_model.{name}"), view))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("model.safetensors"),
+        safetensors::serialize(renamed, None).unwrap(),
+    )
+    .unwrap();
+    std::fs::copy(
+        src.join("config_gemma3_wrapper.json"),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
+    let err = LlamaModel::load(dir.path(), &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("multimodal") && err.contains("language_model.model."),
+        "{err}"
+    );
 }

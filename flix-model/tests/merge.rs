@@ -301,3 +301,47 @@ fn check_with_transformers(dir: &Path, ours: &[f32]) {
         "transformers",
     );
 }
+
+/// Gemma 3 runs merge as the Llama ones do. A full run writes its norm weights in transformers'
+/// convention (w, where the model keeps 1 + w): the merged directory loads back, in our loader
+/// and in transformers, as the trained model.
+#[test]
+fn gemma3_runs_merge_in_transformers_conventions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, data) = fixture(tmp.path());
+    common::rewrite_as_gemma3(&base);
+    let none = Combination::new();
+
+    let mut full = train(&base, &data, Method::Full, &tmp.path().join("full"));
+    assert_eq!(full.model.config.family, flix_model::Family::Gemma3);
+    let want = logits(&full.model, &full, None);
+    let out = tmp.path().join("merged-full");
+    merge_checkpoint(&mut full, &none, &out).unwrap();
+    let got = logits(&LlamaModel::load(&out, &Device::Cpu).unwrap(), &full, None);
+    assert_eq!(got, want);
+    // The trained norms moved away from the identity (w = 0) and are stored as w.
+    let ck = Checkpoint::open(&out).unwrap();
+    let norm = ck
+        .load_f32("model.layers.0.self_attn.q_norm.weight", &[12])
+        .unwrap();
+    assert!(norm.iter().all(|w| w.abs() < 0.5), "{norm:?}");
+    assert!(norm.iter().any(|w| *w != 0.0), "{norm:?}");
+    check_with_transformers(&out, &got);
+
+    let mut flix = train(&base, &data, Method::FlixShared, &tmp.path().join("flix"));
+    let combination = parse_combination("lang=deu,task=date").unwrap();
+    let want = logits(&flix.model, &flix, Some(slots_of(&flix, &combination)));
+    let out = tmp.path().join("merged-flix");
+    merge_checkpoint(&mut flix, &combination, &out).unwrap();
+    let got = logits(&LlamaModel::load(&out, &Device::Cpu).unwrap(), &flix, None);
+    if let Err(m) = MERGED_F32.check("gemma3 flix merge", &got, &want) {
+        panic!("{m}");
+    }
+    for name in [
+        "model.layers.1.post_feedforward_layernorm.weight",
+        "model.norm.weight",
+    ] {
+        assert_eq!(stored(&out, name), stored(&base, name), "{name}");
+    }
+    check_with_transformers(&out, &got);
+}

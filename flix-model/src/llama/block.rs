@@ -1,37 +1,80 @@
-//! One decoder layer: pre-norm attention and pre-norm SwiGLU MLP, each added to the residual
+//! One decoder layer: pre-norm attention and pre-norm gated MLP, each added to the residual
 //! stream. `forward` returns the activations `backward` needs (llm.c style, no autograd).
+//!
+//! Gemma 3's layer adds two optional pieces (both `None` for Llama, Mistral and Qwen2):
+//!
+//! * [`QkNorm`]: an RMSNorm of every head's query and key, after the projections and before
+//!   RoPE (run as the one RMSNorm op over the `[T · heads, head_dim]` view);
+//! * [`SandwichNorms`]: an RMSNorm of the attention output and of the MLP output before each
+//!   joins the residual stream:
+//!
+//! ```text
+//! h = x + norm_after_attention(attention(norm_input(x)))
+//! y = h + norm_after_mlp(mlp(norm_mlp(h)))
+//! ```
+//!
+//! Mind the names: Llama's `post_attention_layernorm` is the norm in front of the MLP (here
+//! `mlp_norm`), while Gemma's `post_attention_layernorm` normalises the attention output
+//! (`sandwich.after_attention`) and its `pre_feedforward_layernorm` is the `mlp_norm`.
 
 use flix_kernels::flix::DevicePlan;
 use flix_kernels::ops::attention::{
     attention_backward, attention_cached_forward, attention_forward, AttentionShape,
 };
+use flix_kernels::ops::elementwise::add_assign;
 use flix_kernels::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
-use flix_kernels::ops::rope::{rope_backward, rope_forward};
-use flix_kernels::ops::swiglu::{swiglu_backward, swiglu_forward};
-use flix_kernels::{Device, Tensor};
+use flix_kernels::ops::rope::{inv_freq, rope_backward, rope_forward};
+use flix_kernels::ops::swiglu::{gated_backward, gated_forward, GateActivation};
+use flix_kernels::Tensor;
 
 use super::linear::{Linear, LinearSaved};
-use flix_kernels::ops::elementwise::add_assign;
-use flix_kernels::DType;
-
-use super::param::Param;
+use super::param::{MakeParam, Param, ParamKind};
 use crate::batch::Batch;
-use crate::config::LlamaConfig;
-use crate::error::Result;
-use crate::weights::TensorSource;
+use crate::config::{Family, LlamaConfig};
+use crate::error::{ModelError, Result};
+
+/// Gemma 3's per-head RMSNorms of the queries and keys (weights `[head_dim]`).
+pub struct QkNorm {
+    /// `self_attn.q_norm`
+    pub q: Param,
+    /// `self_attn.k_norm`
+    pub k: Param,
+}
+
+/// Gemma 3's norms of the two branch outputs (weights `[hidden]`).
+pub struct SandwichNorms {
+    /// `post_attention_layernorm`: of the attention output.
+    pub after_attention: Param,
+    /// `post_feedforward_layernorm`: of the MLP output.
+    pub after_mlp: Param,
+}
 
 pub struct DecoderLayer {
+    /// `input_layernorm`: in front of the attention.
     pub input_norm: Param,
     pub q_proj: Linear,
     pub k_proj: Linear,
     pub v_proj: Linear,
     pub o_proj: Linear,
-    pub post_norm: Param,
+    /// In front of the MLP: `post_attention_layernorm` (Llama, Mistral, Qwen2) or
+    /// `pre_feedforward_layernorm` (Gemma 3).
+    pub mlp_norm: Param,
     pub gate_proj: Linear,
     pub up_proj: Linear,
     pub down_proj: Linear,
+    pub qk_norm: Option<QkNorm>,
+    pub sandwich: Option<SandwichNorms>,
     eps: f32,
     shape: AttentionShape,
+    activation: GateActivation,
+    /// This layer's rope frequencies (Gemma 3's local and global layers differ).
+    inv_freq: Vec<f32>,
+}
+
+/// The input of an RMSNorm and its reciprocal RMS per row: what its backward reads.
+struct NormSaved {
+    x: Tensor,
+    rstd: Vec<f32>,
 }
 
 /// Everything the backward pass of one layer reads.
@@ -39,17 +82,24 @@ pub struct LayerSaved {
     x: Tensor,
     xn1: Tensor,
     rstd1: Vec<f32>,
+    /// q and k after the projections, viewed `[T · heads, head_dim]`, when they are normalised.
+    q_norm: Option<NormSaved>,
+    k_norm: Option<NormSaved>,
     q: Tensor,
     k: Tensor,
     v: Tensor,
     attn: Tensor,
     lse: Vec<f32>,
+    /// The attention output before its sandwich norm.
+    after_attention: Option<NormSaved>,
     x_mid: Tensor,
     xn2: Tensor,
     rstd2: Vec<f32>,
     gate: Tensor,
     up: Tensor,
     h: Tensor,
+    /// The MLP output before its sandwich norm.
+    after_mlp: Option<NormSaved>,
     lin: [LinearSaved; 7],
 }
 
@@ -65,71 +115,164 @@ pub struct LayerCache {
 pub struct LayerInputs<'a> {
     pub batch: &'a Batch,
     pub plan: Option<&'a DevicePlan>,
-    pub inv_freq: &'a [f32],
+}
+
+/// The projections and (optionally) normalised, rotated q and k of one attention call.
+struct Qkv {
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    q_norm: Option<NormSaved>,
+    k_norm: Option<NormSaved>,
+    lin: [LinearSaved; 3],
+}
+
+/// An RMSNorm when `norm` is given (returning what its backward needs), else `x` unchanged.
+fn maybe_norm(norm: Option<&Param>, x: Tensor, eps: f32) -> Result<(Tensor, Option<NormSaved>)> {
+    match norm {
+        Some(p) => {
+            let (y, rstd) = rmsnorm_forward(&x, &p.value, eps)?;
+            Ok((y, Some(NormSaved { x, rstd })))
+        }
+        None => Ok((x, None)),
+    }
+}
+
+/// The backward of [`maybe_norm`]: `Some(dx)` when there was a norm (accumulating its weight's
+/// gradient), `None` when the gradient passes through unchanged.
+fn maybe_norm_backward(
+    norm: Option<&mut Param>,
+    saved: Option<&NormSaved>,
+    dy: &Tensor,
+) -> Result<Option<Tensor>> {
+    match (norm, saved) {
+        (Some(Param { value, grad, .. }), Some(s)) => Ok(Some(rmsnorm_backward(
+            dy,
+            &s.x,
+            value,
+            &s.rstd,
+            grad.as_mut(),
+        )?)),
+        (None, None) => Ok(None),
+        _ => Err(changed_between_passes()),
+    }
+}
+
+fn changed_between_passes() -> ModelError {
+    ModelError::Invalid(
+        "a layer's norms were added or removed between the forward and the backward pass".into(),
+    )
+}
+
+/// An RMSNorm over each `head_dim` slice of `x` (`[T, heads · head_dim]`).
+fn head_norm(norm: &Param, x: Tensor, head_dim: usize, eps: f32) -> Result<(Tensor, NormSaved)> {
+    let (t, width) = (x.shape()[0], x.shape()[1]);
+    let x = x.reshape(&[t * width / head_dim, head_dim])?;
+    let (y, rstd) = rmsnorm_forward(&x, &norm.value, eps)?;
+    Ok((y.reshape(&[t, width])?, NormSaved { x, rstd }))
+}
+
+/// The backward of [`head_norm`]: dY `[T, heads · head_dim]` → dX of the same shape.
+fn head_norm_backward(
+    norm: &mut Param,
+    saved: &NormSaved,
+    dy: Tensor,
+    head_dim: usize,
+) -> Result<Tensor> {
+    let (t, width) = (dy.shape()[0], dy.shape()[1]);
+    let dy = dy.reshape(&[t * width / head_dim, head_dim])?;
+    let Param { value, grad, .. } = norm;
+    let dx = rmsnorm_backward(&dy, &saved.x, value, &saved.rstd, grad.as_mut())?;
+    Ok(dx.reshape(&[t, width])?)
+}
+
+/// The MLP branch's output and what its backward reads.
+struct MlpOut {
+    /// The layer output: x_mid + the branch.
+    out: Tensor,
+    xn2: Tensor,
+    rstd2: Vec<f32>,
+    gate: Tensor,
+    up: Tensor,
+    h: Tensor,
+    after_mlp: Option<NormSaved>,
+    lin: [LinearSaved; 3],
 }
 
 impl DecoderLayer {
-    pub fn load(
-        ck: &dyn TensorSource,
-        c: &LlamaConfig,
-        i: usize,
-        device: &Device,
-        dtype: DType,
-    ) -> Result<Self> {
+    /// Layer `i` of a model with config `c`, each parameter from `make` (name, shape, kind):
+    /// the one place that knows a layer's tensor names and shapes, for loading and for random
+    /// initialisation alike.
+    pub(crate) fn build(c: &LlamaConfig, i: usize, make: &mut MakeParam<'_>) -> Result<Self> {
         let p = format!("model.layers.{i}");
         let (d, f) = (c.hidden_size, c.intermediate_size);
-        let lin = |name: &str, out, inp, bias| {
-            Linear::load(ck, &format!("{p}.{name}"), out, inp, bias, device, dtype)
+        // The order of `make` calls is part of the contract: random initialisation draws each
+        // parameter from its own stream, numbered in call order (bias before weight).
+        let mut lin = |name: &str, out: usize, inp: usize, bias: bool| -> Result<Linear> {
+            let bias = if bias {
+                Some(make(format!("{p}.{name}.bias"), &[out], ParamKind::Bias)?)
+            } else {
+                None
+            };
+            Ok(Linear {
+                weight: make(format!("{p}.{name}.weight"), &[out, inp], ParamKind::Weight)?,
+                bias,
+                adapter: None,
+            })
         };
+        let q_proj = lin("self_attn.q_proj", c.q_dim(), d, c.qkv_bias)?;
+        let k_proj = lin("self_attn.k_proj", c.kv_dim(), d, c.qkv_bias)?;
+        let v_proj = lin("self_attn.v_proj", c.kv_dim(), d, c.qkv_bias)?;
+        let o_proj = lin("self_attn.o_proj", d, c.q_dim(), c.o_bias)?;
+        let gate_proj = lin("mlp.gate_proj", f, d, false)?;
+        let up_proj = lin("mlp.up_proj", f, d, false)?;
+        let down_proj = lin("mlp.down_proj", d, f, false)?;
+        let mut norm =
+            |name: &str, dim: usize| make(format!("{p}.{name}.weight"), &[dim], ParamKind::Norm);
+        let input_norm = norm("input_layernorm", d)?;
+        let gemma = c.family == Family::Gemma3;
+        let (mlp_norm, qk_norm, sandwich) = if gemma {
+            (
+                norm("pre_feedforward_layernorm", d)?,
+                Some(QkNorm {
+                    q: norm("self_attn.q_norm", c.head_dim)?,
+                    k: norm("self_attn.k_norm", c.head_dim)?,
+                }),
+                Some(SandwichNorms {
+                    after_attention: norm("post_attention_layernorm", d)?,
+                    after_mlp: norm("post_feedforward_layernorm", d)?,
+                }),
+            )
+        } else {
+            (norm("post_attention_layernorm", d)?, None, None)
+        };
+        let rope = c.layer_rope(i);
         Ok(Self {
-            input_norm: Param::load(
-                ck,
-                &format!("{p}.input_layernorm.weight"),
-                &[d],
-                device,
-                dtype,
-            )?,
-            q_proj: lin("self_attn.q_proj", c.q_dim(), d, c.qkv_bias)?,
-            k_proj: lin("self_attn.k_proj", c.kv_dim(), d, c.qkv_bias)?,
-            v_proj: lin("self_attn.v_proj", c.kv_dim(), d, c.qkv_bias)?,
-            o_proj: lin("self_attn.o_proj", d, c.q_dim(), c.o_bias)?,
-            post_norm: Param::load(
-                ck,
-                &format!("{p}.post_attention_layernorm.weight"),
-                &[d],
-                device,
-                dtype,
-            )?,
-            gate_proj: lin("mlp.gate_proj", f, d, false)?,
-            up_proj: lin("mlp.up_proj", f, d, false)?,
-            down_proj: lin("mlp.down_proj", d, f, false)?,
-            eps: c.rms_norm_eps,
-            shape: AttentionShape::new(c.num_attention_heads, c.num_key_value_heads, c.head_dim),
-        })
-    }
-
-    /// A layer from its parts: the two norms and the seven projections (q, k, v, o, gate, up,
-    /// down).
-    pub fn from_parts(
-        c: &LlamaConfig,
-        input_norm: Param,
-        linears: [Linear; 7],
-        post_norm: Param,
-    ) -> Self {
-        let [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj] = linears;
-        Self {
             input_norm,
             q_proj,
             k_proj,
             v_proj,
             o_proj,
-            post_norm,
+            mlp_norm,
             gate_proj,
             up_proj,
             down_proj,
+            qk_norm,
+            sandwich,
             eps: c.rms_norm_eps,
-            shape: AttentionShape::new(c.num_attention_heads, c.num_key_value_heads, c.head_dim),
-        }
+            shape: AttentionShape {
+                scale: c.attention_scale(),
+                window: c.layer_window(i),
+                ..AttentionShape::new(c.num_attention_heads, c.num_key_value_heads, c.head_dim)
+            },
+            activation: c.gate_activation(),
+            inv_freq: inv_freq(c.head_dim, rope.theta, rope.scaling),
+        })
+    }
+
+    /// The attention layout of this layer (heads, scale, sliding window).
+    pub fn attention_shape(&self) -> AttentionShape {
+        self.shape
     }
 
     /// The seven projections, read-only, in the order of `linears_mut`.
@@ -158,14 +301,33 @@ impl DecoderLayer {
         ]
     }
 
-    /// The seven projections, after pushing the two norms into `norms` (a split borrow for
+    /// Every RMSNorm weight of the layer: input, (q, k), MLP, (after attention, after MLP).
+    pub fn norms(&self) -> Vec<&Param> {
+        let mut out = vec![&self.input_norm];
+        if let Some(qk) = &self.qk_norm {
+            out.extend([&qk.q, &qk.k]);
+        }
+        out.push(&self.mlp_norm);
+        if let Some(s) = &self.sandwich {
+            out.extend([&s.after_attention, &s.after_mlp]);
+        }
+        out
+    }
+
+    /// The seven projections, after pushing every norm into `norms` (a split borrow for
     /// walking every parameter at once).
     pub fn linears_mut_with_norms<'a>(
         &'a mut self,
         norms: &mut Vec<&'a mut Param>,
     ) -> [&'a mut Linear; 7] {
         norms.push(&mut self.input_norm);
-        norms.push(&mut self.post_norm);
+        if let Some(qk) = &mut self.qk_norm {
+            norms.extend([&mut qk.q, &mut qk.k]);
+        }
+        norms.push(&mut self.mlp_norm);
+        if let Some(s) = &mut self.sandwich {
+            norms.extend([&mut s.after_attention, &mut s.after_mlp]);
+        }
         [
             &mut self.q_proj,
             &mut self.k_proj,
@@ -177,66 +339,109 @@ impl DecoderLayer {
         ]
     }
 
+    /// Every parameter: the norms, then each projection's weight and bias.
     pub fn params_mut(&mut self) -> Vec<&mut Param> {
-        let mut out = vec![&mut self.input_norm, &mut self.post_norm];
-        for l in [
-            &mut self.q_proj,
-            &mut self.k_proj,
-            &mut self.v_proj,
-            &mut self.o_proj,
-            &mut self.gate_proj,
-            &mut self.up_proj,
-            &mut self.down_proj,
-        ] {
+        let mut out = Vec::new();
+        for l in self.linears_mut_with_norms(&mut out) {
             out.extend(l.params_mut());
         }
         out
     }
 
-    /// x [T, d] → x + attn(norm x) → … + mlp(norm …). Returns the output and the saved state.
-    pub fn forward(&self, inp: &LayerInputs, x: Tensor) -> Result<(Tensor, LayerSaved)> {
-        let (plan, b, s) = (inp.plan, inp.batch, self.shape);
-        let (xn1, rstd1) = rmsnorm_forward(&x, &self.input_norm.value, self.eps)?;
-        let (mut q, sq) = self.q_proj.forward(plan, &xn1)?;
-        let (mut k, sk) = self.k_proj.forward(plan, &xn1)?;
-        let (v, sv) = self.v_proj.forward(plan, &xn1)?;
-        rope_forward(&mut q, s.heads, &b.positions, inp.inv_freq)?;
-        rope_forward(&mut k, s.kv_heads, &b.positions, inp.inv_freq)?;
-        let (attn, lse) = attention_forward(&q, &k, &v, &b.starts, s)?;
-        let (o, so) = self.o_proj.forward(plan, &attn)?;
-        // x + o, written into o's buffer (no copy of the residual stream).
-        let mut x_mid = o;
-        add_assign(&mut x_mid, &x)?;
-        let (xn2, rstd2) = rmsnorm_forward(&x_mid, &self.post_norm.value, self.eps)?;
-        let (gate, sg) = self.gate_proj.forward(plan, &xn2)?;
-        let (up, su) = self.up_proj.forward(plan, &xn2)?;
-        let h = swiglu_forward(&gate, &up)?;
-        let (down, sd) = self.down_proj.forward(plan, &h)?;
-        let mut out = down;
-        add_assign(&mut out, &x_mid)?;
-        let saved = LayerSaved {
-            x,
-            xn1,
-            rstd1,
+    /// q, k, v of `xn1`: projected, q and k normalised per head (Gemma 3) and rotated.
+    fn qkv(&self, inp: &LayerInputs, xn1: &Tensor) -> Result<Qkv> {
+        let (plan, positions, s) = (inp.plan, &inp.batch.positions, self.shape);
+        let (q, sq) = self.q_proj.forward(plan, xn1)?;
+        let (k, sk) = self.k_proj.forward(plan, xn1)?;
+        let (v, sv) = self.v_proj.forward(plan, xn1)?;
+        let (mut q, mut k, q_norm, k_norm) = match &self.qk_norm {
+            Some(n) => {
+                let (q, qs) = head_norm(&n.q, q, s.head_dim, self.eps)?;
+                let (k, ks) = head_norm(&n.k, k, s.head_dim, self.eps)?;
+                (q, k, Some(qs), Some(ks))
+            }
+            None => (q, k, None, None),
+        };
+        rope_forward(&mut q, s.heads, positions, &self.inv_freq)?;
+        rope_forward(&mut k, s.kv_heads, positions, &self.inv_freq)?;
+        Ok(Qkv {
             q,
             k,
             v,
-            attn,
-            lse,
-            x_mid,
+            q_norm,
+            k_norm,
+            lin: [sq, sk, sv],
+        })
+    }
+
+    /// `x` plus the attention branch's output `o` (normalised first in Gemma 3).
+    fn join_attention(&self, o: Tensor, x: &Tensor) -> Result<(Tensor, Option<NormSaved>)> {
+        let after = self.sandwich.as_ref().map(|s| &s.after_attention);
+        let (mut x_mid, saved) = maybe_norm(after, o, self.eps)?;
+        add_assign(&mut x_mid, x)?;
+        Ok((x_mid, saved))
+    }
+
+    /// The MLP branch on `x_mid`, added to it.
+    fn mlp(&self, plan: Option<&DevicePlan>, x_mid: &Tensor) -> Result<MlpOut> {
+        let (xn2, rstd2) = rmsnorm_forward(x_mid, &self.mlp_norm.value, self.eps)?;
+        let (gate, sg) = self.gate_proj.forward(plan, &xn2)?;
+        let (up, su) = self.up_proj.forward(plan, &xn2)?;
+        let h = gated_forward(self.activation, &gate, &up)?;
+        let (down, sd) = self.down_proj.forward(plan, &h)?;
+        let after = self.sandwich.as_ref().map(|s| &s.after_mlp);
+        let (mut out, after_mlp) = maybe_norm(after, down, self.eps)?;
+        add_assign(&mut out, x_mid)?;
+        Ok(MlpOut {
+            out,
             xn2,
             rstd2,
             gate,
             up,
             h,
+            after_mlp,
+            lin: [sg, su, sd],
+        })
+    }
+
+    /// x [T, d] → x + attn(norm x) → … + mlp(norm …). Returns the output and the saved state.
+    pub fn forward(&self, inp: &LayerInputs, x: Tensor) -> Result<(Tensor, LayerSaved)> {
+        let (xn1, rstd1) = rmsnorm_forward(&x, &self.input_norm.value, self.eps)?;
+        let qkv = self.qkv(inp, &xn1)?;
+        let (attn, lse) = attention_forward(&qkv.q, &qkv.k, &qkv.v, &inp.batch.starts, self.shape)?;
+        let (o, so) = self.o_proj.forward(inp.plan, &attn)?;
+        let (x_mid, after_attention) = self.join_attention(o, &x)?;
+        let mlp = self.mlp(inp.plan, &x_mid)?;
+        let [sq, sk, sv] = qkv.lin;
+        let [sg, su, sd] = mlp.lin;
+        let saved = LayerSaved {
+            x,
+            xn1,
+            rstd1,
+            q_norm: qkv.q_norm,
+            k_norm: qkv.k_norm,
+            q: qkv.q,
+            k: qkv.k,
+            v: qkv.v,
+            attn,
+            lse,
+            after_attention,
+            x_mid,
+            xn2: mlp.xn2,
+            rstd2: mlp.rstd2,
+            gate: mlp.gate,
+            up: mlp.up,
+            h: mlp.h,
+            after_mlp: mlp.after_mlp,
             lin: [sq, sk, sv, so, sg, su, sd],
         };
-        Ok((out, saved))
+        Ok((mlp.out, saved))
     }
 
     /// Forward for generation: the batch holds the new tokens of sequences `seqs` (indices into
     /// `cache`), at positions continuing their cached ones. Appends their keys and values to
-    /// the cache and attends over everything cached. Saves nothing.
+    /// the cache and attends over everything cached (the sliding window, if any, counts back
+    /// from each query's own position). Saves nothing.
     pub fn forward_cached(
         &self,
         inp: &LayerInputs,
@@ -244,13 +449,9 @@ impl DecoderLayer {
         cache: &mut LayerCache,
         seqs: &[usize],
     ) -> Result<Tensor> {
-        let (plan, b, s) = (inp.plan, inp.batch, self.shape);
+        let (b, s) = (inp.batch, self.shape);
         let (xn1, _) = rmsnorm_forward(&x, &self.input_norm.value, self.eps)?;
-        let (mut q, _) = self.q_proj.forward(plan, &xn1)?;
-        let (mut k, _) = self.k_proj.forward(plan, &xn1)?;
-        let (v, _) = self.v_proj.forward(plan, &xn1)?;
-        rope_forward(&mut q, s.heads, &b.positions, inp.inv_freq)?;
-        rope_forward(&mut k, s.kv_heads, &b.positions, inp.inv_freq)?;
+        let Qkv { q, k, v, .. } = self.qkv(inp, &xn1)?;
         let kv_dim = s.kv_heads * s.head_dim;
         let (k_new, v_new) = (k.to_f32_vec()?, v.to_f32_vec()?);
         let mut kv_starts = vec![0];
@@ -267,27 +468,27 @@ impl DecoderLayer {
         let k_all = Tensor::from_f32(x.device(), x.dtype(), &[rows, kv_dim], &k_all)?;
         let v_all = Tensor::from_f32(x.device(), x.dtype(), &[rows, kv_dim], &v_all)?;
         let attn = attention_cached_forward(&q, &k_all, &v_all, &b.starts, &kv_starts, s)?;
-        let (o, _) = self.o_proj.forward(plan, &attn)?;
-        let mut x_mid = x;
-        add_assign(&mut x_mid, &o)?;
-        let (xn2, _) = rmsnorm_forward(&x_mid, &self.post_norm.value, self.eps)?;
-        let (gate, _) = self.gate_proj.forward(plan, &xn2)?;
-        let (up, _) = self.up_proj.forward(plan, &xn2)?;
-        let h = swiglu_forward(&gate, &up)?;
-        let (down, _) = self.down_proj.forward(plan, &h)?;
-        add_assign(&mut x_mid, &down)?;
-        Ok(x_mid)
+        let (o, _) = self.o_proj.forward(inp.plan, &attn)?;
+        let (x_mid, _) = self.join_attention(o, &x)?;
+        Ok(self.mlp(inp.plan, &x_mid)?.out)
     }
 
     /// dOut [T, d] → dX [T, d]; accumulates gradients of trainable parameters and adapters.
     pub fn backward(&mut self, inp: &LayerInputs, s: &LayerSaved, dout: &Tensor) -> Result<Tensor> {
         let (plan, b, shape) = (inp.plan, inp.batch, self.shape);
         let zeros = |t: &Tensor| Tensor::zeros(t.device(), t.dtype(), t.shape());
-        // MLP branch.
+        // MLP branch: out = x_mid + [norm_after_mlp](down(act(gate) ⊙ up)).
+        let after_mlp = self.sandwich.as_mut().map(|n| &mut n.after_mlp);
+        let ddown = maybe_norm_backward(after_mlp, s.after_mlp.as_ref(), dout)?;
         let mut dh = zeros(&s.h)?;
-        self.down_proj
-            .backward(plan, &s.h, &s.lin[6], dout, &mut dh)?;
-        let (dgate, dup) = swiglu_backward(&dh, &s.gate, &s.up)?;
+        self.down_proj.backward(
+            plan,
+            &s.h,
+            &s.lin[6],
+            ddown.as_ref().unwrap_or(dout),
+            &mut dh,
+        )?;
+        let (dgate, dup) = gated_backward(self.activation, &dh, &s.gate, &s.up)?;
         let mut dxn2 = zeros(&s.xn2)?;
         self.gate_proj
             .backward(plan, &s.xn2, &s.lin[4], &dgate, &mut dxn2)?;
@@ -297,17 +498,32 @@ impl DecoderLayer {
             value: w2,
             grad: dw2,
             ..
-        } = &mut self.post_norm;
+        } = &mut self.mlp_norm;
         let mut dx_mid = rmsnorm_backward(&dxn2, &s.x_mid, w2, &s.rstd2, dw2.as_mut())?;
         add_assign(&mut dx_mid, dout)?;
-        // Attention branch.
+        // Attention branch: x_mid = x + [norm_after_attention](o_proj(attention(q, k, v))).
+        let after_attention = self.sandwich.as_mut().map(|n| &mut n.after_attention);
+        let d_o = maybe_norm_backward(after_attention, s.after_attention.as_ref(), &dx_mid)?;
         let mut dattn = zeros(&s.attn)?;
-        self.o_proj
-            .backward(plan, &s.attn, &s.lin[3], &dx_mid, &mut dattn)?;
+        self.o_proj.backward(
+            plan,
+            &s.attn,
+            &s.lin[3],
+            d_o.as_ref().unwrap_or(&dx_mid),
+            &mut dattn,
+        )?;
         let (mut dq, mut dk, dv) =
             attention_backward(&dattn, &s.q, &s.k, &s.v, &s.attn, &s.lse, &b.starts, shape)?;
-        rope_backward(&mut dq, shape.heads, &b.positions, inp.inv_freq)?;
-        rope_backward(&mut dk, shape.kv_heads, &b.positions, inp.inv_freq)?;
+        rope_backward(&mut dq, shape.heads, &b.positions, &self.inv_freq)?;
+        rope_backward(&mut dk, shape.kv_heads, &b.positions, &self.inv_freq)?;
+        match (self.qk_norm.as_mut(), &s.q_norm, &s.k_norm) {
+            (Some(n), Some(qs), Some(ks)) => {
+                dq = head_norm_backward(&mut n.q, qs, dq, shape.head_dim)?;
+                dk = head_norm_backward(&mut n.k, ks, dk, shape.head_dim)?;
+            }
+            (None, None, None) => {}
+            _ => return Err(changed_between_passes()),
+        }
         let mut dxn1 = zeros(&s.xn1)?;
         self.q_proj
             .backward(plan, &s.xn1, &s.lin[0], &dq, &mut dxn1)?;

@@ -5,7 +5,6 @@
 //! This is the one decoding loop: evaluation (`eval::greedy`) and `flix generate` go through it.
 
 use flix_core::{splitmix64, BatchPlan, SegmentSpec};
-use flix_kernels::ops::embedding::embedding_forward;
 use flix_kernels::ops::rmsnorm::rmsnorm_forward;
 use flix_kernels::ops::{matmul, Trans};
 use flix_kernels::Tensor;
@@ -111,9 +110,8 @@ impl LlamaModel {
             let inputs = LayerInputs {
                 batch: &batch,
                 plan: plan.as_ref(),
-                inv_freq: &self.inv_freq,
             };
-            let mut x = embedding_forward(&self.embed.value, &batch.tokens)?;
+            let mut x = self.embed_tokens(&batch.tokens)?;
             for (layer, cache) in self.layers.iter().zip(&mut caches) {
                 x = layer.forward_cached(&inputs, x, cache, &active)?;
             }

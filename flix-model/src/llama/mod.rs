@@ -1,5 +1,22 @@
-//! The Llama-family decoder (Llama 2/3, Mistral, Qwen2, SmolLM, TinyLlama): embedding, decoder
-//! layers, final RMSNorm and output head (tied to the embedding or not).
+//! The Llama-family decoder (Llama 2/3, Mistral, Qwen2, SmolLM, TinyLlama) and Gemma 3's text
+//! model: embedding, decoder layers, final RMSNorm and output head (tied to the embedding or not).
+//!
+//! Gemma 3 differs from Llama in these ways, each driven by the config ([`LlamaConfig`]):
+//!
+//! * the embeddings are multiplied by √hidden_size, rounded to the model's dtype first as
+//!   transformers does (`embed_scale.to(weight.dtype)`), in the forward pass, its backward (full
+//!   mode) and generation; the tied output head uses the unscaled table;
+//! * every RMSNorm computes x̂ · (1 + w) where Llama's computes x̂ · w. The model keeps **1 + w**
+//!   in the norm's [`Param`] (added at load, [`LlamaConfig::norm_weight_offset`]), so the one
+//!   RMSNorm op serves both families, and the gradient with respect to the kept value is the
+//!   gradient with respect to w. Whatever writes Hugging Face tensors converts back through
+//!   [`LlamaModel::hf_weights`] (`save_pretrained`, the merge of a full-mode run). In bf16 the
+//!   kept 1 + w is rounded to bf16, where transformers adds 1 in f32 at every call;
+//! * q and k are normalised per head, each branch output is normalised before the residual add
+//!   (see [`block`](DecoderLayer) for the layer), and the MLP is GeGLU (tanh GELU);
+//! * attention scores are scaled by `query_pre_attn_scalar^-0.5`; the local (sliding) layers
+//!   see a window of keys and have their own rope base (`rope_local_base_freq`), the global
+//!   layers use `rope_theta` with the config's scaling: each layer keeps its own frequencies.
 //!
 //! Three entry points over a packed [`Batch`]: [`LlamaModel::logits`], [`LlamaModel::score`]
 //! (per-token log-likelihood of the targets) and [`LlamaModel::forward_backward`] (mean loss over
@@ -18,24 +35,26 @@ use flix_kernels::flix::DevicePlan;
 use flix_kernels::ops::cross_entropy::{
     linear_cross_entropy_backward, linear_cross_entropy_forward, CrossEntropy,
 };
+use flix_kernels::ops::elementwise;
 use flix_kernels::ops::embedding::{embedding_backward, embedding_forward};
 use flix_kernels::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
-use flix_kernels::ops::rope::inv_freq;
 use flix_kernels::ops::{matmul, Trans};
 use flix_kernels::{DType, Device, Tensor};
 
-pub use block::DecoderLayer;
+pub use block::{DecoderLayer, QkNorm, SandwichNorms};
 pub use generate::{sample, GenerationConfig};
 pub use init::INIT_STD;
 pub use linear::{Linear, LinearSaved};
-pub use param::{duplicate, Param};
+pub use param::{duplicate, Param, ParamKind};
 
 use crate::adapters::{Adapter, AdapterSpec, TargetModule};
 use crate::batch::Batch;
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
+use crate::train::tensor_file::NamedTensor;
 use crate::weights::{Checkpoint, TensorSource};
 use block::LayerInputs;
+use param::MakeParam;
 
 /// Which parameters receive gradients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,7 +75,6 @@ pub struct LlamaModel {
     pub lm_head: Option<Param>,
     /// Vocabulary rows per step of the chunked cross-entropy.
     pub vocab_chunk: usize,
-    inv_freq: Vec<f32>,
 }
 
 /// The working dtype a model gets on `device` unless told otherwise (DESIGN §4): bf16 on CUDA,
@@ -95,24 +113,43 @@ impl LlamaModel {
         Self::from_checkpoint(config, &ck, device, dtype)
     }
 
+    /// The model `config` describes, with its weights from `ck` (by Hugging Face name, in
+    /// Hugging Face's conventions). A tensor of a layer beyond `num_hidden_layers` is an error:
+    /// a config that says fewer layers than the checkpoint has would silently cut it short.
     pub fn from_checkpoint(
         config: LlamaConfig,
         ck: &dyn TensorSource,
         device: &Device,
         dtype: DType,
     ) -> Result<Self> {
+        check_text_model_names(ck)?;
+        check_layer_count(&config, ck)?;
+        let offset = config.norm_weight_offset();
+        let mut load = |name: String, shape: &[usize], kind: ParamKind| match kind {
+            ParamKind::Norm => Param::load_shifted(ck, &name, shape, offset, device, dtype),
+            ParamKind::Weight | ParamKind::Bias => Param::load(ck, &name, shape, device, dtype),
+        };
+        Self::build(config, device, &mut load)
+    }
+
+    /// A model for `config` with every parameter from `make` (name, shape, kind), asked for in
+    /// a fixed order: the embedding, each layer's ([`DecoderLayer`]), the final norm, the head.
+    fn build(config: LlamaConfig, device: &Device, make: &mut MakeParam<'_>) -> Result<Self> {
         let (v, d) = (config.vocab_size, config.hidden_size);
-        let embed = Param::load(ck, "model.embed_tokens.weight", &[v, d], device, dtype)?;
+        let embed = make(
+            "model.embed_tokens.weight".into(),
+            &[v, d],
+            ParamKind::Weight,
+        )?;
         let layers = (0..config.num_hidden_layers)
-            .map(|i| DecoderLayer::load(ck, &config, i, device, dtype))
+            .map(|i| DecoderLayer::build(&config, i, make))
             .collect::<Result<Vec<_>>>()?;
-        let norm = Param::load(ck, "model.norm.weight", &[d], device, dtype)?;
+        let norm = make("model.norm.weight".into(), &[d], ParamKind::Norm)?;
         let lm_head = if config.tie_word_embeddings {
             None
         } else {
-            Some(Param::load(ck, "lm_head.weight", &[v, d], device, dtype)?)
+            Some(make("lm_head.weight".into(), &[v, d], ParamKind::Weight)?)
         };
-        let inv_freq = inv_freq(config.head_dim, config.rope_theta, config.rope_scaling);
         Ok(Self {
             config,
             device: device.clone(),
@@ -121,8 +158,41 @@ impl LlamaModel {
             norm,
             lm_head,
             vocab_chunk: 4096,
-            inv_freq,
         })
+    }
+
+    /// Every base parameter in Hugging Face's conventions (Gemma's norm weights back to w):
+    /// what `save_pretrained` and the merge of a full-mode run write.
+    pub fn hf_weights(&self) -> Result<Vec<NamedTensor>> {
+        let offset = self.config.norm_weight_offset();
+        let tensor = |p: &Param, shift: f32| -> Result<NamedTensor> {
+            let mut data = p.value.to_f32_vec()?;
+            if shift != 0.0 {
+                data.iter_mut().for_each(|v| *v -= shift);
+            }
+            Ok(NamedTensor {
+                name: p.name.clone(),
+                shape: p.value.shape().to_vec(),
+                data,
+            })
+        };
+        let mut out = vec![tensor(&self.embed, 0.0)?];
+        for layer in &self.layers {
+            for norm in layer.norms() {
+                out.push(tensor(norm, offset)?);
+            }
+            for lin in layer.linears() {
+                out.push(tensor(&lin.weight, 0.0)?);
+                if let Some(b) = &lin.bias {
+                    out.push(tensor(b, 0.0)?);
+                }
+            }
+        }
+        out.push(tensor(&self.norm, offset)?);
+        if let Some(head) = &self.lm_head {
+            out.push(tensor(head, 0.0)?);
+        }
+        Ok(out)
     }
 
     /// The working dtype of weights and activations (adapters are always f32).
@@ -279,14 +349,6 @@ impl LlamaModel {
     }
 
     fn check_batch(&self, batch: &Batch, plan: Option<&DevicePlan>) -> Result<()> {
-        if let Some(w) = self.config.sliding_window {
-            if let Some((s, len)) = batch.sequence_lens().enumerate().find(|(_, l)| *l > w) {
-                return Err(ModelError::Batch(format!(
-                    "sequence {s} has {len} tokens, more than the sliding window ({w}), which is \
-                     not implemented"
-                )));
-            }
-        }
         if let Some(plan) = plan {
             if !plan.device().same(&self.device) {
                 return Err(ModelError::Batch(format!(
@@ -317,12 +379,8 @@ impl LlamaModel {
         save: bool,
     ) -> Result<(Tensor, Vec<block::LayerSaved>)> {
         self.check_batch(batch, plan)?;
-        let inputs = LayerInputs {
-            batch,
-            plan,
-            inv_freq: &self.inv_freq,
-        };
-        let mut x = embedding_forward(&self.embed.value, &batch.tokens)?;
+        let inputs = LayerInputs { batch, plan };
+        let mut x = self.embed_tokens(&batch.tokens)?;
         let mut saved = Vec::new();
         for layer in &self.layers {
             let (next, s) = layer.forward(&inputs, x)?;
@@ -332,6 +390,23 @@ impl LlamaModel {
             x = next;
         }
         Ok((x, saved))
+    }
+
+    /// The factor on the embeddings (Gemma 3's √hidden_size), rounded to the model's dtype.
+    fn embedding_scale(&self) -> Option<f32> {
+        self.config.embedding_scale().map(|s| match self.dtype() {
+            DType::F32 => s,
+            DType::BF16 => half::bf16::from_f32(s).to_f32(),
+        })
+    }
+
+    /// The (scaled) embeddings of `tokens`, `[T, hidden]`.
+    fn embed_tokens(&self, tokens: &[u32]) -> Result<Tensor> {
+        let mut x = embedding_forward(&self.embed.value, tokens)?;
+        if let Some(s) = self.embedding_scale() {
+            elementwise::scale(&mut x, s)?;
+        }
+        Ok(x)
     }
 
     fn head(&self) -> &Param {
@@ -417,15 +492,15 @@ impl LlamaModel {
             ..
         } = &mut self.norm;
         let mut dx = rmsnorm_backward(&dxn, &x, wn, &rstd, dwn.as_mut())?;
-        let inputs = LayerInputs {
-            batch,
-            plan,
-            inv_freq: &self.inv_freq,
-        };
+        let inputs = LayerInputs { batch, plan };
         for (layer, s) in self.layers.iter_mut().zip(&saved).rev() {
             dx = layer.backward(&inputs, s, &dx)?;
         }
+        let embedding_scale = self.embedding_scale();
         if let Some(de) = self.embed.grad.as_mut() {
+            if let Some(s) = embedding_scale {
+                elementwise::scale(&mut dx, s)?;
+            }
             embedding_backward(de, &batch.tokens, &dx)?;
         }
         Ok(LossReport {
@@ -433,4 +508,41 @@ impl LlamaModel {
             targets: ce.count,
         })
     }
+}
+
+/// A multimodal checkpoint (Gemma 3 4B and larger, `Gemma3ForConditionalGeneration`) keeps its
+/// text model under another prefix: say so, rather than report a missing embedding.
+fn check_text_model_names(ck: &dyn TensorSource) -> Result<()> {
+    if ck.contains("model.embed_tokens.weight") {
+        return Ok(());
+    }
+    // transformers 4.x and 5.x name the text model differently.
+    for prefix in ["language_model.model.", "model.language_model."] {
+        if ck.contains(&format!("{prefix}embed_tokens.weight")) {
+            return Err(ModelError::Invalid(format!(
+                "the checkpoint is a multimodal model whose text weights are named \
+                 `{prefix}…`; only text-model checkpoints (`model.…`, as Gemma3ForCausalLM \
+                 saves them) can be loaded"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a checkpoint with tensors of layers the config does not have.
+fn check_layer_count(config: &LlamaConfig, ck: &dyn TensorSource) -> Result<()> {
+    let layers = config.num_hidden_layers;
+    for name in ck.tensor_names() {
+        let index = name
+            .strip_prefix("model.layers.")
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|n| n.parse::<usize>().ok());
+        if let Some(i) = index.filter(|&i| i >= layers) {
+            return Err(ModelError::Invalid(format!(
+                "the checkpoint holds `{name}` (layer {i}) but the config has \
+                 num_hidden_layers = {layers}: the config does not describe these weights"
+            )));
+        }
+    }
+    Ok(())
 }

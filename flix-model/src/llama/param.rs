@@ -5,6 +5,22 @@ use flix_kernels::{DType, Device, Tensor};
 use crate::error::Result;
 use crate::weights::TensorSource;
 
+/// What a parameter is, for whoever creates it: loading (norm weights may need their
+/// convention shifted) and random initialisation (each kind is drawn as transformers draws it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamKind {
+    /// A projection or embedding matrix.
+    Weight,
+    /// A projection's bias.
+    Bias,
+    /// An RMSNorm weight.
+    Norm,
+}
+
+/// Creates a parameter from its name, shape and kind: loading reads it from a checkpoint, random
+/// initialisation draws it. The model and its layers ask for their parameters through this.
+pub(crate) type MakeParam<'a> = dyn FnMut(String, &[usize], ParamKind) -> Result<Param> + 'a;
+
 pub struct Param {
     /// The checkpoint name, e.g. `model.layers.0.self_attn.q_proj.weight`.
     pub name: String,
@@ -35,7 +51,24 @@ impl Param {
         device: &Device,
         dtype: DType,
     ) -> Result<Self> {
-        let data = ck.load_f32(name, shape)?;
+        Self::load_shifted(ck, name, shape, 0.0, device, dtype)
+    }
+
+    /// [`Self::load`], plus `offset` added to every value: what the model keeps of a norm weight
+    /// whose checkpoint convention differs from the RMSNorm op's (Gemma's 1 + w, see
+    /// [`crate::config::LlamaConfig::norm_weight_offset`]).
+    pub fn load_shifted(
+        ck: &dyn TensorSource,
+        name: &str,
+        shape: &[usize],
+        offset: f32,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let mut data = ck.load_f32(name, shape)?;
+        if offset != 0.0 {
+            data.iter_mut().for_each(|v| *v += offset);
+        }
         Ok(Self {
             name: name.to_string(),
             value: Tensor::from_f32(device, dtype, shape, &data)?,

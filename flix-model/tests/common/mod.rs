@@ -7,6 +7,7 @@ use flix_model::tokenize::char_tokenizer_json;
 use flix_model::train::base::{write_random_base, TinyLlamaShape};
 
 /// A tiny demo mixture and a random base model in `dir`; returns (base, train file).
+#[allow(dead_code)]
 pub fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
     let config = DemoConfig {
         train_per_cell: 3,
@@ -108,4 +109,28 @@ pub fn logits_with(
         .unwrap()
         .to_f32_vec()
         .unwrap()
+}
+
+/// Replaces the random Llama base in `base` with a random Gemma 3 text model of the same
+/// vocabulary (one sliding layer with a window shorter than the sequences, one global layer),
+/// keeping its tokenizer.
+#[allow(dead_code)]
+pub fn rewrite_as_gemma3(base: &Path) {
+    let vocab = flix_model::LlamaConfig::from_file(&base.join("config.json"))
+        .unwrap()
+        .vocab_size;
+    let config = flix_model::LlamaConfig::from_json_str(
+        &format!(
+            r#"{{"model_type": "gemma3_text", "hidden_size": 16, "intermediate_size": 24,
+                "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+                "head_dim": 12, "query_pre_attn_scalar": 10, "sliding_window": 3,
+                "layer_types": ["sliding_attention", "full_attention"],
+                "rope_local_base_freq": 100.0, "rope_theta": 10000.0,
+                "max_position_embeddings": 256, "vocab_size": {vocab}}}"#
+        ),
+        "gemma3 config".as_ref(),
+    )
+    .unwrap();
+    let mut model = flix_model::LlamaModel::random(config, 11, &flix_kernels::Device::Cpu).unwrap();
+    model.save_pretrained(base).unwrap();
 }
