@@ -265,11 +265,12 @@ impl LlamaConfig {
         }
     }
 
-    /// Gemma 3 multiplies the embeddings by √hidden_size (rounded to the model's dtype by the
-    /// caller); `None` for the other families.
+    /// Gemma 3 multiplies the embeddings by √hidden_size, which transformers computes in f64 and
+    /// keeps as an f32 buffer (rounded further to the model's dtype by the caller); `None` for
+    /// the other families.
     pub fn embedding_scale(&self) -> Option<f32> {
         match self.family {
-            Family::Gemma3 => Some((self.hidden_size as f32).sqrt()),
+            Family::Gemma3 => Some((self.hidden_size as f64).sqrt() as f32),
             _ => None,
         }
     }
