@@ -20,8 +20,9 @@ use serde_json::{Map, Value};
 
 use crate::error::{ModelError, Result};
 
-/// Which family's conventions apply (they differ in defaults: Qwen2 has q/k/v biases; Gemma 3's
-/// layer differs in several ways, see [`crate::llama`]).
+/// Which family's conventions apply. They differ in defaults (Qwen2 has q/k/v biases), in
+/// sliding windows (see [`LlamaConfig::sliding_window`]), and Gemma 3's layer differs in
+/// several ways (see [`crate::llama`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
     Llama,
@@ -264,11 +265,12 @@ impl LlamaConfig {
         }
     }
 
-    /// Gemma 3 multiplies the embeddings by √hidden_size (rounded to the model's dtype by the
-    /// caller); `None` for the other families.
+    /// Gemma 3 multiplies the embeddings by √hidden_size, which transformers computes in f64 and
+    /// keeps as an f32 buffer (rounded further to the model's dtype by the caller); `None` for
+    /// the other families.
     pub fn embedding_scale(&self) -> Option<f32> {
         match self.family {
-            Family::Gemma3 => Some((self.hidden_size as f32).sqrt()),
+            Family::Gemma3 => Some((self.hidden_size as f64).sqrt() as f32),
             _ => None,
         }
     }
@@ -458,9 +460,8 @@ impl<'a> Fields<'a> {
                 )))
             }
         };
+        // Gemma 3 has defaults of its own (see the module docs).
         let gemma = family == Family::Gemma3;
-        // The defaults that differ for Gemma 3 (see the module docs).
-        let gemma_default = |n: usize| gemma.then_some(n);
         self.check_activation(family)?;
         if self.opt_bool("mlp_bias")? == Some(true) {
             return Err(self.err(format!(
@@ -543,7 +544,7 @@ impl<'a> Fields<'a> {
                 "rms_norm_eps",
                 gemma.then_some(gemma_defaults::RMS_NORM_EPS),
             )? as f32,
-            vocab_size: self.size("vocab_size", gemma_default(gemma_defaults::VOCAB_SIZE))?,
+            vocab_size: self.size("vocab_size", gemma.then_some(gemma_defaults::VOCAB_SIZE))?,
             // Gemma ties its head to the embedding unless told otherwise.
             tie_word_embeddings: self.opt_bool("tie_word_embeddings")?.unwrap_or(gemma),
             qkv_bias,

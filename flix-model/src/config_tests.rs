@@ -182,7 +182,7 @@ fn gemma3_270m_config_of_transformers_4() {
     assert_eq!(c.attention_scale(), 1.0 / 16.0);
     assert_eq!(c.gate_activation(), GateActivation::GeluTanh);
     assert_eq!(c.norm_weight_offset(), 1.0);
-    assert_eq!(c.embedding_scale(), Some(640f32.sqrt()));
+    assert_eq!(c.embedding_scale(), Some(640f64.sqrt() as f32));
     // Without `layer_types`, the pattern (every 6th layer global) gives the same layers.
     let start = GEMMA3_270M_V4.find(r#""layer_types""#).unwrap();
     let end = GEMMA3_270M_V4.find(r#""max_position_embeddings""#).unwrap();

@@ -4,7 +4,8 @@
 //! For every adapted linear, `W' = W + Σ_k s_k · B_{k,f_k} · A_{k,f_k}` over the combination's
 //! features (plus the always-on `shared` type of `lora` and `flix+shared`), summed in f64 and
 //! rounded once to the dtype the base stores `W` in. Every other tensor is copied byte for byte.
-//! A `full` run has no adapters: its trained weights are written in the base's dtypes.
+//! A `full` run has no adapters: its trained weights are written in the base's dtypes, in
+//! transformers' conventions (Gemma's norm weights as w, not the 1 + w the model computes with).
 //!
 //! The output is one `model.safetensors` (a sharded base becomes one file; no index is written),
 //! with the base's tensor names, next to copies of the base's other files (`config.json`, the

@@ -28,7 +28,7 @@ pub struct LinearSaved {
 }
 
 impl Linear {
-    /// Loads `{prefix}.weight` ([out, in]) and, with `bias`, `{prefix}.bias` ([out]).
+    /// Loads `{prefix}.weight` (`[out, in]`) and, with `bias`, `{prefix}.bias` (`[out]`).
     pub fn load(
         ck: &dyn TensorSource,
         prefix: &str,

@@ -24,6 +24,8 @@ pub(crate) type MakeParam<'a> = dyn FnMut(String, &[usize], ParamKind) -> Result
 pub struct Param {
     /// The checkpoint name, e.g. `model.layers.0.self_attn.q_proj.weight`.
     pub name: String,
+    /// The value the model computes with: the checkpoint's, except for Gemma's norm weights,
+    /// kept as 1 + w (see [`crate::llama`]).
     pub value: Tensor,
     /// Gradient accumulator; `Some` exactly when the parameter is trainable.
     pub grad: Option<Tensor>,
