@@ -26,9 +26,10 @@ pub struct Tokenizer {
 const EOS_CANDIDATES: [&str; 4] = [DEMO_EOS, "</s>", "<|endoftext|>", "<|end_of_text|>"];
 
 impl Tokenizer {
-    /// Loads `dir/tokenizer.json`.
-    pub fn load(dir: &Path) -> Result<Self> {
-        Self::from_file(&dir.join("tokenizer.json"))
+    /// The tokenizer of a base model: `tokenizer.json` of a Hugging Face directory, or the one
+    /// a GGUF file's metadata describes.
+    pub fn load(model: &Path) -> Result<Self> {
+        crate::source::ModelSource::open(model)?.tokenizer()
     }
 
     /// Reads `path`; the end-of-sequence token is the first of the usual names it knows.

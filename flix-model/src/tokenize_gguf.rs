@@ -39,6 +39,7 @@ use tokenizers::processors::template::{SpecialToken, TemplateProcessing};
 use tokenizers::{AddedToken, DecoderWrapper, SplitDelimiterBehavior};
 
 use crate::error::{ModelError, Result};
+use crate::gguf::{GgufFile, MetaValue};
 use crate::tokenize::Tokenizer;
 
 /// The tokenizer section of a GGUF file's metadata (keys `tokenizer.ggml.*`), plus the
@@ -88,6 +89,84 @@ pub struct GgufVocab {
     /// means yes (Llama 2). Gemma files say no, and Gemma's rules never add one.
     #[serde(default)]
     pub add_space_prefix: Option<bool>,
+}
+
+impl GgufVocab {
+    /// The tokenizer section of an opened GGUF file. A key the file lacks stays `None` (or
+    /// empty); a key of the wrong type is an error naming it.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        let present = |key: &str| file.metadata().get(key).is_some();
+        let opt_str = |key: &str| -> Result<Option<String>> {
+            present(key)
+                .then(|| file.get_str(key).map(str::to_string))
+                .transpose()
+        };
+        let opt_id = |key: &str| -> Result<Option<u32>> {
+            present(key).then(|| file.get_u32(key)).transpose()
+        };
+        let opt_bool = |key: &str| -> Result<Option<bool>> {
+            present(key).then(|| file.get_bool(key)).transpose()
+        };
+        let opt_strings = |key: &str| -> Result<Option<Vec<String>>> {
+            present(key)
+                .then(|| {
+                    file.get_str_array(key)
+                        .map(|v| v.into_iter().map(str::to_string).collect())
+                })
+                .transpose()
+        };
+        let token_types = match file.metadata().get("tokenizer.ggml.token_type") {
+            None => None,
+            Some(MetaValue::Array { values, .. }) => Some(
+                values
+                    .iter()
+                    .map(|v| {
+                        v.as_i128()
+                            .and_then(|n| i32::try_from(n).ok())
+                            .ok_or_else(|| ModelError::Config {
+                                path: file.path().to_path_buf(),
+                                message: format!(
+                                    "metadata `tokenizer.ggml.token_type` must hold 32-bit \
+                                     integers, found {}",
+                                    v.type_name()
+                                ),
+                            })
+                    })
+                    .collect::<Result<Vec<i32>>>()?,
+            ),
+            Some(other) => {
+                return Err(ModelError::Config {
+                    path: file.path().to_path_buf(),
+                    message: format!(
+                        "metadata `tokenizer.ggml.token_type` must be an array, found {}",
+                        other.type_name()
+                    ),
+                })
+            }
+        };
+        Ok(Self {
+            architecture: opt_str("general.architecture")?,
+            model: file.get_str("tokenizer.ggml.model")?.to_string(),
+            pre: opt_str("tokenizer.ggml.pre")?,
+            tokens: file
+                .get_str_array("tokenizer.ggml.tokens")?
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            scores: present("tokenizer.ggml.scores")
+                .then(|| file.get_f32_array("tokenizer.ggml.scores"))
+                .transpose()?,
+            token_types,
+            merges: opt_strings("tokenizer.ggml.merges")?,
+            bos_id: opt_id("tokenizer.ggml.bos_token_id")?,
+            eos_id: opt_id("tokenizer.ggml.eos_token_id")?,
+            unk_id: opt_id("tokenizer.ggml.unknown_token_id")?,
+            pad_id: opt_id("tokenizer.ggml.padding_token_id")?,
+            add_bos: opt_bool("tokenizer.ggml.add_bos_token")?,
+            add_eos: opt_bool("tokenizer.ggml.add_eos_token")?,
+            add_space_prefix: opt_bool("tokenizer.ggml.add_space_prefix")?,
+        })
+    }
 }
 
 /// The values of `tokenizer.ggml.token_type` (llama.cpp's `llama_token_type`).

@@ -153,7 +153,6 @@ fn gemma3_norms_are_stored_minus_one() {
 }
 
 #[test]
-#[ignore = "needs the Gemma 3 architecture"]
 fn gemma3_gguf_logits_match_transformers() {
     check_logits("tiny-gemma3");
 }

@@ -350,21 +350,17 @@ fn bad_metadata_gives_errors_naming_the_file_and_key() {
 
 /// The real Gemma 3 270M vocabulary, or None (with a message) when it is not available.
 ///
-/// Reads the vocabulary JSON that scripts/make_gguf_tokenizer_fixtures.py --dump-vocab wrote from
-/// the file FLIX_GEMMA3_GGUF names.
+/// The vocabulary of the GGUF file FLIX_GEMMA3_GGUF names, read by the GGUF reader.
 fn real_vocab() -> Option<GgufVocab> {
-    let (Ok(_gguf), Ok(json)) = (
-        std::env::var("FLIX_GEMMA3_GGUF"),
-        std::env::var("FLIX_GEMMA3_VOCAB_JSON"),
-    ) else {
+    let Ok(gguf) = std::env::var("FLIX_GEMMA3_GGUF") else {
         eprintln!(
-            "skipped the Gemma 3 270M tokenizer check: set FLIX_GEMMA3_GGUF to the GGUF file and \
-             FLIX_GEMMA3_VOCAB_JSON to its vocabulary dump (scripts/make_gguf_tokenizer_fixtures.py)"
+            "SKIPPED the Gemma 3 270M tokenizer check: set FLIX_GEMMA3_GGUF to the GGUF file \
+             (scripts/fetch_gemma3_gguf.sh)"
         );
         return None;
     };
-    let text = std::fs::read_to_string(&json).unwrap();
-    Some(serde_json::from_str(&text).unwrap())
+    let file = flix_model::gguf::GgufFile::open(Path::new(&gguf)).unwrap();
+    Some(GgufVocab::from_gguf(&file).unwrap())
 }
 
 #[test]

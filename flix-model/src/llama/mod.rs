@@ -52,7 +52,7 @@ use crate::batch::Batch;
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::train::tensor_file::NamedTensor;
-use crate::weights::{Checkpoint, TensorSource};
+use crate::weights::TensorSource;
 use block::LayerInputs;
 use param::MakeParam;
 
@@ -100,22 +100,18 @@ pub struct LossReport {
 }
 
 impl LlamaModel {
-    /// Loads `dir/config.json` and the weights of `dir` onto `device`, in the device's default
-    /// working dtype ([`default_dtype`]).
-    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        Self::load_as(dir, device, default_dtype(device))
+    /// Loads the base model at `path` (a Hugging Face directory or a GGUF file, see
+    /// [`crate::ModelSource`]) onto `device`, in the device's default working dtype
+    /// ([`default_dtype`]).
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        Self::load_as(path, device, default_dtype(device))
     }
 
     /// Loads onto `device` with weights and activations in `dtype` (f32 on CUDA is for tests).
-    pub fn load_as(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
-        let config = LlamaConfig::from_file(&dir.join("config.json"))?;
-        let ck = Checkpoint::open(dir)?;
-        Self::from_checkpoint(config, &ck, device, dtype)
+    pub fn load_as(path: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        crate::source::ModelSource::open(path)?.load_as(device, dtype)
     }
 
-    /// The model `config` describes, with its weights from `ck` (by Hugging Face name, in
-    /// Hugging Face's conventions). A tensor of a layer beyond `num_hidden_layers` is an error:
-    /// a config that says fewer layers than the checkpoint has would silently cut it short.
     pub fn from_checkpoint(
         config: LlamaConfig,
         ck: &dyn TensorSource,

@@ -238,7 +238,7 @@ pub fn load_trained(dir: &Path, device: &Device) -> Result<Trained> {
     let config = read_adapter_config(&checkpoint)?;
     let layout = config.layout(&checkpoint.join(CONFIG_FILE))?;
     let mut model = LlamaModel::load(&config.base_model, device)?;
-    let tokenizer = Tokenizer::from_file(&config.base_model.join("tokenizer.json"))?;
+    let tokenizer = Tokenizer::load(&config.base_model)?;
     let full = layout.method == Method::Full;
     if let Some(spec) = layout.adapter_spec(0) {
         model.attach_adapters(&spec)?;

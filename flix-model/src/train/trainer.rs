@@ -155,7 +155,7 @@ impl Trainer {
             .filter(|e| !holdout.contains(e))
             .collect();
         let mut registry = Registry::discover(&spec.features, &train).map_err(core)?;
-        let tokenizer = Tokenizer::from_file(&spec.base.join("tokenizer.json"))?;
+        let tokenizer = Tokenizer::load(&spec.base)?;
         let data = PreparedSet::training(&train, &mut registry, &tokenizer)?;
         let sizes: Vec<usize> = data.by_cell.iter().map(|c| c.len()).collect();
         let sampler = MixtureSampler::new(&sizes, spec.temperature, spec.cap, spec.seed)?;
