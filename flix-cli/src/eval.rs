@@ -4,14 +4,14 @@
 //! exact match (default), chrF, or accuracy (label tasks only; other cells show `-`). The JSON
 //! output keeps every metric.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use flix_core::read_jsonl_files;
 use flix_kernels::Device;
-use flix_model::eval::{evaluate, CellScore, EvalOptions, EvalResult, Metric};
+use flix_model::eval::{evaluate, CellKind, CellScore, EvalOptions, EvalResult, Metric};
 use flix_model::train::{load_trained, Holdout, TrainSpec};
 
 #[derive(Args, Debug)]
@@ -136,7 +136,7 @@ pub fn format_metric_grid(r: &EvalResult, minus: Option<&EvalResult>, metric: Me
     let rows: BTreeSet<String> = r.cells.iter().map(|c| key(c, row_i)).collect();
     let cols: BTreeSet<String> = r.cells.iter().map(|c| key(c, col_i)).collect();
     // A cell that exists: its value (None without the metric) and whether it is held out.
-    let score = |row: &str, col: &str| -> Option<(Option<f64>, bool)> {
+    let score = |row: &str, col: &str| -> Option<(Option<f64>, CellKind)> {
         let cell = r
             .cells
             .iter()
@@ -153,21 +153,42 @@ pub fn format_metric_grid(r: &EvalResult, minus: Option<&EvalResult>, metric: Me
             };
             Some(100.0 * (v - other))
         };
-        Some((value(), cell.heldout))
+        Some((value(), cell.kind()))
     };
-    let width = cols.iter().map(|c| c.len()).max().unwrap_or(0).max(7);
+    // Under each task's own metric, a second header line names the metric of each column.
+    let column_metric = |col: &str| -> Option<&'static str> {
+        (metric == Metric::Auto).then(|| {
+            r.cells
+                .iter()
+                .find(|c| key(c, col_i) == col)
+                .map_or("-", |c| c.own_metric().title())
+        })
+    };
+    let width = cols
+        .iter()
+        .map(|c| c.len().max(column_metric(c).map_or(0, str::len)))
+        .max()
+        .unwrap_or(0)
+        .max(7);
     let mut out = format!("{:8}", "");
     for c in &cols {
         out += &format!(" {c:>width$}");
     }
     out += "\n";
+    if metric == Metric::Auto {
+        out += &format!("{:8}", "");
+        for c in &cols {
+            out += &format!(" {:>width$}", column_metric(c).unwrap_or("-"));
+        }
+        out += "\n";
+    }
     for row in &rows {
         out += &format!("{row:8}");
         for col in &cols {
             let text = match score(row, col) {
-                Some((v, held)) => {
+                Some((v, kind)) => {
                     let v = v.map_or("-".to_string(), |v| format!("{v:.1}"));
-                    format!("{v}{}", if held { "*" } else { " " })
+                    format!("{v}{}", kind_mark(kind))
                 }
                 None => "-".to_string(),
             };
@@ -185,5 +206,94 @@ pub fn format_metric_grid(r: &EvalResult, minus: Option<&EvalResult>, metric: Me
         fmt(mean(false)),
         fmt(mean(true))
     );
+    if r.cells.iter().any(|c| c.kind() == CellKind::Unseen) {
+        out += "?: a feature value the run never trained (neither supervised nor held out)\n";
+    }
+    out += &format_task_table(r, minus, metric);
+    out
+}
+
+/// The mark after a cell's value: `*` held out, `?` unseen, a space for supervised.
+pub fn kind_mark(kind: CellKind) -> &'static str {
+    match kind {
+        CellKind::Supervised => " ",
+        CellKind::HeldOut => "*",
+        CellKind::Unseen => "?",
+    }
+}
+
+/// One task's means (%) of a metric over its supervised and its held-out cells.
+pub struct TaskRow {
+    pub task: String,
+    pub metric: String,
+    pub supervised: Option<f64>,
+    pub supervised_cells: usize,
+    pub heldout: Option<f64>,
+    pub heldout_cells: usize,
+}
+
+/// Per task (name order): `metric` (under [`Metric::Auto`], each task's own) averaged over the
+/// task's supervised and held-out cells, each cell weighing the same; with `minus`, the
+/// difference of the two runs' means over the cells both have.
+pub fn task_rows(r: &EvalResult, minus: Option<&EvalResult>, metric: Metric) -> Vec<TaskRow> {
+    let mut tasks: BTreeMap<&str, Vec<&CellScore>> = BTreeMap::new();
+    for c in &r.cells {
+        tasks.entry(c.task()).or_default().push(c);
+    }
+    tasks
+        .into_iter()
+        .map(|(task, cells)| {
+            let of = |kind: CellKind| -> (Option<f64>, usize) {
+                let values: Vec<f64> = cells
+                    .iter()
+                    .filter(|c| c.kind() == kind)
+                    .filter_map(|c| {
+                        let v = c.value(metric)?;
+                        let other = match minus {
+                            Some(m) => m.cells.iter().find(|o| o.cell == c.cell)?.value(metric)?,
+                            None => 0.0,
+                        };
+                        Some(100.0 * (v - other))
+                    })
+                    .collect();
+                (flix_model::eval::mean(&values), values.len())
+            };
+            let (supervised, supervised_cells) = of(CellKind::Supervised);
+            let (heldout, heldout_cells) = of(CellKind::HeldOut);
+            let metric = match metric {
+                Metric::Auto => cells[0].own_metric().title().to_string(),
+                other => other.title().to_string(),
+            };
+            TaskRow {
+                task: task.to_string(),
+                metric,
+                supervised,
+                supervised_cells,
+                heldout,
+                heldout_cells,
+            }
+        })
+        .collect()
+}
+
+/// [`task_rows`] as a text table.
+pub fn format_task_table(r: &EvalResult, minus: Option<&EvalResult>, metric: Metric) -> String {
+    let rows = task_rows(r, minus, metric);
+    let fmt = |m: Option<f64>, n: usize| m.map_or("-".to_string(), |v| format!("{v:.1} ({n})"));
+    let task_w = rows.iter().map(|t| t.task.len()).max().unwrap_or(0).max(4);
+    let metric_w = rows.iter().map(|t| t.metric.len()).max().unwrap_or(0).max(6);
+    let mut out = format!(
+        "{:task_w$}  {:metric_w$}  {:>16}  {:>16}\n",
+        "task", "metric", "supervised (n)", "held-out (n)"
+    );
+    for t in &rows {
+        out += &format!(
+            "{:task_w$}  {:metric_w$}  {:>16}  {:>16}\n",
+            t.task,
+            t.metric,
+            fmt(t.supervised, t.supervised_cells),
+            fmt(t.heldout, t.heldout_cells)
+        );
+    }
     out
 }

@@ -617,11 +617,7 @@ pub struct TaskEntry {
 }
 
 /// A task as a mixture describes it (`tasks.json`): its metric text and its labels, if any.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TaskDescription {
-    pub metric: Option<String>,
-    pub labels: Option<Vec<String>>,
-}
+pub use flix_core::TaskInfo as TaskDescription;
 
 /// The metric of each task: from a mixture's task descriptions where they exist, else from the
 /// task's name ([`TaskMetric::default_for_task`]), else the label rule of [`super::metrics`]
