@@ -281,7 +281,11 @@ pub fn read_split_file(path: &Path) -> Result<Vec<String>> {
     let value: Value = serde_json::from_str(&text).map_err(|e| {
         CoreError::config(
             &origin,
-            format!("invalid JSON at line {} column {}: {e}", e.line(), e.column()),
+            format!(
+                "invalid JSON at line {} column {}: {e}",
+                e.line(),
+                e.column()
+            ),
         )
     })?;
     let Some(entries) = value.get("heldout").and_then(Value::as_array) else {

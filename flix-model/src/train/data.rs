@@ -74,9 +74,9 @@ impl Holdout {
             let bad = |m: String| ModelError::Invalid(format!("held-out cell {spec:?}: {m}"));
             let mut cell = BTreeMap::new();
             for part in spec.split(',').filter(|p| !p.trim().is_empty()) {
-                let (k, v) = part.split_once('=').ok_or_else(|| {
-                    bad(format!("expected type=value pairs, found {part:?}"))
-                })?;
+                let (k, v) = part
+                    .split_once('=')
+                    .ok_or_else(|| bad(format!("expected type=value pairs, found {part:?}")))?;
                 let (k, v) = (k.trim(), v.trim());
                 if k.is_empty() || v.is_empty() {
                     return Err(bad(format!(
@@ -158,12 +158,12 @@ pub fn training_examples(spec: &TrainSpec) -> Result<TrainingData> {
     };
     for cell in &holdout.cells {
         let in_data = examples.iter().any(|ex| cell_matches(cell, &ex.features));
-        let folder_types = cell.keys().all(|k| k == mixture::LANG || k == mixture::TASK);
-        let in_mixture = mixture.as_ref().is_some_and(|m| {
-            m.cells
-                .iter()
-                .any(|c| cell_matches(cell, &c.features()))
-        });
+        let folder_types = cell
+            .keys()
+            .all(|k| k == mixture::LANG || k == mixture::TASK);
+        let in_mixture = mixture
+            .as_ref()
+            .is_some_and(|m| m.cells.iter().any(|c| cell_matches(cell, &c.features())));
         if in_data || in_mixture {
             continue;
         }
