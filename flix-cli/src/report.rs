@@ -1,7 +1,9 @@
 //! `flix report`: one self-contained HTML page with the loss curves of each run (with the mean
 //! eval loss of held-out and supervised cells when the run evaluated during training), a heatmap
-//! of a metric per cell (`--metric`, exact match by default) for each evaluated run, and a heatmap
-//! of the first run minus the second (held-out cells marked with `*`). Plots are drawn with
+//! of a metric per cell (`--metric`, exact match by default; `auto`: each task's own metric, named
+//! under the task) for each evaluated run, and a heatmap of the first run minus the second
+//! (held-out cells marked with `*`, cells with a feature value the run never trained with `?`),
+//! each followed by a per-task table of supervised and held-out means. Plots are drawn with
 //! `plotters` into inline SVG.
 
 use std::collections::BTreeSet;
@@ -27,7 +29,7 @@ pub struct ReportArgs {
     /// The HTML file to write.
     #[arg(long, default_value = "report.html")]
     pub out: PathBuf,
-    /// What the heatmaps show: exact, chrf or accuracy (label tasks).
+    /// What the heatmaps show: exact, chrf, accuracy (label tasks) or auto (each task's metric).
     #[arg(long, default_value = "exact")]
     pub metric: Metric,
 }
@@ -92,7 +94,18 @@ pub fn write_metric_report(
     evals: &[EvalResult],
     metric: Metric,
 ) -> Result<()> {
-    let mut body = String::new();
+    write_report_page(out, runs, evals, metric, "")
+}
+
+/// [`write_metric_report`] with `preamble` (HTML) before the plots.
+pub fn write_report_page(
+    out: &Path,
+    runs: &[(String, PathBuf)],
+    evals: &[EvalResult],
+    metric: Metric,
+    preamble: &str,
+) -> Result<()> {
+    let mut body = preamble.to_string();
     if !runs.is_empty() {
         let curves = runs
             .iter()
