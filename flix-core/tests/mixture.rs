@@ -51,17 +51,28 @@ fn cells_examples_caps_and_folder_features() {
     let names: Vec<String> = m.cells.iter().map(|c| c.name()).collect();
     assert_eq!(
         names,
-        ["lang=hau,task=ner", "lang=yor,task=ner", "lang=hau,task=topic"]
+        [
+            "lang=hau,task=ner",
+            "lang=yor,task=ner",
+            "lang=hau,task=topic"
+        ]
     );
     assert!(m.has_value("lang", "yor") && !m.has_value("lang", "swa"));
 
-    let all = m.read(Split::Train, &["lang", "task"], None, |_| true).unwrap();
+    let all = m
+        .read(Split::Train, &["lang", "task"], None, |_| true)
+        .unwrap();
     assert_eq!(all.len(), 9);
     let capped = m
-        .read(Split::Train, &["lang", "task"], Some(2), |c| c.lang == "hau")
+        .read(Split::Train, &["lang", "task"], Some(2), |c| {
+            c.lang == "hau"
+        })
         .unwrap();
     let inputs: Vec<&str> = capped.iter().map(|e| e.input.as_str()).collect();
-    assert_eq!(inputs, ["ner-hau-0", "ner-hau-1", "topic-hau-0", "topic-hau-1"]);
+    assert_eq!(
+        inputs,
+        ["ner-hau-0", "ner-hau-1", "topic-hau-0", "topic-hau-1"]
+    );
     assert_eq!(capped[2].location.line, 1);
 
     // Records without lang/task take the folder's; lang and task are read even when not asked.
@@ -83,10 +94,15 @@ fn bad_mixtures_are_errors_naming_what_is_wrong() {
         .read(Split::Dev, &["lang", "task"], None, |_| true)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("yor") && err.contains("has no dev split"), "{err}");
+    assert!(
+        err.contains("yor") && err.contains("has no dev split"),
+        "{err}"
+    );
     // ...unless that cell is not read.
     let dev = m
-        .read(Split::Dev, &["lang"], None, |c| c.lang == "hau" && c.task == "ner")
+        .read(Split::Dev, &["lang"], None, |c| {
+            c.lang == "hau" && c.task == "ner"
+        })
         .unwrap();
     assert_eq!(dev.len(), 1);
 
@@ -115,7 +131,9 @@ fn bad_mixtures_are_errors_naming_what_is_wrong() {
     write(&empty.join("tasks.json"), "{}");
     let err = Mixture::open(&empty).unwrap_err().to_string();
     assert!(err.contains("no cells"), "{err}");
-    let err = Mixture::open(&dir.path().join("missing")).unwrap_err().to_string();
+    let err = Mixture::open(&dir.path().join("missing"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("no such folder"), "{err}");
 }
 
@@ -163,7 +181,10 @@ fn split_files() {
     ] {
         write(&path, text);
         let err = read_split_file(&path).unwrap_err().to_string();
-        assert!(err.contains(want) && err.contains("split.json"), "{text}: {err}");
+        assert!(
+            err.contains(want) && err.contains("split.json"),
+            "{text}: {err}"
+        );
     }
     let err = read_split_file(&dir.path().join("nope.json"))
         .unwrap_err()

@@ -68,16 +68,24 @@ fn data_files_holdout_types_values_and_caps() {
     let data = vec![data];
 
     let err = error(&spec(data.clone(), None, &["foo=bar"]));
-    assert!(err.contains("\"foo\" is not a feature type") && err.contains("lang, task"), "{err}");
+    assert!(
+        err.contains("\"foo\" is not a feature type") && err.contains("lang, task"),
+        "{err}"
+    );
     let err = error(&spec(data.clone(), None, &["lang=xxx"]));
-    assert!(err.contains("lang=xxx") && err.contains("misspelt"), "{err}");
+    assert!(
+        err.contains("lang=xxx") && err.contains("misspelt"),
+        "{err}"
+    );
     let err = error(&spec(data.clone(), None, &["lang=eng,task=xxx"]));
     assert!(err.contains("task=xxx"), "{err}");
 
     let kept = training_examples(&spec(data.clone(), None, &["lang=eng,task=qa"])).unwrap();
     assert_eq!(kept.examples.len(), 6);
-    assert!(kept.examples.iter().all(|e| !(e.features["lang"] == "eng"
-        && e.features["task"] == "qa")));
+    assert!(kept
+        .examples
+        .iter()
+        .all(|e| !(e.features["lang"] == "eng" && e.features["task"] == "qa")));
     assert_eq!(kept.holdout.cells.len(), 1);
     // A held-out combination the files do not have, of values they do have: nothing to remove
     // (the files were split already), no error.
@@ -106,22 +114,39 @@ fn mixture_root_split_cells_must_exist() {
         );
     }
     // A held-out cell needs no train file of its own.
-    write(&root.join("pos/hau/test.jsonl"), &records(&[("hau", "pos")], 1));
+    write(
+        &root.join("pos/hau/test.jsonl"),
+        &records(&[("hau", "pos")], 1),
+    );
 
-    let kept = training_examples(&spec(vec![], Some(root.clone()), &["lang=hau,task=pos"])).unwrap();
+    let kept =
+        training_examples(&spec(vec![], Some(root.clone()), &["lang=hau,task=pos"])).unwrap();
     assert_eq!(kept.examples.len(), 9);
     std::fs::remove_dir_all(root.join("pos/hau")).unwrap();
-    let kept = training_examples(&spec(vec![], Some(root.clone()), &["lang=hau,task=ner"])).unwrap();
+    let kept =
+        training_examples(&spec(vec![], Some(root.clone()), &["lang=hau,task=ner"])).unwrap();
     assert_eq!(kept.examples.len(), 6);
     assert!(kept.examples.iter().all(|e| e.features["lang"] == "yor"));
 
     // Values the mixture has, in a cell it does not have.
     let err = error(&spec(vec![], Some(root.clone()), &["lang=hau,task=pos"]));
-    assert!(err.contains("lang=hau,task=pos") && err.contains("has no such cell"), "{err}");
+    assert!(
+        err.contains("lang=hau,task=pos") && err.contains("has no such cell"),
+        "{err}"
+    );
     let err = error(&spec(vec![], Some(root.clone()), &["lang=xxx,task=ner"]));
-    assert!(err.contains("lang=xxx") && err.contains("misspelt"), "{err}");
+    assert!(
+        err.contains("lang=xxx") && err.contains("misspelt"),
+        "{err}"
+    );
     // A non-held-out cell without its train file.
-    write(&root.join("pos/swa/dev.jsonl"), &records(&[("swa", "pos")], 1));
+    write(
+        &root.join("pos/swa/dev.jsonl"),
+        &records(&[("swa", "pos")], 1),
+    );
     let err = error(&spec(vec![], Some(root), &[]));
-    assert!(err.contains("lang=swa,task=pos has no train split"), "{err}");
+    assert!(
+        err.contains("lang=swa,task=pos has no train split"),
+        "{err}"
+    );
 }
