@@ -100,7 +100,7 @@ fn data_files_holdout_types_values_and_caps() {
 
     // Holding out everything leaves nothing to train on.
     let err = error(&spec(data, None, &["task=qa", "task=ner"]));
-    assert!(err.contains("no training examples"), "{err}");
+    assert!(err.contains("no examples to train on"), "{err}");
 }
 
 #[test]

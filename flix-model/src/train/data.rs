@@ -204,7 +204,7 @@ pub fn training_examples(spec: &TrainSpec) -> Result<TrainingData> {
     }
     if examples.is_empty() {
         return Err(ModelError::Invalid(
-            "no training examples: the data is empty or every cell is held out".into(),
+            "no examples to train on: the data is empty or every cell is held out".into(),
         ));
     }
     Ok(TrainingData { examples, holdout })
