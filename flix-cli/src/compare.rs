@@ -79,7 +79,7 @@ pub struct CompareArgs {
     /// Feature dropout probability of every type.
     #[arg(long, default_value_t = 0.0)]
     pub dropout: f64,
-    /// Rank of flix+shared's always-on adapter (default: the feature types' default rank).
+    /// Rank of flix+shared's always-on adapter (default: the largest feature type rank).
     #[arg(long)]
     pub shared_rank: Option<usize>,
     #[arg(long, default_value_t = 200)]

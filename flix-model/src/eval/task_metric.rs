@@ -6,8 +6,9 @@
 //!   classes that occur in the cell (gold labels, and predicted labels that belong to the label
 //!   set). An output outside the label set is a false negative of the gold class and a false
 //!   positive of no class.
-//! - **Entity-span F1** (ner): targets are whitespace-separated items `token|B-X` / `token|I-X`; a
-//!   bare token (or `token|O`) is outside any entity. Items split on their last `|`. Spans follow
+//! - **Entity-span F1** (ner): targets are items `token|B-X` / `token|I-X` separated by ASCII
+//!   whitespace (a token may hold another space, e.g. the no-break space of `25 000`); a bare
+//!   token (or `token|O`) is outside any entity. Items split on their last `|`. Spans follow
 //!   the BIO rules of seqeval's default mode: `B-X` starts a span, `I-X` continues a span of type
 //!   X and otherwise (after `O` or a span of another type: a stray `I-X`) starts one, `O` ends one.
 //!   A span is (type, first token position, last token position); a predicted span is correct
@@ -155,7 +156,7 @@ impl TaskMetric {
                 _ => Ok(()),
             },
             TaskMetric::SpanF1 => {
-                for item in target.split_whitespace() {
+                for item in target.split_ascii_whitespace() {
                     if let Some((_, tag)) = item.rsplit_once('|') {
                         if ner_tag(tag).is_none() {
                             return Err(format!(
@@ -167,11 +168,11 @@ impl TaskMetric {
                 Ok(())
             }
             TaskMetric::TokenAccuracy => {
-                if target.split_whitespace().next().is_none() {
+                if target.split_ascii_whitespace().next().is_none() {
                     return Err("the target has no token".into());
                 }
                 match target
-                    .split_whitespace()
+                    .split_ascii_whitespace()
                     .find(|item| pos_tag(item).is_none())
                 {
                     Some(item) => Err(format!("the item {item:?} has no `|TAG`")),
@@ -294,10 +295,10 @@ fn ner_tag(suffix: &str) -> Option<BioTag> {
     }
 }
 
-/// The BIO tag of every whitespace-separated item of `text`: a bare item (or one whose suffix
-/// is not a tag) is outside.
+/// The BIO tag of every item (separated by ASCII whitespace) of `text`: a bare item (or one
+/// whose suffix is not a tag) is outside.
 pub fn bio_tags(text: &str) -> Vec<BioTag> {
-    text.split_whitespace()
+    text.split_ascii_whitespace()
         .map(|item| {
             item.rsplit_once('|')
                 .and_then(|(_, tag)| ner_tag(tag))
@@ -406,8 +407,8 @@ pub struct TokenStats {
 impl TokenStats {
     /// Adds one example: position-aligned tags, max(gold, output) tokens in the denominator.
     pub fn add(&mut self, gold: &str, output: &str) {
-        let gold: Vec<Option<&str>> = gold.split_whitespace().map(pos_tag).collect();
-        let predicted: Vec<Option<&str>> = output.split_whitespace().map(pos_tag).collect();
+        let gold: Vec<Option<&str>> = gold.split_ascii_whitespace().map(pos_tag).collect();
+        let predicted: Vec<Option<&str>> = output.split_ascii_whitespace().map(pos_tag).collect();
         self.total += gold.len().max(predicted.len());
         self.correct += gold
             .iter()

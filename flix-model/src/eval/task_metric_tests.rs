@@ -125,6 +125,12 @@ fn token_accuracy_counts_missing_and_extra_tokens_as_wrong() {
     assert_eq!(score("a b c"), (0, 3));
     assert_eq!(score("a|DET |NOUN c|"), (1, 3));
     assert_eq!(score(""), (0, 3));
+    // Items are separated by ASCII whitespace only: `25 000` (a no-break space) is one token.
+    let mut nbsp = TokenStats::default();
+    nbsp.add("de|ADP 25\u{a0}000|NUM", "de|ADP  25\u{a0}000|NUM");
+    assert_eq!((nbsp.correct, nbsp.total), (2, 2));
+    nbsp.add("25\u{a0}000|NUM", "25 000|NUM");
+    assert_eq!((nbsp.correct, nbsp.total), (2, 4));
     // Over a cell: summed counts, not a mean of example accuracies.
     let mut cell = TokenStats::default();
     cell.add(gold, "a|DET b|NOUN c|VERB d|X");
