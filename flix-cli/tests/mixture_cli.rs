@@ -195,6 +195,24 @@ fn mixture_roots_split_files_unseen_cells_and_bad_input() {
     assert_eq!(num2words["supervised_cells"], 2);
     assert_eq!(num2words["unseen_cells"], 1);
 
+    // A held-out cell the evaluation data does not have is a warning, not silently dropped.
+    let out = flix(&args(&[
+        &"eval",
+        &run,
+        &"--data",
+        &test,
+        &"--holdout",
+        &"lang=xxx",
+        &"--max-new-tokens",
+        &"2",
+    ]));
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("held-out cell lang=xxx has no evaluation examples"),
+        "{stderr}"
+    );
+
     // Bad evaluation input.
     fails_with(
         &[&"eval", &run, &"--mixture", &root, &"--split", &"dev"],

@@ -165,9 +165,9 @@ fn bad_data_is_an_error_before_training() {
         let mut s = spec(&base, &file, Method::Flix);
         s.holdout.clear();
         let err = Trainer::new(s, &tmp.path().join(format!("run{i}")))
-        .err()
-        .unwrap()
-        .to_string();
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains(expected), "case {i}: {err}");
     }
     // An unknown value of a type with a fixed list that may not grow.
