@@ -147,6 +147,8 @@ pub struct CellRecord {
     pub features: BTreeMap<String, String>,
     pub heldout: bool,
     pub unseen: bool,
+    /// Supervised, held out, or unseen (a feature value the run never trained).
+    pub kind: CellKind,
     /// The task's metric and its value (a fraction), then every value of the cell.
     pub metric: TaskMetric,
     pub value: Option<f64>,
@@ -467,6 +469,7 @@ fn cell_records(results: &[(String, u64, EvalResult)]) -> Vec<CellRecord> {
                 features: c.features.clone(),
                 heldout: c.heldout,
                 unseen: c.unseen,
+                kind: c.kind(),
                 metric: c.own_metric(),
                 value: c.value(Metric::Auto),
                 values: c.values.clone(),
@@ -484,18 +487,8 @@ pub fn task_table(
     seeds: &[u64],
     kind: CellKind,
 ) -> Vec<TaskTableRow> {
-    let of_kind = |r: &CellRecord| {
-        let k = if r.heldout {
-            CellKind::HeldOut
-        } else if r.unseen {
-            CellKind::Unseen
-        } else {
-            CellKind::Supervised
-        };
-        k == kind
-    };
     let mut tasks: BTreeMap<&str, (TaskMetric, Vec<&CellRecord>)> = BTreeMap::new();
-    for r in records.iter().filter(|r| of_kind(r)) {
+    for r in records.iter().filter(|r| r.kind == kind) {
         tasks
             .entry(r.task.as_str())
             .or_insert((r.metric, Vec::new()))
@@ -703,6 +696,11 @@ mod tests {
             features: BTreeMap::new(),
             heldout,
             unseen: false,
+            kind: if heldout {
+                CellKind::HeldOut
+            } else {
+                CellKind::Supervised
+            },
             metric: TaskMetric::Accuracy,
             value: Some(value),
             values: BTreeMap::new(),

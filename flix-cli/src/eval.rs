@@ -16,7 +16,7 @@ use flix_kernels::Device;
 use flix_model::eval::{
     evaluate_tasks, CellKind, CellScore, EvalOptions, EvalResult, Metric, TaskMetrics,
 };
-use flix_model::train::data::cell_name;
+use flix_model::train::data::{cap_per_cell, cell_matches};
 use flix_model::train::trainer::SPEC_FILE;
 use flix_model::train::{load_trained, Holdout, TrainSpec};
 
@@ -98,12 +98,7 @@ pub fn eval_examples(
         examples.extend(m.read(split, type_names, max_per_cell, |_| true)?);
     }
     if let Some(max) = max_per_cell {
-        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-        examples.retain(|ex| {
-            let n = counts.entry(cell_name(ex, type_names)).or_default();
-            *n += 1;
-            *n <= max
-        });
+        cap_per_cell(&mut examples, type_names, max);
     }
     if examples.is_empty() {
         bail!("no examples to evaluate");
@@ -131,10 +126,7 @@ pub fn task_metrics(mixture: Option<&Mixture>, metric: Metric) -> Result<TaskMet
 pub fn eval_warnings(result: &EvalResult, holdout: &Holdout) -> Vec<String> {
     let mut warnings = Vec::new();
     for cell in &holdout.cells {
-        if !result.cells.iter().any(|c| {
-            cell.iter()
-                .all(|(k, v)| c.features.get(k).is_some_and(|x| x == v))
-        }) {
+        if !result.cells.iter().any(|c| cell_matches(cell, &c.features)) {
             warnings.push(format!(
                 "{}: held-out cell {} has no evaluation examples",
                 result.name,

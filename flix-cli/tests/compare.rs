@@ -208,6 +208,11 @@ fn compare_trains_evaluates_summarises_and_resumes() {
     for r in records {
         let held = r["cell"] == "lang=fra,task=ner";
         assert_eq!(r["heldout"], held, "{r}");
+        assert_eq!(
+            r["kind"],
+            if held { "held_out" } else { "supervised" },
+            "{r}"
+        );
         assert_eq!(r["examples"], 2);
         let want = match r["task"].as_str().unwrap() {
             "sentiment" => "accuracy",

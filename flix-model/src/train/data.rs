@@ -130,7 +130,8 @@ impl Holdout {
     }
 }
 
-fn cell_matches(cell: &BTreeMap<String, String>, features: &BTreeMap<String, String>) -> bool {
+/// Whether every condition of the held-out `cell` holds for `features`.
+pub fn cell_matches(cell: &BTreeMap<String, String>, features: &BTreeMap<String, String>) -> bool {
     cell.iter()
         .all(|(k, v)| features.get(k).is_some_and(|x| x == v))
 }
@@ -195,12 +196,7 @@ pub fn training_examples(spec: &TrainSpec) -> Result<TrainingData> {
         examples.extend(cells);
     }
     if let Some(max) = spec.max_train_per_cell {
-        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-        examples.retain(|ex| {
-            let n = counts.entry(cell_name(ex, &type_names)).or_default();
-            *n += 1;
-            *n <= max
-        });
+        cap_per_cell(&mut examples, &type_names, max);
     }
     if examples.is_empty() {
         return Err(ModelError::Invalid(
@@ -208,6 +204,16 @@ pub fn training_examples(spec: &TrainSpec) -> Result<TrainingData> {
         ));
     }
     Ok(TrainingData { examples, holdout })
+}
+
+/// Keeps the first `max` examples of each cell (by [`cell_name`] over `type_names`), in order.
+pub fn cap_per_cell(examples: &mut Vec<Example>, type_names: &[&str], max: usize) {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    examples.retain(|ex| {
+        let n = counts.entry(cell_name(ex, type_names)).or_default();
+        *n += 1;
+        *n <= max
+    });
 }
 
 /// One example ready for training or evaluation.
