@@ -29,6 +29,7 @@ use flix_model::eval::{
     evaluate_tasks, mean, CellKind, EvalOptions, EvalResult, Metric, TaskMetric,
 };
 use flix_model::train::checkpoint::{latest_checkpoint, read_state};
+use flix_model::train::data::training_examples;
 use flix_model::train::tensor_file::write_atomic;
 use flix_model::train::trainer::SPEC_FILE;
 use flix_model::train::{load_trained, Holdout, Method, TrainSpec, Trainer};
@@ -298,37 +299,34 @@ impl CompareArgs {
 }
 
 /// Trains `plan` to its last step, resuming what an earlier invocation left: a finished run is
-/// kept, a killed one continues from its latest checkpoint. A run directory holding a run of
-/// other settings is an error (nothing is overwritten).
+/// kept, a killed one continues from its latest checkpoint, one without a checkpoint starts
+/// again. A run directory holding checkpoints of other settings is an error (nothing is
+/// overwritten).
 fn train(plan: &RunPlan) -> Result<u64> {
     let label = format!("{} seed {}", plan.method, plan.seed);
-    let spec_path = plan.dir.join(SPEC_FILE);
-    let mut trainer = if spec_path.exists() {
-        let text = std::fs::read_to_string(&spec_path)
-            .with_context(|| format!("reading {}", spec_path.display()))?;
-        let saved: TrainSpec = serde_json::from_str(&text)
-            .with_context(|| format!("parsing {}", spec_path.display()))?;
-        if saved != plan.spec {
-            bail!(
-                "{} holds a run with other settings; choose another --out or remove it",
-                plan.dir.display()
-            );
-        }
-        match latest_checkpoint(&plan.dir)? {
-            Some(checkpoint) => {
-                let step = read_state(&checkpoint)?.step;
-                if step >= plan.spec.steps {
-                    eprintln!("{label}: finished earlier ({step} steps); kept");
-                    return Ok(step);
-                }
-                eprintln!("{label}: resuming from step {step}");
-                Trainer::resume(&plan.dir)?
-            }
-            None => Trainer::new(plan.spec.clone(), &plan.dir)?,
-        }
-    } else {
-        Trainer::new(plan.spec.clone(), &plan.dir)?
+    let Some(checkpoint) = latest_checkpoint(&plan.dir)? else {
+        let mut trainer = Trainer::new(plan.spec.clone(), &plan.dir)?;
+        run_with_progress(&mut trainer, &label)?;
+        return Ok(trainer.step);
     };
+    let spec_path = plan.dir.join(SPEC_FILE);
+    let text = std::fs::read_to_string(&spec_path)
+        .with_context(|| format!("reading {}", spec_path.display()))?;
+    let saved: TrainSpec =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", spec_path.display()))?;
+    if saved != plan.spec {
+        bail!(
+            "{} holds a run with other settings; choose another --out or remove it",
+            plan.dir.display()
+        );
+    }
+    let step = read_state(&checkpoint)?.step;
+    if step >= plan.spec.steps {
+        eprintln!("{label}: finished earlier ({step} steps); kept");
+        return Ok(step);
+    }
+    eprintln!("{label}: resuming from step {step}");
+    let mut trainer = Trainer::resume(&plan.dir)?;
     run_with_progress(&mut trainer, &label)?;
     Ok(trainer.step)
 }
@@ -357,6 +355,10 @@ pub fn run(args: CompareArgs) -> Result<()> {
         args.max_eval_per_cell,
     )?;
     tasks.resolve(&examples)?;
+    // The training data (and the held-out cells against it) too: every run reads the same.
+    if let Some(first) = plans.first() {
+        training_examples(&first.spec)?;
+    }
     std::fs::create_dir_all(args.out.join("runs"))
         .with_context(|| format!("creating {}", args.out.display()))?;
 

@@ -176,6 +176,22 @@ fn compare_trains_evaluates_summarises_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let (base, root, split) = fixture(tmp.path());
     let out = tmp.path().join("out");
+    // A split cell the mixture lacks is an error before any run starts.
+    let bad_split = tmp.path().join("bad-split.json");
+    std::fs::write(
+        &bad_split,
+        r#"{"heldout": [{"task": "ner", "lang": "deu"}]}"#,
+    )
+    .unwrap();
+    let refused = flix(&compare_args(&base, &root, &bad_split, &out));
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).1.contains("lang=deu,task=ner"),
+        "{}",
+        text(&refused).1
+    );
+    assert!(!out.join("runs").exists());
+
     let args = compare_args(&base, &root, &split, &out);
     let (stdout, _) = flix_ok(&args);
     assert!(stdout.contains("## Held-out (zero-shot) cells"), "{stdout}");
