@@ -249,6 +249,42 @@ fn compare_trains_evaluates_summarises_and_resumes() {
         "no run scored above zero: {}",
         std::fs::read_to_string(out.join("runs/flix-seed0/eval.json")).unwrap()
     );
+    // Each cell's values come from its own predictions: accuracy of the label task and exact
+    // match of every cell, recomputed here with plain loops.
+    let eval: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("runs/flix+shared-seed1/eval.json")).unwrap(),
+    )
+    .unwrap();
+    for cell in eval["result"]["cells"].as_array().unwrap() {
+        let name = cell["cell"].as_str().unwrap();
+        let preds: Vec<&Value> = eval["result"]["predictions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["cell"] == name)
+            .collect();
+        let fraction = |right: &dyn Fn(&str, &str) -> bool| {
+            let n = preds
+                .iter()
+                .filter(|p| right(p["output"].as_str().unwrap(), p["target"].as_str().unwrap()))
+                .count();
+            n as f64 / preds.len() as f64
+        };
+        let exact = fraction(&|o, t| o.trim() == t.trim());
+        assert_eq!(
+            cell["values"]["exact_match"].as_f64(),
+            Some(exact),
+            "{name}"
+        );
+        if name.ends_with("task=sentiment") {
+            let accuracy = fraction(&|o, t| o.trim().to_lowercase() == t);
+            assert_eq!(
+                cell["values"]["accuracy"].as_f64(),
+                Some(accuracy),
+                "{name}"
+            );
+        }
+    }
     let grid = std::fs::read_to_string(out.join("grid.txt")).unwrap();
     assert!(grid.contains("span F1") && grid.contains('*'), "{grid}");
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
