@@ -634,9 +634,10 @@ impl TaskMetrics {
         Self::default()
     }
 
-    /// The metrics `descriptions` (task name → description) name. A metric text this module does
-    /// not know is an error naming the task when `strict` (`--metric auto`); otherwise that task
-    /// falls back to its name's default.
+    /// The metrics `descriptions` (task name → description) name. When `strict` (`--metric
+    /// auto`), a metric text this module does not know, or a described task without a metric
+    /// whose name has no default, is an error naming the task; otherwise such a task falls back
+    /// to its name's default, or to the label rule and exact match.
     pub fn from_descriptions(
         descriptions: &BTreeMap<String, TaskDescription>,
         strict: bool,
@@ -655,7 +656,17 @@ impl TaskMetrics {
                     }
                     None => TaskMetric::default_for_task(task),
                 },
-                None => TaskMetric::default_for_task(task),
+                None => match TaskMetric::default_for_task(task) {
+                    Some(m) => Some(m),
+                    None if strict => {
+                        return Err(ModelError::Invalid(format!(
+                            "task {task:?}: the task descriptions give no metric, and the name \
+                             has no default; add a \"metric\" text (e.g. \"accuracy\", \
+                             \"exact match\")"
+                        )))
+                    }
+                    None => None,
+                },
             };
             if let Some(metric) = metric {
                 let labels = d

@@ -281,6 +281,17 @@ fn tasks_get_described_metrics_then_name_defaults_then_the_label_rule() {
         err.to_string().contains("\"odd\"") && err.to_string().contains("BLEU"),
         "{err}"
     );
+    // A described task without a metric: its name's default, else an error under auto.
+    let no_metric = |task: &str| -> BTreeMap<String, TaskDescription> {
+        [(task.to_string(), TaskDescription::default())].into()
+    };
+    assert!(TaskMetrics::from_descriptions(&no_metric("ner"), true).is_ok());
+    let err = TaskMetrics::from_descriptions(&no_metric("quiz"), true).unwrap_err();
+    assert!(
+        err.to_string().contains("\"quiz\"") && err.to_string().contains("no metric"),
+        "{err}"
+    );
+    assert!(TaskMetrics::from_descriptions(&no_metric("quiz"), false).is_ok());
     let tasks = TaskMetrics::from_descriptions(&descriptions, false).unwrap();
     let examples = vec![
         example("tags", "a|X", 1),
