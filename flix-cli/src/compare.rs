@@ -75,6 +75,7 @@ pub struct CompareArgs {
     /// Rank of every feature type (`8`), or per type (`lang=4,task=8`); LoRA gets their sum.
     #[arg(long, default_value = "8")]
     pub rank: String,
+    /// Alpha of every feature type (its adapter's scale is alpha / rank).
     #[arg(long, default_value_t = 16.0)]
     pub alpha: f64,
     /// Feature dropout probability of every type.
@@ -83,14 +84,19 @@ pub struct CompareArgs {
     /// Rank of flix+shared's always-on adapter (default: the largest feature type rank).
     #[arg(long)]
     pub shared_rank: Option<usize>,
+    /// Optimizer steps of every run.
     #[arg(long, default_value_t = 200)]
     pub steps: u64,
+    /// Peak learning rate of every run.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
+    /// Warmup steps of every run.
     #[arg(long, default_value_t = 10)]
     pub warmup: u64,
+    /// Tokens per step (examples are added while they fit), the same for every method.
     #[arg(long, default_value_t = 2048)]
     pub batch_tokens: usize,
+    /// Steps between checkpoints: a killed run resumes from its latest one.
     #[arg(long, default_value_t = 50)]
     pub checkpoint_every: u64,
     /// At most this many training examples per cell (the first lines of each cell).
@@ -102,6 +108,7 @@ pub struct CompareArgs {
     /// The split of --mixture to evaluate: test or dev.
     #[arg(long, default_value = "test")]
     pub split: Split,
+    /// Most new tokens greedy decoding generates per test example.
     #[arg(long, default_value_t = 48)]
     pub max_new_tokens: usize,
     /// cpu, cuda or cuda:N.
