@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_train;
+mod compare;
 mod demo;
 mod demo_claim;
 mod eval;
@@ -39,10 +40,14 @@ enum Command {
     BenchTrain(bench_train::BenchTrainArgs),
     /// Per-example loss and per-token log-likelihood of a JSONL file under a model.
     Score(score::ScoreArgs),
-    /// Train FLix adapters (or a LoRA / full baseline) on JSONL mixtures; --resume a killed run.
+    /// Train FLix adapters (or a LoRA / full baseline) on JSONL files or a mixture root; --resume
+    /// a killed run.
     Train(train::TrainArgs),
-    /// Exact match, chrF or accuracy per cell of trained runs, as a grid (held-out cells marked *).
+    /// Scores per cell of trained runs, as a grid (held-out cells marked with *), and per task.
     Eval(eval::EvalArgs),
+    /// FLix vs compute-matched LoRA vs flix+shared over seeds on one base and mixture: runs,
+    /// results.json, grid, per-task summary and report. Rerunning resumes.
+    Compare(compare::CompareArgs),
     /// The whole pipeline on the built-in mixture: pretrain, FLix vs LoRA, grid. No download.
     Demo(demo::DemoArgs),
     /// Write one feature combination of trained adapters as a PEFT LoRA directory.
@@ -64,6 +69,7 @@ fn main() -> anyhow::Result<()> {
         Command::Score(args) => score::run(args),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Compare(args) => compare::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Export(args) => export::run(args),
         Command::Merge(args) => merge::run(args),

@@ -1,7 +1,9 @@
 //! `flix report`: one self-contained HTML page with the loss curves of each run (with the mean
 //! eval loss of held-out and supervised cells when the run evaluated during training), a heatmap
-//! of a metric per cell (`--metric`, exact match by default) for each evaluated run, and a heatmap
-//! of the first run minus the second (held-out cells marked with `*`). Plots are drawn with
+//! of a metric per cell (`--metric`, exact match by default; `auto`: each task's own metric, named
+//! under the task) for each evaluated run, and a heatmap of the first run minus the second
+//! (held-out cells marked with `*`, cells with a feature value the run never trained with `?`),
+//! each followed by a per-task table of supervised and held-out means. Plots are drawn with
 //! `plotters` into inline SVG.
 
 use std::collections::BTreeSet;
@@ -12,6 +14,8 @@ use clap::Args;
 use flix_model::eval::periodic::{EvalRecord, MetricsLine};
 use flix_model::eval::{CellScore, EvalResult, Metric};
 use flix_model::train::StepReport;
+
+use crate::eval::{kind_mark, task_rows};
 use plotters::prelude::*;
 
 #[derive(Args, Debug)]
@@ -25,7 +29,7 @@ pub struct ReportArgs {
     /// The HTML file to write.
     #[arg(long, default_value = "report.html")]
     pub out: PathBuf,
-    /// What the heatmaps show: exact, chrf or accuracy (label tasks).
+    /// What the heatmaps show: exact, chrf, accuracy (label tasks) or auto (each task's metric).
     #[arg(long, default_value = "exact")]
     pub metric: Metric,
 }
@@ -90,7 +94,18 @@ pub fn write_metric_report(
     evals: &[EvalResult],
     metric: Metric,
 ) -> Result<()> {
-    let mut body = String::new();
+    write_report_page(out, runs, evals, metric, "")
+}
+
+/// [`write_metric_report`] with `preamble` (HTML) before the plots.
+pub fn write_report_page(
+    out: &Path,
+    runs: &[(String, PathBuf)],
+    evals: &[EvalResult],
+    metric: Metric,
+    preamble: &str,
+) -> Result<()> {
+    let mut body = preamble.to_string();
     if !runs.is_empty() {
         let curves = runs
             .iter()
@@ -106,6 +121,7 @@ pub fn write_metric_report(
     for e in evals {
         body += &format!("<h2>{}: {}</h2>\n", metric.title(), html_escape(&e.name));
         body += &heatmap(e, None, metric)?;
+        body += &task_table_html(e, None, metric);
     }
     if let [a, b, ..] = evals {
         body += &format!(
@@ -115,17 +131,40 @@ pub fn write_metric_report(
             html_escape(&b.name)
         );
         body += &heatmap(a, Some(b), metric)?;
+        body += &task_table_html(a, Some(b), metric);
     }
     let html = format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>FLix report</title>\
          <style>body{{font-family:sans-serif;margin:2em}}</style></head><body>\n\
-         <h1>FLix report</h1>\n<p>Held-out (zero-shot) cells are marked with *.</p>\n{body}\
+         <h1>FLix report</h1>\n<p>Held-out (zero-shot) cells are marked with *; cells with a \
+         feature value the run never trained with ?.</p>\n{body}\
          </body></html>\n"
     );
     std::fs::write(out, html).with_context(|| format!("writing {}", out.display()))
 }
 
-fn html_escape(s: &str) -> String {
+/// The per-task table of [`task_rows`] as HTML: each task's metric, supervised and held-out
+/// means (%) with their cell counts.
+pub fn task_table_html(r: &EvalResult, minus: Option<&EvalResult>, metric: Metric) -> String {
+    let fmt = |m: Option<f64>, n: usize| m.map_or("-".to_string(), |v| format!("{v:.1} ({n})"));
+    let mut html = String::from(
+        "<table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\">\n\
+         <tr><th>task</th><th>metric</th><th>supervised mean (cells)</th>\
+         <th>held-out mean (cells)</th></tr>\n",
+    );
+    for t in task_rows(r, minus, metric) {
+        html += &format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            html_escape(&t.task),
+            html_escape(&t.metric),
+            fmt(t.supervised, t.supervised_cells),
+            fmt(t.heldout, t.heldout_cells)
+        );
+    }
+    html + "</table>\n"
+}
+
+pub fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -234,7 +273,8 @@ fn heatmap(r: &EvalResult, minus: Option<&EvalResult>, metric: Metric) -> Result
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let (cell_w, cell_h, left, top) = (110i32, 34i32, 70i32, 30i32);
+    let top = if metric == Metric::Auto { 44i32 } else { 30i32 };
+    let (cell_w, cell_h, left) = (110i32, 34i32, 70i32);
     let width = (left + cell_w * cols.len() as i32 + 10) as u32;
     let height = (top + cell_h * rows.len() as i32 + 10) as u32;
     let mut svg = String::new();
@@ -242,13 +282,21 @@ fn heatmap(r: &EvalResult, minus: Option<&EvalResult>, metric: Metric) -> Result
         let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
         let text = TextStyle::from(("sans-serif", 14).into_font()).color(&BLACK);
+        let small = TextStyle::from(("sans-serif", 11).into_font()).color(&BLACK);
         for (j, col) in cols.iter().enumerate() {
-            root.draw(&Text::new(
-                col.clone(),
-                (left + cell_w * j as i32 + 8, 8),
-                text.clone(),
-            ))
-            .map_err(plot_err)?;
+            let x = left + cell_w * j as i32 + 8;
+            root.draw(&Text::new(col.clone(), (x, 8), text.clone()))
+                .map_err(plot_err)?;
+            // Under each task's own metric, the metric of the column under its name.
+            if metric == Metric::Auto {
+                let name = r
+                    .cells
+                    .iter()
+                    .find(|c| &key(c, "task") == col)
+                    .map_or("-", |c| c.own_metric().title());
+                root.draw(&Text::new(name.to_string(), (x, 24), small.clone()))
+                    .map_err(plot_err)?;
+            }
         }
         for (i, row) in rows.iter().enumerate() {
             let y = top + cell_h * i as i32;
@@ -293,7 +341,7 @@ fn heatmap(r: &EvalResult, minus: Option<&EvalResult>, metric: Metric) -> Result
                     color.filled(),
                 ))
                 .map_err(plot_err)?;
-                let label = format!("{:.0}{}", 100.0 * v, if cell.heldout { " *" } else { "" });
+                let label = format!("{:.0} {}", 100.0 * v, kind_mark(cell.kind()));
                 root.draw(&Text::new(label, (x + 8, y + 10), text.clone()))
                     .map_err(plot_err)?;
             }

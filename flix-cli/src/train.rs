@@ -1,14 +1,15 @@
-//! `flix train`: trains FLix adapters (or a LoRA / full-parameter baseline) on JSONL mixtures, or
-//! resumes a killed run with `--resume DIR`.
+//! `flix train`: trains FLix adapters (or a LoRA / full-parameter baseline) on JSONL files or a
+//! mixture root (`--mixture ROOT`: every `<task>/<lang>/train.jsonl`), holding out the cells of
+//! `--holdout` and `--split-file`, or resumes a killed run with `--resume DIR`.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use flix_core::{FeatureConfig, TypeDefaults};
+use flix_core::{read_split_file, FeatureConfig, TypeDefaults};
 use flix_model::eval::periodic::PeriodicEvalSpec;
-use flix_model::train::{Method, StepReport, TrainSpec, Trainer};
+use flix_model::train::{Holdout, Method, StepReport, TrainSpec, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Args, Debug)]
@@ -21,8 +22,18 @@ pub struct TrainArgs {
     #[arg(long, required_unless_present = "resume")]
     pub base: Option<PathBuf>,
     /// JSONL training files.
-    #[arg(long, num_args = 1.., required_unless_present = "resume")]
+    #[arg(long, num_args = 1.., required_unless_present_any = ["resume", "mixture"])]
     pub data: Vec<PathBuf>,
+    /// A mixture root: trains on every `<task>/<lang>/train.jsonl` under it (beside --data).
+    #[arg(long)]
+    pub mixture: Option<PathBuf>,
+    /// Held-out cells from a split file (`{"heldout": [{"task": "ner", "lang": "hau"}, ...]}`),
+    /// beside any --holdout.
+    #[arg(long)]
+    pub split_file: Option<PathBuf>,
+    /// At most this many training examples per cell (the first lines of each cell).
+    #[arg(long)]
+    pub max_train_per_cell: Option<usize>,
     /// The run directory (checkpoints, metrics.jsonl, spec.json).
     #[arg(long, required_unless_present = "resume")]
     pub out: Option<PathBuf>,
@@ -116,11 +127,16 @@ impl TrainArgs {
                 )
             }
         };
-        let (Some(base), false) = (self.base.clone(), self.data.is_empty()) else {
-            bail!("--base and --data are required for a new run");
+        let Some(base) = self.base.clone() else {
+            bail!("--base is required for a new run");
         };
+        if self.data.is_empty() && self.mixture.is_none() {
+            bail!("--data or --mixture is required for a new run");
+        }
         let mut spec = TrainSpec::new(base, self.data.clone(), features, method);
-        spec.holdout = self.holdout.clone();
+        spec.mixture = self.mixture.clone();
+        spec.max_train_per_cell = self.max_train_per_cell;
+        spec.holdout = holdout_specs(&self.holdout, self.split_file.as_deref())?;
         spec.match_compute = self.match_compute;
         spec.shared_rank = self.shared_rank;
         spec.targets = self.targets.clone();
@@ -145,6 +161,17 @@ impl TrainArgs {
         }
         Ok(spec)
     }
+}
+
+/// The held-out cells of `--holdout` and `--split-file` together, checked for form (see
+/// [`Holdout::parse`]); a split file that cannot be read is an error.
+pub fn holdout_specs(holdout: &[String], split_file: Option<&Path>) -> Result<Vec<String>> {
+    let mut specs = holdout.to_vec();
+    if let Some(path) = split_file {
+        specs.extend(read_split_file(path).context("reading the split file")?);
+    }
+    Holdout::parse(&specs)?;
+    Ok(specs)
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {

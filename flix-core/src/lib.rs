@@ -1,5 +1,5 @@
 //! flix-core: the host-side bookkeeping of FLix. Feature types and their values (the registry),
-//! the feature set of each example, feature dropout, reading JSONL examples, and the batch plan
+//! the feature set of each example, feature dropout, reading JSONL examples and mixture folders, and the batch plan
 //! the kernels run on. No device code and no tensors live here.
 
 pub mod config;
@@ -8,6 +8,7 @@ pub mod demo;
 pub mod dropout;
 pub mod error;
 pub mod features;
+pub mod mixture;
 pub mod plan;
 pub mod registry;
 mod saved;
@@ -17,5 +18,6 @@ pub use data::{read_jsonl, read_jsonl_files, whitespace_tokens, Example};
 pub use dropout::{splitmix64, DropoutPolicy, FeatureDropout};
 pub use error::{CoreError, Location, Result};
 pub use features::{FeatureSet, Mode};
+pub use mixture::{read_split_file, Mixture, MixtureCell, Split, TaskInfo};
 pub use plan::{BatchPlan, PlanError, SegmentSpec, Tile, TypeShape, ABSENT};
 pub use registry::{FeatureType, Registry};

@@ -15,6 +15,9 @@
 //!
 //! Accuracy is the fraction of examples whose normalized prediction equals the normalized gold
 //! label; a prediction that is not one of the labels is wrong.
+//!
+//! The rule applies to tasks that neither a mixture's task descriptions nor the known task names
+//! give a metric (see [`super::task_metric::TaskMetrics`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -43,10 +46,18 @@ pub enum Metric {
     Chrf,
     /// Accuracy of label tasks (other cells have none).
     Accuracy,
+    /// Each task's own metric ([`super::task_metric`]): accuracy, span F1, token accuracy, frame
+    /// exact match, or exact match for free text.
+    Auto,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 3] = [Metric::ExactMatch, Metric::Chrf, Metric::Accuracy];
+    pub const ALL: [Metric; 4] = [
+        Metric::ExactMatch,
+        Metric::Chrf,
+        Metric::Accuracy,
+        Metric::Auto,
+    ];
 
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
@@ -54,6 +65,7 @@ impl Metric {
             Metric::ExactMatch => "exact",
             Metric::Chrf => "chrf",
             Metric::Accuracy => "accuracy",
+            Metric::Auto => "auto",
         }
     }
 
@@ -63,6 +75,7 @@ impl Metric {
             Metric::ExactMatch => "Exact match",
             Metric::Chrf => "chrF",
             Metric::Accuracy => "Accuracy (label tasks)",
+            Metric::Auto => "Each task's metric",
         }
     }
 }
@@ -81,8 +94,9 @@ impl FromStr for Metric {
             "exact" | "exact-match" | "em" => Ok(Metric::ExactMatch),
             "chrf" => Ok(Metric::Chrf),
             "accuracy" | "acc" => Ok(Metric::Accuracy),
+            "auto" => Ok(Metric::Auto),
             other => Err(ModelError::Invalid(format!(
-                "unknown metric {other:?}: expected exact, chrf or accuracy"
+                "unknown metric {other:?}: expected exact, chrf, accuracy or auto"
             ))),
         }
     }
@@ -97,7 +111,7 @@ pub fn normalize_label(text: &str) -> String {
 }
 
 /// The task an example belongs to for the label rule: its `task` value, else its whole cell.
-fn task_key(example: &Example) -> String {
+pub(crate) fn task_key(example: &Example) -> String {
     match example.features.get("task") {
         Some(task) => format!("task={task}"),
         None => example

@@ -1,11 +1,14 @@
-//! Evaluation of greedy continuations per cell, with held-out cells marked: exact match for every
-//! cell, chrF for every cell (free text), accuracy for the cells of label tasks (the rule is in
-//! [`metrics`]).
+//! Evaluation of greedy continuations per cell, with held-out cells marked: exact match and chrF
+//! for every cell, and each task's own metric ([`task_metric`]: accuracy and macro-F1 for label
+//! tasks, entity-span F1, token accuracy, frame exact match and intent accuracy). A cell with a
+//! feature value the run never trained is marked unseen: it counts neither as supervised nor as
+//! held out.
 
 pub mod chrf;
 pub mod greedy;
 pub mod metrics;
 pub mod periodic;
+pub mod task_metric;
 
 use std::collections::BTreeMap;
 
@@ -20,6 +23,7 @@ use crate::train::{Holdout, Layout, Trained};
 use chrf::ChrfStats;
 use greedy::{greedy_decode, Prompt};
 pub use metrics::{LabelTasks, Metric};
+pub use task_metric::{TaskDescription, TaskEntry, TaskMetric, TaskMetrics, TaskStats};
 
 /// The scores of one cell.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -29,6 +33,10 @@ pub struct CellScore {
     /// The cell's feature values by type.
     pub features: BTreeMap<String, String>,
     pub heldout: bool,
+    /// The cell has a feature value the run never trained (it was evaluated with that feature
+    /// absent), so it is not a supervised cell.
+    #[serde(default)]
+    pub unseen: bool,
     /// Exactly matching outputs.
     pub correct: usize,
     pub total: usize,
@@ -38,6 +46,25 @@ pub struct CellScore {
     /// Outputs equal to the gold label, for cells of label tasks only.
     #[serde(default)]
     pub label_correct: Option<usize>,
+    /// The cell's task metric (absent in results written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_metric: Option<TaskMetric>,
+    /// Named values in [0, 1]: `exact_match` and `chrf` for every cell, and those of the task
+    /// metric (e.g. `accuracy` and `macro_f1`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: BTreeMap<String, f64>,
+}
+
+/// What a cell is to the run that is evaluated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CellKind {
+    /// Trained on.
+    Supervised,
+    /// Held out of training (zero-shot), whether or not its values were trained in other cells.
+    HeldOut,
+    /// Not held out, but with a feature value the run never trained.
+    Unseen,
 }
 
 impl CellScore {
@@ -57,8 +84,88 @@ impl CellScore {
             Metric::Accuracy => self
                 .label_correct
                 .map(|c| c as f64 / self.total.max(1) as f64),
+            Metric::Auto => match self.task_metric {
+                Some(m) => self.values.get(m.primary()).copied(),
+                None => Some(self.exact_match()),
+            },
         }
     }
+
+    /// The metric [`Metric::Auto`] shows for this cell.
+    pub fn own_metric(&self) -> TaskMetric {
+        self.task_metric.unwrap_or(TaskMetric::Text)
+    }
+
+    pub fn kind(&self) -> CellKind {
+        if self.heldout {
+            CellKind::HeldOut
+        } else if self.unseen {
+            CellKind::Unseen
+        } else {
+            CellKind::Supervised
+        }
+    }
+
+    /// The cell's task: its `task` value, else its whole name.
+    pub fn task(&self) -> &str {
+        self.features.get("task").unwrap_or(&self.cell)
+    }
+}
+
+/// One task's means over its cells (each cell weighs the same) of its own metric, by kind of
+/// cell.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskSummary {
+    pub task: String,
+    pub metric: TaskMetric,
+    pub supervised_mean: Option<f64>,
+    pub supervised_cells: usize,
+    pub heldout_mean: Option<f64>,
+    pub heldout_cells: usize,
+    #[serde(default)]
+    pub unseen_mean: Option<f64>,
+    #[serde(default)]
+    pub unseen_cells: usize,
+}
+
+/// The mean of some values, None for none.
+pub fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
+/// Per task (in name order), the means of each task's own metric over supervised, held-out and
+/// unseen cells.
+pub fn task_summaries(cells: &[CellScore]) -> Vec<TaskSummary> {
+    let mut tasks: BTreeMap<&str, Vec<&CellScore>> = BTreeMap::new();
+    for c in cells {
+        tasks.entry(c.task()).or_default().push(c);
+    }
+    tasks
+        .into_iter()
+        .map(|(task, cells)| {
+            let of = |kind: CellKind| -> (Option<f64>, usize) {
+                let values: Vec<f64> = cells
+                    .iter()
+                    .filter(|c| c.kind() == kind)
+                    .filter_map(|c| c.value(Metric::Auto))
+                    .collect();
+                (mean(&values), values.len())
+            };
+            let (supervised_mean, supervised_cells) = of(CellKind::Supervised);
+            let (heldout_mean, heldout_cells) = of(CellKind::HeldOut);
+            let (unseen_mean, unseen_cells) = of(CellKind::Unseen);
+            TaskSummary {
+                task: task.to_string(),
+                metric: cells[0].own_metric(),
+                supervised_mean,
+                supervised_cells,
+                heldout_mean,
+                heldout_cells,
+                unseen_mean,
+                unseen_cells,
+            }
+        })
+        .collect()
 }
 
 /// One prediction, for inspection.
@@ -75,6 +182,9 @@ pub struct EvalResult {
     pub name: String,
     pub cells: Vec<CellScore>,
     pub predictions: Vec<Prediction>,
+    /// Per task: its metric and its supervised and held-out means ([`task_summaries`]).
+    #[serde(default)]
+    pub tasks: Vec<TaskSummary>,
 }
 
 impl EvalResult {
@@ -83,15 +193,21 @@ impl EvalResult {
         self.mean_of(Metric::ExactMatch, heldout)
     }
 
-    /// Mean of `metric` (as a fraction) over the cells, held out or not, that have it.
+    /// Mean of `metric` (as a fraction) over the held-out cells, or over the supervised ones
+    /// (unseen cells are neither), that have it.
     pub fn mean_of(&self, metric: Metric, heldout: bool) -> Option<f64> {
+        let kind = if heldout {
+            CellKind::HeldOut
+        } else {
+            CellKind::Supervised
+        };
         let scores: Vec<f64> = self
             .cells
             .iter()
-            .filter(|c| c.heldout == heldout)
+            .filter(|c| c.kind() == kind)
             .filter_map(|c| c.value(metric))
             .collect();
-        (!scores.is_empty()).then(|| scores.iter().sum::<f64>() / scores.len() as f64)
+        mean(&scores)
     }
 }
 
@@ -103,8 +219,8 @@ pub struct EvalOptions {
 }
 
 /// Greedy-decodes every example under `trained` (features of unknown values are absent, as in
-/// serving) and scores each cell: exact match (whitespace at the ends ignored), chrF, and
-/// accuracy for label tasks.
+/// serving) and scores each cell: exact match (whitespace at the ends ignored), chrF, and the
+/// task's own metric as [`TaskMetrics::by_name`] picks it.
 pub fn evaluate(
     name: &str,
     trained: &Trained,
@@ -112,12 +228,31 @@ pub fn evaluate(
     holdout: &Holdout,
     options: EvalOptions,
 ) -> Result<EvalResult> {
+    evaluate_tasks(
+        name,
+        trained,
+        examples,
+        holdout,
+        options,
+        &TaskMetrics::by_name(),
+    )
+}
+
+/// [`evaluate`] with the task metrics `tasks` (e.g. from a mixture's task descriptions).
+pub fn evaluate_tasks(
+    name: &str,
+    trained: &Trained,
+    examples: &[Example],
+    holdout: &Holdout,
+    options: EvalOptions,
+    tasks: &TaskMetrics,
+) -> Result<EvalResult> {
     let model = Model {
         model: &trained.model,
         layout: &trained.layout,
         tokenizer: &trained.tokenizer,
     };
-    evaluate_model(name, model, examples, holdout, options)
+    evaluate_model(name, model, examples, holdout, options, tasks)
 }
 
 /// A model to evaluate: weights (with adapters), their layout, the tokenizer; borrowed from a
@@ -129,17 +264,27 @@ pub struct Model<'a> {
     pub tokenizer: &'a Tokenizer,
 }
 
-/// [`evaluate`] on a borrowed model.
+/// The running counts of one cell.
+struct CellCounts {
+    score: CellScore,
+    chrf: ChrfStats,
+    task: Option<TaskStats>,
+}
+
+/// [`evaluate_tasks`] on a borrowed model. Gold targets are checked against their task's metric
+/// before decoding (a malformed one is an error naming its file and line).
 pub fn evaluate_model(
     name: &str,
     model: Model,
     examples: &[Example],
     holdout: &Holdout,
     options: EvalOptions,
+    tasks: &TaskMetrics,
 ) -> Result<EvalResult> {
     let registry = &model.layout.registry;
     let type_names = registry.type_names();
     let tok = model.tokenizer;
+    let task_entries = tasks.resolve(examples)?;
     let prompts = examples
         .iter()
         .map(|ex| {
@@ -150,7 +295,6 @@ pub fn evaluate_model(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let label_tasks = LabelTasks::detect(examples);
     let outputs = greedy_decode(
         model.model,
         model.layout,
@@ -159,34 +303,51 @@ pub fn evaluate_model(
         options.max_new_tokens,
         options.batch_tokens,
     )?;
-    let mut cells: Vec<CellScore> = Vec::new();
-    let mut chrf_stats: Vec<ChrfStats> = Vec::new();
+    let mut cells: Vec<CellCounts> = Vec::new();
     let mut index: BTreeMap<String, usize> = BTreeMap::new();
     let mut predictions = Vec::with_capacity(examples.len());
     for (ex, out) in examples.iter().zip(outputs) {
         let output = tok.decode(&out)?;
         let cell = cell_name(ex, &type_names);
-        let i = *index.entry(cell.clone()).or_insert_with(|| {
-            cells.push(CellScore {
-                cell: cell.clone(),
-                features: ex.features.clone(),
-                heldout: holdout.contains(ex),
-                correct: 0,
-                total: 0,
-                chrf: None,
-                label_correct: None,
-            });
-            chrf_stats.push(ChrfStats::default());
-            cells.len() - 1
-        });
-        let score = &mut cells[i];
-        score.total += 1;
+        let i = match index.get(&cell) {
+            Some(&i) => i,
+            None => {
+                let entry = task_entries.get(&metrics::task_key(ex));
+                let metric = entry.map_or(TaskMetric::Text, |e| e.metric);
+                let labels = entry.and_then(|e| e.labels.clone()).unwrap_or_default();
+                let unseen = registry.types().iter().any(|t| {
+                    ex.features
+                        .get(t.name())
+                        .is_some_and(|v| t.id_of(v).is_none())
+                });
+                cells.push(CellCounts {
+                    score: CellScore {
+                        cell: cell.clone(),
+                        features: ex.features.clone(),
+                        heldout: holdout.contains(ex),
+                        unseen,
+                        correct: 0,
+                        total: 0,
+                        chrf: None,
+                        label_correct: None,
+                        task_metric: Some(metric),
+                        values: BTreeMap::new(),
+                    },
+                    chrf: ChrfStats::default(),
+                    task: TaskStats::new(metric, labels),
+                });
+                index.insert(cell.clone(), cells.len() - 1);
+                cells.len() - 1
+            }
+        };
+        let counts = &mut cells[i];
+        counts.score.total += 1;
         if output.trim() == ex.target.trim() {
-            score.correct += 1;
+            counts.score.correct += 1;
         }
-        chrf_stats[i].add(&ChrfStats::sentence(&output, &ex.target));
-        if let Some(right) = label_tasks.is_correct(ex, &output) {
-            *score.label_correct.get_or_insert(0) += usize::from(right);
+        counts.chrf.add(&ChrfStats::sentence(&output, &ex.target));
+        if let Some(task) = &mut counts.task {
+            task.add(&ex.target, &output);
         }
         predictions.push(Prediction {
             cell,
@@ -195,11 +356,30 @@ pub fn evaluate_model(
             output,
         });
     }
-    for (cell, stats) in cells.iter_mut().zip(&chrf_stats) {
-        cell.chrf = Some(stats.score());
-    }
+    let cells: Vec<CellScore> = cells
+        .into_iter()
+        .map(|counts| {
+            let mut score = counts.score;
+            let chrf = counts.chrf.score();
+            score.chrf = Some(chrf);
+            score
+                .values
+                .insert(task_metric::value::EXACT_MATCH.into(), score.exact_match());
+            score
+                .values
+                .insert(task_metric::value::CHRF.into(), chrf / 100.0);
+            if let Some(task) = &counts.task {
+                score.values.extend(task.values());
+                if let TaskStats::Accuracy { stats, .. } = task {
+                    score.label_correct = Some(stats.correct);
+                }
+            }
+            score
+        })
+        .collect();
     Ok(EvalResult {
         name: name.to_string(),
+        tasks: task_summaries(&cells),
         cells,
         predictions,
     })

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use flix_core::{read_jsonl_files, Example};
 use serde::{Deserialize, Serialize};
 
-use super::{evaluate_model, EvalOptions, Model};
+use super::{evaluate_model, EvalOptions, Model, TaskMetrics};
 use crate::batch::Sequence;
 use crate::error::{ModelError, Result};
 use crate::score::{score_sequences, Features};
@@ -183,6 +183,8 @@ impl PeriodicEval {
             }
             None => Vec::new(),
         };
+        // Malformed gold targets of the decoded examples are an error now, not mid-training.
+        TaskMetrics::by_name().resolve(&decoded)?;
         Ok(Self {
             spec: spec.clone(),
             holdout: holdout.clone(),
@@ -247,7 +249,14 @@ impl PeriodicEval {
                 max_new_tokens: self.spec.max_new_tokens,
                 batch_tokens,
             };
-            let result = evaluate_model("eval", model, &self.decoded, &self.holdout, options)?;
+            let result = evaluate_model(
+                "eval",
+                model,
+                &self.decoded,
+                &self.holdout,
+                options,
+                &TaskMetrics::by_name(),
+            )?;
             for cell in &result.cells {
                 if let Some(e) = eval.get_mut(&cell.cell) {
                     e.exact_match = Some(cell.exact_match());

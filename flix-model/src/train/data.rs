@@ -4,10 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use flix_core::{Example, FeatureSet, Registry};
+use flix_core::mixture::{self, Mixture, Split};
+use flix_core::{read_jsonl_files, Example, FeatureSet, Registry};
 
 use crate::error::{ModelError, Result};
 use crate::tokenize::Tokenizer;
+use crate::train::TrainSpec;
 
 /// `<type=value>` tags for each feature the example has, in registry order, each followed by a
 /// space: `<lang=deu> <task=date> `.
@@ -63,35 +65,155 @@ pub struct Holdout {
 }
 
 impl Holdout {
-    /// Parses `lang=sw,task=ner` specs, one per held-out cell.
+    /// Parses `lang=sw,task=ner` specs, one per held-out cell. A part without `=`, an empty type
+    /// or value (`lang=`, `=deu`), a type named twice in one cell (`lang=deu,lang=fra`: no
+    /// example has two values of one type) or a cell without any part is an error.
     pub fn parse(specs: &[String]) -> Result<Self> {
         let mut cells = Vec::new();
         for spec in specs {
+            let bad = |m: String| ModelError::Invalid(format!("held-out cell {spec:?}: {m}"));
             let mut cell = BTreeMap::new();
             for part in spec.split(',').filter(|p| !p.trim().is_empty()) {
-                let (k, v) = part.split_once('=').ok_or_else(|| {
-                    ModelError::Invalid(format!(
-                        "held-out cell {spec:?}: expected type=value pairs, found {part:?}"
-                    ))
-                })?;
-                cell.insert(k.trim().to_string(), v.trim().to_string());
+                let (k, v) = part
+                    .split_once('=')
+                    .ok_or_else(|| bad(format!("expected type=value pairs, found {part:?}")))?;
+                let (k, v) = (k.trim(), v.trim());
+                if k.is_empty() || v.is_empty() {
+                    return Err(bad(format!(
+                        "{part:?} needs both a feature type and a value"
+                    )));
+                }
+                if cell.insert(k.to_string(), v.to_string()).is_some() {
+                    return Err(bad(format!(
+                        "the feature type {k:?} is named twice (an example has one value per \
+                         type; give each cell its own --holdout)"
+                    )));
+                }
             }
             if cell.is_empty() {
-                return Err(ModelError::Invalid(format!(
-                    "held-out cell {spec:?} names no feature"
-                )));
+                return Err(bad("names no feature".into()));
             }
             cells.push(cell);
         }
         Ok(Self { cells })
     }
 
-    pub fn contains(&self, example: &Example) -> bool {
-        self.cells.iter().any(|cell| {
-            cell.iter()
-                .all(|(k, v)| example.features.get(k).is_some_and(|x| x == v))
-        })
+    /// The cell as `lang=sw,task=ner`.
+    pub fn cell_text(cell: &BTreeMap<String, String>) -> String {
+        cell.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
     }
+
+    /// An error naming a held-out cell whose type is not one of the run's `type_names`.
+    pub fn check_types(&self, type_names: &[&str]) -> Result<()> {
+        for cell in &self.cells {
+            if let Some(t) = cell.keys().find(|t| !type_names.contains(&t.as_str())) {
+                return Err(ModelError::Invalid(format!(
+                    "held-out cell {}: {t:?} is not a feature type of the run (types: {})",
+                    Self::cell_text(cell),
+                    type_names.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn contains(&self, example: &Example) -> bool {
+        self.matches(&example.features)
+    }
+
+    /// Whether some held-out cell's conditions all hold for `features`.
+    pub fn matches(&self, features: &BTreeMap<String, String>) -> bool {
+        self.cells.iter().any(|cell| cell_matches(cell, features))
+    }
+}
+
+/// Whether every condition of the held-out `cell` holds for `features`.
+pub fn cell_matches(cell: &BTreeMap<String, String>, features: &BTreeMap<String, String>) -> bool {
+    cell.iter()
+        .all(|(k, v)| features.get(k).is_some_and(|x| x == v))
+}
+
+/// The training examples of a run and its held-out cells.
+pub struct TrainingData {
+    pub examples: Vec<Example>,
+    pub holdout: Holdout,
+}
+
+/// Reads the training examples of `spec` (its `--data` files, and every cell's `train.jsonl` of
+/// its mixture root), checks its held-out cells and removes their examples, and keeps the first
+/// `max_train_per_cell` examples of each cell. Errors, before any training: a held-out cell of
+/// a type the run does not have; one whose value no training example (nor mixture folder) has;
+/// with a mixture root, one that names no cell of the mixture; no example left.
+pub fn training_examples(spec: &TrainSpec) -> Result<TrainingData> {
+    let core = |e: flix_core::CoreError| ModelError::Invalid(e.to_string());
+    let type_names = spec.features.type_names();
+    let holdout = Holdout::parse(&spec.holdout)?;
+    holdout.check_types(&type_names)?;
+    let mut examples = read_jsonl_files(&spec.data, &type_names).map_err(core)?;
+    let mixture = match &spec.mixture {
+        Some(root) => Some(Mixture::open(root).map_err(core)?),
+        None => None,
+    };
+    for cell in &holdout.cells {
+        let in_data = examples.iter().any(|ex| cell_matches(cell, &ex.features));
+        let folder_types = cell
+            .keys()
+            .all(|k| k == mixture::LANG || k == mixture::TASK);
+        let in_mixture = mixture
+            .as_ref()
+            .is_some_and(|m| m.cells.iter().any(|c| cell_matches(cell, &c.features())));
+        if in_data || in_mixture {
+            continue;
+        }
+        let unknown = cell.iter().find(|(k, v)| {
+            !examples.iter().any(|ex| ex.features.get(*k) == Some(*v))
+                && !mixture.as_ref().is_some_and(|m| m.has_value(k, v))
+        });
+        if let Some((k, v)) = unknown {
+            return Err(ModelError::Invalid(format!(
+                "held-out cell {}: no training data has {k}={v}; is it misspelt?",
+                Holdout::cell_text(cell)
+            )));
+        }
+        if let (Some(m), true) = (&mixture, folder_types) {
+            return Err(ModelError::Invalid(format!(
+                "held-out cell {}: the mixture {} has no such cell",
+                Holdout::cell_text(cell),
+                m.root.display()
+            )));
+        }
+    }
+    examples.retain(|ex| !holdout.contains(ex));
+    if let Some(m) = &mixture {
+        let cells = m
+            .read(Split::Train, &type_names, spec.max_train_per_cell, |c| {
+                !holdout.matches(&c.features())
+            })
+            .map_err(core)?;
+        examples.extend(cells);
+    }
+    if let Some(max) = spec.max_train_per_cell {
+        cap_per_cell(&mut examples, &type_names, max);
+    }
+    if examples.is_empty() {
+        return Err(ModelError::Invalid(
+            "no examples to train on: the data is empty or every cell is held out".into(),
+        ));
+    }
+    Ok(TrainingData { examples, holdout })
+}
+
+/// Keeps the first `max` examples of each cell (by [`cell_name`] over `type_names`), in order.
+pub fn cap_per_cell(examples: &mut Vec<Example>, type_names: &[&str], max: usize) {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    examples.retain(|ex| {
+        let n = counts.entry(cell_name(ex, type_names)).or_default();
+        *n += 1;
+        *n <= max
+    });
 }
 
 /// One example ready for training or evaluation.

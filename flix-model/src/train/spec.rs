@@ -17,9 +17,16 @@ pub struct TrainSpec {
     pub base: PathBuf,
     /// JSONL training files.
     pub data: Vec<PathBuf>,
+    /// A mixture root: every `<task>/<lang>/train.jsonl` under it is read too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mixture: Option<PathBuf>,
+    /// At most this many training examples per cell: the first ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_train_per_cell: Option<usize>,
     /// Feature types: prompts, cells, FLix adapters.
     pub features: FeatureConfig,
-    /// Held-out cells, `lang=sw,task=ner` each: excluded from training.
+    /// Held-out cells, `lang=sw,task=ner` each: excluded from training (from `--holdout` or a
+    /// split file).
     pub holdout: Vec<String>,
     pub method: Method,
     /// Rank of the always-on adapter (`lora`, `flix+shared`); default: the feature defaults' rank.
@@ -78,6 +85,8 @@ impl TrainSpec {
         Self {
             base,
             data,
+            mixture: None,
+            max_train_per_cell: None,
             features,
             holdout: Vec::new(),
             method,
@@ -112,8 +121,11 @@ impl TrainSpec {
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(format!("the learning rate must be > 0, found {}", self.lr));
         }
-        if self.data.is_empty() {
-            return bad("no training data file was given".into());
+        if self.data.is_empty() && self.mixture.is_none() {
+            return bad("no training data file or mixture root was given".into());
+        }
+        if self.max_train_per_cell == Some(0) {
+            return bad("the training examples per cell must be >= 1".into());
         }
         if self.features.types.is_empty() {
             return bad("the feature config has no feature type".into());

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use flix_core::{read_jsonl_files, BatchPlan, FeatureDropout, Registry, SegmentSpec};
+use flix_core::{BatchPlan, FeatureDropout, Registry, SegmentSpec};
 use flix_kernels::flix::DevicePlan;
 use flix_kernels::ops::adamw::AdamWParams;
 use flix_kernels::Device;
@@ -17,7 +17,7 @@ use super::checkpoint::{
     latest_checkpoint, load_into, read_state, write_checkpoint, AdapterConfig, OPTIMIZER_FILE,
     WEIGHTS_FILE,
 };
-use super::data::{Holdout, PreparedSet};
+use super::data::{training_examples, PreparedSet, TrainingData};
 use super::layout::{Layout, Method};
 use super::sampler::MixtureSampler;
 use super::schedule::learning_rate;
@@ -147,13 +147,10 @@ impl Trainer {
 
     fn build(spec: TrainSpec, run_dir: &Path) -> Result<Self> {
         let core = |e: flix_core::CoreError| ModelError::Invalid(e.to_string());
-        let type_names = spec.features.type_names();
-        let examples = read_jsonl_files(&spec.data, &type_names).map_err(core)?;
-        let holdout = Holdout::parse(&spec.holdout)?;
-        let train: Vec<_> = examples
-            .into_iter()
-            .filter(|e| !holdout.contains(e))
-            .collect();
+        let TrainingData {
+            examples: train,
+            holdout,
+        } = training_examples(&spec)?;
         let mut registry = Registry::discover(&spec.features, &train).map_err(core)?;
         let tokenizer = Tokenizer::load(&spec.base)?;
         let data = PreparedSet::training(&train, &mut registry, &tokenizer)?;
