@@ -28,12 +28,16 @@ pub enum RopeScaling {
     },
 }
 
-/// The `head_dim / 2` inverse frequencies, as transformers computes them.
+/// The `head_dim / 2` inverse frequencies, as transformers computes them: the exponent
+/// `2i / head_dim` and the reciprocal in f32, the power rounded to f32. At positions in the
+/// thousands an inverse frequency one ulp off turns the angle by ~1e-4 rad, which shows in the
+/// log-probabilities of a real model, so the rounding steps follow transformers'.
 pub fn inv_freq(head_dim: usize, theta: f64, scaling: RopeScaling) -> Vec<f32> {
     let half = head_dim / 2;
     (0..half)
         .map(|i| {
-            let base = 1.0 / theta.powf((2 * i) as f64 / head_dim as f64);
+            let exponent = (2 * i) as f32 / head_dim as f32;
+            let base = f64::from(1.0f32 / theta.powf(f64::from(exponent)) as f32);
             let scaled = match scaling {
                 RopeScaling::Default => base,
                 RopeScaling::Linear { factor } => base / factor,
