@@ -19,3 +19,4 @@ pub use error::{CoreError, Location, Result};
 pub use features::{FeatureSet, Mode};
 pub use plan::{BatchPlan, PlanError, SegmentSpec, Tile, TypeShape, ABSENT};
 pub use registry::{FeatureType, Registry};
+pub use saved::{write_atomic, write_atomic_with, write_dir_atomic};

@@ -17,7 +17,9 @@ use serde_json::json;
 use crate::adapters::TargetModule;
 use crate::error::{ModelError, Result};
 use crate::llama::Linear;
-use crate::train::tensor_file::{save_tensors, write_atomic, NamedTensor};
+use flix_core::write_atomic;
+
+use crate::train::tensor_file::{save_tensors, NamedTensor};
 use crate::train::trainables::module_path;
 use crate::train::Trained;
 
@@ -198,5 +200,8 @@ pub fn export_peft(trained: &Trained, combination: &Combination, dir: &Path) -> 
     });
     let text = serde_json::to_string_pretty(&config)
         .map_err(|e| ModelError::Invalid(format!("adapter_config.json: {e}")))?;
-    write_atomic(&dir.join("adapter_config.json"), text.as_bytes())
+    Ok(write_atomic(
+        &dir.join("adapter_config.json"),
+        text.as_bytes(),
+    )?)
 }

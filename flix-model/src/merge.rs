@@ -16,11 +16,11 @@ use std::path::{Path, PathBuf};
 use half::{bf16, f16};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
+use flix_core::{write_atomic, write_atomic_with};
 
 use crate::adapters::TargetModule;
 use crate::error::{ModelError, Result};
 use crate::export::{picked_adapters, selected, Combination};
-use crate::train::tensor_file::write_atomic;
 use crate::train::{Method, Trained};
 use crate::weights::{Checkpoint, INDEX_FILE, SINGLE_FILE};
 
@@ -99,19 +99,12 @@ pub fn merge_checkpoint(
         };
         views.push((name.to_string(), view));
     }
-    let target = out.join(SINGLE_FILE);
-    let tmp = out.join(format!(".{SINGLE_FILE}.tmp"));
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(views, Some(metadata), &tmp).map_err(|e| {
-        ModelError::Weights {
-            path: tmp.clone(),
-            message: format!("cannot write the merged weights: {e}"),
-        }
+    // Streamed to disk: a merged checkpoint can be larger than what memory holds twice.
+    write_atomic_with(&out.join(SINGLE_FILE), |tmp| {
+        safetensors::serialize_to_file(views, Some(metadata), tmp)
+            .map_err(|e| std::io::Error::other(format!("cannot write the merged weights: {e}")))
     })?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, &target).map_err(io_err(&target))?;
 
     let files = copy_other_files(&base, out)?;
     Ok(MergeSummary {

@@ -130,8 +130,7 @@ impl LlamaModel {
     }
 
     /// Writes `dir/config.json` and `dir/model.safetensors` (f32 base weights; adapters are not
-    /// included), each to a temporary name first and then renamed, so a crash never leaves a
-    /// torn file.
+    /// included), each with [`flix_core::write_atomic`], so a crash never leaves a torn file.
     pub fn save_pretrained(&mut self, dir: &Path) -> Result<()> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
@@ -141,7 +140,7 @@ impl LlamaModel {
         let config = self.config.to_hf_json();
         let text = serde_json::to_string_pretty(&config)
             .map_err(|e| ModelError::Invalid(format!("cannot serialise the config: {e}")))?;
-        write_atomically(&dir.join("config.json"), text.as_bytes())?;
+        flix_core::write_atomic(&dir.join("config.json"), text.as_bytes())?;
 
         let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         for p in self.params_mut() {
@@ -162,19 +161,9 @@ impl LlamaModel {
         metadata.insert("format".to_string(), "pt".to_string());
         let bytes = safetensors::serialize(views, Some(metadata))
             .map_err(|e| ModelError::Invalid(format!("cannot serialise the weights: {e}")))?;
-        write_atomically(&dir.join(crate::weights::SINGLE_FILE), &bytes)
+        Ok(flix_core::write_atomic(
+            &dir.join(crate::weights::SINGLE_FILE),
+            &bytes,
+        )?)
     }
-}
-
-/// Writes `bytes` to `path` through a temporary sibling and a rename.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp-write");
-    std::fs::write(&tmp, bytes).map_err(|source| ModelError::Io {
-        path: tmp.clone(),
-        source,
-    })?;
-    std::fs::rename(&tmp, path).map_err(|source| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
 }

@@ -4,6 +4,7 @@
 pub mod base;
 pub mod checkpoint;
 pub mod data;
+pub mod fingerprint;
 pub mod layout;
 pub mod sampler;
 pub mod schedule;
