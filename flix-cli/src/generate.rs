@@ -33,10 +33,11 @@ pub struct GenerateArgs {
     pub prompt: Vec<String>,
     #[arg(long, default_value_t = 48)]
     pub max_new_tokens: usize,
-    /// 0 is greedy.
+    /// Sampling temperature, >= 0; 0 is greedy.
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
-    /// Nucleus sampling: draw among the most likely tokens holding this much probability.
+    /// Nucleus sampling: draw among the most likely tokens holding this much probability, in
+    /// (0, 1].
     #[arg(long, default_value_t = 1.0)]
     pub top_p: f32,
     #[arg(long, default_value_t = 0)]
@@ -79,7 +80,24 @@ fn warn_unknown(trained: &Trained, combination: &Combination) {
     }
 }
 
+impl GenerateArgs {
+    /// Refuses out-of-range numbers before anything is loaded.
+    fn validate(&self) -> Result<()> {
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            bail!(
+                "--temperature must be finite and >= 0 (0: greedy), found {}",
+                self.temperature
+            );
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            bail!("--top-p must be in (0, 1], found {}", self.top_p);
+        }
+        Ok(())
+    }
+}
+
 pub fn run(args: GenerateArgs) -> Result<()> {
+    args.validate()?;
     if args.input.is_empty() && args.prompt.is_empty() {
         bail!("nothing to generate from: give --input TEXT or --prompt TEXT");
     }

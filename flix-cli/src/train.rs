@@ -149,7 +149,14 @@ impl TrainArgs {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let mut trainer = match &args.resume {
-        Some(dir) => Trainer::resume(dir).with_context(|| format!("resuming {}", dir.display()))?,
+        Some(dir) => {
+            let trainer =
+                Trainer::resume(dir).with_context(|| format!("resuming {}", dir.display()))?;
+            for note in &trainer.resume_notes {
+                eprintln!("warning: {note}");
+            }
+            trainer
+        }
         None => {
             let out = args
                 .out

@@ -157,6 +157,7 @@ pub fn concatenated_lora(
                 col += r;
             }
             let path = format!("base_model.model.{}", module_path(i, module));
+            check_output_finite(&format!("{path}.lora_B.weight"), &b_cat)?;
             tensors.push(NamedTensor {
                 name: format!("{path}.lora_A.weight"),
                 shape: vec![rank, in_dim],
@@ -171,6 +172,18 @@ pub fn concatenated_lora(
         }
     }
     Ok((tensors, total_rank))
+}
+
+/// Refuses to write tensor `name` when a value is NaN or infinite (finite adapters, which loading
+/// guarantees, can still overflow once scaled).
+pub fn check_output_finite<T: Copy + Into<f64>>(name: &str, values: &[T]) -> Result<()> {
+    match values.iter().map(|&v| v.into()).position(|v: f64| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(ModelError::Invalid(format!(
+            "tensor {name}: value {} at flat index {i} is not finite; nothing was written",
+            values[i].into()
+        ))),
+    }
 }
 
 /// Writes `dir/adapter_model.safetensors` and `dir/adapter_config.json` for `combination`.
