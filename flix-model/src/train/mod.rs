@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod fingerprint;
 pub mod layout;
+pub mod memory;
 pub mod sampler;
 pub mod schedule;
 pub mod spec;

@@ -211,7 +211,11 @@ impl Trainer {
         let sampler = MixtureSampler::new(&sizes, spec.temperature, spec.cap, spec.seed)?;
         let dropout = FeatureDropout::from_registry(&registry, spec.seed);
         let layout = spec.layout(registry)?;
-        let mut model = LlamaModel::load(&spec.base, &Device::parse(&spec.device)?)?;
+        let device = Device::parse(&spec.device)?;
+        let mut model = LlamaModel::load(&spec.base, &device)?;
+        // Before the adapters and optimizer state are allocated: absurd sizes are refused here.
+        let needed = super::memory::estimate(&model, &layout, spec.batch_tokens);
+        super::memory::check_fits(&needed, super::memory::available_memory(&device))?;
         let full = layout.method == Method::Full;
         if let Some(adapters) = layout.adapter_spec(spec.seed) {
             model.attach_adapters(&adapters)?;
