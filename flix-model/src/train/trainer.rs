@@ -14,8 +14,8 @@ use flix_kernels::Device;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{
-    latest_checkpoint, load_into, read_state, step_dirs, write_checkpoint, AdapterConfig,
-    OPTIMIZER_FILE, WEIGHTS_FILE,
+    latest_checkpoint, load_into, read_adapter_config, read_state, step_dirs, write_checkpoint,
+    AdapterConfig, CONFIG_FILE, OPTIMIZER_FILE, WEIGHTS_FILE,
 };
 use super::fingerprint::check_base_fingerprint;
 use super::data::{Holdout, PreparedSet};
@@ -166,6 +166,21 @@ impl Trainer {
     /// matters has changed (the weights are replaced whole by the next checkpoint tried).
     fn restore(&mut self, checkpoint: &Path) -> Result<()> {
         let step = read_state(checkpoint)?.step;
+        // The checkpoint must describe this run's adapters (eval and export read its config).
+        let (config, _) = read_adapter_config(checkpoint)?;
+        let comparable = AdapterConfig {
+            base_model: self.adapter_config.base_model.clone(),
+            base_fingerprint: self.adapter_config.base_fingerprint.clone(),
+            ..config
+        };
+        if comparable != self.adapter_config {
+            return Err(ModelError::Config {
+                path: checkpoint.join(CONFIG_FILE),
+                message: "the adapters described here are not those of this run's spec.json \
+                          (method, targets, feature types or values differ)"
+                    .into(),
+            });
+        }
         let full = self.layout.method == Method::Full;
         load_into(
             &mut self.model,
@@ -204,9 +219,9 @@ impl Trainer {
             .filter(|e| !holdout.contains(e))
             .collect();
         let mut registry = Registry::discover(&spec.features, &train).map_err(core)?;
-        spec.check_types_have_values(&registry)?;
         let tokenizer = Tokenizer::from_file(&spec.base.join("tokenizer.json"))?;
         let data = PreparedSet::training(&train, &mut registry, &tokenizer)?;
+        spec.check_types_have_values(&registry)?;
         let sizes: Vec<usize> = data.by_cell.iter().map(|c| c.len()).collect();
         let sampler = MixtureSampler::new(&sizes, spec.temperature, spec.cap, spec.seed)?;
         let dropout = FeatureDropout::from_registry(&registry, spec.seed);
