@@ -17,7 +17,10 @@ fn refused<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String) {
     let out = flix(args);
     let (stdout, stderr) = text(&out);
     let code = out.status.code().unwrap_or(-1);
-    assert!(code != 101 && !stderr.contains("panicked"), "panic: {stderr}");
+    assert!(
+        code != 101 && !stderr.contains("panicked"),
+        "panic: {stderr}"
+    );
     assert!(!out.status.success(), "accepted: {stdout}{stderr}");
     (code, stderr)
 }
@@ -27,9 +30,19 @@ fn train_options_out_of_range_are_refused_before_any_work() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
     // The base and data need not exist: the options are checked first.
-    let common_args = ["train", "--base", "no-base", "--data", "no-data.jsonl", "--out"];
+    let common_args = [
+        "train",
+        "--base",
+        "no-base",
+        "--data",
+        "no-data.jsonl",
+        "--out",
+    ];
     let cases: &[(&[&str], &[&str])] = &[
-        (&["--min-lr-ratio=-0.5"], &["--min-lr-ratio", "[0, 1]", "-0.5"]),
+        (
+            &["--min-lr-ratio=-0.5"],
+            &["--min-lr-ratio", "[0, 1]", "-0.5"],
+        ),
         (&["--min-lr-ratio=1.5"], &["--min-lr-ratio", "[0, 1]"]),
         (&["--weight-decay=-1"], &["--weight-decay", ">= 0"]),
         (&["--weight-decay=inf"], &["--weight-decay", "finite"]),
@@ -42,17 +55,35 @@ fn train_options_out_of_range_are_refused_before_any_work() {
         (&["--cap=0"], &["--cap", ">= 1"]),
         (&["--steps=0"], &["--steps", ">= 1"]),
         (&["--batch-tokens=0"], &["--batch-tokens"]),
-        (&["--batch-tokens=18446744073709551615"], &["--batch-tokens", "18446744073709551615"]),
+        (
+            &["--batch-tokens=18446744073709551615"],
+            &["--batch-tokens", "18446744073709551615"],
+        ),
         (&["--grad-accum=0"], &["--grad-accum"]),
         (&["--rank=0"], &["rank must be >= 1"]),
         (&["--alpha=0"], &["--alpha", "> 0"]),
         (&["--alpha=NaN"], &["alpha"]),
         (&["--dropout=1.5"], &["dropout", "[0, 1]"]),
-        (&["--method", "flix", "--shared-rank", "4"], &["--shared-rank", "flix"]),
-        (&["--method", "flix", "--match-compute"], &["--match-compute", "flix"]),
-        (&["--method", "full", "--shared-rank", "4"], &["--shared-rank", "full"]),
-        (&["--method", "lora", "--shared-rank", "0"], &["--shared-rank", ">= 1"]),
-        (&["--method", "lora", "--match-compute", "--shared-rank", "4"], &["--match-compute"]),
+        (
+            &["--method", "flix", "--shared-rank", "4"],
+            &["--shared-rank", "flix"],
+        ),
+        (
+            &["--method", "flix", "--match-compute"],
+            &["--match-compute", "flix"],
+        ),
+        (
+            &["--method", "full", "--shared-rank", "4"],
+            &["--shared-rank", "full"],
+        ),
+        (
+            &["--method", "lora", "--shared-rank", "0"],
+            &["--shared-rank", ">= 1"],
+        ),
+        (
+            &["--method", "lora", "--match-compute", "--shared-rank", "4"],
+            &["--match-compute"],
+        ),
     ];
     for (extra, expected) in cases {
         let mut args: Vec<&str> = common_args.to_vec();
@@ -114,7 +145,10 @@ fn absurd_sizes_are_refused_with_the_estimate_and_the_limit() {
             stderr.contains("needs at least") && stderr.contains(expected),
             "{extra:?}: {stderr}"
         );
-        assert!(!run.join("spec.json").exists(), "{extra:?}: the run was started");
+        assert!(
+            !run.join("spec.json").exists(),
+            "{extra:?}: the run was started"
+        );
     }
 }
 
@@ -128,7 +162,10 @@ fn a_feature_type_the_data_lacks_is_named_with_the_types_it_has() {
         stderr.contains("\"foo\"") || stderr.contains("foo have no value"),
         "{stderr}"
     );
-    assert!(stderr.contains("lang") && stderr.contains("task"), "{stderr}");
+    assert!(
+        stderr.contains("lang") && stderr.contains("task"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -137,7 +174,10 @@ fn inspect_names_an_empty_file_and_survives_huge_values() {
     let empty = tmp.path().join("empty.jsonl");
     std::fs::write(&empty, "\n\n").unwrap();
     let (_, stderr) = refused(&["inspect".as_ref(), empty.as_os_str()]);
-    assert!(stderr.contains("empty.jsonl") && stderr.contains("empty"), "{stderr}");
+    assert!(
+        stderr.contains("empty.jsonl") && stderr.contains("empty"),
+        "{stderr}"
+    );
 
     // Feature values of 65,536 characters and more, on both axes and in a third type.
     let huge = "x".repeat(70_000);
@@ -157,9 +197,15 @@ fn inspect_names_an_empty_file_and_survives_huge_values() {
     let (stdout, stderr) = text_of(&out);
     assert!(out.status.success(), "{stderr}");
     // The grid is aligned: every row is as long as the header.
-    let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("en ") || l.starts_with("xxx")).collect();
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("en ") || l.starts_with("xxx"))
+        .collect();
     assert_eq!(rows.len(), 2, "{}", &stdout[..stdout.len().min(500)]);
-    assert!(stdout.contains(&format!("  {huge} 1/3")), "the third type's value is missing");
+    assert!(
+        stdout.contains(&format!("  {huge} 1/3")),
+        "the third type's value is missing"
+    );
 }
 
 fn text_of(out: &Output) -> (String, String) {
@@ -183,8 +229,19 @@ fn a_run_with_relative_paths_resumes_and_generates_from_another_directory() {
     let out = run_in(
         start_dir,
         &[
-            "train", "--base", "base", "--data", "data/train.jsonl", "--out", "run", "--steps",
-            "4", "--rank", "2", "--checkpoint-every", "2",
+            "train",
+            "--base",
+            "base",
+            "--data",
+            "data/train.jsonl",
+            "--out",
+            "run",
+            "--steps",
+            "4",
+            "--rank",
+            "2",
+            "--checkpoint-every",
+            "2",
         ],
     );
     assert!(out.status.success(), "{:?}", text(&out));
@@ -196,12 +253,25 @@ fn a_run_with_relative_paths_resumes_and_generates_from_another_directory() {
     let steps: Vec<u64> = std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     assert_eq!(steps, [1, 2, 3, 4]);
     let out = run_in(
         &elsewhere,
-        &["generate", run.to_str().unwrap(), "--features", "lang=eng", "--input", "12", "--max-new-tokens", "3"],
+        &[
+            "generate",
+            run.to_str().unwrap(),
+            "--features",
+            "lang=eng",
+            "--input",
+            "12",
+            "--max-new-tokens",
+            "3",
+        ],
     );
     assert!(out.status.success(), "{:?}", text(&out));
 }

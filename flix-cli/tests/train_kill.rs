@@ -58,7 +58,9 @@ fn a_killed_run_resumes_to_identical_adapters() {
     let (base, data) = fixture(tmp.path());
 
     let straight = tmp.path().join("straight");
-    let status = train_command(&base, &data, &straight, "10").status().unwrap();
+    let status = train_command(&base, &data, &straight, "10")
+        .status()
+        .unwrap();
     assert!(status.success());
 
     let killed = tmp.path().join("killed");
@@ -112,7 +114,9 @@ fn kills_while_checkpointing_every_step_lose_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let (base, data) = fixture(tmp.path());
     let straight = tmp.path().join("straight");
-    let status = train_command(&base, &data, &straight, "1").status().unwrap();
+    let status = train_command(&base, &data, &straight, "1")
+        .status()
+        .unwrap();
     assert!(status.success());
 
     // Killed (SIGKILL) at three moments, each time while it writes a checkpoint per step, so
@@ -136,7 +140,13 @@ fn kills_while_checkpointing_every_step_lose_nothing() {
             latest_checkpoint(run)
                 .ok()
                 .flatten()
-                .and_then(|ck| ck.file_name()?.to_str()?.strip_prefix("step-")?.parse().ok())
+                .and_then(|ck| {
+                    ck.file_name()?
+                        .to_str()?
+                        .strip_prefix("step-")?
+                        .parse()
+                        .ok()
+                })
                 .is_some_and(|step: u64| step >= min_steps)
         };
         while !reached(&killed) {
@@ -146,7 +156,10 @@ fn kills_while_checkpointing_every_step_lose_nothing() {
         let finished = child.try_wait().unwrap().is_some();
         child.kill().unwrap();
         child.wait().unwrap();
-        assert!(!finished, "round {round}: the run ended before it could be killed");
+        assert!(
+            !finished,
+            "round {round}: the run ended before it could be killed"
+        );
     }
     let status = Command::new(env!("CARGO_BIN_EXE_flix"))
         .arg("train")
@@ -156,7 +169,10 @@ fn kills_while_checkpointing_every_step_lose_nothing() {
         .status()
         .unwrap();
     assert!(status.success());
-    assert!(final_bytes(&straight) == final_bytes(&killed), "the killed run differs");
+    assert!(
+        final_bytes(&straight) == final_bytes(&killed),
+        "the killed run differs"
+    );
     let steps: u64 = STEPS.parse().unwrap();
     assert_eq!(logged_steps(&killed), (1..=steps).collect::<Vec<_>>());
 }

@@ -81,7 +81,10 @@ fn a_directory_appears_complete_or_not_at_all() {
     });
     filled.unwrap();
     assert_eq!(entries(tmp.path()), vec!["step-00000010".to_string()]);
-    assert_eq!(entries(&dir), vec!["a.bin".to_string(), "b.bin".to_string()]);
+    assert_eq!(
+        entries(&dir),
+        vec!["a.bin".to_string(), "b.bin".to_string()]
+    );
 
     // A leftover temporary of a killed writer is replaced, and an existing directory of the same
     // name is replaced whole (no file of the old one survives).

@@ -177,7 +177,11 @@ pub fn concatenated_lora(
 /// Refuses to write tensor `name` when a value is NaN or infinite (finite adapters, which loading
 /// guarantees, can still overflow once scaled).
 pub fn check_output_finite<T: Copy + Into<f64>>(name: &str, values: &[T]) -> Result<()> {
-    match values.iter().map(|&v| v.into()).position(|v: f64| !v.is_finite()) {
+    match values
+        .iter()
+        .map(|&v| v.into())
+        .position(|v: f64| !v.is_finite())
+    {
         None => Ok(()),
         Some(i) => Err(ModelError::Invalid(format!(
             "tensor {name}: value {} at flat index {i} is not finite; nothing was written",

@@ -13,10 +13,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use flix_core::{write_atomic, write_atomic_with};
 use half::{bf16, f16};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
-use flix_core::{write_atomic, write_atomic_with};
 
 use crate::adapters::TargetModule;
 use crate::error::{ModelError, Result};

@@ -118,7 +118,8 @@ pub fn read_peft_config(dir: &Path) -> Result<PeftLora> {
     } else {
         lora_alpha
     };
-    check_rank_alpha("fields `r` and `lora_alpha`", rank, alpha).map_err(|m| config_err(&path, m))?;
+    check_rank_alpha("fields `r` and `lora_alpha`", rank, alpha)
+        .map_err(|m| config_err(&path, m))?;
     let names = field("target_modules")
         .and_then(Value::as_array)
         .ok_or_else(|| {

@@ -69,14 +69,46 @@ fn edited_configs_are_refused_naming_the_field() {
 
     type Edit = fn(&mut serde_json::Value);
     let cases: [(&str, Edit, &[&str]); 8] = [
-        ("no targets", |c| c["targets"] = serde_json::json!([]), &["`targets`", "empty"]),
-        ("unknown target", |c| c["targets"] = serde_json::json!(["lm_head"]), &["`targets`", "lm_head"]),
-        ("target twice", |c| c["targets"] = serde_json::json!(["q_proj", "q_proj"]), &["twice"]),
-        ("method lora", |c| c["method"] = "lora".into(), &["`adapter_types`", "lora"]),
-        ("method flix", |c| c["method"] = "flix".into(), &["`shared`", "flix"]),
-        ("method full", |c| c["method"] = "full".into(), &["`shared`", "full"]),
-        ("alpha 0", |c| c["shared"]["alpha"] = 0.0.into(), &["alpha must be finite and > 0"]),
-        ("more values", |c| c["adapter_types"][0]["num_values"] = 9.into(), &["`adapter_types`"]),
+        (
+            "no targets",
+            |c| c["targets"] = serde_json::json!([]),
+            &["`targets`", "empty"],
+        ),
+        (
+            "unknown target",
+            |c| c["targets"] = serde_json::json!(["lm_head"]),
+            &["`targets`", "lm_head"],
+        ),
+        (
+            "target twice",
+            |c| c["targets"] = serde_json::json!(["q_proj", "q_proj"]),
+            &["twice"],
+        ),
+        (
+            "method lora",
+            |c| c["method"] = "lora".into(),
+            &["`adapter_types`", "lora"],
+        ),
+        (
+            "method flix",
+            |c| c["method"] = "flix".into(),
+            &["`shared`", "flix"],
+        ),
+        (
+            "method full",
+            |c| c["method"] = "full".into(),
+            &["`shared`", "full"],
+        ),
+        (
+            "alpha 0",
+            |c| c["shared"]["alpha"] = 0.0.into(),
+            &["alpha must be finite and > 0"],
+        ),
+        (
+            "more values",
+            |c| c["adapter_types"][0]["num_values"] = 9.into(),
+            &["`adapter_types`"],
+        ),
     ];
     for (i, (what, edit, expected)) in cases.iter().enumerate() {
         let dir = copy_of(&ck, &format!("config-{i}"));
@@ -96,22 +128,45 @@ fn weight_files_that_do_not_match_their_config_are_refused_naming_the_tensor() {
 
     type Edit = fn(&mut Vec<NamedTensor>);
     let cases: [(&str, Edit, &[&str]); 4] = [
-        ("a tensor too many", |t| {
-            let mut extra = t[0].clone_named("model.layers.0.self_attn.k_proj.flix.lang.lora_A");
-            extra.data[0] = 1.0;
-            t.push(extra);
-        }, &["not used", "k_proj"]),
-        ("a tensor missing", |t| {
-            t.retain(|t| !t.name.ends_with("down_proj.flix.task.lora_B"));
-        }, &["missing tensor", "down_proj.flix.task.lora_B"]),
-        ("a wrong shape", |t| {
-            let i = t.iter().position(|t| t.name.ends_with("q_proj.flix.shared.lora_A")).unwrap();
-            t[i].shape.reverse();
-        }, &["q_proj.flix.shared.lora_A", "expected shape"]),
-        ("a NaN", |t| {
-            let i = t.iter().position(|t| t.name.ends_with("q_proj.flix.lang.lora_B")).unwrap();
-            t[i].data[3] = f32::NAN;
-        }, &["q_proj.flix.lang.lora_B", "not finite"]),
+        (
+            "a tensor too many",
+            |t| {
+                let mut extra =
+                    t[0].clone_named("model.layers.0.self_attn.k_proj.flix.lang.lora_A");
+                extra.data[0] = 1.0;
+                t.push(extra);
+            },
+            &["not used", "k_proj"],
+        ),
+        (
+            "a tensor missing",
+            |t| {
+                t.retain(|t| !t.name.ends_with("down_proj.flix.task.lora_B"));
+            },
+            &["missing tensor", "down_proj.flix.task.lora_B"],
+        ),
+        (
+            "a wrong shape",
+            |t| {
+                let i = t
+                    .iter()
+                    .position(|t| t.name.ends_with("q_proj.flix.shared.lora_A"))
+                    .unwrap();
+                t[i].shape.reverse();
+            },
+            &["q_proj.flix.shared.lora_A", "expected shape"],
+        ),
+        (
+            "a NaN",
+            |t| {
+                let i = t
+                    .iter()
+                    .position(|t| t.name.ends_with("q_proj.flix.lang.lora_B"))
+                    .unwrap();
+                t[i].data[3] = f32::NAN;
+            },
+            &["q_proj.flix.lang.lora_B", "not finite"],
+        ),
     ];
     for (i, (what, edit, expected)) in cases.iter().enumerate() {
         let dir = copy_of(&ck, &format!("weights-{i}"));
@@ -150,7 +205,10 @@ fn adapters_are_not_applied_to_another_base_model() {
     let text = std::fs::read_to_string(base.join("config.json")).unwrap();
     std::fs::write(base.join("config.json"), format!("{text}\n")).unwrap();
     let err = load_error(&ck);
-    assert!(err.contains("not the one") && err.contains(CONFIG_FILE), "{err}");
+    assert!(
+        err.contains("not the one") && err.contains(CONFIG_FILE),
+        "{err}"
+    );
 }
 
 #[test]
@@ -159,21 +217,34 @@ fn export_and_merge_refuse_output_that_overflows() {
     let ck = trained_checkpoint(tmp.path());
     // Finite adapters whose product overflows: lang's B at f32::MAX (its scale is 3 / 2).
     edit_weights(&ck, |tensors| {
-        for t in tensors.iter_mut().filter(|t| t.name.contains(".flix.lang.")) {
+        for t in tensors
+            .iter_mut()
+            .filter(|t| t.name.contains(".flix.lang."))
+        {
             let big = t.name.ends_with("lora_B");
-            t.data.iter_mut().for_each(|v| *v = if big { f32::MAX } else { 1.0 });
+            t.data
+                .iter_mut()
+                .for_each(|v| *v = if big { f32::MAX } else { 1.0 });
         }
     });
     let mut trained = load_trained(&ck, &Device::Cpu).unwrap();
     let combination = parse_combination("lang=eng").unwrap();
     let out = tmp.path().join("peft");
-    let err = export_peft(&trained, &combination, &out).unwrap_err().to_string();
-    assert!(err.contains("not finite") && err.contains("lora_B"), "{err}");
+    let err = export_peft(&trained, &combination, &out)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not finite") && err.contains("lora_B"),
+        "{err}"
+    );
     assert!(!out.join(WEIGHTS_FILE).exists());
     let merged = tmp.path().join("merged");
     let err = merge_checkpoint(&mut trained, &combination, &merged)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("overflows") || err.contains("not finite"), "{err}");
+    assert!(
+        err.contains("overflows") || err.contains("not finite"),
+        "{err}"
+    );
     assert!(!merged.join("model.safetensors").exists());
 }

@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 
 use common::fixture;
 use flix_core::{FeatureConfig, TypeDefaults};
-use flix_model::train::checkpoint::{
-    latest_checkpoint, CONFIG_FILE, OPTIMIZER_FILE, STATE_FILE, WEIGHTS_FILE,
-};
+use flix_model::train::checkpoint::{latest_checkpoint, CONFIG_FILE, OPTIMIZER_FILE, WEIGHTS_FILE};
 use flix_model::train::tensor_file::{load_tensors, save_tensors};
 use flix_model::train::{Method, TrainSpec, Trainer};
 
@@ -57,7 +55,11 @@ fn logged_steps(run: &Path) -> Vec<u64> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
         .collect()
 }
 
@@ -95,7 +97,10 @@ fn a_lost_pointer_and_a_killed_write_resume_from_the_newest_checkpoint() {
     assert!(notes.is_empty(), "{notes:?}");
     assert_eq!(final_bytes(&run), final_bytes(&straight));
     assert_eq!(logged_steps(&run), (1..=STEPS).collect::<Vec<_>>());
-    assert!(!ck.join(".step-00000006.tmp").exists(), "the torn write was left behind");
+    assert!(
+        !ck.join(".step-00000006.tmp").exists(),
+        "the torn write was left behind"
+    );
 }
 
 #[test]
@@ -106,7 +111,8 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
     full_run(&base, &train, &straight);
     let expected = final_bytes(&straight);
 
-    let damages: [(&str, fn(&Path)); 4] = [
+    type Damage = fn(&Path);
+    let damages: [(&str, Damage); 4] = [
         ("weights cut short", |ck| {
             let path = ck.join(WEIGHTS_FILE);
             let bytes = std::fs::read(&path).unwrap();
@@ -134,8 +140,15 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
             notes.len() == 1 && notes[0].contains("step-00000006") && notes[0].contains("step 4"),
             "{what}: {notes:?}"
         );
-        assert!(final_bytes(&run) == expected, "{what}: the resumed run differs");
-        assert_eq!(logged_steps(&run), (1..=STEPS).collect::<Vec<_>>(), "{what}");
+        assert!(
+            final_bytes(&run) == expected,
+            "{what}: the resumed run differs"
+        );
+        assert_eq!(
+            logged_steps(&run),
+            (1..=STEPS).collect::<Vec<_>>(),
+            "{what}"
+        );
     }
 }
 
@@ -150,7 +163,9 @@ fn checkpoints_that_all_fail_are_an_error_not_a_restart() {
     }
     let err = Trainer::resume(&run).err().unwrap().to_string();
     assert!(
-        err.contains("no checkpoint") && err.contains("step-00000004") && err.contains("step-00000006"),
+        err.contains("no checkpoint")
+            && err.contains("step-00000004")
+            && err.contains("step-00000006"),
         "{err}"
     );
     // The log is untouched by the refusal.
@@ -191,17 +206,25 @@ fn a_hand_edited_spec_or_another_base_model_is_refused_on_resume() {
     }
     assert!(saved["base_fingerprint"].as_str().is_some(), "{saved}");
 
-    let cases: [(&str, fn(&mut serde_json::Value), &str); 4] = [
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(&str, Edit, &str); 4] = [
         ("negative lr", |s| s["lr"] = (-0.1).into(), "--lr"),
         ("min lr ratio", |s| s["min_lr_ratio"] = 2.0.into(), "[0, 1]"),
         ("cap 0", |s| s["cap"] = 0.into(), "--cap"),
-        ("shared rank under flix", |s| s["shared_rank"] = 4.into(), "--shared-rank"),
+        (
+            "shared rank under flix",
+            |s| s["shared_rank"] = 4.into(),
+            "--shared-rank",
+        ),
     ];
     for (what, edit, expected) in cases {
         edit_spec(&run, |s| *s = saved.clone());
         edit_spec(&run, edit);
         let err = Trainer::resume(&run).err().unwrap().to_string();
-        assert!(err.contains(expected) && err.contains("spec.json"), "{what}: {err}");
+        assert!(
+            err.contains(expected) && err.contains("spec.json"),
+            "{what}: {err}"
+        );
     }
 
     // Another base model: a copy of the base with one weight changed.
@@ -221,10 +244,12 @@ fn a_hand_edited_spec_or_another_base_model_is_refused_on_resume() {
         s["base"] = other.display().to_string().into();
     });
     let err = Trainer::resume(&run).err().unwrap().to_string();
-    assert!(err.contains("not the one") && err.contains("other-base"), "{err}");
+    assert!(
+        err.contains("not the one") && err.contains("other-base"),
+        "{err}"
+    );
 
     // The original spec resumes.
     edit_spec(&run, |s| *s = saved.clone());
     assert_eq!(Trainer::resume(&run).unwrap().step, 1);
-    let _ = STATE_FILE;
 }

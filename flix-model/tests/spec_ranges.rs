@@ -9,7 +9,12 @@ use proptest::prelude::*;
 
 fn spec() -> TrainSpec {
     let features = FeatureConfig::discovered(&["lang", "task"], TypeDefaults::default());
-    TrainSpec::new("base".into(), vec!["d.jsonl".into()], features, Method::Flix)
+    TrainSpec::new(
+        "base".into(),
+        vec!["d.jsonl".into()],
+        features,
+        Method::Flix,
+    )
 }
 
 /// Any f64, with the edges and special values drawn often.
@@ -96,7 +101,10 @@ fn options_of_other_methods_are_refused() {
         s.method = method;
         s.shared_rank = Some(4);
         let err = s.validate().unwrap_err().to_string();
-        assert!(err.contains("--shared-rank") && err.contains(method.name()), "{err}");
+        assert!(
+            err.contains("--shared-rank") && err.contains(method.name()),
+            "{err}"
+        );
         s.shared_rank = None;
         s.match_compute = true;
         let err = s.validate().unwrap_err().to_string();

@@ -8,10 +8,10 @@ use std::path::Path;
 use flix_kernels::{DType, Device};
 use serde_json::json;
 
-use flix_core::write_atomic;
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::llama::LlamaModel;
+use flix_core::write_atomic;
 
 /// The shape of a small Llama.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

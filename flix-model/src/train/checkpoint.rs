@@ -25,8 +25,8 @@ use flix_core::{write_atomic, write_dir_atomic, Registry};
 use flix_kernels::Device;
 use serde::{Deserialize, Serialize};
 
-use super::layout::{Layout, Method, SharedAdapter};
 use super::fingerprint::{base_fingerprint, check_base_fingerprint};
+use super::layout::{Layout, Method, SharedAdapter};
 use super::tensor_file::{load_tensors, save_tensors, take_tensor, NamedTensor};
 use super::trainables::trainables;
 use crate::adapters::TargetModule;
@@ -166,10 +166,7 @@ impl AdapterConfig {
         }
         for (i, t) in layout.targets.iter().enumerate() {
             if layout.targets[..i].contains(t) {
-                return Err(bad(format!(
-                    "field `targets` lists {} twice",
-                    t.hf_name()
-                )));
+                return Err(bad(format!("field `targets` lists {} twice", t.hf_name())));
             }
         }
         let has_shared = matches!(layout.method, Method::Lora | Method::FlixShared);
@@ -209,7 +206,12 @@ impl AdapterConfig {
             let show = |types: &[AdapterTypeInfo]| {
                 types
                     .iter()
-                    .map(|t| format!("{}(rank {}, alpha {}, {} values)", t.name, t.rank, t.alpha, t.num_values))
+                    .map(|t| {
+                        format!(
+                            "{}(rank {}, alpha {}, {} values)",
+                            t.name, t.rank, t.alpha, t.num_values
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             };
@@ -271,12 +273,14 @@ pub fn step_dirs(run_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     for entry in std::fs::read_dir(&root).map_err(io_err(&root))? {
         let entry = entry.map_err(io_err(&root))?;
         let name = entry.file_name().to_string_lossy().to_string();
-        let step = name.strip_prefix("step-").and_then(|n| n.parse::<u64>().ok());
+        let step = name
+            .strip_prefix("step-")
+            .and_then(|n| n.parse::<u64>().ok());
         if let (Some(step), true) = (step, entry.path().is_dir()) {
             out.push((step, entry.path()));
         }
     }
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|(step, _)| std::cmp::Reverse(*step));
     Ok(out)
 }
 

@@ -158,7 +158,11 @@ mod tests {
         assert!(first.starts_with("fnv1a64-v1:"), "{first}");
 
         std::fs::write(base.join("README.md"), "other notes").unwrap();
-        assert_eq!(base_fingerprint(&base).unwrap(), first, "README is not the model");
+        assert_eq!(
+            base_fingerprint(&base).unwrap(),
+            first,
+            "README is not the model"
+        );
         let moved = tmp.path().join("moved");
         std::fs::rename(&base, &moved).unwrap();
         assert_eq!(base_fingerprint(&moved).unwrap(), first);
@@ -171,7 +175,10 @@ mod tests {
         let err = check_base_fingerprint(&moved, &first, Path::new("spec.json"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("spec.json") && err.contains("not the one"), "{err}");
+        assert!(
+            err.contains("spec.json") && err.contains("not the one"),
+            "{err}"
+        );
         check_base_fingerprint(&moved, &changed, Path::new("spec.json")).unwrap();
 
         std::fs::write(moved.join("config.json"), "{\"hidden_size\": 32}").unwrap();

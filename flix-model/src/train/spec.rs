@@ -112,9 +112,8 @@ impl TrainSpec {
     /// must exist.
     pub fn with_absolute_paths(mut self) -> Result<Self> {
         let absolute = |path: &Path, option: &str| {
-            path.canonicalize().map_err(|e| {
-                ModelError::Invalid(format!("{option} {}: {e}", path.display()))
-            })
+            path.canonicalize()
+                .map_err(|e| ModelError::Invalid(format!("{option} {}: {e}", path.display())))
         };
         self.base = absolute(&self.base, "--base")?;
         for file in &mut self.data {

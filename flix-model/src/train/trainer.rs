@@ -17,8 +17,8 @@ use super::checkpoint::{
     latest_checkpoint, load_into, read_adapter_config, read_state, step_dirs, write_checkpoint,
     AdapterConfig, CONFIG_FILE, OPTIMIZER_FILE, WEIGHTS_FILE,
 };
-use super::fingerprint::check_base_fingerprint;
 use super::data::{Holdout, PreparedSet};
+use super::fingerprint::check_base_fingerprint;
 use super::layout::{Layout, Method};
 use super::sampler::MixtureSampler;
 use super::schedule::learning_rate;
