@@ -6,7 +6,8 @@
 //! The estimate counts, in f32:
 //! - adapters: every adapted linear `[out, in]` has, per adapter type, `values × rank × (in +
 //!   out)` parameters; with their gradient and AdamW's two moments, 16 bytes per parameter
-//!   (`full`: every base weight gets a gradient and two moments, 12 bytes per parameter);
+//!   (`full`: every linear weight of the layers gets a gradient and two moments, 12 bytes per
+//!   parameter; embeddings and norms are left out, as the bound is a lower one);
 //! - activations: per token of a micro-batch, what each layer keeps for the backward pass, at
 //!   least its input and normalised input, attention output and residual (4 × hidden), queries,
 //!   keys and values, and the MLP's gate, up and activation (3 × intermediate). The real figure

@@ -248,9 +248,14 @@ impl TrainSpec {
     }
 
     /// Checks that every feature type of `registry` (discovered from the training data) has at
-    /// least one value: a type named in `--types` or the config that the data never sets has
-    /// nothing to train. The message lists the fields the data does have.
+    /// least one value when the method trains an adapter per feature value (`flix`,
+    /// `flix+shared`): a type named in `--types` or the config that the data never sets would get
+    /// an adapter with no value. (`lora` and `full` use features in prompts only, where a type
+    /// the data lacks is merely absent.) The message lists the fields the data does have.
     pub fn check_types_have_values(&self, registry: &Registry) -> Result<()> {
+        if !matches!(self.method, Method::Flix | Method::FlixShared) {
+            return Ok(());
+        }
         let empty: Vec<&str> = registry
             .types()
             .iter()
