@@ -9,9 +9,9 @@
 //! The directory is filled under a temporary name and renamed when complete
 //! ([`flix_core::write_dir_atomic`]), and only then does `checkpoints/latest` (written with
 //! [`flix_core::write_atomic`]) point at it. A crash at any moment leaves the previous checkpoint
-//! intact. Readers do not trust the pointer alone: the newest complete `step-*` directory is the
-//! latest checkpoint, so a lost pointer or a crash between the rename and the pointer's update
-//! loses nothing.
+//! intact. Readers do not trust the pointer alone: when it is lost or names no checkpoint, the
+//! newest complete `step-*` directory is the latest checkpoint, and a checkpoint that turns out
+//! damaged gives way to the one before it.
 //!
 //! Loading checks everything a hand edit or a damaged disk can break: the config's method,
 //! targets and adapter types must agree with each other, every tensor the config implies must be
@@ -292,18 +292,34 @@ pub fn is_complete(dir: &Path, step: u64) -> bool {
         && read_state(dir).is_ok_and(|state| state.step == step)
 }
 
-/// The complete checkpoints of a run, newest first.
+/// The checkpoints to resume from, in the order to try them: the one `checkpoints/latest` names
+/// and every older one, newest first; every step directory when the pointer is missing or names
+/// none (a lost pointer loses nothing: a directory exists only once complete). A pointer set
+/// back by hand to an older checkpoint is honoured.
+pub fn checkpoint_candidates(run_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let dirs = step_dirs(run_dir)?;
+    let pointer = checkpoints_dir(run_dir).join("latest");
+    let named = std::fs::read_to_string(&pointer).ok().and_then(|name| {
+        dirs.iter()
+            .find(|(_, d)| d.ends_with(name.trim()))
+            .map(|(s, _)| *s)
+    });
+    Ok(match named {
+        Some(latest) => dirs.into_iter().filter(|(s, _)| *s <= latest).collect(),
+        None => dirs,
+    })
+}
+
+/// The complete checkpoints of a run, in [`checkpoint_candidates`] order.
 pub fn complete_checkpoints(run_dir: &Path) -> Result<Vec<PathBuf>> {
-    Ok(step_dirs(run_dir)?
+    Ok(checkpoint_candidates(run_dir)?
         .into_iter()
         .filter(|(step, dir)| is_complete(dir, *step))
         .map(|(_, dir)| dir)
         .collect())
 }
 
-/// The newest complete checkpoint of a run, if any. `checkpoints/latest` is only a pointer for
-/// people: a checkpoint directory exists only once complete, so the newest one is the truth even
-/// when the pointer was lost or not yet updated.
+/// The latest complete checkpoint of a run, if any: the first of [`complete_checkpoints`].
 pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>> {
     Ok(complete_checkpoints(run_dir)?.into_iter().next())
 }

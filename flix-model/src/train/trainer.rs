@@ -14,8 +14,8 @@ use flix_kernels::Device;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{
-    latest_checkpoint, load_into, read_adapter_config, read_state, step_dirs, write_checkpoint,
-    AdapterConfig, CONFIG_FILE, OPTIMIZER_FILE, WEIGHTS_FILE,
+    checkpoint_candidates, latest_checkpoint, load_into, read_adapter_config, read_state,
+    step_dirs, write_checkpoint, AdapterConfig, CONFIG_FILE, OPTIMIZER_FILE, WEIGHTS_FILE,
 };
 use super::data::{Holdout, PreparedSet};
 use super::fingerprint::check_base_fingerprint;
@@ -136,7 +136,7 @@ impl Trainer {
             check_base_fingerprint(&trainer.spec.base, recorded, &run_dir.join(SPEC_FILE))?;
         }
         let mut failures = Vec::new();
-        for (_, checkpoint) in step_dirs(run_dir)? {
+        for (_, checkpoint) in checkpoint_candidates(run_dir)? {
             match trainer.restore(&checkpoint) {
                 Ok(()) => break,
                 Err(e) => failures.push(format!("{}: {e}", checkpoint.display())),
