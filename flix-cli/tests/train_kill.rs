@@ -11,8 +11,16 @@ use common::fixture;
 use flix_model::train::checkpoint::{latest_checkpoint, OPTIMIZER_FILE, WEIGHTS_FILE};
 
 const STEPS: &str = "300";
+/// Steps of the run killed repeatedly (it checkpoints every step, so it is kept short).
+const KILLED_STEPS: &str = "100";
 
-fn train_command(base: &Path, data: &Path, out: &Path, checkpoint_every: &str) -> Command {
+fn train_command(
+    base: &Path,
+    data: &Path,
+    out: &Path,
+    steps: &str,
+    checkpoint_every: &str,
+) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flix"));
     cmd.args([
         "train",
@@ -25,7 +33,7 @@ fn train_command(base: &Path, data: &Path, out: &Path, checkpoint_every: &str) -
     ])
     .args([
         "--steps",
-        STEPS,
+        steps,
         "--batch-tokens",
         "64",
         "--checkpoint-every",
@@ -44,8 +52,13 @@ fn train_command(base: &Path, data: &Path, out: &Path, checkpoint_every: &str) -
 }
 
 fn final_bytes(run: &Path) -> (Vec<u8>, Vec<u8>) {
+    last_bytes(run, STEPS.parse().unwrap())
+}
+
+/// The weights and optimizer state of `run`'s latest checkpoint, which must be of step `steps`.
+fn last_bytes(run: &Path, steps: u64) -> (Vec<u8>, Vec<u8>) {
     let ck = latest_checkpoint(run).unwrap().unwrap();
-    assert!(ck.ends_with(format!("step-{:08}", STEPS.parse::<u64>().unwrap())));
+    assert!(ck.ends_with(format!("step-{steps:08}")), "{ck:?}");
     (
         std::fs::read(ck.join(WEIGHTS_FILE)).unwrap(),
         std::fs::read(ck.join(OPTIMIZER_FILE)).unwrap(),
@@ -58,13 +71,15 @@ fn a_killed_run_resumes_to_identical_adapters() {
     let (base, data) = fixture(tmp.path());
 
     let straight = tmp.path().join("straight");
-    let status = train_command(&base, &data, &straight, "10")
+    let status = train_command(&base, &data, &straight, STEPS, "10")
         .status()
         .unwrap();
     assert!(status.success());
 
     let killed = tmp.path().join("killed");
-    let mut child = train_command(&base, &data, &killed, "10").spawn().unwrap();
+    let mut child = train_command(&base, &data, &killed, STEPS, "10")
+        .spawn()
+        .unwrap();
     let start = Instant::now();
     while latest_checkpoint(&killed).ok().flatten().is_none() {
         assert!(
@@ -114,7 +129,7 @@ fn kills_while_checkpointing_every_step_lose_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let (base, data) = fixture(tmp.path());
     let straight = tmp.path().join("straight");
-    let status = train_command(&base, &data, &straight, "1")
+    let status = train_command(&base, &data, &straight, KILLED_STEPS, "1")
         .status()
         .unwrap();
     assert!(status.success());
@@ -122,8 +137,8 @@ fn kills_while_checkpointing_every_step_lose_nothing() {
     // Killed (SIGKILL) at three moments, each time while it writes a checkpoint per step, so
     // kills land inside writes; resumed after each.
     let killed = tmp.path().join("killed");
-    let mut cmd = train_command(&base, &data, &killed, "1");
-    for (round, min_steps) in [5u64, 40, 120].into_iter().enumerate() {
+    let mut cmd = train_command(&base, &data, &killed, KILLED_STEPS, "1");
+    for (round, min_steps) in [3u64, 25, 60].into_iter().enumerate() {
         let mut child = if round == 0 {
             cmd.spawn().unwrap()
         } else {
@@ -169,10 +184,10 @@ fn kills_while_checkpointing_every_step_lose_nothing() {
         .status()
         .unwrap();
     assert!(status.success());
+    let steps: u64 = KILLED_STEPS.parse().unwrap();
     assert!(
-        final_bytes(&straight) == final_bytes(&killed),
+        last_bytes(&straight, steps) == last_bytes(&killed, steps),
         "the killed run differs"
     );
-    let steps: u64 = STEPS.parse().unwrap();
     assert_eq!(logged_steps(&killed), (1..=steps).collect::<Vec<_>>());
 }

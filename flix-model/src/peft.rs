@@ -258,4 +258,35 @@ mod tests {
         let err = read_peft_config(dir.path()).unwrap_err().to_string();
         assert!(err.contains("lm_head"), "{err}");
     }
+
+    #[test]
+    fn configs_that_would_change_nothing_or_explode_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("adapter_config.json");
+        for (text, expected) in [
+            (
+                r#"{"r": 4, "lora_alpha": 8, "target_modules": []}"#,
+                "`target_modules`",
+            ),
+            (
+                r#"{"r": 4, "lora_alpha": 0, "target_modules": ["q_proj"]}"#,
+                "`lora_alpha`",
+            ),
+            (
+                r#"{"r": 4, "lora_alpha": -8, "target_modules": ["q_proj"]}"#,
+                "`lora_alpha`",
+            ),
+            (
+                r#"{"r": 1, "lora_alpha": 1e300, "target_modules": ["q_proj"]}"#,
+                "`lora_alpha`",
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = read_peft_config(dir.path()).unwrap_err().to_string();
+            assert!(
+                err.contains(expected) && err.contains("adapter_config.json"),
+                "{text}: {err}"
+            );
+        }
+    }
 }

@@ -14,6 +14,7 @@ use flix_model::merge::merge_checkpoint;
 use flix_model::train::checkpoint::{latest_checkpoint, CONFIG_FILE, WEIGHTS_FILE};
 use flix_model::train::tensor_file::{load_tensors, save_tensors, NamedTensor};
 use flix_model::train::{load_trained, Method, TrainSpec, Trainer};
+use flix_model::{load_peft_lora, LlamaModel};
 
 /// A short flix+shared run on q and down; returns its last checkpoint.
 fn trained_checkpoint(dir: &Path) -> PathBuf {
@@ -247,4 +248,50 @@ fn export_and_merge_refuse_output_that_overflows() {
         "{err}"
     );
     assert!(!merged.join("model.safetensors").exists());
+}
+
+#[test]
+fn peft_directories_are_checked_like_checkpoints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = trained_checkpoint(tmp.path());
+    let trained = load_trained(&ck, &Device::Cpu).unwrap();
+    let base = trained.config.base_model.clone();
+    let peft = tmp.path().join("peft");
+    export_peft(&trained, &parse_combination("lang=eng").unwrap(), &peft).unwrap();
+    let mut model = LlamaModel::load(&base, &Device::Cpu).unwrap();
+    load_peft_lora(&mut model, &peft).unwrap();
+
+    type Edit = fn(&mut Vec<NamedTensor>);
+    let cases: [(&str, Edit, &str); 2] = [
+        (
+            "a tensor too many",
+            |t| {
+                let mut extra = t[0].clone_named("base_model.model.lm_head.lora_A.weight");
+                extra.data[0] = 1.0;
+                t.push(extra);
+            },
+            "not used",
+        ),
+        (
+            "a NaN",
+            |t| {
+                t[1].data[0] = f32::NAN;
+            },
+            "not finite",
+        ),
+    ];
+    for (i, (what, edit, expected)) in cases.iter().enumerate() {
+        let dir = tmp.path().join(format!("peft-{i}"));
+        std::fs::create_dir(&dir).unwrap();
+        for name in ["adapter_config.json", "adapter_model.safetensors"] {
+            std::fs::copy(peft.join(name), dir.join(name)).unwrap();
+        }
+        edit_weights(&dir, edit);
+        let mut model = LlamaModel::load(&base, &Device::Cpu).unwrap();
+        let err = load_peft_lora(&mut model, &dir).unwrap_err().to_string();
+        assert!(
+            err.contains(expected) && err.contains(WEIGHTS_FILE),
+            "{what}: {err}"
+        );
+    }
 }
