@@ -153,12 +153,16 @@ pub fn write_atomic_with(
         let _ = std::fs::remove_file(&tmp);
         return Err(CoreError::io(&tmp, e));
     }
-    std::fs::rename(&tmp, path).map_err(|e| CoreError::io(path, e))?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(CoreError::io(path, e));
+    }
     sync_parent(path)
 }
 
 /// Creates directory `dir` complete or not at all: `fill` writes the files into a temporary
-/// sibling directory, every file in it and the directory itself are synced, the directory is
+/// sibling directory, every file in it (top level: checkpoints are flat) and the directory
+/// itself are synced, the directory is
 /// renamed to `dir` and the parent is synced. A crash leaves at most a hidden `.NAME.tmp`
 /// directory, never a partial `dir`. An existing `dir` is removed just before the rename (a
 /// directory cannot be renamed over a non-empty one), so callers give fresh names.

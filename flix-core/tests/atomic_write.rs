@@ -50,6 +50,19 @@ fn a_failed_write_keeps_the_old_file_and_removes_its_temporary() {
 }
 
 #[test]
+fn a_rename_that_fails_leaves_no_temporary() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A file cannot replace a directory.
+    let path = tmp.path().join("checkpoints");
+    std::fs::create_dir(&path).unwrap();
+    std::fs::write(path.join("kept"), b"k").unwrap();
+    let err = write_atomic(&path, b"x").unwrap_err();
+    assert!(err.to_string().contains("checkpoints"), "{err}");
+    assert_eq!(entries(tmp.path()), vec!["checkpoints".to_string()]);
+    assert_eq!(entries(&path), vec!["kept".to_string()]);
+}
+
+#[test]
 fn a_write_into_a_missing_directory_names_the_path() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("missing").join("x.json");
