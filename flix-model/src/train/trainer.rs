@@ -88,7 +88,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
 
 impl Trainer {
     /// A fresh run of `spec` writing to `run_dir`. All data is read, checked and tokenized here:
-    /// bad data is an error before the first step.
+    /// bad data is an error before the first step, and nothing is written before that.
+    ///
     /// Its data and base paths are stored absolute, with the base's fingerprint, so that the run
     /// resumes from any directory and only on the same base model.
     pub fn new(spec: TrainSpec, run_dir: &Path) -> Result<Self> {
