@@ -120,6 +120,18 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if let Some(i) = prompts.iter().position(Vec::is_empty) {
         bail!("prompt {} tokenizes to nothing", i + 1);
     }
+    // Each new token grows the attention cache; past the positions the model was built for, a
+    // huge --max-new-tokens would only end in an allocation failure.
+    let positions = trained.model.config.max_position_embeddings;
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    if longest.saturating_add(args.max_new_tokens) > positions {
+        bail!(
+            "--max-new-tokens {}: with the longest prompt ({longest} tokens) that exceeds the \
+             model's {positions} positions (max_position_embeddings); give at most {}",
+            args.max_new_tokens,
+            positions.saturating_sub(longest)
+        );
+    }
     let types = layout.type_shapes();
     let all_slots = vec![slots; prompts.len()];
     let features = Features {

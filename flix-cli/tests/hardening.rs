@@ -274,4 +274,25 @@ fn a_run_with_relative_paths_resumes_and_generates_from_another_directory() {
         ],
     );
     assert!(out.status.success(), "{:?}", text(&out));
+    // A length the model has no positions for is refused before generating.
+    let out = run_in(
+        &elsewhere,
+        &[
+            "generate",
+            run.to_str().unwrap(),
+            "--input",
+            "12",
+            "--max-new-tokens",
+            "1000000000",
+        ],
+    );
+    let (_, stderr) = text(&out);
+    assert!(
+        !out.status.success() && out.status.code() != Some(101),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--max-new-tokens") && stderr.contains("max_position_embeddings"),
+        "{stderr}"
+    );
 }
