@@ -23,6 +23,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use flix_core::write_atomic;
 use flix_core::{FeatureConfig, Mixture, Split, TypeDefaults};
 use flix_kernels::Device;
 use flix_model::eval::{
@@ -30,7 +31,6 @@ use flix_model::eval::{
 };
 use flix_model::train::checkpoint::{latest_checkpoint, read_state};
 use flix_model::train::data::training_examples;
-use flix_model::train::tensor_file::write_atomic;
 use flix_model::train::trainer::SPEC_FILE;
 use flix_model::train::{load_trained, Holdout, Method, TrainSpec, Trainer};
 use serde::{Deserialize, Serialize};

@@ -33,10 +33,11 @@ pub struct GenerateArgs {
     pub prompt: Vec<String>,
     #[arg(long, default_value_t = 48)]
     pub max_new_tokens: usize,
-    /// 0 is greedy.
+    /// Sampling temperature, >= 0; 0 is greedy.
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
-    /// Nucleus sampling: draw among the most likely tokens holding this much probability.
+    /// Nucleus sampling: draw among the most likely tokens holding this much probability, in
+    /// (0, 1].
     #[arg(long, default_value_t = 1.0)]
     pub top_p: f32,
     #[arg(long, default_value_t = 0)]
@@ -79,7 +80,24 @@ fn warn_unknown(trained: &Trained, combination: &Combination) {
     }
 }
 
+impl GenerateArgs {
+    /// Refuses out-of-range numbers before anything is loaded.
+    fn validate(&self) -> Result<()> {
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            bail!(
+                "--temperature must be finite and >= 0 (0: greedy), found {}",
+                self.temperature
+            );
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            bail!("--top-p must be in (0, 1], found {}", self.top_p);
+        }
+        Ok(())
+    }
+}
+
 pub fn run(args: GenerateArgs) -> Result<()> {
+    args.validate()?;
     if args.input.is_empty() && args.prompt.is_empty() {
         bail!("nothing to generate from: give --input TEXT or --prompt TEXT");
     }
@@ -101,6 +119,18 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     if let Some(i) = prompts.iter().position(Vec::is_empty) {
         bail!("prompt {} tokenizes to nothing", i + 1);
+    }
+    // Each new token grows the attention cache; past the positions the model was built for, a
+    // huge --max-new-tokens would only end in an allocation failure.
+    let positions = trained.model.config.max_position_embeddings;
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    if longest.saturating_add(args.max_new_tokens) > positions {
+        bail!(
+            "--max-new-tokens {}: with the longest prompt ({longest} tokens) that exceeds the \
+             model's {positions} positions (max_position_embeddings); give at most {}",
+            args.max_new_tokens,
+            positions.saturating_sub(longest)
+        );
     }
     let types = layout.type_shapes();
     let all_slots = vec![slots; prompts.len()];

@@ -9,9 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use flix_core::{
-    read_jsonl_files, whitespace_tokens, Example, FeatureConfig, Registry, TypeDefaults,
-};
+use flix_core::{read_jsonl, whitespace_tokens, Example, FeatureConfig, Registry, TypeDefaults};
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
@@ -43,7 +41,17 @@ pub fn run(args: InspectArgs) -> Result<()> {
         (None, None) => (DEFAULT_TYPES.iter().map(|s| s.to_string()).collect(), None),
     };
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let examples = read_jsonl_files(&args.files, &name_refs)?;
+    let mut examples = Vec::new();
+    for file in &args.files {
+        let read = read_jsonl(file, &name_refs)?;
+        if read.is_empty() {
+            bail!(
+                "{} holds no example: the file is empty (or only blank lines)",
+                file.display()
+            );
+        }
+        examples.extend(read);
+    }
 
     let config = match config {
         Some(config) => config,
@@ -106,13 +114,28 @@ pub fn run(args: InspectArgs) -> Result<()> {
                 count.examples += 1;
                 count.tokens += example_tokens(ex);
             }
-            report += &format!("  {value:<16} {}\n", count.cell());
+            report += &format!("  {} {}\n", padded(value, 16, Align::Left), count.cell());
         }
     }
     // A reader that stops early (`| head`) is not an error.
     match std::io::stdout().lock().write_all(report.as_bytes()) {
         Err(e) if e.kind() != ErrorKind::BrokenPipe => Err(e).context("cannot write to stdout"),
         _ => Ok(()),
+    }
+}
+
+enum Align {
+    Left,
+    Right,
+}
+
+/// `s` padded with spaces to `width` characters. Not `format!("{s:<w$}")`: format widths above
+/// 65,535 panic, and a feature value can be longer than that.
+fn padded(s: &str, width: usize, align: Align) -> String {
+    let fill = " ".repeat(width.saturating_sub(s.chars().count()));
+    match align {
+        Align::Left => format!("{s}{fill}"),
+        Align::Right => format!("{fill}{s}"),
     }
 }
 
@@ -237,11 +260,8 @@ impl Grid {
                 .zip(&widths)
                 .enumerate()
                 .map(|(i, (s, &w))| {
-                    if i == 0 {
-                        format!("{s:<w$}")
-                    } else {
-                        format!("{s:>w$}")
-                    }
+                    let align = if i == 0 { Align::Left } else { Align::Right };
+                    padded(s, w, align)
                 })
                 .collect();
             out += cells.join("  ").trim_end();

@@ -4,10 +4,11 @@
 //! log-likelihood of the target tokens. The prompt is `input` encoded with the tokenizer's special
 //! tokens, the scored part is `target` encoded without. A summary goes to stderr.
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use flix_core::{read_jsonl, TypeShape};
 use flix_kernels::Device;
@@ -27,7 +28,7 @@ pub struct ScoreArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Most tokens per forward pass (a longer example still gets a pass of its own).
+    /// Most tokens per forward pass, >= 1 (a longer example still gets a pass of its own).
     #[arg(long, default_value_t = 4096)]
     batch_tokens: usize,
     /// Write the JSON lines here instead of stdout.
@@ -36,6 +37,9 @@ pub struct ScoreArgs {
 }
 
 pub fn run(args: ScoreArgs) -> Result<()> {
+    if args.batch_tokens == 0 {
+        bail!("--batch-tokens must be >= 1, found 0");
+    }
     let device = Device::parse(&args.device)?;
     let mut model = LlamaModel::load(&args.model, &device)?;
     let tokenizer = Tokenizer::load(&args.model)?;
@@ -71,13 +75,7 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         args.batch_tokens,
     )?;
 
-    let mut out: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot create {}", path.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-    };
+    let mut text = String::new();
     let (mut nll, mut count) = (0.0f64, 0usize);
     for (example, score) in examples.iter().zip(&scores) {
         nll -= score.token_logprobs.iter().map(|&l| l as f64).sum::<f64>();
@@ -89,9 +87,18 @@ pub fn run(args: ScoreArgs) -> Result<()> {
             "target_tokens": score.token_logprobs.len(),
             "token_logprobs": score.token_logprobs,
         });
-        writeln!(out, "{line}")?;
+        writeln!(text, "{line}")?;
     }
-    out.flush()?;
+    match &args.output {
+        // Whole or not at all: a killed run never leaves half a score file.
+        Some(path) => flix_core::write_atomic(path, text.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            out.flush()?;
+        }
+    }
     let mean = if count > 0 {
         nll / count as f64
     } else {

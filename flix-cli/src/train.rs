@@ -176,7 +176,14 @@ pub fn holdout_specs(holdout: &[String], split_file: Option<&Path>) -> Result<Ve
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let mut trainer = match &args.resume {
-        Some(dir) => Trainer::resume(dir).with_context(|| format!("resuming {}", dir.display()))?,
+        Some(dir) => {
+            let trainer =
+                Trainer::resume(dir).with_context(|| format!("resuming {}", dir.display()))?;
+            for note in &trainer.resume_notes {
+                eprintln!("warning: {note}");
+            }
+            trainer
+        }
         None => {
             let out = args
                 .out

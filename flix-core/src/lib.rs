@@ -21,3 +21,4 @@ pub use features::{FeatureSet, Mode};
 pub use mixture::{read_split_file, Mixture, MixtureCell, Split, TaskInfo};
 pub use plan::{BatchPlan, PlanError, SegmentSpec, Tile, TypeShape, ABSENT};
 pub use registry::{FeatureType, Registry};
+pub use saved::{write_atomic, write_atomic_with, write_dir_atomic};

@@ -1,9 +1,13 @@
-//! The saved form of the registry: JSON with, per type, its settings and a map value name → id.
-//! Saved next to the adapters, it is what keeps value ids stable: a reload restores exactly these
-//! ids, whatever order the data comes in later.
+//! Saving files so that a crash never leaves a torn one ([`write_atomic`], [`write_dir_atomic`]:
+//! every file FLix writes goes through them), and the saved form of the registry: JSON with, per
+//! type, its settings and a map value name → id. Saved next to the adapters, the registry is what
+//! keeps value ids stable: a reload restores exactly these ids, whatever order the data comes in
+//! later.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -38,12 +42,9 @@ impl Registry {
             .map_err(|e| CoreError::config("feature registry", format!("cannot serialise: {e}")))
     }
 
-    /// Writes the registry to `path` through a temporary file and a rename, so a crash never
-    /// leaves a torn file.
+    /// Writes the registry to `path` with [`write_atomic`].
     pub fn save(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, self.to_json_string()? + "\n").map_err(|e| CoreError::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| CoreError::io(path, e))
+        write_atomic(path, (self.to_json_string()? + "\n").as_bytes())
     }
 
     /// Reads a registry saved by [`Registry::save`].
@@ -125,6 +126,103 @@ impl Registry {
 }
 
 const SAVED_FORMAT: &str = "flix-registry/1";
+
+/// Writes `bytes` to `path` so that, whenever the machine stops, `path` holds either its old
+/// content or all of `bytes`: see [`write_atomic_with`].
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |tmp| {
+        let mut file = File::create(tmp)?;
+        file.write_all(bytes)
+    })
+}
+
+/// Writes `path` through `write`, which fills the temporary file it is given (a hidden sibling
+/// of `path`, in the same directory so the rename cannot cross file systems). Then the file's
+/// data reaches the disk (fsync), the rename replaces `path` in one step, and the directory is
+/// synced so that the rename itself survives a power cut. On an error the temporary file is
+/// removed and `path` is untouched. For writers that stream (a merged checkpoint of several GB)
+/// rather than hold every byte.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> Result<()> {
+    let tmp = hidden_sibling(path)?;
+    let written = write(&tmp).and_then(|()| File::open(&tmp)?.sync_all());
+    if let Err(e) = written {
+        // Best effort: the error that matters is the write's.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(CoreError::io(&tmp, e));
+    }
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(CoreError::io(path, e));
+    }
+    sync_parent(path)
+}
+
+/// Creates directory `dir` complete or not at all: `fill` writes the files into a temporary
+/// sibling directory, every file in it (top level: checkpoints are flat) and the directory
+/// itself are synced, the directory is
+/// renamed to `dir` and the parent is synced. A crash leaves at most a hidden `.NAME.tmp`
+/// directory, never a partial `dir`. An existing `dir` is removed just before the rename (a
+/// directory cannot be renamed over a non-empty one), so callers give fresh names.
+pub fn write_dir_atomic<E: From<CoreError>>(
+    dir: &Path,
+    fill: impl FnOnce(&Path) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    let tmp = hidden_sibling(dir)?;
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| CoreError::io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| CoreError::io(&tmp, e))?;
+    if let Err(e) = fill(&tmp) {
+        // Best effort: the error that matters is the fill's.
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let entries = std::fs::read_dir(&tmp).map_err(|e| CoreError::io(&tmp, e))?;
+    for entry in entries {
+        let path = entry.map_err(|e| CoreError::io(&tmp, e))?.path();
+        if path.is_file() {
+            File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| CoreError::io(&path, e))?;
+        }
+    }
+    sync_dir(&tmp)?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| CoreError::io(dir, e))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(|e| CoreError::io(dir, e))?;
+    Ok(sync_parent(dir)?)
+}
+
+/// `DIR/.NAME.tmp` for `DIR/NAME`: hidden, so listings and loaders skip it.
+fn hidden_sibling(path: &Path) -> Result<PathBuf> {
+    let name = path.file_name().ok_or_else(|| {
+        CoreError::config(path.display(), "not a file path (it has no file name)")
+    })?;
+    Ok(path.with_file_name(format!(".{}.tmp", name.to_string_lossy())))
+}
+
+fn sync_parent(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => sync_dir(Path::new(".")),
+    }
+}
+
+/// Syncs a directory's entries (names, renames). Only Unix can open a directory for that; other
+/// systems make renames durable themselves.
+fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| CoreError::io(dir, e))?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

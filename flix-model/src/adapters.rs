@@ -137,7 +137,22 @@ impl Adapter {
             }
             // PEFT: kaiming_uniform_(A, a=sqrt(5)) gives U(-1/sqrt(in), 1/sqrt(in)).
             let bound = 1.0 / (in_dim as f64).sqrt();
-            let n = t.num_values * t.rank * in_dim;
+            // Checked: absurd sizes are refused by the trainer's memory estimate, but a library
+            // caller may come here directly.
+            let n = t
+                .num_values
+                .checked_mul(t.rank)
+                .and_then(|n| n.checked_mul(in_dim.max(out_dim)))
+                .map(|_| t.num_values * t.rank * in_dim)
+                .ok_or_else(|| {
+                    ModelError::Invalid(format!(
+                        "adapter type {k}: {} values × rank {} × {} features is too large to \
+                         count",
+                        t.num_values,
+                        t.rank,
+                        in_dim.max(out_dim)
+                    ))
+                })?;
             let stream = splitmix64(spec.seed ^ splitmix64(salt ^ splitmix64(k as u64)));
             let a: Vec<f32> = (0..n as u64)
                 .map(|i| {

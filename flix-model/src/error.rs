@@ -32,3 +32,14 @@ pub enum ModelError {
 }
 
 pub type Result<T> = std::result::Result<T, ModelError>;
+
+/// flix-core's errors keep their file: an I/O error stays one, the rest name their origin in
+/// the message.
+impl From<flix_core::CoreError> for ModelError {
+    fn from(e: flix_core::CoreError) -> Self {
+        match e {
+            flix_core::CoreError::Io { path, source } => ModelError::Io { path, source },
+            other => ModelError::Invalid(other.to_string()),
+        }
+    }
+}

@@ -17,7 +17,9 @@ use serde_json::json;
 use crate::adapters::TargetModule;
 use crate::error::{ModelError, Result};
 use crate::llama::Linear;
-use crate::train::tensor_file::{save_tensors, write_atomic, NamedTensor};
+use flix_core::write_atomic;
+
+use crate::train::tensor_file::{save_tensors, NamedTensor};
 use crate::train::trainables::module_path;
 use crate::train::Trained;
 
@@ -155,6 +157,7 @@ pub fn concatenated_lora(
                 col += r;
             }
             let path = format!("base_model.model.{}", module_path(i, module));
+            check_output_finite(&format!("{path}.lora_B.weight"), &b_cat)?;
             tensors.push(NamedTensor {
                 name: format!("{path}.lora_A.weight"),
                 shape: vec![rank, in_dim],
@@ -169,6 +172,22 @@ pub fn concatenated_lora(
         }
     }
     Ok((tensors, total_rank))
+}
+
+/// Refuses to write tensor `name` when a value is NaN or infinite (finite adapters, which loading
+/// guarantees, can still overflow once scaled).
+pub fn check_output_finite<T: Copy + Into<f64>>(name: &str, values: &[T]) -> Result<()> {
+    match values
+        .iter()
+        .map(|&v| v.into())
+        .position(|v: f64| !v.is_finite())
+    {
+        None => Ok(()),
+        Some(i) => Err(ModelError::Invalid(format!(
+            "tensor {name}: value {} at flat index {i} is not finite; nothing was written",
+            values[i].into()
+        ))),
+    }
 }
 
 /// Writes `dir/adapter_model.safetensors` and `dir/adapter_config.json` for `combination`.
@@ -198,5 +217,8 @@ pub fn export_peft(trained: &Trained, combination: &Combination, dir: &Path) -> 
     });
     let text = serde_json::to_string_pretty(&config)
         .map_err(|e| ModelError::Invalid(format!("adapter_config.json: {e}")))?;
-    write_atomic(&dir.join("adapter_config.json"), text.as_bytes())
+    Ok(write_atomic(
+        &dir.join("adapter_config.json"),
+        text.as_bytes(),
+    )?)
 }

@@ -14,14 +14,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use flix_core::{write_atomic, write_atomic_with};
 use half::{bf16, f16};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
 use crate::adapters::TargetModule;
 use crate::error::{ModelError, Result};
-use crate::export::{picked_adapters, selected, Combination};
-use crate::train::tensor_file::write_atomic;
+use crate::export::{check_output_finite, picked_adapters, selected, Combination};
 use crate::train::{Method, Trained};
 use crate::weights::{Checkpoint, INDEX_FILE, SINGLE_FILE};
 
@@ -59,6 +59,11 @@ pub fn merge_checkpoint(
     } else {
         merged_weights(trained, combination, &ck)?
     };
+    if new_values.is_empty() {
+        return Err(ModelError::Invalid(
+            "no weight would change: the adapters cover no linear layer of the base model".into(),
+        ));
+    }
     std::fs::create_dir_all(out).map_err(io_err(out))?;
     let same_dir = match (base.canonicalize(), out.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
@@ -82,6 +87,16 @@ pub fn merge_checkpoint(
     let mut encoded: HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> = HashMap::new();
     for (name, values) in &new_values {
         let (view, path) = ck.view(name)?;
+        check_output_finite(name, values)?;
+        if let Some(max) = largest_finite(view.dtype()) {
+            if let Some(v) = values.iter().find(|v| v.abs() > max) {
+                return Err(ModelError::Invalid(format!(
+                    "merged tensor `{name}`: value {v} overflows the base's {:?} (largest \
+                     {max}); nothing was written",
+                    view.dtype()
+                )));
+            }
+        }
         let bytes = encode(view.dtype(), values).ok_or_else(|| ModelError::Weights {
             path: path.to_path_buf(),
             message: format!(
@@ -100,19 +115,12 @@ pub fn merge_checkpoint(
         };
         views.push((name.to_string(), view));
     }
-    let target = out.join(SINGLE_FILE);
-    let tmp = out.join(format!(".{SINGLE_FILE}.tmp"));
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(views, Some(metadata), &tmp).map_err(|e| {
-        ModelError::Weights {
-            path: tmp.clone(),
-            message: format!("cannot write the merged weights: {e}"),
-        }
+    // Streamed to disk: a merged checkpoint can be larger than what memory holds twice.
+    write_atomic_with(&out.join(SINGLE_FILE), |tmp| {
+        safetensors::serialize_to_file(views, Some(metadata), tmp)
+            .map_err(|e| std::io::Error::other(format!("cannot write the merged weights: {e}")))
     })?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, &target).map_err(io_err(&target))?;
 
     let files = copy_other_files(&base, out)?;
     Ok(MergeSummary {
@@ -170,6 +178,17 @@ fn trained_weights(trained: &Trained) -> Result<BTreeMap<String, Vec<f64>>> {
         out.insert(t.name, t.data.into_iter().map(f64::from).collect());
     }
     Ok(out)
+}
+
+/// The largest finite value of a float weight dtype (a merged value beyond it would be stored as
+/// infinity).
+fn largest_finite(dtype: Dtype) -> Option<f64> {
+    match dtype {
+        Dtype::F32 => Some(f64::from(f32::MAX)),
+        Dtype::BF16 => Some(bf16::MAX.to_f64()),
+        Dtype::F16 => Some(f16::MAX.to_f64()),
+        _ => None,
+    }
 }
 
 /// `values` rounded to nearest (ties to even) to `dtype`, little-endian; `None` for a dtype that

@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::adapters::{AdapterSpec, TargetModule};
 use crate::error::{ModelError, Result};
 use crate::llama::LlamaModel;
+use crate::train::checkpoint::{check_finite, check_rank_alpha};
 use crate::weights::Checkpoint;
 
 /// What was read from `adapter_config.json`.
@@ -117,6 +118,8 @@ pub fn read_peft_config(dir: &Path) -> Result<PeftLora> {
     } else {
         lora_alpha
     };
+    check_rank_alpha("fields `r` and `lora_alpha`", rank, alpha)
+        .map_err(|m| config_err(&path, m))?;
     let names = field("target_modules")
         .and_then(Value::as_array)
         .ok_or_else(|| {
@@ -137,7 +140,15 @@ pub fn read_peft_config(dir: &Path) -> Result<PeftLora> {
                     &format!("{n} is not one of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj"),
                 )
             })?;
-        targets.push(module);
+        if !targets.contains(&module) {
+            targets.push(module);
+        }
+    }
+    if targets.is_empty() {
+        return Err(unsupported(
+            "target_modules",
+            "is empty: the adapters would change nothing",
+        ));
     }
     Ok(PeftLora {
         rank,
@@ -147,10 +158,14 @@ pub fn read_peft_config(dir: &Path) -> Result<PeftLora> {
 }
 
 /// Attaches the LoRA of PEFT directory `dir` to `model` (replacing its adapters) and returns its
-/// description; every adapted layer's `lora_A` and `lora_B` must be present with PEFT's shapes.
+/// description; every adapted layer's `lora_A` and `lora_B` must be present with PEFT's shapes and
+/// finite values, and every tensor of the file must be one of them.
 pub fn load_peft_lora(model: &mut LlamaModel, dir: &Path) -> Result<PeftLora> {
     let lora = read_peft_config(dir)?;
-    let ck = Checkpoint::from_files(&[dir.join("adapter_model.safetensors")])?;
+    let file = dir.join("adapter_model.safetensors");
+    let ck = Checkpoint::from_files(std::slice::from_ref(&file))?;
+    let mut unused: std::collections::BTreeSet<String> =
+        ck.names().into_iter().map(str::to_string).collect();
     model.attach_adapters(&AdapterSpec::lora(lora.rank, lora.alpha, &lora.targets, 0))?;
     let device = model.device.clone();
     for layer in 0..model.config.num_hidden_layers {
@@ -165,8 +180,16 @@ pub fn load_peft_lora(model: &mut LlamaModel, dir: &Path) -> Result<PeftLora> {
                 "base_model.model.model.layers.{layer}.{group}.{}",
                 module.hf_name()
             );
-            let a = ck.load_f32(&format!("{prefix}.lora_A.weight"), &[lora.rank, in_dim])?;
-            let b = ck.load_f32(&format!("{prefix}.lora_B.weight"), &[out_dim, lora.rank])?;
+            let (a_name, b_name) = (
+                format!("{prefix}.lora_A.weight"),
+                format!("{prefix}.lora_B.weight"),
+            );
+            let a = ck.load_f32(&a_name, &[lora.rank, in_dim])?;
+            let b = ck.load_f32(&b_name, &[out_dim, lora.rank])?;
+            check_finite(&file, &a_name, &a)?;
+            check_finite(&file, &b_name, &b)?;
+            unused.remove(&a_name);
+            unused.remove(&b_name);
             let ad = lin.adapter.as_mut().ok_or_else(|| {
                 ModelError::Invalid(format!("{prefix}: adapter was not attached"))
             })?;
@@ -174,6 +197,16 @@ pub fn load_peft_lora(model: &mut LlamaModel, dir: &Path) -> Result<PeftLora> {
             ty.a = Tensor::from_f32(&device, DType::F32, &[1, lora.rank, in_dim], &a)?;
             ty.b = Tensor::from_f32(&device, DType::F32, &[1, out_dim, lora.rank], &b)?;
         }
+    }
+    if let Some(extra) = unused.first() {
+        return Err(ModelError::Weights {
+            path: file,
+            message: format!(
+                "{} tensor(s) are not used by adapter_config.json (e.g. {extra}): its \
+                 `target_modules` or `r` do not match the file",
+                unused.len()
+            ),
+        });
     }
     Ok(lora)
 }
@@ -224,5 +257,36 @@ mod tests {
         .unwrap();
         let err = read_peft_config(dir.path()).unwrap_err().to_string();
         assert!(err.contains("lm_head"), "{err}");
+    }
+
+    #[test]
+    fn configs_that_would_change_nothing_or_explode_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("adapter_config.json");
+        for (text, expected) in [
+            (
+                r#"{"r": 4, "lora_alpha": 8, "target_modules": []}"#,
+                "`target_modules`",
+            ),
+            (
+                r#"{"r": 4, "lora_alpha": 0, "target_modules": ["q_proj"]}"#,
+                "`lora_alpha`",
+            ),
+            (
+                r#"{"r": 4, "lora_alpha": -8, "target_modules": ["q_proj"]}"#,
+                "`lora_alpha`",
+            ),
+            (
+                r#"{"r": 1, "lora_alpha": 1e300, "target_modules": ["q_proj"]}"#,
+                "`lora_alpha`",
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = read_peft_config(dir.path()).unwrap_err().to_string();
+            assert!(
+                err.contains(expected) && err.contains("adapter_config.json"),
+                "{text}: {err}"
+            );
+        }
     }
 }

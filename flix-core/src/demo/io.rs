@@ -6,10 +6,10 @@
 //! Both add `knowledge.txt` (one plain sentence per line) and `heldout.json`
 //! (`{"heldout": [{"lang": .., "task": ..}, ..]}`, the shape of the real mixture's
 //! `zero_shot_split.json`). Examples are one JSON object per line, the real mixture's record shape.
-//! Each file is written to a temporary name and renamed, so a crash never leaves a torn file.
+//! Each file is written with [`crate::write_atomic`], so a crash never leaves a torn file.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use super::{Cell, DemoError, DemoExample, DemoMixture};
@@ -130,15 +130,12 @@ fn to_json<T: serde::Serialize>(value: &T, path: &Path) -> Result<String, DemoEr
     })
 }
 
+/// Writes `text` with [`crate::write_atomic`] and returns the path written.
 fn write_atomically(path: &Path, text: &str) -> Result<PathBuf, DemoError> {
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(".tmp");
-    let temporary = PathBuf::from(temporary);
-    let mut file = fs::File::create(&temporary).map_err(|source| io_error(&temporary, source))?;
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|source| io_error(&temporary, source))?;
-    fs::rename(&temporary, path).map_err(|source| io_error(path, source))?;
+    crate::write_atomic(path, text.as_bytes()).map_err(|e| match e {
+        crate::CoreError::Io { path, source } => DemoError::Io { path, source },
+        other => io_error(path, std::io::Error::other(other.to_string())),
+    })?;
     Ok(path.to_path_buf())
 }
 

@@ -12,7 +12,8 @@ use flix_kernels::{DType, Device, Tensor};
 use super::{LlamaModel, Param, ParamKind};
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
-use crate::train::tensor_file::{save_tensors_with_metadata, write_atomic};
+use crate::train::tensor_file::save_tensors_with_metadata;
+use flix_core::write_atomic;
 
 /// transformers' default `initializer_range` for Llama.
 pub const INIT_STD: f64 = 0.02;
@@ -64,8 +65,7 @@ impl LlamaModel {
     }
 
     /// Writes `dir/config.json` and `dir/model.safetensors` (f32 base weights; adapters are not
-    /// included), each to a temporary name first and then renamed, so a crash never leaves a
-    /// torn file.
+    /// included), each with [`flix_core::write_atomic`], so a crash never leaves a torn file.
     pub fn save_pretrained(&mut self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
             path: dir.to_path_buf(),

@@ -8,10 +8,10 @@ use std::path::Path;
 use flix_kernels::{DType, Device};
 use serde_json::json;
 
-use super::tensor_file::write_atomic;
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::llama::LlamaModel;
+use flix_core::write_atomic;
 
 /// The shape of a small Llama.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,7 +60,10 @@ pub fn write_random_base(
     let config = LlamaConfig::from_json_str(&shape.config_json(), &dir.join("config.json"))?;
     let mut model = LlamaModel::random_as(config, seed, &Device::Cpu, DType::F32)?;
     model.save_pretrained(dir)?;
-    write_atomic(&dir.join("tokenizer.json"), tokenizer_json.as_bytes())
+    Ok(write_atomic(
+        &dir.join("tokenizer.json"),
+        tokenizer_json.as_bytes(),
+    )?)
 }
 
 /// Saves every base weight of `model` as a checkpoint directory in `dir`, with `tokenizer.json`
@@ -69,5 +72,5 @@ pub fn save_model_dir(model: &mut LlamaModel, source_dir: &Path, dir: &Path) -> 
     model.save_pretrained(dir)?;
     let from = source_dir.join("tokenizer.json");
     let bytes = std::fs::read(&from).map_err(|source| ModelError::Io { path: from, source })?;
-    write_atomic(&dir.join("tokenizer.json"), &bytes)
+    Ok(write_atomic(&dir.join("tokenizer.json"), &bytes)?)
 }

@@ -6,18 +6,28 @@
 //! - `trainer_state.json`: the completed step (the sampler and dropout are pure functions of the
 //!   seed and the step, so the step is their whole state).
 //!
-//! Each file is written under a temporary name and renamed; the directory is filled under a
-//! temporary name too and renamed when complete, and only then does `checkpoints/latest` (also
-//! renamed into place) point at it. A crash at any moment leaves the previous checkpoint intact.
+//! The directory is filled under a temporary name and renamed when complete
+//! ([`flix_core::write_dir_atomic`]), and only then does `checkpoints/latest` (written with
+//! [`flix_core::write_atomic`]) point at it. A crash at any moment leaves the previous checkpoint
+//! intact. Readers do not trust the pointer alone: when it is lost or names no checkpoint, the
+//! newest complete `step-*` directory is the latest checkpoint, and a checkpoint that turns out
+//! damaged gives way to the one before it.
+//!
+//! Loading checks everything a hand edit or a damaged disk can break: the config's method,
+//! targets and adapter types must agree with each other, every tensor the config implies must be
+//! in the file with its shape, every tensor in the file must be used, and every value must be
+//! finite. Adapters that fail any check are refused, never silently dropped (which would leave
+//! the bare base model).
 
 use std::path::{Path, PathBuf};
 
-use flix_core::Registry;
+use flix_core::{write_atomic, write_dir_atomic, Registry};
 use flix_kernels::Device;
 use serde::{Deserialize, Serialize};
 
+use super::fingerprint::{base_fingerprint, check_base_fingerprint};
 use super::layout::{Layout, Method, SharedAdapter};
-use super::tensor_file::{load_tensors, save_tensors, take_tensor, write_atomic, NamedTensor};
+use super::tensor_file::{load_tensors, save_tensors, take_tensor, NamedTensor};
 use super::trainables::trainables;
 use crate::adapters::TargetModule;
 use crate::error::{ModelError, Result};
@@ -72,9 +82,34 @@ pub struct AdapterConfig {
     pub targets: Vec<String>,
     /// The adapter types in plan order (what the tensors hold).
     pub adapter_types: Vec<AdapterTypeInfo>,
+    /// What the base model was when training started (`train::fingerprint`); checked on load so
+    /// that adapters are never applied to another model. Absent in older checkpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_fingerprint: Option<String>,
+}
+
+/// The largest scale alpha / r an adapter may have. Training uses scales around 1 (PEFT's
+/// defaults give 0.5 to 2); a scale beyond this is a corrupted or hand-edited config, and would
+/// turn any adapter into noise.
+pub const MAX_ADAPTER_SCALE: f64 = 1e4;
+
+/// Checks one adapter type's rank and alpha; `what` names it in the message.
+pub fn check_rank_alpha(what: &str, rank: usize, alpha: f64) -> std::result::Result<(), String> {
+    if rank == 0 {
+        return Err(format!("{what}: rank must be >= 1"));
+    }
+    let scale = alpha / rank as f64;
+    if !(alpha.is_finite() && alpha > 0.0 && scale <= MAX_ADAPTER_SCALE) {
+        return Err(format!(
+            "{what}: alpha must be finite and > 0 with alpha / rank <= {MAX_ADAPTER_SCALE}, \
+             found alpha {alpha} at rank {rank}"
+        ));
+    }
+    Ok(())
 }
 
 impl AdapterConfig {
+    /// The config of `layout` trained on `base_model`, with the base's fingerprint.
     pub fn new(layout: &Layout, base_model: &Path) -> Result<Self> {
         let registry_text = layout
             .registry
@@ -103,7 +138,91 @@ impl AdapterConfig {
                     num_values: t.num_values,
                 })
                 .collect(),
+            base_fingerprint: Some(base_fingerprint(base_model)?),
         })
+    }
+
+    /// The layout, after checking that the config is whole and agrees with itself: known format,
+    /// a valid registry, at least one target (adapters on no module would leave the base model
+    /// bare), sane ranks and alphas, and `adapter_types` exactly what the method and registry
+    /// imply (an edited method or registry is caught here). `origin` is the config file.
+    pub fn validated_layout(&self, origin: &Path) -> Result<Layout> {
+        let bad = |message: String| ModelError::Config {
+            path: origin.to_path_buf(),
+            message,
+        };
+        if self.format != FORMAT {
+            return Err(bad(format!(
+                "format {:?}, expected {FORMAT:?}",
+                self.format
+            )));
+        }
+        let layout = self.layout(origin)?;
+        if layout.method != Method::Full && layout.targets.is_empty() {
+            return Err(bad(format!(
+                "field `targets` is empty: method {} needs at least one target module",
+                layout.method
+            )));
+        }
+        for (i, t) in layout.targets.iter().enumerate() {
+            if layout.targets[..i].contains(t) {
+                return Err(bad(format!("field `targets` lists {} twice", t.hf_name())));
+            }
+        }
+        let has_shared = matches!(layout.method, Method::Lora | Method::FlixShared);
+        match (has_shared, layout.shared) {
+            (true, None) => {
+                return Err(bad(format!(
+                    "field `shared` is missing: method {} has an always-on adapter",
+                    layout.method
+                )))
+            }
+            (false, Some(_)) => {
+                return Err(bad(format!(
+                    "field `shared` is set, but method {} has no always-on adapter",
+                    layout.method
+                )))
+            }
+            _ => {}
+        }
+        let implied: Vec<AdapterTypeInfo> = layout
+            .adapter_types()
+            .into_iter()
+            .map(|(name, t)| AdapterTypeInfo {
+                name,
+                rank: t.rank,
+                alpha: t.alpha,
+                num_values: t.num_values,
+            })
+            .collect();
+        for t in &implied {
+            check_rank_alpha(&format!("adapter type {:?}", t.name), t.rank, t.alpha)
+                .map_err(bad)?;
+            if t.num_values == 0 {
+                return Err(bad(format!("adapter type {:?} has no values", t.name)));
+            }
+        }
+        if implied != self.adapter_types {
+            let show = |types: &[AdapterTypeInfo]| {
+                types
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "{}(rank {}, alpha {}, {} values)",
+                            t.name, t.rank, t.alpha, t.num_values
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(bad(format!(
+                "field `adapter_types` lists [{}], but method {} with this registry has [{}]",
+                show(&self.adapter_types),
+                layout.method,
+                show(&implied)
+            )));
+        }
+        Ok(layout)
     }
 
     pub fn layout(&self, origin: &Path) -> Result<Layout> {
@@ -117,7 +236,12 @@ impl AdapterConfig {
             targets: self
                 .targets
                 .iter()
-                .map(|t| TargetModule::parse(t))
+                .map(|t| {
+                    TargetModule::parse(t).map_err(|e| ModelError::Config {
+                        path: origin.to_path_buf(),
+                        message: format!("field `targets`: {e}"),
+                    })
+                })
                 .collect::<Result<_>>()?,
         })
     }
@@ -138,18 +262,70 @@ pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoints")
 }
 
-/// The newest complete checkpoint of a run, if any.
-pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>> {
-    let pointer = checkpoints_dir(run_dir).join("latest");
-    if !pointer.exists() {
-        return Ok(None);
+/// The step directories under `DIR/checkpoints` (`step-NNNNNNNN`), newest first, whether or not
+/// they are complete. Temporary directories of an interrupted write are not listed.
+pub fn step_dirs(run_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let root = checkpoints_dir(run_dir);
+    if !root.is_dir() {
+        return Ok(Vec::new());
     }
-    let name = std::fs::read_to_string(&pointer).map_err(io_err(&pointer))?;
-    Ok(Some(checkpoints_dir(run_dir).join(name.trim())))
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&root).map_err(io_err(&root))? {
+        let entry = entry.map_err(io_err(&root))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        let step = name
+            .strip_prefix("step-")
+            .and_then(|n| n.parse::<u64>().ok());
+        if let (Some(step), true) = (step, entry.path().is_dir()) {
+            out.push((step, entry.path()));
+        }
+    }
+    out.sort_by_key(|(step, _)| std::cmp::Reverse(*step));
+    Ok(out)
+}
+
+/// Whether `dir` looks like a whole checkpoint of `step`: every file is there and its trainer
+/// state names that step. (Only loading proves the tensors intact; see `Trainer::resume`.)
+pub fn is_complete(dir: &Path, step: u64) -> bool {
+    let files = [WEIGHTS_FILE, CONFIG_FILE, OPTIMIZER_FILE, STATE_FILE];
+    files.iter().all(|f| dir.join(f).is_file())
+        && read_state(dir).is_ok_and(|state| state.step == step)
+}
+
+/// The checkpoints to resume from, in the order to try them: the one `checkpoints/latest` names
+/// and every older one, newest first; every step directory when the pointer is missing or names
+/// none (a lost pointer loses nothing: a directory exists only once complete). A pointer set
+/// back by hand to an older checkpoint is honoured.
+pub fn checkpoint_candidates(run_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let dirs = step_dirs(run_dir)?;
+    let pointer = checkpoints_dir(run_dir).join("latest");
+    let named = std::fs::read_to_string(&pointer).ok().and_then(|name| {
+        dirs.iter()
+            .find(|(_, d)| d.ends_with(name.trim()))
+            .map(|(s, _)| *s)
+    });
+    Ok(match named {
+        Some(latest) => dirs.into_iter().filter(|(s, _)| *s <= latest).collect(),
+        None => dirs,
+    })
+}
+
+/// The complete checkpoints of a run, in [`checkpoint_candidates`] order.
+pub fn complete_checkpoints(run_dir: &Path) -> Result<Vec<PathBuf>> {
+    Ok(checkpoint_candidates(run_dir)?
+        .into_iter()
+        .filter(|(step, dir)| is_complete(dir, *step))
+        .map(|(_, dir)| dir)
+        .collect())
+}
+
+/// The latest complete checkpoint of a run, if any: the first of [`complete_checkpoints`].
+pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>> {
+    Ok(complete_checkpoints(run_dir)?.into_iter().next())
 }
 
 /// Writes a checkpoint for `step` and points `latest` at it; keeps the previous one, removes
-/// older ones.
+/// older ones (and what interrupted writes left).
 pub fn write_checkpoint(
     run_dir: &Path,
     config: &AdapterConfig,
@@ -158,33 +334,29 @@ pub fn write_checkpoint(
     step: u64,
 ) -> Result<PathBuf> {
     let root = checkpoints_dir(run_dir);
-    let name = format!("step-{step:08}");
-    let tmp = root.join(format!(".{name}.tmp"));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-    save_tensors(&tmp.join(WEIGHTS_FILE), weights)?;
-    optimizer.save(&tmp.join(OPTIMIZER_FILE))?;
-    write_atomic(&tmp.join(CONFIG_FILE), to_json(config)?.as_bytes())?;
-    write_atomic(
-        &tmp.join(STATE_FILE),
-        to_json(&TrainerState { step })?.as_bytes(),
-    )?;
-    let dir = root.join(&name);
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
-    }
-    std::fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
+    std::fs::create_dir_all(&root).map_err(io_err(&root))?;
     let previous = latest_checkpoint(run_dir)?;
+    let name = format!("step-{step:08}");
+    let dir = root.join(&name);
+    write_dir_atomic(&dir, |tmp| -> Result<()> {
+        save_tensors(&tmp.join(WEIGHTS_FILE), weights)?;
+        optimizer.save(&tmp.join(OPTIMIZER_FILE))?;
+        write_atomic(&tmp.join(CONFIG_FILE), to_json(config)?.as_bytes())?;
+        write_atomic(
+            &tmp.join(STATE_FILE),
+            to_json(&TrainerState { step })?.as_bytes(),
+        )?;
+        Ok(())
+    })?;
     write_atomic(&root.join("latest"), name.as_bytes())?;
-    // Older checkpoints than the previous one go.
     let entries = std::fs::read_dir(&root).map_err(io_err(&root))?;
     for entry in entries.flatten() {
         let path = entry.path();
         let file_name = entry.file_name().to_string_lossy().to_string();
         let keep = path == dir || Some(&path) == previous.as_ref();
-        if file_name.starts_with("step-") && !keep {
+        let old_step = file_name.starts_with("step-");
+        let leftover = file_name.starts_with(".step-") && file_name.ends_with(".tmp");
+        if (old_step || leftover) && !keep && path.is_dir() {
             std::fs::remove_dir_all(&path).map_err(io_err(&path))?;
         }
     }
@@ -196,18 +368,18 @@ pub fn read_state(checkpoint: &Path) -> Result<TrainerState> {
     read_json(&checkpoint.join(STATE_FILE))
 }
 
-pub fn read_adapter_config(checkpoint: &Path) -> Result<AdapterConfig> {
-    let config: AdapterConfig = read_json(&checkpoint.join(CONFIG_FILE))?;
-    if config.format != FORMAT {
-        return Err(ModelError::Config {
-            path: checkpoint.join(CONFIG_FILE),
-            message: format!("format {:?}, expected {FORMAT:?}", config.format),
-        });
-    }
-    Ok(config)
+/// Reads a checkpoint's `adapter_config.json` and checks it
+/// ([`AdapterConfig::validated_layout`]); returns it with its layout.
+pub fn read_adapter_config(checkpoint: &Path) -> Result<(AdapterConfig, Layout)> {
+    let path = checkpoint.join(CONFIG_FILE);
+    let config: AdapterConfig = read_json(&path)?;
+    let layout = config.validated_layout(&path)?;
+    Ok((config, layout))
 }
 
-/// Copies the tensors of `file` into the model's trainable tensors (by name, shapes checked).
+/// Copies the tensors of `file` into the model's trainable tensors. Every trainable tensor must
+/// be in the file with its shape, every tensor of the file must be one of them, and every value
+/// must be finite; nothing is changed unless all of that holds.
 pub fn load_into(
     model: &mut LlamaModel,
     full: bool,
@@ -215,13 +387,54 @@ pub fn load_into(
     file: &Path,
 ) -> Result<()> {
     let mut tensors = load_tensors(file)?;
-    for t in trainables(model, full, type_names)? {
+    let mut values = Vec::new();
+    let expected = trainables(model, full, type_names)?;
+    if expected.is_empty() {
+        return Err(ModelError::Weights {
+            path: file.to_path_buf(),
+            message: "the model has no trainable tensor to load: its config attaches no adapter"
+                .into(),
+        });
+    }
+    for t in &expected {
         let shape = t.value.shape().to_vec();
         let data = take_tensor(&mut tensors, file, &t.name, &shape)?;
+        check_finite(file, &t.name, &data)?;
+        values.push((shape, data));
+    }
+    drop(expected);
+    if !tensors.is_empty() {
+        let unused: Vec<&str> = tensors.keys().take(3).map(String::as_str).collect();
+        return Err(ModelError::Weights {
+            path: file.to_path_buf(),
+            message: format!(
+                "{} tensor(s) are not used by the adapter config next to it (e.g. {}): the \
+                 config's method, targets or feature types do not match the trained tensors",
+                tensors.len(),
+                unused.join(", ")
+            ),
+        });
+    }
+    for (t, (shape, data)) in trainables(model, full, type_names)?.into_iter().zip(values) {
         *t.value =
             flix_kernels::Tensor::from_f32(t.value.device(), t.value.dtype(), &shape, &data)?;
     }
     Ok(())
+}
+
+/// An error naming the first value of tensor `name` in `file` that is NaN or infinite.
+pub fn check_finite(file: &Path, name: &str, data: &[f32]) -> Result<()> {
+    match data.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(ModelError::Weights {
+            path: file.to_path_buf(),
+            message: format!(
+                "tensor {name}: value {} at flat index {i} is not finite ({} non-finite in all)",
+                data[i],
+                data.iter().filter(|v| !v.is_finite()).count()
+            ),
+        }),
+    }
 }
 
 /// A trained model ready for evaluation: base weights, the checkpoint's tensors, its layout.
@@ -232,11 +445,24 @@ pub struct Trained {
     pub config: AdapterConfig,
 }
 
-/// Loads the run (its latest checkpoint) or checkpoint directory `dir` on `device`.
+/// Loads the run (its latest checkpoint) or checkpoint directory `dir` on `device`, with every
+/// check of [`read_adapter_config`] and [`load_into`], on the base model it was trained on (its
+/// fingerprint must match).
 pub fn load_trained(dir: &Path, device: &Device) -> Result<Trained> {
-    let checkpoint = latest_checkpoint(dir)?.unwrap_or_else(|| dir.to_path_buf());
-    let config = read_adapter_config(&checkpoint)?;
-    let layout = config.layout(&checkpoint.join(CONFIG_FILE))?;
+    let checkpoint = match latest_checkpoint(dir)? {
+        Some(checkpoint) => checkpoint,
+        None if checkpoints_dir(dir).is_dir() => {
+            return Err(ModelError::Invalid(format!(
+                "{} holds no complete checkpoint (a run killed before its first checkpoint?)",
+                checkpoints_dir(dir).display()
+            )))
+        }
+        None => dir.to_path_buf(),
+    };
+    let (config, layout) = read_adapter_config(&checkpoint)?;
+    if let Some(recorded) = &config.base_fingerprint {
+        check_base_fingerprint(&config.base_model, recorded, &checkpoint.join(CONFIG_FILE))?;
+    }
     let mut model = LlamaModel::load(&config.base_model, device)?;
     let tokenizer = Tokenizer::load(&config.base_model)?;
     let full = layout.method == Method::Full;

@@ -4,7 +4,9 @@
 pub mod base;
 pub mod checkpoint;
 pub mod data;
+pub mod fingerprint;
 pub mod layout;
+pub mod memory;
 pub mod sampler;
 pub mod schedule;
 pub mod spec;

@@ -1,7 +1,8 @@
 //! Everything a training run needs, saved as `spec.json` in the run directory, so that
 //! `--resume DIR` needs nothing else.
 
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
 use flix_core::{FeatureConfig, Registry};
 use serde::{Deserialize, Serialize};
@@ -61,6 +62,10 @@ pub struct TrainSpec {
     /// bit-identical resumption holds on one device (CPU and GPU sums round differently).
     #[serde(default = "default_device")]
     pub device: String,
+    /// The base model's fingerprint when the run started (`train::fingerprint`), checked on
+    /// resume. Set by `Trainer::new`; absent in older runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_fingerprint: Option<String>,
 }
 
 fn default_device() -> String {
@@ -107,19 +112,131 @@ impl TrainSpec {
             checkpoint_every: 50,
             eval: None,
             device: default_device(),
+            base_fingerprint: None,
         }
     }
 
+    /// The spec with its base, data and eval paths made absolute and canonical, so that a run
+    /// started with relative paths resumes, evaluates and generates from any directory. Each path
+    /// must exist.
+    pub fn with_absolute_paths(mut self) -> Result<Self> {
+        let absolute = |path: &Path, option: &str| {
+            path.canonicalize()
+                .map_err(|e| ModelError::Invalid(format!("{option} {}: {e}", path.display())))
+        };
+        self.base = absolute(&self.base, "--base")?;
+        for file in &mut self.data {
+            *file = absolute(file, "--data")?;
+        }
+        if let Some(eval) = &mut self.eval {
+            eval.file = absolute(&eval.file, "--eval-file")?;
+        }
+        Ok(self)
+    }
+
+    /// Checks every setting against its range; each message names the option (and its field in
+    /// `spec.json`, which gets the same checks on resume), the range and the value found.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(ModelError::Invalid(m));
-        if self.steps == 0 {
-            return bad("steps must be >= 1".into());
+        let range = |option: &str, field: &str, range: &str, found: &dyn std::fmt::Display| {
+            ModelError::Invalid(format!(
+                "{option} (`{field}` in spec.json) must be {range}, found {found}"
+            ))
+        };
+        let check = |ok: bool, option: &str, field: &str, what: &str, v: &dyn std::fmt::Display| {
+            if ok {
+                Ok(())
+            } else {
+                Err(range(option, field, what, v))
+            }
+        };
+        check(self.steps >= 1, "--steps", "steps", ">= 1", &self.steps)?;
+        check(
+            (1..=MAX_BATCH_TOKENS).contains(&self.batch_tokens),
+            "--batch-tokens",
+            "batch_tokens",
+            &format!("in [1, {MAX_BATCH_TOKENS}]"),
+            &self.batch_tokens,
+        )?;
+        check(
+            (1..=MAX_GRAD_ACCUM).contains(&self.grad_accum),
+            "--grad-accum",
+            "grad_accum",
+            &format!("in [1, {MAX_GRAD_ACCUM}]"),
+            &self.grad_accum,
+        )?;
+        check(
+            self.lr > 0.0 && self.lr.is_finite(),
+            "--lr",
+            "lr",
+            "finite and > 0",
+            &self.lr,
+        )?;
+        check(
+            (0.0..=1.0).contains(&self.min_lr_ratio),
+            "--min-lr-ratio",
+            "min_lr_ratio",
+            "in [0, 1]",
+            &self.min_lr_ratio,
+        )?;
+        check(
+            self.weight_decay >= 0.0 && self.weight_decay.is_finite(),
+            "--weight-decay",
+            "weight_decay",
+            "finite and >= 0",
+            &self.weight_decay,
+        )?;
+        check(
+            self.max_grad_norm >= 0.0 && self.max_grad_norm.is_finite(),
+            "--clip",
+            "max_grad_norm",
+            "finite and >= 0 (0: no clipping)",
+            &self.max_grad_norm,
+        )?;
+        check(
+            self.temperature > 0.0 && self.temperature.is_finite(),
+            "--temperature",
+            "temperature",
+            "finite and > 0",
+            &self.temperature,
+        )?;
+        if let Some(cap) = self.cap {
+            check(cap >= 1, "--cap", "cap", ">= 1", &cap)?;
         }
-        if self.batch_tokens == 0 || self.grad_accum == 0 {
-            return bad("batch tokens and gradient accumulation must be >= 1".into());
+        match (self.method, self.shared_rank) {
+            (Method::Lora | Method::FlixShared, Some(rank)) => {
+                check(rank >= 1, "--shared-rank", "shared_rank", ">= 1", &rank)?
+            }
+            (method @ (Method::Flix | Method::Full), Some(_)) => {
+                return bad(format!(
+                    "--shared-rank (`shared_rank` in spec.json) applies only to --method lora or \
+                     flix+shared, not {method}"
+                ))
+            }
+            (_, None) => {}
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return bad(format!("the learning rate must be > 0, found {}", self.lr));
+        if self.match_compute && self.method != Method::Lora {
+            return bad(format!(
+                "--match-compute (`match_compute` in spec.json) applies only to --method lora, \
+                 not {}",
+                self.method
+            ));
+        }
+        if self.match_compute && self.shared_rank.is_some() {
+            return bad(
+                "--match-compute sets the LoRA rank itself; drop --shared-rank or --match-compute"
+                    .into(),
+            );
+        }
+        self.features
+            .validate("the feature settings (--rank, --alpha, --dropout or --features)")
+            .map_err(ModelError::from)?;
+        let defaults = self.features.defaults;
+        check_alpha("--alpha", defaults.rank, defaults.alpha)?;
+        for t in &self.features.types {
+            let rank = t.rank.unwrap_or(defaults.rank);
+            let alpha = t.alpha.unwrap_or(defaults.alpha);
+            check_alpha(&format!("feature type {:?}", t.name), rank, alpha)?;
         }
         if self.data.is_empty() && self.mixture.is_none() {
             return bad("no training data file or mixture root was given".into());
@@ -140,6 +257,43 @@ impl TrainSpec {
             ));
         }
         Ok(())
+    }
+
+    /// Checks that every feature type of `registry` (discovered from the training data) has at
+    /// least one value when the method trains an adapter per feature value (`flix`,
+    /// `flix+shared`): a type named in `--types` or the config that the data never sets would get
+    /// an adapter with no value. (`lora` and `full` use features in prompts only, where a type
+    /// the data lacks is merely absent.) The message lists the fields the data does have.
+    pub fn check_types_have_values(&self, registry: &Registry) -> Result<()> {
+        if !matches!(self.method, Method::Flix | Method::FlixShared) {
+            return Ok(());
+        }
+        let empty: Vec<&str> = registry
+            .types()
+            .iter()
+            .filter(|t| t.num_values() == 0)
+            .map(|t| t.name())
+            .collect();
+        if empty.is_empty() {
+            return Ok(());
+        }
+        let fields = data_fields(&self.data);
+        Err(ModelError::Invalid(format!(
+            "feature type(s) {} have no value in the training data ({}); the data's fields \
+             besides input, target and id are: {}; choose feature types among them with --types \
+             or the config",
+            empty.join(", "),
+            self.data
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if fields.is_empty() {
+                "(none)".to_string()
+            } else {
+                fields.into_iter().collect::<Vec<_>>().join(", ")
+            }
+        )))
     }
 
     pub fn target_modules(&self) -> Result<Vec<TargetModule>> {
@@ -177,6 +331,39 @@ impl TrainSpec {
             targets: self.target_modules()?,
         })
     }
+}
+
+/// The most tokens a micro-batch may hold. Far beyond any memory (a 135M model's activations
+/// alone are several KiB per token): it only keeps sums of token counts far from overflow; the
+/// real bound is the memory estimate the trainer checks before it allocates.
+pub const MAX_BATCH_TOKENS: usize = 1 << 40;
+/// The most micro-batches per optimizer step.
+pub const MAX_GRAD_ACCUM: usize = 1 << 20;
+
+/// The range of an adapter's alpha, shared with the loader's check.
+fn check_alpha(what: &str, rank: usize, alpha: f64) -> Result<()> {
+    super::checkpoint::check_rank_alpha(what, rank, alpha).map_err(ModelError::Invalid)
+}
+
+/// The fields of the examples in `files` other than input, target and id (for messages; a file
+/// that cannot be read contributes nothing).
+fn data_fields(files: &[PathBuf]) -> BTreeSet<String> {
+    let mut fields = BTreeSet::new();
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(line) {
+                fields.extend(
+                    map.keys()
+                        .filter(|k| !["input", "target", "id"].contains(&k.as_str()))
+                        .cloned(),
+                );
+            }
+        }
+    }
+    fields
 }
 
 #[cfg(test)]

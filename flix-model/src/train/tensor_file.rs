@@ -1,9 +1,7 @@
-//! Reading and writing named f32 tensors as safetensors files, atomically: the bytes go to a
-//! temporary name in the same directory, are synced, and are renamed over the target, so a crash
-//! never leaves a torn file.
+//! Reading and writing named f32 tensors as safetensors files; writes go through
+//! [`flix_core::write_atomic`], so a crash never leaves a torn file.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::Path;
 
 use safetensors::tensor::TensorView;
@@ -23,22 +21,6 @@ fn weights_err(path: &Path, message: String) -> ModelError {
         path: path.to_path_buf(),
         message,
     }
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| ModelError::Invalid(format!("{} is not a file path", path.display())))?;
-    let tmp = path.with_file_name(format!(".{}.tmp", file_name.to_string_lossy()));
-    let mut file = std::fs::File::create(&tmp).map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
 }
 
 /// Writes `tensors` as one safetensors file (f32), atomically.
@@ -66,7 +48,7 @@ pub fn save_tensors_with_metadata(
     let metadata = metadata.map(|(k, v)| HashMap::from([(k.to_string(), v.to_string())]));
     let data = safetensors::serialize(views, metadata)
         .map_err(|e| weights_err(path, format!("cannot serialise: {e}")))?;
-    write_atomic(path, &data)
+    Ok(flix_core::write_atomic(path, &data)?)
 }
 
 /// Every tensor of an f32 safetensors file, by name.

@@ -14,10 +14,11 @@ use flix_kernels::Device;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{
-    latest_checkpoint, load_into, read_state, write_checkpoint, AdapterConfig, OPTIMIZER_FILE,
-    WEIGHTS_FILE,
+    checkpoint_candidates, latest_checkpoint, load_into, read_adapter_config, read_state,
+    step_dirs, write_checkpoint, AdapterConfig, CONFIG_FILE, OPTIMIZER_FILE, WEIGHTS_FILE,
 };
 use super::data::{training_examples, PreparedSet, TrainingData};
+use super::fingerprint::check_base_fingerprint;
 use super::layout::{Layout, Method};
 use super::sampler::MixtureSampler;
 use super::schedule::learning_rate;
@@ -74,6 +75,8 @@ pub struct Trainer {
     periodic: Option<PeriodicEval>,
     /// Completed optimizer steps.
     pub step: u64,
+    /// What resuming had to work around (a damaged checkpoint skipped), for the user to read.
+    pub resume_notes: Vec<String>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
@@ -85,46 +88,109 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
 
 impl Trainer {
     /// A fresh run of `spec` writing to `run_dir`. All data is read, checked and tokenized here:
-    /// bad data is an error before the first step.
+    /// bad data is an error before the first step, and nothing is written before that.
+    ///
+    /// Its data and base paths are stored absolute, with the base's fingerprint, so that the run
+    /// resumes from any directory and only on the same base model.
     pub fn new(spec: TrainSpec, run_dir: &Path) -> Result<Self> {
         spec.validate()?;
-        if latest_checkpoint(run_dir)?.is_some() {
+        let mut spec = spec.with_absolute_paths()?;
+        if !step_dirs(run_dir)?.is_empty() || run_dir.join(SPEC_FILE).exists() {
             return Err(ModelError::Invalid(format!(
                 "{} already holds a run; resume it with --resume or choose another directory",
                 run_dir.display()
             )));
         }
         std::fs::create_dir_all(run_dir).map_err(io_err(run_dir))?;
+        let trainer = Self::build(spec.clone(), run_dir)?;
+        spec.base_fingerprint = trainer.adapter_config.base_fingerprint.clone();
         let text = serde_json::to_string_pretty(&spec)
             .map_err(|e| ModelError::Invalid(format!("cannot serialise the spec: {e}")))?;
-        super::tensor_file::write_atomic(&run_dir.join(SPEC_FILE), text.as_bytes())?;
-        let metrics = run_dir.join(METRICS_FILE);
-        std::fs::write(&metrics, b"").map_err(io_err(&metrics))?;
-        Self::build(spec, run_dir)
+        flix_core::write_atomic(&run_dir.join(METRICS_FILE), b"")?;
+        flix_core::write_atomic(&run_dir.join(SPEC_FILE), text.as_bytes())?;
+        Ok(Self { spec, ..trainer })
     }
 
-    /// Continues the run in `run_dir` from its latest checkpoint.
-    pub fn resume(run_dir: &Path) -> Result<Self> {
+    /// Reads and validates `DIR/spec.json` (a hand edit gets the same checks as the options).
+    pub fn read_spec(run_dir: &Path) -> Result<TrainSpec> {
         let spec_path = run_dir.join(SPEC_FILE);
         let text = std::fs::read_to_string(&spec_path).map_err(io_err(&spec_path))?;
         let spec: TrainSpec = serde_json::from_str(&text).map_err(|e| ModelError::Config {
             path: spec_path.clone(),
             message: format!("invalid spec: {e}"),
         })?;
+        spec.validate().map_err(|e| ModelError::Config {
+            path: spec_path,
+            message: e.to_string(),
+        })?;
+        Ok(spec)
+    }
+
+    /// Continues the run in `run_dir` from its newest checkpoint that loads. A damaged newer one
+    /// is skipped, with a note in [`Trainer::resume_notes`]; when checkpoints exist but none
+    /// loads, this is an error (never a silent restart). `metrics.jsonl` is cut back to the step
+    /// resumed from, so no step is logged twice.
+    pub fn resume(run_dir: &Path) -> Result<Self> {
+        let spec = Self::read_spec(run_dir)?;
         let mut trainer = Self::build(spec, run_dir)?;
-        let Some(checkpoint) = latest_checkpoint(run_dir)? else {
-            return Ok(trainer);
+        if let Some(recorded) = &trainer.spec.base_fingerprint {
+            check_base_fingerprint(&trainer.spec.base, recorded, &run_dir.join(SPEC_FILE))?;
+        }
+        let mut failures = Vec::new();
+        for (_, checkpoint) in checkpoint_candidates(run_dir)? {
+            match trainer.restore(&checkpoint) {
+                Ok(()) => break,
+                Err(e) => failures.push(format!("{}: {e}", checkpoint.display())),
+            }
+        }
+        if trainer.step == 0 && !failures.is_empty() {
+            return Err(ModelError::Invalid(format!(
+                "no checkpoint of {} can be read, so the run cannot resume:\n  {}\nremove the \
+                 damaged checkpoints to start the run over",
+                run_dir.display(),
+                failures.join("\n  ")
+            )));
+        }
+        if !failures.is_empty() {
+            trainer.resume_notes.push(format!(
+                "skipped {} damaged checkpoint(s) and resumed from step {}:\n  {}",
+                failures.len(),
+                trainer.step,
+                failures.join("\n  ")
+            ));
+        }
+        trainer.truncate_metrics()?;
+        Ok(trainer)
+    }
+
+    /// Loads the weights, optimizer state and step of `checkpoint`; on an error nothing that
+    /// matters has changed (the weights are replaced whole by the next checkpoint tried).
+    fn restore(&mut self, checkpoint: &Path) -> Result<()> {
+        let step = read_state(checkpoint)?.step;
+        // The checkpoint must describe this run's adapters (eval and export read its config).
+        let (config, _) = read_adapter_config(checkpoint)?;
+        let comparable = AdapterConfig {
+            base_model: self.adapter_config.base_model.clone(),
+            base_fingerprint: self.adapter_config.base_fingerprint.clone(),
+            ..config
         };
-        let full = trainer.layout.method == Method::Full;
+        if comparable != self.adapter_config {
+            return Err(ModelError::Config {
+                path: checkpoint.join(CONFIG_FILE),
+                message: "the adapters described here are not those of this run's spec.json \
+                          (method, targets, feature types or values differ)"
+                    .into(),
+            });
+        }
+        let full = self.layout.method == Method::Full;
         load_into(
-            &mut trainer.model,
+            &mut self.model,
             full,
-            &trainer.type_names,
+            &self.type_names,
             &checkpoint.join(WEIGHTS_FILE),
         )?;
         let file = checkpoint.join(OPTIMIZER_FILE);
         let saved = SavedState::load(&file)?;
-        let step = read_state(&checkpoint)?.step;
         if saved.step != step {
             return Err(ModelError::Weights {
                 path: file,
@@ -134,15 +200,14 @@ impl Trainer {
                 ),
             });
         }
-        let params = trainables(&mut trainer.model, full, &trainer.type_names)?;
+        let params = trainables(&mut self.model, full, &self.type_names)?;
         let named: Vec<(&str, &flix_kernels::Tensor)> = params
             .iter()
             .map(|t| (t.name.as_str(), &*t.value))
             .collect();
-        trainer.adam.load_state(saved, &named, &file)?;
-        trainer.step = step;
-        trainer.truncate_metrics()?;
-        Ok(trainer)
+        self.adam.load_state(saved, &named, &file)?;
+        self.step = step;
+        Ok(())
     }
 
     fn build(spec: TrainSpec, run_dir: &Path) -> Result<Self> {
@@ -154,11 +219,16 @@ impl Trainer {
         let mut registry = Registry::discover(&spec.features, &train).map_err(core)?;
         let tokenizer = Tokenizer::load(&spec.base)?;
         let data = PreparedSet::training(&train, &mut registry, &tokenizer)?;
+        spec.check_types_have_values(&registry)?;
         let sizes: Vec<usize> = data.by_cell.iter().map(|c| c.len()).collect();
         let sampler = MixtureSampler::new(&sizes, spec.temperature, spec.cap, spec.seed)?;
         let dropout = FeatureDropout::from_registry(&registry, spec.seed);
         let layout = spec.layout(registry)?;
-        let mut model = LlamaModel::load(&spec.base, &Device::parse(&spec.device)?)?;
+        let device = Device::parse(&spec.device)?;
+        let mut model = LlamaModel::load(&spec.base, &device)?;
+        // Before the adapters and optimizer state are allocated: absurd sizes are refused here.
+        let needed = super::memory::estimate(&model, &layout, spec.batch_tokens);
+        super::memory::check_fits(&needed, super::memory::available_memory(&device))?;
         let full = layout.method == Method::Full;
         if let Some(adapters) = layout.adapter_spec(spec.seed) {
             model.attach_adapters(&adapters)?;
@@ -202,6 +272,7 @@ impl Trainer {
             type_names,
             periodic,
             step: 0,
+            resume_notes: Vec::new(),
         })
     }
 
@@ -384,14 +455,16 @@ impl Trainer {
             step: u64,
         }
         let path = self.run_dir.join(METRICS_FILE);
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            return Ok(());
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(io_err(&path)(e)),
         };
         let kept: String = text
             .lines()
             .filter(|line| serde_json::from_str::<Step>(line).is_ok_and(|r| r.step <= self.step))
             .map(|l| format!("{l}\n"))
             .collect();
-        std::fs::write(&path, kept).map_err(io_err(&path))
+        Ok(flix_core::write_atomic(&path, kept.as_bytes())?)
     }
 }
