@@ -24,6 +24,9 @@ Outputs, in flix-model/tests/fixtures/gguf/:
     (`logits.<i>`); <name>.config.json holds the configuration fields transformers read from
     the GGUF. The converter itself is checked first: an all-F32 conversion loaded back by
     transformers must give the original weights exactly.
+  * tiny-gemma3-text.gguf: a tiny random Gemma 3 (2 layers, one sliding, one global) with a real
+    700-token SentencePiece vocabulary (fixtures/gguf-tokenizer/spm-gemma.json), for the
+    command-line tests that train, evaluate, generate, export and merge from text.
 
 Gemma 3: transformers reads no `query_pre_attn_scalar` from a GGUF (its default is 256), while
 llama.cpp uses head_dim (for every size but 27B); the model is loaded with
@@ -228,7 +231,7 @@ def convert_tensor(arch, cfg, hf_name, w):
     return w
 
 
-def write_model_gguf(path, arch, model, cfg, types, name):
+def write_model_gguf(path, arch, model, cfg, types, name, vocab=None):
     writer = gguf.GGUFWriter(path, arch)
     writer.add_name(name)
     writer.add_block_count(cfg.num_hidden_layers)
@@ -249,14 +252,30 @@ def write_model_gguf(path, arch, model, cfg, types, name):
         writer.add_key_length(cfg.head_dim)
         writer.add_value_length(cfg.head_dim)
         writer.add_sliding_window(cfg.sliding_window)
-    # A token list (its length is the vocabulary size transformers and llama.cpp read).
-    tokens = ["<pad>", "<eos>", "<bos>", "<unk>"] + [f"tok{i}" for i in range(4, cfg.vocab_size)]
-    writer.add_tokenizer_model("llama")
-    writer.add_token_list(tokens)
-    writer.add_token_scores([0.0] * len(tokens))
-    writer.add_token_types([3, 3, 3, 2] + [1] * (len(tokens) - 4))
-    writer.add_bos_token_id(2)
-    writer.add_eos_token_id(1)
+    if vocab is None:
+        # A token list (its length is the vocabulary size transformers and llama.cpp read).
+        tokens = ["<pad>", "<eos>", "<bos>", "<unk>"] + [f"tok{i}" for i in range(4, cfg.vocab_size)]
+        writer.add_tokenizer_model("llama")
+        writer.add_token_list(tokens)
+        writer.add_token_scores([0.0] * len(tokens))
+        writer.add_token_types([3, 3, 3, 2] + [1] * (len(tokens) - 4))
+        writer.add_bos_token_id(2)
+        writer.add_eos_token_id(1)
+    else:
+        # A real SentencePiece vocabulary (the tokenizer fixtures' Gemma-style one), so text
+        # round-trips through the model's own tokenizer.
+        assert len(vocab["tokens"]) == cfg.vocab_size
+        writer.add_tokenizer_model(vocab["model"])
+        writer.add_token_list(vocab["tokens"])
+        writer.add_token_scores(vocab["scores"])
+        writer.add_token_types(vocab["token_types"])
+        writer.add_bos_token_id(vocab["bos_id"])
+        writer.add_eos_token_id(vocab["eos_id"])
+        writer.add_unk_token_id(vocab["unk_id"])
+        writer.add_pad_token_id(vocab["pad_id"])
+        writer.add_add_bos_token(vocab["add_bos"])
+        writer.add_add_eos_token(vocab["add_eos"])
+        writer.add_add_space_prefix(vocab["add_space_prefix"])
     for hf_name, tensor in model.state_dict().items():
         if hf_name == "lm_head.weight" and cfg.tie_word_embeddings:
             continue
@@ -442,6 +461,35 @@ def build_models():
     )
 
 
+def build_text_gemma3():
+    """tiny-gemma3-text.gguf: a tiny random Gemma 3 with the 700-token Gemma-style vocabulary of
+    fixtures/gguf-tokenizer/spm-gemma.json, for the command-line tests that feed it text."""
+    vocab = json.loads((OUT.parent / "gguf-tokenizer/spm-gemma.json").read_text())
+    torch.manual_seed(3)
+    model = Gemma3ForCausalLM(
+        Gemma3TextConfig(
+            vocab_size=len(vocab["tokens"]),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=16,
+            query_pre_attn_scalar=16,
+            sliding_window=8,
+            layer_types=["sliding_attention", "full_attention"],
+            rms_norm_eps=1e-6,
+            max_position_embeddings=512,
+            tie_word_embeddings=True,
+        )
+    ).eval()
+    randomize_norms(model)
+    path = OUT / "tiny-gemma3-text.gguf"
+    write_model_gguf(path, "gemma3", model, model.config,
+                     mixed_types({"q_proj": Q.Q8_0, "v_proj": Q.Q4_0}), "tiny-gemma3-text", vocab)
+    print(f"tiny-gemma3-text: {path.stat().st_size} bytes")
+
+
 def randomize_norms(model):
     """Norm weights away from their initial constant, so a wrong convention shows."""
     with torch.no_grad():
@@ -551,3 +599,4 @@ if __name__ == "__main__":
     write_inputs()
     write_llama3_rope()
     build_models()
+    build_text_gemma3()

@@ -1,5 +1,6 @@
 //! `flix bench-train`: training-step throughput and peak device memory of a TinyLlama-1.1B-shaped
-//! model (random weights) with FLix adapters on every projection. Its PyTorch peer is
+//! model (random weights), or of a real model given with `--model` (a directory or a GGUF file),
+//! with FLix adapters on every projection. Its PyTorch peer is
 //! `benches/peers/train_peer.py`, run in the same device call by `scripts/gpu-remote.sh`;
 //! BENCHMARKS.md has the method and results.
 //!
@@ -18,8 +19,8 @@ use flix_core::{splitmix64, BatchPlan, SegmentSpec, TypeShape};
 use flix_kernels::ops::adamw::AdamWParams;
 use flix_kernels::{DType, Device};
 use flix_model::{
-    AdamW, AdapterSpec, AdapterType, Batch, LlamaConfig, LlamaModel, Sequence, TargetModule,
-    TrainMode,
+    AdamW, AdapterSpec, AdapterType, Batch, LlamaConfig, LlamaModel, ModelSource, Sequence,
+    TargetModule, TrainMode,
 };
 
 #[derive(Args, Debug)]
@@ -30,6 +31,10 @@ pub struct BenchTrainArgs {
     /// Weights and activations: f32 or bf16 (bf16 needs CUDA). Default: bf16 on CUDA, f32 on CPU.
     #[arg(long)]
     dtype: Option<String>,
+    /// A real base model instead of random weights: a Hugging Face directory or a GGUF file
+    /// (e.g. Gemma 3 270M from scripts/fetch_gemma3_gguf.sh).
+    #[arg(long, conflicts_with_all = ["tiny", "small"])]
+    model: Option<PathBuf>,
     /// A 2-layer, 64-wide model with 4 sequences of 64 tokens: a smoke test in seconds.
     #[arg(long, conflicts_with = "small")]
     tiny: bool,
@@ -148,13 +153,15 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
     if batch_size == 0 || seq_len < 2 || args.steps == 0 {
         bail!("need --batch ≥ 1, --seq-len ≥ 2 and --steps ≥ 1");
     }
-    let config = config(&args)?;
     let memory_before_model = match &device {
         Device::Cuda(b) => Some(b.memory_info()?),
         Device::Cpu => None,
     };
     let built = Instant::now();
-    let mut model = LlamaModel::random_as(config, 0, &device, dtype)?;
+    let mut model = match &args.model {
+        Some(path) => ModelSource::open(path)?.load_as(&device, dtype)?,
+        None => LlamaModel::random_as(config(&args)?, 0, &device, dtype)?,
+    };
     model.set_train_mode(TrainMode::Adapters)?;
     let spec = AdapterSpec {
         types: TYPES
@@ -227,8 +234,12 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
     let tokens_per_s = tokens / seconds;
 
     let c = &model.config;
+    let model_name = args
+        .model
+        .as_ref()
+        .map_or_else(|| "random weights".to_string(), |p| p.display().to_string());
     println!(
-        "flix bench-train on {device} ({dtype}): {} layers, hidden {}, intermediate {}, {} heads \
+        "flix bench-train on {device} ({dtype}), {model_name}: {} layers, hidden {}, intermediate {}, {} heads \
          ({} KV), vocab {}; batch {batch_size} x {seq_len} tokens; FLix 2 types r=16 (8 and 4 \
          values) on all 7 projections; AdamW on the adapters",
         c.num_hidden_layers,
@@ -268,6 +279,7 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
     if let Some(path) = &args.json {
         let json = serde_json::json!({
             "device": device.to_string(),
+            "model": model_name,
             "dtype": dtype.to_string(),
             "layers": c.num_hidden_layers,
             "hidden": c.hidden_size,

@@ -321,7 +321,11 @@ fn train(plan: &RunPlan) -> Result<u64> {
         .with_context(|| format!("reading {}", spec_path.display()))?;
     let saved: TrainSpec =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", spec_path.display()))?;
-    if saved != plan.spec {
+    // The saved spec holds absolute paths and the base's fingerprint (checked by the resume
+    // itself); compare the settings in that form.
+    let mut wanted = plan.spec.clone().with_absolute_paths()?;
+    wanted.base_fingerprint = saved.base_fingerprint.clone();
+    if saved != wanted {
         bail!(
             "{} holds a run with other settings; choose another --out or remove it",
             plan.dir.display()

@@ -112,10 +112,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let tok = &trained.tokenizer;
     let mut prompts = Vec::new();
     for input in &args.input {
-        prompts.push(tok.encode(&prompt_text(&example(&combination, input), &type_names))?);
+        prompts.push(tok.encode_prompt(&prompt_text(&example(&combination, input), &type_names))?);
     }
     for text in &args.prompt {
-        prompts.push(tok.encode(text)?);
+        prompts.push(tok.encode_prompt(text)?);
     }
     if let Some(i) = prompts.iter().position(Vec::is_empty) {
         bail!("prompt {} tokenizes to nothing", i + 1);

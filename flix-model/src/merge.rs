@@ -10,6 +10,11 @@
 //! The output is one `model.safetensors` (a sharded base becomes one file; no index is written),
 //! with the base's tensor names, next to copies of the base's other files (`config.json`, the
 //! tokenizer files, `generation_config.json`, …).
+//!
+//! A GGUF base (whose weights may be quantized) becomes a Hugging Face directory: every tensor
+//! under its Hugging Face name, dequantized and stored as bf16 (merged ones rounded once from
+//! f64), `config.json` as [`crate::gguf::GgufModel::hf_config`] writes it, and the tokenizer the
+//! GGUF describes as `tokenizer.json` (with a `tokenizer_config.json` naming its BOS and EOS).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -22,8 +27,11 @@ use safetensors::Dtype;
 use crate::adapters::TargetModule;
 use crate::error::{ModelError, Result};
 use crate::export::{check_output_finite, picked_adapters, selected, Combination};
+use crate::gguf::GgufModel;
+use crate::source::ModelSource;
+use crate::tokenize_gguf::{build_hf_tokenizer, GgufVocab};
 use crate::train::{Method, Trained};
-use crate::weights::{Checkpoint, INDEX_FILE, SINGLE_FILE};
+use crate::weights::{Checkpoint, TensorSource, INDEX_FILE, SINGLE_FILE};
 
 /// What [`merge_checkpoint`] wrote.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,42 +60,18 @@ pub fn merge_checkpoint(
     out: &Path,
 ) -> Result<MergeSummary> {
     let base = trained.config.base_model.clone();
+    if ModelSource::open(&base)?.is_gguf() {
+        return merge_gguf_base(trained, combination, &base, out);
+    }
     // Everything that can be refused is checked before anything is written.
     let ck = Checkpoint::open(&base)?;
-    let new_values = if trained.layout.method == Method::Full {
-        trained_weights(trained)?
-    } else {
-        merged_weights(trained, combination, &ck)?
-    };
-    if new_values.is_empty() {
-        return Err(ModelError::Invalid(
-            "no weight would change: the adapters cover no linear layer of the base model".into(),
-        ));
-    }
-    std::fs::create_dir_all(out).map_err(io_err(out))?;
-    let same_dir = match (base.canonicalize(), out.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
-    if same_dir {
-        return Err(ModelError::Invalid(format!(
-            "the output directory {} is the base model's directory; choose another",
-            out.display()
-        )));
-    }
-    if out.join(INDEX_FILE).exists() {
-        return Err(ModelError::Invalid(format!(
-            "{} holds {INDEX_FILE}, which would point loaders at other weights; remove it or \
-             choose another directory",
-            out.display()
-        )));
-    }
+    let new_values = changed_weights(trained, combination, &ck)?;
+    prepare_output(&base, out)?;
 
     // Rounded once to each tensor's stored dtype; every other tensor as stored.
     let mut encoded: HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> = HashMap::new();
     for (name, values) in &new_values {
         let (view, path) = ck.view(name)?;
-        check_output_finite(name, values)?;
         if let Some(max) = largest_finite(view.dtype()) {
             if let Some(v) = values.iter().find(|v| v.abs() > max) {
                 return Err(ModelError::Invalid(format!(
@@ -130,11 +114,156 @@ pub fn merge_checkpoint(
     })
 }
 
+/// The weights that change, by Hugging Face name: a `full` run's trained weights, else the merged
+/// adapted linears. An error when nothing would change.
+fn changed_weights(
+    trained: &Trained,
+    combination: &Combination,
+    base: &dyn TensorSource,
+) -> Result<BTreeMap<String, Vec<f64>>> {
+    let new_values = if trained.layout.method == Method::Full {
+        trained_weights(trained)?
+    } else {
+        merged_weights(trained, combination, base)?
+    };
+    if new_values.is_empty() {
+        return Err(ModelError::Invalid(
+            "no weight would change: the adapters cover no linear layer of the base model".into(),
+        ));
+    }
+    for (name, values) in &new_values {
+        check_output_finite(name, values)?;
+    }
+    Ok(new_values)
+}
+
+/// Creates `out`, refusing the base's own directory and a directory holding a shard index.
+fn prepare_output(base: &Path, out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    let same_dir = match (base.canonicalize(), out.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same_dir {
+        return Err(ModelError::Invalid(format!(
+            "the output directory {} is the base model's directory; choose another",
+            out.display()
+        )));
+    }
+    if out.join(INDEX_FILE).exists() {
+        return Err(ModelError::Invalid(format!(
+            "{} holds {INDEX_FILE}, which would point loaders at other weights; remove it or \
+             choose another directory",
+            out.display()
+        )));
+    }
+    Ok(())
+}
+
+/// [`merge_checkpoint`] for a GGUF base: a Hugging Face directory with bf16 weights (see the
+/// module docs).
+fn merge_gguf_base(
+    trained: &mut Trained,
+    combination: &Combination,
+    base: &Path,
+    out: &Path,
+) -> Result<MergeSummary> {
+    let gguf = GgufModel::open(base)?;
+    let new_values = changed_weights(trained, combination, &gguf)?;
+    let vocab = GgufVocab::from_gguf(gguf.file())?;
+    let tokenizer = build_hf_tokenizer(&vocab, base)?;
+    prepare_output(base, out)?;
+
+    let mut names = gguf.tensor_names();
+    names.sort();
+    let mut encoded: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(names.len());
+    for name in &names {
+        let shape = gguf.hf_shape(name)?;
+        let bytes = match new_values.get(name) {
+            Some(values) => encode_checked(name, Dtype::BF16, values)?,
+            None => {
+                let values: Vec<f64> = gguf
+                    .load_f32(name, &shape)?
+                    .into_iter()
+                    .map(f64::from)
+                    .collect();
+                encode_checked(name, Dtype::BF16, &values)?
+            }
+        };
+        encoded.push((name.clone(), shape, bytes));
+    }
+    let views = encoded
+        .iter()
+        .map(|(name, shape, bytes)| {
+            TensorView::new(Dtype::BF16, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| ModelError::Invalid(format!("tensor `{name}`: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    write_atomic_with(&out.join(SINGLE_FILE), |tmp| {
+        safetensors::serialize_to_file(views, Some(metadata), tmp)
+            .map_err(|e| std::io::Error::other(format!("cannot write the merged weights: {e}")))
+    })?;
+
+    let mut config = gguf.hf_config();
+    config["torch_dtype"] = "bfloat16".into();
+    let json = |value: &serde_json::Value| {
+        serde_json::to_string_pretty(value)
+            .map_err(|e| ModelError::Invalid(format!("cannot serialise JSON: {e}")))
+    };
+    let mut files = Vec::new();
+    let config_path = out.join("config.json");
+    write_atomic(&config_path, json(&config)?.as_bytes())?;
+    files.push(config_path);
+    let tokenizer_path = out.join("tokenizer.json");
+    let text = tokenizer
+        .to_string(false)
+        .map_err(|e| ModelError::Invalid(format!("cannot serialise the tokenizer: {e}")))?;
+    write_atomic(&tokenizer_path, text.as_bytes())?;
+    files.push(tokenizer_path);
+    let token = |id: Option<u32>| id.and_then(|i| vocab.tokens.get(i as usize)).cloned();
+    let tokenizer_config = serde_json::json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": token(vocab.bos_id),
+        "eos_token": token(vocab.eos_id),
+        "unk_token": token(vocab.unk_id),
+        "pad_token": token(vocab.pad_id),
+        "add_bos_token": vocab.add_bos.unwrap_or(vocab.model == "llama"),
+        "add_eos_token": vocab.add_eos.unwrap_or(false),
+    });
+    let tokenizer_config_path = out.join("tokenizer_config.json");
+    write_atomic(&tokenizer_config_path, json(&tokenizer_config)?.as_bytes())?;
+    files.push(tokenizer_config_path);
+    Ok(MergeSummary {
+        replaced: new_values.len(),
+        copied: names.len() - new_values.len(),
+        files,
+    })
+}
+
+/// `values` encoded as `dtype`, refusing values the dtype would store as infinity.
+fn encode_checked(name: &str, dtype: Dtype, values: &[f64]) -> Result<Vec<u8>> {
+    if let Some(max) = largest_finite(dtype) {
+        if let Some(v) = values.iter().find(|v| v.abs() > max) {
+            return Err(ModelError::Invalid(format!(
+                "merged tensor `{name}`: value {v} overflows {dtype:?} (largest {max}); nothing \
+                 was written"
+            )));
+        }
+    }
+    encode(dtype, values).ok_or_else(|| {
+        ModelError::Invalid(format!(
+            "tensor `{name}`: {dtype:?} is not a float weight type"
+        ))
+    })
+}
+
 /// `W + Σ s·B·A` (f64) of every adapted linear, by the base's tensor name.
 fn merged_weights(
     trained: &Trained,
     combination: &Combination,
-    ck: &Checkpoint,
+    ck: &dyn TensorSource,
 ) -> Result<BTreeMap<String, Vec<f64>>> {
     let picks = selected(trained, combination)?;
     let mut out = BTreeMap::new();

@@ -26,9 +26,12 @@ pub struct Tokenizer {
 const EOS_CANDIDATES: [&str; 4] = [DEMO_EOS, "</s>", "<|endoftext|>", "<|end_of_text|>"];
 
 impl Tokenizer {
-    /// The tokenizer of a base model: `tokenizer.json` of a Hugging Face directory, or the one
-    /// a GGUF file's metadata describes.
+    /// The tokenizer of a base model: `tokenizer.json` of a directory, or the one a GGUF file's
+    /// metadata describes.
     pub fn load(model: &Path) -> Result<Self> {
+        if model.is_dir() {
+            return Self::from_file(&model.join("tokenizer.json"));
+        }
         crate::source::ModelSource::open(model)?.tokenizer()
     }
 
@@ -91,10 +94,32 @@ impl Tokenizer {
         Ok(encoding.get_ids().to_vec())
     }
 
-    /// The sequence prompt ++ target for scoring: the prompt with special tokens, the target
-    /// without; only target tokens are scored.
+    /// Token ids of a prompt: `text` with the special tokens the tokenizer puts before a text
+    /// (BOS, for models that expect it, such as Gemma and Llama) and none after it (an EOS
+    /// would end the sequence before the continuation).
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let mut with_special = self.encode_with_special(text, true)?;
+        let plain = self.encode(text)?;
+        if plain.is_empty() {
+            // Nothing to find the text by: the specials are all there is; drop trailing EOS.
+            while with_special.last().is_some_and(|&id| Some(id) == self.eos) {
+                with_special.pop();
+            }
+            return Ok(with_special);
+        }
+        let prefix = (0..=with_special.len().saturating_sub(plain.len()))
+            .find(|&k| with_special[k..].starts_with(&plain))
+            .unwrap_or(0);
+        let mut ids = with_special[..prefix].to_vec();
+        ids.extend_from_slice(&plain);
+        Ok(ids)
+    }
+
+    /// The sequence prompt ++ target for scoring and training: the prompt as
+    /// [`Self::encode_prompt`] makes it, the target without special tokens; only target tokens
+    /// are scored.
     pub fn encode_example(&self, prompt: &str, target: &str) -> Result<Sequence> {
-        let mut tokens = self.encode_with_special(prompt, true)?;
+        let mut tokens = self.encode_prompt(prompt)?;
         let prompt_len = tokens.len();
         tokens.extend(self.encode(target)?);
         Ok(Sequence::prompt_and_target(tokens, prompt_len.max(1)))

@@ -290,7 +290,7 @@ pub fn evaluate_model(
         .map(|ex| {
             let features = registry.encode_inference(ex);
             Ok(Prompt {
-                tokens: tok.encode(&prompt_text(ex, &type_names))?,
+                tokens: tok.encode_prompt(&prompt_text(ex, &type_names))?,
                 slots: model.layout.slots(&features),
             })
         })

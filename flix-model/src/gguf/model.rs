@@ -133,6 +133,15 @@ impl GgufModel {
         self.names.get(hf_name).map(String::as_str)
     }
 
+    /// The row-major shape of the Hugging Face tensor `hf_name` (the GGUF tensor's shape; the
+    /// conversions to Hugging Face's conventions keep it).
+    pub fn hf_shape(&self, hf_name: &str) -> Result<Vec<usize>> {
+        self.gguf_name(hf_name)
+            .and_then(|g| self.file.tensor_info(g))
+            .map(|info| info.shape.clone())
+            .ok_or_else(|| self.err(format!("no GGUF tensor maps to `{hf_name}`")))
+    }
+
     fn err(&self, message: String) -> ModelError {
         gguf_err(self.file.path(), message)
     }

@@ -290,7 +290,7 @@ impl PreparedSet {
         let mut cell_index: BTreeMap<String, usize> = BTreeMap::new();
         for ex in examples {
             let features = encode(registry, ex)?;
-            let mut tokens = tokenizer.encode(&prompt_text(ex, &names))?;
+            let mut tokens = tokenizer.encode_prompt(&prompt_text(ex, &names))?;
             let prompt_len = tokens.len();
             let target = tokenizer.encode(&target_text(ex))?;
             if target.is_empty() || ex.target.trim().is_empty() {
