@@ -22,6 +22,8 @@ use flix_model::train::{load_trained, Holdout, TrainSpec};
 
 use crate::train::holdout_specs;
 
+use crate::text::{padded, Align};
+
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// Run directories (or checkpoint directories) to evaluate.
@@ -292,18 +294,21 @@ pub fn format_metric_grid(r: &EvalResult, minus: Option<&EvalResult>, metric: Me
         .max(7);
     let mut out = format!("{:8}", "");
     for c in &cols {
-        out += &format!(" {c:>width$}");
+        out += &format!(" {}", padded(c, width, Align::Right));
     }
     out += "\n";
     if metric == Metric::Auto {
         out += &format!("{:8}", "");
         for c in &cols {
-            out += &format!(" {:>width$}", column_metric(c).unwrap_or("-"));
+            out += &format!(
+                " {}",
+                padded(column_metric(c).unwrap_or("-"), width, Align::Right)
+            );
         }
         out += "\n";
     }
     for row in &rows {
-        out += &format!("{row:8}");
+        out += &padded(row, 8, Align::Left);
         for col in &cols {
             let text = match score(row, col) {
                 Some((v, kind)) => {
@@ -312,7 +317,7 @@ pub fn format_metric_grid(r: &EvalResult, minus: Option<&EvalResult>, metric: Me
                 }
                 None => "-".to_string(),
             };
-            out += &format!(" {text:>width$}");
+            out += &format!(" {}", padded(&text, width, Align::Right));
         }
         out += "\n";
     }
@@ -407,17 +412,22 @@ pub fn format_task_table(r: &EvalResult, minus: Option<&EvalResult>, metric: Met
         .max()
         .unwrap_or(0)
         .max(6);
-    let mut out = format!(
-        "{:task_w$}  {:metric_w$}  {:>16}  {:>16}\n",
-        "task", "metric", "supervised (n)", "held-out (n)"
-    );
+    let line = |task: &str, metric: &str, supervised: &str, heldout: &str| {
+        format!(
+            "{}  {}  {}  {}\n",
+            padded(task, task_w, Align::Left),
+            padded(metric, metric_w, Align::Left),
+            padded(supervised, 16, Align::Right),
+            padded(heldout, 16, Align::Right)
+        )
+    };
+    let mut out = line("task", "metric", "supervised (n)", "held-out (n)");
     for t in &rows {
-        out += &format!(
-            "{:task_w$}  {:metric_w$}  {:>16}  {:>16}\n",
-            t.task,
-            t.metric,
-            fmt(t.supervised, t.supervised_cells),
-            fmt(t.heldout, t.heldout_cells)
+        out += &line(
+            &t.task,
+            &t.metric,
+            &fmt(t.supervised, t.supervised_cells),
+            &fmt(t.heldout, t.heldout_cells),
         );
     }
     out

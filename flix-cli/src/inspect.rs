@@ -11,6 +11,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use flix_core::{read_jsonl, whitespace_tokens, Example, FeatureConfig, Registry, TypeDefaults};
 
+use crate::text::{padded, Align};
+
 #[derive(Args, Debug)]
 pub struct InspectArgs {
     /// JSONL files, one example per line.
@@ -121,21 +123,6 @@ pub fn run(args: InspectArgs) -> Result<()> {
     match std::io::stdout().lock().write_all(report.as_bytes()) {
         Err(e) if e.kind() != ErrorKind::BrokenPipe => Err(e).context("cannot write to stdout"),
         _ => Ok(()),
-    }
-}
-
-enum Align {
-    Left,
-    Right,
-}
-
-/// `s` padded with spaces to `width` characters. Not `format!("{s:<w$}")`: format widths above
-/// 65,535 panic, and a feature value can be longer than that.
-fn padded(s: &str, width: usize, align: Align) -> String {
-    let fill = " ".repeat(width.saturating_sub(s.chars().count()));
-    match align {
-        Align::Left => format!("{s}{fill}"),
-        Align::Right => format!("{fill}{s}"),
     }
 }
 

@@ -13,6 +13,7 @@ mod inspect;
 mod merge;
 mod report;
 mod score;
+mod text;
 mod train;
 
 use clap::{Parser, Subcommand};
