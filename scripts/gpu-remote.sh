@@ -9,6 +9,11 @@
 #   6. the command line on CUDA ("cli"): `flix demo --tiny`, a `flix train` killed after its
 #      first checkpoint and resumed (its final adapters and optimizer state must equal those of
 #      an uninterrupted run, byte for byte), then the full `flix demo` with its wall time.
+#   7. "gemma" (not in the default set; needs scripts/gpu-stage-gemma.sh's folders carried first):
+#      the real Gemma 3 270M GGUF joined from its parts and sha256-checked, its log-probabilities
+#      on CUDA against transformers' (the gemma3_gguf_score test), `flix bench-train --model` and
+#      train_peer.py --model on it, then `flix compare` on the real mixture within a time budget
+#      (FLIX_GPU_COMPARE_LIMIT seconds, default 300) with the settings of FLIX_GPU_COMPARE_ARGS.
 # FLIX_GPU_PARTS picks parts (default all: "kernels bench peers model train cli"), e.g.
 # FLIX_GPU_PARTS="model train" when a whole run does not fit in one call.
 # Logs go to $OUT; a short summary is printed last. Time limits keep the whole under the
@@ -108,6 +113,38 @@ if want cli; then
   echo "flix demo --device cuda: rc=$? in $(( $(date +%s) - start )) s" >> "$OUT/summary.txt"
 fi
 
+if want gemma; then
+  GGUF=/tmp/gemma-3-270m-q4_k_m.gguf
+  cat gpu-gemma-*/part-* > "$GGUF" 2>/dev/null
+  if [ "$(sha256sum "$GGUF" | cut -d' ' -f1)" != "$(cat gpu-gemma-0/SHA256 2>/dev/null)" ]; then
+    echo "gemma: the joined GGUF's sha256 does not match (were all gpu-gemma-* folders carried?)" >> "$OUT/summary.txt"
+    fail=1
+  else
+    export FLIX_GEMMA3_GGUF=$GGUF
+    for t in "$STAGE"/model-tests/gemma3_gguf_score*; do
+      [ -e "$t" ] || continue
+      (cd flix-model && timeout 120 "$t" --nocapture) > "$OUT/gemma-score.txt" 2>&1
+      echo "gemma3 GGUF log-probs on CPU and CUDA vs transformers: rc=$?" >> "$OUT/summary.txt"
+    done
+    FLIX_PROFILE=1 timeout 120 "$STAGE/flix" bench-train --device cuda --model "$GGUF" --warmup 1 \
+      --steps 3 --batch 8 --seq-len 1024 --json "$OUT/bench-train-gemma.json" > "$OUT/bench-train-gemma.txt" 2>&1
+    echo "flix bench-train --model gemma: rc=$?" >> "$OUT/summary.txt"
+    timeout 120 python3 "$STAGE/train_peer.py" --device cuda --model "$GGUF" --warmup 1 --steps 3 \
+      --batch 8 --seq-len 1024 --json "$OUT/train-peer-gemma.json" > "$OUT/train-peer-gemma.txt" 2>&1
+    echo "train peer --model gemma: rc=$?" >> "$OUT/summary.txt"
+    if [ -f gpu-mixture/mixture.tar.xz ]; then
+      M=$(mktemp -d) && tar -C "$M" -xJf gpu-mixture/mixture.tar.xz
+      # shellcheck disable=SC2086
+      timeout "${FLIX_GPU_COMPARE_LIMIT:-300}" "$STAGE/flix" compare --device cuda --base "$GGUF" \
+        --mixture "$M/mixture" --split-file "$M/mixture/zero_shot_split.json" --out "$OUT/compare" \
+        ${FLIX_GPU_COMPARE_ARGS:---seeds 3 --rank 4 --dropout 0.1 --steps 300 --batch-tokens 4096 --max-train-per-cell 1000 --max-eval-per-cell 20} \
+        > "$OUT/compare.txt" 2>&1
+      echo "flix compare on the mixture: rc=$?" >> "$OUT/summary.txt"
+      rm -rf "$OUT/compare/runs"  # checkpoints stay behind; results.json and summary.md come back
+    fi
+  fi
+fi
+
 # The remote GPU runner brings back only a few files: the test logs go back as one.
 for f in "$OUT"/test-*.log; do echo "===== $(basename "$f")"; cat "$f"; done > "$OUT/tests.log" 2>/dev/null
 rm -f "$OUT"/test-*.log
@@ -118,6 +155,7 @@ echo "== peers (tail)"; tail -n 50 "$OUT/peers.txt" 2>/dev/null
 echo "== bench-train"; tail -n 40 "$OUT/bench-train.txt" 2>/dev/null
 echo "== train peer"; tail -n 5 "$OUT/train-peer.txt" 2>/dev/null
 echo "== demo"; tail -n 30 "$OUT/demo.txt" 2>/dev/null
+echo "== gemma"; tail -n 20 "$OUT/gemma-score.txt" "$OUT/bench-train-gemma.txt" "$OUT/train-peer-gemma.txt" "$OUT/compare.txt" 2>/dev/null
 echo "== failing tests (first lines)"
 grep -E "panicked|FAILED|^failures" "$OUT/tests.log" | head -20
 echo "== summary"; cat "$OUT/summary.txt"

@@ -40,7 +40,7 @@ rm "$STAGE/tests.list"
 echo "== building flix-model parity test binaries (release)" >&2
 # hf_parity and mixed_features run the model on CUDA (f32 and bf16). They find their fixtures
 # through the path compiled in (CARGO_MANIFEST_DIR); gpu-remote.sh links that path to the copy.
-cargo test --release -p flix-model --test hf_parity --test mixed_features --no-run \
+cargo test --release -p flix-model --test hf_parity --test mixed_features --test gemma3_gguf_score --no-run \
     --message-format=json 2>/dev/null \
   | jq -r 'select(.reason == "compiler-artifact" and .executable != null
                   and (.package_id | contains("flix-model"))) | .executable' \

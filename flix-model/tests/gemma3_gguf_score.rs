@@ -3,7 +3,8 @@
 //! (`scripts/gemma3_reference_logprobs.py` wrote `fixtures/gemma3-270m/reference.json`: eleven
 //! multilingual texts, one of 2,340 tokens so that the 512-token sliding window matters). Runs
 //! when `FLIX_GEMMA3_GGUF` names the file (`scripts/fetch_gemma3_gguf.sh`); says it skipped
-//! otherwise. Token ids must be equal, and the log-probabilities (f32) within 1e-3 for at least
+//! otherwise. On the CPU, and on CUDA in f32 when a GPU is present (skipped with a message
+//! otherwise; FLIX_REQUIRE_GPU=1 makes a missing GPU a failure). Token ids must be equal, and the log-probabilities (f32) within 1e-3 for at least
 //! 99.9 % of the tokens and within 5e-3 for all: past position ~1,900 of the long text a token
 //! or two differ by up to 2e-3, because PyTorch's f32 `pow` rounds one of the 128 inverse RoPE
 //! frequencies one ulp away from the correctly rounded value we use, which turns that rotation
@@ -11,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use flix_kernels::Device;
+use flix_kernels::{DType, Device};
 use flix_model::{score_sequences, ModelSource};
 
 fn fixture(name: &str) -> PathBuf {
@@ -29,7 +30,14 @@ fn gemma3_270m_gguf_scores_match_transformers() {
     let source = ModelSource::open(Path::new(&gguf)).unwrap();
     assert!(source.is_gguf());
     let tokenizer = source.tokenizer().unwrap();
-    let model = source.load(&Device::Cpu).unwrap();
+    let mut devices = vec![Device::Cpu];
+    match Device::cuda(0) {
+        Ok(d) => devices.push(d),
+        Err(e) if std::env::var("FLIX_REQUIRE_GPU").as_deref() == Ok("1") => {
+            panic!("FLIX_REQUIRE_GPU=1 but CUDA is unavailable: {e}")
+        }
+        Err(e) => eprintln!("SKIPPED the CUDA run of this test: {e}"),
+    }
     let reference: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("reference.json")).unwrap()).unwrap();
     let texts = std::fs::read_to_string(fixture("texts.jsonl")).unwrap();
@@ -53,7 +61,16 @@ fn gemma3_270m_gguf_scores_match_transformers() {
         sequences.push(seq);
         expected.push(want["token_logprobs"].clone());
     }
-    let scores = score_sequences(&model, &sequences, None, 4096).unwrap();
+    for device in &devices {
+        let model = source.load_as(device, DType::F32).unwrap();
+        let scores = score_sequences(&model, &sequences, None, 4096).unwrap();
+        eprintln!("on {device}:");
+        check(&scores, &expected);
+    }
+}
+
+/// Per-text worst differences; the tolerances of the module docs.
+fn check(scores: &[flix_model::ExampleScore], expected: &[serde_json::Value]) {
     let (mut worst, mut over, mut total) = (0.0f64, 0usize, 0usize);
     for (i, (score, want)) in scores.iter().zip(&expected).enumerate() {
         let want = want.as_array().unwrap();
