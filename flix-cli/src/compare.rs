@@ -42,7 +42,8 @@ use crate::train::{holdout_specs, run_with_progress};
 
 #[derive(Args, Debug)]
 pub struct CompareArgs {
-    /// The base model directory (config.json, safetensors weights, tokenizer.json).
+    /// The base model: a Hugging Face directory (config.json, safetensors weights,
+    /// tokenizer.json) or a GGUF file.
     #[arg(long)]
     pub base: PathBuf,
     /// A mixture root: trains on every cell's train.jsonl, evaluates every cell's --split file.

@@ -1,8 +1,9 @@
-//! `flix score MODEL_DIR DATA.jsonl [--adapters PEFT_DIR]`: the log-likelihood of every example's
-//! target under a Hugging Face model (and optionally a PEFT LoRA), one JSON line per example:
-//! `{"line", "id", "loss", "target_tokens", "token_logprobs"}`, where `loss` is the mean negative
-//! log-likelihood of the target tokens. The prompt is `input` encoded with the tokenizer's special
-//! tokens, the scored part is `target` encoded without. A summary goes to stderr.
+//! `flix score MODEL DATA.jsonl [--adapters PEFT_DIR]`: the log-likelihood of every example's
+//! target under a model (a Hugging Face directory or a GGUF file; optionally with a PEFT LoRA),
+//! one JSON line per example: `{"line", "id", "loss", "target_tokens", "token_logprobs"}`, where
+//! `loss` is the mean negative log-likelihood of the target tokens. The prompt is `input` after
+//! the tokenizer's leading special tokens (BOS), the scored part is `target` without any; an
+//! empty input scores every target token after BOS. A summary goes to stderr.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -16,8 +17,8 @@ use flix_model::{load_peft_lora, score_sequences, Features, LlamaModel, Tokenize
 
 #[derive(Args, Debug)]
 pub struct ScoreArgs {
-    /// A Hugging Face model directory: config.json, model.safetensors (or shards with their
-    /// index) and tokenizer.json.
+    /// The model: a Hugging Face directory (config.json, model.safetensors or shards with their
+    /// index, tokenizer.json) or a GGUF file.
     model: PathBuf,
     /// JSONL examples, each with "input" and "target" strings (and an optional "id").
     data: PathBuf,

@@ -18,7 +18,8 @@ pub struct TrainArgs {
     /// the run's saved spec.json is used).
     #[arg(long)]
     pub resume: Option<PathBuf>,
-    /// The base model directory (config.json, safetensors weights, tokenizer.json).
+    /// The base model: a Hugging Face directory (config.json, safetensors weights,
+    /// tokenizer.json) or a GGUF file.
     #[arg(long, required_unless_present = "resume")]
     pub base: Option<PathBuf>,
     /// JSONL training files.

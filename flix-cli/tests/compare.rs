@@ -396,3 +396,42 @@ fn compare_trains_evaluates_summarises_and_resumes() {
     assert!(!refused.status.success());
     assert!(err.contains("holds a run with other settings"), "{err}");
 }
+
+/// The same command on a tiny random Gemma 3 read from a GGUF file (with a real SentencePiece
+/// vocabulary, flix-model/tests/fixtures/gguf/tiny-gemma3-text.gguf): one seed, a few steps,
+/// every method; every file is written, every task has its row in both tables, and the held-out
+/// cell is marked in results.json.
+#[test]
+fn compare_runs_on_a_gemma3_gguf_base() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, root, split) = fixture(tmp.path());
+    let gguf = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../flix-model/tests/fixtures/gguf/tiny-gemma3-text.gguf");
+    let out = tmp.path().join("out");
+    let mut args = compare_args(&gguf, &root, &split, &out);
+    for (flag, value) in [("--seeds", "1"), ("--steps", "3"), ("--lr", "0.001")] {
+        let i = args.iter().position(|a| a == flag).unwrap();
+        args[i + 1] = value.to_string();
+    }
+    flix_ok(&args);
+    for file in ["results.json", "grid.txt", "summary.md", "report.html"] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    for title in ["Supervised", "Held-out"] {
+        let rows = table(&md, title);
+        for task in ["ner", "semparse", "sentiment"] {
+            if title == "Held-out" && task != "ner" {
+                continue;
+            }
+            assert!(rows.contains_key(task), "{title}: no {task} row in {md}");
+        }
+    }
+    let results: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let text = results.to_string();
+    assert!(text.contains("\"heldout\":true"), "{text}");
+    for method in ["flix", "lora", "flix+shared"] {
+        assert!(out.join("runs").join(format!("{method}-seed0")).is_dir());
+    }
+}

@@ -72,7 +72,7 @@ fn gemma3_270m_gguf_scores_match_transformers() {
 /// Per-text worst differences; the tolerances of the module docs.
 fn check(scores: &[flix_model::ExampleScore], expected: &[serde_json::Value]) {
     let (mut worst, mut over, mut total) = (0.0f64, 0usize, 0usize);
-    for (i, (score, want)) in scores.iter().zip(&expected).enumerate() {
+    for (i, (score, want)) in scores.iter().zip(expected).enumerate() {
         let want = want.as_array().unwrap();
         assert_eq!(score.token_logprobs.len(), want.len());
         let (mut text_worst, mut at) = (0.0f64, 0);
