@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Args;
 use flix_model::eval::periodic::{EvalRecord, MetricsLine};
-use flix_model::eval::{CellScore, EvalResult, Metric};
+use flix_model::eval::{CellKind, CellScore, EvalResult, Metric};
 use flix_model::train::StepReport;
 
 use crate::eval::{kind_mark, task_rows};
@@ -105,7 +105,8 @@ pub fn write_report_page(
     metric: Metric,
     preamble: &str,
 ) -> Result<()> {
-    let mut body = preamble.to_string();
+    let mut body = summary_table_html(evals, metric);
+    body += preamble;
     if !runs.is_empty() {
         let curves = runs
             .iter()
@@ -141,6 +142,37 @@ pub fn write_report_page(
          </body></html>\n"
     );
     std::fs::write(out, html).with_context(|| format!("writing {}", out.display()))
+}
+
+/// The page's opening table: per evaluated run, the mean of `metric` (%) over its supervised and
+/// its held-out cells, with the cell counts.
+fn summary_table_html(evals: &[EvalResult], metric: Metric) -> String {
+    if evals.is_empty() {
+        return String::new();
+    }
+    let count = |e: &EvalResult, kind: CellKind| {
+        e.cells
+            .iter()
+            .filter(|c| c.kind() == kind && c.value(metric).is_some())
+            .count()
+    };
+    let fmt =
+        |m: Option<f64>, n: usize| m.map_or("-".to_string(), |v| format!("{:.1} ({n})", 100.0 * v));
+    let mut html = format!(
+        "<h2>Summary: {}</h2>\n<table border=\"1\" cellpadding=\"4\" \
+         style=\"border-collapse:collapse\">\n<tr><th>run</th><th>supervised mean (cells)</th>\
+         <th>held-out mean (cells)</th></tr>\n",
+        metric.title()
+    );
+    for e in evals {
+        html += &format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            html_escape(&e.name),
+            fmt(e.mean_of(metric, false), count(e, CellKind::Supervised)),
+            fmt(e.mean_of(metric, true), count(e, CellKind::HeldOut))
+        );
+    }
+    html + "</table>\n"
 }
 
 /// The per-task table of [`task_rows`] as HTML: each task's metric, supervised and held-out
@@ -254,9 +286,56 @@ fn loss_plot(curves: &[RunMetrics]) -> Result<String> {
     Ok(svg)
 }
 
-/// `metric` (%) per cell as colored squares: rows languages, columns tasks; with `minus`, the
-/// difference on a blue (negative) – white – red (positive) scale. Cells without the metric (e.g.
-/// accuracy of a free-text task) are left out.
+/// Anchors of viridis (matplotlib's colour-blind-safe, perceptually uniform scale), 0 to 1.
+const VIRIDIS: [(u8, u8, u8); 5] = [
+    (68, 1, 84),
+    (59, 82, 139),
+    (33, 145, 140),
+    (94, 201, 98),
+    (253, 231, 37),
+];
+/// A diverging scale that colour-blind readers tell apart: blue (−1), white (0), orange (+1)
+/// (ColorBrewer's PuOr ends).
+const DIVERGING: [(u8, u8, u8); 3] = [(33, 102, 172), (247, 247, 247), (230, 97, 1)];
+
+/// The colour at `t` in [0, 1] along evenly spaced `anchors`.
+fn scale_color(anchors: &[(u8, u8, u8)], t: f64) -> RGBColor {
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let pos = t * (anchors.len() - 1) as f64;
+    let i = (pos.floor() as usize).min(anchors.len() - 2);
+    let f = pos - i as f64;
+    let mix = |a: u8, b: u8| (f64::from(a) + (f64::from(b) - f64::from(a)) * f).round() as u8;
+    let (a, b) = (anchors[i], anchors[i + 1]);
+    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}
+
+/// The colour of a cell's value: viridis for a score in [0, 1], the diverging scale for a
+/// difference in [−1, 1].
+fn value_color(v: f64, difference: bool) -> RGBColor {
+    if difference {
+        scale_color(&DIVERGING, (v + 1.0) / 2.0)
+    } else {
+        scale_color(&VIRIDIS, v)
+    }
+}
+
+/// Black or white, whichever reads better on `c`.
+fn text_on(c: RGBColor) -> RGBColor {
+    let luma = 0.299 * f64::from(c.0) + 0.587 * f64::from(c.1) + 0.114 * f64::from(c.2);
+    if luma > 140.0 {
+        BLACK
+    } else {
+        WHITE
+    }
+}
+
+/// `metric` (%) per cell as colored squares: rows languages, columns tasks, on viridis (0–100);
+/// with `minus`, the difference on a blue (negative) – white – orange (positive) scale; a legend
+/// bar under the grid. Cells without the metric (e.g. accuracy of a free-text task) are left out.
 fn heatmap(r: &EvalResult, minus: Option<&EvalResult>, metric: Metric) -> Result<String> {
     let key = |c: &CellScore, t: &str| c.features.get(t).cloned().unwrap_or_default();
     let rows: Vec<String> = r
@@ -276,7 +355,9 @@ fn heatmap(r: &EvalResult, minus: Option<&EvalResult>, metric: Metric) -> Result
     let top = if metric == Metric::Auto { 44i32 } else { 30i32 };
     let (cell_w, cell_h, left) = (110i32, 34i32, 70i32);
     let width = (left + cell_w * cols.len() as i32 + 10) as u32;
-    let height = (top + cell_h * rows.len() as i32 + 10) as u32;
+    let legend_h = 44i32;
+    let width = width.max((left + 320) as u32);
+    let height = (top + cell_h * rows.len() as i32 + 10 + legend_h) as u32;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
@@ -325,28 +406,70 @@ fn heatmap(r: &EvalResult, minus: Option<&EvalResult>, metric: Metric) -> Result
                     };
                     v -= other;
                 }
-                let color = match minus {
-                    None => RGBColor(
-                        (255.0 * (1.0 - v)) as u8,
-                        (200.0 * v + 55.0 * (1.0 - v)) as u8,
-                        (255.0 * (1.0 - v)) as u8,
-                    ),
-                    Some(_) if v >= 0.0 => {
-                        RGBColor(255, (255.0 * (1.0 - v)) as u8, (255.0 * (1.0 - v)) as u8)
-                    }
-                    Some(_) => RGBColor((255.0 * (1.0 + v)) as u8, (255.0 * (1.0 + v)) as u8, 255),
-                };
+                let color = value_color(v, minus.is_some());
                 root.draw(&Rectangle::new(
                     [(x, y), (x + cell_w - 2, y + cell_h - 2)],
                     color.filled(),
                 ))
                 .map_err(plot_err)?;
                 let label = format!("{:.0} {}", 100.0 * v, kind_mark(cell.kind()));
-                root.draw(&Text::new(label, (x + 8, y + 10), text.clone()))
+                let ink = text_on(color);
+                let on_cell = text.clone().color(&ink);
+                root.draw(&Text::new(label, (x + 8, y + 10), on_cell))
                     .map_err(plot_err)?;
             }
+        }
+        // The legend: the scale as a bar of 50 steps, with its ends and middle labelled.
+        let (bar_x, bar_y, bar_w) = (left, top + cell_h * rows.len() as i32 + 12, 300i32);
+        let steps = 50;
+        for k in 0..steps {
+            let t = (f64::from(k) + 0.5) / f64::from(steps);
+            let color = match minus {
+                None => scale_color(&VIRIDIS, t),
+                Some(_) => scale_color(&DIVERGING, t),
+            };
+            let x0 = bar_x + bar_w * k / steps;
+            let x1 = bar_x + bar_w * (k + 1) / steps;
+            root.draw(&Rectangle::new(
+                [(x0, bar_y), (x1, bar_y + 12)],
+                color.filled(),
+            ))
+            .map_err(plot_err)?;
+        }
+        let ends = match minus {
+            None => ["0", "50", "100 (%)"],
+            Some(_) => ["-100", "0", "+100 (points)"],
+        };
+        for (k, label) in ends.iter().enumerate() {
+            let x = bar_x + bar_w * k as i32 / 2 - if k == 0 { 0 } else { 10 };
+            root.draw(&Text::new(
+                label.to_string(),
+                (x, bar_y + 16),
+                small.clone(),
+            ))
+            .map_err(plot_err)?;
         }
         root.present().map_err(plot_err)?;
     }
     Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scales_run_from_end_to_end_and_text_stays_readable() {
+        let rgb = |c: RGBColor| (c.0, c.1, c.2);
+        assert_eq!(rgb(value_color(0.0, false)), VIRIDIS[0]);
+        assert_eq!(rgb(value_color(1.0, false)), VIRIDIS[4]);
+        assert_eq!(rgb(value_color(-1.0, true)), DIVERGING[0]);
+        assert_eq!(rgb(value_color(0.0, true)), DIVERGING[1]);
+        assert_eq!(rgb(value_color(1.0, true)), DIVERGING[2]);
+        // Out of range and NaN are clamped, not wrapped.
+        assert_eq!(rgb(value_color(7.0, false)), VIRIDIS[4]);
+        assert_eq!(rgb(value_color(f64::NAN, false)), VIRIDIS[0]);
+        assert_eq!(text_on(value_color(0.0, false)), WHITE);
+        assert_eq!(text_on(value_color(1.0, false)), BLACK);
+    }
 }

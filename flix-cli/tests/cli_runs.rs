@@ -89,4 +89,9 @@ fn train_eval_export_report() {
     ]);
     let page = std::fs::read_to_string(&html).unwrap();
     assert_eq!(page.matches("<svg").count(), 4);
+    // The page opens with the summary table, before any plot; every heatmap has its legend.
+    let summary = page.find("<h2>Summary").expect("a summary table");
+    assert!(summary < page.find("<svg").unwrap());
+    assert!(page.contains("supervised mean (cells)") && page.contains("held-out mean (cells)"));
+    assert!(page.matches("100 (%)").count() + page.matches("+100 (points)").count() >= 3);
 }
