@@ -206,6 +206,17 @@ fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow::anyhow!("drawing the plot: {e:?}")
 }
 
+/// Line colours that colour-blind readers tell apart (Okabe and Ito's palette).
+const OKABE_ITO: [(u8, u8, u8); 7] = [
+    (0, 114, 178),
+    (230, 159, 0),
+    (0, 158, 115),
+    (204, 121, 167),
+    (86, 180, 233),
+    (213, 94, 0),
+    (0, 0, 0),
+];
+
 fn loss_plot(curves: &[RunMetrics]) -> Result<String> {
     let mut svg = String::new();
     {
@@ -241,7 +252,8 @@ fn loss_plot(curves: &[RunMetrics]) -> Result<String> {
             .draw()
             .map_err(plot_err)?;
         for (i, c) in curves.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
+            let (r, g, b) = OKABE_ITO[i % OKABE_ITO.len()];
+            let color = RGBColor(r, g, b).to_rgba();
             chart
                 .draw_series(LineSeries::new(
                     c.steps.iter().map(|r| (r.step as f64, r.loss)),
