@@ -566,58 +566,8 @@ mod tests {
 
     #[test]
     fn forward_and_backward_match_dense_masked_reference() {
-        let shape = AttentionShape::new(4, 2, 3);
         // Three packed sequences, one of a single token.
-        let starts = [0usize, 3, 4, 7];
-        let t = 7;
-        let q = pseudo_random(t * 12, 1);
-        let k = pseudo_random(t * 6, 2);
-        let v = pseudo_random(t * 6, 3);
-        let dout = pseudo_random(t * 12, 4);
-        let (qt, kt, vt) = (
-            Tensor::cpu(&[t, 12], q.clone()).unwrap(),
-            Tensor::cpu(&[t, 6], k.clone()).unwrap(),
-            Tensor::cpu(&[t, 6], v.clone()).unwrap(),
-        );
-        let (o, lse) = attention_forward(&qt, &kt, &vt, &starts, shape).unwrap();
-        let (qf, kf, vf) = (to_f64(&q), to_f64(&k), to_f64(&v));
-        assert_close(
-            "O",
-            &o.to_f32_vec().unwrap(),
-            &reference(&qf, &kf, &vf, &starts, shape),
-            1e-5,
-        );
-
-        let dot_ = |y: Vec<f64>| y.iter().zip(&dout).map(|(a, b)| a * *b as f64).sum::<f64>();
-        let (dq, dk, dv) = attention_backward(
-            &Tensor::cpu(&[t, 12], dout.clone()).unwrap(),
-            &qt,
-            &kt,
-            &vt,
-            &o,
-            &lse,
-            &starts,
-            shape,
-        )
-        .unwrap();
-        fd_check(
-            &q,
-            &dq.to_f32_vec().unwrap(),
-            |x| dot_(reference(x, &kf, &vf, &starts, shape)),
-            1e-3,
-        );
-        fd_check(
-            &k,
-            &dk.to_f32_vec().unwrap(),
-            |x| dot_(reference(&qf, x, &vf, &starts, shape)),
-            1e-3,
-        );
-        fd_check(
-            &v,
-            &dv.to_f32_vec().unwrap(),
-            |x| dot_(reference(&qf, &kf, x, &starts, shape)),
-            1e-3,
-        );
+        check_forward_backward(AttentionShape::new(4, 2, 3), &[0, 3, 4, 7], 1);
     }
 
     #[test]
@@ -654,51 +604,61 @@ mod tests {
         assert!(attention_cached_forward(&qt, &kt, &vt, &starts, &[0, 2, 4, 7], shape).is_err());
     }
 
-    #[test]
-    fn segments_longer_than_a_query_block_match_the_reference() {
-        // 70 > QUERY_BLOCK: the second block of the first segment sees the first block's keys.
-        let shape = AttentionShape::new(2, 1, 2);
-        let starts = [0usize, 70, 73];
-        let t = 73;
-        let q = pseudo_random(t * 4, 8);
-        let k = pseudo_random(t * 2, 9);
-        let v = pseudo_random(t * 2, 10);
-        let dout = pseudo_random(t * 4, 11);
+    /// Random Q, K, V for `shape` over the segments `starts` (seeded from `seed`); checks the
+    /// forward pass against [`reference`] and the backward pass by finite differences of it.
+    /// Returns (Q, K, V, the reference output).
+    fn check_forward_backward(
+        shape: AttentionShape,
+        starts: &[usize],
+        seed: u64,
+    ) -> (Vec<f32>, Tensor, Tensor, Vec<f64>) {
+        let t = *starts.last().unwrap();
+        let (qw, kw) = (
+            shape.heads * shape.head_dim,
+            shape.kv_heads * shape.head_dim,
+        );
+        let q = pseudo_random(t * qw, seed);
+        let k = pseudo_random(t * kw, seed + 1);
+        let v = pseudo_random(t * kw, seed + 2);
+        let dout = pseudo_random(t * qw, seed + 3);
         let (qt, kt, vt) = (
-            Tensor::cpu(&[t, 4], q.clone()).unwrap(),
-            Tensor::cpu(&[t, 2], k.clone()).unwrap(),
-            Tensor::cpu(&[t, 2], v.clone()).unwrap(),
+            Tensor::cpu(&[t, qw], q.clone()).unwrap(),
+            Tensor::cpu(&[t, kw], k.clone()).unwrap(),
+            Tensor::cpu(&[t, kw], v.clone()).unwrap(),
         );
         let (qf, kf, vf) = (to_f64(&q), to_f64(&k), to_f64(&v));
-        let (o, lse) = attention_forward(&qt, &kt, &vt, &starts, shape).unwrap();
-        assert_close(
-            "O",
-            &o.to_f32_vec().unwrap(),
-            &reference(&qf, &kf, &vf, &starts, shape),
-            1e-5,
-        );
+        let want = reference(&qf, &kf, &vf, starts, shape);
+        let (o, lse) = attention_forward(&qt, &kt, &vt, starts, shape).unwrap();
+        assert_close("O", &o.to_f32_vec().unwrap(), &want, 1e-5);
         let dot_ = |y: Vec<f64>| y.iter().zip(&dout).map(|(a, b)| a * *b as f64).sum::<f64>();
-        let dot_t = Tensor::cpu(&[t, 4], dout.clone()).unwrap();
+        let dout_t = Tensor::cpu(&[t, qw], dout.clone()).unwrap();
         let (dq, dk, dv) =
-            attention_backward(&dot_t, &qt, &kt, &vt, &o, &lse, &starts, shape).unwrap();
+            attention_backward(&dout_t, &qt, &kt, &vt, &o, &lse, starts, shape).unwrap();
         fd_check(
             &q,
             &dq.to_f32_vec().unwrap(),
-            |x| dot_(reference(x, &kf, &vf, &starts, shape)),
+            |x| dot_(reference(x, &kf, &vf, starts, shape)),
             1e-3,
         );
         fd_check(
             &k,
             &dk.to_f32_vec().unwrap(),
-            |x| dot_(reference(&qf, x, &vf, &starts, shape)),
+            |x| dot_(reference(&qf, x, &vf, starts, shape)),
             1e-3,
         );
         fd_check(
             &v,
             &dv.to_f32_vec().unwrap(),
-            |x| dot_(reference(&qf, &kf, x, &starts, shape)),
+            |x| dot_(reference(&qf, &kf, x, starts, shape)),
             1e-3,
         );
+        (q, kt, vt, want)
+    }
+
+    #[test]
+    fn segments_longer_than_a_query_block_match_the_reference() {
+        // 70 > QUERY_BLOCK: the second block of the first segment sees the first block's keys.
+        check_forward_backward(AttentionShape::new(2, 1, 2), &[0, 70, 73], 8);
     }
 
     #[test]
@@ -709,49 +669,17 @@ mod tests {
         shape.window = Some(5);
         shape.scale = 0.37;
         let starts = [0usize, 70, 73];
-        let t = 73;
-        let q = pseudo_random(t * 4, 12);
-        let k = pseudo_random(t * 2, 13);
-        let v = pseudo_random(t * 2, 14);
-        let dout = pseudo_random(t * 4, 15);
-        let (qt, kt, vt) = (
-            Tensor::cpu(&[t, 4], q.clone()).unwrap(),
-            Tensor::cpu(&[t, 2], k.clone()).unwrap(),
-            Tensor::cpu(&[t, 2], v.clone()).unwrap(),
+        let (q, kt, vt, want) = check_forward_backward(shape, &starts, 12);
+        let (kf, vf) = (
+            to_f64(&kt.to_f32_vec().unwrap()),
+            to_f64(&vt.to_f32_vec().unwrap()),
         );
-        let (qf, kf, vf) = (to_f64(&q), to_f64(&k), to_f64(&v));
-        let want = reference(&qf, &kf, &vf, &starts, shape);
-        let (o, lse) = attention_forward(&qt, &kt, &vt, &starts, shape).unwrap();
-        assert_close("O", &o.to_f32_vec().unwrap(), &want, 1e-5);
-        let full = AttentionShape::new(2, 1, 2);
-        let unwindowed = reference(&qf, &kf, &vf, &starts, full);
+        let unwindowed = reference(&to_f64(&q), &kf, &vf, &starts, AttentionShape::new(2, 1, 2));
         assert!(
             want.iter()
                 .zip(&unwindowed)
                 .any(|(a, b)| (a - b).abs() > 1e-3),
             "the window must change the output"
-        );
-        let dot_ = |y: Vec<f64>| y.iter().zip(&dout).map(|(a, b)| a * *b as f64).sum::<f64>();
-        let dout_t = Tensor::cpu(&[t, 4], dout.clone()).unwrap();
-        let (dq, dk, dv) =
-            attention_backward(&dout_t, &qt, &kt, &vt, &o, &lse, &starts, shape).unwrap();
-        fd_check(
-            &q,
-            &dq.to_f32_vec().unwrap(),
-            |x| dot_(reference(x, &kf, &vf, &starts, shape)),
-            1e-3,
-        );
-        fd_check(
-            &k,
-            &dk.to_f32_vec().unwrap(),
-            |x| dot_(reference(&qf, x, &vf, &starts, shape)),
-            1e-3,
-        );
-        fd_check(
-            &v,
-            &dv.to_f32_vec().unwrap(),
-            |x| dot_(reference(&qf, &kf, x, &starts, shape)),
-            1e-3,
         );
         // Decoding the last token of each segment against the cache sees the same window.
         let last_rows = [69usize, 72];
