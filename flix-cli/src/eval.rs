@@ -6,7 +6,7 @@
 //! chrF, accuracy (label tasks only; other cells show `-`) or auto (each task's own metric). The
 //! JSON output keeps every metric.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -14,7 +14,8 @@ use clap::Args;
 use flix_core::{read_jsonl_files, Example, Mixture, Split};
 use flix_kernels::Device;
 use flix_model::eval::{
-    evaluate_tasks, CellKind, CellScore, EvalOptions, EvalResult, Metric, TaskMetrics,
+    cells_by_task, evaluate_tasks, mean_over_kind, CellKind, CellScore, EvalOptions, EvalResult,
+    Metric, TaskMetrics,
 };
 use flix_model::train::data::{cap_per_cell, cell_matches};
 use flix_model::train::trainer::SPEC_FILE;
@@ -361,27 +362,18 @@ pub struct TaskRow {
 /// task's supervised and held-out cells, each cell weighing the same; with `minus`, the
 /// difference of the two runs' means over the cells both have.
 pub fn task_rows(r: &EvalResult, minus: Option<&EvalResult>, metric: Metric) -> Vec<TaskRow> {
-    let mut tasks: BTreeMap<&str, Vec<&CellScore>> = BTreeMap::new();
-    for c in &r.cells {
-        tasks.entry(c.task()).or_default().push(c);
-    }
-    tasks
+    cells_by_task(&r.cells)
         .into_iter()
         .map(|(task, cells)| {
-            let of = |kind: CellKind| -> (Option<f64>, usize) {
-                let values: Vec<f64> = cells
-                    .iter()
-                    .filter(|c| c.kind() == kind)
-                    .filter_map(|c| {
-                        let v = c.value(metric)?;
-                        let other = match minus {
-                            Some(m) => m.cells.iter().find(|o| o.cell == c.cell)?.value(metric)?,
-                            None => 0.0,
-                        };
-                        Some(100.0 * (v - other))
-                    })
-                    .collect();
-                (flix_model::eval::mean(&values), values.len())
+            let of = |kind| {
+                mean_over_kind(&cells, kind, |c| {
+                    let v = c.value(metric)?;
+                    let other = match minus {
+                        Some(m) => m.cells.iter().find(|o| o.cell == c.cell)?.value(metric)?,
+                        None => 0.0,
+                    };
+                    Some(100.0 * (v - other))
+                })
             };
             let (supervised, supervised_cells) = of(CellKind::Supervised);
             let (heldout, heldout_cells) = of(CellKind::HeldOut);

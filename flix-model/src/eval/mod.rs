@@ -133,24 +133,39 @@ pub fn mean(values: &[f64]) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
-/// Per task (in name order), the means of each task's own metric over supervised, held-out and
-/// unseen cells.
-pub fn task_summaries(cells: &[CellScore]) -> Vec<TaskSummary> {
+/// `cells` grouped by task, in task-name order.
+pub fn cells_by_task<'a>(
+    cells: impl IntoIterator<Item = &'a CellScore>,
+) -> BTreeMap<&'a str, Vec<&'a CellScore>> {
     let mut tasks: BTreeMap<&str, Vec<&CellScore>> = BTreeMap::new();
     for c in cells {
         tasks.entry(c.task()).or_default().push(c);
     }
     tasks
+}
+
+/// The mean of `value` over the cells of `kind` that have one, and how many did; each cell
+/// weighs the same.
+pub fn mean_over_kind(
+    cells: &[&CellScore],
+    kind: CellKind,
+    value: impl Fn(&CellScore) -> Option<f64>,
+) -> (Option<f64>, usize) {
+    let values: Vec<f64> = cells
+        .iter()
+        .filter(|c| c.kind() == kind)
+        .filter_map(|c| value(c))
+        .collect();
+    (mean(&values), values.len())
+}
+
+/// Per task (in name order), the means of each task's own metric over supervised, held-out and
+/// unseen cells.
+pub fn task_summaries(cells: &[CellScore]) -> Vec<TaskSummary> {
+    cells_by_task(cells)
         .into_iter()
         .map(|(task, cells)| {
-            let of = |kind: CellKind| -> (Option<f64>, usize) {
-                let values: Vec<f64> = cells
-                    .iter()
-                    .filter(|c| c.kind() == kind)
-                    .filter_map(|c| c.value(Metric::Auto))
-                    .collect();
-                (mean(&values), values.len())
-            };
+            let of = |kind| mean_over_kind(&cells, kind, |c| c.value(Metric::Auto));
             let (supervised_mean, supervised_cells) = of(CellKind::Supervised);
             let (heldout_mean, heldout_cells) = of(CellKind::HeldOut);
             let (unseen_mean, unseen_cells) = of(CellKind::Unseen);
