@@ -138,7 +138,78 @@ fn longest_stop_prefix_suffix(text: &str, stop: &[String]) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
+    use flix_model::tokenize::char_tokenizer_json;
+
     use super::*;
+
+    /// Feeds `text` one character token at a time (then EOS); returns the streamed pieces and the
+    /// choice.
+    fn feed(text: &str, stop: &[&str], end: Ending) -> (Vec<String>, ChoiceText) {
+        let tokenizer =
+            Tokenizer::from_json_str(&char_tokenizer_json([text], &[]), Path::new("t")).unwrap();
+        let eos = tokenizer.eos_id().unwrap();
+        let mut tokens = tokenizer.encode(text).unwrap();
+        if end == Ending::Stop {
+            tokens.push(eos);
+        }
+        let mut choice = ChoiceText::new(stop.iter().map(|s| s.to_string()).collect());
+        let mut pieces = Vec::new();
+        for (i, &token) in tokens.iter().enumerate() {
+            let last = (i + 1 == tokens.len()).then_some(end);
+            pieces.push(choice.push(&tokenizer, token, token == eos, last).unwrap());
+        }
+        (pieces, choice)
+    }
+
+    #[test]
+    fn pieces_concatenate_to_the_text_cut_at_the_first_stop() {
+        let text = "one two; three END four";
+        for (stop, want, ending) in [
+            (vec![], text, Ending::Stop),
+            (vec!["END"], "one two; three ", Ending::Stop),
+            (vec!["three", ";"], "one two", Ending::Stop),
+            (vec!["EN", "t"], "one ", Ending::Stop),
+            (vec!["absent"], text, Ending::Length),
+        ] {
+            let natural = if stop.is_empty() {
+                Ending::Stop
+            } else {
+                ending
+            };
+            let (pieces, choice) = feed(text, &stop, natural);
+            assert_eq!(choice.text(), want, "{stop:?}");
+            assert_eq!(pieces.concat(), want, "{stop:?}");
+            assert_eq!(choice.ending, Some(ending), "{stop:?}");
+            // Text is released as it comes: the first piece is out before the end.
+            assert!(!pieces[0].is_empty(), "{stop:?}: {pieces:?}");
+        }
+    }
+
+    #[test]
+    fn a_possible_stop_start_is_held_back_until_decided() {
+        let (pieces, choice) = feed("ab Xc", &["XY"], Ending::Length);
+        // "X" could begin "XY": released only once "c" shows it does not.
+        assert_eq!(pieces, ["a", "b", " ", "", "Xc"]);
+        assert_eq!(choice.text(), "ab Xc");
+    }
+
+    #[test]
+    fn a_cut_releases_what_is_left() {
+        let tokenizer =
+            Tokenizer::from_json_str(&char_tokenizer_json(["abX"], &[]), Path::new("t")).unwrap();
+        let mut choice = ChoiceText::new(vec!["XY".into()]);
+        let mut streamed = String::new();
+        for token in tokenizer.encode("abX").unwrap() {
+            streamed += &choice.push(&tokenizer, token, false, None).unwrap();
+        }
+        assert_eq!(streamed, "ab");
+        streamed += &choice.cut();
+        assert_eq!(streamed, "abX");
+        assert_eq!(choice.ending, Some(Ending::Cut));
+        assert_eq!(Ending::Cut.finish_reason(), None);
+    }
 
     #[test]
     fn stop_prefixes_are_held_back() {
