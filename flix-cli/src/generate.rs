@@ -71,9 +71,8 @@ fn warn_unknown(trained: &Trained, combination: &Combination) {
                 registry.type_names()
             ),
             Some(ft) if ft.id_of(value).is_none() => eprintln!(
-                "warning: {name}={value} was never trained (known: {:?}); served with {name} \
-                 absent",
-                ft.values()
+                "warning: {}",
+                flix_serve::api::unknown_value_warning(name, value, ft.values())
             ),
             Some(_) => {}
         }

@@ -2,7 +2,7 @@
 //! combinations get exactly what `flix generate` prints for each prompt alone (batching changes no
 //! answer), streaming concatenates to the same text, every bad request gets a 4xx with an
 //! OpenAI-style error body, a load run loses nothing and the metrics add up, a client that goes
-//! away cancels its sequence, and SIGTERM drains and exits 0.
+//! away cancels its sequence, a full queue answers 429, and SIGTERM drains and exits 0.
 
 mod common;
 
@@ -189,6 +189,7 @@ async fn serve_end_to_end() {
     let long = long_request(&client, &server).await;
     a_dropped_client_cancels_its_sequence(&client, &server, &long).await;
     drop(server);
+    a_full_queue_refuses_with_429(&client, &run, &long).await;
     sigterm_drains_and_exits(&client, &run, &long).await;
 }
 
@@ -565,6 +566,40 @@ async fn a_dropped_client_cancels_its_sequence(
     }
     let (status, _) = complete(client, server, &json!({"prompt": "1 ="})).await;
     assert_eq!(status, 200);
+}
+
+/// One sequence at a time and two waiting: a burst of long requests is answered in full, 200 or
+/// 429 with Retry-After, and the metrics count each.
+async fn a_full_queue_refuses_with_429(client: &reqwest::Client, run: &Path, long: &Value) {
+    let server = Server::start(run, &["--max-concurrent", "1", "--max-queue", "2"]);
+    let mut burst = Vec::new();
+    for _ in 0..24 {
+        let (client, url, body) = (client.clone(), server.url("/v1/completions"), long.clone());
+        burst.push(tokio::spawn(async move {
+            let response = client.post(url).json(&body).send().await.unwrap();
+            let status = response.status().as_u16();
+            let retry_after = response.headers().get("retry-after").cloned();
+            let body: Value = response.json().await.unwrap();
+            (status, retry_after, body)
+        }));
+    }
+    let (mut ok, mut busy) = (0, 0);
+    for task in burst {
+        let (status, retry_after, body) = task.await.unwrap();
+        match status {
+            200 => ok += 1,
+            429 => {
+                busy += 1;
+                assert!(retry_after.is_some(), "{body}");
+                assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+            }
+            other => panic!("unexpected status {other}: {body}"),
+        }
+    }
+    assert!(ok >= 1 && busy >= 1, "{ok} answered, {busy} refused");
+    let counted_ok = metric(client, &server, "flix_requests_total{code=\"200\"}").await;
+    let counted_busy = metric(client, &server, "flix_requests_total{code=\"429\"}").await;
+    assert_eq!((counted_ok, counted_busy), (ok as f64, busy as f64));
 }
 
 /// SIGTERM with work queued: new requests get 503 with Retry-After and /health says draining;

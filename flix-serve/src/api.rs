@@ -386,7 +386,8 @@ fn parse_features(
     Ok(combination)
 }
 
-/// The wording of `flix generate` for a value the run has no adapter for.
+/// The warning for a feature value the run has no adapter for (served absent); `flix generate`
+/// prints the same.
 pub fn unknown_value_warning(name: &str, value: &str, known: &[String]) -> String {
     format!("{name}={value} was never trained (known: {known:?}); served with {name} absent")
 }
