@@ -141,7 +141,7 @@ async fn completions(
     body: Result<Json<Value>, JsonRejection>,
 ) -> Response {
     let received = Instant::now();
-    match start_completion(&state, body) {
+    match start_completion(&state, body).await {
         Err(e) => e.into_response(),
         Ok(job) if job.request.stream => stream_completion(state, job, received)
             .await
@@ -161,7 +161,7 @@ struct Job {
 }
 
 /// Validates, tokenizes and queues a request.
-fn start_completion(
+async fn start_completion(
     state: &AppState,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Job, ApiError> {
@@ -170,7 +170,20 @@ fn start_completion(
     }
     let Json(body) = body.map_err(json_rejection)?;
     let request = api::parse_request(&body, &state.limits, &state.model)?;
-    let sequences = api::sequences(&request, &state.limits, &state.model)?;
+    // Tokenizing a long prompt takes a while: off the threads that serve the other requests.
+    let (model, limits) = (state.model.clone(), state.limits);
+    let (request, sequences) = tokio::task::spawn_blocking(move || {
+        let sequences = api::sequences(&request, &limits, &model);
+        (request, sequences)
+    })
+    .await
+    .map_err(|e| {
+        ApiError::with_status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("tokenizing the prompt failed: {e}"),
+        )
+    })?;
+    let sequences = sequences?;
     let prompt_tokens = sequences.iter().map(|s| s.prompt.len()).sum();
     let done: Vec<Arc<AtomicBool>> = (0..sequences.len()).map(|_| Arc::default()).collect();
     let (reply, events) = unbounded_channel();
