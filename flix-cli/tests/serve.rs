@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -74,10 +75,11 @@ struct Server {
 }
 
 impl Server {
-    fn start(run: &Path, options: &[&str]) -> Server {
+    /// `flix serve PATHS... --port 0 OPTIONS...`; PATHS is `[RUN]` or `[BASE, RUN]`.
+    fn start(paths: &[&Path], options: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_flix"))
             .arg("serve")
-            .arg(run)
+            .args(paths)
             .args(["--port", "0"])
             .args(options)
             .stdout(Stdio::piped())
@@ -166,7 +168,7 @@ async fn serve_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tiny_run(tmp.path());
     let server = Server::start(
-        &run,
+        &[&run],
         &[
             "--max-concurrent",
             "8",
@@ -179,6 +181,14 @@ async fn serve_end_to_end() {
         ],
     );
     let client = reqwest::Client::new();
+
+    // A BASE that is not the run's own is refused before anything is served.
+    let out = common::flix(&[OsStr::new("serve"), run.as_os_str(), run.as_os_str()]);
+    let (_, stderr) = common::text(&out);
+    assert!(
+        !out.status.success() && stderr.contains("was trained on"),
+        "{stderr}"
+    );
 
     concurrent_requests_match_generate(&client, &server, &run).await;
     streaming_concatenates_to_the_whole_text(&client, &server).await;
@@ -571,7 +581,7 @@ async fn a_dropped_client_cancels_its_sequence(
 /// One sequence at a time and two waiting: a burst of long requests is answered in full, 200 or
 /// 429 with Retry-After, and the metrics count each.
 async fn a_full_queue_refuses_with_429(client: &reqwest::Client, run: &Path, long: &Value) {
-    let server = Server::start(run, &["--max-concurrent", "1", "--max-queue", "2"]);
+    let server = Server::start(&[run], &["--max-concurrent", "1", "--max-queue", "2"]);
     let mut burst = Vec::new();
     for _ in 0..24 {
         let (client, url, body) = (client.clone(), server.url("/v1/completions"), long.clone());
@@ -607,8 +617,10 @@ async fn a_full_queue_refuses_with_429(client: &reqwest::Client, run: &Path, lon
 /// exits 0 within the grace period.
 async fn sigterm_drains_and_exits(client: &reqwest::Client, run: &Path, long: &Value) {
     let grace = 2;
+    // The `BASE RUN` form, with the base the run was trained on.
+    let base = run.parent().unwrap().join("base");
     let mut server = Server::start(
-        run,
+        &[&base, run],
         &[
             "--max-concurrent",
             "1",

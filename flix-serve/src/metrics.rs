@@ -183,13 +183,13 @@ impl Metrics {
             }
             let _ = writeln!(
                 out,
-                "# HELP flix_prompt_tokens_total Prompt tokens of accepted requests.\n\
+                "# HELP flix_prompt_tokens_total Prompt tokens of answered requests.\n\
                  # TYPE flix_prompt_tokens_total counter\nflix_prompt_tokens_total {}",
                 m.prompt_tokens
             );
             let _ = writeln!(
                 out,
-                "# HELP flix_generated_tokens_total Tokens generated (completion_tokens).\n\
+                "# HELP flix_generated_tokens_total Tokens generated for answered requests (their completion_tokens).\n\
                  # TYPE flix_generated_tokens_total counter\nflix_generated_tokens_total {}",
                 m.generated_tokens
             );
