@@ -542,7 +542,7 @@ async fn long_request(client: &reqwest::Client, server: &Server) -> Value {
     panic!("every continuation of {prompt:?} ends before 240 tokens: no long request to test with");
 }
 
-/// A streaming client that goes away after its first chunk: its sequence is dropped from the
+/// A streaming client that goes away after its first chunk: its sequences are dropped from the
 /// batch (the metrics say so, the batch empties) and the server keeps serving.
 async fn a_dropped_client_cancels_its_sequence(
     client: &reqwest::Client,
@@ -551,8 +551,10 @@ async fn a_dropped_client_cancels_its_sequence(
 ) {
     let dropped = "flix_sequences_finished_total{reason=\"dropped\"}";
     let before = metric(client, server, dropped).await;
+    // 64 long choices in one request: far more decoding than the client takes to go away.
     let mut body = long.clone();
     body["stream"] = json!(true);
+    body["prompt"] = json!(vec![long["prompt"].clone(); 64]);
     let mut response = client
         .post(server.url("/v1/completions"))
         .json(&body)
@@ -565,7 +567,7 @@ async fn a_dropped_client_cancels_its_sequence(
     loop {
         let now = metric(client, server, dropped).await;
         let active = metric(client, server, "flix_active_sequences").await;
-        if now == before + 1.0 && active == 0.0 {
+        if now > before && active == 0.0 {
             break;
         }
         assert!(
@@ -616,7 +618,7 @@ async fn a_full_queue_refuses_with_429(client: &reqwest::Client, run: &Path, lon
 /// the streaming request running at the signal ends with its text and `[DONE]`; the process
 /// exits 0 within the grace period.
 async fn sigterm_drains_and_exits(client: &reqwest::Client, run: &Path, long: &Value) {
-    let grace = 2;
+    let grace = 1;
     // The `BASE RUN` form, with the base the run was trained on.
     let base = run.parent().unwrap().join("base");
     let mut server = Server::start(
@@ -635,7 +637,8 @@ async fn sigterm_drains_and_exits(client: &reqwest::Client, run: &Path, long: &V
     let (status, _) = complete(client, &server, long).await;
     assert_eq!(status, 200);
     let per_request = started.elapsed().as_secs_f64();
-    let queued = ((3.0 * grace as f64 / per_request) as usize).clamp(8, 1500);
+    // (At most a few hundred: each is an open connection, and file descriptors are limited.)
+    let queued = ((4.0 * grace as f64 / per_request) as usize).clamp(8, 400);
 
     let mut streaming = long.clone();
     streaming["stream"] = json!(true);
