@@ -337,19 +337,20 @@ async fn whole_completion(
     mut job: Job,
     received: Instant,
 ) -> Result<Response, ApiError> {
+    // The released pieces matter to a stream only: the whole text is read at the end.
     while !job.answer.finished() {
-        let releases = match job.events.recv().await {
+        match job.events.recv().await {
             Some(event) => {
                 let first = !job.answer.got_token;
-                let releases = job.answer.apply(&state.model, event)?;
+                job.answer.apply(&state.model, event)?;
                 if first && job.answer.got_token {
                     state.metrics.first_token(received.elapsed());
                 }
-                releases
             }
-            None => engine_gone(&mut job.answer, &state)?,
-        };
-        drop(releases);
+            None => {
+                engine_gone(&mut job.answer, &state)?;
+            }
+        }
     }
     let answer = &job.answer;
     let completion_tokens = answer.completion_tokens();
