@@ -17,7 +17,7 @@ use super::checkpoint::{
     checkpoint_candidates, latest_checkpoint, load_into, read_adapter_config, read_state,
     step_dirs, write_checkpoint, AdapterConfig, CONFIG_FILE, OPTIMIZER_FILE, WEIGHTS_FILE,
 };
-use super::data::{training_examples, PreparedSet, TrainingData};
+use super::data::{training_examples, PreparedSet, Tokenized, TrainingData};
 use super::fingerprint::check_base_fingerprint;
 use super::layout::{Layout, Method};
 use super::sampler::MixtureSampler;
@@ -28,8 +28,10 @@ use crate::batch::{Batch, Sequence};
 use crate::error::{ModelError, Result};
 use crate::eval::periodic::{EvalRecord, PeriodicEval};
 use crate::eval::Model;
+use crate::length::ContextLimit;
 use crate::llama::{LlamaModel, TrainMode};
 use crate::optim::{AdamW, SavedState};
+use crate::source::ModelSource;
 use crate::tokenize::Tokenizer;
 
 /// Token tile of the batch plan (the unit of GPU work; any size is correct on the CPU).
@@ -77,6 +79,9 @@ pub struct Trainer {
     pub step: u64,
     /// What resuming had to work around (a damaged checkpoint skipped), for the user to read.
     pub resume_notes: Vec<String>,
+    /// What reading the data left out or cut (examples longer than the model's context), for the
+    /// user to read.
+    pub data_notes: Vec<String>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
@@ -216,9 +221,17 @@ impl Trainer {
             examples: train,
             holdout,
         } = training_examples(&spec)?;
-        let mut registry = Registry::discover(&spec.features, &train).map_err(core)?;
         let tokenizer = Tokenizer::load(&spec.base)?;
-        let data = PreparedSet::training(&train, &mut registry, &tokenizer)?;
+        let context = ContextLimit::new(
+            ModelSource::open(&spec.base)?
+                .config()?
+                .max_position_embeddings,
+        );
+        let type_names = spec.features.type_names();
+        let tokenized =
+            Tokenized::new(&train, &type_names, &tokenizer, context, spec.long_examples)?;
+        let mut registry = Registry::discover(&spec.features, &tokenized.examples).map_err(core)?;
+        let data = PreparedSet::training(tokenized, &mut registry)?;
         spec.check_types_have_values(&registry)?;
         let sizes: Vec<usize> = data.by_cell.iter().map(|c| c.len()).collect();
         let sampler = MixtureSampler::new(&sizes, spec.temperature, spec.cap, spec.seed)?;
@@ -258,6 +271,12 @@ impl Trainer {
             }
             None => None,
         };
+        let data_notes = data
+            .long
+            .note("training example", context)
+            .into_iter()
+            .chain(periodic.as_ref().and_then(|p| p.length_note(context)))
+            .collect();
         Ok(Self {
             spec,
             run_dir: run_dir.to_path_buf(),
@@ -273,6 +292,7 @@ impl Trainer {
             periodic,
             step: 0,
             resume_notes: Vec::new(),
+            data_notes,
         })
     }
 
