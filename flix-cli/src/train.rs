@@ -213,7 +213,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
 /// Runs `trainer` to its last step with a progress bar (loss, tokens/s, ETA) on a terminal, and a
 /// log line every tenth of the run otherwise; each periodic evaluation gets a line of its own.
 pub fn run_with_progress(trainer: &mut Trainer, label: &str) -> Result<()> {
-    for note in &trainer.data_notes {
+    for note in &trainer.notes {
         eprintln!("{label}: note: {note}");
     }
     let total = trainer.spec.steps;

@@ -79,9 +79,9 @@ pub struct Trainer {
     pub step: u64,
     /// What resuming had to work around (a damaged checkpoint skipped), for the user to read.
     pub resume_notes: Vec<String>,
-    /// What reading the data left out or cut (examples longer than the model's context), for the
-    /// user to read.
-    pub data_notes: Vec<String>,
+    /// What the user should know before the first step: examples left out or cut for being
+    /// longer than the model's context, ranks larger than the adapted projections.
+    pub notes: Vec<String>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
@@ -271,12 +271,19 @@ impl Trainer {
             }
             None => None,
         };
-        let data_notes = data
+        let mut notes: Vec<String> = data
             .long
             .note("training example", context)
             .into_iter()
             .chain(periodic.as_ref().and_then(|p| p.length_note(context)))
             .collect();
+        for (name, rank, smallest) in super::memory::ranks_above_the_dimensions(&model, &layout) {
+            notes.push(format!(
+                "the rank {rank} of the {name} adapters exceeds {smallest}, the smallest \
+                 dimension of the projections they adapt: an update of those has rank at most \
+                 {smallest}, so the rest only costs memory and time"
+            ));
+        }
         Ok(Self {
             spec,
             run_dir: run_dir.to_path_buf(),
@@ -292,7 +299,7 @@ impl Trainer {
             periodic,
             step: 0,
             resume_notes: Vec::new(),
-            data_notes,
+            notes,
         })
     }
 
