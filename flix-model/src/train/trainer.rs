@@ -240,7 +240,10 @@ impl Trainer {
         let device = Device::parse(&spec.device)?;
         let mut model = LlamaModel::load(&spec.base, &device)?;
         // Before the adapters and optimizer state are allocated: absurd sizes are refused here.
-        let needed = super::memory::estimate(&model, &layout, spec.batch_tokens);
+        // A micro-batch holds at least one example, however long (up to the context).
+        let longest = data.examples.iter().map(|e| e.tokens.len()).max();
+        let micro_batch_tokens = spec.batch_tokens.max(longest.unwrap_or(0));
+        let needed = super::memory::estimate(&model, &layout, micro_batch_tokens);
         super::memory::check_fits(&needed, super::memory::available_memory(&device))?;
         let full = layout.method == Method::Full;
         if let Some(adapters) = layout.adapter_spec(spec.seed) {
