@@ -252,9 +252,9 @@ fn eval_skips_prompts_longer_than_the_context_and_stops_generating_at_it() {
     ]));
     assert!(ok, "{stderr}");
     assert!(
-        stderr.contains(&format!(
+        stderr.contains(
             "skipped 2 example(s) whose prompt leaves no room for an output in the model's context"
-        )) && stderr.contains(&format!("{}:{}", data.display(), first + 1)),
+        ) && stderr.contains(&format!("{}:{}", data.display(), first + 1)),
         "{stderr}"
     );
     let results: Value =
