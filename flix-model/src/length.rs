@@ -176,7 +176,9 @@ impl Tokenizer {
         let continuation = cut_to_bytes(continuation, bound - prompt.len());
         let mut tokens = self.encode_prompt(prompt)?;
         let prompt_len = tokens.len();
-        tokens.extend(self.encode(continuation)?);
+        if !continuation.is_empty() {
+            tokens.extend(self.encode(continuation)?);
+        }
         tokens.extend(end);
         let truncated = tokens.len() > limit.positions || bytes > bound;
         if tokens.len() > limit.positions {
