@@ -51,9 +51,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let list: Vec<_> = set.iter().map(|s| s.with_batch()).collect();
         let text = serde_json::to_string_pretty(&list)?;
         match &args.json {
-            Some(path) => {
-                std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
-            }
+            Some(path) => flix_core::write_atomic(path, text.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?,
             // Not println!: a closed pipe (`| head`) is an error to report, not a panic.
             None => {
                 std::io::Write::write_all(&mut std::io::stdout(), format!("{text}\n").as_bytes())?
@@ -153,7 +152,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "copy_bytes_per_s": copy,
             "rows": rows,
         });
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+        flix_core::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())

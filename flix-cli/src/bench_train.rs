@@ -292,7 +292,7 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
             "memory_before_model_gib": before_gib,
             "last_loss": loss,
         });
-        std::fs::write(path, serde_json::to_string_pretty(&json)?)
+        flix_core::write_atomic(path, serde_json::to_string_pretty(&json)?.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())

@@ -228,7 +228,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         write_report(&args.out.join("report.html"), &runs, &evals)?;
     }
     let path = args.out.join("results.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&results)?)
+    flix_core::write_atomic(&path, serde_json::to_string_pretty(&results)?.as_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
@@ -257,7 +257,8 @@ fn write_knowledge(mixture: &DemoMixture, path: &Path) -> Result<()> {
         let record = serde_json::json!({"lang": line.lang, "input": "", "target": line.text});
         text += &format!("{record}\n");
     }
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    flix_core::write_atomic(path, text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn feature_config(rank: usize, dropout: f64) -> FeatureConfig {

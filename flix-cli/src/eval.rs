@@ -137,6 +137,14 @@ pub fn eval_warnings(result: &EvalResult, holdout: &Holdout) -> Vec<String> {
             ));
         }
     }
+    if let Some(first) = result.skipped_long.first() {
+        warnings.push(format!(
+            "{}: skipped {} example(s) whose prompt leaves no room for an output in the model's \
+             context (max_position_embeddings); they count in no cell (first: {first})",
+            result.name,
+            result.skipped_long.len()
+        ));
+    }
     let unseen: Vec<&str> = result
         .cells
         .iter()
@@ -194,7 +202,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     print!("{}", format_results(&results, args.metric));
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&results)?)
+        flix_core::write_atomic(path, serde_json::to_string_pretty(&results)?.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())

@@ -11,9 +11,10 @@ use clap::Args;
 use flix_core::{Example, Location};
 use flix_kernels::Device;
 use flix_model::export::{parse_combination, Combination};
+use flix_model::length::Fit;
 use flix_model::train::data::prompt_text;
 use flix_model::train::Trained;
-use flix_model::{Features, GenerationConfig};
+use flix_model::{ContextLimit, Features, GenerationConfig};
 
 use crate::export::load_run;
 
@@ -109,19 +110,31 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let slots = layout.slots(&layout.registry.encode_inference(&example(&combination, "")));
 
     let tok = &trained.tokenizer;
+    let positions = trained.model.config.max_position_embeddings;
+    // A prompt must leave room for one new token (a giant one is refused before tokenizing).
+    let room = ContextLimit::new(positions.saturating_sub(1));
+    let texts = args
+        .input
+        .iter()
+        .map(|input| prompt_text(&example(&combination, input), &type_names))
+        .chain(args.prompt.iter().cloned());
     let mut prompts = Vec::new();
-    for input in &args.input {
-        prompts.push(tok.encode_prompt(&prompt_text(&example(&combination, input), &type_names))?);
-    }
-    for text in &args.prompt {
-        prompts.push(tok.encode_prompt(text)?);
-    }
-    if let Some(i) = prompts.iter().position(Vec::is_empty) {
-        bail!("prompt {} tokenizes to nothing", i + 1);
+    for (i, text) in texts.enumerate() {
+        match tok.encode_within(&text, "", None, room, false)? {
+            Fit::Fits(prompt) if prompt.tokens.is_empty() => {
+                bail!("prompt {} tokenizes to nothing", i + 1)
+            }
+            Fit::Fits(prompt) => prompts.push(prompt.tokens),
+            Fit::TooLong(found) => bail!(
+                "prompt {} has {found}; {} leaves room for at most {} prompt tokens",
+                i + 1,
+                ContextLimit::new(positions).describe(),
+                room.positions
+            ),
+        }
     }
     // Each new token grows the attention cache; past the positions the model was built for, a
     // huge --max-new-tokens would only end in an allocation failure.
-    let positions = trained.model.config.max_position_embeddings;
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
     if longest.saturating_add(args.max_new_tokens) > positions {
         bail!(

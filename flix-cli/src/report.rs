@@ -141,7 +141,8 @@ pub fn write_report_page(
          feature value the run never trained with ?.</p>\n{body}\
          </body></html>\n"
     );
-    std::fs::write(out, html).with_context(|| format!("writing {}", out.display()))
+    flix_core::write_atomic(out, html.as_bytes())
+        .with_context(|| format!("writing {}", out.display()))
 }
 
 /// The page's opening table: per evaluated run, the mean of `metric` (%) over its supervised and

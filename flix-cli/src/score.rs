@@ -3,7 +3,9 @@
 //! one JSON line per example: `{"line", "id", "loss", "target_tokens", "token_logprobs"}`, where
 //! `loss` is the mean negative log-likelihood of the target tokens. The prompt is `input` after
 //! the tokenizer's leading special tokens (BOS), the scored part is `target` without any; an
-//! empty input scores every target token after BOS. A summary goes to stderr.
+//! empty input scores every target token after BOS. An example longer than the model's context
+//! is an error naming its file and line, unless `--truncate` (then its first context-many
+//! tokens are scored). A summary goes to stderr.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -13,7 +15,11 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use flix_core::{read_jsonl, TypeShape};
 use flix_kernels::Device;
-use flix_model::{load_peft_lora, score_sequences, Features, LlamaModel, Tokenizer};
+use flix_model::length::Fit;
+use flix_model::{
+    load_peft_lora, score_sequences, ContextLimit, Features, LlamaModel, LongReport, Sequence,
+    Tokenizer,
+};
 
 #[derive(Args, Debug)]
 pub struct ScoreArgs {
@@ -35,6 +41,10 @@ pub struct ScoreArgs {
     /// Write the JSON lines here instead of stdout.
     #[arg(long, short)]
     output: Option<PathBuf>,
+    /// Score an example longer than the model's context (max_position_embeddings) on its first
+    /// context-many tokens (its line gets `"truncated": true`) instead of refusing the file.
+    #[arg(long)]
+    truncate: bool,
 }
 
 pub fn run(args: ScoreArgs) -> Result<()> {
@@ -49,14 +59,32 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         None => None,
     };
     let examples = read_jsonl(&args.data, &[])?;
-    let sequences = examples
-        .iter()
-        .map(|e| {
-            tokenizer
-                .encode_example(&e.input, &e.target)
-                .with_context(|| format!("{}:{}", e.location.file.display(), e.location.line))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let context = ContextLimit::new(model.config.max_position_embeddings);
+    let mut long = LongReport::default();
+    let mut sequences = Vec::with_capacity(examples.len());
+    let mut truncated = Vec::with_capacity(examples.len());
+    for e in &examples {
+        let fit = tokenizer
+            .encode_within(&e.input, &e.target, None, context, args.truncate)
+            .with_context(|| e.location.to_string())?;
+        let encoded = match fit {
+            Fit::Fits(encoded) => encoded,
+            Fit::TooLong(found) => bail!(
+                "{}; pass --truncate to score only its first {} tokens",
+                context.too_long(&e.location, found, "example"),
+                context.positions
+            ),
+        };
+        if encoded.truncated {
+            long.truncate(&e.location);
+        }
+        truncated.push(encoded.truncated);
+        // As `Tokenizer::encode_example`: an empty prompt still conditions on the first token.
+        sequences.push(Sequence::prompt_and_target(
+            encoded.tokens,
+            encoded.prompt_len.max(1),
+        ));
+    }
     let types: Vec<TypeShape> = lora
         .iter()
         .map(|l| TypeShape {
@@ -78,16 +106,19 @@ pub fn run(args: ScoreArgs) -> Result<()> {
 
     let mut text = String::new();
     let (mut nll, mut count) = (0.0f64, 0usize);
-    for (example, score) in examples.iter().zip(&scores) {
+    for ((example, score), &cut) in examples.iter().zip(&scores).zip(&truncated) {
         nll -= score.token_logprobs.iter().map(|&l| l as f64).sum::<f64>();
         count += score.token_logprobs.len();
-        let line = serde_json::json!({
+        let mut line = serde_json::json!({
             "line": example.location.line,
             "id": example.id,
             "loss": score.loss,
             "target_tokens": score.token_logprobs.len(),
             "token_logprobs": score.token_logprobs,
         });
+        if cut {
+            line["truncated"] = true.into();
+        }
         writeln!(text, "{line}")?;
     }
     match &args.output {
@@ -105,6 +136,9 @@ pub fn run(args: ScoreArgs) -> Result<()> {
     } else {
         f64::NAN
     };
+    if let Some(note) = long.note("example", context) {
+        eprintln!("note: {note}");
+    }
     eprintln!(
         "scored {} examples, {count} target tokens, mean loss {mean:.6} (perplexity {:.4})",
         examples.len(),

@@ -10,6 +10,7 @@ use clap::Args;
 use flix_core::{read_split_file, FeatureConfig, TypeDefaults};
 use flix_model::eval::periodic::PeriodicEvalSpec;
 use flix_model::train::{Holdout, Method, StepReport, TrainSpec, Trainer};
+use flix_model::LongExamples;
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Args, Debug)]
@@ -63,7 +64,13 @@ pub struct TrainArgs {
     /// Target modules, comma-separated (q,k,v,o,gate,up,down); default all.
     #[arg(long, value_delimiter = ',')]
     pub targets: Vec<String>,
-    /// Held-out cells, e.g. `--holdout lang=sw,task=ner --holdout lang=de,task=qa`.
+    /// Training examples longer than the base model's context (max_position_embeddings): skip
+    /// them (counted in a note; an error when none is left), truncate them to the context, or
+    /// refuse the data (error, naming the first).
+    #[arg(long, default_value = "skip")]
+    pub long_examples: LongExamples,
+    /// Held-out cells, e.g. `--holdout lang=sw,task=ner --holdout lang=de,task=qa`; a type named
+    /// twice lists alternatives (`lang=de,lang=fr` holds out both languages).
     #[arg(long)]
     pub holdout: Vec<String>,
     /// cpu, cuda or cuda:N (a resumed run stays on the device it started on).
@@ -141,6 +148,7 @@ impl TrainArgs {
         spec.match_compute = self.match_compute;
         spec.shared_rank = self.shared_rank;
         spec.targets = self.targets.clone();
+        spec.long_examples = self.long_examples;
         spec.steps = self.steps;
         spec.batch_tokens = self.batch_tokens;
         spec.grad_accum = self.grad_accum;
@@ -205,6 +213,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
 /// Runs `trainer` to its last step with a progress bar (loss, tokens/s, ETA) on a terminal, and a
 /// log line every tenth of the run otherwise; each periodic evaluation gets a line of its own.
 pub fn run_with_progress(trainer: &mut Trainer, label: &str) -> Result<()> {
+    for note in &trainer.notes {
+        eprintln!("{label}: note: {note}");
+    }
     let total = trainer.spec.steps;
     let bar = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(total);

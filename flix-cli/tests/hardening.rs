@@ -152,6 +152,41 @@ fn absurd_sizes_are_refused_with_the_estimate_and_the_limit() {
     }
 }
 
+/// A rank above the smallest dimension of the adapted projections (16 in the fixture: hidden
+/// size, intermediate size, and 2 key/value heads of 8) adds no capacity: the run says so.
+#[test]
+fn a_rank_larger_than_the_projections_is_noted_before_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, train) = fixture(tmp.path());
+    let run = tmp.path().join("run");
+    let out = flix(&train_args(
+        &base,
+        &train,
+        &run,
+        &["--rank", "24", "--steps", "1"],
+    ));
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    for name in ["lang", "task"] {
+        assert!(
+            stderr.contains(&format!("the rank 24 of the {name} adapters exceeds 16")),
+            "{stderr}"
+        );
+    }
+    let run = tmp.path().join("run16");
+    let out = flix(&train_args(
+        &base,
+        &train,
+        &run,
+        &["--rank", "16", "--steps", "1"],
+    ));
+    let (_, stderr) = text(&out);
+    assert!(
+        out.status.success() && !stderr.contains("exceeds"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_feature_type_the_data_lacks_is_named_with_the_types_it_has() {
     let tmp = tempfile::tempdir().unwrap();

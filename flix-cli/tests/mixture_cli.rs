@@ -111,9 +111,9 @@ fn mixture_roots_split_files_unseen_cells_and_bad_input() {
             &"--out",
             &run,
             &"--holdout",
-            &"lang=eng,lang=fra",
+            &"lang=eng,=fra",
         ],
-        "named twice",
+        "needs both a feature type and a value",
     );
     assert!(!run.join("checkpoints").exists());
 

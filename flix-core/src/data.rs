@@ -5,7 +5,7 @@
 //! dropped example.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -26,21 +26,62 @@ pub struct Example {
     pub target: String,
 }
 
-/// Reads every example of `path`, taking `feature_names` as the feature fields.
+/// The longest line [`read_jsonl`] reads, in bytes: far more than any example a model's context
+/// holds (16 bytes per token of a 16-million-token context), so it only stops a file that would
+/// exhaust memory before any length check could see it.
+pub const MAX_LINE_BYTES: usize = 256 << 20;
+
+/// Reads every example of `path`, taking `feature_names` as the feature fields. A line longer
+/// than [`MAX_LINE_BYTES`] is an error naming it, read no further than that.
 pub fn read_jsonl(path: &Path, feature_names: &[&str]) -> Result<Vec<Example>> {
+    read_jsonl_within(path, feature_names, MAX_LINE_BYTES)
+}
+
+/// [`read_jsonl`] with lines of at most `max_line_bytes` bytes.
+pub fn read_jsonl_within(
+    path: &Path,
+    feature_names: &[&str],
+    max_line_bytes: usize,
+) -> Result<Vec<Example>> {
     let file = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
     let file_name: Arc<Path> = Arc::from(path);
+    let mut reader = BufReader::new(file);
     let mut examples = Vec::new();
-    for (index, line) in BufReader::new(file).lines().enumerate() {
+    let mut bytes = Vec::new();
+    for line in 1.. {
         let location = Location {
             file: file_name.clone(),
-            line: index + 1,
+            line,
         };
-        let line = line.map_err(|e| CoreError::data(&location, format!("cannot read: {e}")))?;
-        if line.trim().is_empty() {
+        bytes.clear();
+        // Room for the longest line and its "\r\n"; a longer line stops here.
+        let limit = max_line_bytes.saturating_add(2) as u64;
+        let read = (&mut reader)
+            .take(limit)
+            .read_until(b'\n', &mut bytes)
+            .map_err(|e| CoreError::data(&location, format!("cannot read: {e}")))?;
+        if read == 0 {
+            break;
+        }
+        // Line ends as `BufRead::lines` takes them: "\n" or "\r\n".
+        if bytes.last() == Some(&b'\n') {
+            bytes.pop();
+            if bytes.last() == Some(&b'\r') {
+                bytes.pop();
+            }
+        }
+        if bytes.len() > max_line_bytes {
+            return Err(CoreError::data(
+                &location,
+                format!("the line is longer than {max_line_bytes} bytes; not read further"),
+            ));
+        }
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|e| CoreError::data(&location, format!("cannot read: not UTF-8 ({e})")))?;
+        if text.trim().is_empty() {
             continue;
         }
-        examples.push(parse_line(&line, location, feature_names)?);
+        examples.push(parse_line(text, location, feature_names)?);
     }
     Ok(examples)
 }

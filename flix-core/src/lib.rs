@@ -14,7 +14,9 @@ pub mod registry;
 mod saved;
 
 pub use config::{FeatureConfig, TypeConfig, TypeDefaults};
-pub use data::{read_jsonl, read_jsonl_files, whitespace_tokens, Example};
+pub use data::{
+    read_jsonl, read_jsonl_files, read_jsonl_within, whitespace_tokens, Example, MAX_LINE_BYTES,
+};
 pub use dropout::{splitmix64, DropoutPolicy, FeatureDropout};
 pub use error::{CoreError, Location, Result};
 pub use features::{FeatureSet, Mode};

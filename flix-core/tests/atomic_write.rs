@@ -122,27 +122,44 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Calls that write or move a file in place: a killed run would leave a torn file.
+const BARE_WRITES: [&str; 4] = [
+    "fs::write(",
+    "File::create(",
+    "File::create_new(",
+    "fs::rename(",
+];
+
+/// Every file a user keeps is written whole or not at all: library and command-line code writes
+/// through `write_atomic*`, never with a bare `fs::write`, `File::create` or `rename`. Only the
+/// helper itself, and test code, may use them.
 #[test]
-fn no_library_code_renames_files_into_place_by_hand() {
+fn no_library_code_writes_or_renames_files_in_place() {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let mut files = Vec::new();
     for krate in ["flix-core", "flix-model", "flix-cli", "flix-kernels"] {
         rust_files(&workspace.join(krate).join("src"), &mut files);
     }
     assert!(files.len() > 20, "the sources were not found: {files:?}");
-    let hand_rolled: Vec<String> = files
-        .iter()
-        .filter(|f| !f.ends_with("flix-core/src/saved.rs"))
-        .filter(|f| {
-            let text = std::fs::read_to_string(f).unwrap();
-            // Unit tests may move files around; the code they test may not.
-            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-            code.contains("fs::rename(")
-        })
-        .map(|f| f.display().to_string())
-        .collect();
+    let mut in_place = Vec::new();
+    // `*_tests.rs` files are unit-test modules kept beside their code.
+    let checked = files.iter().filter(|f| {
+        !f.ends_with("flix-core/src/saved.rs") && !f.to_string_lossy().ends_with("_tests.rs")
+    });
+    for file in checked {
+        let text = std::fs::read_to_string(file).unwrap();
+        // Unit tests may write and move files around; the code they test may not.
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        for (i, line) in code.lines().enumerate() {
+            let is_comment = line.trim_start().starts_with("//");
+            if !is_comment && BARE_WRITES.iter().any(|call| line.contains(call)) {
+                in_place.push(format!("{}:{}: {}", file.display(), i + 1, line.trim()));
+            }
+        }
+    }
     assert!(
-        hand_rolled.is_empty(),
-        "write through flix_core::write_atomic instead: {hand_rolled:?}"
+        in_place.is_empty(),
+        "write through flix_core::write_atomic instead:\n{}",
+        in_place.join("\n")
     );
 }

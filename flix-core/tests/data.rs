@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use flix_core::{read_jsonl, read_jsonl_files, whitespace_tokens, CoreError};
+use flix_core::{read_jsonl, read_jsonl_files, read_jsonl_within, whitespace_tokens, CoreError};
 
 fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     let path = dir.join(name);
@@ -134,6 +134,49 @@ fn invalid_utf8_and_missing_files_are_errors() {
     let missing = dir.path().join("missing.jsonl");
     let message = read_jsonl(&missing, &[]).unwrap_err().to_string();
     assert!(message.contains("missing.jsonl"), "{message}");
+}
+
+/// A line past the limit is an error naming it, whether or not a newline ever comes; lines up
+/// to the limit (with either line end) are read.
+#[test]
+fn a_line_longer_than_the_limit_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let line =
+        |target_len: usize| format!(r#"{{"input":"a","target":"{}"}}"#, "b".repeat(target_len));
+    let fits = line(10);
+    let limit = fits.len();
+    let path = write(
+        dir.path(),
+        "lines.jsonl",
+        &format!("{fits}\r\n{fits}\n{}\n{fits}", line(11)),
+    );
+    let message = read_jsonl_within(&path, &[], limit)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        message,
+        format!(
+            "{}:3: the line is longer than {limit} bytes; not read further",
+            path.display()
+        )
+    );
+    let path = write(
+        dir.path(),
+        "last.jsonl",
+        &format!("{fits}\n{}", line(10_000)),
+    );
+    let message = read_jsonl_within(&path, &[], limit)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.starts_with(&format!("{}:2: ", path.display())),
+        "{message}"
+    );
+    let path = write(dir.path(), "ok.jsonl", &format!("{fits}\r\n\n{fits}"));
+    let examples = read_jsonl_within(&path, &[], limit).unwrap();
+    assert_eq!(examples.len(), 2);
+    assert_eq!(examples[1].location.line, 3);
+    assert_eq!(examples[1].target, "b".repeat(10));
 }
 
 #[test]

@@ -44,6 +44,7 @@ pub mod error;
 pub mod eval;
 pub mod export;
 pub mod gguf;
+pub mod length;
 pub mod llama;
 pub mod merge;
 pub mod optim;
@@ -59,6 +60,7 @@ pub use adapters::{AdapterSpec, AdapterType, TargetModule};
 pub use batch::{Batch, Sequence};
 pub use config::{Family, LlamaConfig};
 pub use error::{ModelError, Result};
+pub use length::{ContextLimit, LongExamples, LongReport};
 pub use llama::{
     DecodeEvent, Decoder, FinishReason, GenerationConfig, LlamaModel, LossReport, SequenceId,
     SequenceParams, TrainMode, Trainable,

@@ -13,6 +13,12 @@ use flix_model::train::base::{write_random_base, TinyLlamaShape};
 /// Returns (base model directory, train file); the test split is `data/test.jsonl`.
 #[allow(dead_code)]
 pub fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
+    fixture_with_context(dir, 256)
+}
+
+/// As [`fixture`], with a base model of `max_positions` positions (max_position_embeddings).
+#[allow(dead_code)]
+pub fn fixture_with_context(dir: &Path, max_positions: usize) -> (PathBuf, PathBuf) {
     let config = DemoConfig {
         train_per_cell: 3,
         dev_per_cell: 0,
@@ -37,7 +43,7 @@ pub fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
         heads: 2,
         kv_heads: 2,
         vocab,
-        max_positions: 256,
+        max_positions,
     };
     write_random_base(&dir.join("base"), &shape, &json, 1).unwrap();
     (dir.join("base"), dir.join("data").join(TRAIN_FILE))

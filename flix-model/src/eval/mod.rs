@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 use flix_core::Example;
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{ModelError, Result};
+use crate::length::{ContextLimit, Fit};
 use crate::llama::LlamaModel;
 use crate::tokenize::Tokenizer;
 use crate::train::data::{cell_name, prompt_text};
@@ -200,6 +201,10 @@ pub struct EvalResult {
     /// Per task: its metric and its supervised and held-out means ([`task_summaries`]).
     #[serde(default)]
     pub tasks: Vec<TaskSummary>,
+    /// Examples left out because their prompt leaves no room for an output in the model's
+    /// context (`file:line` each); they count in no cell.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_long: Vec<String>,
 }
 
 impl EvalResult {
@@ -300,16 +305,34 @@ pub fn evaluate_model(
     let type_names = registry.type_names();
     let tok = model.tokenizer;
     let task_entries = tasks.resolve(examples)?;
-    let prompts = examples
-        .iter()
-        .map(|ex| {
-            let features = registry.encode_inference(ex);
-            Ok(Prompt {
-                tokens: tok.encode_prompt(&prompt_text(ex, &type_names))?,
-                slots: model.layout.slots(&features),
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    // A prompt must leave room for one new token; longer ones are skipped and reported (and
+    // giant ones are not even tokenized).
+    let room = ContextLimit::new(model.model.config.max_position_embeddings.saturating_sub(1));
+    let mut kept = Vec::with_capacity(examples.len());
+    let mut prompts = Vec::with_capacity(examples.len());
+    let mut skipped_long = Vec::new();
+    for ex in examples {
+        match tok.encode_within(&prompt_text(ex, &type_names), "", None, room, false)? {
+            Fit::Fits(prompt) => {
+                let features = registry.encode_inference(ex);
+                prompts.push(Prompt {
+                    tokens: prompt.tokens,
+                    slots: model.layout.slots(&features),
+                });
+                kept.push(ex);
+            }
+            Fit::TooLong(_) => skipped_long.push(ex.location.to_string()),
+        }
+    }
+    if kept.is_empty() {
+        return Err(ModelError::Invalid(format!(
+            "{name}: all {} examples have a prompt longer than {} allows (one position is \
+             needed for the output; first: {})",
+            examples.len(),
+            ContextLimit::new(model.model.config.max_position_embeddings).describe(),
+            skipped_long.first().map_or("-", String::as_str)
+        )));
+    }
     let outputs = greedy_decode(
         model.model,
         model.layout,
@@ -321,7 +344,7 @@ pub fn evaluate_model(
     let mut cells: Vec<CellCounts> = Vec::new();
     let mut index: BTreeMap<String, usize> = BTreeMap::new();
     let mut predictions = Vec::with_capacity(examples.len());
-    for (ex, out) in examples.iter().zip(outputs) {
+    for (ex, out) in kept.into_iter().zip(outputs) {
         let output = tok.decode(&out)?;
         let cell = cell_name(ex, &type_names);
         let i = match index.get(&cell) {
@@ -397,5 +420,6 @@ pub fn evaluate_model(
         tasks: task_summaries(&cells),
         cells,
         predictions,
+        skipped_long,
     })
 }

@@ -18,8 +18,10 @@ use serde::{Deserialize, Serialize};
 use super::{evaluate_model, EvalOptions, Model, TaskMetrics};
 use crate::batch::Sequence;
 use crate::error::{ModelError, Result};
+use crate::length::{ContextLimit, LongExamples};
 use crate::score::{score_sequences, Features};
 use crate::train::data::Holdout;
+use crate::train::data::Tokenized;
 use crate::train::{Method, PreparedSet};
 
 /// What to evaluate during training and how often (saved in `spec.json`).
@@ -165,7 +167,18 @@ impl PeriodicEval {
         let type_names: Vec<&str> = type_names.iter().map(String::as_str).collect();
         let examples = read_jsonl_files(std::slice::from_ref(&spec.file), &type_names)
             .map_err(|e| ModelError::Invalid(format!("eval file: {e}")))?;
-        let set = PreparedSet::inference(&examples, &mut registry, model.tokenizer)?;
+        // An eval example longer than the context is skipped (and counted), as in `flix eval`.
+        let context = ContextLimit::new(model.model.config.max_position_embeddings);
+        let tokenized = Tokenized::new(
+            &examples,
+            &type_names,
+            model.tokenizer,
+            context,
+            LongExamples::Skip,
+        )
+        .map_err(|e| ModelError::Invalid(format!("eval file: {e}")))?;
+        let examples = tokenized.examples.clone();
+        let set = PreparedSet::inference(tokenized, &mut registry)?;
         let heldout = set
             .by_cell
             .iter()
@@ -192,6 +205,11 @@ impl PeriodicEval {
             heldout,
             decoded,
         })
+    }
+
+    /// What the eval set left out for being longer than the model's context, as a sentence.
+    pub fn length_note(&self, context: ContextLimit) -> Option<String> {
+        self.set.long.note("eval example", context)
     }
 
     /// Evaluates `model` (the weights after `step`), packing at most `batch_tokens` tokens per

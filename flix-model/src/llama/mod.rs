@@ -347,6 +347,15 @@ impl LlamaModel {
     }
 
     fn check_batch(&self, batch: &Batch, plan: Option<&DevicePlan>) -> Result<()> {
+        // The model has no positions past its context: a longer sequence would be computed
+        // outside what it was built for, so callers cut or skip such examples first.
+        let context = self.config.max_position_embeddings;
+        if let Some(&last) = batch.positions.iter().find(|&&p| p as usize >= context) {
+            return Err(ModelError::Batch(format!(
+                "position {last} is past the model's context of {context} tokens \
+                 (max_position_embeddings)"
+            )));
+        }
         if let Some(plan) = plan {
             if !plan.device().same(&self.device) {
                 return Err(ModelError::Batch(format!(

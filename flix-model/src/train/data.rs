@@ -8,6 +8,7 @@ use flix_core::mixture::{self, Mixture, Split};
 use flix_core::{read_jsonl_files, Example, FeatureSet, Registry};
 
 use crate::error::{ModelError, Result};
+use crate::length::{ContextLimit, Encoded, Fit, LongExamples, LongReport};
 use crate::tokenize::Tokenizer;
 use crate::train::TrainSpec;
 
@@ -64,15 +65,22 @@ pub struct Holdout {
     pub cells: Vec<BTreeMap<String, String>>,
 }
 
+/// The most cells one `--holdout` spec may expand to (a guard against a hostile spec whose
+/// alternatives multiply out to more cells than memory holds).
+const MAX_CELLS_PER_SPEC: usize = 10_000;
+
 impl Holdout {
-    /// Parses `lang=sw,task=ner` specs, one per held-out cell. A part without `=`, an empty type
-    /// or value (`lang=`, `=deu`), a type named twice in one cell (`lang=deu,lang=fra`: no
-    /// example has two values of one type) or a cell without any part is an error.
+    /// Parses `lang=sw,task=ner` specs, one per held-out cell. A type named more than once lists
+    /// alternatives: `lang=deu,lang=fra` holds out both languages, and `lang=deu,lang=fra,task=qa`
+    /// the cells (deu, qa) and (fra, qa). A part without `=`, an empty type or value (`lang=`,
+    /// `=deu`), a spec without any part, or one that expands to more than 10,000 cells is an
+    /// error.
     pub fn parse(specs: &[String]) -> Result<Self> {
-        let mut cells = Vec::new();
+        let mut cells: Vec<BTreeMap<String, String>> = Vec::new();
         for spec in specs {
             let bad = |m: String| ModelError::Invalid(format!("held-out cell {spec:?}: {m}"));
-            let mut cell = BTreeMap::new();
+            // Type → its values, each once, in the order given.
+            let mut values: BTreeMap<String, Vec<String>> = BTreeMap::new();
             for part in spec.split(',').filter(|p| !p.trim().is_empty()) {
                 let (k, v) = part
                     .split_once('=')
@@ -83,17 +91,41 @@ impl Holdout {
                         "{part:?} needs both a feature type and a value"
                     )));
                 }
-                if cell.insert(k.to_string(), v.to_string()).is_some() {
-                    return Err(bad(format!(
-                        "the feature type {k:?} is named twice (an example has one value per \
-                         type; give each cell its own --holdout)"
-                    )));
+                let listed = values.entry(k.to_string()).or_default();
+                if !listed.iter().any(|x| x == v) {
+                    listed.push(v.to_string());
                 }
             }
-            if cell.is_empty() {
+            if values.is_empty() {
                 return Err(bad("names no feature".into()));
             }
-            cells.push(cell);
+            let count = values
+                .values()
+                .try_fold(1usize, |n, vs| n.checked_mul(vs.len()))
+                .filter(|&n| n <= MAX_CELLS_PER_SPEC);
+            if count.is_none() {
+                return Err(bad(format!(
+                    "its alternatives make more than {MAX_CELLS_PER_SPEC} cells"
+                )));
+            }
+            let mut expanded = vec![BTreeMap::new()];
+            for (k, vs) in &values {
+                expanded = expanded
+                    .into_iter()
+                    .flat_map(|cell| {
+                        vs.iter().map(move |v| {
+                            let mut cell = cell.clone();
+                            cell.insert(k.clone(), v.clone());
+                            cell
+                        })
+                    })
+                    .collect();
+            }
+            for cell in expanded {
+                if !cells.contains(&cell) {
+                    cells.push(cell);
+                }
+            }
         }
         Ok(Self { cells })
     }
@@ -216,12 +248,94 @@ pub fn cap_per_cell(examples: &mut Vec<Example>, type_names: &[&str], max: usize
     });
 }
 
+/// Examples tokenized as training and evaluation see them (prompt, target, end-of-sequence),
+/// those longer than the model's context left out or cut as the policy says, before any feature
+/// value is registered: a value only over-long examples have is not trained.
+pub struct Tokenized {
+    /// The examples kept, in order.
+    pub examples: Vec<Example>,
+    /// The tokens of each kept example.
+    pub encoded: Vec<Encoded>,
+    /// What was left out or cut.
+    pub long: LongReport,
+}
+
+impl Tokenized {
+    /// Tokenizes `examples` (prompts built over `type_names`) within `context`. A target that
+    /// tokenizes to nothing is an error naming the example. Under [`LongExamples::Error`] an
+    /// over-long example is an error naming it; otherwise it is skipped (or cut, and skipped
+    /// when its prompt alone fills the context) and counted, and an error when no example is
+    /// left.
+    pub fn new(
+        examples: &[Example],
+        type_names: &[&str],
+        tokenizer: &Tokenizer,
+        context: ContextLimit,
+        policy: LongExamples,
+    ) -> Result<Self> {
+        let eos = tokenizer.eos_id()?;
+        let mut kept = Self {
+            examples: Vec::with_capacity(examples.len()),
+            encoded: Vec::with_capacity(examples.len()),
+            long: LongReport::default(),
+        };
+        for ex in examples {
+            if ex.target.trim().is_empty() {
+                return Err(nothing_to_predict(ex));
+            }
+            let prompt = prompt_text(ex, type_names);
+            let target = target_text(ex);
+            let truncate = policy == LongExamples::Truncate;
+            let encoded =
+                match tokenizer.encode_within(&prompt, &target, Some(eos), context, truncate)? {
+                    Fit::Fits(e) if e.has_continuation() => e,
+                    // Truncation left only the prompt: nothing to learn or score.
+                    Fit::Fits(_) => {
+                        kept.long.skip(&ex.location);
+                        continue;
+                    }
+                    Fit::TooLong(found) if policy == LongExamples::Error => {
+                        return Err(context.too_long(&ex.location, found, "example"))
+                    }
+                    Fit::TooLong(_) => {
+                        kept.long.skip(&ex.location);
+                        continue;
+                    }
+                };
+            if encoded.truncated {
+                kept.long.truncate(&ex.location);
+            } else if encoded.tokens.len() - encoded.prompt_len < 2 {
+                // Only the end-of-sequence token follows the prompt.
+                return Err(nothing_to_predict(ex));
+            }
+            kept.examples.push(ex.clone());
+            kept.encoded.push(encoded);
+        }
+        if kept.examples.is_empty() && kept.long.skipped > 0 {
+            return Err(ModelError::Invalid(format!(
+                "all {} examples are longer than {} and were skipped (first: {})",
+                kept.long.skipped,
+                context.describe(),
+                kept.long.first[0]
+            )));
+        }
+        Ok(kept)
+    }
+}
+
+fn nothing_to_predict(ex: &Example) -> ModelError {
+    ModelError::Invalid(format!(
+        "{}: the target {:?} tokenizes to nothing",
+        ex.location, ex.target
+    ))
+}
+
 /// One example ready for training or evaluation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Prepared {
     pub cell: usize,
     pub features: FeatureSet,
-    /// Prompt tokens, then target tokens, then end-of-sequence.
+    /// Prompt tokens, then target tokens, then end-of-sequence (unless truncation cut it off).
     pub tokens: Vec<u32>,
     pub prompt_len: usize,
 }
@@ -233,49 +347,31 @@ pub struct PreparedSet {
     pub examples: Vec<Prepared>,
     /// Indices into `examples`, per cell.
     pub by_cell: Vec<Vec<usize>>,
+    /// The examples left out or cut for being longer than the model's context.
+    pub long: LongReport,
 }
 
 impl PreparedSet {
-    /// Tokenizes `examples` and encodes their features (training mode: an unknown value is an
-    /// error unless its type may grow). A target that tokenizes to nothing is an error naming the
-    /// example; so is an empty set.
-    pub fn training(
-        examples: &[Example],
-        registry: &mut Registry,
-        tokenizer: &Tokenizer,
-    ) -> Result<Self> {
-        Self::build(
-            examples,
-            tokenizer,
-            |r, ex| {
-                r.encode_training(ex)
-                    .map_err(|e| ModelError::Invalid(e.to_string()))
-            },
-            registry,
-        )
+    /// Encodes the features of `tokenized` (training mode: an unknown value is an error unless
+    /// its type may grow) and groups the examples by cell. An empty set is an error.
+    pub fn training(tokenized: Tokenized, registry: &mut Registry) -> Result<Self> {
+        Self::build(tokenized, registry, |r, ex| {
+            r.encode_training(ex)
+                .map_err(|e| ModelError::Invalid(e.to_string()))
+        })
     }
 
     /// As [`Self::training`], but unknown feature values become absent (zero-shot serving).
-    pub fn inference(
-        examples: &[Example],
-        registry: &mut Registry,
-        tokenizer: &Tokenizer,
-    ) -> Result<Self> {
-        Self::build(
-            examples,
-            tokenizer,
-            |r, ex| Ok(r.encode_inference(ex)),
-            registry,
-        )
+    pub fn inference(tokenized: Tokenized, registry: &mut Registry) -> Result<Self> {
+        Self::build(tokenized, registry, |r, ex| Ok(r.encode_inference(ex)))
     }
 
     fn build(
-        examples: &[Example],
-        tokenizer: &Tokenizer,
-        mut encode: impl FnMut(&mut Registry, &Example) -> Result<FeatureSet>,
+        tokenized: Tokenized,
         registry: &mut Registry,
+        mut encode: impl FnMut(&mut Registry, &Example) -> Result<FeatureSet>,
     ) -> Result<Self> {
-        if examples.is_empty() {
+        if tokenized.examples.is_empty() {
             return Err(ModelError::Invalid(
                 "no examples to train or evaluate on".into(),
             ));
@@ -286,21 +382,13 @@ impl PreparedSet {
             .map(|s| s.to_string())
             .collect();
         let names: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
-        let mut set = PreparedSet::default();
+        let mut set = PreparedSet {
+            long: tokenized.long,
+            ..PreparedSet::default()
+        };
         let mut cell_index: BTreeMap<String, usize> = BTreeMap::new();
-        for ex in examples {
+        for (ex, encoded) in tokenized.examples.iter().zip(tokenized.encoded) {
             let features = encode(registry, ex)?;
-            let mut tokens = tokenizer.encode_prompt(&prompt_text(ex, &names))?;
-            let prompt_len = tokens.len();
-            let target = tokenizer.encode(&target_text(ex))?;
-            if target.is_empty() || ex.target.trim().is_empty() {
-                return Err(ModelError::Invalid(format!(
-                    "{}: the target {:?} tokenizes to nothing",
-                    ex.location, ex.target
-                )));
-            }
-            tokens.extend(target);
-            tokens.push(tokenizer.eos_id()?);
             let name = cell_name(ex, &names);
             let cell = *cell_index.entry(name.clone()).or_insert_with(|| {
                 set.cell_names.push(name);
@@ -311,8 +399,8 @@ impl PreparedSet {
             set.examples.push(Prepared {
                 cell,
                 features,
-                tokens,
-                prompt_len,
+                tokens: encoded.tokens,
+                prompt_len: encoded.prompt_len,
             });
         }
         Ok(set)

@@ -66,6 +66,31 @@ pub fn adapter_params(model: &LlamaModel, layout: &Layout) -> u128 {
     total
 }
 
+/// Adapter types whose rank exceeds the smallest dimension of the projections they adapt, with
+/// that dimension: a low-rank update of an `in × out` matrix has rank at most min(in, out), so a
+/// larger rank only adds parameters, memory and time.
+pub fn ranks_above_the_dimensions(
+    model: &LlamaModel,
+    layout: &Layout,
+) -> Vec<(String, usize, usize)> {
+    let smallest = model
+        .layers
+        .iter()
+        .flat_map(|layer| TargetModule::ALL.into_iter().zip(layer.linears()))
+        .filter(|(module, _)| layout.targets.contains(module))
+        .map(|(_, lin)| lin.in_dim().min(lin.out_dim()))
+        .min();
+    let Some(smallest) = smallest else {
+        return Vec::new();
+    };
+    layout
+        .adapter_types()
+        .into_iter()
+        .filter(|(_, t)| t.rank > smallest)
+        .map(|(name, t)| (name, t.rank, smallest))
+        .collect()
+}
+
 /// The estimate for training `layout` on `model` with micro-batches of `batch_tokens` tokens.
 pub fn estimate(model: &LlamaModel, layout: &Layout, batch_tokens: usize) -> MemoryEstimate {
     let c = &model.config;

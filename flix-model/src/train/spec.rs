@@ -11,6 +11,7 @@ use super::layout::{Layout, Method, SharedAdapter};
 use crate::adapters::TargetModule;
 use crate::error::{ModelError, Result};
 use crate::eval::periodic::PeriodicEvalSpec;
+use crate::length::LongExamples;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainSpec {
@@ -36,6 +37,10 @@ pub struct TrainSpec {
     pub match_compute: bool,
     /// Target modules (`q`, `v`, ...; empty: all seven).
     pub targets: Vec<String>,
+    /// Training examples longer than the base model's context: skipped and counted (default),
+    /// truncated to it, or an error.
+    #[serde(default)]
+    pub long_examples: LongExamples,
     pub steps: u64,
     /// Tokens per micro-batch (examples are added while they fit; at least one).
     pub batch_tokens: usize,
@@ -98,6 +103,7 @@ impl TrainSpec {
             shared_rank: None,
             match_compute: false,
             targets: Vec::new(),
+            long_examples: LongExamples::default(),
             steps: 100,
             batch_tokens: 2048,
             grad_accum: 1,

@@ -17,7 +17,7 @@ use super::checkpoint::{
     checkpoint_candidates, latest_checkpoint, load_into, read_adapter_config, read_state,
     step_dirs, write_checkpoint, AdapterConfig, CONFIG_FILE, OPTIMIZER_FILE, WEIGHTS_FILE,
 };
-use super::data::{training_examples, PreparedSet, TrainingData};
+use super::data::{training_examples, PreparedSet, Tokenized, TrainingData};
 use super::fingerprint::check_base_fingerprint;
 use super::layout::{Layout, Method};
 use super::sampler::MixtureSampler;
@@ -28,8 +28,10 @@ use crate::batch::{Batch, Sequence};
 use crate::error::{ModelError, Result};
 use crate::eval::periodic::{EvalRecord, PeriodicEval};
 use crate::eval::Model;
+use crate::length::ContextLimit;
 use crate::llama::{LlamaModel, TrainMode};
 use crate::optim::{AdamW, SavedState};
+use crate::source::ModelSource;
 use crate::tokenize::Tokenizer;
 
 /// Token tile of the batch plan (the unit of GPU work; any size is correct on the CPU).
@@ -77,6 +79,9 @@ pub struct Trainer {
     pub step: u64,
     /// What resuming had to work around (a damaged checkpoint skipped), for the user to read.
     pub resume_notes: Vec<String>,
+    /// What the user should know before the first step: examples left out or cut for being
+    /// longer than the model's context, ranks larger than the adapted projections.
+    pub notes: Vec<String>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
@@ -216,9 +221,17 @@ impl Trainer {
             examples: train,
             holdout,
         } = training_examples(&spec)?;
-        let mut registry = Registry::discover(&spec.features, &train).map_err(core)?;
         let tokenizer = Tokenizer::load(&spec.base)?;
-        let data = PreparedSet::training(&train, &mut registry, &tokenizer)?;
+        let context = ContextLimit::new(
+            ModelSource::open(&spec.base)?
+                .config()?
+                .max_position_embeddings,
+        );
+        let type_names = spec.features.type_names();
+        let tokenized =
+            Tokenized::new(&train, &type_names, &tokenizer, context, spec.long_examples)?;
+        let mut registry = Registry::discover(&spec.features, &tokenized.examples).map_err(core)?;
+        let data = PreparedSet::training(tokenized, &mut registry)?;
         spec.check_types_have_values(&registry)?;
         let sizes: Vec<usize> = data.by_cell.iter().map(|c| c.len()).collect();
         let sampler = MixtureSampler::new(&sizes, spec.temperature, spec.cap, spec.seed)?;
@@ -227,7 +240,10 @@ impl Trainer {
         let device = Device::parse(&spec.device)?;
         let mut model = LlamaModel::load(&spec.base, &device)?;
         // Before the adapters and optimizer state are allocated: absurd sizes are refused here.
-        let needed = super::memory::estimate(&model, &layout, spec.batch_tokens);
+        // A micro-batch holds at least one example, however long (up to the context).
+        let longest = data.examples.iter().map(|e| e.tokens.len()).max();
+        let micro_batch_tokens = spec.batch_tokens.max(longest.unwrap_or(0));
+        let needed = super::memory::estimate(&model, &layout, micro_batch_tokens);
         super::memory::check_fits(&needed, super::memory::available_memory(&device))?;
         let full = layout.method == Method::Full;
         if let Some(adapters) = layout.adapter_spec(spec.seed) {
@@ -258,6 +274,19 @@ impl Trainer {
             }
             None => None,
         };
+        let mut notes: Vec<String> = data
+            .long
+            .note("training example", context)
+            .into_iter()
+            .chain(periodic.as_ref().and_then(|p| p.length_note(context)))
+            .collect();
+        for (name, rank, smallest) in super::memory::ranks_above_the_dimensions(&model, &layout) {
+            notes.push(format!(
+                "the rank {rank} of the {name} adapters exceeds {smallest}, the smallest \
+                 dimension of the projections they adapt: an update of those has rank at most \
+                 {smallest}, so the rest only costs memory and time"
+            ));
+        }
         Ok(Self {
             spec,
             run_dir: run_dir.to_path_buf(),
@@ -273,6 +302,7 @@ impl Trainer {
             periodic,
             step: 0,
             resume_notes: Vec::new(),
+            notes,
         })
     }
 
