@@ -228,6 +228,73 @@ pub fn duplicate(t: &Tensor) -> Result<Tensor> {
     Ok(out)
 }
 
+/// Copies `rows` rows of the 2-D `src`, from row `src_row`, into the 2-D `dst` from row
+/// `dst_row`: same device, dtype and row width (a device-to-device copy on CUDA). The key/value
+/// cache of generation grows and is gathered this way without leaving the device.
+pub fn copy_rows(
+    src: &Tensor,
+    src_row: usize,
+    dst: &mut Tensor,
+    dst_row: usize,
+    rows: usize,
+) -> Result<()> {
+    const OP: &str = "copy_rows";
+    let (width, src_rows, dst_rows) = match (src.shape(), dst.shape()) {
+        (&[sr, w], &[dr, dw]) if w == dw => (w, sr, dr),
+        _ => {
+            return Err(KernelError::Invalid {
+                op: OP,
+                message: format!(
+                    "source {:?} and destination {:?} must be 2-D with one row width",
+                    src.shape(),
+                    dst.shape()
+                ),
+            })
+        }
+    };
+    let fits = |start: usize, len: usize| start.checked_add(rows).is_some_and(|end| end <= len);
+    if !fits(src_row, src_rows) || !fits(dst_row, dst_rows) {
+        return Err(KernelError::Invalid {
+            op: OP,
+            message: format!(
+                "rows {src_row}..+{rows} of a {src_rows}-row source into rows {dst_row}..+{rows} \
+                 of a {dst_rows}-row destination"
+            ),
+        });
+    }
+    if !src.device().same(dst.device()) || src.dtype() != dst.dtype() {
+        return Err(KernelError::Invalid {
+            op: OP,
+            message: format!("source {src:?} and destination {dst:?} differ in device or dtype"),
+        });
+    }
+    let (from, to, n) = (src_row * width, dst_row * width, rows * width);
+    if n == 0 {
+        return Ok(());
+    }
+    if let Device::Cuda(backend) = src.device().clone() {
+        let stream = backend.stream();
+        match (src.storage(), dst.storage_mut()) {
+            (Storage::CudaF32(s), Storage::CudaF32(d)) => {
+                stream.memcpy_dtod(&s.slice(from..from + n), &mut d.slice_mut(to..to + n))?
+            }
+            (Storage::CudaBf16(s), Storage::CudaBf16(d)) => {
+                stream.memcpy_dtod(&s.slice(from..from + n), &mut d.slice_mut(to..to + n))?
+            }
+            _ => {
+                return Err(KernelError::Invalid {
+                    op: OP,
+                    message: "source and destination storages differ".into(),
+                })
+            }
+        }
+        return Ok(());
+    }
+    let values = src.cpu_data(OP)?[from..from + n].to_vec();
+    dst.cpu_data_mut(OP)?[to..to + n].copy_from_slice(&values);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,6 +377,36 @@ mod tests {
                     .collect();
                 assert_near("sum_rows", dtype, &db.to_f32_vec().unwrap(), &want);
             }
+        }
+    }
+
+    #[test]
+    fn copy_rows_moves_exactly_the_rows_asked_for_and_checks_ranges() {
+        for (device, dtype) in cases("copy_rows") {
+            let src_values = rounded(5 * 3, 4);
+            let src = Tensor::from_f32(&device, dtype, &[5, 3], &src_values).unwrap();
+            let mut dst = Tensor::from_f32(&device, dtype, &[4, 3], &[0.5; 12]).unwrap();
+            copy_rows(&src, 1, &mut dst, 2, 2).unwrap();
+            let mut want = vec![0.5f32; 12];
+            want[6..12].copy_from_slice(&src_values[3..9]);
+            assert_eq!(dst.to_f32_vec().unwrap(), want, "{device} {dtype:?}");
+            assert!(
+                copy_rows(&src, 4, &mut dst, 0, 2).is_err(),
+                "past the source"
+            );
+            assert!(
+                copy_rows(&src, 0, &mut dst, 3, 2).is_err(),
+                "past the destination"
+            );
+            assert!(
+                copy_rows(&src, usize::MAX, &mut dst, 0, 2).is_err(),
+                "overflow"
+            );
+            let mut wide = Tensor::zeros(&device, dtype, &[4, 4]).unwrap();
+            assert!(
+                copy_rows(&src, 0, &mut wide, 0, 1).is_err(),
+                "row widths differ"
+            );
         }
     }
 

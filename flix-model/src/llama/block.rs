@@ -21,7 +21,7 @@ use flix_kernels::flix::DevicePlan;
 use flix_kernels::ops::attention::{
     attention_backward, attention_cached_forward, attention_forward, AttentionShape,
 };
-use flix_kernels::ops::elementwise::add_assign;
+use flix_kernels::ops::elementwise::{add_assign, copy_rows};
 use flix_kernels::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 use flix_kernels::ops::rope::{inv_freq, rope_backward, rope_forward};
 use flix_kernels::ops::swiglu::{gated_backward, gated_forward, GateActivation};
@@ -103,12 +103,55 @@ pub struct LayerSaved {
     lin: [LinearSaved; 7],
 }
 
-/// One layer's key/value cache for generation: per sequence, its keys and values so far
-/// (after RoPE), row-major `[len, kv_dim]`.
+/// One layer's key/value cache for generation, on the model's device: per cache slot (a
+/// sequence of the decoder, or None when the slot is free), its keys and values so far.
 #[derive(Default)]
 pub struct LayerCache {
-    pub k: Vec<Vec<f32>>,
-    pub v: Vec<Vec<f32>>,
+    pub slots: Vec<Option<SequenceCache>>,
+}
+
+/// A sequence's keys and values (after RoPE): the first `len` rows of `[capacity, kv_dim]`
+/// buffers that grow by doubling, so appending a token copies one row, not the whole cache.
+pub struct SequenceCache {
+    k: Tensor,
+    v: Tensor,
+    len: usize,
+}
+
+impl SequenceCache {
+    /// Appends rows `from..from + n` of the step's `k` and `v` (`[T, kv_dim]`).
+    fn append(
+        slot: &mut Option<Self>,
+        k: &Tensor,
+        v: &Tensor,
+        from: usize,
+        n: usize,
+    ) -> Result<()> {
+        let kv_dim = k.shape()[1];
+        let mut cache = match slot.take() {
+            Some(c) if c.len + n <= c.k.shape()[0] => c,
+            old => {
+                let (len, capacity) = old.as_ref().map_or((0, 0), |c| (c.len, c.k.shape()[0]));
+                let capacity = (2 * capacity).max(len + n).max(16);
+                let fresh = || Tensor::zeros(k.device(), k.dtype(), &[capacity, kv_dim]);
+                let mut grown = Self {
+                    k: fresh()?,
+                    v: fresh()?,
+                    len,
+                };
+                if let Some(old) = old {
+                    copy_rows(&old.k, 0, &mut grown.k, 0, len)?;
+                    copy_rows(&old.v, 0, &mut grown.v, 0, len)?;
+                }
+                grown
+            }
+        };
+        copy_rows(k, from, &mut cache.k, cache.len, n)?;
+        copy_rows(v, from, &mut cache.v, cache.len, n)?;
+        cache.len += n;
+        *slot = Some(cache);
+        Ok(())
+    }
 }
 
 /// What a layer needs to know about the batch besides its activations.
@@ -452,21 +495,29 @@ impl DecoderLayer {
         let (b, s) = (inp.batch, self.shape);
         let (xn1, _) = rmsnorm_forward(&x, &self.input_norm.value, self.eps)?;
         let Qkv { q, k, v, .. } = self.qkv(inp, &xn1)?;
-        let kv_dim = s.kv_heads * s.head_dim;
-        let (k_new, v_new) = (k.to_f32_vec()?, v.to_f32_vec()?);
+        // Append the step's keys and values to each sequence's cache, then gather every active
+        // sequence's whole cache into one packed K and V: all on the device.
         let mut kv_starts = vec![0];
-        let (mut k_all, mut v_all) = (Vec::new(), Vec::new());
-        for (seg, &i) in seqs.iter().enumerate() {
-            let rows = b.starts[seg] * kv_dim..b.starts[seg + 1] * kv_dim;
-            cache.k[i].extend_from_slice(&k_new[rows.clone()]);
-            cache.v[i].extend_from_slice(&v_new[rows]);
-            k_all.extend_from_slice(&cache.k[i]);
-            v_all.extend_from_slice(&cache.v[i]);
-            kv_starts.push(k_all.len() / kv_dim);
+        for (seg, &slot) in seqs.iter().enumerate() {
+            let entry = cache
+                .slots
+                .get_mut(slot)
+                .ok_or_else(|| ModelError::Batch(format!("cache slot {slot} does not exist")))?;
+            let (from, n) = (b.starts[seg], b.starts[seg + 1] - b.starts[seg]);
+            SequenceCache::append(entry, &k, &v, from, n)?;
+            let len = entry.as_ref().map_or(0, |c| c.len);
+            kv_starts.push(kv_starts[seg] + len);
         }
-        let rows = k_all.len() / kv_dim;
-        let k_all = Tensor::from_f32(x.device(), x.dtype(), &[rows, kv_dim], &k_all)?;
-        let v_all = Tensor::from_f32(x.device(), x.dtype(), &[rows, kv_dim], &v_all)?;
+        let rows = kv_starts[seqs.len()];
+        let kv_dim = s.kv_heads * s.head_dim;
+        let mut k_all = Tensor::zeros(x.device(), x.dtype(), &[rows, kv_dim])?;
+        let mut v_all = Tensor::zeros(x.device(), x.dtype(), &[rows, kv_dim])?;
+        for (seg, &slot) in seqs.iter().enumerate() {
+            if let Some(c) = &cache.slots[slot] {
+                copy_rows(&c.k, 0, &mut k_all, kv_starts[seg], c.len)?;
+                copy_rows(&c.v, 0, &mut v_all, kv_starts[seg], c.len)?;
+            }
+        }
         let attn = attention_cached_forward(&q, &k_all, &v_all, &b.starts, &kv_starts, s)?;
         let (o, _) = self.o_proj.forward(inp.plan, &attn)?;
         let (x_mid, _) = self.join_attention(o, &x)?;

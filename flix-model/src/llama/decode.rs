@@ -129,10 +129,9 @@ impl<'m> Decoder<'m> {
             Some(slot) => slot,
             None => {
                 for cache in &mut self.caches {
-                    cache.k.push(Vec::new());
-                    cache.v.push(Vec::new());
+                    cache.slots.push(None);
                 }
-                self.caches.first().map_or(0, |c| c.k.len() - 1)
+                self.caches.first().map_or(0, |c| c.slots.len() - 1)
             }
         };
         let id = SequenceId(self.next_id);
@@ -234,8 +233,7 @@ impl<'m> Decoder<'m> {
 
     fn release(&mut self, cache_slot: usize) {
         for cache in &mut self.caches {
-            cache.k[cache_slot] = Vec::new();
-            cache.v[cache_slot] = Vec::new();
+            cache.slots[cache_slot] = None;
         }
         self.free_cache_slots.push(cache_slot);
     }
