@@ -8,17 +8,25 @@ its metadata; this script scores a few multilingual texts with it, one of them l
   flix-model/tests/fixtures/gemma3-270m/texts.jsonl     one example per text, input "" (so every
                                                         token of the target after BOS is scored)
   flix-model/tests/fixtures/gemma3-270m/reference.json  per text: token ids (BOS first) and the
-                                                        log-probability of every token after BOS
+                                                        log-probability of every token after BOS,
+                                                        twice: `token_logprobs` with torch's SIMD
+                                                        kernels (the default on this machine), and
+                                                        `token_logprobs_portable` with its portable
+                                                        kernels (ATEN_CPU_CAPABILITY=default)
 
-The `gemma3_real` test of flix-model compares `flix score` with these when FLIX_GEMMA3_GGUF names
-the GGUF file (scripts/fetch_gemma3_gguf.sh fetches it).
-
-Run:  /opt/hfvenv/bin/python scripts/gemma3_reference_logprobs.py [GGUF]
+Why two: torch's SIMD `pow` (Sleef, 1-ulp accuracy) rounds one of the 128 inverse RoPE
+frequencies (10^3.46875) one ulp away from the correctly rounded f32 value, which the portable
+kernel (the C library's powf) and flix compute, so the SIMD reference depends on the machine's
+vector unit. The two passes differ by at most 3e-5 except at one ill-conditioned token (position
+1,946 of the long text: 2.7e-4), where both lie 1.0-1.3e-3 from a float64 run of transformers.
 """
 
 import json
+import os
 import pathlib
+import subprocess
 import sys
+import tempfile
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -55,20 +63,14 @@ def long_text():
     return " ".join(parts)
 
 
-def main():
-    gguf = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_GGUF
+def score_all(gguf, texts):
+    """(token ids, log-probability of every token after BOS) of each text, in float32."""
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32, attn_implementation="eager"
     )
     model.eval()
-    texts = TEXTS + [long_text()]
-    OUT.mkdir(parents=True, exist_ok=True)
-    reference = []
-    with open(OUT / "texts.jsonl", "w", encoding="utf-8") as f:
-        for i, text in enumerate(texts):
-            f.write(json.dumps({"id": f"text-{i}", "input": "", "target": text},
-                               ensure_ascii=False) + "\n")
+    scored = []
     for i, text in enumerate(texts):
         ids = tokenizer(text, add_special_tokens=True)["input_ids"]
         assert ids[0] == tokenizer.bos_token_id, "the tokenizer adds BOS"
@@ -76,13 +78,41 @@ def main():
             logits = model(torch.tensor([ids])).logits[0].double()
         logprobs = torch.log_softmax(logits, dim=-1)
         token_logprobs = [logprobs[t - 1, ids[t]].item() for t in range(1, len(ids))]
-        reference.append({"id": f"text-{i}", "ids": ids, "token_logprobs": token_logprobs})
-        print(f"text-{i}: {len(ids)} tokens, mean log-prob "
-              f"{sum(token_logprobs) / len(token_logprobs):.4f}")
+        scored.append((ids, token_logprobs))
+        print(f"text-{i} ({torch.backends.cpu.get_cpu_capability()} kernels): {len(ids)} tokens, "
+              f"mean log-prob {sum(token_logprobs) / len(token_logprobs):.4f}")
+    return scored
+
+
+def main():
+    gguf = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_GGUF
+    texts = TEXTS + [long_text()]
+    if len(sys.argv) > 3 and sys.argv[2] == "--portable-pass":
+        # The child process of the second pass: torch read ATEN_CPU_CAPABILITY at start-up.
+        pathlib.Path(sys.argv[3]).write_text(json.dumps(score_all(gguf, texts)))
+        return
+    stock = score_all(gguf, texts)
+    with tempfile.TemporaryDirectory() as tmp:
+        portable_file = pathlib.Path(tmp) / "portable.json"
+        env = dict(os.environ, ATEN_CPU_CAPABILITY="default")
+        subprocess.run([sys.executable, __file__, str(gguf), "--portable-pass", str(portable_file)],
+                       env=env, check=True)
+        portable = json.loads(portable_file.read_text())
+    OUT.mkdir(parents=True, exist_ok=True)
+    with open(OUT / "texts.jsonl", "w", encoding="utf-8") as f:
+        for i, text in enumerate(texts):
+            f.write(json.dumps({"id": f"text-{i}", "input": "", "target": text},
+                               ensure_ascii=False) + "\n")
+    reference = []
+    for i, ((ids, token_logprobs), (portable_ids, portable_logprobs)) in enumerate(zip(stock, portable)):
+        assert ids == portable_ids, "both passes tokenize alike"
+        reference.append({"id": f"text-{i}", "ids": ids, "token_logprobs": token_logprobs,
+                          "token_logprobs_portable": portable_logprobs})
     meta = {
         "gguf": gguf.name,
         "transformers": __import__("transformers").__version__,
         "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "dtype": "float32",
         "attn_implementation": "eager",
         "texts": reference,

@@ -4,11 +4,15 @@
 //! multilingual texts, one of 2,340 tokens so that the 512-token sliding window matters). Runs
 //! when `FLIX_GEMMA3_GGUF` names the file (`scripts/fetch_gemma3_gguf.sh`); says it skipped
 //! otherwise. On the CPU, and on CUDA in f32 when a GPU is present (skipped with a message
-//! otherwise; FLIX_REQUIRE_GPU=1 makes a missing GPU a failure). Token ids must be equal, and the log-probabilities (f32) within 1e-3 for at least
-//! 99.9 % of the tokens and within 5e-3 for all: past position ~1,900 of the long text a token
-//! or two differ by up to 2e-3, because PyTorch's f32 `pow` rounds one of the 128 inverse RoPE
-//! frequencies one ulp away from the correctly rounded value we use, which turns that rotation
-//! by ~1e-4 rad at such positions.
+//! otherwise; FLIX_REQUIRE_GPU=1 makes a missing GPU a failure).
+//!
+//! Token ids must be equal. The reference holds two passes of transformers (see the script),
+//! with torch's SIMD CPU kernels and with its portable ones; against each, the log-probabilities
+//! (f32) must be within 1e-3 for at least 99.9 % of the tokens and within 5e-3 for all. One token
+//! (position 1,946 of the long text) is ill-conditioned: torch's two kernel sets differ there by
+//! 2.7e-4 (3e-5 at most elsewhere), both lie 1.0–1.3e-3 from a float64 run of transformers, and
+//! flix's f32 lies 2.1e-3 from them and 3.1e-3 from float64 (elsewhere at most 2.2e-4 from
+//! float64, about twice torch's own f32 error).
 
 use std::path::{Path, PathBuf};
 
@@ -42,7 +46,7 @@ fn gemma3_270m_gguf_scores_match_transformers() {
         serde_json::from_str(&std::fs::read_to_string(fixture("reference.json")).unwrap()).unwrap();
     let texts = std::fs::read_to_string(fixture("texts.jsonl")).unwrap();
     let mut sequences = Vec::new();
-    let mut expected = Vec::new();
+    let (mut simd, mut portable) = (Vec::new(), Vec::new());
     for (line, want) in texts.lines().zip(reference["texts"].as_array().unwrap()) {
         let example: serde_json::Value = serde_json::from_str(line).unwrap();
         let seq = tokenizer
@@ -59,21 +63,35 @@ fn gemma3_270m_gguf_scores_match_transformers() {
             .collect();
         assert_eq!(seq.tokens, want_ids, "token ids of {}", want["id"]);
         sequences.push(seq);
-        expected.push(want["token_logprobs"].clone());
+        simd.push(want["token_logprobs"].clone());
+        portable.push(want["token_logprobs_portable"].clone());
     }
     for device in &devices {
         let model = source.load_as(device, DType::F32).unwrap();
         let scores = score_sequences(&model, &sequences, None, 4096).unwrap();
-        eprintln!("on {device}:");
-        check(&scores, &expected);
+        let total: usize = scores.iter().map(|s| s.token_logprobs.len()).sum();
+        for (kernels, expected) in [("portable", &portable), ("SIMD", &simd)] {
+            eprintln!("on {device}, against transformers with torch's {kernels} kernels:");
+            let (worst, over) = differences(&scores, expected);
+            assert!(worst <= 5e-3, "worst |Δ log-prob| {worst}");
+            assert!(
+                over * 1000 <= total,
+                "{over} of {total} tokens differ by more than 1e-3"
+            );
+        }
     }
 }
 
-/// Per-text worst differences; the tolerances of the module docs.
-fn check(scores: &[flix_model::ExampleScore], expected: &[serde_json::Value]) {
+/// Prints per-text worst differences; returns the worst and the number of tokens over 1e-3.
+fn differences(
+    scores: &[flix_model::ExampleScore],
+    expected: &[serde_json::Value],
+) -> (f64, usize) {
     let (mut worst, mut over, mut total) = (0.0f64, 0usize, 0usize);
     for (i, (score, want)) in scores.iter().zip(expected).enumerate() {
-        let want = want.as_array().unwrap();
+        let want = want
+            .as_array()
+            .expect("reference.json lacks a pass: rerun scripts/gemma3_reference_logprobs.py");
         assert_eq!(score.token_logprobs.len(), want.len());
         let (mut text_worst, mut at) = (0.0f64, 0);
         for (t, (got, want)) in score.token_logprobs.iter().zip(want).enumerate() {
@@ -102,9 +120,5 @@ fn check(scores: &[flix_model::ExampleScore], expected: &[serde_json::Value]) {
         "worst |Δ log-prob| over {} texts: {worst:.2e}; {over} of {total} tokens over 1e-3",
         scores.len()
     );
-    assert!(worst <= 5e-3, "worst |Δ log-prob| {worst}");
-    assert!(
-        over * 1000 <= total,
-        "{over} of {total} tokens differ by more than 1e-3"
-    );
+    (worst, over)
 }
