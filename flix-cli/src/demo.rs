@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use flix_core::demo::{
+use flix_demo::{
     diagonal_heldout, generate, write_dir, DemoConfig, DemoMixture, Task, TEST_FILE, TRAIN_FILE,
 };
 use flix_core::{read_jsonl, FeatureConfig, TypeConfig, TypeDefaults};

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use flix_core::demo::{generate, write_dir, DemoConfig, TRAIN_FILE};
+use flix_demo::{generate, write_dir, DemoConfig, TRAIN_FILE};
 use flix_model::tokenize::char_tokenizer_json;
 use flix_model::train::base::{write_random_base, TinyLlamaShape};
 
@@ -14,7 +14,7 @@ pub fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
         dev_per_cell: 0,
         test_per_cell: 0,
         knowledge_dates_per_language: 1,
-        ..DemoConfig::for_grid(&["eng", "deu", "fra"], &flix_core::demo::Task::ALL[..3])
+        ..DemoConfig::for_grid(&["eng", "deu", "fra"], &flix_demo::Task::ALL[..3])
     };
     let mixture = generate(&config).unwrap();
     let data = dir.join("data");

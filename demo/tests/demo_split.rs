@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use flix_core::demo::{
+use flix_demo::{
     diagonal_heldout, generate, validate_heldout, Cell, DemoConfig, DemoError, Task,
 };
 
