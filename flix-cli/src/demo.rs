@@ -23,11 +23,12 @@ use flix_kernels::Device;
 use flix_model::eval::{evaluate, EvalOptions, EvalResult};
 use flix_model::tokenize::{char_tokenizer_json, Tokenizer};
 use flix_model::train::base::{save_model_dir, write_random_base, TinyLlamaShape};
-use flix_model::train::{load_trained, Holdout, Method, TrainSpec, Trainer};
+use flix_model::train::{Holdout, Method, TrainSpec, Trainer};
 use serde::Serialize;
 
 use crate::demo_claim::{summary, MeanStd, MethodScores};
 use crate::eval::format_grid;
+use crate::export::load_run;
 use crate::report::write_report;
 use crate::train::run_with_progress;
 
@@ -374,7 +375,7 @@ fn run_seed(s: &Settings, seed: u64, dir: &Path) -> Result<(EvalResult, EvalResu
     let device = Device::parse(&s.device)?;
     let mut evals = Vec::new();
     for (name, run_dir) in runs {
-        let trained = load_trained(&run_dir, &device)?;
+        let trained = load_run(&run_dir, &device)?;
         evals.push(evaluate(name, &trained, &test, &holdout, options)?);
     }
     let lora = evals.pop().context("no LoRA result")?;
