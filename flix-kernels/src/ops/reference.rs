@@ -140,6 +140,11 @@ fn log_sum_exp(z: &[f64]) -> f64 {
     m + z.iter().map(|a| (a - m).exp()).sum::<f64>().ln()
 }
 
+/// −log softmax(z)[target]: the cross-entropy of one row of logits.
+pub fn cross_entropy(z: &[f64], target: usize) -> f64 {
+    log_sum_exp(z) - z[target]
+}
+
 /// The summed cross-entropy of the LM head: Σ over tokens with a target ≥ 0 of
 /// −log softmax(W x_t)[target_t] (x [T, d], W [V, d]); tokens with a negative target are not
 /// scored.
@@ -147,8 +152,7 @@ pub fn linear_cross_entropy(x: &[f64], w: &[f64], targets: &[i32], d: usize) -> 
     let mut loss = 0.0;
     for (t, &y) in targets.iter().enumerate() {
         if y >= 0 {
-            let z = logits(x, w, d, t);
-            loss += log_sum_exp(&z) - z[y as usize];
+            loss += cross_entropy(&logits(x, w, d, t), y as usize);
         }
     }
     loss
