@@ -36,8 +36,8 @@ use flix_model::train::{Holdout, Method, TrainSpec, Trainer};
 use serde::{Deserialize, Serialize};
 
 use crate::demo_claim::MeanStd;
-use crate::export::load_run;
 use crate::eval::{eval_examples, eval_warnings, format_results, task_metrics};
+use crate::export::load_run;
 use crate::report::{html_escape, write_report_page};
 use crate::train::{holdout_specs, run_with_progress};
 

@@ -15,10 +15,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use flix_core::{read_jsonl, FeatureConfig, TypeConfig, TypeDefaults};
 use flix_demo::{
     diagonal_heldout, generate, write_dir, DemoConfig, DemoMixture, Task, TEST_FILE, TRAIN_FILE,
 };
-use flix_core::{read_jsonl, FeatureConfig, TypeConfig, TypeDefaults};
 use flix_kernels::Device;
 use flix_model::eval::{evaluate, EvalOptions, EvalResult};
 use flix_model::tokenize::{char_tokenizer_json, Tokenizer};

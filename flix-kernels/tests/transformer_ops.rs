@@ -17,9 +17,9 @@ use flix_kernels::ops::cross_entropy::{
 };
 use flix_kernels::ops::embedding::{embedding_backward, embedding_forward};
 use flix_kernels::ops::grad_norm::{clip_grad_norm, global_grad_norm};
+use flix_kernels::ops::reference;
 use flix_kernels::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 use flix_kernels::ops::rope::{inv_freq, rope_backward, rope_forward, RopeScaling};
-use flix_kernels::ops::reference;
 use flix_kernels::ops::swiglu::{swiglu_backward, swiglu_forward, GateActivation};
 use flix_kernels::{DType, Device, Tolerance};
 
@@ -94,7 +94,11 @@ fn rmsnorm_forward_and_backward_match_the_reference_on_every_device() {
         let (y, rstd) = reference::rmsnorm(&xs, &ws, eps as f64);
         let (dx, dw_sum) = reference::rmsnorm_backward(&xs, &ws, &g, eps as f64);
         // The op adds into dW.
-        let dwr: Vec<f64> = dw_sum.iter().zip(&dw0).map(|(a, &b)| a + b as f64).collect();
+        let dwr: Vec<f64> = dw_sum
+            .iter()
+            .zip(&dw0)
+            .map(|(a, &b)| a + b as f64)
+            .collect();
         let tol = tolerance(dtype);
         let (yt, rstd_got) = rmsnorm_forward(&x, &w, eps).unwrap();
         check(tol, "RMSNorm y", &device, dtype, &host(&yt), &y);

@@ -92,6 +92,11 @@ impl TargetModule {
         Self::ALL.into_iter().find(|m| m.hf_name() == name)
     }
 
+    /// The module whose GGUF tensor name is `name` (`attn_q`, ...), if any.
+    pub fn from_gguf_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.gguf_name() == name)
+    }
+
     /// The list of names for an error message, e.g. `q, k, v, o, gate, up, down`.
     pub fn list(name: impl Fn(Self) -> &'static str) -> String {
         Self::ALL.map(name).join(", ")
@@ -282,6 +287,7 @@ mod tests {
             assert_eq!(m.gguf_name(), gguf);
             assert_eq!(m.path(3), format!("model.layers.3.{layer_path}"));
             assert_eq!(TargetModule::from_hf_name(m.hf_name()), Some(m));
+            assert_eq!(TargetModule::from_gguf_name(gguf), Some(m));
             assert_eq!(TargetModule::parse(short).unwrap(), m);
         }
         assert_eq!(TargetModule::from_hf_name("q"), None);

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use common::fixture;
 use flix_core::{FeatureConfig, TypeDefaults};
+use flix_kernels::Device;
 use flix_model::train::checkpoint::{latest_checkpoint, CONFIG_FILE, OPTIMIZER_FILE, WEIGHTS_FILE};
 use flix_model::train::tensor_file::{load_tensors, save_tensors};
-use flix_kernels::Device;
 use flix_model::train::trainables::trainables;
 use flix_model::train::{load_trained, Method, TrainSpec, Trained, Trainer};
 

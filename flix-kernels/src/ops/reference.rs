@@ -211,14 +211,22 @@ pub fn attention(
     s: AttentionShape,
 ) -> AttentionReference {
     let (heads, kv_heads, hd) = (s.heads, s.kv_heads, s.head_dim);
-    let (tq, tk) = (qs.last().copied().unwrap_or(0), ks.last().copied().unwrap_or(0));
+    let (tq, tk) = (
+        qs.last().copied().unwrap_or(0),
+        ks.last().copied().unwrap_or(0),
+    );
     let scale = f64::from(s.scale);
+    // Gradients only when dO is given.
+    let (dq_len, dkv_len) = match dout {
+        Some(_) => (tq * heads * hd, tk * kv_heads * hd),
+        None => (0, 0),
+    };
     let mut r = AttentionReference {
         o: vec![0.0; tq * heads * hd],
         lse: vec![0.0; tq * heads],
-        dq: vec![0.0; if dout.is_some() { tq * heads * hd } else { 0 }],
-        dk: vec![0.0; if dout.is_some() { tk * kv_heads * hd } else { 0 }],
-        dv: vec![0.0; if dout.is_some() { tk * kv_heads * hd } else { 0 }],
+        dq: vec![0.0; dq_len],
+        dk: vec![0.0; dkv_len],
+        dv: vec![0.0; dkv_len],
     };
     for (qw, kw) in qs.windows(2).zip(ks.windows(2)) {
         // Queries are the last keys of their segment.
@@ -380,9 +388,18 @@ mod tests {
             pseudo_random(qn, 4),
         );
         let (qf, kf, vf) = (to_f64(&q), to_f64(&k), to_f64(&v));
-        let r = attention((&qf, &kf, &vf), Some(&to_f64(&dout)), &starts, &starts, shape);
+        let r = attention(
+            (&qf, &kf, &vf),
+            Some(&to_f64(&dout)),
+            &starts,
+            &starts,
+            shape,
+        );
         let o = |q: &[f64], k: &[f64], v: &[f64]| {
-            dot(&attention((q, k, v), None, &starts, &starts, shape).o, &dout)
+            dot(
+                &attention((q, k, v), None, &starts, &starts, shape).o,
+                &dout,
+            )
         };
         fd_check(&q, &f32s(&r.dq), |q| o(q, &kf, &vf), 1e-4);
         fd_check(&k, &f32s(&r.dk), |k| o(&qf, k, &vf), 1e-4);

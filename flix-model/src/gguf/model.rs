@@ -267,7 +267,7 @@ fn hf_name(
     if kind != "weight" && kind != "bias" {
         return Err(unknown());
     }
-    if let Some(projection) = TargetModule::ALL.into_iter().find(|m| m.gguf_name() == module) {
+    if let Some(projection) = TargetModule::from_gguf_name(module) {
         return Ok(format!("{}.{kind}", projection.path(layer)));
     }
     let hf_module = match (module, arch) {

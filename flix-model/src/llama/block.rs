@@ -209,19 +209,20 @@ impl DecoderLayer {
         let (d, f) = (c.hidden_size, c.intermediate_size);
         // The order of `make` calls is part of the contract: random initialisation draws each
         // parameter from its own stream, numbered in call order (bias before weight).
-        let mut lin = |module: TargetModule, out: usize, inp: usize, bias: bool| -> Result<Linear> {
-            let name = module.layer_path();
-            let bias = if bias {
-                Some(make(format!("{p}.{name}.bias"), &[out], ParamKind::Bias)?)
-            } else {
-                None
+        let mut lin =
+            |module: TargetModule, out: usize, inp: usize, bias: bool| -> Result<Linear> {
+                let name = module.layer_path();
+                let bias = if bias {
+                    Some(make(format!("{p}.{name}.bias"), &[out], ParamKind::Bias)?)
+                } else {
+                    None
+                };
+                Ok(Linear {
+                    weight: make(format!("{p}.{name}.weight"), &[out, inp], ParamKind::Weight)?,
+                    bias,
+                    adapter: None,
+                })
             };
-            Ok(Linear {
-                weight: make(format!("{p}.{name}.weight"), &[out, inp], ParamKind::Weight)?,
-                bias,
-                adapter: None,
-            })
-        };
         let q_proj = lin(TargetModule::Q, c.q_dim(), d, c.qkv_bias)?;
         let k_proj = lin(TargetModule::K, c.kv_dim(), d, c.qkv_bias)?;
         let v_proj = lin(TargetModule::V, c.kv_dim(), d, c.qkv_bias)?;
