@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::fixture;
+use common::{copy_files, fixture};
 use flix_core::{FeatureConfig, TypeDefaults};
 use flix_kernels::Device;
 use flix_model::train::checkpoint::{latest_checkpoint, CONFIG_FILE, OPTIMIZER_FILE, WEIGHTS_FILE};
@@ -239,11 +239,7 @@ fn a_hand_edited_spec_or_another_base_model_is_refused_on_resume() {
 
     // Another base model: a copy of the base with one weight changed.
     let other = tmp.path().join("other-base");
-    std::fs::create_dir(&other).unwrap();
-    for entry in std::fs::read_dir(&base).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), other.join(entry.file_name())).unwrap();
-    }
+    copy_files(&base, &other);
     let weights = other.join("model.safetensors");
     let mut bytes = std::fs::read(&weights).unwrap();
     let last = bytes.len() - 1;
@@ -264,15 +260,6 @@ fn a_hand_edited_spec_or_another_base_model_is_refused_on_resume() {
     assert_eq!(Trainer::resume(&run).unwrap().step, 1);
 }
 
-/// The files of checkpoint directory `from` copied over those of `to`.
-fn copy_checkpoint(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-}
-
 /// The adapter tensors of a loaded run, by name.
 fn adapter_tensors(trained: &mut Trained) -> BTreeMap<String, Vec<f32>> {
     let names = trained.config.type_names();
@@ -291,7 +278,7 @@ fn loading_a_run_whose_newest_checkpoint_is_damaged_falls_back_and_says_so() {
     full_run(&base, &train, &run);
     let (newest, previous) = (step_dir(&run, 6), step_dir(&run, 4));
     let pristine = tmp.path().join("pristine-step-6");
-    copy_checkpoint(&newest, &pristine);
+    copy_files(&newest, &pristine);
     // The independent reference: the tensors step 4 wrote, read straight from its file.
     let expected: BTreeMap<String, Vec<f32>> = load_tensors(&previous.join(WEIGHTS_FILE))
         .unwrap()
@@ -304,7 +291,7 @@ fn loading_a_run_whose_newest_checkpoint_is_damaged_falls_back_and_says_so() {
     assert!(intact.warnings.is_empty(), "{:?}", intact.warnings);
 
     for (what, damage) in damages() {
-        copy_checkpoint(&pristine, &newest);
+        copy_files(&pristine, &newest);
         damage(&newest);
         let mut trained = load_trained(&run, &Device::Cpu).unwrap();
         assert_eq!(trained.checkpoint, previous, "{what}");

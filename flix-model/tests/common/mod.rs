@@ -6,6 +6,17 @@ use flix_demo::{generate, write_dir, DemoConfig, TRAIN_FILE};
 use flix_model::tokenize::char_tokenizer_json;
 use flix_model::train::base::{write_random_base, TinyLlamaShape};
 
+/// The files of directory `from` (not its subdirectories) copied into `to`, created if need be,
+/// replacing any of the same name: a copy of a checkpoint or a base model to damage or edit.
+#[allow(dead_code)]
+pub fn copy_files(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
 /// A tiny demo mixture and a random base model in `dir`; returns (base, train file).
 #[allow(dead_code)]
 pub fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
