@@ -2,6 +2,7 @@
 //! math lives in the library crates.
 
 mod bench;
+mod bench_attention;
 mod bench_train;
 mod compare;
 mod demo;
@@ -39,6 +40,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Training-step tokens/s and peak memory of a TinyLlama-shaped model with FLix adapters.
     BenchTrain(bench_train::BenchTrainArgs),
+    /// Attention forward and backward in TFLOP/s: causal packed segments, grouped-query heads,
+    /// sliding windows (its PyTorch peer: benches/peers/attention_peer.py).
+    BenchAttention(bench_attention::BenchAttentionArgs),
     /// Per-example loss and per-token log-likelihood of a JSONL file under a model.
     Score(score::ScoreArgs),
     /// Train FLix adapters (or a LoRA / full baseline) on JSONL files or a mixture root; --resume
@@ -67,6 +71,7 @@ fn main() -> anyhow::Result<()> {
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchTrain(args) => bench_train::run(args),
+        Command::BenchAttention(args) => bench_attention::run(args),
         Command::Score(args) => score::run(args),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
