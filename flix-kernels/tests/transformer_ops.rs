@@ -310,17 +310,10 @@ fn multi_tensor_adamw_and_norm_match_the_reference_on_every_device() {
             DType::F32
         };
         let mut working = tensor(&device, working_dtype, &[sizes[1]], &vec![0.0; sizes[1]]);
-        let mut reference: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = p0
+        let mut want: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = p0
             .iter()
             .map(|x| (f64s(x), vec![0.0; x.len()], vec![0.0; x.len()]))
             .collect();
-        let (lr, b1, b2, eps, wd) = (
-            0.1f32 as f64,
-            0.8f32 as f64,
-            0.95f32 as f64,
-            1e-6f32 as f64,
-            0.1f32 as f64,
-        );
         for step in 1..=3u64 {
             let g: Vec<_> = sizes
                 .iter()
@@ -341,19 +334,15 @@ fn multi_tensor_adamw_and_norm_match_the_reference_on_every_device() {
                 })
                 .collect();
             adamw_step_many(&mut tensors, step, hp, grad_scale).unwrap();
-            for (grad, (rp, rm, rv)) in g.iter().zip(&mut reference) {
-                for (i, gi) in host(grad).into_iter().enumerate() {
-                    let gi = gi * grad_scale as f64;
-                    rp[i] *= 1.0 - lr * wd;
-                    rm[i] = b1 * rm[i] + (1.0 - b1) * gi;
-                    rv[i] = b2 * rv[i] + (1.0 - b2) * gi * gi;
-                    let mh = rm[i] / (1.0 - b1.powi(step as i32));
-                    let vh = rv[i] / (1.0 - b2.powi(step as i32));
-                    rp[i] -= lr * mh / (vh.sqrt() + eps);
-                }
+            for (grad, (rp, rm, rv)) in g.iter().zip(&mut want) {
+                let scaled: Vec<f64> = host(grad)
+                    .into_iter()
+                    .map(|gi| gi * grad_scale as f64)
+                    .collect();
+                reference::adamw_step(rp, rm, rv, &scaled, step, hp);
             }
         }
-        for (t, (param, (rp, _, _))) in p.iter().zip(&reference).enumerate() {
+        for (t, (param, (rp, _, _))) in p.iter().zip(&want).enumerate() {
             let what = format!("multi-tensor AdamW param {t}");
             check(Tolerance::F32, &what, &device, dtype, &host(param), rp);
         }
