@@ -32,11 +32,12 @@ use flix_model::eval::{
 use flix_model::train::checkpoint::{latest_checkpoint, read_state};
 use flix_model::train::data::training_examples;
 use flix_model::train::trainer::SPEC_FILE;
-use flix_model::train::{load_trained, Holdout, Method, TrainSpec, Trainer};
+use flix_model::train::{Holdout, Method, TrainSpec, Trainer};
 use serde::{Deserialize, Serialize};
 
 use crate::demo_claim::MeanStd;
 use crate::eval::{eval_examples, eval_warnings, format_results, task_metrics};
+use crate::export::load_run;
 use crate::report::{html_escape, write_report_page};
 use crate::train::{holdout_specs, run_with_progress};
 
@@ -398,8 +399,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
         let result = match saved {
             Some(saved) => saved.result,
             None => {
-                let trained = load_trained(&plan.dir, &device)
-                    .with_context(|| format!("loading {}", plan.dir.display()))?;
+                let trained = load_run(&plan.dir, &device)?;
                 let name = format!("{} seed {}", plan.method, plan.seed);
                 let result = evaluate_tasks(&name, &trained, &examples, &holdout, options, &tasks)?;
                 let saved = SavedEval { settings, result };

@@ -15,19 +15,20 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use flix_core::demo::{
+use flix_core::{read_jsonl, FeatureConfig, TypeConfig, TypeDefaults};
+use flix_demo::{
     diagonal_heldout, generate, write_dir, DemoConfig, DemoMixture, Task, TEST_FILE, TRAIN_FILE,
 };
-use flix_core::{read_jsonl, FeatureConfig, TypeConfig, TypeDefaults};
 use flix_kernels::Device;
 use flix_model::eval::{evaluate, EvalOptions, EvalResult};
 use flix_model::tokenize::{char_tokenizer_json, Tokenizer};
 use flix_model::train::base::{save_model_dir, write_random_base, TinyLlamaShape};
-use flix_model::train::{load_trained, Holdout, Method, TrainSpec, Trainer};
+use flix_model::train::{Holdout, Method, TrainSpec, Trainer};
 use serde::Serialize;
 
 use crate::demo_claim::{summary, MeanStd, MethodScores};
 use crate::eval::format_grid;
+use crate::export::load_run;
 use crate::report::write_report;
 use crate::train::run_with_progress;
 
@@ -375,7 +376,7 @@ fn run_seed(s: &Settings, seed: u64, dir: &Path) -> Result<(EvalResult, EvalResu
     let device = Device::parse(&s.device)?;
     let mut evals = Vec::new();
     for (name, run_dir) in runs {
-        let trained = load_trained(&run_dir, &device)?;
+        let trained = load_run(&run_dir, &device)?;
         evals.push(evaluate(name, &trained, &test, &holdout, options)?);
     }
     let lora = evals.pop().context("no LoRA result")?;

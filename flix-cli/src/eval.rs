@@ -19,8 +19,9 @@ use flix_model::eval::{
 };
 use flix_model::train::data::{cap_per_cell, cell_matches};
 use flix_model::train::trainer::SPEC_FILE;
-use flix_model::train::{load_trained, Holdout, TrainSpec};
+use flix_model::train::{Holdout, TrainSpec};
 
+use crate::export::load_run;
 use crate::train::holdout_specs;
 
 use crate::text::{padded, Align};
@@ -182,8 +183,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     };
     let mut results = Vec::new();
     for dir in &args.runs {
-        let trained =
-            load_trained(dir, &device).with_context(|| format!("loading {}", dir.display()))?;
+        let trained = load_run(dir, &device)?;
         let names = trained.layout.registry.type_names();
         holdout.check_types(&names)?;
         let examples = eval_examples(

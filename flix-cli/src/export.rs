@@ -22,7 +22,8 @@ pub struct ExportArgs {
 }
 
 /// Loads a trained run, or one checkpoint of it (adapters with their config, which names the
-/// base model), on `device`: what `export`, `merge` and `generate` start from.
+/// base model), on `device`: what `eval`, `export`, `merge`, `generate`, `compare` and `demo`
+/// start from. A damaged newest checkpoint gives way to an older one, with a warning on stderr.
 pub fn load_run(dir: &Path, device: &Device) -> Result<Trained> {
     if !dir.is_dir() {
         bail!(
@@ -31,7 +32,12 @@ pub fn load_run(dir: &Path, device: &Device) -> Result<Trained> {
             dir.display()
         );
     }
-    load_trained(dir, device).with_context(|| format!("loading {}", dir.display()))
+    let trained =
+        load_trained(dir, device).with_context(|| format!("loading {}", dir.display()))?;
+    for warning in &trained.warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(trained)
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {

@@ -2,7 +2,7 @@
 //! file, before any work, and never with a panic (exit code 101) or an abort: out-of-range
 //! numbers, options that do not apply, absurd sizes, feature types the data lacks, empty files,
 //! huge feature values. A run started from one directory with relative paths resumes and
-//! generates from another.
+//! generates from another, and still generates once its newest checkpoint is damaged.
 
 mod common;
 
@@ -295,32 +295,16 @@ fn a_run_with_relative_paths_resumes_and_generates_from_another_directory() {
         })
         .collect();
     assert_eq!(steps, [1, 2, 3, 4]);
-    let out = run_in(
-        &elsewhere,
-        &[
-            "generate",
-            run.to_str().unwrap(),
-            "--features",
-            "lang=eng",
-            "--input",
-            "12",
-            "--max-new-tokens",
-            "3",
-        ],
-    );
+    // Generation from elsewhere, with the input "12" and `extra` options.
+    let generate = |extra: &[&str]| -> Output {
+        let mut args = vec!["generate", run.to_str().unwrap(), "--input", "12"];
+        args.extend(extra);
+        run_in(&elsewhere, &args)
+    };
+    let out = generate(&["--features", "lang=eng", "--max-new-tokens", "3"]);
     assert!(out.status.success(), "{:?}", text(&out));
     // A length the model has no positions for is refused before generating.
-    let out = run_in(
-        &elsewhere,
-        &[
-            "generate",
-            run.to_str().unwrap(),
-            "--input",
-            "12",
-            "--max-new-tokens",
-            "1000000000",
-        ],
-    );
+    let out = generate(&["--max-new-tokens", "1000000000"]);
     let (_, stderr) = text(&out);
     assert!(
         !out.status.success() && out.status.code() != Some(101),
@@ -328,6 +312,20 @@ fn a_run_with_relative_paths_resumes_and_generates_from_another_directory() {
     );
     assert!(
         stderr.contains("--max-new-tokens") && stderr.contains("max_position_embeddings"),
+        "{stderr}"
+    );
+
+    // A damaged newest checkpoint: generation falls back to the one before it and says so.
+    let weights = run.join("checkpoints/step-00000004/adapter_model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let out = generate(&["--max-new-tokens", "3"]);
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning:")
+            && stderr.contains("step-00000004")
+            && stderr.contains("step 2"),
         "{stderr}"
     );
 }

@@ -1,10 +1,11 @@
 //! flix-core: the host-side bookkeeping of FLix. Feature types and their values (the registry),
-//! the feature set of each example, feature dropout, reading JSONL examples and mixture folders, and the batch plan
-//! the kernels run on. No device code and no tensors live here.
+//! the feature set of each example, feature dropout, reading JSONL examples and mixture folders,
+//! the batch plan the kernels run on, and the atomic file writes every saved artifact goes through.
+//! No device code, no tensors, and no data of its own: the demo's generated mixture lives in the
+//! `flix-demo` crate.
 
 pub mod config;
 pub mod data;
-pub mod demo;
 pub mod dropout;
 pub mod error;
 pub mod features;

@@ -1,7 +1,8 @@
 //! flix-kernels: devices, tensors and every numeric op of FLix, on the CPU and on CUDA.
 //!
-//! Each op has a plain-loop CPU reference, a fast CPU path and a CUDA launcher; launchers check
-//! shapes, dtypes and devices before they touch memory, and every op returns [`Result`].
+//! Each op has a plain-loop f64 reference (one per op: [`ops::reference`] for the transformer ops,
+//! [`flix::cpu_ref`] for the FLix ops), a CPU path and a CUDA launcher; launchers check shapes,
+//! dtypes and devices before they touch memory, and every op returns [`Result`].
 
 pub mod cuda;
 pub mod device;

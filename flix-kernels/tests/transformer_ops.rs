@@ -1,8 +1,9 @@
-//! The transformer ops against plain-loop f64 references written here, on every available device
-//! (the CPU in f32 always; CUDA in f32 and bf16 when present, bf16 with the BF16 tolerance).
-//! Inputs are compared as the device holds them (after its rounding), so the tolerance measures
-//! the op, not the input cast. Gradient formulas themselves are checked by finite differences
-//! in each op's unit tests; here the question is whether every device computes the same function.
+//! The transformer ops against their plain-loop f64 references (`flix_kernels::ops::reference`),
+//! on every available device (the CPU in f32 always; CUDA in f32 and bf16 when present, bf16 with
+//! the BF16 tolerance). Inputs are compared as the device holds them (after its rounding), so the
+//! tolerance measures the op, not the input cast. Gradient formulas themselves are checked by
+//! finite differences in each op's unit tests and in the reference module's; here the question
+//! is whether every device computes the same function.
 
 mod common;
 
@@ -16,9 +17,10 @@ use flix_kernels::ops::cross_entropy::{
 };
 use flix_kernels::ops::embedding::{embedding_backward, embedding_forward};
 use flix_kernels::ops::grad_norm::{clip_grad_norm, global_grad_norm};
+use flix_kernels::ops::reference;
 use flix_kernels::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 use flix_kernels::ops::rope::{inv_freq, rope_backward, rope_forward, RopeScaling};
-use flix_kernels::ops::swiglu::{swiglu_backward, swiglu_forward};
+use flix_kernels::ops::swiglu::{swiglu_backward, swiglu_forward, GateActivation};
 use flix_kernels::{DType, Device, Tolerance};
 
 fn check(tol: Tolerance, what: &str, device: &Device, dtype: DType, got: &[f64], want: &[f64]) {
@@ -89,27 +91,14 @@ fn rmsnorm_forward_and_backward_match_the_reference_on_every_device() {
         let dw0 = rng.vec(d, 1.0);
         let mut dw = tensor(&device, DType::F32, &[d], &dw0);
         let (xs, ws, g) = (host(&x), host(&w), host(&dy));
-        let (mut y, mut rstd, mut dx, mut dwr) = (
-            vec![0.0; rows * d],
-            vec![0.0; rows],
-            vec![0.0; rows * d],
-            f64s(&dw0),
-        );
-        for r in 0..rows {
-            let row = &xs[r * d..(r + 1) * d];
-            let s = 1.0 / (row.iter().map(|v| v * v).sum::<f64>() / d as f64 + eps as f64).sqrt();
-            rstd[r] = s;
-            let mut dot = 0.0;
-            for i in 0..d {
-                let xh = row[i] * s;
-                y[r * d + i] = ws[i] * xh;
-                dot += xh * ws[i] * g[r * d + i];
-                dwr[i] += g[r * d + i] * xh;
-            }
-            for i in 0..d {
-                dx[r * d + i] = s * (ws[i] * g[r * d + i] - row[i] * s * dot / d as f64);
-            }
-        }
+        let (y, rstd) = reference::rmsnorm(&xs, &ws, eps as f64);
+        let (dx, dw_sum) = reference::rmsnorm_backward(&xs, &ws, &g, eps as f64);
+        // The op adds into dW.
+        let dwr: Vec<f64> = dw_sum
+            .iter()
+            .zip(&dw0)
+            .map(|(a, &b)| a + b as f64)
+            .collect();
         let tol = tolerance(dtype);
         let (yt, rstd_got) = rmsnorm_forward(&x, &w, eps).unwrap();
         check(tol, "RMSNorm y", &device, dtype, &host(&yt), &y);
@@ -150,21 +139,7 @@ fn rope_rotates_and_unrotates_on_every_device() {
                 &[positions.len(), heads * hd],
                 &rng.vec(n, 1.0),
             );
-            let xs = host(&x);
-            let sign = if backward { -1.0 } else { 1.0 };
-            let mut want = xs.clone();
-            for (t, &p) in positions.iter().enumerate() {
-                for h in 0..heads {
-                    for (i, &f) in inv.iter().enumerate() {
-                        let a = (p as f32 * f) as f64;
-                        let (s, c) = (a.sin() * sign, a.cos());
-                        let b = (t * heads + h) * hd;
-                        let (x1, x2) = (xs[b + i], xs[b + i + hd / 2]);
-                        want[b + i] = x1 * c - x2 * s;
-                        want[b + i + hd / 2] = x2 * c + x1 * s;
-                    }
-                }
-            }
+            let want = reference::rope(&host(&x), heads, &positions, &inv, backward);
             if backward {
                 rope_backward(&mut x, heads, &positions, &inv).unwrap();
             } else {
@@ -185,12 +160,8 @@ fn swiglu_matches_the_reference_on_every_device() {
         let up = tensor(&device, dtype, &shape, &rng.vec(n, 1.0));
         let dh = tensor(&device, dtype, &shape, &rng.vec(n, 1.0));
         let (g, u, d) = (host(&gate), host(&up), host(&dh));
-        let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
-        let h: Vec<f64> = (0..n).map(|i| g[i] * sig(g[i]) * u[i]).collect();
-        let du: Vec<f64> = (0..n).map(|i| d[i] * g[i] * sig(g[i])).collect();
-        let dg: Vec<f64> = (0..n)
-            .map(|i| d[i] * u[i] * sig(g[i]) * (1.0 + g[i] * (1.0 - sig(g[i]))))
-            .collect();
+        let h = reference::gated(GateActivation::Silu, &g, &u);
+        let (dg, du) = reference::gated_backward(GateActivation::Silu, &g, &u, &d);
         let tol = tolerance(dtype);
         let ht = swiglu_forward(&gate, &up).unwrap();
         check(tol, "SwiGLU h", &device, dtype, &host(&ht), &h);
@@ -198,71 +169,6 @@ fn swiglu_matches_the_reference_on_every_device() {
         check(tol, "SwiGLU dGate", &device, dtype, &host(&dgt), &dg);
         check(tol, "SwiGLU dUp", &device, dtype, &host(&dut), &du);
     }
-}
-
-/// O, lse and (with dO) dQ, dK, dV of causal GQA attention, queries `qs` against keys `ks`:
-/// the query at key position p of its segment sees the keys at positions p − window < j ≤ p,
-/// scores scaled by `s.scale`.
-#[allow(clippy::type_complexity)]
-fn attention_reference(
-    (q, k, v): (&[f64], &[f64], &[f64]),
-    dout: Option<&[f64]>,
-    qs: &[usize],
-    ks: &[usize],
-    s: AttentionShape,
-) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
-    let (h_, hkv, hd) = (s.heads, s.kv_heads, s.head_dim);
-    let (tq, tk) = (qs[qs.len() - 1], ks[ks.len() - 1]);
-    let scale = s.scale as f64;
-    let (mut o, mut lse) = (vec![0.0; tq * h_ * hd], vec![0.0; tq * h_]);
-    let (mut dq, mut dk, mut dv) = (
-        vec![0.0; tq * h_ * hd],
-        vec![0.0; tk * hkv * hd],
-        vec![0.0; tk * hkv * hd],
-    );
-    for (qw, kw) in qs.windows(2).zip(ks.windows(2)) {
-        let off = (kw[1] - kw[0]) - (qw[1] - qw[0]);
-        for i in qw[0]..qw[1] {
-            for h in 0..h_ {
-                let g = h / (h_ / hkv);
-                let qi = &q[(i * h_ + h) * hd..][..hd];
-                let p = off + (i - qw[0]);
-                let first = s.window.map_or(0, |w| (p + 1).saturating_sub(w));
-                let keys = kw[0] + first..=kw[0] + p;
-                let sc: Vec<f64> = keys
-                    .clone()
-                    .map(|j| {
-                        (0..hd)
-                            .map(|d| qi[d] * k[(j * hkv + g) * hd + d])
-                            .sum::<f64>()
-                            * scale
-                    })
-                    .collect();
-                let m = sc.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let l: f64 = sc.iter().map(|x| (x - m).exp()).sum();
-                lse[i * h_ + h] = m + l.ln();
-                let p: Vec<f64> = sc.iter().map(|x| (x - m).exp() / l).collect();
-                for (pj, j) in p.iter().zip(keys.clone()) {
-                    for d in 0..hd {
-                        o[(i * h_ + h) * hd + d] += pj * v[(j * hkv + g) * hd + d];
-                    }
-                }
-                let Some(dout) = dout else { continue };
-                let doi = &dout[(i * h_ + h) * hd..][..hd];
-                let big_d: f64 = (0..hd).map(|d| doi[d] * o[(i * h_ + h) * hd + d]).sum();
-                for (pj, j) in p.iter().zip(keys) {
-                    let dp: f64 = (0..hd).map(|d| doi[d] * v[(j * hkv + g) * hd + d]).sum();
-                    let ds = pj * (dp - big_d) * scale;
-                    for d in 0..hd {
-                        dq[(i * h_ + h) * hd + d] += ds * k[(j * hkv + g) * hd + d];
-                        dk[(j * hkv + g) * hd + d] += ds * qi[d];
-                        dv[(j * hkv + g) * hd + d] += pj * doi[d];
-                    }
-                }
-            }
-        }
-    }
-    (o, lse, dq, dk, dv)
 }
 
 /// The attention shapes every device is checked on: full causal attention at the default scale
@@ -302,8 +208,8 @@ fn attention_matches_the_reference(shape: AttentionShape, device: &Device, dtype
     let v = tensor(device, dtype, &[t, hkv * hd], &rng.vec(t * hkv * hd, 1.0));
     let dout = tensor(device, dtype, &[t, h_ * hd], &rng.vec(t * h_ * hd, 1.0));
     let (qh, kh, vh, dh) = (host(&q), host(&k), host(&v), host(&dout));
-    let (o, lse, dq, dk, dv) =
-        attention_reference((&qh, &kh, &vh), Some(&dh), &starts, &starts, shape);
+    let reference::AttentionReference { o, lse, dq, dk, dv } =
+        reference::attention((&qh, &kh, &vh), Some(&dh), &starts, &starts, shape);
     let tol = tolerance(dtype);
     let (ot, lse_got) = attention_forward(&q, &k, &v, &starts, shape).unwrap();
     check(tol, &what("attention O"), device, dtype, &host(&ot), &o);
@@ -326,7 +232,7 @@ fn attention_matches_the_reference(shape: AttentionShape, device: &Device, dtype
     let cq = tensor(device, dtype, &[4, h_ * hd], &rng.vec(4 * h_ * hd, 2.0));
     let ck = tensor(device, dtype, &[23, hkv * hd], &rng.vec(23 * hkv * hd, 2.0));
     let cv = tensor(device, dtype, &[23, hkv * hd], &rng.vec(23 * hkv * hd, 1.0));
-    let want = attention_reference((&host(&cq), &host(&ck), &host(&cv)), None, &qs, &ks, shape).0;
+    let want = reference::attention((&host(&cq), &host(&ck), &host(&cv)), None, &qs, &ks, shape).o;
     let got = attention_cached_forward(&cq, &ck, &cv, &qs, &ks, shape).unwrap();
     check(
         tol,
@@ -348,25 +254,8 @@ fn linear_cross_entropy_matches_the_dense_reference_on_every_device() {
         let w = tensor(&device, dtype, &[v, d], &rng.vec(v * d, 1.0));
         let (xs, ws) = (host(&x), host(&w));
         let scale = 0.5;
-        let (mut loss, mut dx, mut dw) = (0.0, vec![0.0; t * d], vec![0.0; v * d]);
-        for (i, &y) in targets.iter().enumerate() {
-            if y < 0 {
-                continue;
-            }
-            let z: Vec<f64> = (0..v)
-                .map(|j| (0..d).map(|c| xs[i * d + c] * ws[j * d + c]).sum())
-                .collect();
-            let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let lse = m + z.iter().map(|a| (a - m).exp()).sum::<f64>().ln();
-            loss += lse - z[y as usize];
-            for j in 0..v {
-                let dz = scale * ((z[j] - lse).exp() - if j == y as usize { 1.0 } else { 0.0 });
-                for c in 0..d {
-                    dx[i * d + c] += dz * ws[j * d + c];
-                    dw[j * d + c] += dz * xs[i * d + c];
-                }
-            }
-        }
+        let loss = reference::linear_cross_entropy(&xs, &ws, &targets, d);
+        let (dx, dw) = reference::linear_cross_entropy_backward(&xs, &ws, &targets, d, scale);
         let tol = tolerance(dtype);
         for chunk in [32, 70, 1000] {
             let fwd = linear_cross_entropy_forward(&x, &w, &targets, chunk).unwrap();
@@ -421,17 +310,10 @@ fn multi_tensor_adamw_and_norm_match_the_reference_on_every_device() {
             DType::F32
         };
         let mut working = tensor(&device, working_dtype, &[sizes[1]], &vec![0.0; sizes[1]]);
-        let mut reference: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = p0
+        let mut want: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = p0
             .iter()
             .map(|x| (f64s(x), vec![0.0; x.len()], vec![0.0; x.len()]))
             .collect();
-        let (lr, b1, b2, eps, wd) = (
-            0.1f32 as f64,
-            0.8f32 as f64,
-            0.95f32 as f64,
-            1e-6f32 as f64,
-            0.1f32 as f64,
-        );
         for step in 1..=3u64 {
             let g: Vec<_> = sizes
                 .iter()
@@ -452,19 +334,15 @@ fn multi_tensor_adamw_and_norm_match_the_reference_on_every_device() {
                 })
                 .collect();
             adamw_step_many(&mut tensors, step, hp, grad_scale).unwrap();
-            for (grad, (rp, rm, rv)) in g.iter().zip(&mut reference) {
-                for (i, gi) in host(grad).into_iter().enumerate() {
-                    let gi = gi * grad_scale as f64;
-                    rp[i] *= 1.0 - lr * wd;
-                    rm[i] = b1 * rm[i] + (1.0 - b1) * gi;
-                    rv[i] = b2 * rv[i] + (1.0 - b2) * gi * gi;
-                    let mh = rm[i] / (1.0 - b1.powi(step as i32));
-                    let vh = rv[i] / (1.0 - b2.powi(step as i32));
-                    rp[i] -= lr * mh / (vh.sqrt() + eps);
-                }
+            for (grad, (rp, rm, rv)) in g.iter().zip(&mut want) {
+                let scaled: Vec<f64> = host(grad)
+                    .into_iter()
+                    .map(|gi| gi * grad_scale as f64)
+                    .collect();
+                reference::adamw_step(rp, rm, rv, &scaled, step, hp);
             }
         }
-        for (t, (param, (rp, _, _))) in p.iter().zip(&reference).enumerate() {
+        for (t, (param, (rp, _, _))) in p.iter().zip(&want).enumerate() {
             let what = format!("multi-tensor AdamW param {t}");
             check(Tolerance::F32, &what, &device, dtype, &host(param), rp);
         }
@@ -512,26 +390,10 @@ fn adamw_and_grad_norm_match_the_reference_on_every_device() {
         let mut m = tensor(&device, DType::F32, &[n], &vec![0.0; n]);
         let mut v = tensor(&device, DType::F32, &[n], &vec![0.0; n]);
         let (mut rp, mut rm, mut rv) = (f64s(&p0), vec![0.0; n], vec![0.0; n]);
-        let (lr, b1, b2, eps, wd) = (
-            0.1f32 as f64,
-            0.8f32 as f64,
-            0.95f32 as f64,
-            1e-6f32 as f64,
-            0.1f32 as f64,
-        );
         for step in 1..=3u64 {
             let g = tensor(&device, dtype, &[n], &rng.vec(n, 1.0));
             adamw_step(&mut p, &g, &mut m, &mut v, step, hp).unwrap();
-            for (i, gi) in host(&g).into_iter().enumerate() {
-                rp[i] *= 1.0 - lr * wd;
-                rm[i] = b1 * rm[i] + (1.0 - b1) * gi;
-                rv[i] = b2 * rv[i] + (1.0 - b2) * gi * gi;
-                let (mh, vh) = (
-                    rm[i] / (1.0 - b1.powi(step as i32)),
-                    rv[i] / (1.0 - b2.powi(step as i32)),
-                );
-                rp[i] -= lr * mh / (vh.sqrt() + eps);
-            }
+            reference::adamw_step(&mut rp, &mut rm, &mut rv, &host(&g), step, hp);
         }
         check(
             Tolerance::F32,

@@ -9,7 +9,9 @@ use flix_kernels::{DType, Device, Tensor};
 
 use crate::error::{ModelError, Result};
 
-/// A projection of a decoder layer that can carry adapters.
+/// A projection of a decoder layer that can carry adapters. The one list of the seven
+/// projections and of their names in every format (Hugging Face checkpoints, PEFT, GGUF, the
+/// command line); everything that walks the projections or names one derives it from here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TargetModule {
     Q,
@@ -22,6 +24,7 @@ pub enum TargetModule {
 }
 
 impl TargetModule {
+    /// The seven, in the fixed order of a decoder layer (`DecoderLayer::linears`).
     pub const ALL: [TargetModule; 7] = [
         TargetModule::Q,
         TargetModule::K,
@@ -32,7 +35,8 @@ impl TargetModule {
         TargetModule::Down,
     ];
 
-    /// The module's name in Hugging Face checkpoints and PEFT's `target_modules`.
+    /// The module's name in Hugging Face checkpoints, which PEFT's `target_modules` and LoRA
+    /// tensor names use too: `q_proj`, ..., `down_proj`.
     pub fn hf_name(self) -> &'static str {
         match self {
             TargetModule::Q => "q_proj",
@@ -45,15 +49,68 @@ impl TargetModule {
         }
     }
 
+    /// The short name of the command line and spec files: `q`, ..., `down`.
+    pub fn short_name(self) -> &'static str {
+        let name = self.hf_name();
+        name.strip_suffix("_proj").unwrap_or(name)
+    }
+
+    /// The block of a Hugging Face decoder layer that holds the module: `self_attn` or `mlp`.
+    pub fn block(self) -> &'static str {
+        match self {
+            TargetModule::Q | TargetModule::K | TargetModule::V | TargetModule::O => "self_attn",
+            TargetModule::Gate | TargetModule::Up | TargetModule::Down => "mlp",
+        }
+    }
+
+    /// The module's path inside a decoder layer, e.g. `self_attn.q_proj`.
+    pub fn layer_path(self) -> String {
+        format!("{}.{}", self.block(), self.hf_name())
+    }
+
+    /// The module's path in a checkpoint, e.g. `model.layers.0.self_attn.q_proj` (its tensors
+    /// are `.weight` and `.bias` below it; PEFT's keys put `base_model.model.` before it).
+    pub fn path(self, layer: usize) -> String {
+        format!("model.layers.{layer}.{}", self.layer_path())
+    }
+
+    /// The module's tensor name in a GGUF layer block (`blk.N.attn_q.weight`): llama.cpp's.
+    pub fn gguf_name(self) -> &'static str {
+        match self {
+            TargetModule::Q => "attn_q",
+            TargetModule::K => "attn_k",
+            TargetModule::V => "attn_v",
+            TargetModule::O => "attn_output",
+            TargetModule::Gate => "ffn_gate",
+            TargetModule::Up => "ffn_up",
+            TargetModule::Down => "ffn_down",
+        }
+    }
+
+    /// The module named `name` in Hugging Face's (and PEFT's) naming, if any.
+    pub fn from_hf_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.hf_name() == name)
+    }
+
+    /// The module whose GGUF tensor name is `name` (`attn_q`, ...), if any.
+    pub fn from_gguf_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.gguf_name() == name)
+    }
+
+    /// The list of names for an error message, e.g. `q, k, v, o, gate, up, down`.
+    pub fn list(name: impl Fn(Self) -> &'static str) -> String {
+        Self::ALL.map(name).join(", ")
+    }
+
     /// Accepts `q` or `q_proj` (likewise for the others).
     pub fn parse(name: &str) -> Result<Self> {
-        let short = name.strip_suffix("_proj").unwrap_or(name);
         Self::ALL
             .into_iter()
-            .find(|m| m.hf_name().strip_suffix("_proj") == Some(short))
+            .find(|m| m.short_name() == name || m.hf_name() == name)
             .ok_or_else(|| {
                 ModelError::Invalid(format!(
-                    "unknown target module {name:?}; use any of q, k, v, o, gate, up, down"
+                    "unknown target module {name:?}; use any of {}",
+                    Self::list(Self::short_name)
                 ))
             })
     }
@@ -205,9 +262,34 @@ mod tests {
             TargetModule::parse("down_proj").unwrap(),
             TargetModule::Down
         );
-        assert!(TargetModule::parse("lm_head")
-            .unwrap_err()
-            .to_string()
-            .contains("lm_head"));
+        let err = TargetModule::parse("lm_head").unwrap_err().to_string();
+        assert!(
+            err.contains("lm_head") && err.contains("q, k, v, o, gate, up, down"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn names_in_every_format_follow_the_module() {
+        // Typed out from transformers' LlamaDecoderLayer and llama.cpp's tensor names.
+        let expected = [
+            ("q", "self_attn.q_proj", "attn_q"),
+            ("k", "self_attn.k_proj", "attn_k"),
+            ("v", "self_attn.v_proj", "attn_v"),
+            ("o", "self_attn.o_proj", "attn_output"),
+            ("gate", "mlp.gate_proj", "ffn_gate"),
+            ("up", "mlp.up_proj", "ffn_up"),
+            ("down", "mlp.down_proj", "ffn_down"),
+        ];
+        for (m, (short, layer_path, gguf)) in TargetModule::ALL.into_iter().zip(expected) {
+            assert_eq!(m.short_name(), short);
+            assert_eq!(m.layer_path(), layer_path);
+            assert_eq!(m.gguf_name(), gguf);
+            assert_eq!(m.path(3), format!("model.layers.3.{layer_path}"));
+            assert_eq!(TargetModule::from_hf_name(m.hf_name()), Some(m));
+            assert_eq!(TargetModule::from_gguf_name(gguf), Some(m));
+            assert_eq!(TargetModule::parse(short).unwrap(), m);
+        }
+        assert_eq!(TargetModule::from_hf_name("q"), None);
     }
 }

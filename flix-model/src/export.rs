@@ -20,7 +20,6 @@ use crate::llama::Linear;
 use flix_core::write_atomic;
 
 use crate::train::tensor_file::{save_tensors, NamedTensor};
-use crate::train::trainables::module_path;
 use crate::train::Trained;
 
 /// Which value each type takes: `type name → value`; types not named are left out (absent).
@@ -156,7 +155,7 @@ pub fn concatenated_lora(
                 }
                 col += r;
             }
-            let path = format!("base_model.model.{}", module_path(i, module));
+            let path = format!("base_model.model.{}", module.path(i));
             check_output_finite(&format!("{path}.lora_B.weight"), &b_cat)?;
             tensors.push(NamedTensor {
                 name: format!("{path}.lora_A.weight"),

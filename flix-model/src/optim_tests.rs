@@ -2,6 +2,7 @@
 //! `AdamW` step), and its saved state round-tripping through a file.
 
 use super::*;
+use flix_kernels::ops::reference::adamw_step;
 use flix_kernels::Tolerance;
 
 /// Deterministic values in [-1, 1) (splitmix64).
@@ -34,7 +35,7 @@ struct Oracle {
     p: Vec<Vec<f64>>,
     m: Vec<Vec<f64>>,
     v: Vec<Vec<f64>>,
-    t: i32,
+    t: u64,
 }
 
 impl Oracle {
@@ -57,24 +58,11 @@ impl Oracle {
             .sum::<f64>()
             .sqrt();
         let coef = max_norm.map_or(1.0, |max| (max / (norm + 1e-6)).min(1.0));
-        let (lr, b1, b2, eps, wd) = (
-            hp.lr as f64,
-            hp.beta1 as f64,
-            hp.beta2 as f64,
-            hp.eps as f64,
-            hp.weight_decay as f64,
-        );
         self.t += 1;
         for (k, g) in grads.iter().enumerate() {
-            for (i, &g) in g.iter().enumerate() {
-                let g = g as f64 * coef;
-                self.p[k][i] *= 1.0 - lr * wd;
-                self.m[k][i] = b1 * self.m[k][i] + (1.0 - b1) * g;
-                self.v[k][i] = b2 * self.v[k][i] + (1.0 - b2) * g * g;
-                let mhat = self.m[k][i] / (1.0 - b1.powi(self.t));
-                let vhat = self.v[k][i] / (1.0 - b2.powi(self.t));
-                self.p[k][i] -= lr * mhat / (vhat.sqrt() + eps);
-            }
+            let g: Vec<f64> = g.iter().map(|&g| g as f64 * coef).collect();
+            let (p, m, v) = (&mut self.p[k], &mut self.m[k], &mut self.v[k]);
+            adamw_step(p, m, v, &g, self.t, hp);
         }
         norm
     }

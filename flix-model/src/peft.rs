@@ -131,15 +131,15 @@ pub fn read_peft_config(dir: &Path) -> Result<PeftLora> {
     let mut targets = Vec::new();
     for n in names {
         let name = n.as_str().unwrap_or_default();
-        let module = TargetModule::ALL
-            .into_iter()
-            .find(|m| m.hf_name() == name)
-            .ok_or_else(|| {
-                unsupported(
-                    "target_modules",
-                    &format!("{n} is not one of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj"),
-                )
-            })?;
+        let module = TargetModule::from_hf_name(name).ok_or_else(|| {
+            unsupported(
+                "target_modules",
+                &format!(
+                    "{n} is not one of {}",
+                    TargetModule::list(TargetModule::hf_name)
+                ),
+            )
+        })?;
         if !targets.contains(&module) {
             targets.push(module);
         }
@@ -172,14 +172,7 @@ pub fn load_peft_lora(model: &mut LlamaModel, dir: &Path) -> Result<PeftLora> {
         for &module in &lora.targets {
             let lin = model.linear_mut(layer, module)?;
             let (out_dim, in_dim) = (lin.out_dim(), lin.in_dim());
-            let group = match module {
-                TargetModule::Gate | TargetModule::Up | TargetModule::Down => "mlp",
-                _ => "self_attn",
-            };
-            let prefix = format!(
-                "base_model.model.model.layers.{layer}.{group}.{}",
-                module.hf_name()
-            );
+            let prefix = format!("base_model.model.{}", module.path(layer));
             let (a_name, b_name) = (
                 format!("{prefix}.lora_A.weight"),
                 format!("{prefix}.lora_B.weight"),

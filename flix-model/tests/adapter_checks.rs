@@ -32,11 +32,7 @@ fn trained_checkpoint(dir: &Path) -> PathBuf {
 /// A copy of checkpoint `ck` named `name`.
 fn copy_of(ck: &Path, name: &str) -> PathBuf {
     let dir = ck.parent().unwrap().parent().unwrap().join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    for entry in std::fs::read_dir(ck).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-    }
+    common::copy_files(ck, &dir);
     dir
 }
 

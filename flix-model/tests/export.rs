@@ -11,7 +11,6 @@ use flix_kernels::{DType, Device, Tensor};
 use flix_model::adapters::{AdapterSpec, TargetModule};
 use flix_model::export::{concatenated_lora, export_peft};
 use flix_model::train::tensor_file::load_tensors;
-use flix_model::train::trainables::module_path;
 use flix_model::train::{load_trained, Method, TrainSpec, Trainer};
 use flix_model::{Batch, LlamaModel, Sequence};
 
@@ -66,7 +65,7 @@ fn exported_lora_reproduces_the_flix_logits() {
     let by_name: BTreeMap<_, _> = tensors.into_iter().map(|t| (t.name.clone(), t)).collect();
     for layer in 0..lora.layers.len() {
         for module in targets {
-            let path = format!("base_model.model.{}", module_path(layer, module));
+            let path = format!("base_model.model.{}", module.path(layer));
             let a = &by_name[&format!("{path}.lora_A.weight")];
             let b = &by_name[&format!("{path}.lora_B.weight")];
             let lin = lora.linear_mut(layer, module).unwrap();

@@ -9,7 +9,6 @@ use flix_core::{BatchPlan, SegmentSpec, TypeShape};
 use flix_kernels::tolerance::Tolerance;
 use flix_kernels::{DType, Device, Tensor};
 use flix_model::config::{Family, LayerType};
-use flix_model::train::trainables::module_path;
 use flix_model::{
     AdapterSpec, Batch, Checkpoint, GenerationConfig, LlamaConfig, LlamaModel, Sequence,
     TargetModule, TrainMode,
@@ -223,7 +222,7 @@ fn check_lora(dir: &Path, batch: &Batch, targets: &[TargetModule]) {
         let layers = model.config.num_hidden_layers;
         for layer in 0..layers {
             for &module in targets {
-                let name = module_path(layer, module);
+                let name = module.path(layer);
                 let lin = model.linear_mut(layer, module).unwrap();
                 let ty = &mut lin.adapter.as_mut().unwrap().layers.types[0];
                 let (a_shape, b_shape) = (ty.a.shape().to_vec(), ty.b.shape().to_vec());
@@ -273,7 +272,7 @@ fn check_lora(dir: &Path, batch: &Batch, targets: &[TargetModule]) {
         );
         for layer in 0..layers {
             for &module in targets {
-                let name = module_path(layer, module);
+                let name = module.path(layer);
                 let lin = model.linear_mut(layer, module).unwrap();
                 assert!(
                     lin.weight.grad.is_none(),

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use common::fixture;
 use flix_core::{read_jsonl_files, BatchPlan, FeatureConfig, SegmentSpec, TypeDefaults};
+use flix_kernels::ops::reference::cross_entropy;
 use flix_kernels::Device;
 use flix_model::eval::periodic::{EvalRecord, MetricsLine, PeriodicEvalSpec};
 use flix_model::train::checkpoint::{latest_checkpoint, OPTIMIZER_FILE, WEIGHTS_FILE};
@@ -97,9 +98,7 @@ fn plain_losses(checkpoint: &Path, data: &Path) -> BTreeMap<String, f64> {
                 .iter()
                 .map(|&v| v as f64)
                 .collect();
-            let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let log_z = max + row.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
-            entry.0 += log_z - row[tokens[t + 1] as usize];
+            entry.0 += cross_entropy(&row, tokens[t + 1] as usize);
             entry.1 += 1;
         }
     }

@@ -1,17 +1,22 @@
 //! Resuming a run whose directory was damaged: a lost `latest` pointer, a torn temporary of a
 //! killed write, a damaged newest checkpoint, every checkpoint damaged, a hand-edited spec, a
 //! base model swapped under the run. The reference is a run that was never interrupted: resuming
-//! must reach its bytes exactly and log each step once, or refuse with a clear error.
+//! must reach its bytes exactly and log each step once, or refuse with a clear error. Loading a
+//! run for evaluation, export, generation or merging (`load_trained`) falls back the same way
+//! and says so.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::fixture;
+use common::{copy_files, fixture};
 use flix_core::{FeatureConfig, TypeDefaults};
+use flix_kernels::Device;
 use flix_model::train::checkpoint::{latest_checkpoint, CONFIG_FILE, OPTIMIZER_FILE, WEIGHTS_FILE};
 use flix_model::train::tensor_file::{load_tensors, save_tensors};
-use flix_model::train::{Method, TrainSpec, Trainer};
+use flix_model::train::trainables::trainables;
+use flix_model::train::{load_trained, Method, TrainSpec, Trained, Trainer};
 
 const STEPS: u64 = 6;
 
@@ -103,16 +108,11 @@ fn a_lost_pointer_and_a_killed_write_resume_from_the_newest_checkpoint() {
     );
 }
 
-#[test]
-fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (base, train) = fixture(tmp.path());
-    let straight = tmp.path().join("straight");
-    full_run(&base, &train, &straight);
-    let expected = final_bytes(&straight);
+type Damage = fn(&Path);
 
-    type Damage = fn(&Path);
-    let damages: [(&str, Damage); 4] = [
+/// Ways a checkpoint gets damaged: cut short, a NaN written in, a file lost, a config garbled.
+fn damages() -> [(&'static str, Damage); 4] {
+    [
         ("weights cut short", |ck| {
             let path = ck.join(WEIGHTS_FILE);
             let bytes = std::fs::read(&path).unwrap();
@@ -130,8 +130,18 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
         ("config garbled", |ck| {
             std::fs::write(ck.join(CONFIG_FILE), b"{\"format\": ").unwrap();
         }),
-    ];
-    for (i, (what, damage)) in damages.iter().enumerate() {
+    ]
+}
+
+#[test]
+fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, train) = fixture(tmp.path());
+    let straight = tmp.path().join("straight");
+    full_run(&base, &train, &straight);
+    let expected = final_bytes(&straight);
+
+    for (i, (what, damage)) in damages().iter().enumerate() {
         let run = tmp.path().join(format!("run{i}"));
         full_run(&base, &train, &run);
         damage(&step_dir(&run, 6));
@@ -229,11 +239,7 @@ fn a_hand_edited_spec_or_another_base_model_is_refused_on_resume() {
 
     // Another base model: a copy of the base with one weight changed.
     let other = tmp.path().join("other-base");
-    std::fs::create_dir(&other).unwrap();
-    for entry in std::fs::read_dir(&base).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), other.join(entry.file_name())).unwrap();
-    }
+    copy_files(&base, &other);
     let weights = other.join("model.safetensors");
     let mut bytes = std::fs::read(&weights).unwrap();
     let last = bytes.len() - 1;
@@ -252,4 +258,60 @@ fn a_hand_edited_spec_or_another_base_model_is_refused_on_resume() {
     // The original spec resumes.
     edit_spec(&run, |s| *s = saved.clone());
     assert_eq!(Trainer::resume(&run).unwrap().step, 1);
+}
+
+/// The adapter tensors of a loaded run, by name.
+fn adapter_tensors(trained: &mut Trained) -> BTreeMap<String, Vec<f32>> {
+    let names = trained.config.type_names();
+    trainables(&mut trained.model, false, &names)
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.name, t.value.to_f32_vec().unwrap()))
+        .collect()
+}
+
+#[test]
+fn loading_a_run_whose_newest_checkpoint_is_damaged_falls_back_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, train) = fixture(tmp.path());
+    let run = tmp.path().join("run");
+    full_run(&base, &train, &run);
+    let (newest, previous) = (step_dir(&run, 6), step_dir(&run, 4));
+    let pristine = tmp.path().join("pristine-step-6");
+    copy_files(&newest, &pristine);
+    // The independent reference: the tensors step 4 wrote, read straight from its file.
+    let expected: BTreeMap<String, Vec<f32>> = load_tensors(&previous.join(WEIGHTS_FILE))
+        .unwrap()
+        .into_iter()
+        .map(|(name, t)| (name, t.data))
+        .collect();
+
+    let intact = load_trained(&run, &Device::Cpu).unwrap();
+    assert_eq!(intact.checkpoint, newest);
+    assert!(intact.warnings.is_empty(), "{:?}", intact.warnings);
+
+    for (what, damage) in damages() {
+        copy_files(&pristine, &newest);
+        damage(&newest);
+        let mut trained = load_trained(&run, &Device::Cpu).unwrap();
+        assert_eq!(trained.checkpoint, previous, "{what}");
+        assert!(
+            trained.warnings.len() == 1
+                && trained.warnings[0].contains("step-00000006")
+                && trained.warnings[0].contains("step 4"),
+            "{what}: {:?}",
+            trained.warnings
+        );
+        assert_eq!(adapter_tensors(&mut trained), expected, "{what}");
+    }
+
+    // None intact: an error naming both checkpoints, never the bare base model.
+    std::fs::write(previous.join(WEIGHTS_FILE), b"").unwrap();
+    let err = load_trained(&run, &Device::Cpu).err().unwrap().to_string();
+    assert!(
+        err.contains("no checkpoint")
+            && err.contains("step-00000004")
+            && err.contains("step-00000006"),
+        "{err}"
+    );
 }

@@ -6,7 +6,7 @@ use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use flix_core::demo::{generate, write_dir, DemoConfig, Task, TRAIN_FILE};
+use flix_demo::{generate, write_dir, DemoConfig, Task, TRAIN_FILE};
 use flix_model::tokenize::{char_tokenizer_json, Tokenizer};
 use flix_model::train::base::{write_random_base, TinyLlamaShape};
 

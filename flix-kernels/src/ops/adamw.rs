@@ -140,7 +140,8 @@ pub fn adamw_step_many(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::oracle::{assert_close, pseudo_random};
+    use crate::ops::oracle::{assert_close, pseudo_random, to_f64};
+    use crate::ops::reference;
 
     #[test]
     fn three_steps_match_an_f64_reference() {
@@ -156,11 +157,7 @@ mod tests {
         let mut p = Tensor::cpu(&[3, 3], p0.clone()).unwrap();
         let mut m = Tensor::cpu(&[3, 3], vec![0.0; n]).unwrap();
         let mut v = Tensor::cpu(&[3, 3], vec![0.0; n]).unwrap();
-        let (mut rp, mut rm, mut rv): (Vec<f64>, Vec<f64>, Vec<f64>) = (
-            p0.iter().map(|&x| x as f64).collect(),
-            vec![0.0; n],
-            vec![0.0; n],
-        );
+        let (mut rp, mut rm, mut rv) = (to_f64(&p0), vec![0.0; n], vec![0.0; n]);
         for step in 1..=3u64 {
             let g = pseudo_random(n, 10 + step);
             adamw_step(
@@ -172,22 +169,7 @@ mod tests {
                 hp,
             )
             .unwrap();
-            let (lr, b1, b2, eps, wd) = (
-                hp.lr as f64,
-                hp.beta1 as f64,
-                hp.beta2 as f64,
-                hp.eps as f64,
-                hp.weight_decay as f64,
-            );
-            for i in 0..n {
-                let gi = g[i] as f64;
-                rp[i] *= 1.0 - lr * wd;
-                rm[i] = b1 * rm[i] + (1.0 - b1) * gi;
-                rv[i] = b2 * rv[i] + (1.0 - b2) * gi * gi;
-                let mh = rm[i] / (1.0 - b1.powi(step as i32));
-                let vh = rv[i] / (1.0 - b2.powi(step as i32));
-                rp[i] -= lr * mh / (vh.sqrt() + eps);
-            }
+            reference::adamw_step(&mut rp, &mut rm, &mut rv, &to_f64(&g), step, hp);
         }
         assert_close("param", &p.to_f32_vec().unwrap(), &rp, 1e-5);
     }

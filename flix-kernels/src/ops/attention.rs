@@ -528,44 +528,13 @@ mod tests {
     use super::*;
     use crate::ops::oracle::{assert_close, fd_check, pseudo_random, to_f64};
 
-    /// Dense f64 attention with an explicit mask: key j visible to query i iff same segment,
-    /// j <= i and, with a window w, i - j < w. Independent of the packed loops above.
+    /// O of the plain reference, every query against the keys of its own segment.
     fn reference(q: &[f64], k: &[f64], v: &[f64], starts: &[usize], s: AttentionShape) -> Vec<f64> {
-        let t = *starts.last().unwrap();
-        let (h_n, g_n, hd) = (s.heads, s.kv_heads, s.head_dim);
-        let seg_of = |i: usize| {
-            starts
-                .windows(2)
-                .position(|w| w[0] <= i && i < w[1])
-                .unwrap()
-        };
-        let mut out = vec![0.0; t * h_n * hd];
-        for h in 0..h_n {
-            let g = h * g_n / h_n;
-            for i in 0..t {
-                let mut w = vec![0.0; t];
-                for j in 0..t {
-                    let in_window = s.window.is_none_or(|w| j + w > i);
-                    if seg_of(j) == seg_of(i) && j <= i && in_window {
-                        let sc: f64 = (0..hd)
-                            .map(|d| q[i * h_n * hd + h * hd + d] * k[j * g_n * hd + g * hd + d])
-                            .sum();
-                        w[j] = (sc * s.scale as f64).exp();
-                    }
-                }
-                let z: f64 = w.iter().sum();
-                for j in 0..t {
-                    for d in 0..hd {
-                        out[i * h_n * hd + h * hd + d] += w[j] / z * v[j * g_n * hd + g * hd + d];
-                    }
-                }
-            }
-        }
-        out
+        crate::ops::reference::attention((q, k, v), None, starts, starts, s).o
     }
 
     #[test]
-    fn forward_and_backward_match_dense_masked_reference() {
+    fn forward_and_backward_match_the_reference() {
         // Three packed sequences, one of a single token.
         check_forward_backward(AttentionShape::new(4, 2, 3), &[0, 3, 4, 7], 1);
     }

@@ -258,22 +258,7 @@ mod tests {
     use super::*;
     use crate::ops::oracle::{fd_check, pseudo_random, to_f64};
 
-    /// Dense f64 loss Σ_scored −log softmax(W x)[y].
-    fn reference(x: &[f64], w: &[f64], targets: &[i32], d: usize) -> f64 {
-        let v = w.len() / d;
-        let mut loss = 0.0;
-        for (t, &y) in targets.iter().enumerate() {
-            if y < 0 {
-                continue;
-            }
-            let z: Vec<f64> = (0..v)
-                .map(|j| (0..d).map(|i| x[t * d + i] * w[j * d + i]).sum())
-                .collect();
-            let lse = z.iter().map(|v| v.exp()).sum::<f64>().ln();
-            loss += lse - z[y as usize];
-        }
-        loss
-    }
+    use crate::ops::reference::linear_cross_entropy as reference;
 
     #[test]
     fn chunked_loss_and_gradients_match_dense_reference() {

@@ -11,6 +11,7 @@ pub mod grad_norm;
 pub mod matmul;
 #[cfg(test)]
 pub(crate) mod oracle;
+pub mod reference;
 pub mod rmsnorm;
 pub mod rope;
 pub mod swiglu;

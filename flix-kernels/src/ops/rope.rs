@@ -130,29 +130,7 @@ fn apply(
 mod tests {
     use super::*;
     use crate::ops::oracle::{fd_check, pseudo_random, to_f64};
-
-    /// Plain f64 loop over HF's formula: cat(x1, x2) · cos + rotate_half(x) · sin.
-    fn reference(x: &[f64], heads: usize, positions: &[u32], inv: &[f32]) -> Vec<f64> {
-        let hd = 2 * inv.len();
-        let half = inv.len();
-        let mut out = vec![0.0; x.len()];
-        for (t, &p) in positions.iter().enumerate() {
-            for h in 0..heads {
-                for d in 0..hd {
-                    let i = d % half;
-                    let angle = (p as f32 * inv[i]) as f64;
-                    let xi = x[t * heads * hd + h * hd + d];
-                    let rot = if d < half {
-                        -x[t * heads * hd + h * hd + d + half]
-                    } else {
-                        x[t * heads * hd + h * hd + d - half]
-                    };
-                    out[t * heads * hd + h * hd + d] = xi * angle.cos() + rot * angle.sin();
-                }
-            }
-        }
-        out
-    }
+    use crate::ops::reference::rope as reference;
 
     #[test]
     fn matches_rotate_half_reference() {
@@ -162,7 +140,7 @@ mod tests {
         let x = pseudo_random(positions.len() * heads * hd, 7);
         let mut t = Tensor::cpu(&[positions.len(), heads * hd], x.clone()).unwrap();
         rope_forward(&mut t, heads, &positions, &inv).unwrap();
-        let want = reference(&to_f64(&x), heads, &positions, &inv);
+        let want = reference(&to_f64(&x), heads, &positions, &inv, false);
         for (g, w) in t.to_f32_vec().unwrap().iter().zip(&want) {
             assert!((*g as f64 - w).abs() < 1e-5, "{g} vs {w}");
         }
@@ -179,7 +157,7 @@ mod tests {
         let mut dx = Tensor::cpu(&[positions.len(), heads * hd], dy.clone()).unwrap();
         rope_backward(&mut dx, heads, &positions, &inv).unwrap();
         let loss = |x: &[f64]| -> f64 {
-            let y = reference(x, heads, &positions, &inv);
+            let y = reference(x, heads, &positions, &inv, false);
             y.iter().zip(&dy).map(|(a, b)| a * *b as f64).sum()
         };
         fd_check(&x, &dx.to_f32_vec().unwrap(), loss, 2e-3);

@@ -116,20 +116,14 @@ mod tests {
     use super::*;
     use crate::ops::oracle::{assert_close, fd_check, pseudo_random, to_f64};
 
+    use crate::ops::reference::gated;
+
     fn reference(g: &[f64], u: &[f64]) -> Vec<f64> {
-        g.iter()
-            .zip(u)
-            .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
-            .collect()
+        gated(GateActivation::Silu, g, u)
     }
 
-    /// GELU with the tanh approximation, as torch's `gelu(approximate="tanh")` writes it.
     fn gelu_tanh_reference(g: &[f64], u: &[f64]) -> Vec<f64> {
-        let c = (2.0 / std::f64::consts::PI).sqrt();
-        g.iter()
-            .zip(u)
-            .map(|(g, u)| 0.5 * g * (1.0 + (c * (g + 0.044715 * g * g * g)).tanh()) * u)
-            .collect()
+        gated(GateActivation::GeluTanh, g, u)
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use super::reader::{gguf_err, GgufFile, MetaValue};
+use crate::adapters::TargetModule;
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::weights::TensorSource;
@@ -172,9 +173,9 @@ impl TensorSource for GgufModel {
             GgufArchitecture::Llama => {
                 // convert_hf_to_gguf permutes the rows of q (by attention heads) and k (by KV
                 // heads) so rotary pairs sit side by side; undo it.
-                let heads = if is_projection(name, "q_proj") {
+                let heads = if is_projection(name, TargetModule::Q) {
                     Some(self.num_heads)
-                } else if is_projection(name, "k_proj") {
+                } else if is_projection(name, TargetModule::K) {
                     Some(self.num_kv_heads)
                 } else {
                     None
@@ -198,9 +199,9 @@ impl TensorSource for GgufModel {
     }
 }
 
-fn is_projection(name: &str, proj: &str) -> bool {
-    name.ends_with(&format!("self_attn.{proj}.weight"))
-        || name.ends_with(&format!("self_attn.{proj}.bias"))
+fn is_projection(name: &str, module: TargetModule) -> bool {
+    let path = module.layer_path();
+    name.ends_with(&format!("{path}.weight")) || name.ends_with(&format!("{path}.bias"))
 }
 
 /// Undoes convert_hf_to_gguf's `LlamaModel.permute`: within each head of `head_dim` rows, GGUF
@@ -266,14 +267,10 @@ fn hf_name(
     if kind != "weight" && kind != "bias" {
         return Err(unknown());
     }
+    if let Some(projection) = TargetModule::from_gguf_name(module) {
+        return Ok(format!("{}.{kind}", projection.path(layer)));
+    }
     let hf_module = match (module, arch) {
-        ("attn_q", _) => "self_attn.q_proj",
-        ("attn_k", _) => "self_attn.k_proj",
-        ("attn_v", _) => "self_attn.v_proj",
-        ("attn_output", _) => "self_attn.o_proj",
-        ("ffn_gate", _) => "mlp.gate_proj",
-        ("ffn_up", _) => "mlp.up_proj",
-        ("ffn_down", _) => "mlp.down_proj",
         ("attn_norm", _) => "input_layernorm",
         // In Llama and Qwen2 the norm before the MLP is called post_attention_layernorm; Gemma 3
         // has a separate norm after attention and calls the one before the MLP

@@ -29,6 +29,7 @@ use flix_kernels::Tensor;
 
 use super::linear::{Linear, LinearSaved};
 use super::param::{MakeParam, Param, ParamKind};
+use crate::adapters::TargetModule;
 use crate::batch::Batch;
 use crate::config::{Family, LlamaConfig};
 use crate::error::{ModelError, Result};
@@ -251,25 +252,27 @@ impl DecoderLayer {
         let (d, f) = (c.hidden_size, c.intermediate_size);
         // The order of `make` calls is part of the contract: random initialisation draws each
         // parameter from its own stream, numbered in call order (bias before weight).
-        let mut lin = |name: &str, out: usize, inp: usize, bias: bool| -> Result<Linear> {
-            let bias = if bias {
-                Some(make(format!("{p}.{name}.bias"), &[out], ParamKind::Bias)?)
-            } else {
-                None
+        let mut lin =
+            |module: TargetModule, out: usize, inp: usize, bias: bool| -> Result<Linear> {
+                let name = module.layer_path();
+                let bias = if bias {
+                    Some(make(format!("{p}.{name}.bias"), &[out], ParamKind::Bias)?)
+                } else {
+                    None
+                };
+                Ok(Linear {
+                    weight: make(format!("{p}.{name}.weight"), &[out, inp], ParamKind::Weight)?,
+                    bias,
+                    adapter: None,
+                })
             };
-            Ok(Linear {
-                weight: make(format!("{p}.{name}.weight"), &[out, inp], ParamKind::Weight)?,
-                bias,
-                adapter: None,
-            })
-        };
-        let q_proj = lin("self_attn.q_proj", c.q_dim(), d, c.qkv_bias)?;
-        let k_proj = lin("self_attn.k_proj", c.kv_dim(), d, c.qkv_bias)?;
-        let v_proj = lin("self_attn.v_proj", c.kv_dim(), d, c.qkv_bias)?;
-        let o_proj = lin("self_attn.o_proj", d, c.q_dim(), c.o_bias)?;
-        let gate_proj = lin("mlp.gate_proj", f, d, false)?;
-        let up_proj = lin("mlp.up_proj", f, d, false)?;
-        let down_proj = lin("mlp.down_proj", d, f, false)?;
+        let q_proj = lin(TargetModule::Q, c.q_dim(), d, c.qkv_bias)?;
+        let k_proj = lin(TargetModule::K, c.kv_dim(), d, c.qkv_bias)?;
+        let v_proj = lin(TargetModule::V, c.kv_dim(), d, c.qkv_bias)?;
+        let o_proj = lin(TargetModule::O, d, c.q_dim(), c.o_bias)?;
+        let gate_proj = lin(TargetModule::Gate, f, d, false)?;
+        let up_proj = lin(TargetModule::Up, f, d, false)?;
+        let down_proj = lin(TargetModule::Down, d, f, false)?;
         let mut norm =
             |name: &str, dim: usize| make(format!("{p}.{name}.weight"), &[dim], ParamKind::Norm);
         let input_norm = norm("input_layernorm", d)?;
@@ -318,7 +321,7 @@ impl DecoderLayer {
         self.shape
     }
 
-    /// The seven projections, read-only, in the order of `linears_mut`.
+    /// The seven projections, read-only, in [`TargetModule::ALL`] order.
     pub fn linears(&self) -> [&Linear; 7] {
         [
             &self.q_proj,
@@ -331,7 +334,20 @@ impl DecoderLayer {
         ]
     }
 
-    /// The seven projections, in a fixed order (q, k, v, o, gate, up, down).
+    /// The projection `module`.
+    pub fn linear_mut(&mut self, module: TargetModule) -> &mut Linear {
+        match module {
+            TargetModule::Q => &mut self.q_proj,
+            TargetModule::K => &mut self.k_proj,
+            TargetModule::V => &mut self.v_proj,
+            TargetModule::O => &mut self.o_proj,
+            TargetModule::Gate => &mut self.gate_proj,
+            TargetModule::Up => &mut self.up_proj,
+            TargetModule::Down => &mut self.down_proj,
+        }
+    }
+
+    /// The seven projections, in [`TargetModule::ALL`] order.
     pub fn linears_mut(&mut self) -> [&mut Linear; 7] {
         [
             &mut self.q_proj,
@@ -357,8 +373,8 @@ impl DecoderLayer {
         out
     }
 
-    /// The seven projections, after pushing every norm into `norms` (a split borrow for
-    /// walking every parameter at once).
+    /// The seven projections in [`TargetModule::ALL`] order, after pushing every norm into
+    /// `norms` (a split borrow for walking every parameter at once).
     pub fn linears_mut_with_norms<'a>(
         &'a mut self,
         norms: &mut Vec<&'a mut Param>,

@@ -223,8 +223,7 @@ impl LlamaModel {
         let mut base: Vec<&mut Param> = vec![embed];
         let mut adapters = Vec::new();
         for layer in layers.iter_mut() {
-            let [q, k, v, o, gate, up, down] = layer.linears_mut_with_norms(&mut base);
-            for lin in [q, k, v, o, gate, up, down] {
+            for lin in layer.linears_mut_with_norms(&mut base) {
                 base.push(&mut lin.weight);
                 base.extend(lin.bias.as_mut());
                 if let Some(ad) = lin.adapter.as_mut() {
@@ -304,8 +303,8 @@ impl LlamaModel {
     }
 
     /// Every attached adapter with the module path of its linear layer (for example
-    /// `model.layers.0.self_attn.q_proj`, as in PEFT's keys), in layer then q, k, v, o, gate,
-    /// up, down order: what a trainer saves.
+    /// `model.layers.0.self_attn.q_proj`, as in PEFT's keys), in layer then
+    /// [`TargetModule::ALL`] order: what a trainer saves.
     pub fn adapters(&self) -> Vec<(String, &Adapter)> {
         let mut out = Vec::new();
         for layer in &self.layers {
@@ -329,16 +328,7 @@ impl LlamaModel {
         let l = self.layers.get_mut(layer).ok_or_else(|| {
             ModelError::Invalid(format!("layer {layer} does not exist (the model has {n})"))
         })?;
-        let [q, k, v, o, gate, up, down] = l.linears_mut();
-        Ok(match module {
-            TargetModule::Q => q,
-            TargetModule::K => k,
-            TargetModule::V => v,
-            TargetModule::O => o,
-            TargetModule::Gate => gate,
-            TargetModule::Up => up,
-            TargetModule::Down => down,
-        })
+        Ok(l.linear_mut(module))
     }
 
     /// Binds a batch plan to the model's device (uploads it once on CUDA).

@@ -287,9 +287,33 @@ pub fn step_dirs(run_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 /// Whether `dir` looks like a whole checkpoint of `step`: every file is there and its trainer
 /// state names that step. (Only loading proves the tensors intact; see `Trainer::resume`.)
 pub fn is_complete(dir: &Path, step: u64) -> bool {
+    check_complete(dir, step).is_ok()
+}
+
+/// [`is_complete`] as an error that says what is missing or wrong.
+fn check_complete(dir: &Path, step: u64) -> Result<()> {
     let files = [WEIGHTS_FILE, CONFIG_FILE, OPTIMIZER_FILE, STATE_FILE];
-    files.iter().all(|f| dir.join(f).is_file())
-        && read_state(dir).is_ok_and(|state| state.step == step)
+    let missing: Vec<&str> = files
+        .into_iter()
+        .filter(|f| !dir.join(f).is_file())
+        .collect();
+    if !missing.is_empty() {
+        return Err(ModelError::Invalid(format!(
+            "the checkpoint is incomplete: {} missing",
+            missing.join(", ")
+        )));
+    }
+    let state = read_state(dir)?;
+    if state.step != step {
+        return Err(ModelError::Config {
+            path: dir.join(STATE_FILE),
+            message: format!(
+                "names step {}, but the directory is that of step {step}",
+                state.step
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The checkpoints to resume from, in the order to try them: the one `checkpoints/latest` names
@@ -443,23 +467,63 @@ pub struct Trained {
     pub layout: Layout,
     pub tokenizer: Tokenizer,
     pub config: AdapterConfig,
+    /// The checkpoint directory the trained tensors came from.
+    pub checkpoint: PathBuf,
+    /// What the user must be told about the loading: newer checkpoints that were damaged and
+    /// skipped for an older one. Callers print these (the CLI on stderr).
+    pub warnings: Vec<String>,
 }
 
-/// Loads the run (its latest checkpoint) or checkpoint directory `dir` on `device`, with every
-/// check of [`read_adapter_config`] and [`load_into`], on the base model it was trained on (its
+/// Loads the run or checkpoint directory `dir` on `device`, with every check of
+/// [`read_adapter_config`] and [`load_into`], on the base model it was trained on (its
 /// fingerprint must match).
+///
+/// A run loads from its newest checkpoint that loads, as `Trainer::resume` does: a damaged newer
+/// one (cut short, a file missing, a garbled config, a non-finite value) gives way to the one
+/// before it, with a warning in [`Trained::warnings`]; when none loads, the error names each
+/// checkpoint tried and why it failed. A checkpoint directory given directly has no fallback.
 pub fn load_trained(dir: &Path, device: &Device) -> Result<Trained> {
-    let checkpoint = match latest_checkpoint(dir)? {
-        Some(checkpoint) => checkpoint,
-        None if checkpoints_dir(dir).is_dir() => {
+    let candidates = checkpoint_candidates(dir)?;
+    if candidates.is_empty() {
+        if checkpoints_dir(dir).is_dir() {
             return Err(ModelError::Invalid(format!(
-                "{} holds no complete checkpoint (a run killed before its first checkpoint?)",
+                "{} holds no checkpoint (a run killed before its first checkpoint?)",
                 checkpoints_dir(dir).display()
-            )))
+            )));
         }
-        None => dir.to_path_buf(),
-    };
-    let (config, layout) = read_adapter_config(&checkpoint)?;
+        return load_checkpoint(dir, device);
+    }
+    let mut failures = Vec::new();
+    for (step, checkpoint) in candidates {
+        let loaded =
+            check_complete(&checkpoint, step).and_then(|()| load_checkpoint(&checkpoint, device));
+        match loaded {
+            Ok(mut trained) => {
+                if !failures.is_empty() {
+                    trained.warnings.push(format!(
+                        "skipped {} damaged checkpoint(s) of {} and loaded the one of step \
+                         {step} ({}):\n  {}",
+                        failures.len(),
+                        dir.display(),
+                        checkpoint.display(),
+                        failures.join("\n  ")
+                    ));
+                }
+                return Ok(trained);
+            }
+            Err(e) => failures.push(format!("{}: {e}", checkpoint.display())),
+        }
+    }
+    Err(ModelError::Invalid(format!(
+        "no checkpoint of {} can be loaded:\n  {}",
+        dir.display(),
+        failures.join("\n  ")
+    )))
+}
+
+/// Loads the one checkpoint directory `checkpoint` (see [`load_trained`]).
+fn load_checkpoint(checkpoint: &Path, device: &Device) -> Result<Trained> {
+    let (config, layout) = read_adapter_config(checkpoint)?;
     if let Some(recorded) = &config.base_fingerprint {
         check_base_fingerprint(&config.base_model, recorded, &checkpoint.join(CONFIG_FILE))?;
     }
@@ -484,5 +548,7 @@ pub fn load_trained(dir: &Path, device: &Device) -> Result<Trained> {
         layout,
         tokenizer,
         config,
+        checkpoint: checkpoint.to_path_buf(),
+        warnings: Vec::new(),
     })
 }

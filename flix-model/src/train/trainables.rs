@@ -17,16 +17,6 @@ pub struct Trainable<'a> {
     pub grad: &'a mut Tensor,
 }
 
-/// The checkpoint path of projection `module` of layer `layer`, e.g.
-/// `model.layers.0.self_attn.q_proj`.
-pub fn module_path(layer: usize, module: TargetModule) -> String {
-    let block = match module {
-        TargetModule::Q | TargetModule::K | TargetModule::V | TargetModule::O => "self_attn",
-        TargetModule::Gate | TargetModule::Up | TargetModule::Down => "mlp",
-    };
-    format!("model.layers.{layer}.{block}.{}", module.hf_name())
-}
-
 /// The trainable tensors of `model`: with `full`, the base weights that have gradients; else the
 /// adapters, type k named `type_names[k]` (`<module>.flix.<type>.lora_A` `[V, r, in]` and
 /// `.lora_B` `[V, out, r]`).
@@ -58,7 +48,7 @@ pub fn trainables<'a>(
             let Some(Adapter { layers, grads }) = lin.adapter.as_mut() else {
                 continue;
             };
-            let path = module_path(i, module);
+            let path = module.path(i);
             let pairs = layers
                 .types
                 .iter_mut()

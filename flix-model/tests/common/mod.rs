@@ -2,9 +2,20 @@
 
 use std::path::{Path, PathBuf};
 
-use flix_core::demo::{generate, write_dir, DemoConfig, TRAIN_FILE};
+use flix_demo::{generate, write_dir, DemoConfig, TRAIN_FILE};
 use flix_model::tokenize::char_tokenizer_json;
 use flix_model::train::base::{write_random_base, TinyLlamaShape};
+
+/// The files of directory `from` (not its subdirectories) copied into `to`, created if need be,
+/// replacing any of the same name: a copy of a checkpoint or a base model to damage or edit.
+#[allow(dead_code)]
+pub fn copy_files(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
 
 /// A tiny demo mixture and a random base model in `dir`; returns (base, train file).
 #[allow(dead_code)]
@@ -14,7 +25,7 @@ pub fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
         dev_per_cell: 0,
         test_per_cell: 0,
         knowledge_dates_per_language: 1,
-        ..DemoConfig::for_grid(&["eng", "deu", "fra"], &flix_core::demo::Task::ALL[..3])
+        ..DemoConfig::for_grid(&["eng", "deu", "fra"], &flix_demo::Task::ALL[..3])
     };
     let mixture = generate(&config).unwrap();
     let data = dir.join("data");

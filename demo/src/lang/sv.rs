@@ -1,7 +1,7 @@
 //! Swedish (`5 mars 2024`).
 
 use super::{capitalize, compose_number, month_words, Language};
-use crate::demo::date::Date;
+use crate::date::Date;
 
 pub(crate) struct Swedish;
 

@@ -2,9 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use flix_core::demo::{
-    diagonal_heldout, generate, validate_heldout, Cell, DemoConfig, DemoError, Task,
-};
+use flix_demo::{diagonal_heldout, generate, validate_heldout, Cell, DemoConfig, DemoError, Task};
 
 fn langs(codes: &[&str]) -> Vec<String> {
     codes.iter().map(|c| c.to_string()).collect()

@@ -1,7 +1,7 @@
 //! Spanish (`5 de marzo de 2024`).
 
 use super::{capitalize, month_words, Language, MAX_NUMBER};
-use crate::demo::date::Date;
+use crate::date::Date;
 
 pub(crate) struct Spanish;
 

@@ -1,7 +1,7 @@
 //! German (`5. März 2024`).
 
 use super::{compose_number, month_words, Language};
-use crate::demo::date::Date;
+use crate::date::Date;
 
 pub(crate) struct German;
 

@@ -2,7 +2,7 @@
 
 mod demo_tables;
 
-use flix_core::demo::{all_languages, language, Date, MAX_NUMBER};
+use flix_demo::{all_languages, language, Date, MAX_NUMBER};
 
 #[test]
 fn number_words_match_the_hand_written_tables() {

@@ -6,7 +6,7 @@
 //! Both add `knowledge.txt` (one plain sentence per line) and `heldout.json`
 //! (`{"heldout": [{"lang": .., "task": ..}, ..]}`, the shape of the real mixture's
 //! `zero_shot_split.json`). Examples are one JSON object per line, the real mixture's record shape.
-//! Each file is written with [`crate::write_atomic`], so a crash never leaves a torn file.
+//! Each file is written with [`flix_core::write_atomic`], so a crash never leaves a torn file.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -130,10 +130,10 @@ fn to_json<T: serde::Serialize>(value: &T, path: &Path) -> Result<String, DemoEr
     })
 }
 
-/// Writes `text` with [`crate::write_atomic`] and returns the path written.
+/// Writes `text` with [`flix_core::write_atomic`] and returns the path written.
 fn write_atomically(path: &Path, text: &str) -> Result<PathBuf, DemoError> {
-    crate::write_atomic(path, text.as_bytes()).map_err(|e| match e {
-        crate::CoreError::Io { path, source } => DemoError::Io { path, source },
+    flix_core::write_atomic(path, text.as_bytes()).map_err(|e| match e {
+        flix_core::CoreError::Io { path, source } => DemoError::Io { path, source },
         other => io_error(path, std::io::Error::other(other.to_string())),
     })?;
     Ok(path.to_path_buf())

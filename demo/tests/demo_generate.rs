@@ -5,7 +5,7 @@ mod demo_tables;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use flix_core::demo::{
+use flix_demo::{
     check_knowledge, generate, read_jsonl, write_dir, Cell, DemoConfig, DemoError, DemoExample,
     KnowledgeKind, KnowledgeLine, Task, DEV_FILE, HELDOUT_FILE, KNOWLEDGE_FILE, TEST_FILE,
     TRAIN_FILE,
@@ -25,7 +25,7 @@ const FIRST_TASKS: [Task; 4] = [
 ];
 
 /// The test examples of the held-out cells.
-fn heldout_test_examples(m: &flix_core::demo::DemoMixture) -> Vec<DemoExample> {
+fn heldout_test_examples(m: &flix_demo::DemoMixture) -> Vec<DemoExample> {
     m.test
         .iter()
         .filter(|e| m.is_heldout(&e.lang, &e.task))
@@ -33,7 +33,7 @@ fn heldout_test_examples(m: &flix_core::demo::DemoMixture) -> Vec<DemoExample> {
         .collect()
 }
 
-fn all_examples(m: &flix_core::demo::DemoMixture) -> impl Iterator<Item = &DemoExample> {
+fn all_examples(m: &flix_demo::DemoMixture) -> impl Iterator<Item = &DemoExample> {
     m.train.iter().chain(&m.dev).chain(&m.test)
 }
 
@@ -69,7 +69,7 @@ fn one_cells_size_does_not_change_another_cells_examples() {
     assert_eq!(small.dev, big.dev);
     assert_eq!(small.test, big.test);
     // A cell's first examples do not depend on how many follow.
-    let first = |m: &flix_core::demo::DemoMixture| -> Vec<DemoExample> {
+    let first = |m: &flix_demo::DemoMixture| -> Vec<DemoExample> {
         m.train
             .iter()
             .filter(|e| e.lang == "fra" && e.task == "num2words")
@@ -404,7 +404,7 @@ fn check_knowledge_catches_a_planted_example() {
 fn the_grid_layout_matches_the_real_mixture_and_leaves_heldout_cells_untrained() {
     let m = generate(&DemoConfig::tiny()).expect("generates");
     let dir = tempfile::tempdir().expect("temp dir");
-    flix_core::demo::write_grid_dir(&m, dir.path()).expect("writes");
+    flix_demo::write_grid_dir(&m, dir.path()).expect("writes");
     let mut read_back: Vec<DemoExample> = Vec::new();
     let mut files = 0;
     for e in std::fs::read_dir(dir.path())

@@ -11,7 +11,7 @@
 //! plain "language knowledge" sentences per language for pretraining the base model.
 //!
 //! ```
-//! use flix_core::demo::{generate, DemoConfig};
+//! use flix_demo::{generate, DemoConfig};
 //! let mixture = generate(&DemoConfig::tiny()).unwrap();
 //! assert!(mixture.heldout.len() >= 6);
 //! assert!(mixture.train.iter().all(|e| !mixture.is_heldout(&e.lang, &e.task)));

@@ -1,7 +1,7 @@
 //! English (British date order: `5 March 2024`).
 
 use super::{compose_number, month_words, Language};
-use crate::demo::date::Date;
+use crate::date::Date;
 
 pub(crate) struct English;
 

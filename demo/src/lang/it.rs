@@ -1,7 +1,7 @@
 //! Italian (`5 marzo 2024`, `1º marzo 2024`).
 
 use super::{capitalize, compose_number, month_words, Language};
-use crate::demo::date::Date;
+use crate::date::Date;
 
 pub(crate) struct Italian;
 

@@ -1,7 +1,7 @@
 //! Portuguese, Brazilian spelling (dezesseis, not European dezasseis; `1º de março de 2024`).
 
 use super::{capitalize, compose_number, month_words, Language};
-use crate::demo::date::Date;
+use crate::date::Date;
 
 pub(crate) struct Portuguese;
 

@@ -1,7 +1,7 @@
 //! French, traditional spelling (hyphens, except around "et"; `1er mars 2024`).
 
 use super::{capitalize, month_words, Language, MAX_NUMBER};
-use crate::demo::date::Date;
+use crate::date::Date;
 
 pub(crate) struct French;
 
