@@ -14,6 +14,11 @@
 #      on CUDA against transformers' (the gemma3_gguf_score test), `flix bench-train --model` and
 #      train_peer.py --model on it, then `flix compare` on the real mixture within a time budget
 #      (FLIX_GPU_COMPARE_LIMIT seconds, default 300) with the settings of FLIX_GPU_COMPARE_ARGS.
+#   8. "serve" (not in the default set): `flix bench-serve --device cuda` — the completions
+#      server under 1..64 concurrent clients, mixed, single and no-feature requests — and its
+#      transformers + PEFT peer serve_peer.py replaying the same requests on the same card. The
+#      served run is a short FLix run on Gemma 3 270M when the gpu-gemma-* folders were carried
+#      (see "gemma"), else the tiny demo's FLix run. JSON and logs in $OUT (serve-*).
 # FLIX_GPU_PARTS picks parts (default all: "kernels bench peers model train cli"), e.g.
 # FLIX_GPU_PARTS="model train" when a whole run does not fit in one call.
 # Logs go to $OUT; a short summary is printed last. Time limits keep the whole under the
@@ -113,10 +118,17 @@ if want cli; then
   echo "flix demo --device cuda: rc=$? in $(( $(date +%s) - start )) s" >> "$OUT/summary.txt"
 fi
 
-if want gemma; then
-  GGUF=/tmp/gemma-3-270m-q4_k_m.gguf
+# Joins the carried gpu-gemma-* parts into $GGUF; fails when the sha256 does not match.
+GGUF=/tmp/gemma-3-270m-q4_k_m.gguf
+gemma_ok() { [ "$(sha256sum "$GGUF" 2>/dev/null | cut -d' ' -f1)" = "$(cat gpu-gemma-0/SHA256 2>/dev/null)" ]; }
+join_gemma() {
+  gemma_ok && return 0
   cat gpu-gemma-*/part-* > "$GGUF" 2>/dev/null
-  if [ "$(sha256sum "$GGUF" | cut -d' ' -f1)" != "$(cat gpu-gemma-0/SHA256 2>/dev/null)" ]; then
+  gemma_ok
+}
+
+if want gemma; then
+  if ! join_gemma; then
     echo "gemma: the joined GGUF's sha256 does not match (were all gpu-gemma-* folders carried?)" >> "$OUT/summary.txt"
     fail=1
   else
@@ -145,6 +157,30 @@ if want gemma; then
   fi
 fi
 
+if want serve; then
+  S=$(mktemp -d)
+  FLIX="$STAGE/flix"
+  # The tiny demo gives the data (and, without Gemma, the run and its base).
+  timeout 90 "$FLIX" demo --tiny --device cuda --out "$S/tiny" > "$OUT/serve-setup.txt" 2>&1
+  RUN="$S/tiny/seed-0/flix"
+  if [ -d gpu-gemma-0 ] && join_gemma; then
+    timeout 120 "$FLIX" train --device cuda --base "$GGUF" --data "$S/tiny/seed-0/data/train.jsonl" \
+      --method flix --rank 8 --steps 20 --out "$S/gemma-run" >> "$OUT/serve-setup.txt" 2>&1 \
+      && RUN="$S/gemma-run"
+  fi
+  echo "serve: run $RUN" >> "$OUT/summary.txt"
+  timeout 200 "$FLIX" bench-serve --run "$RUN" --device cuda \
+    --data "$S/tiny/seed-0/data/test.jsonl" --modes mixed,single,base --concurrency 1,4,16,64 \
+    --duration-secs 5 --requests-per-level 64 --max-tokens 32 --stream \
+    --dump-requests "$OUT/serve-requests.jsonl" --out "$OUT/bench-serve.json" \
+    > "$OUT/bench-serve.txt" 2>&1
+  echo "flix bench-serve --device cuda: rc=$?" >> "$OUT/summary.txt"
+  timeout 150 python3 "$STAGE/serve_peer.py" --requests "$OUT/serve-requests.jsonl" --run "$RUN" \
+    --flix "$FLIX" --device cuda --batch 1,8 --limit 64 --json "$OUT/serve-peer.json" \
+    > "$OUT/serve-peer.txt" 2>&1
+  echo "serve peer (transformers + PEFT): rc=$?" >> "$OUT/summary.txt"
+fi
+
 # The remote GPU runner brings back only a few files: the test logs go back as one.
 for f in "$OUT"/test-*.log; do echo "===== $(basename "$f")"; cat "$f"; done > "$OUT/tests.log" 2>/dev/null
 rm -f "$OUT"/test-*.log
@@ -156,6 +192,7 @@ echo "== bench-train"; tail -n 40 "$OUT/bench-train.txt" 2>/dev/null
 echo "== train peer"; tail -n 5 "$OUT/train-peer.txt" 2>/dev/null
 echo "== demo"; tail -n 30 "$OUT/demo.txt" 2>/dev/null
 echo "== gemma"; tail -n 20 "$OUT/gemma-score.txt" "$OUT/bench-train-gemma.txt" "$OUT/train-peer-gemma.txt" "$OUT/compare.txt" 2>/dev/null
+echo "== serve"; tail -n 20 "$OUT/bench-serve.txt" "$OUT/serve-peer.txt" 2>/dev/null
 echo "== failing tests (first lines)"
 grep -E "panicked|FAILED|^failures" "$OUT/tests.log" | head -20
 echo "== summary"; cat "$OUT/summary.txt"

@@ -59,7 +59,7 @@ strip "$STAGE"/flix
 find "$STAGE/tests" "$STAGE/model-tests" -type f -exec strip {} +
 # The exact batches of the GPU shape set, so the peers time the same segments and values.
 "$STAGE/flix" bench --list-shapes --shapes all --json "$STAGE/shapes.json"
-cp scripts/gpu-remote.sh scripts/gpu-env.sh scripts/gpu-demo-sweep.sh benches/peers/flix_peers.py benches/peers/train_peer.py "$STAGE/"
+cp scripts/gpu-remote.sh scripts/gpu-env.sh scripts/gpu-demo-sweep.sh benches/peers/flix_peers.py benches/peers/train_peer.py benches/peers/serve_peer.py "$STAGE/"
 git rev-parse HEAD > "$STAGE/COMMIT"
 git status --porcelain --untracked-files=no | grep -q . && echo "(working tree had uncommitted changes)" >> "$STAGE/COMMIT"
 

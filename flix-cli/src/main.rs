@@ -2,6 +2,7 @@
 //! math lives in the library crates.
 
 mod bench;
+mod bench_serve;
 mod bench_train;
 mod compare;
 mod demo;
@@ -39,6 +40,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Training-step tokens/s and peak memory of a TinyLlama-shaped model with FLix adapters.
     BenchTrain(bench_train::BenchTrainArgs),
+    /// Load test of the completions server: tokens/s and latency per concurrency level, with
+    /// mixed or fixed feature combinations (BENCHMARKS.md, Serving).
+    BenchServe(bench_serve::BenchServeArgs),
     /// Per-example loss and per-token log-likelihood of a JSONL file under a model.
     Score(score::ScoreArgs),
     /// Train FLix adapters (or a LoRA / full baseline) on JSONL files or a mixture root; --resume
@@ -67,6 +71,7 @@ fn main() -> anyhow::Result<()> {
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchTrain(args) => bench_train::run(args),
+        Command::BenchServe(args) => bench_serve::run(args),
         Command::Score(args) => score::run(args),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
