@@ -14,6 +14,7 @@ mod inspect;
 mod merge;
 mod report;
 mod score;
+mod serve;
 mod text;
 mod train;
 
@@ -63,6 +64,9 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// One HTML page: loss curves, heatmaps of a metric per cell, FLix minus LoRA.
     Report(report::ReportArgs),
+    /// Serve a trained run over an OpenAI-compatible completions API, every feature combination
+    /// batched together.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -81,5 +85,6 @@ fn main() -> anyhow::Result<()> {
         Command::Merge(args) => merge::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Report(args) => report::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }

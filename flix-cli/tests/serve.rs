@@ -1,0 +1,627 @@
+//! `flix serve` as a real process on a tiny trained run: concurrent requests of mixed feature
+//! combinations get exactly what `flix generate` prints for each prompt alone (batching changes no
+//! answer), streaming concatenates to the same text, every bad request gets a 4xx with an
+//! OpenAI-style error body, a load run loses nothing and the metrics add up, a client that goes
+//! away cancels its sequence, and SIGTERM drains and exits 0.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{fixture, flix_ok};
+use serde_json::{json, Value};
+
+const MAX_NEW: usize = 8;
+/// The fixture model's max_position_embeddings.
+const POSITIONS: usize = 256;
+
+/// Prompts in the fixture's character vocabulary (as training writes them: tags, input, ` =`).
+const PROMPTS: [&str; 2] = ["<lang=eng> <task=num2words> 12 =", "vingt-trois ="];
+
+/// Feature combinations as `flix generate --features` takes them; one type absent, one value the
+/// run never saw, one with nothing.
+const COMBINATIONS: [&str; 5] = [
+    "lang=eng,task=num2words",
+    "lang=fra,task=words2num",
+    "task=num2words",
+    "lang=xx,task=words2num",
+    "",
+];
+
+/// A tiny FLix run trained by the binary.
+fn tiny_run(dir: &Path) -> PathBuf {
+    let (base, train) = fixture(dir);
+    let run = dir.join("run");
+    let (base, train, out) = (base.display(), train.display(), run.display());
+    let args = format!("train --base {base} --data {train} --out {out} --steps 3 --rank 2");
+    flix_ok(&args.split(' ').collect::<Vec<_>>());
+    run
+}
+
+/// `{"lang": "eng", ...}` of a `lang=eng,...` combination.
+fn features_json(combination: &str) -> Value {
+    let map: serde_json::Map<String, Value> = combination
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    Value::Object(map)
+}
+
+/// What `flix generate` prints for `prompts` (one line each).
+fn generate(run: &Path, combination: &str, prompts: &[&str], sampling: &[&str]) -> Vec<String> {
+    let mut args = vec!["generate".to_string(), run.display().to_string()];
+    args.extend(["--features".into(), combination.into()]);
+    args.extend(["--max-new-tokens".into(), MAX_NEW.to_string()]);
+    for p in prompts {
+        args.extend(["--prompt".into(), p.to_string()]);
+    }
+    args.extend(sampling.iter().map(|s| s.to_string()));
+    let (stdout, _) = flix_ok(&args);
+    stdout.lines().map(String::from).collect()
+}
+
+/// A running `flix serve`; killed when dropped, so a failing test leaves no process behind.
+struct Server {
+    child: Child,
+    url: String,
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl Server {
+    fn start(run: &Path, options: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flix"))
+            .arg("serve")
+            .arg(run)
+            .args(["--port", "0"])
+            .args(options)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let url = match line.trim().strip_prefix("listening on ") {
+            Some(url) => url.to_string(),
+            None => {
+                let _ = child.kill();
+                panic!("unexpected first line {line:?}");
+            }
+        };
+        Server {
+            child,
+            url,
+            _stdout: stdout,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// POSTs a completion request; (status, body).
+async fn complete(client: &reqwest::Client, server: &Server, body: &Value) -> (u16, Value) {
+    let response = client
+        .post(server.url("/v1/completions"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// The text of choice 0 of a 200 answer.
+fn text0(body: &Value) -> String {
+    body["choices"][0]["text"].as_str().unwrap().to_string()
+}
+
+/// A streamed request's `data:` payloads, in order.
+async fn stream(client: &reqwest::Client, server: &Server, body: &Value) -> Vec<String> {
+    let response = client
+        .post(server.url("/v1/completions"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    text.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| e.strip_prefix("data: ").unwrap_or(e).to_string())
+        .collect()
+}
+
+/// The value of a metric series (a line `NAME VALUE`), 0 when absent.
+async fn metric(client: &reqwest::Client, server: &Server, series: &str) -> f64 {
+    let text = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tiny_run(tmp.path());
+    let server = Server::start(
+        &run,
+        &[
+            "--max-concurrent",
+            "8",
+            "--max-queue",
+            "64",
+            "--max-prompt-tokens",
+            "64",
+            "--max-tokens",
+            "250",
+        ],
+    );
+    let client = reqwest::Client::new();
+
+    concurrent_requests_match_generate(&client, &server, &run).await;
+    streaming_concatenates_to_the_whole_text(&client, &server).await;
+    stop_strings_cut_the_text(&client, &server).await;
+    bad_requests_get_openai_errors(&client, &server).await;
+    models_and_health(&client, &server).await;
+    load_run_loses_nothing(&client, &server).await;
+    let long = long_request(&client, &server).await;
+    a_dropped_client_cancels_its_sequence(&client, &server, &long).await;
+    drop(server);
+    sigterm_drains_and_exits(&client, &run, &long).await;
+}
+
+/// 32 clients at once, mixed combinations, greedy: each gets what `flix generate` prints for its
+/// prompt alone. Sampled requests (one prompt, and two in one request) equal `--seed` runs.
+async fn concurrent_requests_match_generate(client: &reqwest::Client, server: &Server, run: &Path) {
+    let mut want = BTreeMap::new();
+    for combination in COMBINATIONS {
+        let lines = generate(run, combination, &PROMPTS, &[]);
+        assert_eq!(lines.len(), PROMPTS.len(), "{combination}: {lines:?}");
+        for (prompt, line) in PROMPTS.iter().zip(lines) {
+            want.insert((combination, *prompt), line);
+        }
+    }
+    assert!(
+        want.values().any(|t| !t.is_empty()),
+        "every continuation is empty: {want:?}"
+    );
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let combination = COMBINATIONS[i % COMBINATIONS.len()];
+        let prompt = PROMPTS[(i / COMBINATIONS.len()) % PROMPTS.len()];
+        let body = json!({
+            "model": "anything", "prompt": prompt, "max_tokens": MAX_NEW,
+            "features": features_json(combination),
+        });
+        let (client, url) = (client.clone(), server.url("/v1/completions"));
+        tasks.push(tokio::spawn(async move {
+            let response = client.post(url).json(&body).send().await.unwrap();
+            let status = response.status().as_u16();
+            (combination, prompt, status, response.json::<Value>().await.unwrap())
+        }));
+    }
+    for task in tasks {
+        let (combination, prompt, status, body) = task.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            text0(&body),
+            want[&(combination, prompt)],
+            "{combination} {prompt:?}"
+        );
+        assert_eq!(body["object"], "text_completion");
+        assert_eq!(body["choices"][0]["index"], 0);
+        assert!(body["choices"][0]["logprobs"].is_null());
+        let reason = body["choices"][0]["finish_reason"].as_str().unwrap();
+        let generated = body["usage"]["completion_tokens"].as_u64().unwrap() as usize;
+        // "length" means every one of max_tokens was generated; "stop" ends at the EOS token.
+        assert!(
+            (reason == "length" && generated == MAX_NEW) || (reason == "stop" && generated <= MAX_NEW),
+            "{body}"
+        );
+        let usage = &body["usage"];
+        assert_eq!(
+            usage["total_tokens"].as_u64(),
+            Some(usage["prompt_tokens"].as_u64().unwrap() + generated as u64)
+        );
+        let warnings = body["warnings"].as_array().unwrap();
+        if combination.contains("lang=xx") {
+            let w = warnings[0].as_str().unwrap();
+            assert!(w.contains("lang=xx") && w.contains("absent"), "{w}");
+        } else {
+            assert!(warnings.is_empty(), "{body}");
+        }
+    }
+
+    // Sampled: one prompt (stream 0), and both prompts in one request (streams 0 and 1).
+    let sampling = ["--temperature", "0.9", "--seed", "7"];
+    let combination = COMBINATIONS[1];
+    let want_one = generate(run, combination, &PROMPTS[1..], &sampling);
+    let want_both = generate(run, combination, &PROMPTS, &sampling);
+    let sampled = |prompt: Value| {
+        json!({"prompt": prompt, "max_tokens": MAX_NEW, "temperature": 0.9, "seed": 7,
+               "features": features_json(combination)})
+    };
+    let (status, body) = complete(client, server, &sampled(json!(PROMPTS[1]))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(vec![text0(&body)], want_one);
+    let (status, body) = complete(client, server, &sampled(json!(PROMPTS))).await;
+    assert_eq!(status, 200, "{body}");
+    let texts: Vec<&str> = body["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, want_both);
+}
+
+/// SSE chunks concatenate to the non-streamed text; the last chunk carries the finish reason, the
+/// usage chunk the same usage, and `[DONE]` ends the stream.
+async fn streaming_concatenates_to_the_whole_text(client: &reqwest::Client, server: &Server) {
+    for combination in &COMBINATIONS[..2] {
+        let mut body = json!({"prompt": PROMPTS[0], "max_tokens": MAX_NEW,
+                              "features": features_json(combination)});
+        let (status, whole) = complete(client, server, &body).await;
+        assert_eq!(status, 200, "{whole}");
+        body["stream"] = json!(true);
+        body["stream_options"] = json!({"include_usage": true});
+        let events = stream(client, server, &body).await;
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
+        let chunks: Vec<Value> = events[..events.len() - 1]
+            .iter()
+            .map(|e| serde_json::from_str(e).unwrap())
+            .collect();
+        let (usage_chunk, text_chunks) = chunks.split_last().unwrap();
+        assert_eq!(usage_chunk["usage"], whole["usage"]);
+        assert_eq!(usage_chunk["choices"], json!([]));
+        let text: String = text_chunks
+            .iter()
+            .map(|c| c["choices"][0]["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(text, text0(&whole));
+        let finish: Vec<&Value> = text_chunks
+            .iter()
+            .map(|c| &c["choices"][0]["finish_reason"])
+            .collect();
+        let (last, before) = finish.split_last().unwrap();
+        assert_eq!(*last, &whole["choices"][0]["finish_reason"]);
+        assert!(before.iter().all(|f| f.is_null()), "{finish:?}");
+    }
+}
+
+/// A stop string cuts the text at its first occurrence (finish_reason "stop"), streamed or not.
+async fn stop_strings_cut_the_text(client: &reqwest::Client, server: &Server) {
+    let mut body = json!({"prompt": PROMPTS[0], "max_tokens": MAX_NEW,
+                          "features": features_json(COMBINATIONS[0])});
+    let (_, whole) = complete(client, server, &body).await;
+    let full = text0(&whole);
+    let Some(stop) = full.chars().nth(2) else {
+        panic!("the continuation {full:?} is too short to test stop strings");
+    };
+    let cut = &full[..full.find(stop).unwrap()];
+    body["stop"] = json!([stop.to_string(), "never-generated"]);
+    let (status, stopped) = complete(client, server, &body).await;
+    assert_eq!(status, 200, "{stopped}");
+    assert_eq!(text0(&stopped), cut);
+    assert_eq!(stopped["choices"][0]["finish_reason"], "stop");
+    body["stream"] = json!(true);
+    let events = stream(client, server, &body).await;
+    let text: String = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e).unwrap())
+        .map(|c| c["choices"][0]["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(text, cut);
+}
+
+/// Every malformed or out-of-limits request: a 4xx with {"error": {message, type, param, code}}.
+async fn bad_requests_get_openai_errors(client: &reqwest::Client, server: &Server) {
+    let ok = json!({"prompt": "1 ="});
+    let with = |field: &str, value: Value| {
+        let mut body = ok.clone();
+        body[field] = value;
+        body
+    };
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"max_tokens": 3}), "prompt"),
+        (with("prompt", json!(5)), "prompt"),
+        (with("prompt", json!([])), "prompt"),
+        (with("prompt", json!(["1 =", 3])), "prompt"),
+        (with("max_tokens", json!(-1)), "max_tokens"),
+        (with("max_tokens", json!(0)), "max_tokens"),
+        (with("max_tokens", json!(1e12)), "max_tokens"),
+        (with("max_tokens", json!("3")), "max_tokens"),
+        (with("max_tokens", json!(251)), "max_tokens"),
+        (with("prompt", json!("1".repeat(65))), "prompt"),
+        (
+            json!({"prompt": "1".repeat(60), "max_tokens": 250}),
+            "max_tokens",
+        ),
+        (with("features", json!({"colour": "red"})), "features.colour"),
+        (with("features", json!({"lang": 3})), "features.lang"),
+        (with("features", json!(["lang"])), "features"),
+        (with("temperature", json!(-0.5)), "temperature"),
+        (with("temperature", json!("hot")), "temperature"),
+        (with("top_p", json!(0)), "top_p"),
+        (with("top_p", json!(1.5)), "top_p"),
+        (with("stop", json!(["a", "b", "c", "d", "e"])), "stop"),
+        (with("stop", json!(7)), "stop"),
+        (with("echo", json!(true)), "echo"),
+        (with("stream", json!("yes")), "stream"),
+        (with("seed", json!(-3)), "seed"),
+        (with("n", json!(2)), "n"),
+        (json!([1, 2]), "body"),
+    ];
+    for (body, param) in cases {
+        let (status, answer) = complete(client, server, &body).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        let error = &answer["error"];
+        assert_eq!(error["param"], param, "{body}: {answer}");
+        assert_eq!(error["type"], "invalid_request_error", "{answer}");
+        assert!(!error["message"].as_str().unwrap().is_empty(), "{answer}");
+        assert!(error.get("code").is_some(), "{answer}");
+    }
+    // Bodies axum cannot read as JSON get the same error shape.
+    let raw = |body: Vec<u8>, content_type: &'static str| {
+        client
+            .post(server.url("/v1/completions"))
+            .header("content-type", content_type)
+            .body(body)
+    };
+    for (request, want) in [
+        (raw(b"{\"prompt\": ".to_vec(), "application/json"), 400),
+        (raw(b"{\"temperature\": NaN}".to_vec(), "application/json"), 400),
+        (raw(b"{\"prompt\": \"1 =\"}".to_vec(), "text/plain"), 415),
+        (raw(vec![b' '; 2 << 20], "application/json"), 413),
+    ] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), want);
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["error"]["type"], "invalid_request_error", "{answer}");
+        assert!(answer["error"]["message"].is_string(), "{answer}");
+    }
+    let response = client.get(server.url("/nowhere")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    // ... and the server still answers.
+    let (status, _) = complete(client, server, &ok).await;
+    assert_eq!(status, 200);
+}
+
+async fn models_and_health(client: &reqwest::Client, server: &Server) {
+    let get = |path: &str| client.get(server.url(path)).send();
+    let models: Value = get("/v1/models").await.unwrap().json().await.unwrap();
+    let model = &models["data"][0];
+    assert_eq!(model["id"], "run");
+    assert_eq!(model["features"]["lang"], json!(["eng", "fra"]), "{models}");
+    let adapters = model["adapters"].as_array().unwrap();
+    assert_eq!(adapters.len(), 2, "{models}");
+    assert!(adapters.iter().all(|a| a["rank"] == 2), "{models}");
+    let health: Value = get("/health").await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+}
+
+/// 1,000 requests from 16 clients: every one answered 200, and the metrics count them all.
+async fn load_run_loses_nothing(client: &reqwest::Client, server: &Server) {
+    let ok_before = metric(client, server, "flix_requests_total{code=\"200\"}").await;
+    let prompt_before = metric(client, server, "flix_prompt_tokens_total").await;
+    let generated_before = metric(client, server, "flix_generated_tokens_total").await;
+    let mut clients = Vec::new();
+    for c in 0..16 {
+        let (client, url) = (client.clone(), server.url("/v1/completions"));
+        clients.push(tokio::spawn(async move {
+            let (mut answered, mut prompt, mut generated) = (0, 0, 0);
+            for i in 0..1000 / 16 + usize::from(c < 1000 % 16) {
+                let combination = COMBINATIONS[(c + i) % COMBINATIONS.len()];
+                let body = json!({"prompt": PROMPTS[i % 2], "max_tokens": 2,
+                                  "features": features_json(combination)});
+                let response = client.post(&url).json(&body).send().await.unwrap();
+                assert_eq!(response.status(), 200);
+                let body: Value = response.json().await.unwrap();
+                answered += 1;
+                prompt += body["usage"]["prompt_tokens"].as_u64().unwrap();
+                generated += body["usage"]["completion_tokens"].as_u64().unwrap();
+            }
+            (answered, prompt, generated)
+        }));
+    }
+    let (mut answered, mut prompt, mut generated) = (0, 0, 0);
+    for c in clients {
+        let (a, p, g) = c.await.unwrap();
+        (answered, prompt, generated) = (answered + a, prompt + p, generated + g);
+    }
+    assert_eq!(answered, 1000);
+    let health: Value = client
+        .get(server.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    let ok_after = metric(client, server, "flix_requests_total{code=\"200\"}").await;
+    assert_eq!(ok_after - ok_before, 1000.0);
+    let prompt_after = metric(client, server, "flix_prompt_tokens_total").await;
+    assert_eq!(prompt_after - prompt_before, prompt as f64);
+    let generated_after = metric(client, server, "flix_generated_tokens_total").await;
+    assert_eq!(generated_after - generated_before, generated as f64);
+    assert_eq!(metric(client, server, "flix_queue_depth").await, 0.0);
+    // Continuous batching did batch: some step held more than one sequence.
+    let steps = metric(client, server, "flix_batch_sequences_count").await;
+    let single = metric(client, server, "flix_batch_sequences_bucket{le=\"1\"}").await;
+    assert!(steps > single, "every step held one sequence ({steps} steps)");
+}
+
+/// A request that runs to max_tokens: greedy, the longest the model allows, for the first
+/// prompt and combination whose continuation never reaches the end-of-sequence token.
+async fn long_request(client: &reqwest::Client, server: &Server) -> Value {
+    let prompt = "1 =";
+    for combination in COMBINATIONS {
+        let body = json!({"prompt": prompt, "max_tokens": 240,
+                          "features": features_json(combination)});
+        let (status, answer) = complete(client, server, &body).await;
+        assert_eq!(status, 200, "{answer}");
+        if answer["choices"][0]["finish_reason"] == "length" {
+            return body;
+        }
+    }
+    panic!("every continuation of {prompt:?} ends before 240 tokens: no long request to test with");
+}
+
+/// A streaming client that goes away after its first chunk: its sequence is dropped from the
+/// batch (the metrics say so, the batch empties) and the server keeps serving.
+async fn a_dropped_client_cancels_its_sequence(client: &reqwest::Client, server: &Server, long: &Value) {
+    let dropped = "flix_sequences_finished_total{reason=\"dropped\"}";
+    let before = metric(client, server, dropped).await;
+    let mut body = long.clone();
+    body["stream"] = json!(true);
+    let mut response = client
+        .post(server.url("/v1/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    response.chunk().await.unwrap().unwrap();
+    drop(response);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = metric(client, server, dropped).await;
+        let active = metric(client, server, "flix_active_sequences").await;
+        if now == before + 1.0 && active == 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dropped stream was not cancelled: {now} dropped, {active} active"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, _) = complete(client, server, &json!({"prompt": "1 ="})).await;
+    assert_eq!(status, 200);
+}
+
+/// SIGTERM with work queued: new requests get 503 with Retry-After and /health says draining;
+/// the streaming request running at the signal ends with its text and `[DONE]`; the process
+/// exits 0 within the grace period.
+async fn sigterm_drains_and_exits(client: &reqwest::Client, run: &Path, long: &Value) {
+    let grace = 2;
+    let mut server = Server::start(
+        run,
+        &[
+            "--max-concurrent",
+            "1",
+            "--max-queue",
+            "2000",
+            "--shutdown-grace-secs",
+            &grace.to_string(),
+        ],
+    );
+    // Enough queued work that draining outlasts the grace period: timed on one request.
+    let started = Instant::now();
+    let (status, _) = complete(client, &server, long).await;
+    assert_eq!(status, 200);
+    let per_request = started.elapsed().as_secs_f64();
+    let queued = ((3.0 * grace as f64 / per_request) as usize).clamp(8, 1500);
+
+    let mut streaming = long.clone();
+    streaming["stream"] = json!(true);
+    let mut in_flight = client
+        .post(server.url("/v1/completions"))
+        .json(&streaming)
+        .send()
+        .await
+        .unwrap();
+    let first = in_flight.chunk().await.unwrap().unwrap();
+    let mut backlog = Vec::new();
+    for _ in 0..queued {
+        let (client, url, body) = (client.clone(), server.url("/v1/completions"), long.clone());
+        backlog.push(tokio::spawn(async move {
+            let response = client.post(url).json(&body).send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }));
+    }
+    // Let the backlog reach the queue.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let refused = client
+        .post(server.url("/v1/completions"))
+        .json(&json!({"prompt": "1 ="}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let health: Value = client
+        .get(server.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "draining");
+
+    let mut rest = first.to_vec();
+    while let Some(chunk) = in_flight.chunk().await.unwrap() {
+        rest.extend_from_slice(&chunk);
+    }
+    let rest = String::from_utf8(rest).unwrap();
+    assert!(rest.trim_end().ends_with("data: [DONE]"), "{rest}");
+
+    // Every queued request is answered: finished, cut (finish_reason null, with a warning), or
+    // refused if the grace period ended before it started.
+    let (mut finished, mut cut, mut refused) = (0, 0, 0);
+    for task in backlog {
+        let (status, body) = task.await.unwrap();
+        match (status, body["choices"][0]["finish_reason"].as_str()) {
+            (200, Some("length")) => finished += 1,
+            (200, None) => {
+                cut += 1;
+                assert!(body["warnings"].to_string().contains("shut down"), "{body}");
+            }
+            (503, _) => refused += 1,
+            other => panic!("unexpected answer {other:?}: {body}"),
+        }
+    }
+    assert_eq!(finished + cut + refused, queued);
+    assert!(cut + refused > 0, "the backlog finished within the grace period");
+
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(grace + 10),
+            "the server did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+}
