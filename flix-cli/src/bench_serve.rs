@@ -283,7 +283,8 @@ fn single_combination(given: Option<&str>, values: &FeatureValues) -> Result<Com
 /// The URL in the server's `listening on http://HOST:PORT` line.
 pub fn listening_url(line: &str) -> Option<String> {
     let rest = line.trim().strip_prefix("listening on ")?;
-    rest.starts_with("http://").then(|| rest.trim_end_matches('/').to_string())
+    rest.starts_with("http://")
+        .then(|| rest.trim_end_matches('/').to_string())
 }
 
 /// A `flix serve` started by the benchmark; stopped when dropped.
@@ -409,7 +410,12 @@ impl SseReader {
     }
 }
 
-async fn send(client: &reqwest::Client, url: &str, request: &PlannedRequest, stream: bool) -> Outcome {
+async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    request: &PlannedRequest,
+    stream: bool,
+) -> Outcome {
     let start = Instant::now();
     let mut outcome = Outcome::default();
     let result = send_inner(client, url, request, stream, start, &mut outcome).await;
@@ -565,7 +571,12 @@ struct Shared {
 }
 
 /// N clients in a closed loop over the mode's requests 0, 1, 2, ...
-async fn run_level(shared: &Arc<Shared>, mode: Mode, clients: usize, budget: Budget) -> LevelReport {
+async fn run_level(
+    shared: &Arc<Shared>,
+    mode: Mode,
+    clients: usize,
+    budget: Budget,
+) -> LevelReport {
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let tasks: Vec<_> = (0..clients)
@@ -604,7 +615,8 @@ async fn run_level(shared: &Arc<Shared>, mode: Mode, clients: usize, budget: Bud
 
 fn print_table(levels: &[LevelReport]) {
     let ms = |m: &Option<Millis>, f: fn(&Millis) -> f64| {
-        m.as_ref().map_or_else(|| "-".to_string(), |m| format!("{:.1}", f(m)))
+        m.as_ref()
+            .map_or_else(|| "-".to_string(), |m| format!("{:.1}", f(m)))
     };
     println!(
         "{:<7} {:>7} {:>8} {:>6} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10}",
@@ -789,7 +801,10 @@ mod tests {
 
     fn plan() -> Plan {
         let values = FeatureValues::from([
-            ("lang".to_string(), vec!["deu".into(), "eng".into(), "fra".into()]),
+            (
+                "lang".to_string(),
+                vec!["deu".into(), "eng".into(), "fra".into()],
+            ),
             ("task".to_string(), vec!["pos".into(), "ner".into()]),
         ]);
         Plan {
@@ -838,7 +853,9 @@ mod tests {
             for (name, value) in &r.features {
                 assert!(plan.values[name].contains(value));
             }
-            *counts.entry(r.features.into_values().collect()).or_default() += 1;
+            *counts
+                .entry(r.features.into_values().collect())
+                .or_default() += 1;
         }
         // 6 combinations, 1000 expected each; a binomial sd is about 29.
         assert_eq!(counts.len(), 6);
@@ -880,7 +897,11 @@ mod tests {
         let mut reader = SseReader::default();
         let mut events = reader.feed(b"data: {\"choices\":[{\"te").unwrap();
         assert!(events.is_empty());
-        events.extend(reader.feed(b"xt\":\"a\"}]}\n\n: comment\ndata: {\"x\":1}\r\n").unwrap());
+        events.extend(
+            reader
+                .feed(b"xt\":\"a\"}]}\n\n: comment\ndata: {\"x\":1}\r\n")
+                .unwrap(),
+        );
         assert_eq!(events.len(), 2);
         assert_eq!(choice_text(&events[0]), "a");
         assert!(!reader.done);
