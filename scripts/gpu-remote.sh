@@ -169,14 +169,21 @@ if want serve; then
       && RUN="$S/gemma-run"
   fi
   echo "serve: run $RUN" >> "$OUT/summary.txt"
+  PEER_PYTHONPATH=${PYTHONPATH:-}
+  if ! python3 -c "import peft" 2>/dev/null && [ -f "$STAGE/pylib.tar.xz" ]; then
+    mkdir -p "$S/pylib" && tar -C "$S/pylib" -xJf "$STAGE/pylib.tar.xz"
+    PEER_PYTHONPATH="$S/pylib${PYTHONPATH:+:$PYTHONPATH}"
+  fi
   timeout 200 "$FLIX" bench-serve --run "$RUN" --device cuda \
     --data "$S/tiny/seed-0/data/test.jsonl" --modes mixed,single,base --concurrency 1,4,16,64 \
-    --duration-secs 5 --requests-per-level 64 --max-tokens 32 --stream \
+    --duration-secs 4 --requests-per-level 64 --max-tokens 32 --stream \
     --dump-requests "$OUT/serve-requests.jsonl" --out "$OUT/bench-serve.json" \
     > "$OUT/bench-serve.txt" 2>&1
   echo "flix bench-serve --device cuda: rc=$?" >> "$OUT/summary.txt"
-  timeout 150 python3 "$STAGE/serve_peer.py" --requests "$OUT/serve-requests.jsonl" --run "$RUN" \
-    --flix "$FLIX" --device cuda --batch 1,8 --limit 64 --json "$OUT/serve-peer.json" \
+  # The peer is far slower: the first 32 requests of each mode (it writes its JSON after each).
+  PYTHONPATH="$PEER_PYTHONPATH" timeout 200 python3 "$STAGE/serve_peer.py" --run "$RUN" \
+    --requests "$OUT/serve-requests.jsonl" --flix "$FLIX" --device cuda --batch 1,8 --limit 32 \
+    --json "$OUT/serve-peer.json" \
     > "$OUT/serve-peer.txt" 2>&1
   echo "serve peer (transformers + PEFT): rc=$?" >> "$OUT/summary.txt"
 fi

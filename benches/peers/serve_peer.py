@@ -244,27 +244,25 @@ def main():
     # One untimed request: the first generate call allocates and warms caches.
     first_mode = next(iter(by_mode.values()))
     serve(model, tok, first_mode[:1], adapters, 1, device)
-    results = []
+    report = {"peer": "transformers + PEFT", "device": str(device), "dtype": str(dtype),
+              "base": str(base), "adapters": len(adapters), "threads": torch.get_num_threads(),
+              "adapters_load_s": load_s, "results": []}
     print(f"{'mode':<7} {'batch':>5} {'requests':>8} {'tokens/s':>10} {'req/s':>8} "
           f"{'p50 ms':>10} {'p99 ms':>10}")
     for mode, requests in by_mode.items():
         for batch in batches:
             r = serve(model, tok, requests, adapters, batch, device)
             r["mode"] = mode
-            results.append(r)
+            report["results"].append(r)
             print(f"{mode:<7} {batch:>5} {r['requests']:>8} {r['tokens_per_s']:>10.1f} "
                   f"{r['requests_per_s']:>8.2f} {r['latency_ms']['p50']:>10.1f} "
                   f"{r['latency_ms']['p99']:>10.1f}")
             sys.stdout.flush()
-    if args.json:
-        report = {"peer": "transformers + PEFT", "device": str(device), "dtype": str(dtype),
-                  "base": str(base), "adapters": len(adapters), "threads": torch.get_num_threads(),
-                  "results": results}
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(report, f, indent=2)
-        os.replace(tmp, args.json)
-
+            if args.json:  # after every result: a run cut short by a time limit keeps what it did
+                tmp = args.json + ".tmp"
+                with open(tmp, "w") as f:
+                    json.dump(report, f, indent=2)
+                os.replace(tmp, args.json)
 
 if __name__ == "__main__":
     main()
