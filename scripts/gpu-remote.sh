@@ -14,12 +14,15 @@
 #      on CUDA against transformers' (the gemma3_gguf_score test), `flix bench-train --model` and
 #      train_peer.py --model on it, then `flix compare` on the real mixture within a time budget
 #      (FLIX_GPU_COMPARE_LIMIT seconds, default 300) with the settings of FLIX_GPU_COMPARE_ARGS.
-#   8. "serve" (not in the default set): `flix bench-serve --device cuda` — the completions
+#   8. "attention": `flix bench-attention` and attention_peer.py (SDPA) on the same shapes.
+#   9. "serve" (not in the default set): `flix bench-serve --device cuda` — the completions
 #      server under 1..64 concurrent clients, mixed, single and no-feature requests — and its
 #      transformers + PEFT peer serve_peer.py replaying the same requests on the same card. The
 #      served run is a short FLix run on Gemma 3 270M when the gpu-gemma-* folders were carried
 #      (see "gemma"), else the tiny demo's FLix run. JSON and logs in $OUT (serve-*).
-# FLIX_GPU_PARTS picks parts (default all: "kernels bench peers model train cli"), e.g.
+# At the end, gpu-results.py gathers the JSON figures into $OUT/<date>-<card>.json (commit it
+# under benches/results/): train_ratio, layer_fb_ratio, attention ratios, each with the peer's.
+# FLIX_GPU_PARTS picks parts (default all: "kernels bench peers model train attention cli"), e.g.
 # FLIX_GPU_PARTS="model train" when a whole run does not fit in one call.
 # Logs go to $OUT; a short summary is printed last. Time limits keep the whole under the
 # remote GPU runner's 600 s per call.
@@ -30,7 +33,7 @@ source "$STAGE/gpu-env.sh"  # sets up CUDA, $OUT and $OUT/machine.txt
 
 : > "$OUT/summary.txt"
 fail=0
-PARTS=" ${FLIX_GPU_PARTS:-kernels bench peers model train cli} "
+PARTS=" ${FLIX_GPU_PARTS:-kernels bench peers model train attention cli} "
 want() { [[ "$PARTS" == *" $1 "* ]]; }
 cd "$STAGE/.." || exit 1
 want kernels && for t in "$STAGE"/tests/*; do
@@ -80,6 +83,17 @@ if want train; then
   timeout 90 python3 "$STAGE/train_peer.py" --device cuda --warmup 1 --steps 3 \
     --json "$OUT/train-peer.json" > "$OUT/train-peer.txt" 2>&1
   echo "train peer: rc=$?" >> "$OUT/summary.txt"
+fi
+
+if want attention; then
+  # Our attention against SDPA on the same shapes: causal, 32 heads / 4 KV heads, head_dim 64,
+  # 128, 256, full and a 512 window, 8 x 1024 and 4 x 2048 tokens, bf16.
+  timeout 120 "$STAGE/flix" bench-attention --device cuda --json "$OUT/attention.json" \
+    > "$OUT/attention.txt" 2>&1
+  echo "flix bench-attention: rc=$?" >> "$OUT/summary.txt"
+  timeout 120 python3 "$STAGE/attention_peer.py" --device cuda --json "$OUT/attention-peer.json" \
+    > "$OUT/attention-peer.txt" 2>&1
+  echo "attention peer (SDPA): rc=$?" >> "$OUT/summary.txt"
 fi
 
 if want cli; then
@@ -188,6 +202,8 @@ if want serve; then
   echo "serve peer (transformers + PEFT): rc=$?" >> "$OUT/summary.txt"
 fi
 
+python3 "$STAGE/gpu-results.py" "$OUT" "$(head -1 "$STAGE/COMMIT")" >> "$OUT/summary.txt" 2>&1
+
 # The remote GPU runner brings back only a few files: the test logs go back as one.
 for f in "$OUT"/test-*.log; do echo "===== $(basename "$f")"; cat "$f"; done > "$OUT/tests.log" 2>/dev/null
 rm -f "$OUT"/test-*.log
@@ -197,6 +213,7 @@ echo "== flix bench (tail)"; tail -n 40 "$OUT/flix-bench.txt" 2>/dev/null
 echo "== peers (tail)"; tail -n 50 "$OUT/peers.txt" 2>/dev/null
 echo "== bench-train"; tail -n 40 "$OUT/bench-train.txt" 2>/dev/null
 echo "== train peer"; tail -n 5 "$OUT/train-peer.txt" 2>/dev/null
+echo "== attention"; cat "$OUT/attention.txt" "$OUT/attention-peer.txt" 2>/dev/null
 echo "== demo"; tail -n 30 "$OUT/demo.txt" 2>/dev/null
 echo "== gemma"; tail -n 20 "$OUT/gemma-score.txt" "$OUT/bench-train-gemma.txt" "$OUT/train-peer-gemma.txt" "$OUT/compare.txt" 2>/dev/null
 echo "== serve"; tail -n 20 "$OUT/bench-serve.txt" "$OUT/serve-peer.txt" 2>/dev/null

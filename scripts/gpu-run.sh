@@ -59,7 +59,8 @@ strip "$STAGE"/flix
 find "$STAGE/tests" "$STAGE/model-tests" -type f -exec strip {} +
 # The exact batches of the GPU shape set, so the peers time the same segments and values.
 "$STAGE/flix" bench --list-shapes --shapes all --json "$STAGE/shapes.json"
-cp scripts/gpu-remote.sh scripts/gpu-env.sh scripts/gpu-demo-sweep.sh benches/peers/flix_peers.py benches/peers/train_peer.py benches/peers/serve_peer.py "$STAGE/"
+cp scripts/gpu-remote.sh scripts/gpu-env.sh scripts/gpu-demo-sweep.sh benches/peers/flix_peers.py benches/peers/train_peer.py \
+  benches/peers/attention_peer.py scripts/gpu-results.py benches/peers/serve_peer.py "$STAGE/"
 # The serving peer needs peft (and accelerate), which the GPU machine's python may lack: this
 # machine's copies, compressed, used there only when its own `import peft` fails.
 HF_PYTHON=${FLIX_HF_PYTHON:-/opt/hfvenv/bin/python}

@@ -2,6 +2,7 @@
 //! math lives in the library crates.
 
 mod bench;
+mod bench_attention;
 mod bench_serve;
 mod bench_train;
 mod compare;
@@ -44,6 +45,9 @@ enum Command {
     /// Load test of the completions server: tokens/s and latency per concurrency level, with
     /// mixed or fixed feature combinations (BENCHMARKS.md, Serving).
     BenchServe(bench_serve::BenchServeArgs),
+    /// Attention forward and backward in TFLOP/s: causal packed segments, grouped-query heads,
+    /// sliding windows (its PyTorch peer: benches/peers/attention_peer.py).
+    BenchAttention(bench_attention::BenchAttentionArgs),
     /// Per-example loss and per-token log-likelihood of a JSONL file under a model.
     Score(score::ScoreArgs),
     /// Train FLix adapters (or a LoRA / full baseline) on JSONL files or a mixture root; --resume
@@ -76,6 +80,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::BenchTrain(args) => bench_train::run(args),
         Command::BenchServe(args) => bench_serve::run(args),
+        Command::BenchAttention(args) => bench_attention::run(args),
         Command::Score(args) => score::run(args),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),

@@ -105,3 +105,60 @@ fn unknown_shape_sets_and_dtypes_are_errors() {
         assert!(!out.status.success(), "flix {args:?} should fail");
     }
 }
+
+/// `flix bench-attention` on a small CPU shape set: one row per (batch, head_dim, window), its
+/// FLOP rate consistent with its time and the visible pairs of the causal (windowed) mask.
+#[test]
+fn bench_attention_reports_every_configuration_with_consistent_rates() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("attention.json");
+    flix(&[
+        "bench-attention",
+        "--device",
+        "cpu",
+        "--batches",
+        "2x24,1x40",
+        "--head-dims",
+        "8,16",
+        "--windows",
+        "none,5",
+        "--heads",
+        "4",
+        "--kv-heads",
+        "2",
+        "--warmup",
+        "0",
+        "--iters",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2 * 2 * 2);
+    for row in rows {
+        let (n, len, hd) = (
+            row["sequences"].as_u64().unwrap(),
+            row["seq_len"].as_u64().unwrap(),
+            row["head_dim"].as_u64().unwrap(),
+        );
+        let window = row["window"].as_u64();
+        let pairs: u64 = (0..len)
+            .map(|i| (i + 1).min(window.unwrap_or(u64::MAX)))
+            .sum();
+        let flop = 4.0 * (n * pairs * hd * 4) as f64;
+        let ms = row["forward_ms"].as_f64().unwrap();
+        let tflops = row["forward_tflops"].as_f64().unwrap();
+        assert!(ms > 0.0 && (tflops - flop / (ms * 1e-3) / 1e12).abs() <= 1e-9 * tflops.max(1.0));
+        let bwd = row["backward_tflops"].as_f64().unwrap();
+        let bwd_ms = row["backward_ms"].as_f64().unwrap();
+        assert!((bwd - 2.5 * flop / (bwd_ms * 1e-3) / 1e12).abs() <= 1e-9 * bwd.max(1.0));
+    }
+    // A bad shape option is refused before anything runs.
+    let out = Command::new(env!("CARGO_BIN_EXE_flix"))
+        .args(["bench-attention", "--device", "cpu", "--batches", "8"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SEQUENCESxLENGTH"));
+}

@@ -16,8 +16,6 @@ use common::{fixture, flix_ok};
 use serde_json::{json, Value};
 
 const MAX_NEW: usize = 8;
-/// The fixture model's max_position_embeddings.
-const POSITIONS: usize = 256;
 
 /// Prompts in the fixture's character vocabulary (as training writes them: tags, input, ` =`).
 const PROMPTS: [&str; 2] = ["<lang=eng> <task=num2words> 12 =", "vingt-trois ="];
@@ -37,7 +35,9 @@ fn tiny_run(dir: &Path) -> PathBuf {
     let (base, train) = fixture(dir);
     let run = dir.join("run");
     let (base, train, out) = (base.display(), train.display(), run.display());
-    let args = format!("train --base {base} --data {train} --out {out} --steps 3 --rank 2");
+    let args = format!(
+        "train --base {base} --data {train} --out {out} --steps 12 --rank 2 --lr 0.05 --warmup 0"
+    );
     flix_ok(&args.split(' ').collect::<Vec<_>>());
     run
 }
@@ -219,7 +219,12 @@ async fn concurrent_requests_match_generate(client: &reqwest::Client, server: &S
         tasks.push(tokio::spawn(async move {
             let response = client.post(url).json(&body).send().await.unwrap();
             let status = response.status().as_u16();
-            (combination, prompt, status, response.json::<Value>().await.unwrap())
+            (
+                combination,
+                prompt,
+                status,
+                response.json::<Value>().await.unwrap(),
+            )
         }));
     }
     for task in tasks {
@@ -237,7 +242,8 @@ async fn concurrent_requests_match_generate(client: &reqwest::Client, server: &S
         let generated = body["usage"]["completion_tokens"].as_u64().unwrap() as usize;
         // "length" means every one of max_tokens was generated; "stop" ends at the EOS token.
         assert!(
-            (reason == "length" && generated == MAX_NEW) || (reason == "stop" && generated <= MAX_NEW),
+            (reason == "length" && generated == MAX_NEW)
+                || (reason == "stop" && generated <= MAX_NEW),
             "{body}"
         );
         let usage = &body["usage"];
@@ -288,7 +294,11 @@ async fn streaming_concatenates_to_the_whole_text(client: &reqwest::Client, serv
         body["stream"] = json!(true);
         body["stream_options"] = json!({"include_usage": true});
         let events = stream(client, server, &body).await;
-        assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
+        assert_eq!(
+            events.last().map(String::as_str),
+            Some("[DONE]"),
+            "{events:?}"
+        );
         let chunks: Vec<Value> = events[..events.len() - 1]
             .iter()
             .map(|e| serde_json::from_str(e).unwrap())
@@ -313,14 +323,25 @@ async fn streaming_concatenates_to_the_whole_text(client: &reqwest::Client, serv
 
 /// A stop string cuts the text at its first occurrence (finish_reason "stop"), streamed or not.
 async fn stop_strings_cut_the_text(client: &reqwest::Client, server: &Server) {
-    let mut body = json!({"prompt": PROMPTS[0], "max_tokens": MAX_NEW,
-                          "features": features_json(COMBINATIONS[0])});
-    let (_, whole) = complete(client, server, &body).await;
-    let full = text0(&whole);
-    let Some(stop) = full.chars().nth(2) else {
-        panic!("the continuation {full:?} is too short to test stop strings");
+    // A continuation with a character first seen after its start, as the stop string.
+    let mut found = None;
+    for combination in COMBINATIONS {
+        let body = json!({"prompt": PROMPTS[0], "max_tokens": MAX_NEW,
+                          "features": features_json(combination)});
+        let (_, whole) = complete(client, server, &body).await;
+        let full = text0(&whole);
+        let first_new = full
+            .char_indices()
+            .find(|&(i, c)| i > 0 && !full[..i].contains(c));
+        if let Some((at, stop)) = first_new {
+            found = Some((body, full[..at].to_string(), stop));
+            break;
+        }
+    }
+    let Some((mut body, cut, stop)) = found else {
+        panic!("no continuation has two different characters to test stop strings with");
     };
-    let cut = &full[..full.find(stop).unwrap()];
+    let cut = cut.as_str();
     body["stop"] = json!([stop.to_string(), "never-generated"]);
     let (status, stopped) = complete(client, server, &body).await;
     assert_eq!(status, 200, "{stopped}");
@@ -359,7 +380,10 @@ async fn bad_requests_get_openai_errors(client: &reqwest::Client, server: &Serve
             json!({"prompt": "1".repeat(60), "max_tokens": 250}),
             "max_tokens",
         ),
-        (with("features", json!({"colour": "red"})), "features.colour"),
+        (
+            with("features", json!({"colour": "red"})),
+            "features.colour",
+        ),
         (with("features", json!({"lang": 3})), "features.lang"),
         (with("features", json!(["lang"])), "features"),
         (with("temperature", json!(-0.5)), "temperature"),
@@ -392,9 +416,11 @@ async fn bad_requests_get_openai_errors(client: &reqwest::Client, server: &Serve
     };
     for (request, want) in [
         (raw(b"{\"prompt\": ".to_vec(), "application/json"), 400),
-        (raw(b"{\"temperature\": NaN}".to_vec(), "application/json"), 400),
+        (
+            raw(b"{\"temperature\": NaN}".to_vec(), "application/json"),
+            400,
+        ),
         (raw(b"{\"prompt\": \"1 =\"}".to_vec(), "text/plain"), 415),
-        (raw(vec![b' '; 2 << 20], "application/json"), 413),
     ] {
         let response = request.send().await.unwrap();
         assert_eq!(response.status().as_u16(), want);
@@ -402,6 +428,18 @@ async fn bad_requests_get_openai_errors(client: &reqwest::Client, server: &Serve
         assert_eq!(answer["error"]["type"], "invalid_request_error", "{answer}");
         assert!(answer["error"]["message"].is_string(), "{answer}");
     }
+    // The server answers 413 without reading the body, and closes that connection: a client of
+    // its own keeps the shared one's pool clean.
+    let response = reqwest::Client::new()
+        .post(server.url("/v1/completions"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 2 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["error"]["type"], "invalid_request_error", "{answer}");
     let response = client.get(server.url("/nowhere")).send().await.unwrap();
     assert_eq!(response.status(), 404);
     // ... and the server still answers.
@@ -471,7 +509,10 @@ async fn load_run_loses_nothing(client: &reqwest::Client, server: &Server) {
     // Continuous batching did batch: some step held more than one sequence.
     let steps = metric(client, server, "flix_batch_sequences_count").await;
     let single = metric(client, server, "flix_batch_sequences_bucket{le=\"1\"}").await;
-    assert!(steps > single, "every step held one sequence ({steps} steps)");
+    assert!(
+        steps > single,
+        "every step held one sequence ({steps} steps)"
+    );
 }
 
 /// A request that runs to max_tokens: greedy, the longest the model allows, for the first
@@ -492,7 +533,11 @@ async fn long_request(client: &reqwest::Client, server: &Server) -> Value {
 
 /// A streaming client that goes away after its first chunk: its sequence is dropped from the
 /// batch (the metrics say so, the batch empties) and the server keeps serving.
-async fn a_dropped_client_cancels_its_sequence(client: &reqwest::Client, server: &Server, long: &Value) {
+async fn a_dropped_client_cancels_its_sequence(
+    client: &reqwest::Client,
+    server: &Server,
+    long: &Value,
+) {
     let dropped = "flix_sequences_finished_total{reason=\"dropped\"}";
     let before = metric(client, server, dropped).await;
     let mut body = long.clone();
@@ -567,7 +612,11 @@ async fn sigterm_drains_and_exits(client: &reqwest::Client, run: &Path, long: &V
     tokio::time::sleep(Duration::from_millis(300)).await;
     let signalled = Instant::now();
     let pid = server.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let refused = client
@@ -611,7 +660,10 @@ async fn sigterm_drains_and_exits(client: &reqwest::Client, run: &Path, long: &V
         }
     }
     assert_eq!(finished + cut + refused, queued);
-    assert!(cut + refused > 0, "the backlog finished within the grace period");
+    assert!(
+        cut + refused > 0,
+        "the backlog finished within the grace period"
+    );
 
     let status = loop {
         if let Some(status) = server.child.try_wait().unwrap() {

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{devices, host, tensor, tolerance, Rng};
-use flix_kernels::ops::adamw::{adamw_step, AdamWParams};
+use flix_kernels::ops::adamw::{adamw_step, adamw_step_many, AdamWParams, AdamWTensor};
 use flix_kernels::ops::attention::{
     attention_backward, attention_cached_forward, attention_forward, AttentionShape,
 };
@@ -386,6 +386,112 @@ fn linear_cross_entropy_matches_the_dense_reference_on_every_device() {
             check(tol, "dx", &device, dtype, &host(&dxt), &dx);
             check(tol, "dW", &device, dtype, &host(&dwt), &dw);
         }
+    }
+}
+
+/// Every trainable tensor in one multi-tensor step (on CUDA: tensors of several chunks, one
+/// launch per gradient dtype), with a clipping coefficient and a working copy refreshed from its
+/// master, against the one-element-at-a-time reference; and the norm over tensors of both
+/// dtypes at once.
+#[test]
+fn multi_tensor_adamw_and_norm_match_the_reference_on_every_device() {
+    for (device, dtype) in devices() {
+        let mut rng = Rng::new(11);
+        let sizes = [5usize, 2 * 16_384 + 100, 16_384];
+        let hp = AdamWParams {
+            lr: 0.1,
+            beta1: 0.8,
+            beta2: 0.95,
+            eps: 1e-6,
+            weight_decay: 0.1,
+        };
+        let grad_scale = 0.5f32;
+        let p0: Vec<Vec<f32>> = sizes.iter().map(|&n| rng.vec(n, 1.0)).collect();
+        let mut p: Vec<_> = p0
+            .iter()
+            .map(|x| tensor(&device, DType::F32, &[x.len()], x))
+            .collect();
+        let zeros = |n: usize| tensor(&device, DType::F32, &[n], &vec![0.0; n]);
+        let mut m: Vec<_> = sizes.iter().map(|&n| zeros(n)).collect();
+        let mut v: Vec<_> = sizes.iter().map(|&n| zeros(n)).collect();
+        // The working copy is bf16 where the device has bf16 tensors.
+        let working_dtype = if device.is_cuda() {
+            DType::BF16
+        } else {
+            DType::F32
+        };
+        let mut working = tensor(&device, working_dtype, &[sizes[1]], &vec![0.0; sizes[1]]);
+        let mut reference: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = p0
+            .iter()
+            .map(|x| (f64s(x), vec![0.0; x.len()], vec![0.0; x.len()]))
+            .collect();
+        let (lr, b1, b2, eps, wd) = (
+            0.1f32 as f64,
+            0.8f32 as f64,
+            0.95f32 as f64,
+            1e-6f32 as f64,
+            0.1f32 as f64,
+        );
+        for step in 1..=3u64 {
+            let g: Vec<_> = sizes
+                .iter()
+                .map(|&n| tensor(&device, dtype, &[n], &rng.vec(n, 1.0)))
+                .collect();
+            let mut work = Some(&mut working);
+            let mut tensors: Vec<AdamWTensor> = p
+                .iter_mut()
+                .zip(&g)
+                .zip(m.iter_mut().zip(v.iter_mut()))
+                .enumerate()
+                .map(|(i, ((param, grad), (m, v)))| AdamWTensor {
+                    param,
+                    grad,
+                    m,
+                    v,
+                    working: if i == 1 { work.take() } else { None },
+                })
+                .collect();
+            adamw_step_many(&mut tensors, step, hp, grad_scale).unwrap();
+            for (grad, (rp, rm, rv)) in g.iter().zip(&mut reference) {
+                for (i, gi) in host(grad).into_iter().enumerate() {
+                    let gi = gi * grad_scale as f64;
+                    rp[i] *= 1.0 - lr * wd;
+                    rm[i] = b1 * rm[i] + (1.0 - b1) * gi;
+                    rv[i] = b2 * rv[i] + (1.0 - b2) * gi * gi;
+                    let mh = rm[i] / (1.0 - b1.powi(step as i32));
+                    let vh = rv[i] / (1.0 - b2.powi(step as i32));
+                    rp[i] -= lr * mh / (vh.sqrt() + eps);
+                }
+            }
+        }
+        for (t, (param, (rp, _, _))) in p.iter().zip(&reference).enumerate() {
+            let what = format!("multi-tensor AdamW param {t}");
+            check(Tolerance::F32, &what, &device, dtype, &host(param), rp);
+        }
+        let master = host(&p[1]);
+        let rounded: Vec<f64> = match working_dtype {
+            DType::BF16 => master
+                .iter()
+                .map(|&x| half::bf16::from_f64(x).to_f64())
+                .collect(),
+            DType::F32 => master,
+        };
+        assert_eq!(host(&working), rounded, "working copy on {device}");
+
+        // The norm over gradients of two dtypes where the device has both.
+        let a = tensor(&device, dtype, &[40_000], &rng.vec(40_000, 1.0));
+        let b = tensor(&device, DType::F32, &[7, 11], &rng.vec(77, 3.0));
+        let all: Vec<f64> = host(&a).into_iter().chain(host(&b)).collect();
+        let want = all.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let norm = global_grad_norm(&[&a, &b]).unwrap();
+        check(
+            Tolerance::F32,
+            "multi-tensor grad norm",
+            &device,
+            dtype,
+            &[norm],
+            &[want],
+        );
     }
 }
 

@@ -59,7 +59,10 @@ pub use adapters::{AdapterSpec, AdapterType, TargetModule};
 pub use batch::{Batch, Sequence};
 pub use config::{Family, LlamaConfig};
 pub use error::{ModelError, Result};
-pub use llama::{GenerationConfig, LlamaModel, LossReport, TrainMode, Trainable};
+pub use llama::{
+    DecodeEvent, Decoder, FinishReason, GenerationConfig, LlamaModel, LossReport, SequenceId,
+    SequenceParams, TrainMode, Trainable,
+};
 pub use optim::AdamW;
 pub use peft::{load_peft_lora, PeftLora};
 pub use score::{score_sequences, ExampleScore, Features};

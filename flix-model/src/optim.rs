@@ -15,9 +15,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use flix_kernels::ops::adamw::{adamw_step, AdamWParams};
+use flix_kernels::ops::adamw::{adamw_step_many, AdamWParams, AdamWTensor};
 use flix_kernels::ops::cast;
-use flix_kernels::ops::elementwise::{duplicate, scale};
 use flix_kernels::ops::grad_norm::global_grad_norm;
 use flix_kernels::{DType, Tensor};
 
@@ -109,7 +108,8 @@ impl AdamW {
 
     /// One update from the gradients of `trainable` (always the same tensors in the same order);
     /// returns the global gradient norm before clipping. The gradients are left as they are
-    /// (clipping scales a copy). A non-finite norm skips the update (nothing changes, the step
+    /// (clipping scales each gradient as the step reads it). On CUDA the whole step is a
+    /// constant number of launches (the multi-tensor norm and AdamW kernels). A non-finite norm skips the update (nothing changes, the step
     /// count included) and is returned for the caller to report.
     pub fn step_tensors(&mut self, trainable: &mut [Trainable]) -> Result<f64> {
         let norm = global_grad_norm(&trainable.iter().map(|t| t.grad).collect::<Vec<_>>())?;
@@ -136,24 +136,27 @@ impl AdamW {
             )));
         }
         self.step += 1;
-        for (t, st) in trainable.iter_mut().zip(&mut self.state) {
-            let clipped = match clip {
-                Some(coef) => {
-                    let mut g = duplicate(t.grad)?;
-                    scale(&mut g, coef)?;
-                    Some(g)
-                }
-                None => None,
-            };
-            let grad = clipped.as_ref().unwrap_or(t.grad);
-            match st.master.as_mut() {
-                Some(master) => {
-                    adamw_step(master, grad, &mut st.m, &mut st.v, self.step, self.params)?;
-                    cast(master, t.value)?;
-                }
-                None => adamw_step(t.value, grad, &mut st.m, &mut st.v, self.step, self.params)?,
-            }
-        }
+        let mut tensors: Vec<AdamWTensor> = trainable
+            .iter_mut()
+            .zip(&mut self.state)
+            .map(|(t, st)| match st.master.as_mut() {
+                Some(master) => AdamWTensor {
+                    param: master,
+                    grad: t.grad,
+                    m: &mut st.m,
+                    v: &mut st.v,
+                    working: Some(&mut *t.value),
+                },
+                None => AdamWTensor {
+                    param: &mut *t.value,
+                    grad: t.grad,
+                    m: &mut st.m,
+                    v: &mut st.v,
+                    working: None,
+                },
+            })
+            .collect();
+        adamw_step_many(&mut tensors, self.step, self.params, clip.unwrap_or(1.0))?;
         Ok(norm)
     }
 

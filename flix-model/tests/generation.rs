@@ -8,8 +8,8 @@ use flix_core::{BatchPlan, SegmentSpec, TypeShape};
 use flix_kernels::{DType, Device, Tensor};
 use flix_model::llama::sample;
 use flix_model::{
-    load_peft_lora, AdapterSpec, AdapterType, Batch, Features, GenerationConfig, LlamaModel,
-    Sequence, TargetModule,
+    load_peft_lora, AdapterSpec, AdapterType, Batch, Decoder, Features, FinishReason,
+    GenerationConfig, LlamaModel, Sequence, SequenceId, SequenceParams, TargetModule,
 };
 
 fn fixture_dir() -> PathBuf {
@@ -231,4 +231,145 @@ fn sampling_rules() {
             .map(|s| sample(&logits, &nucleus, 0, s))
             .collect::<Vec<_>>()
     );
+}
+
+/// Continuous batching: sequences that join at different steps, with their own sampling
+/// settings, next to one that is cancelled (its cache slot then reused), each get exactly what
+/// they get alone without a cache.
+#[test]
+fn decoder_sequences_joining_and_leaving_equal_each_alone() {
+    let model = model_with_adapters();
+    let mut decoder = Decoder::new(&model, Some(TYPES.to_vec()));
+    let params = |prompt: Vec<u32>, slots: Vec<i32>, temperature: f32, seed: u64, stream: u64| {
+        SequenceParams {
+            prompt,
+            slots,
+            max_new_tokens: 4,
+            temperature,
+            top_p: 0.95,
+            seed,
+            stream,
+            eos_token_ids: vec![],
+        }
+    };
+    // (step at which it joins, its parameters)
+    let joins = [
+        (0, params(vec![1, 17, 42, 99, 5], vec![0, 1], 0.0, 0, 0)),
+        (0, params(vec![1, 88], vec![2, -1], 1.3, 7, 0)),
+        (1, params(vec![4, 9, 100], vec![-1, 0], 0.0, 0, 3)),
+        (2, params(vec![1, 2, 3, 4, 5, 6, 7], vec![1], 0.8, 9, 5)),
+        (3, params(vec![60], vec![], 1.0, 2, 1)),
+    ];
+    let doomed = decoder
+        .add(params(vec![5, 6, 7], vec![0, 0], 0.0, 0, 0))
+        .unwrap();
+    let mut ids = Vec::new();
+    let mut got: std::collections::HashMap<SequenceId, Vec<u32>> = Default::default();
+    let mut finished = Vec::new();
+    for step in 0.. {
+        for (_, p) in joins.iter().filter(|(at, _)| *at == step) {
+            ids.push(decoder.add(p.clone()).unwrap());
+        }
+        if step == 1 {
+            assert!(decoder.cancel(doomed));
+            assert!(!decoder.cancel(doomed), "a cancelled sequence is gone");
+        }
+        if decoder.is_empty() && step > 3 {
+            break;
+        }
+        for event in decoder.step().unwrap() {
+            got.entry(event.id).or_default().push(event.token);
+            if let Some(reason) = event.finished {
+                assert_eq!(reason, FinishReason::Length);
+                finished.push(event.id);
+            }
+        }
+    }
+    assert_eq!(
+        got[&doomed].len(),
+        1,
+        "the cancelled sequence got one token before it left"
+    );
+    assert_eq!(decoder.cached_tokens(), 0);
+    for ((_, p), id) in joins.iter().zip(&ids) {
+        let cfg = GenerationConfig {
+            max_new_tokens: p.max_new_tokens,
+            temperature: p.temperature,
+            top_p: p.top_p,
+            seed: p.seed,
+            eos_token_ids: vec![],
+        };
+        let want = reference_generate(&model, &p.prompt, &p.slots, p.stream, &cfg);
+        assert_eq!(got[id], want, "sequence {p:?}");
+        assert!(finished.contains(id));
+    }
+}
+
+/// A sequence whose prompt and output fill the model's context stops there (Length), and a
+/// prompt that leaves no room, an empty prompt, a token outside the vocabulary, a slot outside
+/// its type's values and bad sampling settings are refused.
+#[test]
+fn decoder_stops_at_the_context_and_refuses_bad_sequences() {
+    let model = model_with_adapters();
+    let context = model.config.max_position_embeddings;
+    let mut decoder = Decoder::new(&model, Some(TYPES.to_vec()));
+    let ok = SequenceParams {
+        prompt: vec![3; context - 2],
+        slots: vec![0, 1],
+        max_new_tokens: 100,
+        temperature: 0.0,
+        top_p: 1.0,
+        seed: 0,
+        stream: 0,
+        eos_token_ids: vec![],
+    };
+    let id = decoder.add(ok.clone()).unwrap();
+    let mut events = Vec::new();
+    while !decoder.is_empty() {
+        events.extend(decoder.step().unwrap());
+    }
+    assert_eq!(events.len(), 2, "context {context}, prompt {}", context - 2);
+    assert_eq!(events[1].id, id);
+    assert_eq!(events[1].finished, Some(FinishReason::Length));
+
+    let vocab = model.config.vocab_size as u32;
+    let bad = [
+        SequenceParams {
+            prompt: vec![3; context - 1 + 1],
+            ..ok.clone()
+        },
+        SequenceParams {
+            prompt: vec![],
+            ..ok.clone()
+        },
+        SequenceParams {
+            prompt: vec![1, vocab],
+            ..ok.clone()
+        },
+        SequenceParams {
+            slots: vec![0, 2],
+            ..ok.clone()
+        },
+        SequenceParams {
+            slots: vec![0, 0, 0],
+            ..ok.clone()
+        },
+        SequenceParams {
+            max_new_tokens: 0,
+            ..ok.clone()
+        },
+        SequenceParams {
+            temperature: f32::NAN,
+            ..ok.clone()
+        },
+        SequenceParams {
+            top_p: 0.0,
+            ..ok.clone()
+        },
+    ];
+    for p in bad {
+        let err = decoder.add(p.clone()).unwrap_err();
+        assert!(!err.to_string().is_empty(), "{p:?}");
+    }
+    assert!(decoder.is_empty(), "refused sequences never joined");
 }

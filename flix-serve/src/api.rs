@@ -5,7 +5,7 @@
 
 use axum::http::StatusCode;
 use flix_model::export::Combination;
-use crate::decoder::SequenceParams;
+use flix_model::SequenceParams;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
@@ -356,7 +356,13 @@ fn parse_features(
     let items = match present(fields, "features") {
         None => return Ok(combination),
         Some(Value::Object(items)) => items,
-        Some(v) => return Err(type_error("features", "an object like {\"lang\": \"deu\"}", v)),
+        Some(v) => {
+            return Err(type_error(
+                "features",
+                "an object like {\"lang\": \"deu\"}",
+                v,
+            ))
+        }
     };
     for (name, value) in items {
         let param = format!("features.{name}");

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use flix_kernels::Device;
-use crate::decoder::{Decoder, FinishReason, SequenceId, SequenceParams};
 use flix_model::train::{load_trained, Trained};
+use flix_model::{Decoder, FinishReason, SequenceId, SequenceParams};
 use tokio::sync::{mpsc::UnboundedSender, oneshot};
 
 use crate::api::ApiError;
@@ -57,7 +57,9 @@ pub struct Submission {
 enum Message {
     Submit(Submission),
     /// Finish what was accepted, cutting whatever still runs at `deadline`, then exit.
-    Drain { deadline: Instant },
+    Drain {
+        deadline: Instant,
+    },
 }
 
 /// The request handlers' side of the engine.
@@ -399,7 +401,10 @@ impl Engine<'_> {
                     }
                 }
             }
-            let request_done = self.requests.get(&id).map(|r| (r.pending.is_empty(), r.finished()));
+            let request_done = self
+                .requests
+                .get(&id)
+                .map(|r| (r.pending.is_empty(), r.finished()));
             if let Some((admitted, finished)) = request_done {
                 if admitted {
                     self.leave_queue(id);

@@ -15,7 +15,7 @@ use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use crate::decoder::FinishReason;
+use flix_model::FinishReason;
 use futures_util::stream;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -113,7 +113,10 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         state.draining.load(Ordering::SeqCst),
     );
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     )
 }
@@ -163,13 +166,7 @@ fn start_completion(
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Job, ApiError> {
     if state.draining.load(Ordering::SeqCst) {
-        return Err(ApiError {
-            retry_after: Some(state.limits.retry_after_secs),
-            ..ApiError::with_status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the server is shutting down and accepts no new requests",
-            )
-        });
+        return Err(shutting_down(state.limits.retry_after_secs));
     }
     let Json(body) = body.map_err(json_rejection)?;
     let request = api::parse_request(&body, &state.limits, &state.model)?;
@@ -185,6 +182,7 @@ fn start_completion(
             .collect(),
         done: done.clone(),
         got_token: false,
+        retry_after_secs: state.limits.retry_after_secs,
     };
     state.engine.submit(Submission {
         sequences,
@@ -206,6 +204,8 @@ struct Answer {
     choices: Vec<ChoiceText>,
     done: Vec<Arc<AtomicBool>>,
     got_token: bool,
+    /// The `Retry-After` of a 503.
+    retry_after_secs: u64,
 }
 
 impl Answer {
@@ -235,9 +235,7 @@ impl Answer {
                 });
                 let piece = text
                     .push(&model.tokenizer, token, token == model.eos, ending)
-                    .map_err(|e| {
-                        ApiError::with_status(StatusCode::INTERNAL_SERVER_ERROR, e)
-                    })?;
+                    .map_err(|e| ApiError::with_status(StatusCode::INTERNAL_SERVER_ERROR, e))?;
                 let ended = text.ending;
                 if ended.is_some() {
                     // A stop string: the engine drops the sequence before its next step.
@@ -259,6 +257,8 @@ impl Answer {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 message,
             )),
+            // A request the grace period ended before it started is refused, not answered empty.
+            Event::Cut if !self.got_token => Err(shutting_down(self.retry_after_secs)),
             Event::Cut => Ok(self.cut()),
         }
     }
@@ -303,13 +303,18 @@ fn engine_gone(answer: &mut Answer, state: &AppState) -> Result<Vec<Release>, Ap
     if answer.got_token {
         Ok(answer.cut())
     } else {
-        Err(ApiError {
-            retry_after: Some(state.limits.retry_after_secs),
-            ..ApiError::with_status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the server is shutting down and accepts no new requests",
-            )
-        })
+        Err(shutting_down(state.limits.retry_after_secs))
+    }
+}
+
+/// The 503 of a request the server will not serve because it is shutting down.
+fn shutting_down(retry_after_secs: u64) -> ApiError {
+    ApiError {
+        retry_after: Some(retry_after_secs),
+        ..ApiError::with_status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down and accepts no new requests",
+        )
     }
 }
 

@@ -9,7 +9,6 @@
 //! - [`text`]: a choice's text as its tokens arrive (stop strings, streaming pieces).
 
 pub mod api;
-pub mod decoder;
 pub mod engine;
 pub mod http;
 pub mod metrics;
@@ -23,8 +22,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flix_model::ModelError;
 use flix_kernels::KernelError;
+use flix_model::ModelError;
 use tokio::net::TcpListener;
 
 use crate::engine::EngineConfig;

@@ -5,8 +5,8 @@
 // directions), RMSNorm (y, rstd, dX, split dW), attention (packed segments with empty and
 // one-token ones, GQA, head_dim not a multiple of 8 and up to 256 (every head-dim limit), sliding
 // windows, custom scales; forward, lse, the cached decode step, dQ/dK/dV),
-// cross-entropy (chunked online lse, dlogits, gather/scatter; the GEMMs as host loops), AdamW
-// and the two-pass sum of squares; f32 and bf16. Outputs are poisoned with NaN first, so an
+// cross-entropy (chunked online lse, dlogits, gather/scatter; the GEMMs as host loops), the
+// multi-tensor AdamW and two-pass sum of squares; f32 and bf16. Outputs are poisoned with NaN first, so an
 // unwritten element fails. Build and run: kernels-cu/emulate/run_transformer.sh
 #include "cuda_shim.h"
 #include "../transformer_common.cuh"
@@ -479,46 +479,102 @@ template <typename T> static void cross_entropy() {
     compare("cross-entropy scatter dx", dx, rdx, 1e-7);
 }
 
-template <typename G> static void optim() {
-    const long long n = 3000;
-    const float lr = 0.1f, b1 = 0.8f, b2 = 0.95f, eps = 1e-6f, wd = 0.1f;
-    auto p0 = rand_t<float>(n);
-    vector<float> p = p0, m(n, 0.f), v(n, 0.f);
-    vector<double> rp(p0.begin(), p0.end()), rm(n, 0), rv(n, 0);
-    for (int step = 1; step <= 3; ++step) {
-        auto g = rand_t<G>(n);
-        const double bc1 = 1 - std::pow(double(b1), step), bc2 = 1 - std::pow(double(b2), step);
-        emulate_launch({blocks_for(n)}, 256, [&] {
-            if constexpr (is_f32<G>) adamw_step_f32(p.data(), g.data(), m.data(), v.data(), n, lr, b1, b2, eps, wd, bc1, bc2);
-            else adamw_step_bf16(p.data(), g.data(), m.data(), v.data(), n, lr, b1, b2, eps, wd, bc1, bc2);
-        });
-        for (int i = 0; i < n; ++i) {
-            const double gi = to_f(g[i]);
-            rp[i] *= 1 - double(lr) * wd;
-            rm[i] = b1 * rm[i] + (1 - double(b1)) * gi;
-            rv[i] = b2 * rv[i] + (1 - double(b2)) * gi * gi;
-            rp[i] -= lr * (rm[i] / bc1) / (std::sqrt(rv[i] / bc2) + eps);
-        }
+// The launcher's table (ops/cuda/optim.rs): each tensor's first chunk, numbered across the
+// tensors. Returns the number of chunks.
+static long long number_chunks(vector<TfMultiTensor>& table) {
+    long long chunks = 0;
+    for (auto& t : table) {
+        t.first_chunk = chunks;
+        chunks += (t.n + TF_CHUNK - 1) / TF_CHUNK;
     }
-    compare("adamw param (3 steps)", p, rp, 1e-5);
-    auto g = rand_t<G>(n);
-    const unsigned nb = (n + 255) / 256;  // launcher: ceil(n / 256) blocks up to 512
-    vector<double> part(nb, NAN), out(1, NAN);
-    emulate_launch({nb}, 256, [&] {
-        if constexpr (is_f32<G>) sumsq_partial_f32(g.data(), n, part.data());
-        else sumsq_partial_bf16(g.data(), n, part.data());
-    });
-    emulate_launch({1}, 256, [&] { sumsq_finish(part.data(), nb, out.data()); });
+    return chunks;
+}
+
+static unsigned long long address(const void* p) { return (unsigned long long)(uintptr_t)p; }
+
+template <typename G> static void optim() {
+    // Three tensors: one small, one of three chunks (the last partial), one of exactly one chunk;
+    // the second keeps a bf16 working copy of its f32 master. Fewer blocks than chunks, so blocks
+    // walk several chunks.
+    const vector<long long> sizes = {5, 2 * TF_CHUNK + 100, TF_CHUNK};
+    const float lr = 0.1f, b1 = 0.8f, b2 = 0.95f, eps = 1e-6f, wd = 0.1f, grad_scale = 0.5f;
+    vector<vector<float>> p, m, v;
+    vector<vector<double>> rp, rm, rv;
+    for (long long n : sizes) {
+        p.push_back(rand_t<float>(n));
+        m.emplace_back(n, 0.f);
+        v.emplace_back(n, 0.f);
+        rp.emplace_back(p.back().begin(), p.back().end());
+        rm.emplace_back(n, 0.0);
+        rv.emplace_back(n, 0.0);
+    }
+    vector<__nv_bfloat16> working = poisoned<__nv_bfloat16>(sizes[1]);
+    for (int step = 1; step <= 3; ++step) {
+        vector<vector<G>> g;
+        for (long long n : sizes) g.push_back(rand_t<G>(n));
+        vector<TfMultiTensor> table;
+        for (size_t t = 0; t < sizes.size(); ++t)
+            table.push_back({address(p[t].data()), address(g[t].data()), address(m[t].data()),
+                             address(v[t].data()), t == 1 ? address(working.data()) : 0ull,
+                             sizes[t], 0});
+        const long long chunks = number_chunks(table);
+        const double bc1 = 1 - std::pow(double(b1), step), bc2 = 1 - std::pow(double(b2), step);
+        emulate_launch({2}, 256, [&] {
+            if constexpr (is_f32<G>)
+                multi_adamw_f32(table.data(), 3, chunks, lr, b1, b2, eps, wd, bc1, bc2, grad_scale);
+            else
+                multi_adamw_bf16(table.data(), 3, chunks, lr, b1, b2, eps, wd, bc1, bc2, grad_scale);
+        });
+        for (size_t t = 0; t < sizes.size(); ++t)
+            for (long long i = 0; i < sizes[t]; ++i) {
+                const double gi = to_f(g[t][i]) * grad_scale;
+                rp[t][i] *= 1 - double(lr) * wd;
+                rm[t][i] = b1 * rm[t][i] + (1 - double(b1)) * gi;
+                rv[t][i] = b2 * rv[t][i] + (1 - double(b2)) * gi * gi;
+                rp[t][i] -= lr * (rm[t][i] / bc1) / (std::sqrt(rv[t][i] / bc2) + eps);
+            }
+    }
+    for (size_t t = 0; t < sizes.size(); ++t)
+        compare("multi-tensor adamw param " + std::to_string(t) + " (3 steps)", p[t], rp[t], 1e-5);
+    vector<double> rounded;
+    for (float x : p[1]) rounded.push_back(to_f(to_t<__nv_bfloat16>(x)));
+    compare("multi-tensor adamw bf16 working copy", working, rounded, 0);
+
+    // The sum of squares over every tensor: the same bits with one block and with three.
+    vector<vector<G>> g;
+    vector<TfMultiTensor> table;
     double want = 0;
-    for (auto x : g) want += double(to_f(x)) * to_f(x);
-    compare("grad sum of squares", out, {want}, 1e-12);
-    auto before = as_double(g);
+    for (long long n : sizes) {
+        g.push_back(rand_t<G>(n));
+        table.push_back({0, address(g.back().data()), 0, 0, 0, n, 0});
+        for (auto x : g.back()) want += double(to_f(x)) * to_f(x);
+    }
+    const long long chunks = number_chunks(table);
+    vector<double> totals;
+    for (unsigned grid : {1u, 3u}) {
+        vector<double> part(chunks, NAN), out(1, NAN);
+        emulate_launch({grid}, 256, [&] {
+            if constexpr (is_f32<G>) multi_sumsq_partial_f32(table.data(), 3, chunks, part.data());
+            else multi_sumsq_partial_bf16(table.data(), 3, chunks, part.data());
+        });
+        emulate_launch({1}, 256, [&] { sumsq_finish(part.data(), int(chunks), out.data()); });
+        compare("multi-tensor grad sum of squares, grid " + std::to_string(grid), out, {want}, 1e-12);
+        totals.push_back(out[0]);
+    }
+    if (std::memcmp(&totals[0], &totals[1], sizeof(double)) != 0) {
+        std::printf("  FAIL multi-tensor sum of squares differs between grids\n");
+        ++failures;
+    }
+
+    const long long n = 3000;
+    auto x = rand_t<G>(n);
+    auto before = as_double(x);
     emulate_launch({blocks_for(n)}, 256, [&] {
-        if constexpr (is_f32<G>) scale_f32(g.data(), n, 0.25f);
-        else scale_bf16(g.data(), n, 0.25f);
+        if constexpr (is_f32<G>) scale_f32(x.data(), n, 0.25f);
+        else scale_bf16(x.data(), n, 0.25f);
     });
-    for (auto& x : before) x *= 0.25;
-    compare("scale", g, before, 1e-7);
+    for (auto& e : before) e *= 0.25;
+    compare("scale", x, before, 1e-7);
 }
 
 template <typename T> static void all(const char* name) {

@@ -3,6 +3,9 @@
 //! p ← p − lr·wd·p;  m ← β1 m + (1−β1) g;  v ← β2 v + (1−β2) g²;
 //! p ← p − lr · (m / (1−β1^t)) / (sqrt(v / (1−β2^t)) + eps)
 //! ```
+//! [`adamw_step_many`] steps every trainable tensor of a model at once (on CUDA, one launch per
+//! gradient dtype), with the clipping coefficient folded into the gradient and a bf16 working
+//! copy refreshed from its f32 master in the same pass.
 
 use crate::error::{KernelError, Result};
 use crate::{Device, Tensor};
@@ -28,6 +31,19 @@ impl Default for AdamWParams {
     }
 }
 
+/// One trainable tensor of a [`adamw_step_many`] call.
+pub struct AdamWTensor<'a> {
+    /// f32: the tensor itself, or the f32 master copy of `working`.
+    pub param: &'a mut Tensor,
+    pub grad: &'a Tensor,
+    /// f32 moments, `param`'s shape.
+    pub m: &'a mut Tensor,
+    pub v: &'a mut Tensor,
+    /// A working copy in another dtype (a bf16 model's weight) that gets the updated master
+    /// rounded into it.
+    pub working: Option<&'a mut Tensor>,
+}
+
 /// One step (`step` counts from 1) on `param` with its `grad` and moment buffers `m`, `v`.
 pub fn adamw_step(
     param: &mut Tensor,
@@ -37,32 +53,86 @@ pub fn adamw_step(
     step: u64,
     hp: AdamWParams,
 ) -> Result<()> {
-    let _profile = crate::profile::scope("adamw_step", param.device());
+    let mut one = [AdamWTensor {
+        param,
+        grad,
+        m,
+        v,
+        working: None,
+    }];
+    adamw_step_many(&mut one, step, hp, 1.0)
+}
+
+/// One step (`step` counts from 1) on every tensor, each gradient multiplied by `grad_scale`
+/// first (gradient clipping's coefficient; 1 for none). On CUDA this is one launch per gradient
+/// dtype, whatever the number of tensors (the multi-tensor kernels of transformer_optim.cu).
+pub fn adamw_step_many(
+    tensors: &mut [AdamWTensor],
+    step: u64,
+    hp: AdamWParams,
+    grad_scale: f32,
+) -> Result<()> {
     const OP: &str = "adamw_step";
-    let shape = param.shape().to_vec();
-    grad.expect_shape(OP, "grad", &shape)?;
-    m.expect_shape(OP, "m", &shape)?;
-    v.expect_shape(OP, "v", &shape)?;
+    let Some(first) = tensors.first() else {
+        return Ok(());
+    };
+    let _profile = crate::profile::scope(OP, first.param.device());
     if step == 0 {
         return Err(KernelError::Invalid {
             op: OP,
             message: "step counts from 1".into(),
         });
     }
-    if let Device::Cuda(b) = param.device().clone() {
-        return super::cuda::optim::adamw_step(&b, param, grad, m, v, step, hp);
+    if !grad_scale.is_finite() {
+        return Err(KernelError::Invalid {
+            op: OP,
+            message: format!("the gradient scale must be finite, found {grad_scale}"),
+        });
+    }
+    let device = first.param.device().clone();
+    for (i, t) in tensors.iter().enumerate() {
+        let shape = t.param.shape().to_vec();
+        t.grad.expect_shape(OP, "grad", &shape)?;
+        t.m.expect_shape(OP, "m", &shape)?;
+        t.v.expect_shape(OP, "v", &shape)?;
+        if let Some(w) = &t.working {
+            w.expect_shape(OP, "working copy", &shape)?;
+        }
+        let others = [t.grad, &*t.m, &*t.v]
+            .into_iter()
+            .chain(t.working.as_deref());
+        for other in std::iter::once(&*t.param).chain(others) {
+            if !other.device().same(&device) {
+                return Err(KernelError::Invalid {
+                    op: OP,
+                    message: format!(
+                        "tensor {i} has a buffer on {} but the first tensor is on {device}",
+                        other.device()
+                    ),
+                });
+            }
+        }
+    }
+    if let Device::Cuda(b) = &device {
+        return super::cuda::optim::adamw_step_many(b, tensors, step, hp, grad_scale);
     }
     let bc1 = 1.0 - (hp.beta1 as f64).powi(step as i32);
     let bc2 = 1.0 - (hp.beta2 as f64).powi(step as i32);
-    let (p, g) = (param.cpu_data_mut(OP)?, grad.cpu_data(OP)?);
-    let (m, v) = (m.cpu_data_mut(OP)?, v.cpu_data_mut(OP)?);
-    for i in 0..p.len() {
-        p[i] -= hp.lr * hp.weight_decay * p[i];
-        m[i] = hp.beta1 * m[i] + (1.0 - hp.beta1) * g[i];
-        v[i] = hp.beta2 * v[i] + (1.0 - hp.beta2) * g[i] * g[i];
-        let mhat = m[i] as f64 / bc1;
-        let vhat = v[i] as f64 / bc2;
-        p[i] -= (hp.lr as f64 * mhat / (vhat.sqrt() + hp.eps as f64)) as f32;
+    for t in tensors.iter_mut() {
+        let (p, g) = (t.param.cpu_data_mut(OP)?, t.grad.cpu_data(OP)?);
+        let (m, v) = (t.m.cpu_data_mut(OP)?, t.v.cpu_data_mut(OP)?);
+        for i in 0..p.len() {
+            let gi = g[i] * grad_scale;
+            p[i] -= hp.lr * hp.weight_decay * p[i];
+            m[i] = hp.beta1 * m[i] + (1.0 - hp.beta1) * gi;
+            v[i] = hp.beta2 * v[i] + (1.0 - hp.beta2) * gi * gi;
+            let mhat = m[i] as f64 / bc1;
+            let vhat = v[i] as f64 / bc2;
+            p[i] -= (hp.lr as f64 * mhat / (vhat.sqrt() + hp.eps as f64)) as f32;
+        }
+        if let Some(working) = t.working.as_deref_mut() {
+            super::cast(t.param, working)?;
+        }
     }
     Ok(())
 }

@@ -1,17 +1,19 @@
-//! Generation with a key/value cache for a batch in which every sequence has its own features
-//! (the serving case): one prefill pass over all prompts, then one token per unfinished sequence
-//! per step. Greedy (temperature 0) or temperature + top-p sampling; each sequence draws from its
-//! own counter-based random stream, so its output does not depend on what it is batched with.
-//! This is the one decoding loop: evaluation (`eval::greedy`) and `flix generate` go through it.
+//! Generation of a list of prompts, each with its own features, through the continuous-batching
+//! [`Decoder`] (one prefill pass over all prompts, then one token per unfinished sequence per
+//! step), and the sampler. Greedy (temperature 0) or temperature + top-p sampling; each sequence
+//! draws from its own counter-based random stream, so its output does not depend on what it is
+//! batched with. Evaluation (`eval::greedy`), `flix generate` and `flix serve` all decode
+//! through the `Decoder`.
 
-use flix_core::{splitmix64, BatchPlan, SegmentSpec};
+use std::collections::HashMap;
+
+use flix_core::splitmix64;
 use flix_kernels::ops::rmsnorm::rmsnorm_forward;
 use flix_kernels::ops::{matmul, Trans};
 use flix_kernels::Tensor;
 
-use super::block::{LayerCache, LayerInputs};
+use super::decode::{Decoder, SequenceParams};
 use super::LlamaModel;
-use crate::batch::Batch;
 use crate::error::{ModelError, Result};
 use crate::score::Features;
 
@@ -41,7 +43,7 @@ impl Default for GenerationConfig {
 
 impl LlamaModel {
     /// The new tokens of every prompt. `features` (when the model has adapters) gives each
-    /// prompt's slots.
+    /// prompt's slots. Prompt i draws from random stream i of `cfg.seed`.
     pub fn generate(
         &self,
         prompts: &[Vec<u32>],
@@ -60,81 +62,37 @@ impl LlamaModel {
                 )));
             }
         }
-        let n = prompts.len();
-        let mut caches: Vec<LayerCache> = (0..self.layers.len())
-            .map(|_| LayerCache {
-                k: vec![Vec::new(); n],
-                v: vec![Vec::new(); n],
-            })
-            .collect();
-        let mut lens = vec![0usize; n];
-        let mut out: Vec<Vec<u32>> = vec![Vec::new(); n];
-        let mut active: Vec<usize> = if cfg.max_new_tokens > 0 {
-            (0..n).collect()
-        } else {
-            Vec::new()
-        };
-        let mut step_tokens: Vec<Vec<u32>> = prompts.to_vec();
-        let mut step = 0u64;
-        while !active.is_empty() {
-            // Pack the new tokens of the active sequences.
-            let mut batch = Batch {
-                tokens: Vec::new(),
-                targets: Vec::new(),
-                starts: vec![0],
-                positions: Vec::new(),
-            };
-            for &i in &active {
-                let new = &step_tokens[i];
-                batch.tokens.extend_from_slice(new);
-                batch.targets.extend(std::iter::repeat_n(-1, new.len()));
-                batch
-                    .positions
-                    .extend((lens[i]..lens[i] + new.len()).map(|p| p as u32));
-                batch.starts.push(batch.tokens.len());
+        let mut out: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
+        if cfg.max_new_tokens == 0 {
+            return Ok(out);
+        }
+        let mut decoder = Decoder::new(self, features.map(|f| f.types.to_vec()));
+        let mut index_of = HashMap::new();
+        for (i, prompt) in prompts.iter().enumerate() {
+            let id = decoder
+                .add(SequenceParams {
+                    prompt: prompt.clone(),
+                    slots: features.map(|f| f.slots[i].clone()).unwrap_or_default(),
+                    max_new_tokens: cfg.max_new_tokens,
+                    temperature: cfg.temperature,
+                    top_p: cfg.top_p,
+                    seed: cfg.seed,
+                    stream: i as u64,
+                    eos_token_ids: cfg.eos_token_ids.clone(),
+                })
+                .map_err(|e| ModelError::Batch(format!("prompt {i}: {e}")))?;
+            index_of.insert(id, i);
+        }
+        while !decoder.is_empty() {
+            for event in decoder.step()? {
+                out[index_of[&event.id]].push(event.token);
             }
-            let plan = match features {
-                Some(f) => {
-                    let segments: Vec<SegmentSpec> = active
-                        .iter()
-                        .map(|&i| SegmentSpec {
-                            len: step_tokens[i].len(),
-                            slots: f.slots[i].clone(),
-                        })
-                        .collect();
-                    Some(self.device_plan(BatchPlan::new(f.types, &segments, 64)?)?)
-                }
-                None => None,
-            };
-            self.check_batch(&batch, plan.as_ref())?;
-            let inputs = LayerInputs {
-                batch: &batch,
-                plan: plan.as_ref(),
-            };
-            let mut x = self.embed_tokens(&batch.tokens)?;
-            for (layer, cache) in self.layers.iter().zip(&mut caches) {
-                x = layer.forward_cached(&inputs, x, cache, &active)?;
-            }
-            let logits = self.last_token_logits(&x, &batch.starts)?;
-            let vocab = self.config.vocab_size;
-            let mut still = Vec::with_capacity(active.len());
-            for (row, &i) in active.iter().enumerate() {
-                lens[i] += step_tokens[i].len();
-                let next = sample(&logits[row * vocab..(row + 1) * vocab], cfg, i as u64, step);
-                out[i].push(next);
-                step_tokens[i] = vec![next];
-                if out[i].len() < cfg.max_new_tokens && !cfg.eos_token_ids.contains(&next) {
-                    still.push(i);
-                }
-            }
-            active = still;
-            step += 1;
         }
         Ok(out)
     }
 
     /// Logits of the last token of each segment of the final hidden state `x`.
-    fn last_token_logits(&self, x: &Tensor, starts: &[usize]) -> Result<Vec<f32>> {
+    pub(super) fn last_token_logits(&self, x: &Tensor, starts: &[usize]) -> Result<Vec<f32>> {
         let d = self.config.hidden_size;
         let all = x.to_f32_vec()?;
         let last: Vec<f32> = starts

@@ -23,6 +23,7 @@
 //! target tokens; gradients accumulate into every trainable parameter).
 
 mod block;
+mod decode;
 mod generate;
 mod init;
 mod linear;
@@ -42,6 +43,7 @@ use flix_kernels::ops::{matmul, Trans};
 use flix_kernels::{DType, Device, Tensor};
 
 pub use block::{DecoderLayer, QkNorm, SandwichNorms};
+pub use decode::{DecodeEvent, Decoder, FinishReason, SequenceId, SequenceParams};
 pub use generate::{sample, GenerationConfig};
 pub use init::INIT_STD;
 pub use linear::{Linear, LinearSaved};
