@@ -15,6 +15,11 @@
 #      train_peer.py --model on it, then `flix compare` on the real mixture within a time budget
 #      (FLIX_GPU_COMPARE_LIMIT seconds, default 300) with the settings of FLIX_GPU_COMPARE_ARGS.
 #   8. "attention": `flix bench-attention` and attention_peer.py (SDPA) on the same shapes.
+#   9. "serve" (not in the default set): `flix bench-serve --device cuda` — the completions
+#      server under 1..64 concurrent clients, mixed, single and no-feature requests — and its
+#      transformers + PEFT peer serve_peer.py replaying the same requests on the same card. The
+#      served run is a short FLix run on Gemma 3 270M when the gpu-gemma-* folders were carried
+#      (see "gemma"), else the tiny demo's FLix run. JSON and logs in $OUT (serve-*).
 # At the end, gpu-results.py gathers the JSON figures into $OUT/<date>-<card>.json (commit it
 # under benches/results/): train_ratio, layer_fb_ratio, attention ratios, each with the peer's.
 # FLIX_GPU_PARTS picks parts (default all: "kernels bench peers model train attention cli"), e.g.
@@ -127,10 +132,17 @@ if want cli; then
   echo "flix demo --device cuda: rc=$? in $(( $(date +%s) - start )) s" >> "$OUT/summary.txt"
 fi
 
-if want gemma; then
-  GGUF=/tmp/gemma-3-270m-q4_k_m.gguf
+# Joins the carried gpu-gemma-* parts into $GGUF; fails when the sha256 does not match.
+GGUF=/tmp/gemma-3-270m-q4_k_m.gguf
+gemma_ok() { [ "$(sha256sum "$GGUF" 2>/dev/null | cut -d' ' -f1)" = "$(cat gpu-gemma-0/SHA256 2>/dev/null)" ]; }
+join_gemma() {
+  gemma_ok && return 0
   cat gpu-gemma-*/part-* > "$GGUF" 2>/dev/null
-  if [ "$(sha256sum "$GGUF" | cut -d' ' -f1)" != "$(cat gpu-gemma-0/SHA256 2>/dev/null)" ]; then
+  gemma_ok
+}
+
+if want gemma; then
+  if ! join_gemma; then
     echo "gemma: the joined GGUF's sha256 does not match (were all gpu-gemma-* folders carried?)" >> "$OUT/summary.txt"
     fail=1
   else
@@ -159,6 +171,37 @@ if want gemma; then
   fi
 fi
 
+if want serve; then
+  S=$(mktemp -d)
+  FLIX="$STAGE/flix"
+  # The tiny demo gives the data (and, without Gemma, the run and its base).
+  timeout 90 "$FLIX" demo --tiny --device cuda --out "$S/tiny" > "$OUT/serve-setup.txt" 2>&1
+  RUN="$S/tiny/seed-0/flix"
+  if [ -d gpu-gemma-0 ] && join_gemma; then
+    timeout 120 "$FLIX" train --device cuda --base "$GGUF" --data "$S/tiny/seed-0/data/train.jsonl" \
+      --method flix --rank 8 --steps 20 --out "$S/gemma-run" >> "$OUT/serve-setup.txt" 2>&1 \
+      && RUN="$S/gemma-run"
+  fi
+  echo "serve: run $RUN" >> "$OUT/summary.txt"
+  PEER_PYTHONPATH=${PYTHONPATH:-}
+  if ! python3 -c "import peft" 2>/dev/null && [ -f "$STAGE/pylib.tar.xz" ]; then
+    mkdir -p "$S/pylib" && tar -C "$S/pylib" -xJf "$STAGE/pylib.tar.xz"
+    PEER_PYTHONPATH="$S/pylib${PYTHONPATH:+:$PYTHONPATH}"
+  fi
+  timeout 200 "$FLIX" bench-serve --run "$RUN" --device cuda \
+    --data "$S/tiny/seed-0/data/test.jsonl" --modes mixed,single,base --concurrency 1,4,16,64 \
+    --duration-secs 4 --requests-per-level 64 --max-tokens 32 --stream \
+    --dump-requests "$OUT/serve-requests.jsonl" --out "$OUT/bench-serve.json" \
+    > "$OUT/bench-serve.txt" 2>&1
+  echo "flix bench-serve --device cuda: rc=$?" >> "$OUT/summary.txt"
+  # The peer is far slower: the first 32 requests of each mode (it writes its JSON after each).
+  PYTHONPATH="$PEER_PYTHONPATH" timeout 200 python3 "$STAGE/serve_peer.py" --run "$RUN" \
+    --requests "$OUT/serve-requests.jsonl" --flix "$FLIX" --device cuda --batch 1,8 --limit 32 \
+    --json "$OUT/serve-peer.json" \
+    > "$OUT/serve-peer.txt" 2>&1
+  echo "serve peer (transformers + PEFT): rc=$?" >> "$OUT/summary.txt"
+fi
+
 python3 "$STAGE/gpu-results.py" "$OUT" "$(head -1 "$STAGE/COMMIT")" >> "$OUT/summary.txt" 2>&1
 
 # The remote GPU runner brings back only a few files: the test logs go back as one.
@@ -173,6 +216,7 @@ echo "== train peer"; tail -n 5 "$OUT/train-peer.txt" 2>/dev/null
 echo "== attention"; cat "$OUT/attention.txt" "$OUT/attention-peer.txt" 2>/dev/null
 echo "== demo"; tail -n 30 "$OUT/demo.txt" 2>/dev/null
 echo "== gemma"; tail -n 20 "$OUT/gemma-score.txt" "$OUT/bench-train-gemma.txt" "$OUT/train-peer-gemma.txt" "$OUT/compare.txt" 2>/dev/null
+echo "== serve"; tail -n 20 "$OUT/bench-serve.txt" "$OUT/serve-peer.txt" 2>/dev/null
 echo "== failing tests (first lines)"
 grep -E "panicked|FAILED|^failures" "$OUT/tests.log" | head -20
 echo "== summary"; cat "$OUT/summary.txt"

@@ -60,7 +60,13 @@ find "$STAGE/tests" "$STAGE/model-tests" -type f -exec strip {} +
 # The exact batches of the GPU shape set, so the peers time the same segments and values.
 "$STAGE/flix" bench --list-shapes --shapes all --json "$STAGE/shapes.json"
 cp scripts/gpu-remote.sh scripts/gpu-env.sh scripts/gpu-demo-sweep.sh benches/peers/flix_peers.py benches/peers/train_peer.py \
-  benches/peers/attention_peer.py scripts/gpu-results.py "$STAGE/"
+  benches/peers/attention_peer.py scripts/gpu-results.py benches/peers/serve_peer.py "$STAGE/"
+# The serving peer needs peft (and accelerate), which the GPU machine's python may lack: this
+# machine's copies, compressed, used there only when its own `import peft` fails.
+HF_PYTHON=${FLIX_HF_PYTHON:-/opt/hfvenv/bin/python}
+if site=$("$HF_PYTHON" -c 'import os, peft; print(os.path.dirname(os.path.dirname(peft.__file__)))' 2>/dev/null); then
+  tar -C "$site" --exclude=__pycache__ -cJf "$STAGE/pylib.tar.xz" peft accelerate
+fi
 git rev-parse HEAD > "$STAGE/COMMIT"
 git status --porcelain --untracked-files=no | grep -q . && echo "(working tree had uncommitted changes)" >> "$STAGE/COMMIT"
 
@@ -72,6 +78,11 @@ cat <<CALL
 Now make this remote GPU runner call (one call runs the tests, flix bench and the peer script):
 
   run(command="bash gpu-run/gpu-remote.sh", carry=["gpu-run"], timeout_s=600)
+
+or, for the serving benchmark (flix bench-serve and the transformers + PEFT peer; carry the
+gpu-gemma-* folders of scripts/gpu-stage-gemma.sh first to serve Gemma 3 270M):
+
+  run(command="FLIX_GPU_PARTS=serve bash gpu-run/gpu-remote.sh", carry=["gpu-run"], timeout_s=600)
 
 or, for the demo at several base sizes (gpu-demo-sweep.sh; --cli-only staging is enough):
 

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_attention;
+mod bench_serve;
 mod bench_train;
 mod compare;
 mod demo;
@@ -41,6 +42,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Training-step tokens/s and peak memory of a TinyLlama-shaped model with FLix adapters.
     BenchTrain(bench_train::BenchTrainArgs),
+    /// Load test of the completions server: tokens/s and latency per concurrency level, with
+    /// mixed or fixed feature combinations (BENCHMARKS.md, Serving).
+    BenchServe(bench_serve::BenchServeArgs),
     /// Attention forward and backward in TFLOP/s: causal packed segments, grouped-query heads,
     /// sliding windows (its PyTorch peer: benches/peers/attention_peer.py).
     BenchAttention(bench_attention::BenchAttentionArgs),
@@ -75,6 +79,7 @@ fn main() -> anyhow::Result<()> {
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchTrain(args) => bench_train::run(args),
+        Command::BenchServe(args) => bench_serve::run(args),
         Command::BenchAttention(args) => bench_attention::run(args),
         Command::Score(args) => score::run(args),
         Command::Train(args) => train::run(args),
