@@ -90,10 +90,10 @@ def main():
                 backward_ratio=ratio(r["backward_tflops"], q.get("backward_tflops"))))
         result["benchmarks"]["attention"] = rows
 
-    serve = load(a.out_dir, "bench-serve.json", missing) if os.path.exists(
-        os.path.join(a.out_dir, "bench-serve.json")) else None
-    if serve:
-        result["benchmarks"]["serve"] = serve
+    # Serving (the optional "serve" part): ours and the transformers + PEFT peer, as written.
+    for name, key in (("bench-serve.json", "serve"), ("serve-peer.json", "serve_peer")):
+        if os.path.exists(os.path.join(a.out_dir, name)):
+            result["benchmarks"][key] = load(a.out_dir, name, missing)
 
     slug = re.sub(r"[^a-z0-9]+", "-", card.lower()).strip("-")
     out = a.out or os.path.join(a.out_dir, f"{date}-{slug}.json")
