@@ -152,7 +152,13 @@ pub async fn start(
                 layout,
                 tokenizer,
                 config: adapter_config,
+                warnings,
+                ..
             } = trained;
+            // A damaged newest checkpoint that was passed over, say.
+            for warning in &warnings {
+                eprintln!("warning: {warning}");
+            }
             let types = layout
                 .adapter_spec(0)
                 .is_some()
