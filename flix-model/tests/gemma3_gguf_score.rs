@@ -11,9 +11,8 @@
 //! (f32) must be within 1e-3 for at least 99.9 % of the tokens and within 5e-3 for all. One token
 //! (position 1,946 of the long text) is ill-conditioned: torch's two kernel sets differ there by
 //! 2.7e-4 (3e-5 at most elsewhere), both lie 1.0–1.3e-3 from a float64 run of transformers, and
-//! flix's f32 lies 1.8e-3 (SIMD) and 2.1e-3 (portable) from them and 3.1e-3 from
-//! float64 (elsewhere at most 2.2e-4 from
-//! float64, about twice torch's own f32 error).
+//! flix's f32 lies 1.8e-3 (SIMD) and 2.1e-3 (portable) from them and 3.1e-3 from float64
+//! (elsewhere at most 2.2e-4 from float64, about twice torch's own f32 error).
 
 use std::path::{Path, PathBuf};
 
