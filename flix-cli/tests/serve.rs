@@ -197,7 +197,8 @@ async fn serve_end_to_end() {
     models_and_health(&client, &server).await;
     load_run_loses_nothing(&client, &server).await;
     let long = long_request(&client, &server).await;
-    a_dropped_client_cancels_its_sequence(&client, &server, &long).await;
+    a_dropped_client_cancels_its_sequence(&client, &server, &long, true).await;
+    a_dropped_client_cancels_its_sequence(&client, &server, &long, false).await;
     drop(server);
     a_full_queue_refuses_with_429(&client, &run, &long).await;
     sigterm_drains_and_exits(&client, &run, &long).await;
@@ -542,27 +543,46 @@ async fn long_request(client: &reqwest::Client, server: &Server) -> Value {
     panic!("every continuation of {prompt:?} ends before 240 tokens: no long request to test with");
 }
 
-/// A streaming client that goes away after its first chunk: its sequences are dropped from the
-/// batch (the metrics say so, the batch empties) and the server keeps serving.
+/// A client that goes away (streaming: after its first chunk; not streaming: while it waits for
+/// the answer): its sequences are dropped from the batch (the metrics say so, the batch
+/// empties) and the server keeps serving.
 async fn a_dropped_client_cancels_its_sequence(
     client: &reqwest::Client,
     server: &Server,
     long: &Value,
+    stream: bool,
 ) {
     let dropped = "flix_sequences_finished_total{reason=\"dropped\"}";
     let before = metric(client, server, dropped).await;
     // 64 long choices in one request: far more decoding than the client takes to go away.
     let mut body = long.clone();
-    body["stream"] = json!(true);
+    body["stream"] = json!(stream);
     body["prompt"] = json!(vec![long["prompt"].clone(); 64]);
-    let mut response = client
+    let request = client
         .post(server.url("/v1/completions"))
         .json(&body)
-        .send()
-        .await
-        .unwrap();
-    response.chunk().await.unwrap().unwrap();
-    drop(response);
+        .send();
+    if stream {
+        let mut response = request.await.unwrap();
+        response.chunk().await.unwrap().unwrap();
+        drop(response);
+    } else {
+        // Wait until the sequences run, then hang up before the answer comes.
+        let waiting = tokio::spawn(request);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while metric(client, server, "flix_active_sequences").await < 1.0 {
+            assert!(
+                Instant::now() < deadline,
+                "the request never started decoding"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        waiting.abort();
+        assert!(
+            waiting.await.is_err(),
+            "the answer came before the client hung up"
+        );
+    }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let now = metric(client, server, dropped).await;
