@@ -8,10 +8,10 @@
 //! five products, one of them recomputing Q·Kᵀ). The peer counts the same way.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use flix_benches::measure::median_ms;
 use flix_core::splitmix64;
 use flix_kernels::ops::attention::{attention_backward, attention_forward, AttentionShape};
 use flix_kernels::{DType, Device, Tensor};
@@ -40,7 +40,7 @@ pub struct BenchAttentionArgs {
     /// Untimed runs first.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
-    /// Timed runs; the median is reported.
+    /// Timed samples; the median is reported (a sample repeats short calls to last >= 2 ms).
     #[arg(long, default_value_t = 10)]
     iters: usize,
     /// Also write the results as JSON to this file.
@@ -107,29 +107,6 @@ fn random(device: &Device, dtype: DType, shape: &[usize], seed: u64) -> Result<T
     Ok(Tensor::from_f32(device, dtype, shape, &data)?)
 }
 
-/// Median wall time in ms of `f` over `iters` runs after `warmup`, the device synchronized
-/// around each.
-fn median_ms(
-    device: &Device,
-    warmup: usize,
-    iters: usize,
-    mut f: impl FnMut() -> Result<()>,
-) -> Result<f64> {
-    for _ in 0..warmup {
-        f()?;
-    }
-    device.synchronize()?;
-    let mut times = Vec::with_capacity(iters);
-    for _ in 0..iters {
-        let start = Instant::now();
-        f()?;
-        device.synchronize()?;
-        times.push(start.elapsed().as_secs_f64() * 1e3);
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
-}
-
 pub fn run(args: BenchAttentionArgs) -> Result<()> {
     let device = Device::parse(&args.device)?;
     let dtype = match args.dtype.as_deref() {
@@ -185,13 +162,11 @@ pub fn run(args: BenchAttentionArgs) -> Result<()> {
                 let (out, lse) =
                     attention_forward(&q, &k, &v, &starts, shape).with_context(context)?;
                 let forward_ms = median_ms(&device, args.warmup, args.iters, || {
-                    attention_forward(&q, &k, &v, &starts, shape)?;
-                    Ok(())
+                    attention_forward(&q, &k, &v, &starts, shape).map(drop)
                 })
                 .with_context(context)?;
                 let backward_ms = median_ms(&device, args.warmup, args.iters, || {
-                    attention_backward(&dout, &q, &k, &v, &out, &lse, &starts, shape)?;
-                    Ok(())
+                    attention_backward(&dout, &q, &k, &v, &out, &lse, &starts, shape).map(drop)
                 })
                 .with_context(context)?;
                 let pairs = sequences as f64 * visible_pairs(seq_len, window) as f64;

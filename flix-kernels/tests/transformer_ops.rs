@@ -282,18 +282,21 @@ fn linear_cross_entropy_matches_the_dense_reference_on_every_device() {
 /// launch per gradient dtype), with a clipping coefficient and a working copy refreshed from its
 /// master, against the one-element-at-a-time reference; and the norm over tensors of both
 /// dtypes at once.
+/// The AdamW settings of the optimizer tests: large enough steps that an error shows.
+const TEST_ADAMW: AdamWParams = AdamWParams {
+    lr: 0.1,
+    beta1: 0.8,
+    beta2: 0.95,
+    eps: 1e-6,
+    weight_decay: 0.1,
+};
+
 #[test]
 fn multi_tensor_adamw_and_norm_match_the_reference_on_every_device() {
     for (device, dtype) in devices() {
         let mut rng = Rng::new(11);
         let sizes = [5usize, 2 * 16_384 + 100, 16_384];
-        let hp = AdamWParams {
-            lr: 0.1,
-            beta1: 0.8,
-            beta2: 0.95,
-            eps: 1e-6,
-            weight_decay: 0.1,
-        };
+        let hp = TEST_ADAMW;
         let grad_scale = 0.5f32;
         let p0: Vec<Vec<f32>> = sizes.iter().map(|&n| rng.vec(n, 1.0)).collect();
         let mut p: Vec<_> = p0
@@ -378,13 +381,7 @@ fn adamw_and_grad_norm_match_the_reference_on_every_device() {
     for (device, dtype) in devices() {
         let mut rng = Rng::new(7);
         let n = 1000;
-        let hp = AdamWParams {
-            lr: 0.1,
-            beta1: 0.8,
-            beta2: 0.95,
-            eps: 1e-6,
-            weight_decay: 0.1,
-        };
+        let hp = TEST_ADAMW;
         let p0 = rng.vec(n, 1.0);
         let mut p = tensor(&device, DType::F32, &[n], &p0);
         let mut m = tensor(&device, DType::F32, &[n], &vec![0.0; n]);
