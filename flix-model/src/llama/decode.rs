@@ -103,10 +103,6 @@ impl<'m> Decoder<'m> {
         }
     }
 
-    pub fn model(&self) -> &'m LlamaModel {
-        self.model
-    }
-
     /// Active sequences: added, and neither finished nor cancelled.
     pub fn len(&self) -> usize {
         self.active.len()
