@@ -37,6 +37,7 @@
 // (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES; the H200 allows 227 KB per block, so two
 // blocks of any of them fit on a multiprocessor). Up to hd 128 all stay under 48 KB.
 
+#include <cuda_pipeline_primitives.h>
 #include <mma.h>
 
 #define ATT_TILE 16
@@ -197,179 +198,6 @@ __device__ void attention_forward_body(const T* q, const T* k, const T* v, T* o,
             if (d < hd) o[i * heads * hd + h * hd + d] = tf_from_f32<T>(acc[c] / l);
         }
         if (lane == 0) lse[i * heads + h] = row_m[r] + logf(l);
-    }
-}
-
-// The forward on tensor cores, for bf16 and head_dim a multiple of 16 (the launcher's choice
-// then): the same grid, tiles, masking and online softmax as attention_forward_body, with the two
-// products on nvcuda::wmma (m16n16k16, bf16 in, f32 accumulate). Q, K and V are staged in shared
-// memory as bf16; S = Q Kᵀ (16 x 32 per chunk: warps 0 and 1, one 16 x 16 block each, over
-// head_dim), then the row threads mask, scale and exponentiate S into P (rounded to bf16, as
-// flash attention does; the row sums stay f32), then all four warps compute the chunk's P V
-// (16 x hd: warp w takes the column blocks w, w + 4, ...) into an f32 scratch, which each thread
-// folds into its registers (acc · alpha + P V), as the FMA version does.
-// wmma's rules: fragment pointers 32-byte aligned, leading dimensions multiples of 16 bytes.
-#define ATT_MMA_LDS (ATT_BK + 4)  // S, f32
-#define ATT_MMA_LDP (ATT_BK + 8)  // P, bf16
-
-struct AttMmaShared {
-    __nv_bfloat16 *Qb, *Kb, *Vb, *Pb;
-    float *S, *PV, *row_m, *row_l, *row_alpha;
-};
-
-// Carves the tensor-core forward's shared memory at `base` (when not null) for head_dim hd and
-// returns its size in bytes; every array starts on a 128-byte boundary. The launcher
-// (shared_bytes, Layout::ForwardMma) computes the same size.
-__host__ __device__ inline int att_forward_mma_layout(int hd, char* base, AttMmaShared* out) {
-    const int ldb = hd + 8, ldo = hd + 4;
-    int offset = 0;
-    auto take = [&](int bytes) {
-        char* p = base ? base + offset : nullptr;
-        offset += (bytes + 127) / 128 * 128;
-        return p;
-    };
-    char* Qb = take(ATT_TILE * ldb * 2);
-    char* Kb = take(ATT_BK * ldb * 2);
-    char* Vb = take(ATT_BK * ldb * 2);
-    char* S = take(ATT_TILE * ATT_MMA_LDS * 4);
-    char* Pb = take(ATT_TILE * ATT_MMA_LDP * 2);
-    char* PV = take(ATT_TILE * ldo * 4);
-    char* rows = take(3 * ATT_TILE * 4);
-    if (out) {
-        out->Qb = reinterpret_cast<__nv_bfloat16*>(Qb);
-        out->Kb = reinterpret_cast<__nv_bfloat16*>(Kb);
-        out->Vb = reinterpret_cast<__nv_bfloat16*>(Vb);
-        out->S = reinterpret_cast<float*>(S);
-        out->Pb = reinterpret_cast<__nv_bfloat16*>(Pb);
-        out->PV = reinterpret_cast<float*>(PV);
-        out->row_m = reinterpret_cast<float*>(rows);
-        out->row_l = out->row_m + ATT_TILE;
-        out->row_alpha = out->row_l + ATT_TILE;
-    }
-    return offset;
-}
-
-// Rows row0.. of a bf16 matrix into dst[nrows][ld] as they are; rows past `rows` become 0.
-__device__ void att_stage_bf16(__nv_bfloat16* dst, int ld, const __nv_bfloat16* src, int row0,
-                               int rows, int nrows, int stride, int col0, int hd) {
-    for (int e = threadIdx.x; e < nrows * hd; e += blockDim.x) {
-        const int r = e / hd, d = e % hd;
-        dst[r * ld + d] =
-            r < rows ? src[(long long)(row0 + r) * stride + col0 + d] : __float2bfloat16_rn(0.f);
-    }
-}
-
-template <int HD>
-__device__ void attention_forward_mma_body(const __nv_bfloat16* q, const __nv_bfloat16* k,
-                                           const __nv_bfloat16* v, __nv_bfloat16* o, float* lse,
-                                           const int* q_starts, const int* kv_starts,
-                                           const AttTile* tiles, int heads, int kv_heads, int hd,
-                                           float scale, int window) {
-    using namespace nvcuda;
-    constexpr int DIMS = HD / 8;
-    if (tf_dynamic_shared_bytes() < (unsigned)att_forward_mma_layout(hd, nullptr, nullptr)) __trap();
-    TF_DYNAMIC_SHARED(shared);
-    AttMmaShared sh;
-    att_forward_mma_layout(hd, reinterpret_cast<char*>(shared), &sh);
-    const int ldb = hd + 8, ldo = hd + 4;
-
-    const AttTile tile = tiles[blockIdx.x];
-    const int h = blockIdx.y, g = h / (heads / kv_heads);
-    const int qs0 = q_starts[tile.segment], ks0 = kv_starts[tile.segment];
-    const int offset = (kv_starts[tile.segment + 1] - ks0) - (q_starts[tile.segment + 1] - qs0);
-    const int rows = tile.end - tile.start;
-    const int p_first = offset + (tile.start - qs0);
-    const int key_begin = ks0 + att_first_visible(p_first, window);
-    const int key_end = ks0 + p_first + rows;
-    const int tid = threadIdx.x, r = tid / 8, lane = tid % 8, warp = tid / 32;
-
-    att_stage_bf16(sh.Qb, ldb, q, tile.start, rows, ATT_TILE, heads * hd, h * hd, hd);
-    if (tid < ATT_TILE) {
-        sh.row_m[tid] = -INFINITY;
-        sh.row_l[tid] = 0.f;
-    }
-    float acc[DIMS];
-#pragma unroll
-    for (int c = 0; c < DIMS; ++c) acc[c] = 0.f;
-
-    for (int kb = key_begin; kb < key_end; kb += ATT_BK) {
-        __syncthreads();  // Qb and the row state are ready; the last chunk is consumed
-        const int chunk = min(ATT_BK, key_end - kb);
-        att_stage_bf16(sh.Kb, ldb, k, kb, chunk, ATT_BK, kv_heads * hd, g * hd, hd);
-        att_stage_bf16(sh.Vb, ldb, v, kb, chunk, ATT_BK, kv_heads * hd, g * hd, hd);
-        __syncthreads();
-        if (warp < ATT_BK / 16) {  // S[:, 16 warp ..] = Q · K[16 warp ..]ᵀ
-            wmma::fragment<wmma::accumulator, 16, 16, 16, float> s_acc;
-            wmma::fill_fragment(s_acc, 0.f);
-            for (int k0 = 0; k0 < hd; k0 += 16) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b;
-                wmma::load_matrix_sync(a, sh.Qb + k0, ldb);
-                wmma::load_matrix_sync(b, sh.Kb + warp * 16 * ldb + k0, ldb);
-                wmma::mma_sync(s_acc, a, b, s_acc);
-            }
-            wmma::store_matrix_sync(sh.S + warp * 16, s_acc, ATT_MMA_LDS, wmma::mem_row_major);
-        }
-        __syncthreads();
-        if (tid < ATT_TILE) {  // row tid: mask, scale, online softmax; P as bf16
-            const int row_key_begin = ks0 + att_first_visible(p_first + tid, window);
-            const int row_key_end = ks0 + p_first + tid + 1;
-            float* s_row = &sh.S[tid * ATT_MMA_LDS];
-            float m_chunk = -INFINITY;
-            for (int j = 0; j < ATT_BK; ++j) {
-                const bool valid = tid < rows && kb + j >= row_key_begin && kb + j < row_key_end;
-                s_row[j] = valid ? s_row[j] * scale : -INFINITY;
-                m_chunk = fmaxf(m_chunk, s_row[j]);
-            }
-            const float m_old = sh.row_m[tid], m_new = fmaxf(m_old, m_chunk);
-            float alpha = 1.f, l = sh.row_l[tid];
-            __nv_bfloat16* p_row = &sh.Pb[tid * ATT_MMA_LDP];
-            if (m_new != -INFINITY) {
-                alpha = expf(m_old - m_new);  // 0 when m_old is -inf
-                l *= alpha;
-                for (int j = 0; j < ATT_BK; ++j) {
-                    const float p = s_row[j] == -INFINITY ? 0.f : expf(s_row[j] - m_new);
-                    p_row[j] = __float2bfloat16_rn(p);
-                    l += p;
-                }
-            } else {
-                for (int j = 0; j < ATT_BK; ++j) p_row[j] = __float2bfloat16_rn(0.f);
-            }
-            sh.row_m[tid] = m_new;
-            sh.row_l[tid] = l;
-            sh.row_alpha[tid] = alpha;
-        }
-        __syncthreads();
-        for (int n0 = warp * 16; n0 < hd; n0 += 16 * (ATT_THREADS / 32)) {  // PV = P · V
-            wmma::fragment<wmma::accumulator, 16, 16, 16, float> pv;
-            wmma::fill_fragment(pv, 0.f);
-#pragma unroll
-            for (int k0 = 0; k0 < ATT_BK; k0 += 16) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> b;
-                wmma::load_matrix_sync(a, sh.Pb + k0, ATT_MMA_LDP);
-                wmma::load_matrix_sync(b, sh.Vb + k0 * ldb + n0, ldb);
-                wmma::mma_sync(pv, a, b, pv);
-            }
-            wmma::store_matrix_sync(sh.PV + n0, pv, ldo, wmma::mem_row_major);
-        }
-        __syncthreads();
-        const float alpha = sh.row_alpha[r];
-#pragma unroll
-        for (int c = 0; c < DIMS; ++c) {
-            const int d = lane + 8 * c;
-            if (d < hd) acc[c] = fmaf(acc[c], alpha, sh.PV[r * ldo + d]);
-        }
-    }
-    if (r < rows) {
-        const long long i = tile.start + r;
-        const float l = sh.row_l[r];
-#pragma unroll
-        for (int c = 0; c < DIMS; ++c) {
-            const int d = lane + 8 * c;
-            if (d < hd) o[i * heads * hd + h * hd + d] = __float2bfloat16_rn(acc[c] / l);
-        }
-        if (lane == 0) lse[i * heads + h] = sh.row_m[r] + logf(l);
     }
 }
 
@@ -551,6 +379,552 @@ __device__ void attention_bwd_dkdv_body(const T* q, const T* k, const T* v, cons
     }
 }
 
+// ---- Tensor-core kernels (bf16, head_dim a multiple of 16: the launcher's choice then) ----
+//
+// All products on nvcuda::wmma (m16n16k16, bf16 in, f32 accumulate), operands staged in shared
+// memory as bf16. wmma's rules: fragment pointers 32-byte aligned, leading dimensions multiples
+// of 16 bytes; every array below starts on a 128-byte boundary and bf16 rows are hd + 8 long
+// (hd + 8 is a multiple of 8 elements = 16 bytes; the 8 extra break the bank pattern of rows that
+// are a multiple of 128 bytes apart).
+//
+// The tiles each block streams (K/V chunks in the forward and dQ, Q/dO blocks in dK/dV) come in
+// through a two-stage pipeline of 16-byte asynchronous copies (cp.async, through
+// <cuda_pipeline_primitives.h>): while the block computes on stage i & 1 the copies of chunk
+// i + 1 into the other stage are in flight. Each iteration commits exactly one copy group (empty
+// after the last chunk), so __pipeline_wait_prior(1) always means "all but the newest group have
+// landed", i.e. the current stage is complete.
+
+#define ATT_MMA_LDS (ATT_BK + 4)  // S and dP, f32, 32-key chunks
+#define ATT_MMA_LDP (ATT_BK + 8)  // P and dS, bf16, 32-key chunks
+#define ATT_KV_LDS (ATT_TILE + 4) // S and dP, f32, the dK/dV kernel's 16-key tile
+#define ATT_KV_LDP (ATT_TILE + 8) // P and dS, bf16, the dK/dV kernel's 16-key tile
+#define ATT_WARPS (ATT_THREADS / 32)
+
+// Carves shared memory: `take(bytes)` returns the next array (on a 128-byte boundary) at `base`,
+// or null when base is null (sizing only); `bytes()` is the total so far.
+struct AttCarver {
+    char* base;
+    int offset = 0;
+    __host__ __device__ char* take(int bytes) {
+        char* p = base ? base + offset : nullptr;
+        offset += (bytes + 127) / 128 * 128;
+        return p;
+    }
+    __host__ __device__ __nv_bfloat16* bf16(int n) { return reinterpret_cast<__nv_bfloat16*>(take(2 * n)); }
+    __host__ __device__ float* f32(int n) { return reinterpret_cast<float*>(take(4 * n)); }
+};
+
+struct AttMmaShared {
+    __nv_bfloat16 *Qb, *Kb[2], *Vb[2], *Pb;
+    float *S, *PV, *row_m, *row_l, *row_alpha;
+};
+
+// The tensor-core forward's shared memory at `base` (when not null) for head_dim hd; returns its
+// size in bytes. The launcher (shared_bytes, Layout::ForwardMma) computes the same size.
+__host__ __device__ inline int att_forward_mma_layout(int hd, char* base, AttMmaShared* out) {
+    const int ldb = hd + 8, ldo = hd + 4;
+    AttCarver c{base};
+    AttMmaShared sh;
+    sh.Qb = c.bf16(ATT_TILE * ldb);
+    for (int s = 0; s < 2; ++s) {
+        sh.Kb[s] = c.bf16(ATT_BK * ldb);
+        sh.Vb[s] = c.bf16(ATT_BK * ldb);
+    }
+    sh.S = c.f32(ATT_TILE * ATT_MMA_LDS);
+    sh.Pb = c.bf16(ATT_TILE * ATT_MMA_LDP);
+    sh.PV = c.f32(ATT_TILE * ldo);
+    sh.row_m = c.f32(3 * ATT_TILE);
+    sh.row_l = base ? sh.row_m + ATT_TILE : nullptr;
+    sh.row_alpha = base ? sh.row_l + ATT_TILE : nullptr;
+    if (out) *out = sh;
+    return c.offset;
+}
+
+// Rows row0.. of a bf16 matrix into dst[nrows][ld] as they are; rows past `rows` become 0.
+__device__ void att_stage_bf16(__nv_bfloat16* dst, int ld, const __nv_bfloat16* src, int row0,
+                               int rows, int nrows, int stride, int col0, int hd) {
+    for (int e = threadIdx.x; e < nrows * hd; e += blockDim.x) {
+        const int r = e / hd, d = e % hd;
+        dst[r * ld + d] =
+            r < rows ? src[(long long)(row0 + r) * stride + col0 + d] : __float2bfloat16_rn(0.f);
+    }
+}
+
+// The same staging through the copy pipeline: 16-byte asynchronous copies (8 bf16; hd, stride
+// and col0 are multiples of 8, so with a 16-byte aligned `src` every copy is aligned), which land
+// by the caller's __pipeline_wait_prior; rows past `rows` are zeroed by ordinary stores, visible
+// after the caller's next __syncthreads. A `src` not 16-byte aligned (never from the launcher,
+// whose tensors are whole allocations) takes the synchronous path instead.
+__device__ void att_stage_bf16_async(__nv_bfloat16* dst, int ld, const __nv_bfloat16* src,
+                                     int row0, int rows, int nrows, int stride, int col0, int hd) {
+    if ((reinterpret_cast<unsigned long long>(src) & 15) != 0) {
+        att_stage_bf16(dst, ld, src, row0, rows, nrows, stride, col0, hd);
+        return;
+    }
+    const int vecs = hd / 8;
+    for (int e = threadIdx.x; e < nrows * vecs; e += blockDim.x) {
+        const int r = e / vecs, d = (e % vecs) * 8;
+        __nv_bfloat16* to = dst + r * ld + d;
+        if (r < rows)
+            __pipeline_memcpy_async(to, src + (long long)(row0 + r) * stride + col0 + d, 16);
+        else
+            *reinterpret_cast<uint4*>(to) = make_uint4(0u, 0u, 0u, 0u);
+    }
+}
+
+// Forward: the grid, tiles, masking and online softmax of attention_forward_body. Per 32-key
+// chunk: S = Q Kᵀ (16 x 32: warps 0 and 1, one 16 x 16 block each, over head_dim); the row
+// threads mask, scale and exponentiate S into P (rounded to bf16, as flash attention does; the
+// row sums stay f32); all four warps compute P V (16 x hd: warp w takes the column blocks w,
+// w + 4, ...) into an f32 scratch, which each thread folds into its registers (acc · alpha + P V).
+// K/V chunks double-buffered through the copy pipeline.
+template <int HD>
+__device__ void attention_forward_mma_body(const __nv_bfloat16* q, const __nv_bfloat16* k,
+                                           const __nv_bfloat16* v, __nv_bfloat16* o, float* lse,
+                                           const int* q_starts, const int* kv_starts,
+                                           const AttTile* tiles, int heads, int kv_heads, int hd,
+                                           float scale, int window) {
+    using namespace nvcuda;
+    constexpr int DIMS = HD / 8;
+    if (tf_dynamic_shared_bytes() < (unsigned)att_forward_mma_layout(hd, nullptr, nullptr)) __trap();
+    TF_DYNAMIC_SHARED(shared);
+    AttMmaShared sh;
+    att_forward_mma_layout(hd, reinterpret_cast<char*>(shared), &sh);
+    const int ldb = hd + 8, ldo = hd + 4;
+
+    const AttTile tile = tiles[blockIdx.x];
+    const int h = blockIdx.y, g = h / (heads / kv_heads);
+    const int qs0 = q_starts[tile.segment], ks0 = kv_starts[tile.segment];
+    const int offset = (kv_starts[tile.segment + 1] - ks0) - (q_starts[tile.segment + 1] - qs0);
+    const int rows = tile.end - tile.start;
+    const int p_first = offset + (tile.start - qs0);
+    const int key_begin = ks0 + att_first_visible(p_first, window);
+    const int key_end = ks0 + p_first + rows;
+    const int tid = threadIdx.x, r = tid / 8, lane = tid % 8, warp = tid / 32;
+    const int kv_stride = kv_heads * hd;
+
+    att_stage_bf16(sh.Qb, ldb, q, tile.start, rows, ATT_TILE, heads * hd, h * hd, hd);
+    if (tid < ATT_TILE) {
+        sh.row_m[tid] = -INFINITY;
+        sh.row_l[tid] = 0.f;
+    }
+    float acc[DIMS];
+#pragma unroll
+    for (int c = 0; c < DIMS; ++c) acc[c] = 0.f;
+
+    // Stage 0 takes the first chunk before the loop; iteration `it` fetches chunk it + 1.
+    att_stage_bf16_async(sh.Kb[0], ldb, k, key_begin, min(ATT_BK, key_end - key_begin), ATT_BK,
+                         kv_stride, g * hd, hd);
+    att_stage_bf16_async(sh.Vb[0], ldb, v, key_begin, min(ATT_BK, key_end - key_begin), ATT_BK,
+                         kv_stride, g * hd, hd);
+    __pipeline_commit();
+    for (int kb = key_begin, it = 0; kb < key_end; kb += ATT_BK, ++it) {
+        const int cur = it & 1;
+        // Every thread is done with the previous iteration (its stage, S, P, PV, row state), so
+        // the other stage may be refilled.
+        __syncthreads();
+        const int next = kb + ATT_BK;
+        if (next < key_end) {
+            const int chunk = min(ATT_BK, key_end - next);
+            att_stage_bf16_async(sh.Kb[cur ^ 1], ldb, k, next, chunk, ATT_BK, kv_stride, g * hd, hd);
+            att_stage_bf16_async(sh.Vb[cur ^ 1], ldb, v, next, chunk, ATT_BK, kv_stride, g * hd, hd);
+        }
+        __pipeline_commit();
+        __pipeline_wait_prior(1);  // this thread's copies of chunk `it` have landed
+        __syncthreads();           // ... and every other thread's
+        const __nv_bfloat16 *Kb = sh.Kb[cur], *Vb = sh.Vb[cur];
+        if (warp < ATT_BK / 16) {  // S[:, 16 warp ..] = Q · K[16 warp ..]ᵀ
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> s_acc;
+            wmma::fill_fragment(s_acc, 0.f);
+            for (int k0 = 0; k0 < hd; k0 += 16) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b;
+                wmma::load_matrix_sync(a, sh.Qb + k0, ldb);
+                wmma::load_matrix_sync(b, Kb + warp * 16 * ldb + k0, ldb);
+                wmma::mma_sync(s_acc, a, b, s_acc);
+            }
+            wmma::store_matrix_sync(sh.S + warp * 16, s_acc, ATT_MMA_LDS, wmma::mem_row_major);
+        }
+        __syncthreads();
+        if (tid < ATT_TILE) {  // row tid: mask, scale, online softmax; P as bf16
+            const int row_key_begin = ks0 + att_first_visible(p_first + tid, window);
+            const int row_key_end = ks0 + p_first + tid + 1;
+            float* s_row = &sh.S[tid * ATT_MMA_LDS];
+            float m_chunk = -INFINITY;
+            for (int j = 0; j < ATT_BK; ++j) {
+                const bool valid = tid < rows && kb + j >= row_key_begin && kb + j < row_key_end;
+                s_row[j] = valid ? s_row[j] * scale : -INFINITY;
+                m_chunk = fmaxf(m_chunk, s_row[j]);
+            }
+            const float m_old = sh.row_m[tid], m_new = fmaxf(m_old, m_chunk);
+            float alpha = 1.f, l = sh.row_l[tid];
+            __nv_bfloat16* p_row = &sh.Pb[tid * ATT_MMA_LDP];
+            if (m_new != -INFINITY) {
+                alpha = expf(m_old - m_new);  // 0 when m_old is -inf
+                l *= alpha;
+                for (int j = 0; j < ATT_BK; ++j) {
+                    const float p = s_row[j] == -INFINITY ? 0.f : expf(s_row[j] - m_new);
+                    p_row[j] = __float2bfloat16_rn(p);
+                    l += p;
+                }
+            } else {
+                for (int j = 0; j < ATT_BK; ++j) p_row[j] = __float2bfloat16_rn(0.f);
+            }
+            sh.row_m[tid] = m_new;
+            sh.row_l[tid] = l;
+            sh.row_alpha[tid] = alpha;
+        }
+        __syncthreads();
+        for (int n0 = warp * 16; n0 < hd; n0 += 16 * ATT_WARPS) {  // PV = P · V
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> pv;
+            wmma::fill_fragment(pv, 0.f);
+#pragma unroll
+            for (int k0 = 0; k0 < ATT_BK; k0 += 16) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> b;
+                wmma::load_matrix_sync(a, sh.Pb + k0, ATT_MMA_LDP);
+                wmma::load_matrix_sync(b, Vb + k0 * ldb + n0, ldb);
+                wmma::mma_sync(pv, a, b, pv);
+            }
+            wmma::store_matrix_sync(sh.PV + n0, pv, ldo, wmma::mem_row_major);
+        }
+        __syncthreads();
+        const float alpha = sh.row_alpha[r];
+#pragma unroll
+        for (int c = 0; c < DIMS; ++c) {
+            const int d = lane + 8 * c;
+            if (d < hd) acc[c] = fmaf(acc[c], alpha, sh.PV[r * ldo + d]);
+        }
+    }
+    if (r < rows) {
+        const long long i = tile.start + r;
+        const float l = sh.row_l[r];
+#pragma unroll
+        for (int c = 0; c < DIMS; ++c) {
+            const int d = lane + 8 * c;
+            if (d < hd) o[i * heads * hd + h * hd + d] = __float2bfloat16_rn(acc[c] / l);
+        }
+        if (lane == 0) lse[i * heads + h] = sh.row_m[r] + logf(l);
+    }
+}
+
+// ---- The backward on tensor cores ----
+//
+// Both kernels recompute S = Q Kᵀ and dP = dO Vᵀ on wmma, turn them into P = exp(S · scale − lse)
+// and dS = P (dP − D) · scale in f32, round P and dS to bf16 for the next products (as flash
+// attention 2 does; the row statistics lse and D stay f32), and accumulate in f32 fragments that
+// stay in registers for the whole block: warp w owns the 16-column blocks w, w + 4, ... of its
+// 16 x hd output (HD / 64 fragments per output matrix).
+
+struct AttDqShared {
+    __nv_bfloat16 *Qb, *dOb, *Kb[2], *Vb[2], *dSb;
+    float *S, *dP, *out, *lse, *D;
+};
+
+// dQ's shared memory (see att_forward_mma_layout); the launcher's Layout::BackwardDqMma.
+__host__ __device__ inline int att_bwd_dq_mma_layout(int hd, char* base, AttDqShared* out) {
+    const int ldb = hd + 8, ldo = hd + 4;
+    AttCarver c{base};
+    AttDqShared sh;
+    sh.Qb = c.bf16(ATT_TILE * ldb);
+    sh.dOb = c.bf16(ATT_TILE * ldb);
+    for (int s = 0; s < 2; ++s) {
+        sh.Kb[s] = c.bf16(ATT_BK * ldb);
+        sh.Vb[s] = c.bf16(ATT_BK * ldb);
+    }
+    sh.S = c.f32(ATT_TILE * ATT_MMA_LDS);
+    sh.dP = c.f32(ATT_TILE * ATT_MMA_LDS);
+    sh.dSb = c.bf16(ATT_TILE * ATT_MMA_LDP);
+    sh.out = c.f32(ATT_TILE * ldo);
+    sh.lse = c.f32(2 * ATT_TILE);
+    sh.D = base ? sh.lse + ATT_TILE : nullptr;
+    if (out) *out = sh;
+    return c.offset;
+}
+
+// dQ: grid (query tiles, H), like attention_bwd_dq_body. The tile's Q and dO rows stay in shared
+// memory; the keys it sees come in 32-key chunks of K and V, double-buffered through the copy
+// pipeline. Per chunk: warps 0-1 compute S (16 x 32, one 16 x 16 block each over head_dim),
+// warps 2-3 dP the same way; all threads form dS (bf16); then dQ += dS K (each warp its column
+// fragments, two k-steps of 16 keys).
+template <int HD>
+__device__ void attention_bwd_dq_mma_body(const __nv_bfloat16* q, const __nv_bfloat16* k,
+                                          const __nv_bfloat16* v, const __nv_bfloat16* dout,
+                                          const float* lse, const float* D, __nv_bfloat16* dq,
+                                          const int* starts, const AttTile* tiles, int heads,
+                                          int kv_heads, int hd, float scale, int window) {
+    using namespace nvcuda;
+    constexpr int FRAGS = HD / (16 * ATT_WARPS);
+    if (tf_dynamic_shared_bytes() < (unsigned)att_bwd_dq_mma_layout(hd, nullptr, nullptr)) __trap();
+    TF_DYNAMIC_SHARED(shared);
+    AttDqShared sh;
+    att_bwd_dq_mma_layout(hd, reinterpret_cast<char*>(shared), &sh);
+    const int ldb = hd + 8, ldo = hd + 4;
+
+    const AttTile tile = tiles[blockIdx.x];
+    const int h = blockIdx.y, g = h / (heads / kv_heads);
+    const int s0 = starts[tile.segment];
+    const int rows = tile.end - tile.start;
+    const int tid = threadIdx.x, warp = tid / 32;
+    const int kv_stride = kv_heads * hd;
+    // The tile's keys: from the first its first row sees to its last row.
+    const int key_begin = s0 + att_first_visible(tile.start - s0, window), key_end = tile.end;
+
+    att_stage_bf16(sh.Qb, ldb, q, tile.start, rows, ATT_TILE, heads * hd, h * hd, hd);
+    att_stage_bf16(sh.dOb, ldb, dout, tile.start, rows, ATT_TILE, heads * hd, h * hd, hd);
+    if (tid < ATT_TILE) {
+        sh.lse[tid] = tid < rows ? lse[(long long)(tile.start + tid) * heads + h] : 0.f;
+        sh.D[tid] = tid < rows ? D[(long long)(tile.start + tid) * heads + h] : 0.f;
+    }
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> dq_acc[FRAGS];
+#pragma unroll
+    for (int f = 0; f < FRAGS; ++f) wmma::fill_fragment(dq_acc[f], 0.f);
+
+    att_stage_bf16_async(sh.Kb[0], ldb, k, key_begin, min(ATT_BK, key_end - key_begin), ATT_BK,
+                         kv_stride, g * hd, hd);
+    att_stage_bf16_async(sh.Vb[0], ldb, v, key_begin, min(ATT_BK, key_end - key_begin), ATT_BK,
+                         kv_stride, g * hd, hd);
+    __pipeline_commit();
+    for (int kb = key_begin, it = 0; kb < key_end; kb += ATT_BK, ++it) {
+        const int cur = it & 1;
+        __syncthreads();  // the previous chunk (stage cur ^ 1, dS) is consumed
+        const int next = kb + ATT_BK;
+        if (next < key_end) {
+            const int chunk = min(ATT_BK, key_end - next);
+            att_stage_bf16_async(sh.Kb[cur ^ 1], ldb, k, next, chunk, ATT_BK, kv_stride, g * hd, hd);
+            att_stage_bf16_async(sh.Vb[cur ^ 1], ldb, v, next, chunk, ATT_BK, kv_stride, g * hd, hd);
+        }
+        __pipeline_commit();
+        __pipeline_wait_prior(1);
+        __syncthreads();
+        const __nv_bfloat16 *Kb = sh.Kb[cur], *Vb = sh.Vb[cur];
+        {  // warps 0-1: S = Q Kᵀ; warps 2-3: dP = dO Vᵀ; key block warp & 1
+            const bool is_s = warp < 2;
+            const int n = warp & 1;
+            const __nv_bfloat16* A = is_s ? sh.Qb : sh.dOb;
+            const __nv_bfloat16* B = (is_s ? Kb : Vb) + n * 16 * ldb;
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> prod;
+            wmma::fill_fragment(prod, 0.f);
+            for (int k0 = 0; k0 < hd; k0 += 16) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b;
+                wmma::load_matrix_sync(a, A + k0, ldb);
+                wmma::load_matrix_sync(b, B + k0, ldb);
+                wmma::mma_sync(prod, a, b, prod);
+            }
+            wmma::store_matrix_sync((is_s ? sh.S : sh.dP) + n * 16, prod, ATT_MMA_LDS,
+                                    wmma::mem_row_major);
+        }
+        __syncthreads();
+        for (int e = tid; e < ATT_TILE * ATT_BK; e += ATT_THREADS) {
+            const int r = e / ATT_BK, j = e % ATT_BK, i = tile.start + r, key = kb + j;
+            const bool valid =
+                r < rows && key >= s0 + att_first_visible(i - s0, window) && key <= i;
+            float ds = 0.f;
+            if (valid) {
+                const float p = expf(sh.S[r * ATT_MMA_LDS + j] * scale - sh.lse[r]);
+                ds = p * (sh.dP[r * ATT_MMA_LDS + j] - sh.D[r]) * scale;
+            }
+            sh.dSb[r * ATT_MMA_LDP + j] = __float2bfloat16_rn(ds);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int f = 0; f < FRAGS; ++f) {  // dQ[:, n0 ..] += dS · K[:, n0 ..]
+            const int n0 = (warp + ATT_WARPS * f) * 16;
+            if (n0 >= hd) continue;
+#pragma unroll
+            for (int k0 = 0; k0 < ATT_BK; k0 += 16) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> b;
+                wmma::load_matrix_sync(a, sh.dSb + k0, ATT_MMA_LDP);
+                wmma::load_matrix_sync(b, Kb + k0 * ldb + n0, ldb);
+                wmma::mma_sync(dq_acc[f], a, b, dq_acc[f]);
+            }
+        }
+    }
+#pragma unroll
+    for (int f = 0; f < FRAGS; ++f) {
+        const int n0 = (warp + ATT_WARPS * f) * 16;
+        if (n0 < hd) wmma::store_matrix_sync(sh.out + n0, dq_acc[f], ldo, wmma::mem_row_major);
+    }
+    __syncthreads();
+    for (int e = tid; e < rows * hd; e += ATT_THREADS) {
+        const int r = e / hd, d = e % hd;
+        dq[(long long)(tile.start + r) * heads * hd + h * hd + d] =
+            __float2bfloat16_rn(sh.out[r * ldo + d]);
+    }
+}
+
+struct AttDkDvShared {
+    __nv_bfloat16 *Kb, *Vb, *Qb[2], *dOb[2], *Pb, *dSb;
+    float *part, *lse[2], *D[2], *out;
+};
+
+// dK/dV's shared memory (see att_forward_mma_layout); the launcher's Layout::BackwardDkDvMma.
+// `part`: four 16 x 16 f32 partial products, one per warp (S and dP, each in two halves of
+// head_dim).
+__host__ __device__ inline int att_bwd_dkdv_mma_layout(int hd, char* base, AttDkDvShared* out) {
+    const int ldb = hd + 8, ldo = hd + 4;
+    AttCarver c{base};
+    AttDkDvShared sh;
+    sh.Kb = c.bf16(ATT_TILE * ldb);
+    sh.Vb = c.bf16(ATT_TILE * ldb);
+    for (int s = 0; s < 2; ++s) {
+        sh.Qb[s] = c.bf16(ATT_TILE * ldb);
+        sh.dOb[s] = c.bf16(ATT_TILE * ldb);
+    }
+    sh.part = c.f32(ATT_WARPS * ATT_TILE * ATT_KV_LDS);
+    sh.Pb = c.bf16(ATT_TILE * ATT_KV_LDP);
+    sh.dSb = c.bf16(ATT_TILE * ATT_KV_LDP);
+    float* stats = c.f32(4 * ATT_TILE);
+    for (int s = 0; s < 2; ++s) {
+        sh.lse[s] = base ? stats + 2 * s * ATT_TILE : nullptr;
+        sh.D[s] = base ? stats + (2 * s + 1) * ATT_TILE : nullptr;
+    }
+    sh.out = c.f32(ATT_TILE * ldo);
+    if (out) *out = sh;
+    return c.offset;
+}
+
+// dK/dV: grid (key tiles, Hkv), like attention_bwd_dkdv_body: the block loads its 16 keys of K
+// and V once and owns their dK and dV for the whole group of query heads (GQA/MQA: the K/V tile
+// is read once per group, not once per head), walking (head, 16-query block) steps over the
+// queries that see the tile, in a fixed order; Q, dO, lse and D of each step are double-buffered
+// (Q/dO through the copy pipeline). Per step: warp w computes a partial product over half of
+// head_dim, S = Q Kᵀ (w even) or dP = dO Vᵀ (w odd); all threads add the halves in a fixed order
+// and form P and dS (bf16); then dV += Pᵀ dO and dK += dSᵀ Q (each warp its column fragments).
+// Every dK/dV row has one owner and one summation order: no atomics, deterministic.
+template <int HD>
+__device__ void attention_bwd_dkdv_mma_body(const __nv_bfloat16* q, const __nv_bfloat16* k,
+                                            const __nv_bfloat16* v, const __nv_bfloat16* dout,
+                                            const float* lse, const float* D, __nv_bfloat16* dk,
+                                            __nv_bfloat16* dv, const int* starts,
+                                            const AttTile* tiles, int heads, int kv_heads, int hd,
+                                            float scale, int window) {
+    using namespace nvcuda;
+    constexpr int FRAGS = HD / (16 * ATT_WARPS);
+    if (tf_dynamic_shared_bytes() < (unsigned)att_bwd_dkdv_mma_layout(hd, nullptr, nullptr))
+        __trap();
+    TF_DYNAMIC_SHARED(shared);
+    AttDkDvShared sh;
+    att_bwd_dkdv_mma_layout(hd, reinterpret_cast<char*>(shared), &sh);
+    const int ldb = hd + 8, ldo = hd + 4;
+
+    const AttTile tile = tiles[blockIdx.x];  // a tile of keys
+    const int g = blockIdx.y, group = heads / kv_heads;
+    const int s_end = starts[tile.segment + 1];
+    const int keys = tile.end - tile.start;
+    // The queries that see some key of the tile (as in attention_bwd_dkdv_body).
+    const int q_end = s_end - (tile.end - 1) <= window ? s_end : tile.end - 1 + window;
+    const int blocks_per_head = (q_end - tile.start + ATT_TILE - 1) / ATT_TILE;
+    const int steps = group * blocks_per_head;
+    const int tid = threadIdx.x, warp = tid / 32;
+    const int q_stride = heads * hd;
+
+    // Step `step` = (head g · group + step / blocks_per_head, query block step % blocks_per_head)
+    // into stage `stage`.
+    auto fetch = [&](int step, int stage) {
+        const int h = g * group + step / blocks_per_head;
+        const int qb = tile.start + (step % blocks_per_head) * ATT_TILE;
+        const int n = min(ATT_TILE, q_end - qb);
+        att_stage_bf16_async(sh.Qb[stage], ldb, q, qb, n, ATT_TILE, q_stride, h * hd, hd);
+        att_stage_bf16_async(sh.dOb[stage], ldb, dout, qb, n, ATT_TILE, q_stride, h * hd, hd);
+        if (tid < ATT_TILE) {
+            sh.lse[stage][tid] = tid < n ? lse[(long long)(qb + tid) * heads + h] : 0.f;
+            sh.D[stage][tid] = tid < n ? D[(long long)(qb + tid) * heads + h] : 0.f;
+        }
+    };
+    // The tile's K and V travel in the first copy group, with the first step's Q and dO.
+    att_stage_bf16_async(sh.Kb, ldb, k, tile.start, keys, ATT_TILE, kv_heads * hd, g * hd, hd);
+    att_stage_bf16_async(sh.Vb, ldb, v, tile.start, keys, ATT_TILE, kv_heads * hd, g * hd, hd);
+    fetch(0, 0);
+    __pipeline_commit();
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> dk_acc[FRAGS], dv_acc[FRAGS];
+#pragma unroll
+    for (int f = 0; f < FRAGS; ++f) {
+        wmma::fill_fragment(dk_acc[f], 0.f);
+        wmma::fill_fragment(dv_acc[f], 0.f);
+    }
+
+    for (int step = 0; step < steps; ++step) {
+        const int cur = step & 1;
+        __syncthreads();  // the previous step (stage cur ^ 1, P, dS, partials) is consumed
+        if (step + 1 < steps) fetch(step + 1, cur ^ 1);
+        __pipeline_commit();
+        __pipeline_wait_prior(1);
+        __syncthreads();
+        const int qb = tile.start + (step % blocks_per_head) * ATT_TILE;
+        const int n = min(ATT_TILE, q_end - qb);
+        {  // warp w: S (w even) or dP (w odd) over the 16-dim blocks w / 2, w / 2 + 2, ...
+            const bool is_s = (warp & 1) == 0;
+            const __nv_bfloat16* A = is_s ? sh.Qb[cur] : sh.dOb[cur];
+            const __nv_bfloat16* B = is_s ? sh.Kb : sh.Vb;
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> prod;
+            wmma::fill_fragment(prod, 0.f);
+            for (int k0 = (warp / 2) * 16; k0 < hd; k0 += 32) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b;
+                wmma::load_matrix_sync(a, A + k0, ldb);
+                wmma::load_matrix_sync(b, B + k0, ldb);
+                wmma::mma_sync(prod, a, b, prod);
+            }
+            wmma::store_matrix_sync(sh.part + warp * ATT_TILE * ATT_KV_LDS, prod, ATT_KV_LDS,
+                                    wmma::mem_row_major);
+        }
+        __syncthreads();
+        constexpr int PART = ATT_TILE * ATT_KV_LDS;
+        for (int e = tid; e < ATT_TILE * ATT_TILE; e += ATT_THREADS) {
+            const int r = e / ATT_TILE, j = e % ATT_TILE, at = r * ATT_KV_LDS + j;
+            // Query qb + r sees key tile.start + j iff 0 <= (qb + r) − key < window.
+            const int distance = (qb + r) - (tile.start + j);
+            const bool valid = r < n && j < keys && distance >= 0 && distance < window;
+            float p = 0.f, ds = 0.f;
+            if (valid) {
+                const float s = sh.part[at] + sh.part[2 * PART + at];
+                const float dp = sh.part[PART + at] + sh.part[3 * PART + at];
+                p = expf(s * scale - sh.lse[cur][r]);
+                ds = p * (dp - sh.D[cur][r]) * scale;
+            }
+            sh.Pb[r * ATT_KV_LDP + j] = __float2bfloat16_rn(p);
+            sh.dSb[r * ATT_KV_LDP + j] = __float2bfloat16_rn(ds);
+        }
+        __syncthreads();
+        {  // dV += Pᵀ dO, dK += dSᵀ Q: Pᵀ and dSᵀ are P and dS read column-major
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::col_major> pt, dst;
+            wmma::load_matrix_sync(pt, sh.Pb, ATT_KV_LDP);
+            wmma::load_matrix_sync(dst, sh.dSb, ATT_KV_LDP);
+#pragma unroll
+            for (int f = 0; f < FRAGS; ++f) {
+                const int n0 = (warp + ATT_WARPS * f) * 16;
+                if (n0 >= hd) continue;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> b;
+                wmma::load_matrix_sync(b, sh.dOb[cur] + n0, ldb);
+                wmma::mma_sync(dv_acc[f], pt, b, dv_acc[f]);
+                wmma::load_matrix_sync(b, sh.Qb[cur] + n0, ldb);
+                wmma::mma_sync(dk_acc[f], dst, b, dk_acc[f]);
+            }
+        }
+    }
+    // dK, then dV, through the f32 scratch into bf16 rows of the tile's keys.
+    for (int which = 0; which < 2; ++which) {
+        __nv_bfloat16* grad = which == 0 ? dk : dv;
+#pragma unroll
+        for (int f = 0; f < FRAGS; ++f) {
+            const int n0 = (warp + ATT_WARPS * f) * 16;
+            if (n0 < hd)
+                wmma::store_matrix_sync(sh.out + n0, which == 0 ? dk_acc[f] : dv_acc[f], ldo,
+                                        wmma::mem_row_major);
+        }
+        __syncthreads();
+        for (int e = tid; e < keys * hd; e += ATT_THREADS) {
+            const int j = e / hd, d = e % hd;
+            grad[(long long)(tile.start + j) * kv_heads * hd + g * hd + d] =
+                __float2bfloat16_rn(sh.out[j * ldo + d]);
+        }
+        __syncthreads();  // the scratch is reused for dV
+    }
+}
+
 // The tiled kernels for one head-dim limit HD and dtype T: attention_forward_hd<HD>_<SUF>, ...
 #define ATT_TILED_ENTRIES(HD, SUF, T)                                                              \
     extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention_forward_hd##HD##_##SUF(    \
@@ -575,13 +949,33 @@ __device__ void attention_bwd_dkdv_body(const T* q, const T* k, const T* v, cons
                                        kv_heads, hd, scale, window);                               \
     }
 
-#define ATT_MMA_ENTRY(HD)                                                                          \
+// The tensor-core kernels for one head-dim limit HD (bf16 only): attention_forward_mma_hd<HD>_bf16,
+// attention_bwd_dq_mma_hd<HD>_bf16, attention_bwd_dkdv_mma_hd<HD>_bf16; the same arguments as the
+// tiled entries.
+#define ATT_MMA_ENTRIES(HD)                                                                        \
     extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention_forward_mma_hd##HD##_bf16( \
         const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v, __nv_bfloat16* o,  \
         float* lse, const int* q_starts, const int* kv_starts, const AttTile* tiles, int heads,    \
         int kv_heads, int hd, float scale, int window) {                                           \
         attention_forward_mma_body<HD>(q, k, v, o, lse, q_starts, kv_starts, tiles, heads,         \
                                        kv_heads, hd, scale, window);                               \
+    }                                                                                              \
+    extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention_bwd_dq_mma_hd##HD##_bf16(  \
+        const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,                    \
+        const __nv_bfloat16* dout, const float* lse, const float* D, __nv_bfloat16* dq,            \
+        const int* starts, const AttTile* tiles, int heads, int kv_heads, int hd, float scale,     \
+        int window) {                                                                              \
+        attention_bwd_dq_mma_body<HD>(q, k, v, dout, lse, D, dq, starts, tiles, heads, kv_heads,   \
+                                      hd, scale, window);                                          \
+    }                                                                                              \
+    extern "C" __global__ void __launch_bounds__(ATT_THREADS)                                      \
+        attention_bwd_dkdv_mma_hd##HD##_bf16(                                                      \
+            const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,                \
+            const __nv_bfloat16* dout, const float* lse, const float* D, __nv_bfloat16* dk,        \
+            __nv_bfloat16* dv, const int* starts, const AttTile* tiles, int heads, int kv_heads,   \
+            int hd, float scale, int window) {                                                     \
+        attention_bwd_dkdv_mma_body<HD>(q, k, v, dout, lse, D, dk, dv, starts, tiles, heads,       \
+                                        kv_heads, hd, scale, window);                              \
     }
 
 #define ATT_ENTRIES(SUF, T)                                                                        \
@@ -595,6 +989,6 @@ __device__ void attention_bwd_dkdv_body(const T* q, const T* k, const T* v, cons
 
 ATT_ENTRIES(f32, float)
 ATT_ENTRIES(bf16, __nv_bfloat16)
-ATT_MMA_ENTRY(64)
-ATT_MMA_ENTRY(128)
-ATT_MMA_ENTRY(256)
+ATT_MMA_ENTRIES(64)
+ATT_MMA_ENTRIES(128)
+ATT_MMA_ENTRIES(256)

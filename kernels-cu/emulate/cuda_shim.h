@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <thread>
 #include <vector>
 
@@ -74,6 +75,54 @@ inline unsigned g_dynamic_shared_bytes = 0;
 #define TF_DYNAMIC_SHARED(name) float* name = g_dynamic_shared
 inline unsigned tf_dynamic_shared_bytes() { return g_dynamic_shared_bytes; }
 
+// Asynchronous copies (<cuda_pipeline_primitives.h>: __pipeline_memcpy_async, __pipeline_commit,
+// __pipeline_wait_prior), deferred the way the hardware allows: a copy lands no earlier than the
+// __pipeline_wait_prior that covers its group, never at issue. Each thread keeps its own
+// uncommitted copies and its queue of committed groups; __pipeline_wait_prior(n) performs every
+// group but the newest n. A kernel that reads a stage before waiting for it therefore reads what
+// was there before (NaN, the previous chunk) and fails the comparison, as it could on the GPU.
+struct EmulatedAsyncCopy {
+    void* dst;
+    const void* src;
+    size_t bytes;
+};
+inline thread_local std::vector<EmulatedAsyncCopy> g_pipeline_open;
+inline thread_local std::deque<std::vector<EmulatedAsyncCopy>> g_pipeline_committed;
+
+// The hardware copies 4, 8 or 16 bytes, both addresses aligned to the size; check it here, since
+// the host would otherwise run code the GPU rejects.
+inline void __pipeline_memcpy_async(void* dst, const void* src, size_t bytes) {
+    const uintptr_t d = reinterpret_cast<uintptr_t>(dst), s = reinterpret_cast<uintptr_t>(src);
+    if ((bytes != 4 && bytes != 8 && bytes != 16) || d % bytes != 0 || s % bytes != 0) {
+        std::fprintf(stderr, "__pipeline_memcpy_async: %zu bytes from %p to %p (size 4, 8 or 16, "
+                     "both aligned to it)\n", bytes, src, dst);
+        std::abort();
+    }
+    g_pipeline_open.push_back({dst, src, bytes});
+}
+
+inline void __pipeline_commit() {
+    g_pipeline_committed.push_back(std::move(g_pipeline_open));
+    g_pipeline_open.clear();
+}
+
+inline void __pipeline_wait_prior(size_t newest_left_pending) {
+    while (g_pipeline_committed.size() > newest_left_pending) {
+        for (const auto& c : g_pipeline_committed.front()) std::memcpy(c.dst, c.src, c.bytes);
+        g_pipeline_committed.pop_front();
+    }
+}
+
+// Called by emulate_launch after each block: copies still pending when a block ends were never
+// waited for, which the kernels must not do (their data would be unused or arrive late).
+inline bool emulated_pipeline_drained() {
+    bool empty = g_pipeline_open.empty();
+    for (const auto& group : g_pipeline_committed) empty = empty && group.empty();
+    g_pipeline_open.clear();
+    g_pipeline_committed.clear();
+    return empty;
+}
+
 // Runs `kernel()` for every thread of every block of `grid`, blocks in order: `threads` workers
 // walk the blocks together, meeting at the block's barrier after each one, so that one block's
 // shared memory (function-local statics) is never touched by the next while in use.
@@ -106,6 +155,11 @@ void emulate_launch(dim3 grid, unsigned threads, unsigned shared_bytes, F kernel
                             bar.arrive_and_wait();
                         }
                         kernel();
+                        if (!emulated_pipeline_drained()) {
+                            std::fprintf(stderr, "block %u %u thread %u ended with asynchronous "
+                                         "copies it never waited for\n", x, y, t);
+                            std::abort();
+                        }
                         bar.arrive_and_wait();
                     }
         });

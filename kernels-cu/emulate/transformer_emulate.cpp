@@ -294,39 +294,68 @@ static vector<int> att_tiles(const vector<int>& starts) {
     return out;
 }
 
-// The tiled attention kernels of one head-dim limit, picked as the launcher picks them: the
-// smallest limit (64, 128, 256) that holds head_dim; for bf16 with head_dim a multiple of 16 the
-// launcher's forward is the tensor-core one (`forward_mma`), the FMA one checked beside it.
+// The attention kernels of one head-dim limit, picked as the launcher picks them: the smallest
+// limit (64, 128, 256) that holds head_dim; for bf16 with head_dim a multiple of 16 the launcher
+// takes the tensor-core kernels (`*_mma`, null otherwise), the FMA ones are checked beside them.
 template <typename T> struct AttKernels {
-    void (*forward)(const T*, const T*, const T*, T*, float*, const int*, const int*, const AttTile*, int, int, int, float, int);
-    void (*forward_mma)(const T*, const T*, const T*, T*, float*, const int*, const int*, const AttTile*, int, int, int, float, int);
-    void (*dq)(const T*, const T*, const T*, const T*, const float*, const float*, T*, const int*, const AttTile*, int, int, int,
-               float, int);
-    void (*dkdv)(const T*, const T*, const T*, const T*, const float*, const float*, T*, T*, const int*, const AttTile*, int, int,
-                 int, float, int);
+    using Forward = void (*)(const T*, const T*, const T*, T*, float*, const int*, const int*, const AttTile*, int, int, int,
+                             float, int);
+    using Dq = void (*)(const T*, const T*, const T*, const T*, const float*, const float*, T*, const int*, const AttTile*, int,
+                        int, int, float, int);
+    using DkDv = void (*)(const T*, const T*, const T*, const T*, const float*, const float*, T*, T*, const int*,
+                          const AttTile*, int, int, int, float, int);
+    Forward forward, forward_mma;
+    Dq dq, dq_mma;
+    DkDv dkdv, dkdv_mma;
 };
-#define ATT_KERNELS(HD, SUF, MMA) {attention_forward_hd##HD##_##SUF, MMA, attention_bwd_dq_hd##HD##_##SUF, attention_bwd_dkdv_hd##HD##_##SUF}
+#define ATT_KERNELS(HD, SUF)                                                                                                  \
+    {attention_forward_hd##HD##_##SUF, nullptr, attention_bwd_dq_hd##HD##_##SUF, nullptr, attention_bwd_dkdv_hd##HD##_##SUF, \
+     nullptr}
+#define ATT_KERNELS_MMA(HD)                                                                                                    \
+    {attention_forward_hd##HD##_bf16,   attention_forward_mma_hd##HD##_bf16,  attention_bwd_dq_hd##HD##_bf16,                  \
+     attention_bwd_dq_mma_hd##HD##_bf16, attention_bwd_dkdv_hd##HD##_bf16, attention_bwd_dkdv_mma_hd##HD##_bf16}
 template <typename T> static AttKernels<T> att_kernels(int hd) {
     if constexpr (is_f32<T>) {
-        if (hd <= 64) return ATT_KERNELS(64, f32, nullptr);
-        if (hd <= 128) return ATT_KERNELS(128, f32, nullptr);
-        return ATT_KERNELS(256, f32, nullptr);
+        if (hd <= 64) return ATT_KERNELS(64, f32);
+        if (hd <= 128) return ATT_KERNELS(128, f32);
+        return ATT_KERNELS(256, f32);
     } else {
-        const bool mma = hd % 16 == 0;
-        if (hd <= 64) return ATT_KERNELS(64, bf16, mma ? attention_forward_mma_hd64_bf16 : nullptr);
-        if (hd <= 128) return ATT_KERNELS(128, bf16, mma ? attention_forward_mma_hd128_bf16 : nullptr);
-        return ATT_KERNELS(256, bf16, mma ? attention_forward_mma_hd256_bf16 : nullptr);
+        if (hd % 16 == 0) {
+            if (hd <= 64) return ATT_KERNELS_MMA(64);
+            if (hd <= 128) return ATT_KERNELS_MMA(128);
+            return ATT_KERNELS_MMA(256);
+        }
+        if (hd <= 64) return ATT_KERNELS(64, bf16);
+        if (hd <= 128) return ATT_KERNELS(128, bf16);
+        return ATT_KERNELS(256, bf16);
     }
+}
+
+// A copy of `v` starting 2 bytes past a 16-byte boundary (for bf16), so that the tensor-core
+// kernels' asynchronous copies cannot be used and their synchronous fallback runs.
+template <typename T> static vector<T> shifted(const vector<T>& v) {
+    vector<T> out(v.size() + 1);
+    std::copy(v.begin(), v.end(), out.begin() + 1);
+    return out;
 }
 
 // Forward, backward (from the kernel's own O and lse, as the launcher does) and the decode step,
 // for one shape. The launcher passes INT_MAX for no window and the shared-memory sizes of the
-// kernel source's own layout functions.
-template <typename T> static void attention(const AttShape sh, const vector<int>& starts, const vector<int>& qs, const vector<int>& ks) {
+// kernel source's own layout functions. bf16 tolerances (relative to max |ref| + |ref|, see
+// compare): inputs are bf16 and exact in the reference, every sum is f32, so the error is the
+// output's own bf16 rounding (2⁻⁹ relative) plus, in the tensor-core kernels, P and dS rounded to
+// bf16 before their products (2⁻⁹ relative each, partly cancelling over a row): 1e-2 for O and
+// the gradients of the tensor-core kernels, 3e-2 for the FMA backward as before. lse is f32 in
+// every kernel (1e-5). `misaligned`: also run the tensor-core kernels on inputs off a 16-byte
+// boundary and require the same bits.
+template <typename T>
+static void attention(const AttShape sh, const vector<int>& starts, const vector<int>& qs, const vector<int>& ks,
+                      bool misaligned = false) {
     const int H = sh.H, Hkv = sh.Hkv, hd = sh.hd;
     const int window = sh.window > 0 ? sh.window : INT_MAX;
     const auto kern = att_kernels<T>(hd);
-    const std::string tag = "hd " + std::to_string(hd) + (sh.window ? ", window " + std::to_string(sh.window) : std::string()) + ": ";
+    const std::string tag = "hd " + std::to_string(hd) + " " + std::to_string(H) + ":" + std::to_string(Hkv) +
+                            (sh.window ? ", window " + std::to_string(sh.window) : std::string()) + ": ";
     const int T_ = starts.back();
     auto q = rand_t<T>((size_t)T_ * H * hd, 2.f), k = rand_t<T>((size_t)T_ * Hkv * hd, 2.f), v = rand_t<T>((size_t)T_ * Hkv * hd);
     auto dout = rand_t<T>((size_t)T_ * H * hd);
@@ -358,12 +387,12 @@ template <typename T> static void attention(const AttShape sh, const vector<int>
     }
 
     vector<float> D((size_t)T_ * H, std::nanf(""));
-    auto dq = poisoned<T>(q.size()), dk = poisoned<T>(k.size()), dv = poisoned<T>(v.size());
     const long long rows = (long long)T_ * H;
     emulate_launch({blocks_for(rows)}, 256, [&] {
         if constexpr (is_f32<T>) attention_bwd_dot_f32(dout.data(), o.data(), D.data(), hd, rows);
         else attention_bwd_dot_bf16(dout.data(), o.data(), D.data(), hd, rows);
     });
+    auto dq = poisoned<T>(q.size()), dk = poisoned<T>(k.size()), dv = poisoned<T>(v.size());
     emulate_launch({ntiles, unsigned(H)}, ATT_THREADS, 4 * att_bwd_dq_shared_floats(hd), [&] {
         kern.dq(q.data(), k.data(), v.data(), dout.data(), lse.data(), D.data(), dq.data(), starts.data(), tl, H, Hkv, hd, sh.scale, window);
     });
@@ -372,9 +401,47 @@ template <typename T> static void attention(const AttShape sh, const vector<int>
                   sh.scale, window);
     });
     const double gtol = is_f32<T> ? 1e-4 : 3e-2;
-    compare(tag + "attention dQ", dq, ref.dq, gtol);
-    compare(tag + "attention dK", dk, ref.dk, gtol);
-    compare(tag + "attention dV", dv, ref.dv, gtol);
+    const std::string fma_tag = tag + (kern.dq_mma ? "attention (FMA) " : "attention ");
+    compare(fma_tag + "dQ", dq, ref.dq, gtol);
+    compare(fma_tag + "dK", dk, ref.dk, gtol);
+    compare(fma_tag + "dV", dv, ref.dv, gtol);
+    if (kern.dq_mma) {
+        const unsigned dq_bytes = att_bwd_dq_mma_layout(hd, nullptr, nullptr);
+        const unsigned dkdv_bytes = att_bwd_dkdv_mma_layout(hd, nullptr, nullptr);
+        auto backward_mma = [&](const T* q_, const T* k_, const T* v_, const T* dout_, vector<T>& dq_, vector<T>& dk_, vector<T>& dv_) {
+            emulate_launch({ntiles, unsigned(H)}, ATT_THREADS, dq_bytes, [&] {
+                kern.dq_mma(q_, k_, v_, dout_, lse.data(), D.data(), dq_.data(), starts.data(), tl, H, Hkv, hd, sh.scale, window);
+            });
+            emulate_launch({ntiles, unsigned(Hkv)}, ATT_THREADS, dkdv_bytes, [&] {
+                kern.dkdv_mma(q_, k_, v_, dout_, lse.data(), D.data(), dk_.data(), dv_.data(), starts.data(), tl, H, Hkv, hd, sh.scale,
+                              window);
+            });
+        };
+        auto mq = poisoned<T>(q.size()), mk = poisoned<T>(k.size()), mv = poisoned<T>(v.size());
+        backward_mma(q.data(), k.data(), v.data(), dout.data(), mq, mk, mv);
+        const double mtol = 1e-2;
+        compare(tag + "attention (mma) dQ", mq, ref.dq, mtol);
+        compare(tag + "attention (mma) dK", mk, ref.dk, mtol);
+        compare(tag + "attention (mma) dV", mv, ref.dv, mtol);
+        if (misaligned) {
+            // The synchronous staging must compute the same function bit for bit.
+            auto sq = shifted(q), sk = shifted(k), sv = shifted(v), sd = shifted(dout);
+            auto o2 = poisoned<T>(o.size()), q2 = poisoned<T>(q.size()), k2 = poisoned<T>(k.size()), v2 = poisoned<T>(v.size());
+            vector<float> lse2(lse.size(), std::nanf(""));
+            emulate_launch({ntiles, unsigned(H)}, ATT_THREADS, fwd_bytes, [&] {
+                forward(sq.data() + 1, sk.data() + 1, sv.data() + 1, o2.data(), lse2.data(), starts.data(), starts.data(), tl, H, Hkv, hd,
+                        sh.scale, window);
+            });
+            backward_mma(sq.data() + 1, sk.data() + 1, sv.data() + 1, sd.data() + 1, q2, k2, v2);
+            const bool same = std::memcmp(o2.data(), o.data(), o.size() * sizeof(T)) == 0 &&
+                              std::memcmp(lse2.data(), lse.data(), lse.size() * 4) == 0 &&
+                              std::memcmp(q2.data(), mq.data(), mq.size() * sizeof(T)) == 0 &&
+                              std::memcmp(k2.data(), mk.data(), mk.size() * sizeof(T)) == 0 &&
+                              std::memcmp(v2.data(), mv.data(), mv.size() * sizeof(T)) == 0;
+            std::printf("  %-30s %s\n", (tag + "unaligned inputs, same bits").c_str(), same ? "ok" : "FAIL");
+            if (!same) ++failures;
+        }
+    }
 
     // Decode step: new queries against longer KV caches.
     auto cq = rand_t<T>((size_t)qs.back() * H * hd, 2.f), ck = rand_t<T>((size_t)ks.back() * Hkv * hd, 2.f), cv = rand_t<T>((size_t)ks.back() * Hkv * hd);
@@ -397,7 +464,7 @@ template <typename T> static void attention_cases() {
     // Limit 128 with a custom scale and a window of two keys (each query sees itself and the key
     // before; a window of one key would make dQ and dK exactly zero).
     attention<T>({4, 2, 100, 0.37f, 2}, starts, qs, ks);
-    // Limit 64 at head_dim 64 (bf16: the tensor-core forward), a window past a tile.
+    // Limit 64 at head_dim 64 (bf16: the tensor-core kernels), a window past a tile.
     attention<T>({2, 1, 64, 0.2f, 24}, starts, qs, ks);
     // Gemma 3's head_dim 256 (limit 256), one KV head, a custom scale; a window shorter than a
     // tile (later tiles start past their segment's first key chunk), one longer than a tile but
@@ -405,6 +472,15 @@ template <typename T> static void attention_cases() {
     attention<T>({4, 1, 256, 0.05f, 7}, starts, qs, ks);
     attention<T>({2, 1, 256, 0.08f, 20}, starts, qs, ks);
     attention<T>({2, 2, 256, 0.0625f, 0}, starts, qs, ks);
+    // The tensor-core kernels' pipeline: segments of odd lengths 5, 0, 67 (three 32-key chunks,
+    // so both stages are refilled), 3 and 37. GQA 8:1 at head_dim 64, causal; MQA at head_dim 128
+    // with a window of 20 keys (longer than the short segments, shorter than the long ones);
+    // head_dim 48 (a multiple of 16 under the limit 64: some warps own no column block), GQA 2:1,
+    // a window past a chunk, on unaligned inputs too.
+    const vector<int> odd = {0, 5, 5, 72, 75, 112}, odd_qs = {0, 2, 2, 5}, odd_ks = {0, 70, 70, 73};
+    attention<T>({16, 2, 64, 0.125f, 0}, odd, odd_qs, odd_ks);
+    attention<T>({4, 1, 128, 0.09f, 20}, odd, odd_qs, odd_ks);
+    attention<T>({4, 2, 48, 0.15f, 40}, odd, odd_qs, odd_ks, true);
 }
 
 template <typename T> static void cross_entropy() {
