@@ -1,8 +1,9 @@
 // Causal attention with grouped KV heads over packed variable-length segments (ops/attention.rs),
 // with an optional sliding window and a softmax scale given by the caller. transformer_common.cuh
-// is prepended. A straightforward tiled version, correctness first: one head per block, CUDA-core
-// FMA, except the bf16 forward at head dims that are multiples of 16, whose two products run on
-// the tensor cores (attention_forward_mma_*, below).
+// is prepended. Two families of kernels with the same arguments, grids and work units: tiled
+// CUDA-core FMA kernels for f32 and for head dims that are not multiples of 16, and tensor-core
+// kernels (nvcuda::wmma m16n16k16, bf16 in, f32 accumulate; *_mma_*) for bf16 at head dims that
+// are multiples of 16, which the launcher takes then. Neither has been tuned on a GPU.
 //
 // Layout: Q [Tq, H·hd], K and V [Tk, Hkv·hd], O like Q, lse [Tq·H] (token-major). Segment s owns
 // query rows q_starts[s].. and key rows kv_starts[s]..; its query j sits at key position
@@ -10,14 +11,17 @@
 // p − window < i ≤ p, never another segment's (with q_starts == kv_starts this is plain causal
 // self-attention; the decode step passes a longer KV cache). No window is window = INT_MAX.
 // Scores are q·k · scale. Query head h reads KV head h / (H / Hkv). Work units: tiles of at most
-// ATT_TILE rows of one segment, {segment, start, end} built by the host (like flix_core's Tile).
+// ATT_TILE = 16 rows of one segment, {segment, start, end} built by the host (like flix_core's
+// Tile); the backward is self-attention (one `starts` array) and uses the same tiles as key tiles.
+// Every block has 128 threads (4 warps).
 //
-//   attention_forward_*:  grid (query tiles, H), 128 threads. Keys in chunks of ATT_BK = 32
-//                         through shared memory, from the first key the tile's first row sees to
-//                         the tile's last row (chunks wholly before a window are never loaded);
-//                         online softmax per row (running max m and sum l, the accumulator
-//                         rescaled by exp(m_old − m_new)); writes O and lse = m + log l.
-//   attention_bwd_dot_*:  D[t·H + h] = dO · O per (token, head).
+// FMA kernels:
+//   attention_forward_*:  grid (query tiles, H). Keys in chunks of ATT_BK = 32 through shared
+//                         memory, from the first key the tile's first row sees to the tile's last
+//                         row (chunks wholly before a window are never loaded); online softmax per
+//                         row (running max m and sum l, the accumulator rescaled by
+//                         exp(m_old − m_new)); writes O and lse = m + log l.
+//   attention_bwd_dot_*:  D[t·H + h] = dO · O per (token, head) (both families).
 //   attention_bwd_dq_*:   grid (query tiles, H): p = exp(s − lse), ds = p (dO·v − D) · scale,
 //                         dQ = Σ_j ds k_j. Keys in chunks of ATT_BK_BWD = 16, over the keys the
 //                         tile sees.
@@ -27,15 +31,39 @@
 //                         dK_j = Σ ds q. Every dK/dV row has one owner and a fixed summation
 //                         order: no atomics, deterministic.
 //
+// Tensor-core kernels (details above each body): operands in shared memory as bf16, P and dS
+// rounded to bf16 for the products that take them (as flash attention 2 does), row statistics
+// (m, l, lse, D) and every accumulation in f32. The tiles a block streams come through a
+// two-stage cp.async pipeline (16-byte asynchronous copies): the next tile lands while the
+// current one is computed.
+//   attention_forward_mma_*:   grid (query tiles, H); per 32-key chunk (K, V streamed): S = Q Kᵀ
+//                              on warps 0-1, online softmax by the row threads, P V on all four
+//                              warps (column blocks), folded into per-thread f32 accumulators.
+//   attention_bwd_dq_mma_*:    grid (query tiles, H); Q, dO, lse, D of the tile stay in shared
+//                              memory; per 32-key chunk (K, V streamed): S on warps 0-1, dP = dO Vᵀ
+//                              on warps 2-3, dS by all threads, dQ += dS K into f32 fragments held
+//                              in registers (warp w: column blocks w, w + 4, ...).
+//   attention_bwd_dkdv_mma_*:  grid (key tiles, Hkv); the tile's 16 keys of K and V loaded once
+//                              for the whole group of query heads (GQA/MQA); per (head, 16-query
+//                              block) step (Q, dO, lse, D streamed): S and dP as four half-head-dim
+//                              partials (one per warp, summed in a fixed order), P and dS, then
+//                              dV += Pᵀ dO and dK += dSᵀ Q into register fragments. One owner per
+//                              dK/dV row, fixed order: deterministic, no atomics.
+// The same masks as the FMA kernels, and the same skipping: chunks and query blocks wholly outside
+// the causal limit or the window are never visited.
+//
 // Head dims: every kernel but the dot is compiled for three limits HD = 64, 128 and 256 (entry
 // names attention_forward_hd{64,128,256}_{f32,bf16}, attention_forward_mma_hd{64,128,256}_bf16,
-// ...); the launcher picks the smallest that holds head_dim. HD sizes the per-thread
-// accumulators (registers); shared memory is dynamic, sized for the actual head_dim (f32 rows
-// padded to hd + 1 floats, so that threads reading one column of different rows hit different
-// banks). At hd 256 the FMA forward needs about 83 KB, the tensor-core forward about 61 KB and the
-// backward kernels about 66 KB, over the 48 KB default: the launcher raises the kernel's limit
-// (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES; the H200 allows 227 KB per block, so two
-// blocks of any of them fit on a multiprocessor). Up to hd 128 all stay under 48 KB.
+// attention_bwd_dq_mma_hd..., ...); the launcher picks the smallest that holds head_dim. HD sizes
+// the per-thread accumulators (registers: f32 arrays in the FMA kernels, HD / 64 wmma fragments
+// per output in the tensor-core ones). Shared memory is dynamic, sized for the actual head_dim
+// (FMA: f32 rows padded to hd + 1 floats, so that threads reading one column of different rows
+// hit different banks; tensor cores: bf16 rows of hd + 8). In bytes at hd 64 / 128 / 256: FMA
+// forward 23 / 44 / 85 KB, FMA dQ and dK/dV 18 / 35 / 67 KB; tensor-core forward 29 / 51 / 97 KB,
+// dQ 33 / 58 / 107 KB, dK/dV 25 / 42 / 74 KB. Past the 48 KB default the launcher raises the
+// kernel's limit (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES; the H200 allows 227 KB per
+// block, so two blocks of any of them fit on a multiprocessor). The launcher computes the same
+// sizes (ops/cuda/attention.rs, shared_bytes) and every kernel traps at entry if given less.
 
 #include <cuda_pipeline_primitives.h>
 #include <mma.h>
@@ -414,6 +442,13 @@ struct AttCarver {
     __host__ __device__ float* f32(int n) { return reinterpret_cast<float*>(take(4 * n)); }
 };
 
+// Stage `i` (0 or 1, known only at run time) of a two-stage pair. A select rather than an index:
+// indexing the pair with a run-time value would move the whole struct to local memory.
+template <typename P>
+__device__ __forceinline__ P att_stage(const P (&pair)[2], int i) {
+    return i ? pair[1] : pair[0];
+}
+
 struct AttMmaShared {
     __nv_bfloat16 *Qb, *Kb[2], *Vb[2], *Pb;
     float *S, *PV, *row_m, *row_l, *row_alpha;
@@ -526,13 +561,13 @@ __device__ void attention_forward_mma_body(const __nv_bfloat16* q, const __nv_bf
         const int next = kb + ATT_BK;
         if (next < key_end) {
             const int chunk = min(ATT_BK, key_end - next);
-            att_stage_bf16_async(sh.Kb[cur ^ 1], ldb, k, next, chunk, ATT_BK, kv_stride, g * hd, hd);
-            att_stage_bf16_async(sh.Vb[cur ^ 1], ldb, v, next, chunk, ATT_BK, kv_stride, g * hd, hd);
+            att_stage_bf16_async(att_stage(sh.Kb, cur ^ 1), ldb, k, next, chunk, ATT_BK, kv_stride, g * hd, hd);
+            att_stage_bf16_async(att_stage(sh.Vb, cur ^ 1), ldb, v, next, chunk, ATT_BK, kv_stride, g * hd, hd);
         }
         __pipeline_commit();
         __pipeline_wait_prior(1);  // this thread's copies of chunk `it` have landed
         __syncthreads();           // ... and every other thread's
-        const __nv_bfloat16 *Kb = sh.Kb[cur], *Vb = sh.Vb[cur];
+        const __nv_bfloat16 *Kb = att_stage(sh.Kb, cur), *Vb = att_stage(sh.Vb, cur);
         if (warp < ATT_BK / 16) {  // S[:, 16 warp ..] = Q · K[16 warp ..]ᵀ
             wmma::fragment<wmma::accumulator, 16, 16, 16, float> s_acc;
             wmma::fill_fragment(s_acc, 0.f);
@@ -616,6 +651,26 @@ __device__ void attention_forward_mma_body(const __nv_bfloat16* q, const __nv_bf
 // stay in registers for the whole block: warp w owns the 16-column blocks w, w + 4, ... of its
 // 16 x hd output (HD / 64 fragments per output matrix).
 
+// A 16 x hd f32 result held as column fragments (warp w: column blocks w, w + 4, ...) into bf16
+// rows row0 .. row0 + rows of dst (row stride `stride`, from column col0), through the f32
+// scratch `out` [16][ldo].
+template <int FRAGS>
+__device__ __forceinline__ void att_store_rows(
+    const nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> (&acc)[FRAGS],
+    float* out, int ldo, __nv_bfloat16* dst, int row0, int rows, int stride, int col0, int hd) {
+    const int warp = threadIdx.x / 32;
+#pragma unroll
+    for (int f = 0; f < FRAGS; ++f) {
+        const int n0 = (warp + ATT_WARPS * f) * 16;
+        if (n0 < hd) nvcuda::wmma::store_matrix_sync(out + n0, acc[f], ldo, nvcuda::wmma::mem_row_major);
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < rows * hd; e += blockDim.x) {
+        const int r = e / hd, d = e % hd;
+        dst[(long long)(row0 + r) * stride + col0 + d] = __float2bfloat16_rn(out[r * ldo + d]);
+    }
+}
+
 struct AttDqShared {
     __nv_bfloat16 *Qb, *dOb, *Kb[2], *Vb[2], *dSb;
     float *S, *dP, *out, *lse, *D;
@@ -691,13 +746,13 @@ __device__ void attention_bwd_dq_mma_body(const __nv_bfloat16* q, const __nv_bfl
         const int next = kb + ATT_BK;
         if (next < key_end) {
             const int chunk = min(ATT_BK, key_end - next);
-            att_stage_bf16_async(sh.Kb[cur ^ 1], ldb, k, next, chunk, ATT_BK, kv_stride, g * hd, hd);
-            att_stage_bf16_async(sh.Vb[cur ^ 1], ldb, v, next, chunk, ATT_BK, kv_stride, g * hd, hd);
+            att_stage_bf16_async(att_stage(sh.Kb, cur ^ 1), ldb, k, next, chunk, ATT_BK, kv_stride, g * hd, hd);
+            att_stage_bf16_async(att_stage(sh.Vb, cur ^ 1), ldb, v, next, chunk, ATT_BK, kv_stride, g * hd, hd);
         }
         __pipeline_commit();
         __pipeline_wait_prior(1);
         __syncthreads();
-        const __nv_bfloat16 *Kb = sh.Kb[cur], *Vb = sh.Vb[cur];
+        const __nv_bfloat16 *Kb = att_stage(sh.Kb, cur), *Vb = att_stage(sh.Vb, cur);
         {  // warps 0-1: S = Q Kᵀ; warps 2-3: dP = dO Vᵀ; key block warp & 1
             const bool is_s = warp < 2;
             const int n = warp & 1;
@@ -742,17 +797,7 @@ __device__ void attention_bwd_dq_mma_body(const __nv_bfloat16* q, const __nv_bfl
             }
         }
     }
-#pragma unroll
-    for (int f = 0; f < FRAGS; ++f) {
-        const int n0 = (warp + ATT_WARPS * f) * 16;
-        if (n0 < hd) wmma::store_matrix_sync(sh.out + n0, dq_acc[f], ldo, wmma::mem_row_major);
-    }
-    __syncthreads();
-    for (int e = tid; e < rows * hd; e += ATT_THREADS) {
-        const int r = e / hd, d = e % hd;
-        dq[(long long)(tile.start + r) * heads * hd + h * hd + d] =
-            __float2bfloat16_rn(sh.out[r * ldo + d]);
-    }
+    att_store_rows<FRAGS>(dq_acc, sh.out, ldo, dq, tile.start, rows, heads * hd, h * hd, hd);
 }
 
 struct AttDkDvShared {
@@ -827,11 +872,11 @@ __device__ void attention_bwd_dkdv_mma_body(const __nv_bfloat16* q, const __nv_b
         const int h = g * group + step / blocks_per_head;
         const int qb = tile.start + (step % blocks_per_head) * ATT_TILE;
         const int n = min(ATT_TILE, q_end - qb);
-        att_stage_bf16_async(sh.Qb[stage], ldb, q, qb, n, ATT_TILE, q_stride, h * hd, hd);
-        att_stage_bf16_async(sh.dOb[stage], ldb, dout, qb, n, ATT_TILE, q_stride, h * hd, hd);
+        att_stage_bf16_async(att_stage(sh.Qb, stage), ldb, q, qb, n, ATT_TILE, q_stride, h * hd, hd);
+        att_stage_bf16_async(att_stage(sh.dOb, stage), ldb, dout, qb, n, ATT_TILE, q_stride, h * hd, hd);
         if (tid < ATT_TILE) {
-            sh.lse[stage][tid] = tid < n ? lse[(long long)(qb + tid) * heads + h] : 0.f;
-            sh.D[stage][tid] = tid < n ? D[(long long)(qb + tid) * heads + h] : 0.f;
+            att_stage(sh.lse, stage)[tid] = tid < n ? lse[(long long)(qb + tid) * heads + h] : 0.f;
+            att_stage(sh.D, stage)[tid] = tid < n ? D[(long long)(qb + tid) * heads + h] : 0.f;
         }
     };
     // The tile's K and V travel in the first copy group, with the first step's Q and dO.
@@ -857,7 +902,7 @@ __device__ void attention_bwd_dkdv_mma_body(const __nv_bfloat16* q, const __nv_b
         const int n = min(ATT_TILE, q_end - qb);
         {  // warp w: S (w even) or dP (w odd) over the 16-dim blocks w / 2, w / 2 + 2, ...
             const bool is_s = (warp & 1) == 0;
-            const __nv_bfloat16* A = is_s ? sh.Qb[cur] : sh.dOb[cur];
+            const __nv_bfloat16* A = is_s ? att_stage(sh.Qb, cur) : att_stage(sh.dOb, cur);
             const __nv_bfloat16* B = is_s ? sh.Kb : sh.Vb;
             wmma::fragment<wmma::accumulator, 16, 16, 16, float> prod;
             wmma::fill_fragment(prod, 0.f);
@@ -882,8 +927,8 @@ __device__ void attention_bwd_dkdv_mma_body(const __nv_bfloat16* q, const __nv_b
             if (valid) {
                 const float s = sh.part[at] + sh.part[2 * PART + at];
                 const float dp = sh.part[PART + at] + sh.part[3 * PART + at];
-                p = expf(s * scale - sh.lse[cur][r]);
-                ds = p * (dp - sh.D[cur][r]) * scale;
+                p = expf(s * scale - att_stage(sh.lse, cur)[r]);
+                ds = p * (dp - att_stage(sh.D, cur)[r]) * scale;
             }
             sh.Pb[r * ATT_KV_LDP + j] = __float2bfloat16_rn(p);
             sh.dSb[r * ATT_KV_LDP + j] = __float2bfloat16_rn(ds);
@@ -898,31 +943,17 @@ __device__ void attention_bwd_dkdv_mma_body(const __nv_bfloat16* q, const __nv_b
                 const int n0 = (warp + ATT_WARPS * f) * 16;
                 if (n0 >= hd) continue;
                 wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> b;
-                wmma::load_matrix_sync(b, sh.dOb[cur] + n0, ldb);
+                wmma::load_matrix_sync(b, att_stage(sh.dOb, cur) + n0, ldb);
                 wmma::mma_sync(dv_acc[f], pt, b, dv_acc[f]);
-                wmma::load_matrix_sync(b, sh.Qb[cur] + n0, ldb);
+                wmma::load_matrix_sync(b, att_stage(sh.Qb, cur) + n0, ldb);
                 wmma::mma_sync(dk_acc[f], dst, b, dk_acc[f]);
             }
         }
     }
     // dK, then dV, through the f32 scratch into bf16 rows of the tile's keys.
-    for (int which = 0; which < 2; ++which) {
-        __nv_bfloat16* grad = which == 0 ? dk : dv;
-#pragma unroll
-        for (int f = 0; f < FRAGS; ++f) {
-            const int n0 = (warp + ATT_WARPS * f) * 16;
-            if (n0 < hd)
-                wmma::store_matrix_sync(sh.out + n0, which == 0 ? dk_acc[f] : dv_acc[f], ldo,
-                                        wmma::mem_row_major);
-        }
-        __syncthreads();
-        for (int e = tid; e < keys * hd; e += ATT_THREADS) {
-            const int j = e / hd, d = e % hd;
-            grad[(long long)(tile.start + j) * kv_heads * hd + g * hd + d] =
-                __float2bfloat16_rn(sh.out[j * ldo + d]);
-        }
-        __syncthreads();  // the scratch is reused for dV
-    }
+    att_store_rows<FRAGS>(dk_acc, sh.out, ldo, dk, tile.start, keys, kv_heads * hd, g * hd, hd);
+    __syncthreads();  // the scratch is reused for dV
+    att_store_rows<FRAGS>(dv_acc, sh.out, ldo, dv, tile.start, keys, kv_heads * hd, g * hd, hd);
 }
 
 // The tiled kernels for one head-dim limit HD and dtype T: attention_forward_hd<HD>_<SUF>, ...

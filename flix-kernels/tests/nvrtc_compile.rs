@@ -1,6 +1,9 @@
 //! The kernel compile check of CI: every source in `kernels-cu` must compile with NVRTC for sm_90
 //! (Hopper, the GPUs we run on), through the same function the CUDA device uses at first use.
 //! Without NVRTC the test says it skipped; with `FLIX_NVRTC_REQUIRED=1` that is a failure.
+//! For the attention source it also checks that every entry the launcher
+//! (`ops/cuda/attention.rs`) can take is in the PTX: the entries are made by macros, so a
+//! misspelt or missing instantiation would otherwise show only at the first launch on a GPU.
 
 use flix_kernels::cuda::nvrtc::{compile_source, cuda_include_dir, nvrtc_available};
 
@@ -32,11 +35,36 @@ fn every_kernel_source_compiles_for_sm90() {
                     source.name,
                     text.len()
                 );
+                if source.name == kernels_cu::TRANSFORMER_ATTENTION.name {
+                    for entry in attention_entries() {
+                        if !text.contains(&format!(".entry {entry}(")) {
+                            failures.push(format!("{}: no entry {entry} in the PTX", source.name));
+                        }
+                    }
+                }
             }
             Err(e) => failures.push(e.to_string()),
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Every attention entry: the dot product of the backward per dtype; per head-dim limit the FMA
+/// forward, dQ and dK/dV kernels for f32 and bf16, and the tensor-core ones for bf16.
+fn attention_entries() -> Vec<String> {
+    let mut entries = vec![
+        "attention_bwd_dot_f32".to_string(),
+        "attention_bwd_dot_bf16".to_string(),
+    ];
+    for limit in [64, 128, 256] {
+        for kernel in ["forward", "bwd_dq", "bwd_dkdv"] {
+            for dtype in ["f32", "bf16"] {
+                entries.push(format!("attention_{kernel}_hd{limit}_{dtype}"));
+            }
+            entries.push(format!("attention_{kernel}_mma_hd{limit}_bf16"));
+        }
+    }
+    entries
 }
 
 #[test]

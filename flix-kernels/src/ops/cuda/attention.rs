@@ -50,45 +50,122 @@ fn window_arg(shape: AttentionShape) -> i32 {
 }
 
 /// Which kernel's shared-memory layout to size.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Layout {
     Forward,
-    /// The tensor-core forward (bf16, head_dim a multiple of 16).
-    ForwardMma,
     BackwardDq,
     BackwardDkDv,
+    /// The tensor-core kernels (bf16, head_dim a multiple of 16).
+    ForwardMma,
+    BackwardDqMma,
+    BackwardDkDvMma,
 }
 
-/// Whether the forward runs on the tensor cores: bf16 operands, and head_dim a multiple of the
-/// 16-wide wmma fragments.
-fn forward_on_tensor_cores(dtype: DType, head_dim: usize) -> bool {
+/// Whether attention runs on the tensor cores: bf16 operands, and head_dim a multiple of the
+/// 16-wide wmma fragments. f32 (and other head dims) take the FMA kernels.
+fn on_tensor_cores(dtype: DType, head_dim: usize) -> bool {
     dtype == DType::BF16 && head_dim.is_multiple_of(16)
 }
 
+/// One kernel the launcher takes: its entry name and its shared-memory layout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Kernel {
+    entry: String,
+    layout: Layout,
+}
+
+/// The forward and the two backward kernels (dQ; dK and dV) for a dtype and shape: the
+/// tensor-core ones where `on_tensor_cores`, else the FMA ones, at the smallest head-dim limit
+/// that holds head_dim (an error past the largest).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Kernels {
+    forward: Kernel,
+    dq: Kernel,
+    dkdv: Kernel,
+}
+
+fn kernels(op: &'static str, dtype: DType, shape: AttentionShape) -> Result<Kernels> {
+    let limit = head_dim_limit(op, shape)?;
+    let kernel = |entry: String, layout| Kernel { entry, layout };
+    Ok(if on_tensor_cores(dtype, shape.head_dim) {
+        Kernels {
+            forward: kernel(
+                format!("attention_forward_mma_{limit}_bf16"),
+                Layout::ForwardMma,
+            ),
+            dq: kernel(
+                format!("attention_bwd_dq_mma_{limit}_bf16"),
+                Layout::BackwardDqMma,
+            ),
+            dkdv: kernel(
+                format!("attention_bwd_dkdv_mma_{limit}_bf16"),
+                Layout::BackwardDkDvMma,
+            ),
+        }
+    } else {
+        let sfx = suffix(dtype);
+        Kernels {
+            forward: kernel(format!("attention_forward_{limit}_{sfx}"), Layout::Forward),
+            dq: kernel(
+                format!("attention_bwd_dq_{limit}_{sfx}"),
+                Layout::BackwardDq,
+            ),
+            dkdv: kernel(
+                format!("attention_bwd_dkdv_{limit}_{sfx}"),
+                Layout::BackwardDkDv,
+            ),
+        }
+    })
+}
+
 /// Bytes of dynamic shared memory of each kernel at `head_dim`, as `att_forward_shared_floats`,
-/// `att_forward_mma_layout`, `att_bwd_dq_shared_floats` and `att_bwd_dkdv_shared_floats` in the
-/// kernel source lay them out; each kernel stops with a launch error if given less.
+/// `att_bwd_dq_shared_floats`, `att_bwd_dkdv_shared_floats` and the tensor-core kernels'
+/// `att_forward_mma_layout`, `att_bwd_dq_mma_layout` and `att_bwd_dkdv_mma_layout` in the kernel
+/// source lay them out; each kernel stops with a launch error if given less.
 fn shared_bytes(layout: Layout, head_dim: usize) -> usize {
     // The FMA kernels: f32 rows padded to head_dim + 1 floats.
     let row = head_dim + 1;
     let floats = |n: usize| 4 * n;
+    // The tensor-core kernels: arrays on 128-byte boundaries; Q, K, V, dO as bf16 rows of
+    // head_dim + 8, the streamed ones in two stages; S and dP as f32 rows of keys + 4; P and dS
+    // as bf16 rows of keys + 8; an f32 output scratch of rows head_dim + 4; row statistics.
+    let aligned = |bytes: usize| bytes.div_ceil(128) * 128;
+    let bf16_rows = |rows: usize| aligned(rows * 2 * (head_dim + 8));
+    let f32_scores = |keys: usize| aligned(TILE * 4 * (keys + 4));
+    let bf16_scores = |keys: usize| aligned(TILE * 2 * (keys + 8));
+    let out_scratch = aligned(TILE * 4 * (head_dim + 4));
     match layout {
         Layout::Forward => {
             floats((TILE + 2 * FORWARD_KEYS) * row + TILE * (FORWARD_KEYS + 1) + 3 * TILE)
         }
         Layout::BackwardDq => floats(4 * TILE * row + TILE * (TILE + 1)),
         Layout::BackwardDkDv => floats(4 * TILE * row + 2 * TILE * (TILE + 1) + 2 * TILE),
+        // Q; K and V chunks x 2 stages; S; P; the P·V scratch; row max, sum, rescale.
         Layout::ForwardMma => {
-            // Arrays on 128-byte boundaries: Q, K, V as bf16 rows of head_dim + 8; S (f32, rows
-            // of keys + 4); P (bf16, keys + 8); the P·V scratch (f32, head_dim + 4); row state.
-            let aligned = |bytes: usize| bytes.div_ceil(128) * 128;
-            let bf16_row = 2 * (head_dim + 8);
-            aligned(TILE * bf16_row)
-                + 2 * aligned(FORWARD_KEYS * bf16_row)
-                + aligned(TILE * 4 * (FORWARD_KEYS + 4))
-                + aligned(TILE * 2 * (FORWARD_KEYS + 8))
-                + aligned(TILE * 4 * (head_dim + 4))
+            bf16_rows(TILE)
+                + 4 * bf16_rows(FORWARD_KEYS)
+                + f32_scores(FORWARD_KEYS)
+                + bf16_scores(FORWARD_KEYS)
+                + out_scratch
                 + aligned(3 * TILE * 4)
+        }
+        // Q, dO; K and V chunks x 2 stages; S, dP; dS; the dQ scratch; lse, D.
+        Layout::BackwardDqMma => {
+            2 * bf16_rows(TILE)
+                + 4 * bf16_rows(FORWARD_KEYS)
+                + 2 * f32_scores(FORWARD_KEYS)
+                + bf16_scores(FORWARD_KEYS)
+                + out_scratch
+                + aligned(2 * TILE * 4)
+        }
+        // K, V; Q and dO x 2 stages; four S/dP partials (one per warp); P, dS; lse and D x 2
+        // stages; the dK/dV scratch.
+        Layout::BackwardDkDvMma => {
+            6 * bf16_rows(TILE)
+                + aligned(4 * TILE * 4 * (TILE + 4))
+                + 2 * bf16_scores(TILE)
+                + aligned(4 * TILE * 4)
+                + out_scratch
         }
     }
 }
@@ -147,7 +224,9 @@ fn forward(
     shape: AttentionShape,
 ) -> Result<(Tensor, CudaSlice<f32>)> {
     let dtype = same_device_and_dtype(op, backend, &[("Q", q), ("K", k), ("V", v)])?;
-    let limit = head_dim_limit(op, shape)?;
+    let Kernels {
+        forward: kernel, ..
+    } = kernels(op, dtype, shape)?;
     let tq = q.shape()[0];
     let AttentionShape {
         heads,
@@ -178,19 +257,8 @@ fn forward(
         to_i32(op, "kv_heads", kv_heads)?,
         to_i32(op, "head_dim", head_dim)?,
     );
-    let (entry, layout) = if forward_on_tensor_cores(dtype, head_dim) {
-        (
-            format!("attention_forward_mma_{limit}_bf16"),
-            Layout::ForwardMma,
-        )
-    } else {
-        (
-            format!("attention_forward_{limit}_{}", suffix(dtype)),
-            Layout::Forward,
-        )
-    };
-    let f = backend.function(&kernels_cu::TRANSFORMER_ATTENTION, &entry)?;
-    let config = launch_config(backend, op, &f, (num_tiles, heads), layout, head_dim)?;
+    let f = backend.function(&kernels_cu::TRANSFORMER_ATTENTION, &kernel.entry)?;
+    let config = launch_config(backend, op, &f, (num_tiles, heads), kernel.layout, head_dim)?;
     {
         let mut a = Args::new(backend);
         let (qp, kp, vp) = (
@@ -274,7 +342,11 @@ pub fn attention_backward(
         backend,
         &[("Q", q), ("K", k), ("V", v), ("O", out), ("dO", dout)],
     )?;
-    let limit = head_dim_limit(OP, shape)?;
+    let Kernels {
+        dq: dq_kernel,
+        dkdv: dkdv_kernel,
+        ..
+    } = kernels(OP, dtype, shape)?;
     let AttentionShape {
         heads,
         kv_heads,
@@ -302,17 +374,16 @@ pub fn attention_backward(
         to_i32(OP, "kv_heads", kv_heads)?,
         to_i32(OP, "head_dim", head_dim)?,
     );
-    let sfx = suffix(dtype);
     let source = &kernels_cu::TRANSFORMER_ATTENTION;
-    let dot = backend.function(source, &format!("attention_bwd_dot_{sfx}"))?;
-    let f_dq = backend.function(source, &format!("attention_bwd_dq_{limit}_{sfx}"))?;
-    let f_dkdv = backend.function(source, &format!("attention_bwd_dkdv_{limit}_{sfx}"))?;
+    let dot = backend.function(source, &format!("attention_bwd_dot_{}", suffix(dtype)))?;
+    let f_dq = backend.function(source, &dq_kernel.entry)?;
+    let f_dkdv = backend.function(source, &dkdv_kernel.entry)?;
     let dq_config = launch_config(
         backend,
         OP,
         &f_dq,
         (num_tiles, heads),
-        Layout::BackwardDq,
+        dq_kernel.layout,
         head_dim,
     )?;
     let dkdv_config = launch_config(
@@ -320,7 +391,7 @@ pub fn attention_backward(
         OP,
         &f_dkdv,
         (num_tiles, kv_heads),
-        Layout::BackwardDkDv,
+        dkdv_kernel.layout,
         head_dim,
     )?;
 
@@ -360,7 +431,7 @@ pub fn attention_backward(
         .arg(&hd_i)
         .arg(&scale)
         .arg(&window);
-    // SAFETY: matches attention_bwd_dq_hd*_*(const T* x4, const float* x2, T*, const int*, const
+    // SAFETY: matches attention_bwd_dq_hd*_* and attention_bwd_dq_mma_hd*_bf16 (const T* x4, const float* x2, T*, const int*, const
     // AttTile*, int x3, float, int); grid (query tiles, heads), the kernel's shared memory.
     unsafe { b.launch(dq_config) }?;
 
@@ -380,7 +451,7 @@ pub fn attention_backward(
         .arg(&hd_i)
         .arg(&scale)
         .arg(&window);
-    // SAFETY: matches attention_bwd_dkdv_hd*_*(const T* x4, const float* x2, T*, T*, const int*,
+    // SAFETY: matches attention_bwd_dkdv_hd*_* and attention_bwd_dkdv_mma_hd*_bf16 (const T* x4, const float* x2, T*, T*, const int*,
     // const AttTile*, int x3, float, int); grid (key tiles, kv_heads), key tiles = query tiles,
     // the kernel's shared memory.
     unsafe { b.launch(dkdv_config) }?;
@@ -392,23 +463,90 @@ pub fn attention_backward(
 mod tests {
     use super::*;
 
-    /// Head dims up to 128 stay within the default 48 KB (no attribute to raise, as before head
-    /// dim 256 was supported); 256 fits the H200's 227 KB per block with room for two blocks
-    /// per multiprocessor.
-    const LAYOUTS: [Layout; 4] = [
+    const LAYOUTS: [Layout; 6] = [
         Layout::Forward,
-        Layout::ForwardMma,
         Layout::BackwardDq,
         Layout::BackwardDkDv,
+        Layout::ForwardMma,
+        Layout::BackwardDqMma,
+        Layout::BackwardDkDvMma,
     ];
 
+    /// The FMA kernels stay within the default 48 KB up to head dim 128 (no attribute to raise);
+    /// every kernel fits the H200's 227 KB per block at head dim 256 with room for two blocks
+    /// per multiprocessor (the tensor-core kernels' two pipeline stages included).
     #[test]
     fn shared_memory_fits_the_limits_at_every_head_dim() {
         for layout in LAYOUTS {
-            assert!(shared_bytes(layout, 128) <= DEFAULT_SHARED_BYTES);
-            assert!(2 * shared_bytes(layout, 256) <= 227 * 1024);
+            assert!(2 * shared_bytes(layout, 256) <= 227 * 1024, "{layout:?}");
             assert!(shared_bytes(layout, 64) < shared_bytes(layout, 256));
         }
+        for layout in [Layout::Forward, Layout::BackwardDq, Layout::BackwardDkDv] {
+            assert!(
+                shared_bytes(layout, 128) <= DEFAULT_SHARED_BYTES,
+                "{layout:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bf16_at_multiples_of_16_takes_the_tensor_cores_and_everything_else_the_fma_kernels() {
+        let entries = |dtype, hd| {
+            let k = kernels("test", dtype, AttentionShape::new(4, 2, hd)).unwrap();
+            (
+                [k.forward.entry, k.dq.entry, k.dkdv.entry],
+                [k.forward.layout, k.dq.layout, k.dkdv.layout],
+            )
+        };
+        let mma = [
+            Layout::ForwardMma,
+            Layout::BackwardDqMma,
+            Layout::BackwardDkDvMma,
+        ];
+        let fma = [Layout::Forward, Layout::BackwardDq, Layout::BackwardDkDv];
+        assert_eq!(
+            entries(DType::BF16, 128),
+            (
+                [
+                    "attention_forward_mma_hd128_bf16".to_string(),
+                    "attention_bwd_dq_mma_hd128_bf16".to_string(),
+                    "attention_bwd_dkdv_mma_hd128_bf16".to_string(),
+                ],
+                mma
+            )
+        );
+        // 48 is a multiple of 16 under the limit 64.
+        assert_eq!(
+            entries(DType::BF16, 48).0[1],
+            "attention_bwd_dq_mma_hd64_bf16"
+        );
+        assert_eq!(entries(DType::BF16, 256).1, mma);
+        // Not a multiple of 16: the FMA kernels, in bf16.
+        assert_eq!(
+            entries(DType::BF16, 100),
+            (
+                [
+                    "attention_forward_hd128_bf16".to_string(),
+                    "attention_bwd_dq_hd128_bf16".to_string(),
+                    "attention_bwd_dkdv_hd128_bf16".to_string(),
+                ],
+                fma
+            )
+        );
+        // f32 never takes the tensor cores.
+        assert_eq!(
+            entries(DType::F32, 128),
+            (
+                [
+                    "attention_forward_hd128_f32".to_string(),
+                    "attention_bwd_dq_hd128_f32".to_string(),
+                    "attention_bwd_dkdv_hd128_f32".to_string(),
+                ],
+                fma
+            )
+        );
+        let err = kernels("test", DType::BF16, AttentionShape::new(2, 1, 272)).unwrap_err();
+        assert!(err.to_string().contains("272"), "{err}");
     }
 
     /// `shared_bytes` against the kernel source's own layout functions, compiled for the host
@@ -427,9 +565,11 @@ mod tests {
 #include <cstdio>
 int main() {
     for (int hd : {1, 20, 64, 100, 128, 200, 256})
-        std::printf("%d %d %d %d\n", 4 * att_forward_shared_floats(hd),
-                    att_forward_mma_layout(hd, nullptr, nullptr), 4 * att_bwd_dq_shared_floats(hd),
-                    4 * att_bwd_dkdv_shared_floats(hd));
+        std::printf("%d %d %d %d %d %d\n", 4 * att_forward_shared_floats(hd),
+                    4 * att_bwd_dq_shared_floats(hd), 4 * att_bwd_dkdv_shared_floats(hd),
+                    att_forward_mma_layout(hd, nullptr, nullptr),
+                    att_bwd_dq_mma_layout(hd, nullptr, nullptr),
+                    att_bwd_dkdv_mma_layout(hd, nullptr, nullptr));
 }
 "#,
         )
@@ -451,8 +591,8 @@ int main() {
         let want: String = [1, 20, 64, 100, 128, 200, 256]
             .iter()
             .map(|&hd| {
-                let [f, f_mma, dq, dkdv] = LAYOUTS.map(|l| shared_bytes(l, hd));
-                format!("{f} {f_mma} {dq} {dkdv}\n")
+                let sizes = LAYOUTS.map(|l| shared_bytes(l, hd).to_string());
+                format!("{}\n", sizes.join(" "))
             })
             .collect();
         assert_eq!(printed, want);
