@@ -429,7 +429,7 @@ __device__ void attention_bwd_dkdv_body(const T* q, const T* k, const T* v, cons
 #define ATT_WARPS (ATT_THREADS / 32)
 
 // Carves shared memory: `take(bytes)` returns the next array (on a 128-byte boundary) at `base`,
-// or null when base is null (sizing only); `bytes()` is the total so far.
+// or null when base is null (sizing only); `offset` is the total so far, in bytes.
 struct AttCarver {
     char* base;
     int offset = 0;
@@ -447,6 +447,12 @@ struct AttCarver {
 template <typename P>
 __device__ __forceinline__ P att_stage(const P (&pair)[2], int i) {
     return i ? pair[1] : pair[0];
+}
+
+// The tensor-core kernels' entry check: head_dim a multiple of 16 (the fragments' width; the
+// launcher's condition for taking them) and at least `bytes` of dynamic shared memory.
+__device__ __forceinline__ void att_require_mma(int hd, int bytes) {
+    if (hd % 16 != 0 || tf_dynamic_shared_bytes() < (unsigned)bytes) __trap();
 }
 
 struct AttMmaShared {
@@ -521,7 +527,7 @@ __device__ void attention_forward_mma_body(const __nv_bfloat16* q, const __nv_bf
                                            float scale, int window) {
     using namespace nvcuda;
     constexpr int DIMS = HD / 8;
-    if (tf_dynamic_shared_bytes() < (unsigned)att_forward_mma_layout(hd, nullptr, nullptr)) __trap();
+    att_require_mma(hd, att_forward_mma_layout(hd, nullptr, nullptr));
     TF_DYNAMIC_SHARED(shared);
     AttMmaShared sh;
     att_forward_mma_layout(hd, reinterpret_cast<char*>(shared), &sh);
@@ -710,7 +716,7 @@ __device__ void attention_bwd_dq_mma_body(const __nv_bfloat16* q, const __nv_bfl
                                           int kv_heads, int hd, float scale, int window) {
     using namespace nvcuda;
     constexpr int FRAGS = HD / (16 * ATT_WARPS);
-    if (tf_dynamic_shared_bytes() < (unsigned)att_bwd_dq_mma_layout(hd, nullptr, nullptr)) __trap();
+    att_require_mma(hd, att_bwd_dq_mma_layout(hd, nullptr, nullptr));
     TF_DYNAMIC_SHARED(shared);
     AttDqShared sh;
     att_bwd_dq_mma_layout(hd, reinterpret_cast<char*>(shared), &sh);
@@ -848,8 +854,7 @@ __device__ void attention_bwd_dkdv_mma_body(const __nv_bfloat16* q, const __nv_b
                                             float scale, int window) {
     using namespace nvcuda;
     constexpr int FRAGS = HD / (16 * ATT_WARPS);
-    if (tf_dynamic_shared_bytes() < (unsigned)att_bwd_dkdv_mma_layout(hd, nullptr, nullptr))
-        __trap();
+    att_require_mma(hd, att_bwd_dkdv_mma_layout(hd, nullptr, nullptr));
     TF_DYNAMIC_SHARED(shared);
     AttDkDvShared sh;
     att_bwd_dkdv_mma_layout(hd, reinterpret_cast<char*>(shared), &sh);

@@ -173,7 +173,9 @@ fn swiglu_matches_the_reference_on_every_device() {
 
 /// The attention shapes every device is checked on: full causal attention at the default scale
 /// with head_dim not a multiple of 8, and Gemma 3's head_dim 256 (one KV head) and head_dim 100,
-/// each with a custom scale and a sliding window shorter than the longest segment.
+/// each with a custom scale and a sliding window shorter than the longest segment; and head_dim
+/// 128 with 8 query heads per KV head, causal (in bf16 on CUDA, like 256, the tensor-core
+/// kernels).
 fn attention_shapes() -> Vec<AttentionShape> {
     let windowed = |heads, kv_heads, head_dim, scale, window| AttentionShape {
         scale,
@@ -184,6 +186,7 @@ fn attention_shapes() -> Vec<AttentionShape> {
         AttentionShape::new(4, 2, 20),
         windowed(4, 1, 256, 0.05, 7),
         windowed(4, 2, 100, 0.3, 20),
+        AttentionShape::new(8, 1, 128),
     ]
 }
 
