@@ -37,7 +37,8 @@
 // two-stage cp.async pipeline (16-byte asynchronous copies): the next tile lands while the
 // current one is computed.
 //   attention_forward_mma_*:   grid (query tiles, H); per 32-key chunk (K, V streamed): S = Q Kᵀ
-//                              on warps 0-1, online softmax by the row threads, P V on all four
+//                              as four partial products (key block x half of head_dim, one per
+//                              warp), online softmax by all threads (8 per row), P V on all four
 //                              warps (column blocks), folded into per-thread f32 accumulators.
 //   attention_bwd_dq_mma_*:    grid (query tiles, H); Q, dO, lse, D of the tile stay in shared
 //                              memory; per 32-key chunk (K, V streamed): S on warps 0-1, dP = dO Vᵀ
@@ -58,9 +59,9 @@
 // the per-thread accumulators (registers: f32 arrays in the FMA kernels, HD / 64 wmma fragments
 // per output in the tensor-core ones). Shared memory is dynamic, sized for the actual head_dim
 // (FMA: f32 rows padded to hd + 1 floats, so that threads reading one column of different rows
-// hit different banks; tensor cores: bf16 rows of hd + 8). In bytes at hd 64 / 128 / 256: FMA
-// forward 23 / 44 / 85 KB, FMA dQ and dK/dV 18 / 35 / 67 KB; tensor-core forward 29 / 51 / 97 KB,
-// dQ 33 / 58 / 107 KB, dK/dV 25 / 42 / 74 KB. Past the 48 KB default the launcher raises the
+// hit different banks; tensor cores: bf16 rows of hd + 8). In KiB (rounded up) at hd 64 / 128 /
+// 256: FMA forward 23 / 43 / 83, FMA dQ and dK/dV 19 / 35 / 67; tensor-core forward 32 / 54 / 98,
+// dQ 33 / 57 / 105, dK/dV 25 / 41 / 73. Past the 48 KB default the launcher raises the
 // kernel's limit (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES; the H200 allows 227 KB per
 // block, so two blocks of any of them fit on a multiprocessor). The launcher computes the same
 // sizes (ops/cuda/attention.rs, shared_bytes) and every kernel traps at entry if given less.
@@ -455,9 +456,13 @@ __device__ __forceinline__ void att_require_mma(int hd, int bytes) {
     if (hd % 16 != 0 || tf_dynamic_shared_bytes() < (unsigned)bytes) __trap();
 }
 
+// The forward's row threads: 8 per query row (thread tid: row tid / 8, keys tid % 8 + 8c of a
+// chunk), which the per-row partial maxima and sums in shared memory bring together.
+#define ATT_ROW_THREADS (ATT_THREADS / ATT_TILE)
+
 struct AttMmaShared {
     __nv_bfloat16 *Qb, *Kb[2], *Vb[2], *Pb;
-    float *S, *PV, *row_m, *row_l, *row_alpha;
+    float *S[2], *PV, *row_m, *row_l, *part_max, *part_sum;
 };
 
 // The tensor-core forward's shared memory at `base` (when not null) for head_dim hd; returns its
@@ -471,12 +476,13 @@ __host__ __device__ inline int att_forward_mma_layout(int hd, char* base, AttMma
         sh.Kb[s] = c.bf16(ATT_BK * ldb);
         sh.Vb[s] = c.bf16(ATT_BK * ldb);
     }
-    sh.S = c.f32(ATT_TILE * ATT_MMA_LDS);
+    for (int s = 0; s < 2; ++s) sh.S[s] = c.f32(ATT_TILE * ATT_MMA_LDS);
     sh.Pb = c.bf16(ATT_TILE * ATT_MMA_LDP);
     sh.PV = c.f32(ATT_TILE * ldo);
-    sh.row_m = c.f32(3 * ATT_TILE);
+    sh.row_m = c.f32(2 * ATT_TILE);
     sh.row_l = base ? sh.row_m + ATT_TILE : nullptr;
-    sh.row_alpha = base ? sh.row_l + ATT_TILE : nullptr;
+    sh.part_max = c.f32(2 * ATT_TILE * ATT_ROW_THREADS);
+    sh.part_sum = base ? sh.part_max + ATT_TILE * ATT_ROW_THREADS : nullptr;
     if (out) *out = sh;
     return c.offset;
 }
@@ -514,11 +520,13 @@ __device__ void att_stage_bf16_async(__nv_bfloat16* dst, int ld, const __nv_bflo
 }
 
 // Forward: the grid, tiles, masking and online softmax of attention_forward_body. Per 32-key
-// chunk: S = Q Kᵀ (16 x 32: warps 0 and 1, one 16 x 16 block each, over head_dim); the row
-// threads mask, scale and exponentiate S into P (rounded to bf16, as flash attention does; the
-// row sums stay f32); all four warps compute P V (16 x hd: warp w takes the column blocks w,
-// w + 4, ...) into an f32 scratch, which each thread folds into its registers (acc · alpha + P V).
-// K/V chunks double-buffered through the copy pipeline.
+// chunk: S = Q Kᵀ (16 x 32) as two partial products over the two halves of head_dim's 16-blocks
+// (warp w: key block w & 1, half w / 2); all 128 threads, 8 per row, mask, scale and
+// exponentiate S into P (rounded to bf16, as flash attention does; the row max and sum stay f32,
+// combined from the 8 threads' partials in a fixed order); all four warps compute P V (16 x hd:
+// warp w takes the column blocks w, w + 4, ...) into an f32 scratch, which each thread folds into
+// its registers (acc · alpha + P V; its row is the row whose softmax it helped with, so alpha
+// never leaves its registers). K/V chunks double-buffered through the copy pipeline.
 template <int HD>
 __device__ void attention_forward_mma_body(const __nv_bfloat16* q, const __nv_bfloat16* k,
                                            const __nv_bfloat16* v, __nv_bfloat16* o, float* lse,
@@ -541,7 +549,10 @@ __device__ void attention_forward_mma_body(const __nv_bfloat16* q, const __nv_bf
     const int p_first = offset + (tile.start - qs0);
     const int key_begin = ks0 + att_first_visible(p_first, window);
     const int key_end = ks0 + p_first + rows;
-    const int tid = threadIdx.x, r = tid / 8, lane = tid % 8, warp = tid / 32;
+    const int tid = threadIdx.x, warp = tid / 32;
+    const int r = tid / ATT_ROW_THREADS, lane = tid % ATT_ROW_THREADS;  // this thread's row
+    const int row_key_begin = ks0 + att_first_visible(p_first + r, window);
+    const int row_key_end = ks0 + p_first + r + 1;
     const int kv_stride = kv_heads * hd;
 
     att_stage_bf16(sh.Qb, ldb, q, tile.start, rows, ATT_TILE, heads * hd, h * hd, hd);
@@ -574,48 +585,54 @@ __device__ void attention_forward_mma_body(const __nv_bfloat16* q, const __nv_bf
         __pipeline_wait_prior(1);  // this thread's copies of chunk `it` have landed
         __syncthreads();           // ... and every other thread's
         const __nv_bfloat16 *Kb = att_stage(sh.Kb, cur), *Vb = att_stage(sh.Vb, cur);
-        if (warp < ATT_BK / 16) {  // S[:, 16 warp ..] = Q · K[16 warp ..]ᵀ
+        {  // S[half][:, 16 n ..] = Q[:, half's dims] · K[16 n .., half's dims]ᵀ
+            const int n = warp & 1, half = warp / 2;
             wmma::fragment<wmma::accumulator, 16, 16, 16, float> s_acc;
             wmma::fill_fragment(s_acc, 0.f);
-            for (int k0 = 0; k0 < hd; k0 += 16) {
+            for (int k0 = half * 16; k0 < hd; k0 += 32) {
                 wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
                 wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b;
                 wmma::load_matrix_sync(a, sh.Qb + k0, ldb);
-                wmma::load_matrix_sync(b, Kb + warp * 16 * ldb + k0, ldb);
+                wmma::load_matrix_sync(b, Kb + n * 16 * ldb + k0, ldb);
                 wmma::mma_sync(s_acc, a, b, s_acc);
             }
-            wmma::store_matrix_sync(sh.S + warp * 16, s_acc, ATT_MMA_LDS, wmma::mem_row_major);
+            wmma::store_matrix_sync(att_stage(sh.S, half) + n * 16, s_acc, ATT_MMA_LDS,
+                                    wmma::mem_row_major);
         }
         __syncthreads();
-        if (tid < ATT_TILE) {  // row tid: mask, scale, online softmax; P as bf16
-            const int row_key_begin = ks0 + att_first_visible(p_first + tid, window);
-            const int row_key_end = ks0 + p_first + tid + 1;
-            float* s_row = &sh.S[tid * ATT_MMA_LDS];
-            float m_chunk = -INFINITY;
-            for (int j = 0; j < ATT_BK; ++j) {
-                const bool valid = tid < rows && kb + j >= row_key_begin && kb + j < row_key_end;
-                s_row[j] = valid ? s_row[j] * scale : -INFINITY;
-                m_chunk = fmaxf(m_chunk, s_row[j]);
-            }
-            const float m_old = sh.row_m[tid], m_new = fmaxf(m_old, m_chunk);
-            float alpha = 1.f, l = sh.row_l[tid];
-            __nv_bfloat16* p_row = &sh.Pb[tid * ATT_MMA_LDP];
-            if (m_new != -INFINITY) {
-                alpha = expf(m_old - m_new);  // 0 when m_old is -inf
-                l *= alpha;
-                for (int j = 0; j < ATT_BK; ++j) {
-                    const float p = s_row[j] == -INFINITY ? 0.f : expf(s_row[j] - m_new);
-                    p_row[j] = __float2bfloat16_rn(p);
-                    l += p;
-                }
-            } else {
-                for (int j = 0; j < ATT_BK; ++j) p_row[j] = __float2bfloat16_rn(0.f);
-            }
-            sh.row_m[tid] = m_new;
-            sh.row_l[tid] = l;
-            sh.row_alpha[tid] = alpha;
+        // Row r's keys lane + 8c: masked, scaled scores, and this thread's maximum of them.
+        float s_own[ATT_BK / ATT_ROW_THREADS];
+        float m_own = -INFINITY;
+#pragma unroll
+        for (int c = 0; c < ATT_BK / ATT_ROW_THREADS; ++c) {
+            const int j = lane + ATT_ROW_THREADS * c, at = r * ATT_MMA_LDS + j;
+            const bool valid = r < rows && kb + j >= row_key_begin && kb + j < row_key_end;
+            s_own[c] = valid ? (sh.S[0][at] + sh.S[1][at]) * scale : -INFINITY;
+            m_own = fmaxf(m_own, s_own[c]);
         }
+        sh.part_max[r * ATT_ROW_THREADS + lane] = m_own;
         __syncthreads();
+        const float m_old = sh.row_m[r];
+        float m_new = m_old;
+#pragma unroll
+        for (int t = 0; t < ATT_ROW_THREADS; ++t) m_new = fmaxf(m_new, sh.part_max[r * ATT_ROW_THREADS + t]);
+        // Nothing visible yet (a row whose window starts after this chunk): P = 0, state kept.
+        const float alpha = m_new == -INFINITY ? 1.f : expf(m_old - m_new);  // 0 if m_old = -inf
+        float l_own = 0.f;
+#pragma unroll
+        for (int c = 0; c < ATT_BK / ATT_ROW_THREADS; ++c) {
+            const float p = s_own[c] == -INFINITY ? 0.f : expf(s_own[c] - m_new);
+            sh.Pb[r * ATT_MMA_LDP + lane + ATT_ROW_THREADS * c] = __float2bfloat16_rn(p);
+            l_own += p;
+        }
+        sh.part_sum[r * ATT_ROW_THREADS + lane] = l_own;
+        __syncthreads();
+        if (lane == 0) {  // every thread of the row has read row_m: the row state moves on
+            float l = sh.row_l[r] * alpha;
+            for (int t = 0; t < ATT_ROW_THREADS; ++t) l += sh.part_sum[r * ATT_ROW_THREADS + t];
+            sh.row_m[r] = m_new;
+            sh.row_l[r] = l;
+        }
         for (int n0 = warp * 16; n0 < hd; n0 += 16 * ATT_WARPS) {  // PV = P · V
             wmma::fragment<wmma::accumulator, 16, 16, 16, float> pv;
             wmma::fill_fragment(pv, 0.f);
@@ -630,7 +647,6 @@ __device__ void attention_forward_mma_body(const __nv_bfloat16* q, const __nv_bf
             wmma::store_matrix_sync(sh.PV + n0, pv, ldo, wmma::mem_row_major);
         }
         __syncthreads();
-        const float alpha = sh.row_alpha[r];
 #pragma unroll
         for (int c = 0; c < DIMS; ++c) {
             const int d = lane + 8 * c;

@@ -140,14 +140,16 @@ fn shared_bytes(layout: Layout, head_dim: usize) -> usize {
         }
         Layout::BackwardDq => floats(4 * TILE * row + TILE * (TILE + 1)),
         Layout::BackwardDkDv => floats(4 * TILE * row + 2 * TILE * (TILE + 1) + 2 * TILE),
-        // Q; K and V chunks x 2 stages; S; P; the P·V scratch; row max, sum, rescale.
+        // Q; K and V chunks x 2 stages; S in two partial products; P; the P·V scratch; row max
+        // and sum; the 8 row threads' partial maxima and sums.
         Layout::ForwardMma => {
             bf16_rows(TILE)
                 + 4 * bf16_rows(FORWARD_KEYS)
-                + f32_scores(FORWARD_KEYS)
+                + 2 * f32_scores(FORWARD_KEYS)
                 + bf16_scores(FORWARD_KEYS)
                 + out_scratch
-                + aligned(3 * TILE * 4)
+                + aligned(2 * TILE * 4)
+                + aligned(2 * TILE * 8 * 4)
         }
         // Q, dO; K and V chunks x 2 stages; S, dP; dS; the dQ scratch; lse, D.
         Layout::BackwardDqMma => {
