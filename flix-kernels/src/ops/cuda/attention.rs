@@ -17,12 +17,14 @@ use crate::{DType, Device, Tensor};
 
 /// Rows per tile (ATT_TILE and ATT_BK_BWD in the kernel source).
 const TILE: usize = 16;
-/// Keys per chunk of the forward kernel (ATT_BK).
+/// Keys per chunk of the forward kernels and the tensor-core dQ (ATT_BK).
 const FORWARD_KEYS: usize = 32;
 /// The head-dim limits the tiled kernels are compiled for (ATT_TILED_ENTRIES): the launcher
 /// takes the smallest that holds head_dim, since the limit sizes each thread's accumulators.
 const HEAD_DIM_LIMITS: [usize; 3] = [64, 128, 256];
 const THREADS: u32 = 128;
+/// Threads per query row in the tensor-core forward's softmax (ATT_ROW_THREADS).
+const ROW_THREADS: usize = THREADS as usize / TILE;
 /// Dynamic shared memory a kernel may use without raising its limit.
 const DEFAULT_SHARED_BYTES: usize = 48 * 1024;
 
@@ -141,7 +143,7 @@ fn shared_bytes(layout: Layout, head_dim: usize) -> usize {
         Layout::BackwardDq => floats(4 * TILE * row + TILE * (TILE + 1)),
         Layout::BackwardDkDv => floats(4 * TILE * row + 2 * TILE * (TILE + 1) + 2 * TILE),
         // Q; K and V chunks x 2 stages; S in two partial products; P; the P·V scratch; row max
-        // and sum; the 8 row threads' partial maxima and sums.
+        // and sum; the row threads' partial maxima and sums.
         Layout::ForwardMma => {
             bf16_rows(TILE)
                 + 4 * bf16_rows(FORWARD_KEYS)
@@ -149,7 +151,7 @@ fn shared_bytes(layout: Layout, head_dim: usize) -> usize {
                 + bf16_scores(FORWARD_KEYS)
                 + out_scratch
                 + aligned(2 * TILE * 4)
-                + aligned(2 * TILE * 8 * 4)
+                + aligned(2 * TILE * ROW_THREADS * 4)
         }
         // Q, dO; K and V chunks x 2 stages; S, dP; dS; the dQ scratch; lse, D.
         Layout::BackwardDqMma => {
@@ -173,8 +175,9 @@ fn shared_bytes(layout: Layout, head_dim: usize) -> usize {
 }
 
 /// A launch of `grid` blocks of the attention kernel `f` with the shared memory of `layout`,
-/// raising the kernel's dynamic shared-memory limit past the default where it needs more (head
-/// dims above 128); an error naming both sizes if the device allows less.
+/// raising the kernel's dynamic shared-memory limit past the default where it needs more (every
+/// kernel at head dims above 128, the tensor-core forward and dQ from 128); an error naming both
+/// sizes if the device allows less.
 fn launch_config(
     backend: &CudaBackend,
     op: &'static str,
