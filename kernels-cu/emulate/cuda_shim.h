@@ -1,9 +1,10 @@
 // A host emulation of the few CUDA features the FLix kernels use, so that the kernels' own source
 // runs on a CPU (g++ -std=c++20) against a plain-loop reference when no GPU is at hand. It is a
-// development check, not a substitute for running on a GPU: it executes every block's 256
-// threads as OS threads meeting at a real barrier for __syncthreads, one block at a time, so
-// shared memory is a function-local static. It cannot see races between blocks, memory
-// coalescing, or anything about speed.
+// development check, not a substitute for running on a GPU: it executes every block's threads
+// as OS threads meeting at a real barrier for __syncthreads, one block at a time, so shared
+// memory is a function-local static; asynchronous copies (cp.async through
+// <cuda_pipeline_primitives.h>) land only at the wait that covers them. It cannot see races
+// between blocks, memory coalescing, or anything about speed.
 #pragma once
 #include <algorithm>
 #include <barrier>
