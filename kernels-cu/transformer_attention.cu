@@ -1044,3 +1044,175 @@ ATT_ENTRIES(bf16, __nv_bfloat16)
 ATT_MMA_ENTRIES(64)
 ATT_MMA_ENTRIES(128)
 ATT_MMA_ENTRIES(256)
+
+// ------------------------------------------------------------------------------------------------
+// Decode attention over per-sequence KV caches read in place (ops/attention.rs,
+// attention_decode_forward). Generation keeps each sequence's keys and values in buffers of its
+// own ([capacity, Hkv·hd], the first len rows valid); instead of gathering them into one packed K
+// and V every layer of every step, the launcher uploads one small table per call (a single copy):
+// per sequence its K and V addresses, its length and its query rows (AttDecodeSequence); the work
+// units (AttDecodeUnit); and the rows whose keys were split (AttDecodeCombine).
+//
+//   attention_decode_hd{64,128,256}_{f32,bf16}: grid (units, Hkv). A unit is one query row and a
+//       range of at most ATT_DECODE_KEYS keys of the keys it sees (causal, window counted back
+//       from its own position; the host computes the range). The block takes all H / Hkv query
+//       heads of its KV head at once, so each K and V row of the range is loaded once per KV head
+//       group (GQA/MQA): keys in chunks of ATT_BK through shared memory, scores for every
+//       (head, key), an online softmax per head (running max m and sum l, the accumulator rescaled
+//       by exp(m_old − m_new)), accumulators in shared memory (each element owned by one thread).
+//       A row whose keys fit one unit writes O; a split row writes its partial (m, l, acc) to the
+//       workspace (flash-decoding), so long caches spread over many blocks.
+//   attention_decode_combine_{f32,bf16}: grid (split rows, H): O = Σ_i e^(m_i − m) acc_i /
+//       Σ_i e^(m_i − m) l_i with m = max_i m_i, the parts summed in their fixed order: the result
+//       does not depend on the order blocks run in (deterministic, no atomics).
+// Queries of one sequence (a prompt's prefill) are separate units, each reading its keys; fine
+// for decoding and short prompts, not a prefill kernel. HD bounds head_dim (the launcher picks the
+// smallest limit that holds it, as for the other kernels). This kernel has not run on a GPU; it
+// is checked by the host emulation (emulate/transformer_emulate.cpp) and the NVRTC compile test.
+
+#define ATT_DECODE_KEYS 256
+
+struct AttDecodeSequence {
+    unsigned long long k, v;  // device addresses of the cache's K and V, [capacity, Hkv·hd]
+    int len;                  // valid rows
+    int q_start, q_len;       // its query rows in Q
+    int unused;
+};
+struct AttDecodeUnit {
+    int sequence, row;         // the query row in Q, of this sequence
+    int key_begin, key_end;    // positions in the sequence's cache, key_end > key_begin
+    int part;                  // < 0: write O; else the partial's index in the workspace
+};
+struct AttDecodeCombine {
+    int row, first_part, parts;  // O row `row` from partials first_part.. first_part + parts
+};
+
+__host__ __device__ inline int att_decode_shared_floats(int hd, int group) {
+    // Q rows and accumulators of the group's heads; K and V chunks; scores [group][ATT_BK]; row
+    // max, sum and rescale factor per head.
+    return 2 * group * hd + 2 * ATT_BK * (hd + 1) + group * ATT_BK + 3 * group;
+}
+
+template <int HD, typename T>
+__device__ void attention_decode_body(const T* q, T* o, float* part_ml, float* part_acc,
+                                      const AttDecodeSequence* sequences,
+                                      const AttDecodeUnit* units, int heads, int kv_heads, int hd,
+                                      float scale) {
+    const int group = heads / kv_heads;
+    att_require_shared(att_decode_shared_floats(hd, group));
+    if (hd > HD) __trap();
+    TF_DYNAMIC_SHARED(shared);
+    const AttDecodeUnit u = units[blockIdx.x];
+    const AttDecodeSequence seq = sequences[u.sequence];
+    const int g = blockIdx.y, ld = hd + 1, kv_ld = kv_heads * hd, width = group * hd;
+    const T* K = reinterpret_cast<const T*>(seq.k);
+    const T* V = reinterpret_cast<const T*>(seq.v);
+    float* Qs = shared;              // [group][hd], the group's query heads of the row
+    float* Acc = Qs + width;         // [group][hd]
+    float* Ks = Acc + width;         // [ATT_BK][ld]
+    float* Vs = Ks + ATT_BK * ld;    // [ATT_BK][ld]
+    float* S = Vs + ATT_BK * ld;     // [group][ATT_BK], scores then probabilities
+    float* M = S + group * ATT_BK;   // [group]
+    float* L = M + group;            // [group]
+    float* Alpha = L + group;        // [group]
+    const int tid = threadIdx.x;
+    // Query heads g·group .. (g + 1)·group − 1 are adjacent in the row.
+    const long long q_off = (long long)u.row * heads * hd + (long long)g * width;
+    for (int e = tid; e < width; e += blockDim.x) {
+        Qs[e] = tf_to_f32(q[q_off + e]);
+        Acc[e] = 0.f;
+    }
+    for (int h = tid; h < group; h += blockDim.x) {
+        M[h] = -INFINITY;
+        L[h] = 0.f;
+    }
+    __syncthreads();
+    for (int k0 = u.key_begin; k0 < u.key_end; k0 += ATT_BK) {
+        const int n = min(ATT_BK, u.key_end - k0);
+        att_load_rows(Ks, ld, K, k0, n, ATT_BK, kv_ld, g * hd, hd);
+        att_load_rows(Vs, ld, V, k0, n, ATT_BK, kv_ld, g * hd, hd);
+        __syncthreads();
+        for (int e = tid; e < group * ATT_BK; e += blockDim.x) {
+            const int h = e / ATT_BK, j = e % ATT_BK;
+            S[e] = j < n ? att_dot(Qs + h * hd, Ks + j * ld, hd) * scale : -INFINITY;
+        }
+        __syncthreads();
+        for (int h = tid; h < group; h += blockDim.x) {
+            float m = M[h];
+            for (int j = 0; j < n; ++j) m = fmaxf(m, S[h * ATT_BK + j]);
+            Alpha[h] = expf(M[h] - m);  // 0 on the first chunk (M = −inf, m finite)
+            M[h] = m;
+        }
+        __syncthreads();
+        for (int e = tid; e < group * ATT_BK; e += blockDim.x) {
+            const int h = e / ATT_BK, j = e % ATT_BK;
+            S[e] = j < n ? expf(S[e] - M[h]) : 0.f;
+        }
+        __syncthreads();
+        for (int h = tid; h < group; h += blockDim.x) {
+            float sum = 0.f;
+            for (int j = 0; j < n; ++j) sum += S[h * ATT_BK + j];
+            L[h] = L[h] * Alpha[h] + sum;
+        }
+        for (int e = tid; e < width; e += blockDim.x) {
+            const int h = e / hd, d = e % hd;
+            float a = Acc[e] * Alpha[h];
+            for (int j = 0; j < n; ++j) a = fmaf(S[h * ATT_BK + j], Vs[j * ld + d], a);
+            Acc[e] = a;
+        }
+        __syncthreads();
+    }
+    if (u.part < 0) {
+        for (int e = tid; e < width; e += blockDim.x) o[q_off + e] = tf_from_f32<T>(Acc[e] / L[e / hd]);
+    } else {
+        const long long head0 = (long long)u.part * heads + (long long)g * group;
+        for (int e = tid; e < width; e += blockDim.x) part_acc[head0 * hd + e] = Acc[e];
+        for (int h = tid; h < group; h += blockDim.x) {
+            part_ml[(head0 + h) * 2] = M[h];
+            part_ml[(head0 + h) * 2 + 1] = L[h];
+        }
+    }
+}
+
+template <typename T>
+__device__ void attention_decode_combine_body(const float* part_ml, const float* part_acc, T* o,
+                                              const AttDecodeCombine* rows, int heads, int hd) {
+    const AttDecodeCombine c = rows[blockIdx.x];
+    const int h = blockIdx.y;
+    const long long first = (long long)c.first_part * heads + h;  // partial i: first + i·heads
+    float m = -INFINITY;
+    for (int i = 0; i < c.parts; ++i) m = fmaxf(m, part_ml[(first + (long long)i * heads) * 2]);
+    float l = 0.f;
+    for (int i = 0; i < c.parts; ++i) {
+        const long long p = first + (long long)i * heads;
+        l += part_ml[p * 2 + 1] * expf(part_ml[p * 2] - m);
+    }
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float a = 0.f;
+        for (int i = 0; i < c.parts; ++i) {
+            const long long p = first + (long long)i * heads;
+            a = fmaf(expf(part_ml[p * 2] - m), part_acc[p * hd + d], a);
+        }
+        o[((long long)c.row * heads + h) * hd + d] = tf_from_f32<T>(a / l);
+    }
+}
+
+#define ATT_DECODE_ENTRY(HD, SUF, T)                                                               \
+    extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention_decode_hd##HD##_##SUF(     \
+        const T* q, T* o, float* part_ml, float* part_acc, const AttDecodeSequence* sequences,     \
+        const AttDecodeUnit* units, int heads, int kv_heads, int hd, float scale) {                \
+        attention_decode_body<HD, T>(q, o, part_ml, part_acc, sequences, units, heads, kv_heads,   \
+                                     hd, scale);                                                   \
+    }
+#define ATT_DECODE_ENTRIES(SUF, T)                                                                 \
+    ATT_DECODE_ENTRY(64, SUF, T)                                                                   \
+    ATT_DECODE_ENTRY(128, SUF, T)                                                                  \
+    ATT_DECODE_ENTRY(256, SUF, T)                                                                  \
+    extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention_decode_combine_##SUF(      \
+        const float* part_ml, const float* part_acc, T* o, const AttDecodeCombine* rows,           \
+        int heads, int hd) {                                                                       \
+        attention_decode_combine_body<T>(part_ml, part_acc, o, rows, heads, hd);                   \
+    }
+
+ATT_DECODE_ENTRIES(f32, float)
+ATT_DECODE_ENTRIES(bf16, __nv_bfloat16)

@@ -198,7 +198,8 @@ fn kernels_match_the_oracle_on_shapes_that_reach_every_branch() {
 #[test]
 fn attention_matches_the_cpu_path_with_windows_scales_and_head_dim_256() {
     use flix_kernels::ops::attention::{
-        attention_backward, attention_cached_forward, attention_forward, AttentionShape,
+        attention_backward, attention_decode_forward, attention_forward, AttentionShape,
+        KvCacheView,
     };
     let Some(cuda) = cuda_or_skip() else {
         return;
@@ -273,16 +274,36 @@ fn attention_matches_the_cpu_path_with_windows_scales_and_head_dim_256() {
                 what("backward gave different bits twice")
             );
 
-            // Decode: 1 and 2 new queries against caches of 90 and 40 keys, and an empty
-            // segment; the window slides with the cache.
-            let (qs, ks) = ([0, 1, 1, 3], [0, 90, 90, 130]);
+            // Decode against per-sequence caches: 1, 2 and no new queries against caches of
+            // 600 (split over three work units), 40 and 7 keys, capacities past the lengths;
+            // the window slides with the cache.
+            let sequences = [(600, 700, 1), (40, 64, 2), (7, 16, 0)];
+            let mut caches = Vec::new();
+            for &(len, capacity, _) in &sequences {
+                let (k, k_cpu) = pair(&mut rng, capacity, hkv * hd, 2.0);
+                let (v, v_cpu) = pair(&mut rng, capacity, hkv * hd, 1.0);
+                caches.push((k, v, k_cpu, v_cpu, len));
+            }
             let (cq, cq_cpu) = pair(&mut rng, 3, h * hd, 2.0);
-            let (ck, ck_cpu) = pair(&mut rng, 130, hkv * hd, 2.0);
-            let (cv, cv_cpu) = pair(&mut rng, 130, hkv * hd, 1.0);
-            let got = attention_cached_forward(&cq, &ck, &cv, &qs, &ks, s).unwrap();
-            let want = attention_cached_forward(&cq_cpu, &ck_cpu, &cv_cpu, &qs, &ks, s).unwrap();
-            tol.check_scaled(&what("cached O"), &host(&got), &host(&want))
+            let q_starts = [0, 1, 3, 3];
+            let on_cuda: Vec<KvCacheView> = caches
+                .iter()
+                .map(|(k, v, _, _, len)| KvCacheView { k, v, len: *len })
+                .collect();
+            let on_cpu: Vec<KvCacheView> = caches
+                .iter()
+                .map(|(_, _, k, v, len)| KvCacheView { k, v, len: *len })
+                .collect();
+            let got = attention_decode_forward(&cq, &on_cuda, &q_starts, s).unwrap();
+            let want = attention_decode_forward(&cq_cpu, &on_cpu, &q_starts, s).unwrap();
+            tol.check_scaled(&what("decode O"), &host(&got), &host(&want))
                 .unwrap();
+            let again = attention_decode_forward(&cq, &on_cuda, &q_starts, s).unwrap();
+            assert!(
+                host(&again) == host(&got),
+                "{}",
+                what("decode gave different values twice")
+            );
         }
     }
     // Past the largest limit the launcher says so, naming both numbers.

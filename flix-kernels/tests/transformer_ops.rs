@@ -10,7 +10,7 @@ mod common;
 use common::{devices, host, tensor, tolerance, Rng};
 use flix_kernels::ops::adamw::{adamw_step, adamw_step_many, AdamWParams, AdamWTensor};
 use flix_kernels::ops::attention::{
-    attention_backward, attention_cached_forward, attention_forward, AttentionShape,
+    attention_backward, attention_decode_forward, attention_forward, AttentionShape, KvCacheView,
 };
 use flix_kernels::ops::cross_entropy::{
     linear_cross_entropy_backward, linear_cross_entropy_forward, IGNORE,
@@ -21,7 +21,7 @@ use flix_kernels::ops::reference;
 use flix_kernels::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 use flix_kernels::ops::rope::{inv_freq, rope_backward, rope_forward, RopeScaling};
 use flix_kernels::ops::swiglu::{swiglu_backward, swiglu_forward, GateActivation};
-use flix_kernels::{DType, Device, Tolerance};
+use flix_kernels::{DType, Device, Tensor, Tolerance};
 
 fn check(tol: Tolerance, what: &str, device: &Device, dtype: DType, got: &[f64], want: &[f64]) {
     tol.check_scaled(&format!("{what} on {device} {dtype}"), got, want)
@@ -191,7 +191,7 @@ fn attention_shapes() -> Vec<AttentionShape> {
 }
 
 #[test]
-fn attention_forward_backward_and_decode_match_the_reference_on_every_device() {
+fn attention_forward_and_backward_match_the_reference_on_every_device() {
     for shape in attention_shapes() {
         for (device, dtype) in devices() {
             attention_matches_the_reference(shape, &device, dtype);
@@ -229,22 +229,56 @@ fn attention_matches_the_reference(shape: AttentionShape, device: &Device, dtype
     check(tol, &what("attention dQ"), device, dtype, &host(&dqt), &dq);
     check(tol, &what("attention dK"), device, dtype, &host(&dkt), &dk);
     check(tol, &what("attention dV"), device, dtype, &host(&dvt), &dv);
+}
 
-    // Decode: 1 and 3 new queries against caches of 20 and 3 keys, and an empty segment.
-    let (qs, ks) = ([0, 1, 1, 4], [0, 20, 20, 23]);
-    let cq = tensor(device, dtype, &[4, h_ * hd], &rng.vec(4 * h_ * hd, 2.0));
-    let ck = tensor(device, dtype, &[23, hkv * hd], &rng.vec(23 * hkv * hd, 2.0));
-    let cv = tensor(device, dtype, &[23, hkv * hd], &rng.vec(23 * hkv * hd, 1.0));
-    let want = reference::attention((&host(&cq), &host(&ck), &host(&cv)), None, &qs, &ks, shape).o;
-    let got = attention_cached_forward(&cq, &ck, &cv, &qs, &ks, shape).unwrap();
-    check(
-        tol,
-        &what("cached attention O"),
-        device,
-        dtype,
-        &host(&got),
-        &want,
-    );
+/// The decode step against per-sequence caches read in place: caches of different lengths and
+/// capacities (one full, one longer than a decode work unit so its rows are split and
+/// combined), one, several and no new queries; the rows past each cache's length are NaN, so
+/// reading one shows.
+#[test]
+fn decode_attention_over_caches_matches_the_reference_on_every_device() {
+    for shape in attention_shapes() {
+        for (device, dtype) in devices() {
+            let (h_, kv_dim) = (shape.heads, shape.kv_heads * shape.head_dim);
+            let what = format!("decode attention O ({shape:?})");
+            let mut rng = Rng::new(9);
+            // (cache length, capacity, new queries)
+            let sequences = [(300, 320, 2), (3, 16, 3), (20, 20, 1), (5, 8, 0)];
+            let caches: Vec<(Tensor, Tensor, usize)> = sequences
+                .iter()
+                .map(|&(len, capacity, _)| {
+                    let mut rows = |scale| {
+                        let mut data = rng.vec(len * kv_dim, scale);
+                        data.resize(capacity * kv_dim, f32::NAN);
+                        tensor(&device, dtype, &[capacity, kv_dim], &data)
+                    };
+                    (rows(2.0), rows(1.0), len)
+                })
+                .collect();
+            let mut q_starts = vec![0];
+            for &(_, _, n) in &sequences {
+                q_starts.push(q_starts[q_starts.len() - 1] + n);
+            }
+            let tq = q_starts[sequences.len()];
+            let width = h_ * shape.head_dim;
+            let q = tensor(&device, dtype, &[tq, width], &rng.vec(tq * width, 2.0));
+            let hosts: Vec<(Vec<f64>, Vec<f64>, usize)> = caches
+                .iter()
+                .map(|(k, v, len)| (host(k), host(v), *len))
+                .collect();
+            let refs: Vec<(&[f64], &[f64], usize)> = hosts
+                .iter()
+                .map(|(k, v, len)| (k.as_slice(), v.as_slice(), *len))
+                .collect();
+            let want = reference::attention_decode(&host(&q), &refs, &q_starts, shape);
+            let views: Vec<KvCacheView> = caches
+                .iter()
+                .map(|(k, v, len)| KvCacheView { k, v, len: *len })
+                .collect();
+            let got = attention_decode_forward(&q, &views, &q_starts, shape).unwrap();
+            check(tolerance(dtype), &what, &device, dtype, &host(&got), &want);
+        }
+    }
 }
 
 #[test]

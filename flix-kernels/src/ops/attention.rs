@@ -428,22 +428,31 @@ pub fn attention_backward(
     ))
 }
 
-/// Forward attention of new queries against a key/value cache (decoding; no backward).
+/// One sequence's key/value cache as [`attention_decode_forward`] reads it, in place: K and V
+/// are `[capacity, kv_heads · head_dim]` buffers (on the device of the queries) whose first
+/// `len` rows are the sequence's keys and values so far; the rows past `len` are never read.
+#[derive(Clone, Copy, Debug)]
+pub struct KvCacheView<'a> {
+    pub k: &'a Tensor,
+    pub v: &'a Tensor,
+    pub len: usize,
+}
+
+/// Forward attention of new queries against each sequence's own key/value cache, read where it
+/// lies (generation; no backward).
 ///
-/// Segment s has queries `q_starts[s]..q_starts[s + 1]` and keys/values
-/// `kv_starts[s]..kv_starts[s + 1]`, whose last rows are the keys of those same queries: the
-/// query with local index j sits at key position `kv_len − q_len + j` and attends keys up to it.
-/// With `q_starts == kv_starts` this is [`attention_forward`] without the lse.
-pub fn attention_cached_forward(
+/// Sequence s has queries `q_starts[s]..q_starts[s + 1]` and the cache `caches[s]`, whose last
+/// rows are the keys of those same queries (the step appends them before attending): the query
+/// with local index j sits at key position `len − q_len + j` and attends the keys up to it,
+/// within the sliding window counted back from that position. Returns O `[Tq, heads · head_dim]`.
+pub fn attention_decode_forward(
     q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
+    caches: &[KvCacheView],
     q_starts: &[usize],
-    kv_starts: &[usize],
     shape: AttentionShape,
 ) -> Result<Tensor> {
-    let _profile = crate::profile::scope("attention_cached_forward", q.device());
-    const OP: &str = "attention_cached_forward";
+    let _profile = crate::profile::scope("attention_decode_forward", q.device());
+    const OP: &str = "attention_decode_forward";
     let AttentionShape {
         heads,
         kv_heads,
@@ -453,51 +462,71 @@ pub fn attention_cached_forward(
     } = shape;
     shape.check_heads(OP)?;
     let tq = q.shape().first().copied().unwrap_or(0);
-    let tk = k.shape().first().copied().unwrap_or(0);
     q.expect_shape(OP, "Q", &[tq, heads * hd])?;
-    k.expect_shape(OP, "K", &[tk, kv_heads * hd])?;
-    v.expect_shape(OP, "V", &[tk, kv_heads * hd])?;
-    let rises = |s: &[usize], end: usize| {
-        s.first() == Some(&0) && s.last() == Some(&end) && s.windows(2).all(|w| w[0] <= w[1])
-    };
-    let fits = q_starts.len() == kv_starts.len()
-        && rises(q_starts, tq)
-        && rises(kv_starts, tk)
-        && q_starts
-            .windows(2)
-            .zip(kv_starts.windows(2))
-            .all(|(a, b)| a[1] - a[0] <= b[1] - b[0]);
-    if !fits {
+    let rises = q_starts.first() == Some(&0)
+        && q_starts.last() == Some(&tq)
+        && q_starts.windows(2).all(|w| w[0] <= w[1]);
+    if !rises || q_starts.len() != caches.len() + 1 {
         return Err(KernelError::Invalid {
             op: OP,
             message: format!(
-                "query starts {q_starts:?} (of {tq} rows) and key starts {kv_starts:?} (of {tk} \
-                 rows) must rise from 0 to the row counts, segment by segment, with no more \
-                 queries than keys"
+                "query starts {q_starts:?} must rise from 0 to the {tq} query rows, one segment \
+                 per cache ({} caches)",
+                caches.len()
             ),
         });
     }
-    if let Device::Cuda(b) = q.device() {
-        return super::cuda::attention::attention_cached_forward(
-            b, q, k, v, q_starts, kv_starts, shape,
-        );
+    for (s, (cache, w)) in caches.iter().zip(q_starts.windows(2)).enumerate() {
+        let capacity = cache.k.shape().first().copied().unwrap_or(0);
+        cache
+            .k
+            .expect_shape(OP, "cached K", &[capacity, kv_heads * hd])?;
+        cache
+            .v
+            .expect_shape(OP, "cached V", &[capacity, kv_heads * hd])?;
+        let q_len = w[1] - w[0];
+        if cache.len > capacity || q_len > cache.len {
+            return Err(KernelError::Invalid {
+                op: OP,
+                message: format!(
+                    "sequence {s}: {q_len} queries and a cache of {} keys in {capacity} rows; \
+                     need queries <= keys <= rows",
+                    cache.len
+                ),
+            });
+        }
+        for (what, t) in [("cached K", cache.k), ("cached V", cache.v)] {
+            if !t.device().same(q.device()) {
+                return Err(KernelError::WrongDevice {
+                    op: OP,
+                    what,
+                    expected: q.device().to_string(),
+                    found: t.device().to_string(),
+                });
+            }
+        }
     }
-    let (qs, ks, vs) = (q.cpu_data(OP)?, k.cpu_data(OP)?, v.cpu_data(OP)?);
+    if let Device::Cuda(b) = q.device() {
+        return super::cuda::attention::attention_decode_forward(b, q, caches, q_starts, shape);
+    }
+    let qs = q.cpu_data(OP)?;
     let group = heads / kv_heads;
+    let kv_ld = kv_heads * hd;
     let mut out = vec![0.0f32; tq * heads * hd];
     let mut scores = Vec::new();
-    for (qs_, ks_) in q_starts.windows(2).zip(kv_starts.windows(2)) {
-        let offset = (ks_[1] - ks_[0]) - (qs_[1] - qs_[0]);
-        for (j, i) in (qs_[0]..qs_[1]).enumerate() {
-            let last = ks_[0] + offset + j;
-            let first = ks_[0] + shape.first_visible(offset + j);
+    for (cache, w) in caches.iter().zip(q_starts.windows(2)) {
+        let (ks, vs) = (cache.k.cpu_data(OP)?, cache.v.cpu_data(OP)?);
+        let offset = cache.len - (w[1] - w[0]);
+        for (j, i) in (w[0]..w[1]).enumerate() {
+            let last = offset + j;
+            let first = shape.first_visible(last);
             for h in 0..heads {
                 let g = h / group;
                 let qi = &qs[i * heads * hd + h * hd..][..hd];
                 scores.clear();
                 let mut max = f32::NEG_INFINITY;
                 for kj in first..=last {
-                    let s = dot(qi, &ks[kj * kv_heads * hd + g * hd..][..hd]) * scale;
+                    let s = dot(qi, &ks[kj * kv_ld + g * hd..][..hd]) * scale;
                     max = max.max(s);
                     scores.push(s);
                 }
@@ -508,7 +537,7 @@ pub fn attention_cached_forward(
                 }
                 let o = &mut out[i * heads * hd + h * hd..][..hd];
                 for (p, kj) in scores.iter().zip(first..=last) {
-                    let vj = &vs[kj * kv_heads * hd + g * hd..][..hd];
+                    let vj = &vs[kj * kv_ld + g * hd..][..hd];
                     for (a, b) in o.iter_mut().zip(vj) {
                         *a += p / sum * b;
                     }
@@ -539,38 +568,94 @@ mod tests {
         check_forward_backward(AttentionShape::new(4, 2, 3), &[0, 3, 4, 7], 1);
     }
 
+    /// Each segment of packed K and V (`[T, width]`, segments `starts`) copied into a cache of
+    /// its own whose capacity is `spare` rows more than its length, the spare rows NaN: a read
+    /// past a cache's length shows in the output.
+    fn caches_of(
+        k: &[f32],
+        v: &[f32],
+        starts: &[usize],
+        width: usize,
+        spare: usize,
+    ) -> Vec<(Tensor, Tensor, usize)> {
+        let cache = |x: &[f32], a: usize, b: usize| {
+            let mut rows = x[a * width..b * width].to_vec();
+            rows.resize((b - a + spare) * width, f32::NAN);
+            Tensor::cpu(&[b - a + spare, width], rows).unwrap()
+        };
+        starts
+            .windows(2)
+            .map(|w| (cache(k, w[0], w[1]), cache(v, w[0], w[1]), w[1] - w[0]))
+            .collect()
+    }
+
+    fn views(caches: &[(Tensor, Tensor, usize)]) -> Vec<KvCacheView<'_>> {
+        caches
+            .iter()
+            .map(|(k, v, len)| KvCacheView { k, v, len: *len })
+            .collect()
+    }
+
+    /// The rows `rows` of Q (width `width`) as a tensor.
+    fn query_rows(q: &[f32], rows: &[usize], width: usize) -> Tensor {
+        let data: Vec<f32> = rows
+            .iter()
+            .flat_map(|&r| q[r * width..(r + 1) * width].to_vec())
+            .collect();
+        Tensor::cpu(&[rows.len(), width], data).unwrap()
+    }
+
     #[test]
-    fn cached_attention_equals_the_last_rows_of_full_attention() {
+    fn decode_attention_equals_the_last_rows_of_full_attention() {
         let shape = AttentionShape::new(4, 2, 3);
         let starts = [0usize, 3, 4, 7];
         let t = 7;
         let q = pseudo_random(t * 12, 5);
         let k = pseudo_random(t * 6, 6);
         let v = pseudo_random(t * 6, 7);
-        let (qt, kt, vt) = (
-            Tensor::cpu(&[t, 12], q.clone()).unwrap(),
-            Tensor::cpu(&[t, 6], k.clone()).unwrap(),
-            Tensor::cpu(&[t, 6], v.clone()).unwrap(),
-        );
         let full = reference(&to_f64(&q), &to_f64(&k), &to_f64(&v), &starts, shape);
-        // All queries (prefill).
-        let o = attention_cached_forward(&qt, &kt, &vt, &starts, &starts, shape).unwrap();
+        let caches = caches_of(&k, &v, &starts, 6, 5);
+        // All queries (prefill into empty caches).
+        let qt = Tensor::cpu(&[t, 12], q.clone()).unwrap();
+        let o = attention_decode_forward(&qt, &views(&caches), &starts, shape).unwrap();
         assert_close("prefill", &o.to_f32_vec().unwrap(), &full, 1e-5);
-        // Only the last query of each segment (decoding one token per sequence).
-        let last_rows = [2usize, 3, 6];
-        let qd: Vec<f32> = last_rows
+        // Only the last queries of each segment (decoding); the middle sequence has two.
+        let rows = [2usize, 3, 4, 6];
+        let o = attention_decode_forward(
+            &query_rows(&q, &rows, 12),
+            &views(&caches),
+            &[0, 1, 3, 4],
+            shape,
+        );
+        assert!(o.is_err(), "2 queries against a cache of 1 key");
+        let caches2 = caches_of(&k, &v, &[0, 3, 5, 7], 6, 0);
+        let full2 = reference(&to_f64(&q), &to_f64(&k), &to_f64(&v), &[0, 3, 5, 7], shape);
+        let o = attention_decode_forward(
+            &query_rows(&q, &rows, 12),
+            &views(&caches2),
+            &[0, 1, 3, 4],
+            shape,
+        )
+        .unwrap();
+        let want: Vec<f64> = rows
             .iter()
-            .flat_map(|&r| q[r * 12..(r + 1) * 12].to_vec())
-            .collect();
-        let qdt = Tensor::cpu(&[3, 12], qd).unwrap();
-        let o = attention_cached_forward(&qdt, &kt, &vt, &[0, 1, 2, 3], &starts, shape).unwrap();
-        let want: Vec<f64> = last_rows
-            .iter()
-            .flat_map(|&r| full[r * 12..(r + 1) * 12].to_vec())
+            .flat_map(|&r| full2[r * 12..(r + 1) * 12].to_vec())
             .collect();
         assert_close("decode", &o.to_f32_vec().unwrap(), &want, 1e-5);
-        // More queries than keys in a segment is an error.
-        assert!(attention_cached_forward(&qt, &kt, &vt, &starts, &[0, 2, 4, 7], shape).is_err());
+        // A length past the capacity, or too few query starts, is an error.
+        let mut bad = views(&caches2);
+        bad[0].len = 4;
+        assert!(
+            attention_decode_forward(&query_rows(&q, &rows, 12), &bad, &[0, 1, 3, 4], shape)
+                .is_err()
+        );
+        assert!(attention_decode_forward(
+            &query_rows(&q, &rows, 12),
+            &views(&caches2),
+            &[0, 4],
+            shape
+        )
+        .is_err());
     }
 
     /// Random Q, K, V for `shape` over the segments `starts` (seeded from `seed`); checks the
@@ -650,14 +735,12 @@ mod tests {
                 .any(|(a, b)| (a - b).abs() > 1e-3),
             "the window must change the output"
         );
-        // Decoding the last token of each segment against the cache sees the same window.
+        // Decoding the last token of each segment against its cache sees the same window.
         let last_rows = [69usize, 72];
-        let qd: Vec<f32> = last_rows
-            .iter()
-            .flat_map(|&r| q[r * 4..(r + 1) * 4].to_vec())
-            .collect();
-        let qdt = Tensor::cpu(&[2, 4], qd).unwrap();
-        let o = attention_cached_forward(&qdt, &kt, &vt, &[0, 1, 2], &starts, shape).unwrap();
+        let k = kt.to_f32_vec().unwrap();
+        let caches = caches_of(&k, &vt.to_f32_vec().unwrap(), &starts, 2, 9);
+        let qdt = query_rows(&q, &last_rows, 4);
+        let o = attention_decode_forward(&qdt, &views(&caches), &[0, 1, 2], shape).unwrap();
         let want_rows: Vec<f64> = last_rows
             .iter()
             .flat_map(|&r| want[r * 4..(r + 1) * 4].to_vec())

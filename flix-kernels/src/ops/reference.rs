@@ -270,6 +270,26 @@ pub fn attention(
     r
 }
 
+/// O of [`super::attention::attention_decode_forward`]: queries `q` [Tq, heads · hd], sequence
+/// s holding queries `qs[s]..qs[s+1]` and the cache `caches[s]` = (K, V, len), K and V row-major
+/// `[capacity, kv_heads · hd]` of which the first `len` rows are its keys and values. The same
+/// function as [`attention`] over the caches' valid rows packed one after another.
+pub fn attention_decode(
+    q: &[f64],
+    caches: &[(&[f64], &[f64], usize)],
+    qs: &[usize],
+    s: AttentionShape,
+) -> Vec<f64> {
+    let kv_dim = s.kv_heads * s.head_dim;
+    let (mut k, mut v, mut ks) = (Vec::new(), Vec::new(), vec![0]);
+    for &(ck, cv, len) in caches {
+        k.extend_from_slice(&ck[..len * kv_dim]);
+        v.extend_from_slice(&cv[..len * kv_dim]);
+        ks.push(ks[ks.len() - 1] + len);
+    }
+    attention((q, &k, &v), None, qs, &ks, s).o
+}
+
 /// One AdamW step (decoupled weight decay, bias-corrected moments) on `p`, `m`, `v` with the
 /// gradient `g`; `step` counts from 1. The hyperparameters are taken as the f32 values the op
 /// receives.

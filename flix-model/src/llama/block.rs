@@ -19,7 +19,7 @@
 
 use flix_kernels::flix::DevicePlan;
 use flix_kernels::ops::attention::{
-    attention_backward, attention_cached_forward, attention_forward, AttentionShape,
+    attention_backward, attention_decode_forward, attention_forward, AttentionShape, KvCacheView,
 };
 use flix_kernels::ops::elementwise::{add_assign, copy_rows};
 use flix_kernels::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
@@ -511,9 +511,8 @@ impl DecoderLayer {
         let (b, s) = (inp.batch, self.shape);
         let (xn1, _) = rmsnorm_forward(&x, &self.input_norm.value, self.eps)?;
         let Qkv { q, k, v, .. } = self.qkv(inp, &xn1)?;
-        // Append the step's keys and values to each sequence's cache, then gather every active
-        // sequence's whole cache into one packed K and V: all on the device.
-        let mut kv_starts = vec![0];
+        // Append the step's keys and values to each sequence's cache, then attend over the
+        // caches where they lie (no gather into one packed K and V).
         for (seg, &slot) in seqs.iter().enumerate() {
             let entry = cache
                 .slots
@@ -521,20 +520,19 @@ impl DecoderLayer {
                 .ok_or_else(|| ModelError::Batch(format!("cache slot {slot} does not exist")))?;
             let (from, n) = (b.starts[seg], b.starts[seg + 1] - b.starts[seg]);
             SequenceCache::append(entry, &k, &v, from, n)?;
-            let len = entry.as_ref().map_or(0, |c| c.len);
-            kv_starts.push(kv_starts[seg] + len);
         }
-        let rows = kv_starts[seqs.len()];
-        let kv_dim = s.kv_heads * s.head_dim;
-        let mut k_all = Tensor::zeros(x.device(), x.dtype(), &[rows, kv_dim])?;
-        let mut v_all = Tensor::zeros(x.device(), x.dtype(), &[rows, kv_dim])?;
-        for (seg, &slot) in seqs.iter().enumerate() {
-            if let Some(c) = &cache.slots[slot] {
-                copy_rows(&c.k, 0, &mut k_all, kv_starts[seg], c.len)?;
-                copy_rows(&c.v, 0, &mut v_all, kv_starts[seg], c.len)?;
-            }
-        }
-        let attn = attention_cached_forward(&q, &k_all, &v_all, &b.starts, &kv_starts, s)?;
+        let views = seqs
+            .iter()
+            .map(|&slot| match cache.slots.get(slot) {
+                Some(Some(c)) => Ok(KvCacheView {
+                    k: &c.k,
+                    v: &c.v,
+                    len: c.len,
+                }),
+                _ => Err(ModelError::Batch(format!("cache slot {slot} is empty"))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let attn = attention_decode_forward(&q, &views, &b.starts, s)?;
         let (o, _) = self.o_proj.forward(inp.plan, &attn)?;
         let (x_mid, _) = self.join_attention(o, &x)?;
         Ok(self.mlp(inp.plan, &x_mid)?.out)

@@ -1,5 +1,5 @@
 //! Launchers of `transformer_attention.cu`: causal GQA attention over packed segments, forward
-//! (also the cached decode step) and backward, with the shape's softmax scale and sliding window.
+//! and backward, and the decode step over per-sequence KV caches read in place, with the shape's softmax scale and sliding window.
 //! Shapes and segment starts are checked by the op functions in `ops/attention.rs`; here: one
 //! device, one dtype, head_dim within the kernels' limit, then the launches.
 
@@ -12,7 +12,7 @@ use super::Args;
 use super::{blocks, grid_stride, same_device_and_dtype, suffix, tiles, to_i32, upload, workspace};
 use crate::cuda::CudaBackend;
 use crate::error::{KernelError, Result};
-use crate::ops::attention::AttentionShape;
+use crate::ops::attention::{AttentionShape, KvCacheView};
 use crate::{DType, Device, Tensor};
 
 /// Rows per tile (ATT_TILE and ATT_BK_BWD in the kernel source).
@@ -61,6 +61,10 @@ enum Layout {
     ForwardMma,
     BackwardDqMma,
     BackwardDkDvMma,
+    /// The decode kernel, taking `group` query heads per KV head at once.
+    Decode {
+        group: usize,
+    },
 }
 
 /// Whether attention runs on the tensor cores: bf16 operands, and head_dim a multiple of the
@@ -170,6 +174,11 @@ fn shared_bytes(layout: Layout, head_dim: usize) -> usize {
                 + 2 * bf16_scores(TILE)
                 + aligned(4 * TILE * 4)
                 + out_scratch
+        }
+        // att_decode_shared_floats: the group's Q rows and accumulators; K and V chunks; scores;
+        // row max, sum and rescale factor per head.
+        Layout::Decode { group } => {
+            floats(2 * group * head_dim + 2 * FORWARD_KEYS * row + group * FORWARD_KEYS + 3 * group)
         }
     }
 }
@@ -314,18 +323,208 @@ pub fn attention_forward(
     Ok((out, host))
 }
 
-/// The decode step against a KV cache.
-pub fn attention_cached_forward(
+/// Keys per work unit of the decode kernel (ATT_DECODE_KEYS): a query row that sees more is
+/// split over several blocks whose partial results the combine kernel joins.
+const DECODE_KEYS: usize = 256;
+
+/// How the decode kernel covers a call, as the kernel's i32 records: per work unit
+/// `{sequence, query row, first key, end key, partial index or −1}` (AttDecodeUnit), per split
+/// row `{row, first partial, partials}` (AttDecodeCombine), and the number of partials.
+#[derive(Debug, PartialEq, Eq)]
+struct DecodePlan {
+    units: Vec<[i32; 5]>,
+    combines: Vec<[i32; 3]>,
+    parts: usize,
+}
+
+/// Each query row sees the keys from its window's start up to its own position (the row j of a
+/// sequence with q_len queries and len keys sits at position len − q_len + j); rows seeing more
+/// than `DECODE_KEYS` keys are cut into units of `DECODE_KEYS` from their first key on.
+fn decode_plan(
+    op: &'static str,
+    lens: &[usize],
+    q_starts: &[usize],
+    shape: AttentionShape,
+) -> Result<DecodePlan> {
+    let i32_ = |what, n| to_i32(op, what, n);
+    let mut plan = DecodePlan {
+        units: Vec::new(),
+        combines: Vec::new(),
+        parts: 0,
+    };
+    for (s, (&len, w)) in lens.iter().zip(q_starts.windows(2)).enumerate() {
+        let q_len = w[1] - w[0];
+        for (j, row) in (w[0]..w[1]).enumerate() {
+            let position = len - q_len + j;
+            let first = shape
+                .window
+                .map_or(0, |window| (position + 1).saturating_sub(window));
+            let end = position + 1;
+            let pieces = (end - first).div_ceil(DECODE_KEYS);
+            if pieces > 1 {
+                plan.combines.push([
+                    i32_("query row", row)?,
+                    i32_("partial index", plan.parts)?,
+                    i32_("partials", pieces)?,
+                ]);
+            }
+            for piece in 0..pieces {
+                let begin = first + piece * DECODE_KEYS;
+                let part = if pieces > 1 {
+                    i32_("partial index", plan.parts + piece)?
+                } else {
+                    -1
+                };
+                plan.units.push([
+                    i32_("sequence index", s)?,
+                    i32_("query row", row)?,
+                    i32_("key position", begin)?,
+                    i32_("key position", (begin + DECODE_KEYS).min(end))?,
+                    part,
+                ]);
+            }
+            if pieces > 1 {
+                plan.parts += pieces;
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// Splits a device address into the two little-endian u32 words of its place in a table.
+fn address_words(address: u64) -> [u32; 2] {
+    [address as u32, (address >> 32) as u32]
+}
+
+/// The decode step against per-sequence caches read in place: one upload of the sequence table
+/// (AttDecodeSequence: K and V addresses, length, query rows), the work units and the split
+/// rows; the decode kernel over (units, Hkv); the combine kernel over (split rows, H).
+pub fn attention_decode_forward(
     backend: &Arc<CudaBackend>,
     q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
+    caches: &[KvCacheView],
     q_starts: &[usize],
-    kv_starts: &[usize],
     shape: AttentionShape,
 ) -> Result<Tensor> {
-    const OP: &str = "attention_cached_forward";
-    Ok(forward(backend, OP, (q, k, v), q_starts, kv_starts, shape)?.0)
+    const OP: &str = "attention_decode_forward";
+    let mut tensors = vec![("Q", q)];
+    for c in caches {
+        tensors.extend([("cached K", c.k), ("cached V", c.v)]);
+    }
+    let dtype = same_device_and_dtype(OP, backend, &tensors)?;
+    let limit = head_dim_limit(OP, shape)?;
+    let AttentionShape {
+        heads,
+        kv_heads,
+        head_dim,
+        scale,
+        ..
+    } = shape;
+    let tq = q.shape()[0];
+    let mut out = Tensor::zeros(
+        &Device::Cuda(backend.clone()),
+        dtype,
+        &[tq, heads * head_dim],
+    )?;
+    let lens: Vec<usize> = caches.iter().map(|c| c.len).collect();
+    let plan = decode_plan(OP, &lens, q_starts, shape)?;
+    if plan.units.is_empty() || heads == 0 {
+        return Ok(out);
+    }
+    let (h_i, hkv_i, hd_i) = (
+        to_i32(OP, "heads", heads)?,
+        to_i32(OP, "kv_heads", kv_heads)?,
+        to_i32(OP, "head_dim", head_dim)?,
+    );
+    let source = &kernels_cu::TRANSFORMER_ATTENTION;
+    let f = backend.function(
+        source,
+        &format!("attention_decode_{limit}_{}", suffix(dtype)),
+    )?;
+    let layout = Layout::Decode {
+        group: heads / kv_heads,
+    };
+    let config = launch_config(
+        backend,
+        OP,
+        &f,
+        (plan.units.len(), kv_heads),
+        layout,
+        head_dim,
+    )?;
+    let mut part_ml = workspace::<f32>(backend, plan.parts * heads * 2)?;
+    let mut part_acc = workspace::<f32>(backend, plan.parts * heads * head_dim)?;
+
+    {
+        let mut tensor_args = Args::new(backend);
+        let qp = tensor_args.read(OP, "Q", q)?;
+        let op_ = tensor_args.write(OP, "O", &mut out)?;
+        // The table, in u32 words: 8 per sequence (K and V addresses, len, q_start, q_len, unused),
+        // then the units (5), then the split rows (3). Sequences first keeps their 8-byte addresses
+        // aligned.
+        let mut words = Vec::with_capacity(8 * caches.len() + 5 * plan.units.len());
+        for (c, w) in caches.iter().zip(q_starts.windows(2)) {
+            words.extend(address_words(tensor_args.read(OP, "cached K", c.k)?));
+            words.extend(address_words(tensor_args.read(OP, "cached V", c.v)?));
+            words.extend([
+                to_i32(OP, "cache length", c.len)? as u32,
+                to_i32(OP, "query row", w[0])? as u32,
+                to_i32(OP, "query count", w[1] - w[0])? as u32,
+                0,
+            ]);
+        }
+        let units_at = words.len();
+        words.extend(plan.units.iter().flatten().map(|&x| x as u32));
+        let combines_at = words.len();
+        words.extend(plan.combines.iter().flatten().map(|&x| x as u32));
+        let table = upload(backend, &words)?;
+        let mut table_args = Args::new(backend);
+        let table_p = table_args.slice(&table);
+        let (units_p, combines_p) = (
+            table_p + 4 * units_at as u64,
+            table_p + 4 * combines_at as u64,
+        );
+        let (mlp, accp) = (
+            table_args.slice_mut(&mut part_ml),
+            table_args.slice_mut(&mut part_acc),
+        );
+        let mut b = backend.stream().launch_builder(&f);
+        b.arg(&qp)
+            .arg(&op_)
+            .arg(&mlp)
+            .arg(&accp)
+            .arg(&table_p)
+            .arg(&units_p)
+            .arg(&h_i)
+            .arg(&hkv_i)
+            .arg(&hd_i)
+            .arg(&scale);
+        // SAFETY: matches attention_decode_hd*_*(const T*, T*, float*, float*, const
+        // AttDecodeSequence*, const AttDecodeUnit*, int, int, int, float); the sequence table holds
+        // the live addresses of caches of [capacity, kv_heads · head_dim] with len <= capacity (the
+        // op checked), every unit's keys lie within its sequence's len and its row within Q, the
+        // partial indices within the workspaces, and the shared memory is the kernel's layout.
+        unsafe { b.launch(config) }?;
+        if !plan.combines.is_empty() {
+            let combine = backend.function(
+                source,
+                &format!("attention_decode_combine_{}", suffix(dtype)),
+            )?;
+            let config = blocks(OP, (plan.combines.len(), heads), THREADS)?;
+            let mut b = backend.stream().launch_builder(&combine);
+            b.arg(&mlp)
+                .arg(&accp)
+                .arg(&op_)
+                .arg(&combines_p)
+                .arg(&h_i)
+                .arg(&hd_i);
+            // SAFETY: matches attention_decode_combine_*(const float*, const float*, T*, const
+            // AttDecodeCombine*, int, int); every split row's partials were written by the decode
+            // launch before it on the same stream.
+            unsafe { b.launch(config) }?;
+        }
+    }
+    Ok(out)
 }
 
 /// Returns (dQ, dK, dV).
