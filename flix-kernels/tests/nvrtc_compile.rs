@@ -49,14 +49,20 @@ fn every_kernel_source_compiles_for_sm90() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-/// Every attention entry: the dot product of the backward per dtype; per head-dim limit the FMA
-/// forward, dQ and dK/dV kernels for f32 and bf16, and the tensor-core ones for bf16.
+/// Every attention entry: the dot product of the backward and the decode combine per dtype; per
+/// head-dim limit the FMA forward, dQ and dK/dV kernels and the decode kernel for f32 and bf16,
+/// and the tensor-core ones for bf16.
 fn attention_entries() -> Vec<String> {
     let mut entries = vec![
         "attention_bwd_dot_f32".to_string(),
         "attention_bwd_dot_bf16".to_string(),
+        "attention_decode_combine_f32".to_string(),
+        "attention_decode_combine_bf16".to_string(),
     ];
     for limit in [64, 128, 256] {
+        for dtype in ["f32", "bf16"] {
+            entries.push(format!("attention_decode_hd{limit}_{dtype}"));
+        }
         for kernel in ["forward", "bwd_dq", "bwd_dkdv"] {
             for dtype in ["f32", "bf16"] {
                 entries.push(format!("attention_{kernel}_hd{limit}_{dtype}"));

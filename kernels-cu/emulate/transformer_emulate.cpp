@@ -70,6 +70,7 @@ template <typename T> static vector<double> as_double(const vector<T>& v) {
     return out;
 }
 template <typename T> static vector<T> poisoned(size_t n) { return vector<T>(n, to_t<T>(std::nanf(""))); }
+static unsigned long long address(const void* p) { return (unsigned long long)(uintptr_t)p; }
 static unsigned blocks_for(size_t n) { return unsigned(std::min<size_t>((n + 255) / 256, 4)); }
 
 template <typename T> static void embedding() {
@@ -483,6 +484,87 @@ template <typename T> static void attention_cases() {
     attention<T>({4, 2, 48, 0.15f, 40}, odd, odd_qs, odd_ks, true);
 }
 
+// The decode kernel over per-sequence caches read in place (ops/cuda/attention.rs,
+// attention_decode_forward), with the sequence table, work units and split rows built as the
+// launcher builds them: units of at most ATT_DECODE_KEYS keys from each row's first visible key,
+// rows seeing more split and combined. Caches of different lengths and capacities, the rows past
+// each length NaN (a read of one shows); one, three, no and one new queries. Checked against the
+// double loops over the caches' valid rows packed (the attention reference above).
+template <typename T> static void attention_decode(const AttShape sh) {
+    const int H = sh.H, Hkv = sh.Hkv, hd = sh.hd, kv_dim = Hkv * hd, group = H / Hkv;
+    const std::string tag = "hd " + std::to_string(hd) + " " + std::to_string(H) + ":" + std::to_string(Hkv) +
+                            (sh.window ? ", window " + std::to_string(sh.window) : std::string()) + ": decode ";
+    struct Sequence {
+        int len, capacity, q_len;
+    };
+    const vector<Sequence> sequences = {{600, 700, 1}, {40, 64, 3}, {7, 16, 0}, {1, 16, 1}};
+    vector<vector<T>> kc, vc;
+    vector<T> k_packed, v_packed;
+    vector<int> qs = {0}, ks = {0};
+    for (const auto& sq : sequences) {
+        auto k = rand_t<T>((size_t)sq.len * kv_dim, 2.f), v = rand_t<T>((size_t)sq.len * kv_dim);
+        k_packed.insert(k_packed.end(), k.begin(), k.end());
+        v_packed.insert(v_packed.end(), v.begin(), v.end());
+        k.resize((size_t)sq.capacity * kv_dim, to_t<T>(std::nanf("")));
+        v.resize((size_t)sq.capacity * kv_dim, to_t<T>(std::nanf("")));
+        kc.push_back(std::move(k)), vc.push_back(std::move(v));
+        qs.push_back(qs.back() + sq.q_len), ks.push_back(ks.back() + sq.len);
+    }
+    auto q = rand_t<T>((size_t)qs.back() * H * hd, 2.f);
+    vector<AttDecodeSequence> table;
+    vector<AttDecodeUnit> units;
+    vector<AttDecodeCombine> combines;
+    int parts = 0;
+    for (size_t s = 0; s < sequences.size(); ++s) {
+        const auto& sq = sequences[s];
+        table.push_back({address(kc[s].data()), address(vc[s].data()), sq.len, qs[s], sq.q_len, 0});
+        for (int j = 0; j < sq.q_len; ++j) {
+            const int row = qs[s] + j, position = sq.len - sq.q_len + j, end = position + 1;
+            const int first = sh.window > 0 ? std::max(0, position - sh.window + 1) : 0;
+            const int pieces = (end - first + ATT_DECODE_KEYS - 1) / ATT_DECODE_KEYS;
+            if (pieces > 1) combines.push_back({row, parts, pieces});
+            for (int p = 0; p < pieces; ++p) {
+                const int begin = first + p * ATT_DECODE_KEYS;
+                units.push_back({int(s), row, begin, std::min(begin + ATT_DECODE_KEYS, end), pieces > 1 ? parts + p : -1});
+            }
+            if (pieces > 1) parts += pieces;
+        }
+    }
+    auto o = poisoned<T>(q.size());
+    vector<float> part_ml((size_t)std::max(parts, 1) * H * 2, std::nanf("")), part_acc((size_t)std::max(parts, 1) * H * hd, std::nanf(""));
+    using Decode = void (*)(const T*, T*, float*, float*, const AttDecodeSequence*, const AttDecodeUnit*, int, int, int, float);
+    using Combine = void (*)(const float*, const float*, T*, const AttDecodeCombine*, int, int);
+    Decode decode;
+    Combine combine;
+    if constexpr (is_f32<T>) {
+        decode = hd <= 64 ? attention_decode_hd64_f32 : hd <= 128 ? attention_decode_hd128_f32 : attention_decode_hd256_f32;
+        combine = attention_decode_combine_f32;
+    } else {
+        decode = hd <= 64 ? attention_decode_hd64_bf16 : hd <= 128 ? attention_decode_hd128_bf16 : attention_decode_hd256_bf16;
+        combine = attention_decode_combine_bf16;
+    }
+    emulate_launch({unsigned(units.size()), unsigned(Hkv)}, ATT_THREADS, 4 * att_decode_shared_floats(hd, group), [&] {
+        decode(q.data(), o.data(), part_ml.data(), part_acc.data(), table.data(), units.data(), H, Hkv, hd, sh.scale);
+    });
+    if (!combines.empty())
+        emulate_launch({unsigned(combines.size()), unsigned(H)}, ATT_THREADS, [&] {
+            combine(part_ml.data(), part_acc.data(), o.data(), combines.data(), H, hd);
+        });
+    const auto ref = attention_ref(q, k_packed, v_packed, (const vector<T>*)nullptr, qs, ks, sh).o;
+    compare(tag + "O (" + std::to_string(combines.size()) + " split rows)", o, ref, is_f32<T> ? 2e-5 : 1e-2);
+}
+
+template <typename T> static void attention_decode_cases() {
+    // Causal (the 600-key row splits into three units), head_dim 20 (limit 64), GQA 2:1.
+    attention_decode<T>({4, 2, 20, 1.f / std::sqrt(20.f), 0});
+    // Limit 128 with MQA 8:1 and a window of 300 keys (the long row splits in two).
+    attention_decode<T>({8, 1, 100, 0.09f, 300});
+    // Gemma 3's head_dim 256, 4:1, a window of 7 (no split; the window starts past 0).
+    attention_decode<T>({4, 1, 256, 0.0625f, 7});
+    // Limit 64 at head_dim 64, no grouping, causal.
+    attention_decode<T>({2, 2, 64, 0.125f, 0});
+}
+
 template <typename T> static void cross_entropy() {
     const int t = 6, d = 9, V = 70, chunk = 32;  // chunks of 32, 32, 6
     const vector<int> targets = {3, -1, 69, 40, -1, 0};
@@ -566,7 +648,6 @@ static long long number_chunks(vector<TfMultiTensor>& table) {
     return chunks;
 }
 
-static unsigned long long address(const void* p) { return (unsigned long long)(uintptr_t)p; }
 
 template <typename G> static void optim() {
     // Three tensors: one small, one of three chunks (the last partial), one of exactly one chunk;
@@ -660,6 +741,7 @@ template <typename T> static void all(const char* name) {
     rope<T>();
     rmsnorm<T>();
     attention_cases<T>();
+    attention_decode_cases<T>();
     cross_entropy<T>();
     optim<T>();
 }

@@ -769,11 +769,12 @@ mod tests {
 #include <cstdio>
 int main() {
     for (int hd : {1, 20, 64, 100, 128, 200, 256})
-        std::printf("%d %d %d %d %d %d\n", 4 * att_forward_shared_floats(hd),
+        std::printf("%d %d %d %d %d %d %d %d\n", 4 * att_forward_shared_floats(hd),
                     4 * att_bwd_dq_shared_floats(hd), 4 * att_bwd_dkdv_shared_floats(hd),
                     att_forward_mma_layout(hd, nullptr, nullptr),
                     att_bwd_dq_mma_layout(hd, nullptr, nullptr),
-                    att_bwd_dkdv_mma_layout(hd, nullptr, nullptr));
+                    att_bwd_dkdv_mma_layout(hd, nullptr, nullptr),
+                    4 * att_decode_shared_floats(hd, 1), 4 * att_decode_shared_floats(hd, 8));
 }
 "#,
         )
@@ -795,7 +796,12 @@ int main() {
         let want: String = [1, 20, 64, 100, 128, 200, 256]
             .iter()
             .map(|&hd| {
-                let sizes = LAYOUTS.map(|l| shared_bytes(l, hd).to_string());
+                let decode = [1, 8].map(|group| Layout::Decode { group });
+                let sizes: Vec<String> = LAYOUTS
+                    .iter()
+                    .chain(&decode)
+                    .map(|&l| shared_bytes(l, hd).to_string())
+                    .collect();
                 format!("{}\n", sizes.join(" "))
             })
             .collect();
@@ -811,6 +817,57 @@ int main() {
         assert_eq!(limit(256).unwrap(), "hd256");
         let err = limit(257).unwrap_err().to_string();
         assert!(err.contains("257") && err.contains("256"), "{err}");
+    }
+
+    /// Each query row's visible keys (causal, window counted back from its own position) are
+    /// covered once, in order, by units of at most DECODE_KEYS; split rows name their partials.
+    #[test]
+    fn decode_units_cover_each_rows_visible_keys_once() {
+        // Caches of 256 keys (one full unit), 600 (a split row) and 3 (three queries), and an
+        // empty query range.
+        let (lens, q_starts) = ([256, 600, 3, 5], [0, 1, 2, 5, 5]);
+        for window in [None, Some(300), Some(2)] {
+            let mut shape = AttentionShape::new(4, 2, 8);
+            shape.window = window;
+            let plan = decode_plan("test", &lens, &q_starts, shape).unwrap();
+            let mut parts_seen = 0;
+            let mut combines = plan.combines.iter();
+            for (s, (&len, w)) in lens.iter().zip(q_starts.windows(2)).enumerate() {
+                for (j, row) in (w[0]..w[1]).enumerate() {
+                    let position = len - (w[1] - w[0]) + j;
+                    let first = window.map_or(0, |x| (position + 1).saturating_sub(x));
+                    let units: Vec<_> = plan.units.iter().filter(|u| u[1] == row as i32).collect();
+                    let mut next = first as i32;
+                    for u in &units {
+                        assert_eq!((u[0], u[2]), (s as i32, next), "{window:?} row {row}");
+                        assert!(u[3] > u[2] && u[3] - u[2] <= DECODE_KEYS as i32);
+                        next = u[3];
+                    }
+                    assert_eq!(next, position as i32 + 1, "{window:?} row {row}");
+                    if units.len() > 1 {
+                        let c = combines.next().unwrap();
+                        assert_eq!(*c, [row as i32, parts_seen, units.len() as i32]);
+                        for (i, u) in units.iter().enumerate() {
+                            assert_eq!(u[4], parts_seen + i as i32);
+                        }
+                        parts_seen += units.len() as i32;
+                    } else {
+                        assert_eq!(units[0][4], -1);
+                    }
+                }
+            }
+            assert!(combines.next().is_none());
+            assert_eq!(plan.parts, parts_seen as usize);
+            // Without a window the 600-key row takes three units; a window of 300, two.
+            let long_row = plan.units.iter().filter(|u| u[1] == 1).count();
+            assert_eq!(
+                long_row,
+                [3, 2, 1][[None, Some(300), Some(2)]
+                    .iter()
+                    .position(|w| *w == window)
+                    .unwrap()]
+            );
+        }
     }
 
     #[test]
