@@ -3,7 +3,9 @@
 // is prepended. Two families of kernels with the same arguments, grids and work units: tiled
 // CUDA-core FMA kernels for f32 and for head dims that are not multiples of 16, and tensor-core
 // kernels (nvcuda::wmma m16n16k16, bf16 in, f32 accumulate; *_mma_*) for bf16 at head dims that
-// are multiples of 16, which the launcher takes then. Neither has been tuned on a GPU.
+// are multiples of 16, which the launcher takes then. Neither has been tuned on a GPU. At the end
+// of the file, the decode kernel over per-sequence KV caches read in place (described there; it
+// has not run on a GPU).
 //
 // Layout: Q [Tq, H·hd], K and V [Tk, Hkv·hd], O like Q, lse [Tq·H] (token-major). Segment s owns
 // query rows q_starts[s].. and key rows kv_starts[s]..; its query j sits at key position

@@ -4,7 +4,8 @@
 // (forward, CSR backward), SwiGLU and GeGLU, RoPE (positions restarting per segment, both
 // directions), RMSNorm (y, rstd, dX, split dW), attention (packed segments with empty and
 // one-token ones, GQA, head_dim not a multiple of 8 and up to 256 (every head-dim limit), sliding
-// windows, custom scales; forward, lse, the cached decode step, dQ/dK/dV),
+// windows, custom scales; forward, lse, the cached decode step, dQ/dK/dV; the decode kernel over
+// per-sequence caches with split rows and their combine),
 // cross-entropy (chunked online lse, dlogits, gather/scatter; the GEMMs as host loops), the
 // multi-tensor AdamW and two-pass sum of squares; f32 and bf16. Outputs are poisoned with NaN first, so an
 // unwritten element fails. Build and run: kernels-cu/emulate/run_transformer.sh
