@@ -14,6 +14,10 @@
 //! p_j = exp(s_j − lse),  dp_j = dO·v_j,  ds_j = p_j (dp_j − dO·O),
 //! dQ += scale Σ_j ds_j k_j,  dK_j += scale ds_j q,  dV_j += p_j dO
 //! ```
+//!
+//! Generation attends new queries over each sequence's own key/value cache where it lies
+//! ([`attention_decode_forward`] with one [`KvCacheView`] per sequence), with the same masking,
+//! so a decode step never copies the caches into a packed K and V.
 
 use rayon::prelude::*;
 
