@@ -262,12 +262,7 @@ fn linear_cross_entropy_matches_the_dense_reference_on_every_device() {
         let logprob: Vec<f64> = (0..t)
             .map(|i| match targets[i] {
                 IGNORE => 0.0,
-                y => -reference::linear_cross_entropy(
-                    &xs[i * d..(i + 1) * d],
-                    &ws,
-                    &[y],
-                    d,
-                ),
+                y => -reference::linear_cross_entropy(&xs[i * d..(i + 1) * d], &ws, &[y], d),
             })
             .collect();
         let tol = tolerance(dtype);
@@ -278,9 +273,23 @@ fn linear_cross_entropy_matches_the_dense_reference_on_every_device() {
                 let what = format!("chunk {chunk}, {kept} kept:");
                 let fwd = linear_cross_entropy_forward(&x, &w, &targets, chunk, budget).unwrap();
                 assert_eq!(fwd.kept_columns(), kept, "{what}");
-                check(tol, &format!("{what} loss"), &device, dtype, &[fwd.loss_sum], &[loss]);
+                check(
+                    tol,
+                    &format!("{what} loss"),
+                    &device,
+                    dtype,
+                    &[fwd.loss_sum],
+                    &[loss],
+                );
                 let got = f64s(&fwd.token_logprobs().unwrap());
-                check(tol, &format!("{what} log p"), &device, dtype, &got, &logprob);
+                check(
+                    tol,
+                    &format!("{what} log p"),
+                    &device,
+                    dtype,
+                    &got,
+                    &logprob,
+                );
                 assert_eq!(fwd.count, n);
                 let mut dwt = tensor(&device, DType::F32, &[v, d], &vec![0.0; v * d]);
                 let dxt = linear_cross_entropy_backward(

@@ -22,6 +22,8 @@
 //! Everything the backward needs (log-sum-exp, the scored rows, kept logits) and the per-token
 //! log-probabilities stay on x's device; only the loss sum and the count come to the host.
 
+use rayon::prelude::*;
+
 use crate::error::{KernelError, Result};
 use crate::ops::matmul::{gemm_f32, Trans};
 use crate::{Device, Tensor};
@@ -291,23 +293,27 @@ fn check_forward(
 }
 
 /// dz = scale · (softmax − onehot(target)) in place over the `[n, cw]` logits `z` (row stride
-/// `ld`) of vocabulary entries `c0..c0 + cw`.
-#[allow(clippy::too_many_arguments)]
+/// `ld`) of vocabulary entries `c0..c0 + cw`; rows in parallel (an exp per logit: with every
+/// logit kept, n · V of them in one call).
 fn dlogits_in_place(
     z: &mut [f32],
     ld: usize,
     (n, c0, cw): (usize, usize, usize),
-    target: impl Fn(usize) -> usize,
+    target: impl Fn(usize) -> usize + Sync,
     lse: &[f32],
     scale: f32,
 ) {
-    for (r, &lse_r) in lse.iter().enumerate().take(n) {
-        let y = target(r);
-        for (j, l) in z[r * ld..r * ld + cw].iter_mut().enumerate() {
-            let onehot = if c0 + j == y { 1.0 } else { 0.0 };
-            *l = scale * ((*l - lse_r).exp() - onehot);
-        }
-    }
+    z.par_chunks_mut(ld)
+        .zip(lse)
+        .take(n)
+        .enumerate()
+        .for_each(|(r, (row, &lse_r))| {
+            let y = target(r);
+            for (j, l) in row[..cw].iter_mut().enumerate() {
+                let onehot = if c0 + j == y { 1.0 } else { 0.0 };
+                *l = scale * ((*l - lse_r).exp() - onehot);
+            }
+        });
 }
 
 /// dx_sel += dz W_c and (when asked) dW_c += dzᵀ x_sel for the `[n, cw]` dlogits `dz` (row stride
@@ -392,7 +398,10 @@ pub fn linear_cross_entropy_backward(
             let Device::Cuda(b) = x.device() else {
                 return Err(KernelError::Invalid {
                     op: OP,
-                    message: format!("the saved forward state is on CUDA but x is on {}", x.device()),
+                    message: format!(
+                        "the saved forward state is on CUDA but x is on {}",
+                        x.device()
+                    ),
                 });
             };
             let saved = (lse, kept_logits, rows);
@@ -417,7 +426,15 @@ pub fn linear_cross_entropy_backward(
         let z = kept.cpu_data_mut(OP)?;
         dlogits_in_place(z, kept_cols, (n, 0, kept_cols), target, lse, scale);
         let shape = (n, d, 0, kept_cols);
-        accumulate_gradients(z, kept_cols, shape, ws, &xsel, &mut dxsel, dw.as_deref_mut());
+        accumulate_gradients(
+            z,
+            kept_cols,
+            shape,
+            ws,
+            &xsel,
+            &mut dxsel,
+            dw.as_deref_mut(),
+        );
     }
     // The rest: recomputed a chunk at a time.
     let mut dz = vec![0.0f32; if kept_cols < v { n * chunk.min(v) } else { 0 }];
@@ -536,7 +553,10 @@ mod tests {
         let err = linear_cross_entropy_backward(&x, &w, &[1, 2, 3], fwd, 1.0, 2, None)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("2 scored") && err.contains("3 scored"), "{err}");
+        assert!(
+            err.contains("2 scored") && err.contains("3 scored"),
+            "{err}"
+        );
     }
 
     #[test]

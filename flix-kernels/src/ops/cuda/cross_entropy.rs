@@ -243,7 +243,10 @@ pub fn forward(
             // scored row.
             unsafe { b.launch(blocks(OP, (n, 1), 256)?) }?;
         }
-        let (lse_p, logprob_p) = (a.write(OP, "lse", &mut lse)?, a.write(OP, "log p", &mut logprob)?);
+        let (lse_p, logprob_p) = (
+            a.write(OP, "lse", &mut lse)?,
+            a.write(OP, "log p", &mut logprob)?,
+        );
         let loss_p = a.slice_mut(&mut loss_sum);
         let n_i = to_i32(OP, "scored tokens", n)?;
         let mut b = backend.stream().launch_builder(&finish);
