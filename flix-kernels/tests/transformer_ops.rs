@@ -281,6 +281,9 @@ fn decode_attention_over_caches_matches_the_reference_on_every_device() {
     }
 }
 
+/// Both paths of the backward (logits recomputed, part kept, all kept: budgets of 0, 32 columns
+/// and unlimited) against the f64 reference, whose backward is checked by finite differences in
+/// `reference`'s tests; the log-probabilities come back per token.
 #[test]
 fn linear_cross_entropy_matches_the_dense_reference_on_every_device() {
     for (device, dtype) in devices() {
@@ -293,24 +296,54 @@ fn linear_cross_entropy_matches_the_dense_reference_on_every_device() {
         let scale = 0.5;
         let loss = reference::linear_cross_entropy(&xs, &ws, &targets, d);
         let (dx, dw) = reference::linear_cross_entropy_backward(&xs, &ws, &targets, d, scale);
+        let logprob: Vec<f64> = (0..t)
+            .map(|i| match targets[i] {
+                IGNORE => 0.0,
+                y => -reference::linear_cross_entropy(&xs[i * d..(i + 1) * d], &ws, &[y], d),
+            })
+            .collect();
         let tol = tolerance(dtype);
+        let n = 4;
         for chunk in [32, 70, 1000] {
-            let fwd = linear_cross_entropy_forward(&x, &w, &targets, chunk).unwrap();
-            check(tol, "loss", &device, dtype, &[fwd.loss_sum], &[loss]);
-            assert_eq!(fwd.count, 4);
-            let mut dwt = tensor(&device, DType::F32, &[v, d], &vec![0.0; v * d]);
-            let dxt = linear_cross_entropy_backward(
-                &x,
-                &w,
-                &targets,
-                &fwd,
-                scale as f32,
-                chunk,
-                Some(&mut dwt),
-            )
-            .unwrap();
-            check(tol, "dx", &device, dtype, &host(&dxt), &dx);
-            check(tol, "dW", &device, dtype, &host(&dwt), &dw);
+            // A budget of 32 columns keeps only whole chunks: 32 with chunks of 32, none with
+            // larger ones.
+            let part = if chunk == 32 { 32 } else { 0 };
+            for (budget, kept) in [(0, 0), (n * 4 * 32, part), (usize::MAX, v)] {
+                let what = format!("chunk {chunk}, {kept} kept:");
+                let fwd = linear_cross_entropy_forward(&x, &w, &targets, chunk, budget).unwrap();
+                assert_eq!(fwd.kept_columns(), kept, "{what}");
+                check(
+                    tol,
+                    &format!("{what} loss"),
+                    &device,
+                    dtype,
+                    &[fwd.loss_sum],
+                    &[loss],
+                );
+                let got = f64s(&fwd.token_logprobs().unwrap());
+                check(
+                    tol,
+                    &format!("{what} log p"),
+                    &device,
+                    dtype,
+                    &got,
+                    &logprob,
+                );
+                assert_eq!(fwd.count, n);
+                let mut dwt = tensor(&device, DType::F32, &[v, d], &vec![0.0; v * d]);
+                let dxt = linear_cross_entropy_backward(
+                    &x,
+                    &w,
+                    &targets,
+                    fwd,
+                    scale as f32,
+                    chunk,
+                    Some(&mut dwt),
+                )
+                .unwrap();
+                check(tol, &format!("{what} dx"), &device, dtype, &host(&dxt), &dx);
+                check(tol, &format!("{what} dW"), &device, dtype, &host(&dwt), &dw);
+            }
         }
     }
 }
@@ -549,11 +582,13 @@ fn backward_reductions_give_the_same_bits_twice_on_every_device() {
 
         let targets: Vec<i32> = (0..rows as i32).map(|i| i % 11).collect();
         let head = tensor(&device, dtype, &[11, d], &rng.vec(11 * d, 1.0));
-        let fwd = linear_cross_entropy_forward(&x, &head, &targets, 4).unwrap();
+        // Half the vocabulary's logits kept: both backward paths at once.
+        let budget = rows * 4 * 8;
         twice(
             &mut || {
+                let fwd = linear_cross_entropy_forward(&x, &head, &targets, 4, budget).unwrap();
                 let mut dw = tensor(&device, DType::F32, &[11, d], &vec![0.0; 11 * d]);
-                linear_cross_entropy_backward(&x, &head, &targets, &fwd, 1.0, 4, Some(&mut dw))
+                linear_cross_entropy_backward(&x, &head, &targets, fwd, 1.0, 4, Some(&mut dw))
                     .unwrap();
                 bits(&dw)
             },

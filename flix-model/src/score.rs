@@ -63,12 +63,12 @@ pub fn score_sequences(
             }
             None => None,
         };
-        let ce = model.score(&batch, plan.as_ref())?;
+        let logprob = model.score(&batch, plan.as_ref())?.token_logprobs()?;
         for s in 0..batch.num_sequences() {
             let range = batch.starts[s]..batch.starts[s + 1];
             let token_logprobs: Vec<f32> = range
                 .filter(|&t| batch.targets[t] >= 0)
-                .map(|t| ce.logprob[t])
+                .map(|t| logprob[t])
                 .collect();
             let loss = (!token_logprobs.is_empty()).then(|| {
                 -token_logprobs.iter().map(|&l| l as f64).sum::<f64>() / token_logprobs.len() as f64

@@ -46,3 +46,23 @@ fn the_estimate_counts_exactly_the_adapters_attached() {
         );
     }
 }
+
+/// The logits kept for the backward are counted as f32 for every token of the micro-batch, and
+/// not at all when the model's budget keeps none.
+#[test]
+fn the_estimate_counts_the_kept_logits_within_the_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, train) = fixture(tmp.path());
+    let features = common::lang_task_features_of_ranks_2_and_3();
+    let spec = TrainSpec::new(base, vec![train], features, Method::Flix);
+    let mut t = Trainer::new(spec, &tmp.path().join("run")).unwrap();
+    let vocab = t.model.config.vocab_size as u128;
+    let e = estimate(&t.model, &t.layout, 100);
+    assert_eq!(e.kept_logits_bytes, 100 * vocab * 4);
+    assert_eq!(
+        e.total(),
+        e.param_bytes + e.activation_bytes + e.kept_logits_bytes
+    );
+    t.model.logits_budget_bytes = 0;
+    assert_eq!(estimate(&t.model, &t.layout, 100).kept_logits_bytes, 0);
+}

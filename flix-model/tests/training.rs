@@ -163,3 +163,37 @@ fn gradient_accumulation_equals_one_big_batch() {
             .unwrap();
     }
 }
+
+/// The output head's logits kept for the backward (all of them, half the vocabulary, or none:
+/// recomputed) give a training step the same loss and gradients.
+#[test]
+fn kept_and_recomputed_logits_give_the_same_step() {
+    let (batch, _) = batch();
+    let step = |budget: Option<usize>| -> (f64, Vec<Vec<f32>>) {
+        let mut model = LlamaModel::load(&fixture_dir(), &Device::Cpu).unwrap();
+        model.set_train_mode(TrainMode::Full).unwrap();
+        model.vocab_chunk = 32;
+        let targets = batch.targets.iter().filter(|&&y| y >= 0).count();
+        // None: half the 128-entry vocabulary, two of its four chunks.
+        model.logits_budget_bytes = budget.unwrap_or(targets * 4 * 64);
+        let loss = model.forward_backward(&batch, None).unwrap().loss;
+        let grads = model
+            .params_mut()
+            .iter()
+            .map(|p| p.grad.as_ref().unwrap().to_f32_vec().unwrap())
+            .collect();
+        (loss, grads)
+    };
+    let (loss, grads) = step(Some(0));
+    for (budget, what) in [(Some(usize::MAX), "all kept"), (None, "half kept")] {
+        let (kept_loss, kept_grads) = step(budget);
+        flix_kernels::tolerance::Tolerance::F32
+            .check(&format!("{what}: loss"), &[kept_loss as f32], &[loss])
+            .unwrap();
+        for (i, (a, b)) in grads.iter().zip(&kept_grads).enumerate() {
+            flix_kernels::tolerance::Tolerance::F32
+                .check(&format!("{what}: parameter {i}"), b, a)
+                .unwrap();
+        }
+    }
+}

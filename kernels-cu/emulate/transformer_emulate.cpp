@@ -590,16 +590,30 @@ template <typename T> static void cross_entropy() {
             }
         return z;
     };
+    // The first two chunks go to the kept logits [n, 64] (row stride 64), the last to a scratch
+    // chunk (row stride cw), as the launcher lays them out when the budget holds 64 columns.
+    const int kept = 64;
+    vector<float> kept_z((size_t)n * kept, std::nanf(""));
     vector<float> mx(n, -INFINITY), sm(n, 0.f), tl(n, std::nanf(""));
     for (int c0 = 0; c0 < V; c0 += chunk) {
         const int cw = std::min(chunk, V - c0);
         auto z = logits(c0, cw);
-        emulate_launch({unsigned(n)}, 256, [&] { ce_lse_update(z.data(), cw, c0, tsel.data(), mx.data(), sm.data(), tl.data()); });
+        const float* zp = z.data();
+        int ldz = cw;
+        if (c0 < kept) {
+            for (int r = 0; r < n; ++r)
+                for (int j = 0; j < cw; ++j) kept_z[(size_t)r * kept + c0 + j] = z[(size_t)r * cw + j];
+            zp = kept_z.data() + c0, ldz = kept;
+        }
+        emulate_launch({unsigned(n)}, 256, [&] { ce_lse_update(zp, ldz, cw, c0, tsel.data(), mx.data(), sm.data(), tl.data()); });
     }
-    vector<float> lse(n);
-    vector<double> rlse(n), rtl(n);
+    vector<float> lse(n, std::nanf("")), logprob(t, 0.f);
+    vector<double> loss_sum(1, std::nan(""));
+    emulate_launch({1}, 256, [&] {
+        ce_finish(mx.data(), sm.data(), tl.data(), scored.data(), n, lse.data(), logprob.data(), loss_sum.data());
+    });
+    vector<double> rlse(n), rtl(n), rlogprob(t, 0.0), rloss(1, 0.0);
     for (int r = 0; r < n; ++r) {
-        lse[r] = mx[r] + std::log(sm[r]);
         double l = 0;
         vector<double> zr(V);
         for (int j = 0; j < V; ++j) {
@@ -609,22 +623,50 @@ template <typename T> static void cross_entropy() {
         }
         rlse[r] = std::log(l);
         rtl[r] = zr[tsel[r]];
+        rlogprob[scored[r]] = rtl[r] - rlse[r];
+        rloss[0] -= rlogprob[scored[r]];
     }
-    compare("cross-entropy lse (3 chunks)", lse, rlse, 1e-5);
+    compare("cross-entropy lse (3 chunks, 2 kept)", lse, rlse, 1e-5);
     compare("cross-entropy target logit", tl, rtl, 1e-5);
-    // dlogits of the last chunk, then the scatter of some dxsel.
+    compare("cross-entropy log p (unscored 0)", logprob, rlogprob, 1e-5);
+    compare("cross-entropy loss sum", loss_sum, rloss, 1e-5);
+    // dlogits of the last (recomputed) chunk into a packed dz, and of the second (kept) chunk:
+    // in place for f32, into a packed bf16 dz for bf16.
     const float scale = 0.5f;
-    const int c0 = 64, cw = V - c0;
-    auto z = logits(c0, cw);
-    auto dz = poisoned<T>((size_t)n * cw);
-    emulate_launch({1}, 256, [&] {
-        if constexpr (is_f32<T>) ce_dlogits_f32(z.data(), cw, c0, tsel.data(), lse.data(), scale, dz.data(), (long long)n * cw);
-        else ce_dlogits_bf16(z.data(), cw, c0, tsel.data(), lse.data(), scale, dz.data(), (long long)n * cw);
-    });
-    vector<double> rdz((size_t)n * cw);
-    for (int r = 0; r < n; ++r)
-        for (int j = 0; j < cw; ++j) rdz[(size_t)r * cw + j] = scale * (std::exp(double(z[(size_t)r * cw + j]) - rlse[r]) - (c0 + j == tsel[r]));
-    compare("cross-entropy dlogits", dz, rdz, is_f32<T> ? 1e-5 : 1e-2);
+    auto dlogits = [&](const float* z, int ldz, int c0, int cw, T* dz, int lddz) {
+        emulate_launch({1}, 256, [&] {
+            if constexpr (is_f32<T>) ce_dlogits_f32(z, ldz, cw, c0, tsel.data(), lse.data(), scale, dz, lddz, (long long)n * cw);
+            else ce_dlogits_bf16(z, ldz, cw, c0, tsel.data(), lse.data(), scale, dz, lddz, (long long)n * cw);
+        });
+    };
+    auto want_dz = [&](int c0, int cw) {
+        vector<double> rdz((size_t)n * cw);
+        auto z = logits(c0, cw);
+        for (int r = 0; r < n; ++r)
+            for (int j = 0; j < cw; ++j) rdz[(size_t)r * cw + j] = scale * (std::exp(double(z[(size_t)r * cw + j]) - rlse[r]) - (c0 + j == tsel[r]));
+        return rdz;
+    };
+    const double dz_tol = is_f32<T> ? 1e-5 : 1e-2;
+    {
+        const int c0 = 64, cw = V - c0;
+        auto z = logits(c0, cw);
+        auto dz = poisoned<T>((size_t)n * cw);
+        dlogits(z.data(), cw, c0, cw, dz.data(), cw);
+        compare("cross-entropy dlogits (recomputed chunk)", dz, want_dz(c0, cw), dz_tol);
+    }
+    {
+        const int c0 = 32, cw = 32;
+        vector<T> dz;
+        if constexpr (is_f32<T>) {
+            dlogits(kept_z.data() + c0, kept, c0, cw, kept_z.data() + c0, kept);
+            for (int r = 0; r < n; ++r)
+                for (int j = 0; j < cw; ++j) dz.push_back(kept_z[(size_t)r * kept + c0 + j]);
+        } else {
+            dz = poisoned<T>((size_t)n * cw);
+            dlogits(kept_z.data() + c0, kept, c0, cw, dz.data(), cw);
+        }
+        compare("cross-entropy dlogits (kept chunk)", dz, want_dz(c0, cw), dz_tol);
+    }
     vector<float> dxsel((size_t)n * d);
     for (auto& v : dxsel) v = std::uniform_real_distribution<float>(-1, 1)(rng);
     vector<T> dx((size_t)t * d, to_t<T>(0.f));

@@ -12,12 +12,17 @@
 //!   least its input and normalised input, attention output and residual (4 × hidden), queries,
 //!   keys and values, and the MLP's gate, up and activation (3 × intermediate). The real figure
 //!   is higher (attention scores, logits chunks): the estimate is a lower bound, so a refusal is
-//!   certain, never a guess.
+//!   certain, never a guess;
+//! - kept logits: the output head's f32 logits the forward keeps for the backward, within the
+//!   model's `logits_budget_bytes`, counted as if every token of the micro-batch were scored.
+//!   This one part is an upper bound (at most the budget; prompt tokens are not scored), so the
+//!   refusal names it and how to lower it.
 //!
 //! The limit is the memory available now: `MemAvailable` of `/proc/meminfo` on the CPU, the
 //! GPU's free memory on CUDA. Where neither can be read, only sizes that cannot be counted in
 //! 64 bits are refused.
 
+use flix_kernels::ops::cross_entropy::kept_logits_bytes;
 use flix_kernels::Device;
 
 use crate::adapters::TargetModule;
@@ -40,11 +45,14 @@ pub struct MemoryEstimate {
     pub param_bytes: u128,
     /// Lower bound of one micro-batch's saved activations.
     pub activation_bytes: u128,
+    /// The output head's logits kept for the backward when every token of a micro-batch is
+    /// scored (at most the model's `logits_budget_bytes`).
+    pub kept_logits_bytes: u128,
 }
 
 impl MemoryEstimate {
     pub fn total(&self) -> u128 {
-        self.param_bytes + self.activation_bytes
+        self.param_bytes + self.activation_bytes + self.kept_logits_bytes
     }
 }
 
@@ -110,10 +118,17 @@ pub fn estimate(model: &LlamaModel, layout: &Layout, batch_tokens: usize) -> Mem
     let per_token_per_layer = 4 * c.hidden_size as u128 + qkv + 3 * c.intermediate_size as u128;
     let activation_bytes =
         batch_tokens as u128 * c.num_hidden_layers as u128 * per_token_per_layer * 4;
+    let kept_logits_bytes = kept_logits_bytes(
+        batch_tokens,
+        c.vocab_size,
+        model.vocab_chunk,
+        model.logits_budget_bytes,
+    ) as u128;
     MemoryEstimate {
         params,
         param_bytes,
         activation_bytes,
+        kept_logits_bytes,
     }
 }
 
@@ -148,12 +163,14 @@ pub fn check_fits(estimate: &MemoryEstimate, limit: Option<(u128, &str)>) -> Res
     }
     Err(ModelError::Invalid(format!(
         "this run needs at least {} beyond the base weights ({} trainable parameters with \
-         gradients and optimizer state: {}; activations of one micro-batch: {}), but {} is {}; \
-         lower --rank, the number of feature values or --batch-tokens",
+         gradients and optimizer state: {}; activations of one micro-batch: {}; output logits \
+         kept for the backward, within the model's logits budget: {}), but {} is {}; lower \
+         --rank, the number of feature values or --batch-tokens",
         human_bytes(estimate.total()),
         estimate.params,
         human_bytes(estimate.param_bytes),
         human_bytes(estimate.activation_bytes),
+        human_bytes(estimate.kept_logits_bytes),
         source,
         human_bytes(limit)
     )))
@@ -192,7 +209,8 @@ mod tests {
         let estimate = MemoryEstimate {
             params: 10,
             param_bytes: 160,
-            activation_bytes: 1 << 20,
+            activation_bytes: 1 << 19,
+            kept_logits_bytes: 1 << 19,
         };
         check_fits(&estimate, Some((2 << 20, "test"))).unwrap();
         let err = check_fits(&estimate, Some((1 << 20, "the test limit")))
@@ -206,6 +224,7 @@ mod tests {
             params: 1 << 80,
             param_bytes: 1 << 84,
             activation_bytes: 0,
+            kept_logits_bytes: 0,
         };
         assert!(check_fits(&huge, None).is_err());
     }
