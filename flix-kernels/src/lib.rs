@@ -4,6 +4,7 @@
 //! [`flix::cpu_ref`] for the FLix ops), a CPU path and a CUDA launcher; launchers check shapes,
 //! dtypes and devices before they touch memory, and every op returns [`Result`].
 
+pub mod batch;
 pub mod cuda;
 pub mod device;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod profile;
 pub mod tensor;
 pub mod tolerance;
 
+pub use batch::{DeviceBatch, PackedTokens};
 pub use device::Device;
 pub use error::{KernelError, Result};
 pub use tensor::{DType, Storage, Tensor};

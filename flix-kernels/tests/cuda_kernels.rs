@@ -34,7 +34,6 @@ fn case(
                 slots: slots.to_vec(),
             })
             .collect(),
-        tile_size: 16,
         d_in: d.0,
         d_out: d.1,
     }

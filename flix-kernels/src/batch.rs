@@ -1,0 +1,210 @@
+//! A packed batch bound to a device: what every op of a forward or backward pass reads about
+//! the batch besides its activations, checked once and (on CUDA) uploaded once, so that no layer
+//! uploads it again.
+//!
+//! Tokens of all sequences are packed one after the other; sequence s owns tokens
+//! `starts[s]..starts[s + 1]`, and `positions[t]` is token t's position inside its own sequence.
+//! The batch keeps host copies of every array (what the CPU paths and the checks read) and, on
+//! CUDA, device copies of the ones the kernels read, plus the optional FLix [`DevicePlan`].
+
+use flix_core::BatchPlan;
+
+use crate::error::{KernelError, Result};
+use crate::flix::DevicePlan;
+use crate::Device;
+
+const OP: &str = "DeviceBatch::new";
+
+/// The host arrays of a packed batch, borrowed for [`DeviceBatch::new`].
+#[derive(Clone, Copy, Debug)]
+pub struct PackedTokens<'a> {
+    pub tokens: &'a [u32],
+    /// The token each position must predict, or a negative value where it is not scored.
+    pub targets: &'a [i32],
+    pub positions: &'a [u32],
+    /// S + 1 token offsets, rising from 0 to the token count.
+    pub starts: &'a [usize],
+}
+
+/// A packed batch on one device. Build it once per batch with [`DeviceBatch::new`] and pass it
+/// to every op of the pass.
+pub struct DeviceBatch {
+    device: Device,
+    tokens: Vec<u32>,
+    targets: Vec<i32>,
+    positions: Vec<u32>,
+    starts: Vec<usize>,
+    plan: Option<DevicePlan>,
+}
+
+impl DeviceBatch {
+    /// Checks `packed` (one target and one position per token, starts rising from 0 to the
+    /// token count) and `plan` (its segments are the batch's sequences), and binds both to
+    /// `device`.
+    pub fn new(device: &Device, packed: PackedTokens<'_>, plan: Option<BatchPlan>) -> Result<Self> {
+        let PackedTokens {
+            tokens,
+            targets,
+            positions,
+            starts,
+        } = packed;
+        let t = tokens.len();
+        if targets.len() != t || positions.len() != t {
+            return Err(KernelError::Invalid {
+                op: OP,
+                message: format!(
+                    "{t} tokens but {} targets and {} positions; every token needs one of each",
+                    targets.len(),
+                    positions.len()
+                ),
+            });
+        }
+        let rises = starts.first() == Some(&0)
+            && starts.last() == Some(&t)
+            && starts.windows(2).all(|w| w[0] <= w[1]);
+        if !rises {
+            return Err(KernelError::Invalid {
+                op: OP,
+                message: format!(
+                    "sequence starts must rise from 0 to the token count {t}, found {starts:?}"
+                ),
+            });
+        }
+        if let Some(plan) = &plan {
+            let same = plan.num_segments() + 1 == starts.len()
+                && (0..plan.num_segments())
+                    .all(|s| plan.segment_range(s) == (starts[s]..starts[s + 1]));
+            if !same {
+                return Err(KernelError::Invalid {
+                    op: OP,
+                    message: format!(
+                        "the batch plan's segments {:?} differ from the batch's sequences {starts:?}",
+                        plan.segment_starts()
+                    ),
+                });
+            }
+        }
+        let plan = plan.map(|p| DevicePlan::new(device, p)).transpose()?;
+        Ok(Self {
+            device: device.clone(),
+            tokens: tokens.to_vec(),
+            targets: targets.to_vec(),
+            positions: positions.to_vec(),
+            starts: starts.to_vec(),
+            plan,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+    pub fn targets(&self) -> &[i32] {
+        &self.targets
+    }
+    pub fn positions(&self) -> &[u32] {
+        &self.positions
+    }
+    /// S + 1 token offsets: sequence s is `starts[s]..starts[s + 1]`.
+    pub fn starts(&self) -> &[usize] {
+        &self.starts
+    }
+    pub fn num_tokens(&self) -> usize {
+        self.tokens.len()
+    }
+    pub fn num_sequences(&self) -> usize {
+        self.starts.len() - 1
+    }
+    /// The FLix plan, when the batch was built with one (a model with adapters needs it).
+    pub fn plan(&self) -> Option<&DevicePlan> {
+        self.plan.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flix_core::{SegmentSpec, TypeShape};
+
+    use super::*;
+
+    fn packed<'a>(
+        tokens: &'a [u32],
+        positions: &'a [u32],
+        starts: &'a [usize],
+    ) -> PackedTokens<'a> {
+        PackedTokens {
+            tokens,
+            targets: &[-1, -1, -1][..tokens.len()],
+            positions,
+            starts,
+        }
+    }
+
+    #[test]
+    fn keeps_the_host_arrays_and_the_plan() {
+        let types = [TypeShape {
+            rank: 2,
+            num_values: 3,
+        }];
+        let segments = [
+            SegmentSpec {
+                len: 2,
+                slots: vec![1],
+            },
+            SegmentSpec {
+                len: 1,
+                slots: vec![],
+            },
+        ];
+        let plan = BatchPlan::new(&types, &segments).unwrap();
+        let b = DeviceBatch::new(
+            &Device::Cpu,
+            packed(&[5, 6, 7], &[0, 1, 0], &[0, 2, 3]),
+            Some(plan),
+        )
+        .unwrap();
+        assert_eq!(b.tokens(), [5, 6, 7]);
+        assert_eq!(b.positions(), [0, 1, 0]);
+        assert_eq!(b.num_sequences(), 2);
+        assert_eq!(b.plan().unwrap().plan().segment_slots(0), [1]);
+    }
+
+    #[test]
+    fn bad_starts_and_a_foreign_plan_are_errors() {
+        let err = DeviceBatch::new(&Device::Cpu, packed(&[5, 6], &[0, 1], &[0, 3]), None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("[0, 3]") && err.contains("token count 2"),
+            "{err}"
+        );
+
+        let err = DeviceBatch::new(&Device::Cpu, packed(&[5, 6], &[0], &[0, 2]), None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("1 positions"), "{err}");
+
+        let types = [TypeShape {
+            rank: 1,
+            num_values: 1,
+        }];
+        let one_segment = [SegmentSpec {
+            len: 2,
+            slots: vec![0],
+        }];
+        let plan = BatchPlan::new(&types, &one_segment).unwrap();
+        let err = DeviceBatch::new(
+            &Device::Cpu,
+            packed(&[5, 6], &[0, 0], &[0, 1, 2]),
+            Some(plan),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("differ"), "{err}");
+    }
+}
