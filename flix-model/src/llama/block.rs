@@ -414,7 +414,7 @@ impl DecoderLayer {
 
     /// q, k, v of `xn1`: projected, q and k normalised per head (Gemma 3) and rotated.
     fn qkv(&self, inp: &LayerInputs, xn1: &Tensor) -> Result<Qkv> {
-        let (plan, positions, s) = (inp.plan(), inp.batch.positions(), self.shape);
+        let (plan, positions, s) = (inp.plan(), inp.batch.token_positions(), self.shape);
         let (q, sq) = self.q_proj.forward(plan, xn1)?;
         let (k, sk) = self.k_proj.forward(plan, xn1)?;
         let (v, sv) = self.v_proj.forward(plan, xn1)?;
@@ -473,7 +473,7 @@ impl DecoderLayer {
         let (xn1, rstd1) = rmsnorm_forward(&x, &self.input_norm.value, self.eps)?;
         let qkv = self.qkv(inp, &xn1)?;
         let (attn, lse) =
-            attention_forward(&qkv.q, &qkv.k, &qkv.v, inp.batch.starts(), self.shape)?;
+            attention_forward(&qkv.q, &qkv.k, &qkv.v, inp.batch.segments(), self.shape)?;
         let (o, so) = self.o_proj.forward(inp.plan(), &attn)?;
         let (x_mid, after_attention) = self.join_attention(o, &x)?;
         let mlp = self.mlp(inp.plan(), &x_mid)?;
@@ -585,10 +585,18 @@ impl DecoderLayer {
             d_o.as_ref().unwrap_or(&dx_mid),
             &mut dattn,
         )?;
-        let (mut dq, mut dk, dv) =
-            attention_backward(&dattn, &s.q, &s.k, &s.v, &s.attn, &s.lse, b.starts(), shape)?;
-        rope_backward(&mut dq, shape.heads, b.positions(), &self.inv_freq)?;
-        rope_backward(&mut dk, shape.kv_heads, b.positions(), &self.inv_freq)?;
+        let (mut dq, mut dk, dv) = attention_backward(
+            &dattn,
+            &s.q,
+            &s.k,
+            &s.v,
+            &s.attn,
+            &s.lse,
+            b.segments(),
+            shape,
+        )?;
+        rope_backward(&mut dq, shape.heads, b.token_positions(), &self.inv_freq)?;
+        rope_backward(&mut dk, shape.kv_heads, b.token_positions(), &self.inv_freq)?;
         match (self.qk_norm.as_mut(), &s.q_norm, &s.k_norm) {
             (Some(n), Some(qs), Some(ks)) => {
                 dq = head_norm_backward(&mut n.q, qs, dq, shape.head_dim)?;

@@ -417,7 +417,7 @@ impl LlamaModel {
 
     /// The (scaled) embeddings of the batch's tokens, `[T, hidden]`.
     fn embed_tokens(&self, batch: &DeviceBatch) -> Result<Tensor> {
-        let mut x = embedding_forward(&self.embed.value, batch.tokens())?;
+        let mut x = embedding_forward(&self.embed.value, batch.token_ids())?;
         if let Some(s) = self.embedding_scale() {
             elementwise::scale(&mut x, s)?;
         }
@@ -511,7 +511,7 @@ impl LlamaModel {
             if let Some(s) = embedding_scale {
                 elementwise::scale(&mut dx, s)?;
             }
-            embedding_backward(de, batch.tokens(), &dx)?;
+            embedding_backward(de, batch.token_ids(), &dx)?;
         }
         Ok(LossReport {
             loss: ce.loss_sum / ce.count as f64,
