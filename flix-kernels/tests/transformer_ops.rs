@@ -108,7 +108,7 @@ fn rmsnorm_forward_and_backward_match_the_reference_on_every_device() {
             "rstd",
             &device,
             dtype,
-            &f64s(&rstd_got),
+            &f64s(&rstd_got.to_f32_vec().unwrap()),
             &rstd,
         );
         let dxt = rmsnorm_backward(&dy, &x, &w, &rstd_got, Some(&mut dw)).unwrap();
@@ -232,7 +232,7 @@ fn attention_matches_the_reference(shape: AttentionShape, device: &Device, dtype
         &what("attention lse"),
         device,
         dtype,
-        &f64s(&lse_got),
+        &f64s(&lse_got.to_f32_vec().unwrap()),
         &lse,
     );
     let (dqt, dkt, dvt) =

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use crate::batch::SegmentStarts;
 use crate::error::{KernelError, Result};
 use crate::ops::matmul::{gemm_f32, Trans};
-use crate::{Device, Tensor};
+use crate::{DType, Device, Tensor};
 
 /// Head layout and masking of one attention layer.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -179,7 +179,8 @@ fn query_blocks(starts: &[usize]) -> impl Iterator<Item = (usize, usize, usize)>
     })
 }
 
-/// Returns (O [T, H·hd], lse [T·H], row-major by token then head). `segments` are the batch's
+/// Returns (O [T, H·hd], lse [T·H] f32 on q's device, row-major by token then head).
+/// `segments` are the batch's
 /// sequence starts ([`SegmentStarts`], on the tensors' device).
 pub fn attention_forward(
     q: &Tensor,
@@ -187,7 +188,7 @@ pub fn attention_forward(
     v: &Tensor,
     segments: &SegmentStarts,
     shape: AttentionShape,
-) -> Result<(Tensor, Vec<f32>)> {
+) -> Result<(Tensor, Tensor)> {
     let _profile = crate::profile::scope("attention_forward", q.device());
     const OP: &str = "attention_forward";
     let starts = segments.host();
@@ -260,7 +261,10 @@ pub fn attention_forward(
             lse[i * heads + h] = l[i];
         }
     }
-    Ok((Tensor::cpu(&[t, heads * hd], out)?, lse))
+    Ok((
+        Tensor::cpu(&[t, heads * hd], out)?,
+        Tensor::cpu(&[t * heads], lse)?,
+    ))
 }
 
 /// Returns (dQ, dK, dV) from dO and the forward's inputs, output and lse.
@@ -271,7 +275,7 @@ pub fn attention_backward(
     k: &Tensor,
     v: &Tensor,
     out: &Tensor,
-    lse: &[f32],
+    lse: &Tensor,
     segments: &SegmentStarts,
     shape: AttentionShape,
 ) -> Result<(Tensor, Tensor, Tensor)> {
@@ -287,14 +291,8 @@ pub fn attention_backward(
     } = shape;
     dout.expect_shape(OP, "dO", &[t, heads * hd])?;
     out.expect_shape(OP, "O", &[t, heads * hd])?;
-    if lse.len() != t * heads {
-        return Err(KernelError::Shape {
-            op: OP,
-            what: "lse",
-            expected: vec![t * heads],
-            found: vec![lse.len()],
-        });
-    }
+    lse.expect_shape(OP, "lse", &[t * heads])?;
+    lse.expect_dtype(OP, "lse", DType::F32)?;
     if let Device::Cuda(b) = q.device() {
         return super::cuda::attention::attention_backward(
             b, dout, q, k, v, out, lse, segments, shape,
@@ -302,6 +300,7 @@ pub fn attention_backward(
     }
     let (qs, ks, vs) = (q.cpu_data(OP)?, k.cpu_data(OP)?, v.cpu_data(OP)?);
     let (dos, os) = (dout.cpu_data(OP)?, out.cpu_data(OP)?);
+    let lse = lse.cpu_data(OP)?;
     let group = heads / kv_heads;
     // One task per KV head: it owns dK, dV of that head and dQ of the query heads reading it, so
     // no two tasks write the same element and the summation order is fixed.

@@ -71,17 +71,18 @@ pub struct DecoderLayer {
     inv_freq: Vec<f32>,
 }
 
-/// The input of an RMSNorm and its reciprocal RMS per row: what its backward reads.
+/// The input of an RMSNorm and its reciprocal RMS per row (f32, on the activations' device):
+/// what its backward reads.
 struct NormSaved {
     x: Tensor,
-    rstd: Vec<f32>,
+    rstd: Tensor,
 }
 
 /// Everything the backward pass of one layer reads.
 pub struct LayerSaved {
     x: Tensor,
     xn1: Tensor,
-    rstd1: Vec<f32>,
+    rstd1: Tensor,
     /// q and k after the projections, viewed `[T · heads, head_dim]`, when they are normalised.
     q_norm: Option<NormSaved>,
     k_norm: Option<NormSaved>,
@@ -89,12 +90,12 @@ pub struct LayerSaved {
     k: Tensor,
     v: Tensor,
     attn: Tensor,
-    lse: Vec<f32>,
+    lse: Tensor,
     /// The attention output before its sandwich norm.
     after_attention: Option<NormSaved>,
     x_mid: Tensor,
     xn2: Tensor,
-    rstd2: Vec<f32>,
+    rstd2: Tensor,
     gate: Tensor,
     up: Tensor,
     h: Tensor,
@@ -240,7 +241,7 @@ struct MlpOut {
     /// The layer output: x_mid + the branch.
     out: Tensor,
     xn2: Tensor,
-    rstd2: Vec<f32>,
+    rstd2: Tensor,
     gate: Tensor,
     up: Tensor,
     h: Tensor,

@@ -168,7 +168,7 @@ fn forward(
     q_segments: &CudaSegments,
     kv_starts: &CudaSlice<i32>,
     shape: AttentionShape,
-) -> Result<(Tensor, CudaSlice<f32>)> {
+) -> Result<(Tensor, Tensor)> {
     let dtype = same_device_and_dtype(op, backend, &[("Q", q), ("K", k), ("V", v)])?;
     let limit = head_dim_limit(op, shape)?;
     let tq = q.shape()[0];
@@ -180,12 +180,9 @@ fn forward(
         ..
     } = shape;
     let window = window_arg(shape);
-    let mut out = Tensor::zeros(
-        &Device::Cuda(backend.clone()),
-        dtype,
-        &[tq, heads * head_dim],
-    )?;
-    let mut lse = workspace::<f32>(backend, tq * heads)?;
+    let device = Device::Cuda(backend.clone());
+    let mut out = Tensor::zeros(&device, dtype, &[tq, heads * head_dim])?;
+    let mut lse = Tensor::zeros(&device, DType::F32, &[tq * heads])?;
     let num_tiles = q_segments.num_tiles;
     if num_tiles == 0 || heads == 0 {
         return Ok((out, lse));
@@ -217,7 +214,7 @@ fn forward(
             a.read(op, "V", v)?,
         );
         let op_ = a.write(op, "O", &mut out)?;
-        let lp = a.slice_mut(&mut lse);
+        let lp = a.write(op, "lse", &mut lse)?;
         let (qsp, ksp, tp) = (a.slice(qs), a.slice(ks), a.slice(tiles_dev));
         let mut b = backend.stream().launch_builder(&f);
         b.arg(&qp)
@@ -243,7 +240,7 @@ fn forward(
     Ok((out, lse))
 }
 
-/// Returns (O, lse) like the CPU path.
+/// Returns (O, lse) like the CPU path; lse stays on the device for the backward.
 pub fn attention_forward(
     backend: &Arc<CudaBackend>,
     q: &Tensor,
@@ -251,13 +248,10 @@ pub fn attention_forward(
     v: &Tensor,
     segments: &SegmentStarts,
     shape: AttentionShape,
-) -> Result<(Tensor, Vec<f32>)> {
+) -> Result<(Tensor, Tensor)> {
     const OP: &str = "attention_forward";
     let segments = segments.cuda(OP, &Device::Cuda(backend.clone()))?;
-    let (out, lse) = forward(backend, OP, (q, k, v), segments, &segments.starts, shape)?;
-    let mut host = backend.stream().clone_dtoh(&lse)?;
-    host.truncate(q.shape()[0] * shape.heads);
-    Ok((out, host))
+    forward(backend, OP, (q, k, v), segments, &segments.starts, shape)
 }
 
 /// The decode step against a KV cache.
@@ -286,12 +280,13 @@ pub fn attention_backward(
     k: &Tensor,
     v: &Tensor,
     out: &Tensor,
-    lse: &[f32],
+    lse: &Tensor,
     segments: &SegmentStarts,
     shape: AttentionShape,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "attention_backward";
     let segments = segments.cuda(OP, &Device::Cuda(backend.clone()))?;
+    super::on_device(OP, "lse", lse, &Device::Cuda(backend.clone()))?;
     let dtype = same_device_and_dtype(
         OP,
         backend,
@@ -316,7 +311,6 @@ pub fn attention_backward(
         return Ok((dq, dk, dv));
     }
     let (starts_dev, tiles_dev) = (&segments.starts, &segments.tiles);
-    let lse_dev = upload(backend, lse)?;
     let mut d_dev = workspace::<f32>(backend, t * heads)?;
     let (h_i, hkv_i, hd_i) = (
         to_i32(OP, "heads", heads)?,
@@ -352,7 +346,11 @@ pub fn attention_backward(
         a.read(OP, "V", v)?,
     );
     let (op_, gp) = (a.read(OP, "O", out)?, a.read(OP, "dO", dout)?);
-    let (lp, sp, tp) = (a.slice(&lse_dev), a.slice(starts_dev), a.slice(tiles_dev));
+    let (lp, sp, tp) = (
+        a.read(OP, "lse", lse)?,
+        a.slice(starts_dev),
+        a.slice(tiles_dev),
+    );
     let dp = a.slice_mut(&mut d_dev);
     let (dqp, dkp, dvp) = (
         a.write(OP, "dQ", &mut dq)?,
