@@ -14,11 +14,11 @@
 use cudarc::driver::CudaSlice;
 use flix_core::BatchPlan;
 
+use crate::cuda::launch::upload;
 use crate::error::{KernelError, Result};
 use crate::flix::DevicePlan;
 use crate::ops::cuda::attention::CudaSegments;
 use crate::ops::cuda::embedding::CudaTokenIds;
-use crate::ops::cuda::upload;
 use crate::Device;
 
 /// The error of an op given a batch part that lives on another device than its tensors.
