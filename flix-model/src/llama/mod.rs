@@ -344,10 +344,14 @@ impl LlamaModel {
                 .layers
                 .types
                 .iter()
-                .map(|t| TypeShape {
-                    // `a` is [values, rank, d_in].
-                    rank: t.a.shape()[1],
-                    num_values: t.a.shape()[0],
+                .map(|t| {
+                    // `a` is [values, rank, d_in]; a malformed one reads as rank 0, which the
+                    // batch plan refuses with an error naming the type.
+                    let dim = |i: usize| t.a.shape().get(i).copied().unwrap_or(0);
+                    TypeShape {
+                        rank: dim(1),
+                        num_values: dim(0),
+                    }
                 })
                 .collect(),
         )
