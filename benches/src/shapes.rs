@@ -8,9 +8,6 @@
 use flix_core::{BatchPlan, PlanError, SegmentSpec, TypeShape};
 use serde::Serialize;
 
-/// Tokens per tile in the benchmark plans (the GPU kernels' work unit; the CPU ignores it).
-pub const TILE_SIZE: usize = 64;
-
 /// How the batch's tokens are split into segments.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -108,7 +105,7 @@ impl LayerShape {
             .iter()
             .map(|&(rank, num_values)| TypeShape { rank, num_values })
             .collect();
-        BatchPlan::new(&types, &self.batch(), TILE_SIZE)
+        BatchPlan::new(&types, &self.batch())
     }
 
     pub fn with_batch(&self) -> ShapeWithBatch {

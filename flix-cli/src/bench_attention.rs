@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use flix_benches::measure::median_ms;
 use flix_core::splitmix64;
+use flix_kernels::batch::SegmentStarts;
 use flix_kernels::ops::attention::{attention_backward, attention_forward, AttentionShape};
 use flix_kernels::{DType, Device, Tensor};
 use serde::Serialize;
@@ -148,6 +149,7 @@ pub fn run(args: BenchAttentionArgs) -> Result<()> {
     for &(sequences, seq_len) in &batches {
         let t = sequences * seq_len;
         let starts: Vec<usize> = (0..=sequences).map(|s| s * seq_len).collect();
+        let segments = SegmentStarts::new(&device, &starts)?;
         for &hd in &args.head_dims {
             let q = random(&device, dtype, &[t, args.heads * hd], 1)?;
             let k = random(&device, dtype, &[t, args.kv_heads * hd], 2)?;
@@ -160,13 +162,13 @@ pub fn run(args: BenchAttentionArgs) -> Result<()> {
                 };
                 let context = || format!("{sequences}x{seq_len}, head_dim {hd}, window {window:?}");
                 let (out, lse) =
-                    attention_forward(&q, &k, &v, &starts, shape).with_context(context)?;
+                    attention_forward(&q, &k, &v, &segments, shape).with_context(context)?;
                 let forward_ms = median_ms(&device, args.warmup, args.iters, || {
-                    attention_forward(&q, &k, &v, &starts, shape).map(drop)
+                    attention_forward(&q, &k, &v, &segments, shape).map(drop)
                 })
                 .with_context(context)?;
                 let backward_ms = median_ms(&device, args.warmup, args.iters, || {
-                    attention_backward(&dout, &q, &k, &v, &out, &lse, &starts, shape).map(drop)
+                    attention_backward(&dout, &q, &k, &v, &out, &lse, &segments, shape).map(drop)
                 })
                 .with_context(context)?;
                 let pairs = sequences as f64 * visible_pairs(seq_len, window) as f64;

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use flix_core::{splitmix64, BatchPlan, SegmentSpec, TypeShape};
+use flix_core::{splitmix64, TypeShape};
 use flix_kernels::ops::adamw::AdamWParams;
 use flix_kernels::{DType, Device};
 use flix_model::{
@@ -186,22 +186,16 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
             let ids = (0..seq_len)
                 .map(|t| (splitmix64((b * seq_len + t) as u64) % vocab) as u32)
                 .collect();
-            Sequence::prompt_and_target(ids, 1)
+            let features = vec![(b % 8) as i32, if b % 3 == 2 { -1 } else { (b % 4) as i32 }];
+            Sequence::prompt_and_target(ids, 1).with_features(features)
         })
         .collect();
-    let segments: Vec<SegmentSpec> = (0..batch_size)
-        .map(|b| SegmentSpec {
-            len: seq_len,
-            slots: vec![(b % 8) as i32, if b % 3 == 2 { -1 } else { (b % 4) as i32 }],
-        })
-        .collect();
-    let batch = Batch::new(&seqs)?;
-    let plan = model.device_plan(BatchPlan::new(&TYPES, &segments, 64)?)?;
+    let batch = model.upload(&Batch::new(&seqs)?)?;
     let mut optim = AdamW::new(AdamWParams::default(), Some(1.0));
 
     let mut step = |model: &mut LlamaModel| -> Result<f64> {
         model.zero_grad()?;
-        let report = model.forward_backward(&batch, Some(&plan))?;
+        let report = model.forward_backward(&batch)?;
         optim.step(model)?;
         Ok(report.loss)
     };

@@ -14,7 +14,7 @@ use flix_model::export::{parse_combination, Combination};
 use flix_model::length::Fit;
 use flix_model::train::data::prompt_text;
 use flix_model::train::Trained;
-use flix_model::{ContextLimit, Features, GenerationConfig};
+use flix_model::{ContextLimit, GenerationConfig};
 
 use crate::export::load_run;
 
@@ -144,12 +144,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             positions.saturating_sub(longest)
         );
     }
-    let types = layout.type_shapes();
     let all_slots = vec![slots; prompts.len()];
-    let features = Features {
-        types: &types,
-        slots: &all_slots,
-    };
     let eos = tok.eos_id()?;
     let config = GenerationConfig {
         max_new_tokens: args.max_new_tokens,
@@ -158,7 +153,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         seed: args.seed,
         eos_token_ids: vec![eos],
     };
-    let features = layout.adapter_spec(0).is_some().then_some(&features);
+    let features = layout
+        .adapter_spec(0)
+        .is_some()
+        .then_some(all_slots.as_slice());
     for mut out in trained.model.generate(&prompts, features, &config)? {
         if out.last() == Some(&eos) {
             out.pop();

@@ -13,12 +13,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use flix_core::{read_jsonl, TypeShape};
+use flix_core::read_jsonl;
 use flix_kernels::Device;
 use flix_model::length::Fit;
 use flix_model::{
-    load_peft_lora, score_sequences, ContextLimit, Features, LlamaModel, LongReport, Sequence,
-    Tokenizer,
+    load_peft_lora, score_sequences, ContextLimit, LlamaModel, LongReport, Sequence, Tokenizer,
 };
 
 #[derive(Args, Debug)]
@@ -80,29 +79,13 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         }
         truncated.push(encoded.truncated);
         // As `Tokenizer::encode_example`: an empty prompt still conditions on the first token.
-        sequences.push(Sequence::prompt_and_target(
-            encoded.tokens,
-            encoded.prompt_len.max(1),
-        ));
+        let sequence = Sequence::prompt_and_target(encoded.tokens, encoded.prompt_len.max(1));
+        sequences.push(match &lora {
+            Some(lora) => sequence.with_features(lora.features()),
+            None => sequence,
+        });
     }
-    let types: Vec<TypeShape> = lora
-        .iter()
-        .map(|l| TypeShape {
-            rank: l.rank,
-            num_values: 1,
-        })
-        .collect();
-    let slots = vec![vec![0]; sequences.len()];
-    let features = Features {
-        types: &types,
-        slots: &slots,
-    };
-    let scores = score_sequences(
-        &model,
-        &sequences,
-        lora.as_ref().map(|_| &features),
-        args.batch_tokens,
-    )?;
+    let scores = score_sequences(&model, &sequences, args.batch_tokens)?;
 
     let mut text = String::new();
     let (mut nll, mut count) = (0.0f64, 0usize);

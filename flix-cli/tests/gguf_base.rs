@@ -85,7 +85,7 @@ fn every_command_takes_a_gguf_base() {
         from_cli[0].len(),
         tokenizer.encode("le chat dort").unwrap().len()
     );
-    let from_lib = score_sequences(&model, &seqs, None, 4096).unwrap();
+    let from_lib = score_sequences(&model, &seqs, 4096).unwrap();
     for (cli, lib) in from_cli.iter().zip(&from_lib) {
         let lib: Vec<f64> = lib.token_logprobs.iter().map(|&v| f64::from(v)).collect();
         assert_eq!(cli, &lib);

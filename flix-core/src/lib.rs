@@ -22,6 +22,6 @@ pub use dropout::{splitmix64, DropoutPolicy, FeatureDropout};
 pub use error::{CoreError, Location, Result};
 pub use features::{FeatureSet, Mode};
 pub use mixture::{read_split_file, Mixture, MixtureCell, Split, TaskInfo};
-pub use plan::{BatchPlan, PlanError, SegmentSpec, Tile, TypeShape, ABSENT};
+pub use plan::{BatchPlan, PlanError, SegmentSpec, Tile, TypeShape, ABSENT, TILE_SIZE};
 pub use registry::{FeatureType, Registry};
 pub use saved::{write_atomic, write_atomic_with, write_dir_atomic};

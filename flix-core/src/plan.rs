@@ -11,6 +11,10 @@ use thiserror::Error;
 /// Slot value meaning "this example has no value for this type, or it was dropped".
 pub const ABSENT: i32 = -1;
 
+/// Tokens per tile of every batch plan: the FLix CUDA kernels' block of rows (`FLIX_TILE_M`);
+/// the CPU paths do not depend on it.
+pub const TILE_SIZE: usize = 64;
+
 /// What the plan needs to know of one feature type: its rank and how many values it has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TypeShape {
@@ -85,9 +89,16 @@ pub struct BatchPlan {
 
 impl BatchPlan {
     /// Validates `segments` against `types` and derives column offsets, tiles of at most
-    /// `tile_size` tokens that never cross a segment, and for each (type, value) the segments that
-    /// use it. Zero-length segments are allowed: they get no tile and contribute nothing.
-    pub fn new(
+    /// [`TILE_SIZE`] tokens that never cross a segment, and for each (type, value) the segments
+    /// that use it. Zero-length segments are allowed: they get no tile and contribute nothing.
+    pub fn new(types: &[TypeShape], segments: &[SegmentSpec]) -> Result<Self, PlanError> {
+        Self::with_tile_size_for_tests(types, segments, TILE_SIZE)
+    }
+
+    /// [`BatchPlan::new`] with tiles of `tile_size` tokens: for tests that exercise the tiling
+    /// itself with small batches. Everything else uses [`TILE_SIZE`].
+    #[doc(hidden)]
+    pub fn with_tile_size_for_tests(
         types: &[TypeShape],
         segments: &[SegmentSpec],
         tile_size: usize,

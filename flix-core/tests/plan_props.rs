@@ -45,7 +45,7 @@ fn slot(seg: &SegmentSpec, k: usize) -> i32 {
 proptest! {
     #[test]
     fn tiles_cover_every_token_once_inside_its_segment((types, segs, tile_size) in valid_batch()) {
-        let plan = BatchPlan::new(&types, &segs, tile_size).unwrap();
+        let plan = BatchPlan::with_tile_size_for_tests(&types, &segs, tile_size).unwrap();
         let total: usize = segs.iter().map(|s| s.len).sum();
         prop_assert_eq!(plan.num_tokens(), total);
         prop_assert_eq!(plan.num_segments(), segs.len());
@@ -74,7 +74,7 @@ proptest! {
 
     #[test]
     fn offsets_slots_and_users_match_a_plain_recount((types, segs, tile_size) in valid_batch()) {
-        let plan = BatchPlan::new(&types, &segs, tile_size).unwrap();
+        let plan = BatchPlan::with_tile_size_for_tests(&types, &segs, tile_size).unwrap();
         let k_types = types.len();
         prop_assert_eq!(plan.types(), &types[..]);
         prop_assert_eq!(plan.num_types(), k_types);
@@ -136,7 +136,7 @@ proptest! {
         let seg = &mut segs[example];
         seg.slots.resize(types.len(), ABSENT);
         seg.slots[type_index] = id;
-        let err = BatchPlan::new(&types, &segs, 4).unwrap_err();
+        let err = BatchPlan::new(&types, &segs).unwrap_err();
         prop_assert_eq!(&err, &PlanError::ValueOutOfRange {
             example,
             type_index,
@@ -157,7 +157,7 @@ proptest! {
         let example = pick.index(segs.len());
         segs[example].slots = vec![ABSENT; types.len() + extra];
         prop_assert_eq!(
-            BatchPlan::new(&types, &segs, 4).unwrap_err(),
+            BatchPlan::new(&types, &segs).unwrap_err(),
             PlanError::TooManySlots { example, found: types.len() + extra, types: types.len() }
         );
     }
@@ -168,7 +168,7 @@ proptest! {
         types[type_index].rank = 0;
         let first = types.iter().position(|t| t.rank == 0).unwrap();
         prop_assert_eq!(
-            BatchPlan::new(&types, &[], 4).unwrap_err(),
+            BatchPlan::new(&types, &[]).unwrap_err(),
             PlanError::ZeroRank { type_index: first }
         );
     }
@@ -194,7 +194,7 @@ proptest! {
         };
         segs.push(SegmentSpec { len, slots: vec![0] });
         segs.extend((0..after).map(|_| SegmentSpec { len: 1, slots: vec![] }));
-        let err = BatchPlan::new(&types, &segs, 1).unwrap_err();
+        let err = BatchPlan::with_tile_size_for_tests(&types, &segs, 1).unwrap_err();
         let example = small.len();
         prop_assert!(
             matches!(err, PlanError::TooManyTokens { example: e, total, max }
@@ -224,7 +224,7 @@ fn exactly_i32_max_tokens_is_allowed() {
             slots: vec![],
         },
     ];
-    let plan = BatchPlan::new(&types, &segs, 1 << 20).unwrap();
+    let plan = BatchPlan::with_tile_size_for_tests(&types, &segs, 1 << 20).unwrap();
     assert_eq!(plan.num_tokens(), i32::MAX as usize);
     assert_eq!(plan.tiles().len(), 1024 + 1024);
     assert_eq!(plan.users_of(0, 0), [0]);
@@ -236,9 +236,9 @@ fn structural_errors() {
         rank: 1,
         num_values: 1,
     }];
-    assert_eq!(BatchPlan::new(&[], &[], 4).unwrap_err(), PlanError::NoTypes);
+    assert_eq!(BatchPlan::new(&[], &[]).unwrap_err(), PlanError::NoTypes);
     assert_eq!(
-        BatchPlan::new(&one, &[], 0).unwrap_err(),
+        BatchPlan::with_tile_size_for_tests(&one, &[], 0).unwrap_err(),
         PlanError::ZeroTileSize
     );
     let wide = [
@@ -252,7 +252,7 @@ fn structural_errors() {
         },
     ];
     assert_eq!(
-        BatchPlan::new(&wide, &[], 4).unwrap_err(),
+        BatchPlan::new(&wide, &[]).unwrap_err(),
         PlanError::RankOverflow {
             total: i32::MAX as u64 + 1
         }
@@ -279,7 +279,7 @@ fn zero_length_segments_get_no_tile_and_use_nothing() {
             slots: vec![0],
         },
     ];
-    let plan = BatchPlan::new(&types, &segs, 2).unwrap();
+    let plan = BatchPlan::with_tile_size_for_tests(&types, &segs, 2).unwrap();
     assert_eq!(plan.users_of(0, 1), [1]);
     assert!(plan.users_of(0, 0).is_empty());
     assert!(plan.tiles().iter().all(|t| t.segment == 1));

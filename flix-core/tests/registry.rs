@@ -337,7 +337,7 @@ fn feature_sets_become_plan_segments() {
         dropout.apply(0, i as u64, &mut set.slots);
         segments.push(set.into_segment(i + 1));
     }
-    let plan = BatchPlan::new(&reg.type_shapes(), &segments, 2).unwrap();
+    let plan = BatchPlan::new(&reg.type_shapes(), &segments).unwrap();
     let qa = reg.types()[1].id_of("qa").unwrap() as usize;
     let swa = reg.types()[0].id_of("swa").unwrap() as usize;
     assert_eq!(plan.users_of(1, qa), [0, 2]);

@@ -11,6 +11,7 @@ mod common;
 
 use common::{cuda_or_skip, host, tensor, tolerance, Case, Problem, Rng};
 use flix_core::{SegmentSpec, TypeShape, ABSENT};
+use flix_kernels::batch::SegmentStarts;
 use flix_kernels::flix::{self, cpu_ref, AdapterGrads, DevicePlan, Write};
 use flix_kernels::{DType, Device};
 
@@ -34,7 +35,6 @@ fn case(
                 slots: slots.to_vec(),
             })
             .collect(),
-        tile_size: 16,
         d_in: d.0,
         d_out: d.1,
     }
@@ -237,24 +237,35 @@ fn attention_matches_the_cpu_path_with_windows_scales_and_head_dim_256() {
             let (v, v_cpu) = pair(&mut rng, t, hkv * hd, 1.0);
             let (dout, dout_cpu) = pair(&mut rng, t, h * hd, 1.0);
 
-            let (o, lse) = attention_forward(&q, &k, &v, &starts, s).unwrap();
-            let (o_cpu, lse_cpu) = attention_forward(&q_cpu, &k_cpu, &v_cpu, &starts, s).unwrap();
+            let segments = SegmentStarts::new(&cuda, &starts).unwrap();
+            let cpu_segments = SegmentStarts::new(&cpu, &starts).unwrap();
+            let (o, lse) = attention_forward(&q, &k, &v, &segments, s).unwrap();
+            let (o_cpu, lse_cpu) =
+                attention_forward(&q_cpu, &k_cpu, &v_cpu, &cpu_segments, s).unwrap();
             tol.check_scaled(&what("O"), &host(&o), &host(&o_cpu))
                 .unwrap();
             let f64s = |x: &[f32]| x.iter().map(|&v| v as f64).collect::<Vec<_>>();
+            let host32 = |t: &flix_kernels::Tensor| t.to_f32_vec().unwrap();
             flix_kernels::Tolerance::F32
-                .check_scaled(&what("lse"), &f64s(&lse), &f64s(&lse_cpu))
+                .check_scaled(&what("lse"), &f64s(&host32(&lse)), &f64s(&host32(&lse_cpu)))
                 .unwrap();
 
             // The CPU backward from the CPU forward, CUDA's from CUDA's (as training runs).
             let (dq_cpu, dk_cpu, dv_cpu) = attention_backward(
-                &dout_cpu, &q_cpu, &k_cpu, &v_cpu, &o_cpu, &lse_cpu, &starts, s,
+                &dout_cpu,
+                &q_cpu,
+                &k_cpu,
+                &v_cpu,
+                &o_cpu,
+                &lse_cpu,
+                &cpu_segments,
+                s,
             )
             .unwrap();
             let mut bits = Vec::new();
             for _ in 0..2 {
                 let (dq, dk, dv) =
-                    attention_backward(&dout, &q, &k, &v, &o, &lse, &starts, s).unwrap();
+                    attention_backward(&dout, &q, &k, &v, &o, &lse, &segments, s).unwrap();
                 tol.check_scaled(&what("dQ"), &host(&dq), &host(&dq_cpu))
                     .unwrap();
                 tol.check_scaled(&what("dK"), &host(&dk), &host(&dk_cpu))
@@ -309,7 +320,8 @@ fn attention_matches_the_cpu_path_with_windows_scales_and_head_dim_256() {
     // Past the largest limit the launcher says so, naming both numbers.
     let s = AttentionShape::new(1, 1, 257);
     let x = tensor(&cuda, DType::F32, &[2, 257], &[0.5; 514]);
-    let err = attention_forward(&x, &x, &x, &[0, 2], s)
+    let segments = SegmentStarts::new(&cuda, &[0, 2]).unwrap();
+    let err = attention_forward(&x, &x, &x, &segments, s)
         .unwrap_err()
         .to_string();
     assert!(err.contains("257") && err.contains("256"), "{err}");

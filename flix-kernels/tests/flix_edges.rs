@@ -64,7 +64,6 @@ fn case(types: &[(usize, usize)], segments: &[(usize, &[i32])], d_in: usize, d_o
                 slots: slots.to_vec(),
             })
             .collect(),
-        tile_size: 4,
         d_in,
         d_out,
     }

@@ -147,7 +147,6 @@ fn oracle_backward_matches_finite_differences_with_shared_and_absent_values() {
                 slots: vec![1],
             },
         ],
-        tile_size: 2,
         d_in: 3,
         d_out: 4,
     };

@@ -8,6 +8,7 @@
 mod common;
 
 use common::{devices, host, tensor, tolerance, Rng};
+use flix_kernels::batch::{SegmentStarts, TokenIds, TokenPositions};
 use flix_kernels::ops::adamw::{adamw_step, adamw_step_many, AdamWParams, AdamWTensor};
 use flix_kernels::ops::attention::{
     attention_backward, attention_decode_forward, attention_forward, AttentionShape, KvCacheView,
@@ -39,7 +40,7 @@ fn embedding_gathers_and_scatters_rows_on_every_device() {
         let (v, d) = (7, 300);
         let ids = [4u32, 0, 4, 2, 6, 0, 4, 1, 1];
         let table = tensor(&device, dtype, &[v, d], &rng.vec(v * d, 1.0));
-        let out = embedding_forward(&table, &ids).unwrap();
+        let out = embedding_forward(&table, &TokenIds::new(&device, &ids).unwrap()).unwrap();
         let tab = host(&table);
         let want: Vec<f64> = ids
             .iter()
@@ -68,7 +69,7 @@ fn embedding_gathers_and_scatters_rows_on_every_device() {
                 want[id as usize * d + c] += g[t * d + c];
             }
         }
-        embedding_backward(&mut dtable, &ids, &dout).unwrap();
+        embedding_backward(&mut dtable, &TokenIds::new(&device, &ids).unwrap(), &dout).unwrap();
         check(
             tolerance(dtype),
             "dTable",
@@ -107,7 +108,7 @@ fn rmsnorm_forward_and_backward_match_the_reference_on_every_device() {
             "rstd",
             &device,
             dtype,
-            &f64s(&rstd_got),
+            &f64s(&rstd_got.to_f32_vec().unwrap()),
             &rstd,
         );
         let dxt = rmsnorm_backward(&dy, &x, &w, &rstd_got, Some(&mut dw)).unwrap();
@@ -141,9 +142,21 @@ fn rope_rotates_and_unrotates_on_every_device() {
             );
             let want = reference::rope(&host(&x), heads, &positions, &inv, backward);
             if backward {
-                rope_backward(&mut x, heads, &positions, &inv).unwrap();
+                rope_backward(
+                    &mut x,
+                    heads,
+                    &TokenPositions::new(&device, &positions).unwrap(),
+                    &inv,
+                )
+                .unwrap();
             } else {
-                rope_forward(&mut x, heads, &positions, &inv).unwrap();
+                rope_forward(
+                    &mut x,
+                    heads,
+                    &TokenPositions::new(&device, &positions).unwrap(),
+                    &inv,
+                )
+                .unwrap();
             }
             check(tolerance(dtype), "RoPE", &device, dtype, &host(&x), &want);
         }
@@ -214,18 +227,19 @@ fn attention_matches_the_reference(shape: AttentionShape, device: &Device, dtype
     let reference::AttentionReference { o, lse, dq, dk, dv } =
         reference::attention((&qh, &kh, &vh), Some(&dh), &starts, &starts, shape);
     let tol = tolerance(dtype);
-    let (ot, lse_got) = attention_forward(&q, &k, &v, &starts, shape).unwrap();
+    let segments = SegmentStarts::new(device, &starts).unwrap();
+    let (ot, lse_got) = attention_forward(&q, &k, &v, &segments, shape).unwrap();
     check(tol, &what("attention O"), device, dtype, &host(&ot), &o);
     check(
         Tolerance::F32,
         &what("attention lse"),
         device,
         dtype,
-        &f64s(&lse_got),
+        &f64s(&lse_got.to_f32_vec().unwrap()),
         &lse,
     );
     let (dqt, dkt, dvt) =
-        attention_backward(&dout, &q, &k, &v, &ot, &lse_got, &starts, shape).unwrap();
+        attention_backward(&dout, &q, &k, &v, &ot, &lse_got, &segments, shape).unwrap();
     check(tol, &what("attention dQ"), device, dtype, &host(&dqt), &dq);
     check(tol, &what("attention dK"), device, dtype, &host(&dkt), &dk);
     check(tol, &what("attention dV"), device, dtype, &host(&dvt), &dv);
@@ -535,7 +549,7 @@ fn backward_reductions_give_the_same_bits_twice_on_every_device() {
         twice(
             &mut || {
                 let mut dt = tensor(&device, dtype, &[v, d], &vec![0.0; v * d]);
-                embedding_backward(&mut dt, &ids, &dout).unwrap();
+                embedding_backward(&mut dt, &TokenIds::new(&device, &ids).unwrap(), &dout).unwrap();
                 bits(&dt)
             },
             "embedding dTable",
@@ -561,11 +575,12 @@ fn backward_reductions_give_the_same_bits_twice_on_every_device() {
         let k = tensor(&device, dtype, &[t, 16], &rng.vec(t * 16, 1.0));
         let vv = tensor(&device, dtype, &[t, 16], &rng.vec(t * 16, 1.0));
         let go = tensor(&device, dtype, &[t, 32], &rng.vec(t * 32, 1.0));
-        let (o, lse) = attention_forward(&q, &k, &vv, &starts, shape).unwrap();
+        let segments = SegmentStarts::new(&device, &starts).unwrap();
+        let (o, lse) = attention_forward(&q, &k, &vv, &segments, shape).unwrap();
         twice(
             &mut || {
                 let (dq, dk, dv) =
-                    attention_backward(&go, &q, &k, &vv, &o, &lse, &starts, shape).unwrap();
+                    attention_backward(&go, &q, &k, &vv, &o, &lse, &segments, shape).unwrap();
                 [bits(&dq), bits(&dk), bits(&dv)].concat()
             },
             "attention dQ, dK, dV",

@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use flix_core::{splitmix64, BatchPlan, SegmentSpec, TypeShape};
+use flix_core::{splitmix64, TypeShape};
 use flix_kernels::Device;
 use flix_model::{AdapterSpec, AdapterType, Batch, LlamaModel, Sequence, TargetModule, TrainMode};
 use safetensors::tensor::TensorView;
@@ -114,33 +114,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .map(|t| (splitmix64((b * seq_len + t) as u64) % vocab as u64) as u32)
                 .collect();
             Sequence::prompt_and_target(ids, 1)
+                .with_features(vec![(b % 90) as i32, (b % 10) as i32])
         })
         .collect();
-    let segments: Vec<SegmentSpec> = (0..batch_size)
-        .map(|b| SegmentSpec {
-            len: seq_len,
-            slots: vec![(b % 90) as i32, (b % 10) as i32],
-        })
-        .collect();
-    let batch = Batch::new(&seqs)?;
-    let plan = model.device_plan(BatchPlan::new(&types, &segments, 64)?)?;
+    let batch = model.upload(&Batch::new(&seqs)?)?;
     let tokens = (batch_size * seq_len) as f64;
     println!(
         "model: {layers} layers, hidden {hidden}, {heads} heads ({kv_heads} KV), intermediate {inter}, vocab {vocab}; \
          batch {batch_size} x {seq_len} tokens; FLix 2 types r=16 on all projections; {} rayon threads",
         rayon::current_num_threads()
     );
-    model.forward_backward(&batch, Some(&plan))?; // warm-up
+    model.forward_backward(&batch)?; // warm-up
     let reps = 3;
     let start = Instant::now();
     for _ in 0..reps {
         model.zero_grad()?;
-        model.forward_backward(&batch, Some(&plan))?;
+        model.forward_backward(&batch)?;
     }
     let train = start.elapsed().as_secs_f64() / reps as f64;
     let start = Instant::now();
     for _ in 0..reps {
-        model.score(&batch, Some(&plan))?;
+        model.score(&batch)?;
     }
     let score = start.elapsed().as_secs_f64() / reps as f64;
     println!(

@@ -4,7 +4,7 @@
 //! A training step on a batch whose examples have different features:
 //!
 //! ```no_run
-//! use flix_core::{BatchPlan, SegmentSpec, TypeShape};
+//! use flix_core::TypeShape;
 //! use flix_kernels::{ops::adamw::AdamWParams, Device};
 //! use flix_model::{AdamW, AdapterSpec, AdapterType, Batch, LlamaModel, Sequence, TargetModule};
 //!
@@ -17,20 +17,16 @@
 //!     targets: TargetModule::ALL.to_vec(),
 //!     seed: 0,
 //! })?;
-//! // Two examples (prompt, then target tokens), one segment each, with their feature values.
+//! // Two examples (prompt, then target tokens), each with its feature values.
 //! let seqs = [
-//!     Sequence::prompt_and_target(vec![1, 420, 77, 31, 9], 3),
-//!     Sequence::prompt_and_target(vec![1, 55, 12], 2),
+//!     Sequence::prompt_and_target(vec![1, 420, 77, 31, 9], 3).with_features(vec![0, 1]), // lang 0, task 1
+//!     Sequence::prompt_and_target(vec![1, 55, 12], 2).with_features(vec![2, -1]), // lang 2, no task
 //! ];
-//! let segments = [
-//!     SegmentSpec { len: 5, slots: vec![0, 1] },  // lang 0, task 1
-//!     SegmentSpec { len: 3, slots: vec![2, -1] }, // lang 2, no task
-//! ];
-//! let batch = Batch::new(&seqs)?;
-//! let plan = model.device_plan(BatchPlan::new(&types, &segments, 64)?)?;
+//! // Packed once, then bound to the model's device once (with its FLix plan).
+//! let batch = model.upload(&Batch::new(&seqs)?)?;
 //! let mut optimizer = AdamW::new(AdamWParams::default(), Some(1.0));
 //! model.zero_grad()?;
-//! let report = model.forward_backward(&batch, Some(&plan))?; // only adapters get gradients
+//! let report = model.forward_backward(&batch)?; // only adapters get gradients
 //! optimizer.step(&mut model)?;
 //! println!("loss {} over {} target tokens", report.loss, report.targets);
 //! # Ok(())
@@ -67,7 +63,7 @@ pub use llama::{
 };
 pub use optim::AdamW;
 pub use peft::{load_peft_lora, PeftLora};
-pub use score::{score_sequences, ExampleScore, Features};
+pub use score::{score_sequences, ExampleScore};
 pub use source::ModelSource;
 pub use tokenize::Tokenizer;
 pub use weights::{Checkpoint, TensorSource};

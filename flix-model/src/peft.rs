@@ -6,7 +6,6 @@
 
 use std::path::Path;
 
-use flix_core::{BatchPlan, SegmentSpec, TypeShape};
 use flix_kernels::{DType, Tensor};
 use serde_json::Value;
 
@@ -26,19 +25,10 @@ pub struct PeftLora {
 }
 
 impl PeftLora {
-    /// The batch plan of a LoRA: every sequence has the one value of the one type.
-    pub fn plan(&self, sequence_lens: impl Iterator<Item = usize>) -> Result<BatchPlan> {
-        let segments: Vec<SegmentSpec> = sequence_lens
-            .map(|len| SegmentSpec {
-                len,
-                slots: vec![0],
-            })
-            .collect();
-        let shape = TypeShape {
-            rank: self.rank,
-            num_values: 1,
-        };
-        Ok(BatchPlan::new(&[shape], &segments, 64)?)
+    /// The feature values of every sequence under a LoRA ([`crate::Sequence::features`]): the
+    /// one value of the one type.
+    pub fn features(&self) -> Vec<i32> {
+        vec![0]
     }
 }
 

@@ -2,10 +2,8 @@
 //! adapters), in batches of at most a given number of tokens. Every example is its own segment,
 //! so results do not depend on how examples are batched.
 
-use flix_core::{BatchPlan, SegmentSpec, TypeShape};
-
 use crate::batch::{Batch, Sequence};
-use crate::error::{ModelError, Result};
+use crate::error::Result;
 use crate::llama::LlamaModel;
 
 /// The score of one example.
@@ -17,30 +15,14 @@ pub struct ExampleScore {
     pub loss: Option<f64>,
 }
 
-/// The features of every example, for models with adapters: the feature types in plan order and
-/// one slot array per example.
-pub struct Features<'a> {
-    pub types: &'a [TypeShape],
-    pub slots: &'a [Vec<i32>],
-}
-
 /// Scores `sequences` in order, packing consecutive ones into batches of at most
-/// `max_batch_tokens` tokens (a longer sequence gets a batch of its own).
+/// `max_batch_tokens` tokens (a longer sequence gets a batch of its own). A model with adapters
+/// reads each sequence's [`Sequence::features`].
 pub fn score_sequences(
     model: &LlamaModel,
     sequences: &[Sequence],
-    features: Option<&Features>,
     max_batch_tokens: usize,
 ) -> Result<Vec<ExampleScore>> {
-    if let Some(f) = features {
-        if f.slots.len() != sequences.len() {
-            return Err(ModelError::Batch(format!(
-                "{} feature slot arrays for {} sequences",
-                f.slots.len(),
-                sequences.len()
-            )));
-        }
-    }
     let mut out = Vec::with_capacity(sequences.len());
     let mut start = 0;
     while start < sequences.len() {
@@ -51,19 +33,7 @@ pub fn score_sequences(
             end += 1;
         }
         let batch = Batch::new(&sequences[start..end])?;
-        let plan = match features {
-            Some(f) => {
-                let segments: Vec<SegmentSpec> = (start..end)
-                    .map(|i| SegmentSpec {
-                        len: sequences[i].tokens.len(),
-                        slots: f.slots[i].clone(),
-                    })
-                    .collect();
-                Some(model.device_plan(BatchPlan::new(f.types, &segments, 64)?)?)
-            }
-            None => None,
-        };
-        let logprob = model.score(&batch, plan.as_ref())?.token_logprobs()?;
+        let logprob = model.score(&model.upload(&batch)?)?.token_logprobs()?;
         for s in 0..batch.num_sequences() {
             let range = batch.starts[s]..batch.starts[s + 1];
             let token_logprobs: Vec<f32> = range

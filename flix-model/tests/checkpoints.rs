@@ -75,7 +75,11 @@ fn config() -> String {
 fn logits(dir: &Path) -> Vec<f32> {
     let model = LlamaModel::load(dir, &Device::Cpu).unwrap();
     let batch = Batch::new(&[Sequence::prompt_and_target(vec![1, 17, 42, 99, 5], 2)]).unwrap();
-    model.logits(&batch, None).unwrap().to_f32_vec().unwrap()
+    model
+        .logits(&model.upload(&batch).unwrap())
+        .unwrap()
+        .to_f32_vec()
+        .unwrap()
 }
 
 #[test]

@@ -15,10 +15,10 @@ fn a_sequence_past_the_context_is_refused_by_the_model() {
     let context = model.config.max_position_embeddings;
     let sequence = |len: usize| Sequence::prompt_and_target(vec![2; len], 1);
 
-    let scores = score_sequences(&model, &[sequence(context)], None, 1 << 20).unwrap();
+    let scores = score_sequences(&model, &[sequence(context)], 1 << 20).unwrap();
     assert_eq!(scores[0].token_logprobs.len(), context - 1);
 
-    let err = score_sequences(&model, &[sequence(3), sequence(context + 1)], None, 1 << 20)
+    let err = score_sequences(&model, &[sequence(3), sequence(context + 1)], 1 << 20)
         .unwrap_err()
         .to_string();
     assert!(

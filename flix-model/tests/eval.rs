@@ -5,7 +5,7 @@
 mod common;
 
 use common::fixture;
-use flix_core::{BatchPlan, FeatureConfig, SegmentSpec, TypeDefaults};
+use flix_core::{FeatureConfig, TypeDefaults};
 use flix_kernels::Device;
 use flix_model::eval::greedy::{greedy_decode, Prompt};
 use flix_model::train::{load_trained, Method, TrainSpec, Trainer};
@@ -53,14 +53,9 @@ fn batched_greedy_decoding_equals_decoding_each_prompt_alone() {
         let mut tokens = p.tokens.clone();
         let mut want = Vec::new();
         for _ in 0..max_new {
-            let batch =
-                Batch::new(&[Sequence::prompt_and_target(tokens.clone(), tokens.len())]).unwrap();
-            let seg = SegmentSpec {
-                len: tokens.len(),
-                slots: p.slots.clone(),
-            };
-            let plan = BatchPlan::new(&layout.type_shapes(), &[seg], 5).unwrap();
-            let logits = common::logits_with(model, &batch, plan);
+            let sequence = Sequence::prompt_and_target(tokens.clone(), tokens.len())
+                .with_features(p.slots.clone());
+            let logits = common::logits_of(model, &Batch::new(&[sequence]).unwrap());
             let last = &logits[(tokens.len() - 1) * vocab..];
             let next = (0..vocab).fold(0, |b, i| if last[i] > last[b] { i } else { b }) as u32;
             if next == eos {

@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::fixture;
-use flix_core::{BatchPlan, SegmentSpec, TypeShape};
+
 use flix_kernels::{DType, Device, Tensor};
 use flix_model::adapters::{AdapterSpec, TargetModule};
 use flix_model::export::{concatenated_lora, export_peft};
@@ -44,18 +44,9 @@ fn exported_lora_reproduces_the_flix_logits() {
         .id_of("words2num")
         .unwrap();
     let tokens: Vec<u32> = (0..9).map(|i| (i * 7 % 20) as u32).collect();
-    let batch = Batch::new(&[Sequence::prompt_and_target(tokens.clone(), 3)]).unwrap();
-    let segment = |slots| SegmentSpec {
-        len: tokens.len(),
-        slots,
-    };
-    let plan = BatchPlan::new(
-        &trained.layout.type_shapes(),
-        &[segment(vec![lang, task, 0])],
-        4,
-    )
-    .unwrap();
-    let want = common::logits_with(&trained.model, &batch, plan);
+    let sequence = Sequence::prompt_and_target(tokens.clone(), 3);
+    let batch = |features| Batch::new(&[sequence.clone().with_features(features)]).unwrap();
+    let want = common::logits_of(&trained.model, &batch(vec![lang, task, 0]));
 
     // A fresh base with one LoRA of rank R, alpha R, holding the exported tensors.
     let mut lora = LlamaModel::load(&base, &Device::Cpu).unwrap();
@@ -76,12 +67,7 @@ fn exported_lora_reproduces_the_flix_logits() {
                 .unwrap();
         }
     }
-    let shapes = [TypeShape {
-        rank,
-        num_values: 1,
-    }];
-    let plan = BatchPlan::new(&shapes, &[segment(vec![0])], 4).unwrap();
-    let got = common::logits_with(&lora, &batch, plan);
+    let got = common::logits_of(&lora, &batch(vec![0]));
     let worst = want
         .iter()
         .zip(&got)
@@ -90,7 +76,7 @@ fn exported_lora_reproduces_the_flix_logits() {
     assert!(worst < 1e-4, "worst relative difference {worst}");
     // The adapters were trained: the LoRA is not a no-op.
     let plain = LlamaModel::load(&base, &Device::Cpu).unwrap();
-    let base_logits = plain.logits(&batch, None).unwrap().to_f32_vec().unwrap();
+    let base_logits = common::logits_of(&plain, &batch(vec![]));
     assert!(base_logits
         .iter()
         .zip(&got)
@@ -151,13 +137,9 @@ fn gemma3_export_is_applied_by_peft() {
     let task = reg.feature_type("task").unwrap().id_of("date").unwrap();
     // Longer than the sliding window (3).
     let tokens: Vec<u32> = (0..9).map(|i| (i * 7 % 20) as u32).collect();
-    let batch = Batch::new(&[Sequence::prompt_and_target(tokens.clone(), 3)]).unwrap();
-    let segment = SegmentSpec {
-        len: tokens.len(),
-        slots: vec![lang, task],
-    };
-    let plan = BatchPlan::new(&trained.layout.type_shapes(), &[segment], 4).unwrap();
-    let want = common::logits_with(&trained.model, &batch, plan);
+    let sequence = Sequence::prompt_and_target(tokens.clone(), 3).with_features(vec![lang, task]);
+    let batch = Batch::new(&[sequence]).unwrap();
+    let want = common::logits_of(&trained.model, &batch);
 
     let dir = tmp.path().join("peft");
     export_peft(&trained, &combination, &dir).unwrap();

@@ -68,7 +68,7 @@ fn gemma3_270m_gguf_scores_match_transformers() {
     }
     for device in &devices {
         let model = source.load_as(device, DType::F32).unwrap();
-        let scores = score_sequences(&model, &sequences, None, 4096).unwrap();
+        let scores = score_sequences(&model, &sequences, 4096).unwrap();
         let total: usize = scores.iter().map(|s| s.token_logprobs.len()).sum();
         for (kernels, expected) in [("portable", &portable), ("SIMD", &simd)] {
             eprintln!("on {device}, against transformers with torch's {kernels} kernels:");

@@ -60,7 +60,7 @@ fn gemma3_270m_matches_transformers() {
     assert!(tokens.len() > 512);
 
     let seq = Sequence::prompt_and_target(tokens.clone(), 1);
-    let scores = score_sequences(&model, &[seq], None, 1 << 20).unwrap();
+    let scores = score_sequences(&model, &[seq], 1 << 20).unwrap();
     let got = &scores[0].token_logprobs;
     let worst = got
         .iter()

@@ -4,12 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use flix_core::{BatchPlan, SegmentSpec, TypeShape};
+use flix_core::TypeShape;
 use flix_kernels::{DType, Device, Tensor};
 use flix_model::llama::sample;
 use flix_model::{
-    load_peft_lora, AdapterSpec, AdapterType, Batch, Decoder, Features, FinishReason,
-    GenerationConfig, LlamaModel, Sequence, SequenceId, SequenceParams, TargetModule,
+    load_peft_lora, AdapterSpec, AdapterType, Batch, Decoder, FinishReason, GenerationConfig,
+    LlamaModel, Sequence, SequenceId, SequenceParams, TargetModule,
 };
 
 fn fixture_dir() -> PathBuf {
@@ -33,20 +33,14 @@ fn greedy_matches_transformers_with_peft_lora() {
 
     let mut model = LlamaModel::load(&fixture_dir(), &Device::Cpu).unwrap();
     let lora = load_peft_lora(&mut model, &fixture_dir().join("lora")).unwrap();
-    let types = [TypeShape {
-        rank: lora.rank,
-        num_values: 1,
-    }];
-    let slots = vec![vec![0]; prompts.len()];
-    let features = Features {
-        types: &types,
-        slots: &slots,
-    };
+    let features = vec![lora.features(); prompts.len()];
     let cfg = GenerationConfig {
         max_new_tokens: 6,
         ..GenerationConfig::default()
     };
-    let got = model.generate(&prompts, Some(&features), &cfg).unwrap();
+    let got = model
+        .generate(&prompts, Some(features.as_slice()), &cfg)
+        .unwrap();
     assert_eq!(got, want);
 }
 
@@ -116,23 +110,11 @@ fn reference_generate(
         let batch = Batch::new(&[Sequence {
             tokens: ids.clone(),
             targets: vec![-1; ids.len()],
+            features: slots.to_vec(),
         }])
         .unwrap();
-        let plan = BatchPlan::new(
-            &TYPES,
-            &[SegmentSpec {
-                len: ids.len(),
-                slots: slots.to_vec(),
-            }],
-            4,
-        )
-        .unwrap();
-        let plan = model.device_plan(plan).unwrap();
-        let logits = model
-            .logits(&batch, Some(&plan))
-            .unwrap()
-            .to_f32_vec()
-            .unwrap();
+        let batch = model.upload(&batch).unwrap();
+        let logits = model.logits(&batch).unwrap().to_f32_vec().unwrap();
         let vocab = model.config.vocab_size;
         let next = sample(&logits[(ids.len() - 1) * vocab..], cfg, index, step);
         new.push(next);
@@ -149,10 +131,7 @@ fn cached_mixed_feature_generation_equals_recomputation() {
     let model = model_with_adapters();
     let prompts = vec![vec![1, 17, 42, 99, 5], vec![1, 88], vec![4, 9, 100]];
     let slots = vec![vec![0, 1], vec![2, -1], vec![-1, 0]];
-    let features = Features {
-        types: &TYPES,
-        slots: &slots,
-    };
+    let features = slots.as_slice();
     for cfg in [
         GenerationConfig {
             max_new_tokens: 5,
@@ -166,7 +145,7 @@ fn cached_mixed_feature_generation_equals_recomputation() {
             eos_token_ids: vec![],
         },
     ] {
-        let got = model.generate(&prompts, Some(&features), &cfg).unwrap();
+        let got = model.generate(&prompts, Some(features), &cfg).unwrap();
         for (i, prompt) in prompts.iter().enumerate() {
             let want = reference_generate(&model, prompt, &slots[i], i as u64, &cfg);
             assert_eq!(got[i], want, "sequence {i} with {cfg:?}");
@@ -176,7 +155,7 @@ fn cached_mixed_feature_generation_equals_recomputation() {
     let greedy = model
         .generate(
             &prompts,
-            Some(&features),
+            Some(features),
             &GenerationConfig {
                 max_new_tokens: 5,
                 ..GenerationConfig::default()
@@ -189,7 +168,7 @@ fn cached_mixed_feature_generation_equals_recomputation() {
         eos_token_ids: vec![eos],
         ..GenerationConfig::default()
     };
-    let stopped = model.generate(&prompts, Some(&features), &cfg).unwrap();
+    let stopped = model.generate(&prompts, Some(features), &cfg).unwrap();
     assert_eq!(stopped[0], vec![eos]);
     for i in 1..3 {
         let cut = greedy[i]
@@ -239,7 +218,7 @@ fn sampling_rules() {
 #[test]
 fn decoder_sequences_joining_and_leaving_equal_each_alone() {
     let model = model_with_adapters();
-    let mut decoder = Decoder::new(&model, Some(TYPES.to_vec()));
+    let mut decoder = Decoder::new(&model);
     let params = |prompt: Vec<u32>, slots: Vec<i32>, temperature: f32, seed: u64, stream: u64| {
         SequenceParams {
             prompt,
@@ -312,7 +291,7 @@ fn decoder_sequences_joining_and_leaving_equal_each_alone() {
 fn decoder_stops_at_the_context_and_refuses_bad_sequences() {
     let model = model_with_adapters();
     let context = model.config.max_position_embeddings;
-    let mut decoder = Decoder::new(&model, Some(TYPES.to_vec()));
+    let mut decoder = Decoder::new(&model);
     let ok = SequenceParams {
         prompt: vec![3; context - 2],
         slots: vec![0, 1],

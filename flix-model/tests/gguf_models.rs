@@ -63,7 +63,11 @@ fn check_logits(stem: &str) {
             .map(|t| t.as_u64().unwrap() as u32)
             .collect();
         let batch = Batch::new(&[Sequence::prompt_and_target(ids, 1)]).unwrap();
-        let got = model.logits(&batch, None).unwrap().to_f32_vec().unwrap();
+        let got = model
+            .logits(&model.upload(&batch).unwrap())
+            .unwrap()
+            .to_f32_vec()
+            .unwrap();
         let want: Vec<f32> = expected
             .tensor(&format!("logits.{i}"))
             .unwrap()
@@ -277,7 +281,11 @@ fn real_gemma3_270m() {
         .map(|t| t.as_u64().unwrap() as u32)
         .collect();
     let batch = Batch::new(&[Sequence::prompt_and_target(ids.clone(), 1)]).unwrap();
-    let logits = llama.logits(&batch, None).unwrap().to_f32_vec().unwrap();
+    let logits = llama
+        .logits(&llama.upload(&batch).unwrap())
+        .unwrap()
+        .to_f32_vec()
+        .unwrap();
     let columns = want["columns"].as_u64().unwrap() as usize;
     for (t, (row, best)) in want["logits"]
         .as_array()

@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 
-use flix_core::{BatchPlan, SegmentSpec, TypeShape};
 use flix_kernels::tolerance::Tolerance;
 use flix_kernels::{DType, Device, Tensor};
 use flix_model::config::{Family, LayerType};
@@ -140,12 +139,20 @@ fn fixture_batch() -> Batch {
     fixture_batch_from(&fixture_dir())
 }
 
+/// `batch` with every sequence given the one value of a LoRA's one feature type.
+fn with_lora_features(batch: &Batch) -> Batch {
+    let mut batch = batch.clone();
+    batch.features = vec![vec![0]; batch.num_sequences()];
+    batch
+}
+
 fn check_logits_and_loss(dir: &Path, batch: &Batch) {
     let expected = Expected::load(dir);
     for run in devices() {
         let device = run.device.clone();
         let model = LlamaModel::load_as(dir, &device, run.dtype).unwrap();
-        let logits = model.logits(batch, None).unwrap().to_f32_vec().unwrap();
+        let uploaded = model.upload(batch).unwrap();
+        let logits = model.logits(&uploaded).unwrap().to_f32_vec().unwrap();
         let vocab = model.config.vocab_size;
         for s in 0..batch.num_sequences() {
             let rows = &logits[batch.starts[s] * vocab..batch.starts[s + 1] * vocab];
@@ -155,7 +162,7 @@ fn check_logits_and_loss(dir: &Path, batch: &Batch) {
                 &expected.get(&format!("full.logits.{s}")),
             );
         }
-        let scored = model.score(batch, None).unwrap();
+        let scored = model.score(&uploaded).unwrap();
         let loss = scored.loss_sum / scored.count as f64;
         run.assert_close("loss", &[loss as f32], &expected.get("full.loss"));
     }
@@ -167,7 +174,9 @@ fn check_full_gradients(dir: &Path, batch: &Batch, num_params: usize) {
         let device = run.device.clone();
         let mut model = LlamaModel::load_as(dir, &device, run.dtype).unwrap();
         model.set_train_mode(TrainMode::Full).unwrap();
-        let report = model.forward_backward(batch, None).unwrap();
+        let report = model
+            .forward_backward(&model.upload(batch).unwrap())
+            .unwrap();
         run.assert_close("loss", &[report.loss as f32], &expected.get("full.loss"));
         let mut checked = 0;
         for p in model.params_mut() {
@@ -232,29 +241,8 @@ fn check_lora(dir: &Path, batch: &Batch, targets: &[TargetModule]) {
                 ty.b = Tensor::from_f32(&device, DType::F32, &b_shape, &b).unwrap();
             }
         }
-        let segments: Vec<SegmentSpec> = batch
-            .sequence_lens()
-            .map(|len| SegmentSpec {
-                len,
-                slots: vec![0],
-            })
-            .collect();
-        let plan = BatchPlan::new(
-            &[TypeShape {
-                rank,
-                num_values: 1,
-            }],
-            &segments,
-            4,
-        )
-        .unwrap();
-        let plan = model.device_plan(plan).unwrap();
-
-        let logits = model
-            .logits(batch, Some(&plan))
-            .unwrap()
-            .to_f32_vec()
-            .unwrap();
+        let uploaded = model.upload(&with_lora_features(batch)).unwrap();
+        let logits = model.logits(&uploaded).unwrap().to_f32_vec().unwrap();
         let vocab = model.config.vocab_size;
         for s in 0..batch.num_sequences() {
             let rows = &logits[batch.starts[s] * vocab..batch.starts[s + 1] * vocab];
@@ -264,7 +252,7 @@ fn check_lora(dir: &Path, batch: &Batch, targets: &[TargetModule]) {
                 &expected.get(&format!("lora.logits.{s}")),
             );
         }
-        let report = model.forward_backward(batch, Some(&plan)).unwrap();
+        let report = model.forward_backward(&uploaded).unwrap();
         run.assert_close(
             "LoRA loss",
             &[report.loss as f32],
@@ -319,14 +307,12 @@ fn check_peft_directory(dir: &Path, batch: &Batch) -> LlamaModel {
     let mut model = LlamaModel::load(dir, &Device::Cpu).unwrap();
     let lora = flix_model::load_peft_lora(&mut model, &dir.join("lora")).unwrap();
     assert_eq!((lora.rank, lora.alpha), (4, 8.0));
-    let plan = model
-        .device_plan(lora.plan(batch.sequence_lens()).unwrap())
-        .unwrap();
-    let logits = model
-        .logits(batch, Some(&plan))
-        .unwrap()
-        .to_f32_vec()
-        .unwrap();
+    let batch_with_features = Batch {
+        features: vec![lora.features(); batch.num_sequences()],
+        ..batch.clone()
+    };
+    let uploaded = model.upload(&batch_with_features).unwrap();
+    let logits = model.logits(&uploaded).unwrap().to_f32_vec().unwrap();
     let vocab = model.config.vocab_size;
     for s in 0..batch.num_sequences() {
         let rows = &logits[batch.starts[s] * vocab..batch.starts[s + 1] * vocab];
@@ -353,20 +339,12 @@ fn peft_directory_and_scores_match_peft() {
             Sequence {
                 tokens: batch.tokens[r.clone()].to_vec(),
                 targets: batch.targets[r].to_vec(),
+                features: vec![0],
             }
         })
         .collect();
-    let types = [TypeShape {
-        rank: 4,
-        num_values: 1,
-    }];
-    let slots = vec![vec![0]; seqs.len()];
-    let features = flix_model::Features {
-        types: &types,
-        slots: &slots,
-    };
-    let together = flix_model::score_sequences(&model, &seqs, Some(&features), 1 << 20).unwrap();
-    let apart = flix_model::score_sequences(&model, &seqs, Some(&features), 1).unwrap();
+    let together = flix_model::score_sequences(&model, &seqs, 1 << 20).unwrap();
+    let apart = flix_model::score_sequences(&model, &seqs, 1).unwrap();
     let (mut sum, mut count) = (0.0, 0);
     for (a, b) in together.iter().zip(&apart) {
         assert_close(

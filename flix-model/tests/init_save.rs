@@ -40,8 +40,16 @@ fn saved_random_models_load_back_identically() {
         let loaded = LlamaModel::load(dir.path(), &Device::Cpu).unwrap();
         assert_eq!(loaded.config, cfg);
         assert_eq!(
-            loaded.logits(&batch, None).unwrap().to_f32_vec().unwrap(),
-            model.logits(&batch, None).unwrap().to_f32_vec().unwrap()
+            loaded
+                .logits(&loaded.upload(&batch).unwrap())
+                .unwrap()
+                .to_f32_vec()
+                .unwrap(),
+            model
+                .logits(&model.upload(&batch).unwrap())
+                .unwrap()
+                .to_f32_vec()
+                .unwrap()
         );
         // No temporary files left behind.
         let names: Vec<String> = std::fs::read_dir(dir.path())

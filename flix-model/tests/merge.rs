@@ -7,7 +7,6 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::fixture;
-use flix_core::{BatchPlan, SegmentSpec};
 use flix_kernels::{Device, Tolerance};
 use flix_model::export::{parse_combination, Combination};
 use flix_model::merge::merge_checkpoint;
@@ -25,32 +24,15 @@ fn sequences() -> Vec<Vec<u32>> {
     ]
 }
 
-/// Logits of every sequence, each its own segment with `slots` (no plan when `None`).
-fn logits(model: &LlamaModel, trained: &Trained, slots: Option<Vec<i32>>) -> Vec<f32> {
-    let seqs = sequences();
-    let batch = Batch::new(
-        &seqs
-            .iter()
-            .map(|t| Sequence::prompt_and_target(t.clone(), 1))
-            .collect::<Vec<_>>(),
-    )
-    .unwrap();
-    let plan = slots.map(|slots| {
-        let segments: Vec<SegmentSpec> = seqs
-            .iter()
-            .map(|t| SegmentSpec {
-                len: t.len(),
-                slots: slots.clone(),
-            })
-            .collect();
-        let plan = BatchPlan::new(&trained.layout.type_shapes(), &segments, 4).unwrap();
-        model.device_plan(plan).unwrap()
-    });
-    model
-        .logits(&batch, plan.as_ref())
-        .unwrap()
-        .to_f32_vec()
-        .unwrap()
+/// Logits of every sequence, each its own segment with feature values `slots` (ignored by a
+/// model without adapters).
+fn logits(model: &LlamaModel, slots: &[i32]) -> Vec<f32> {
+    let seqs: Vec<Sequence> = sequences()
+        .into_iter()
+        .map(|t| Sequence::prompt_and_target(t, 1).with_features(slots.to_vec()))
+        .collect();
+    let batch = model.upload(&Batch::new(&seqs).unwrap()).unwrap();
+    model.logits(&batch).unwrap().to_f32_vec().unwrap()
 }
 
 /// The plan slots of `combination` under the trained layout.
@@ -103,21 +85,17 @@ fn merged_checkpoint_gives_the_adapted_logits() {
     let (base, data) = fixture(tmp.path());
     let mut trained = train(&base, &data, Method::FlixShared, &tmp.path().join("run"));
     let plain = LlamaModel::load(&base, &Device::Cpu).unwrap();
-    let base_logits = logits(&plain, &trained, None);
+    let base_logits = logits(&plain, &[]);
 
     for (i, text) in ["lang=fra,task=words2num", "task=date"].iter().enumerate() {
         let combination = parse_combination(text).unwrap();
-        let want = logits(
-            &trained.model,
-            &trained,
-            Some(slots_of(&trained, &combination)),
-        );
+        let want = logits(&trained.model, &slots_of(&trained, &combination));
         let out = tmp.path().join(format!("merged-{i}"));
         let summary = merge_checkpoint(&mut trained, &combination, &out).unwrap();
         // q, v and down of the one layer.
         assert_eq!(summary.replaced, 3, "{text}");
         let merged = LlamaModel::load(&out, &Device::Cpu).unwrap();
-        let got = logits(&merged, &trained, None);
+        let got = logits(&merged, &[]);
         if let Err(m) = MERGED_F32.check(text, &got, &want) {
             panic!("{m}");
         }
@@ -165,28 +143,24 @@ fn lora_and_full_runs_merge_what_they_trained() {
 
     // lora: the shared adapter alone, always.
     let mut lora = train(&base, &data, Method::Lora, &tmp.path().join("lora"));
-    let want = logits(&lora.model, &lora, Some(slots_of(&lora, &none)));
+    let want = logits(&lora.model, &slots_of(&lora, &none));
     let out = tmp.path().join("merged-lora");
     merge_checkpoint(&mut lora, &none, &out).unwrap();
-    let got = logits(&LlamaModel::load(&out, &Device::Cpu).unwrap(), &lora, None);
+    let got = logits(&LlamaModel::load(&out, &Device::Cpu).unwrap(), &[]);
     if let Err(m) = MERGED_F32.check("lora", &got, &want) {
         panic!("{m}");
     }
 
     // full: the trained weights themselves (every tensor replaced).
     let mut full = train(&base, &data, Method::Full, &tmp.path().join("full"));
-    let want = logits(&full.model, &full, None);
+    let want = logits(&full.model, &[]);
     let out = tmp.path().join("merged-full");
     let summary = merge_checkpoint(&mut full, &none, &out).unwrap();
     assert_eq!(summary.copied, 0);
-    let got = logits(&LlamaModel::load(&out, &Device::Cpu).unwrap(), &full, None);
+    let got = logits(&LlamaModel::load(&out, &Device::Cpu).unwrap(), &[]);
     assert_eq!(got, want);
     let plain = LlamaModel::load(&base, &Device::Cpu).unwrap();
-    assert_ne!(
-        logits(&plain, &full, None),
-        want,
-        "full training changed nothing"
-    );
+    assert_ne!(logits(&plain, &[]), want, "full training changed nothing");
 }
 
 /// Rewrites the f32 checkpoint of `dir` as bf16, in two shards with their index.
@@ -244,11 +218,7 @@ fn sharded_bf16_base_merges_into_one_bf16_file() {
     shard_as_bf16(&base);
     let mut trained = train(&base, &data, Method::Flix, &tmp.path().join("run"));
     let combination = parse_combination("lang=deu,task=num2words").unwrap();
-    let want = logits(
-        &trained.model,
-        &trained,
-        Some(slots_of(&trained, &combination)),
-    );
+    let want = logits(&trained.model, &slots_of(&trained, &combination));
     let out = tmp.path().join("merged");
     merge_checkpoint(&mut trained, &combination, &out).unwrap();
     assert!(out.join(SINGLE_FILE).is_file());
@@ -265,17 +235,13 @@ fn sharded_bf16_base_merges_into_one_bf16_file() {
         stored(&base, "model.embed_tokens.weight")
     );
     // The merged weights are rounded to bf16 (8 significant bits): the logits agree to that.
-    let got = logits(
-        &LlamaModel::load(&out, &Device::Cpu).unwrap(),
-        &trained,
-        None,
-    );
+    let got = logits(&LlamaModel::load(&out, &Device::Cpu).unwrap(), &[]);
     if let Err(m) = Tolerance::BF16.check("bf16 merge", &got, &want) {
         panic!("{m}");
     }
     // And far closer than the unmerged base: the rounding is small next to the adapters' effect.
     let plain = LlamaModel::load(&base, &Device::Cpu).unwrap();
-    let base_logits = logits(&plain, &trained, None);
+    let base_logits = logits(&plain, &[]);
     let max_diff = |a: &[f32], b: &[f32]| {
         a.iter()
             .zip(b)
@@ -315,10 +281,10 @@ fn gemma3_runs_merge_in_transformers_conventions() {
 
     let mut full = train(&base, &data, Method::Full, &tmp.path().join("full"));
     assert_eq!(full.model.config.family, flix_model::Family::Gemma3);
-    let want = logits(&full.model, &full, None);
+    let want = logits(&full.model, &[]);
     let out = tmp.path().join("merged-full");
     merge_checkpoint(&mut full, &none, &out).unwrap();
-    let got = logits(&LlamaModel::load(&out, &Device::Cpu).unwrap(), &full, None);
+    let got = logits(&LlamaModel::load(&out, &Device::Cpu).unwrap(), &[]);
     assert_eq!(got, want);
     // The trained norms moved away from the identity (w = 0) and are stored as w.
     let ck = Checkpoint::open(&out).unwrap();
@@ -331,10 +297,10 @@ fn gemma3_runs_merge_in_transformers_conventions() {
 
     let mut flix = train(&base, &data, Method::FlixShared, &tmp.path().join("flix"));
     let combination = parse_combination("lang=deu,task=date").unwrap();
-    let want = logits(&flix.model, &flix, Some(slots_of(&flix, &combination)));
+    let want = logits(&flix.model, &slots_of(&flix, &combination));
     let out = tmp.path().join("merged-flix");
     merge_checkpoint(&mut flix, &combination, &out).unwrap();
-    let got = logits(&LlamaModel::load(&out, &Device::Cpu).unwrap(), &flix, None);
+    let got = logits(&LlamaModel::load(&out, &Device::Cpu).unwrap(), &[]);
     if let Err(m) = MERGED_F32.check("gemma3 flix merge", &got, &want) {
         panic!("{m}");
     }

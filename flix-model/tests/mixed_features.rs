@@ -6,9 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use flix_core::{BatchPlan, SegmentSpec, TypeShape};
+use flix_core::TypeShape;
 use flix_kernels::tolerance::Tolerance;
-use flix_kernels::{DType, Device, Tensor};
+use flix_kernels::{DType, Device, DeviceBatch, Tensor};
 use flix_model::{AdapterSpec, AdapterType, Batch, LlamaModel, Sequence, TargetModule, TrainMode};
 
 fn fixture_dir() -> PathBuf {
@@ -90,37 +90,17 @@ fn model_with_adapters(device: &Device, dtype: DType) -> LlamaModel {
     model
 }
 
-fn sequences() -> Vec<(Sequence, Vec<i32>)> {
+fn sequences() -> Vec<Sequence> {
     vec![
-        (
-            Sequence::prompt_and_target(vec![1, 17, 42, 99, 5, 63], 2),
-            vec![0, 1],
-        ),
-        (
-            Sequence::prompt_and_target(vec![1, 88, 7, 31], 1),
-            vec![2, -1],
-        ),
-        (
-            Sequence::prompt_and_target(vec![4, 9, 100, 12, 77], 3),
-            vec![-1, 0],
-        ),
+        Sequence::prompt_and_target(vec![1, 17, 42, 99, 5, 63], 2).with_features(vec![0, 1]),
+        Sequence::prompt_and_target(vec![1, 88, 7, 31], 1).with_features(vec![2, -1]),
+        Sequence::prompt_and_target(vec![4, 9, 100, 12, 77], 3).with_features(vec![-1, 0]),
     ]
 }
 
-fn batch_and_plan(
-    model: &LlamaModel,
-    seqs: &[(Sequence, Vec<i32>)],
-) -> (Batch, flix_kernels::flix::DevicePlan) {
-    let batch = Batch::new(&seqs.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>()).unwrap();
-    let segments: Vec<SegmentSpec> = seqs
-        .iter()
-        .map(|(s, slots)| SegmentSpec {
-            len: s.tokens.len(),
-            slots: slots.clone(),
-        })
-        .collect();
-    let plan = BatchPlan::new(&TYPES, &segments, 4).unwrap();
-    (batch, model.device_plan(plan).unwrap())
+/// `seqs` packed and bound to the model's device, with their FLix plan.
+fn upload(model: &LlamaModel, seqs: &[Sequence]) -> DeviceBatch {
+    model.upload(&Batch::new(seqs).unwrap()).unwrap()
 }
 
 #[test]
@@ -138,25 +118,20 @@ fn packed_equals_alone(device: &Device, dtype: DType) {
     assert_eq!(names[0], "model.layers.0.self_attn.q_proj");
     assert_eq!(names[13], "model.layers.1.mlp.down_proj");
     let seqs = sequences();
-    let (batch, plan) = batch_and_plan(&model, &seqs);
-    let packed = model
-        .logits(&batch, Some(&plan))
-        .unwrap()
-        .to_f32_vec()
-        .unwrap();
+    let batch = upload(&model, &seqs);
+    let packed = model.logits(&batch).unwrap().to_f32_vec().unwrap();
     let vocab = model.config.vocab_size;
     for (s, one) in seqs.iter().enumerate() {
-        let (b1, p1) = batch_and_plan(&model, std::slice::from_ref(one));
-        let alone = model.logits(&b1, Some(&p1)).unwrap().to_f32_vec().unwrap();
-        let rows = &packed[batch.starts[s] * vocab..batch.starts[s + 1] * vocab];
+        let b1 = upload(&model, std::slice::from_ref(one));
+        let alone = model.logits(&b1).unwrap().to_f32_vec().unwrap();
+        let rows = &packed[batch.starts()[s] * vocab..batch.starts()[s + 1] * vocab];
         tol.check_scaled(&format!("{device} {dtype} sequence {s}"), rows, &alone)
             .unwrap();
     }
     // The features matter: sequence 0 under other features gives other logits.
-    let mut swapped = seqs[0].clone();
-    swapped.1 = vec![1, 0];
-    let (b2, p2) = batch_and_plan(&model, &[swapped]);
-    let other = model.logits(&b2, Some(&p2)).unwrap().to_f32_vec().unwrap();
+    let swapped = seqs[0].clone().with_features(vec![1, 0]);
+    let b2 = upload(&model, &[swapped]);
+    let other = model.logits(&b2).unwrap().to_f32_vec().unwrap();
     assert!(tol
         .check_scaled("swapped", &other, &packed[..other.len()])
         .is_err());
@@ -173,8 +148,8 @@ fn adapter_gradients_match_finite_differences() {
             // bf16 is too coarse for finite differences: its gradients are held to the CPU's.
             DType::BF16 => {
                 let mut model = model_with_adapters(&device, dtype);
-                let (batch, plan) = batch_and_plan(&model, &sequences());
-                model.forward_backward(&batch, Some(&plan)).unwrap();
+                let batch = upload(&model, &sequences());
+                model.forward_backward(&batch).unwrap();
                 for (i, grad) in adapter_grads(&mut model).iter().enumerate() {
                     BF16_MODEL
                         .check_scaled(&format!("{device} bf16 gradient {i}"), grad, &cpu_grads[i])
@@ -211,8 +186,8 @@ fn adapter_grads(model: &mut LlamaModel) -> Vec<Vec<f32>> {
 fn gradients_against_finite_differences(device: &Device) -> Vec<Vec<f32>> {
     let mut model = model_with_adapters(device, DType::F32);
     let seqs = sequences();
-    let (batch, plan) = batch_and_plan(&model, &seqs);
-    model.forward_backward(&batch, Some(&plan)).unwrap();
+    let batch = upload(&model, &seqs);
+    model.forward_backward(&batch).unwrap();
 
     // (layer, module, type, which matrix, flat index).
     let probes = [
@@ -252,7 +227,7 @@ fn gradients_against_finite_differences(device: &Device) -> Vec<Vec<f32>> {
             let mut v = t.to_f32_vec().unwrap();
             v[idx] += sign * h;
             *t = Tensor::from_f32(device, DType::F32, t.shape(), &v).unwrap();
-            let s = probe.score(&batch, Some(&plan)).unwrap();
+            let s = probe.score(&batch).unwrap();
             losses[slot] = s.loss_sum / s.count as f64;
         }
         let numeric = (losses[0] - losses[1]) / (2.0 * h as f64);

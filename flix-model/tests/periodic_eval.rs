@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use common::fixture;
-use flix_core::{read_jsonl_files, BatchPlan, FeatureConfig, SegmentSpec, TypeDefaults};
+use flix_core::{read_jsonl_files, FeatureConfig, TypeDefaults};
 use flix_kernels::ops::reference::cross_entropy;
 use flix_kernels::Device;
 use flix_model::eval::periodic::{EvalRecord, MetricsLine, PeriodicEvalSpec};
@@ -85,13 +85,9 @@ fn plain_losses(checkpoint: &Path, data: &Path) -> BTreeMap<String, f64> {
         tokens.extend(tok.encode(&target_text(&ex)).unwrap());
         tokens.push(tok.eos_id().unwrap());
         let n = tokens.len();
-        let batch = Batch::new(&[Sequence::prompt_and_target(tokens.clone(), n)]).unwrap();
-        let segment = SegmentSpec {
-            len: n,
-            slots: layout.slots(&layout.registry.encode_inference(&ex)),
-        };
-        let plan = BatchPlan::new(&layout.type_shapes(), &[segment], 16).unwrap();
-        let logits = common::logits_with(model, &batch, plan);
+        let sequence = Sequence::prompt_and_target(tokens.clone(), n)
+            .with_features(layout.slots(&layout.registry.encode_inference(&ex)));
+        let logits = common::logits_of(model, &Batch::new(&[sequence]).unwrap());
         let entry = sums.entry(cell_name(&ex, &names)).or_default();
         for t in prompt_len - 1..n - 1 {
             let row: Vec<f64> = logits[t * vocab..(t + 1) * vocab]

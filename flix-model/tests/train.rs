@@ -107,7 +107,7 @@ fn heldout_cells_never_reach_a_batch_and_batches_mix_cells() {
     cells.dedup();
     assert!(cells.len() > 1, "one micro-batch should hold several cells");
     // FLix slots: the plan has both feature types.
-    assert_eq!(mb.plan.unwrap().plan().num_types(), 2);
+    assert_eq!(mb.batch.plan().unwrap().plan().num_types(), 2);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use flix_core::{BatchPlan, SegmentSpec, TypeShape};
+use flix_core::TypeShape;
 use flix_kernels::ops::adamw::AdamWParams;
 use flix_kernels::Device;
 use flix_model::{
@@ -14,22 +14,12 @@ fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama")
 }
 
-fn batch() -> (Batch, Vec<SegmentSpec>) {
+fn batch() -> Batch {
     let seqs = [
-        Sequence::prompt_and_target(vec![1, 17, 42, 99, 5, 63, 120], 3),
-        Sequence::prompt_and_target(vec![1, 88, 7, 31, 127], 2),
+        Sequence::prompt_and_target(vec![1, 17, 42, 99, 5, 63, 120], 3).with_features(vec![0, 1]),
+        Sequence::prompt_and_target(vec![1, 88, 7, 31, 127], 2).with_features(vec![1, -1]),
     ];
-    let segments = vec![
-        SegmentSpec {
-            len: 7,
-            slots: vec![0, 1],
-        },
-        SegmentSpec {
-            len: 5,
-            slots: vec![1, -1],
-        },
-    ];
-    (Batch::new(&seqs).unwrap(), segments)
+    Batch::new(&seqs).unwrap()
 }
 
 const TYPES: [TypeShape; 2] = [
@@ -65,10 +55,7 @@ fn adapter_training_fits_the_batch_and_freezes_the_base() {
         .iter()
         .map(|p| p.value.to_f32_vec().unwrap())
         .collect();
-    let (batch, segments) = batch();
-    let plan = model
-        .device_plan(BatchPlan::new(&TYPES, &segments, 4).unwrap())
-        .unwrap();
+    let batch = model.upload(&batch()).unwrap();
     let params = AdamWParams {
         lr: 1e-2,
         weight_decay: 0.0,
@@ -78,7 +65,7 @@ fn adapter_training_fits_the_batch_and_freezes_the_base() {
     let mut losses = Vec::new();
     for _ in 0..30 {
         model.zero_grad().unwrap();
-        losses.push(model.forward_backward(&batch, Some(&plan)).unwrap().loss);
+        losses.push(model.forward_backward(&batch).unwrap().loss);
         let norm = opt.step(&mut model).unwrap();
         assert!(norm.is_finite() && norm > 0.0);
     }
@@ -102,7 +89,7 @@ fn adapter_training_fits_the_batch_and_freezes_the_base() {
 fn full_parameter_training_fits_the_batch() {
     let mut model = LlamaModel::load(&fixture_dir(), &Device::Cpu).unwrap();
     model.set_train_mode(TrainMode::Full).unwrap();
-    let (batch, _) = batch();
+    let batch = model.upload(&batch()).unwrap();
     let mut opt = AdamW::new(
         AdamWParams {
             lr: 3e-3,
@@ -113,7 +100,7 @@ fn full_parameter_training_fits_the_batch() {
     let mut losses = Vec::new();
     for _ in 0..20 {
         model.zero_grad().unwrap();
-        losses.push(model.forward_backward(&batch, None).unwrap().loss);
+        losses.push(model.forward_backward(&batch).unwrap().loss);
         opt.step(&mut model).unwrap();
     }
     let (first, last) = (losses[0], *losses.last().unwrap());
@@ -142,20 +129,17 @@ fn gradient_accumulation_equals_one_big_batch() {
     let mut whole = LlamaModel::load(&fixture_dir(), &Device::Cpu).unwrap();
     whole.set_train_mode(TrainMode::Full).unwrap();
     let report = whole
-        .forward_backward(&Batch::new(&seqs).unwrap(), None)
+        .forward_backward(&whole.upload(&Batch::new(&seqs).unwrap()).unwrap())
         .unwrap();
 
     let mut parts = LlamaModel::load(&fixture_dir(), &Device::Cpu).unwrap();
     parts.set_train_mode(TrainMode::Full).unwrap();
     let scale = 1.0 / report.targets as f32;
     for s in &seqs {
-        parts
-            .forward_backward_scaled(
-                &Batch::new(std::slice::from_ref(s)).unwrap(),
-                None,
-                Some(scale),
-            )
+        let batch = parts
+            .upload(&Batch::new(std::slice::from_ref(s)).unwrap())
             .unwrap();
+        parts.forward_backward_scaled(&batch, Some(scale)).unwrap();
     }
     for (i, (a, b)) in grads(&mut whole).iter().zip(grads(&mut parts)).enumerate() {
         flix_kernels::tolerance::Tolerance::F32
@@ -168,7 +152,7 @@ fn gradient_accumulation_equals_one_big_batch() {
 /// recomputed) give a training step the same loss and gradients.
 #[test]
 fn kept_and_recomputed_logits_give_the_same_step() {
-    let (batch, _) = batch();
+    let batch = batch();
     let step = |budget: Option<usize>| -> (f64, Vec<Vec<f32>>) {
         let mut model = LlamaModel::load(&fixture_dir(), &Device::Cpu).unwrap();
         model.set_train_mode(TrainMode::Full).unwrap();
@@ -176,7 +160,10 @@ fn kept_and_recomputed_logits_give_the_same_step() {
         let targets = batch.targets.iter().filter(|&&y| y >= 0).count();
         // None: half the 128-entry vocabulary, two of its four chunks.
         model.logits_budget_bytes = budget.unwrap_or(targets * 4 * 64);
-        let loss = model.forward_backward(&batch, None).unwrap().loss;
+        let loss = model
+            .forward_backward(&model.upload(&batch).unwrap())
+            .unwrap()
+            .loss;
         let grads = model
             .params_mut()
             .iter()

@@ -159,10 +159,6 @@ pub async fn start(
             for warning in &warnings {
                 eprintln!("warning: {warning}");
             }
-            let types = layout
-                .adapter_spec(0)
-                .is_some()
-                .then(|| layout.type_shapes());
             let eos = match tokenizer.eos_id() {
                 Ok(eos) => eos,
                 Err(e) => {
@@ -182,7 +178,7 @@ pub async fn start(
                 return;
             }
             Engine {
-                decoder: Decoder::new(&model, types),
+                decoder: Decoder::new(&model),
                 messages,
                 queued,
                 metrics,

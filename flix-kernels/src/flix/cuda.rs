@@ -17,12 +17,12 @@ pub mod params;
 pub use backward::backward;
 pub use forward::{add_bias, expand, shrink};
 
-use std::sync::Arc;
-
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DeviceRepr, SyncOnDrop};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, SyncOnDrop};
 use flix_core::BatchPlan;
 
 use super::LayerAdapters;
+pub(crate) use crate::cuda::launch::to_i32;
+use crate::cuda::launch::upload;
 use crate::cuda::CudaBackend;
 use crate::error::{KernelError, Result};
 use crate::{Storage, Tensor};
@@ -43,33 +43,19 @@ pub struct CudaPlan {
     users: CudaSlice<i32>,
 }
 
-/// Copies `data` to the device; an empty slice becomes one 0 (a zero-byte allocation is not
-/// portable, and no kernel reads past the lengths the plan gives).
-fn upload<T: DeviceRepr + Copy + Default>(
-    stream: &Arc<CudaStream>,
-    data: &[T],
-) -> Result<CudaSlice<T>> {
-    if data.is_empty() {
-        Ok(stream.clone_htod(&[T::default()])?)
-    } else {
-        Ok(stream.clone_htod(data)?)
-    }
-}
-
 impl CudaPlan {
     /// Uploads the plan's arrays (and the kernels' token tiles). Rejects plans the kernels cannot
     /// take (more than [`params::MAX_TYPES`] feature types) here, before any op runs.
     pub fn upload(backend: &CudaBackend, plan: &BatchPlan) -> Result<Self> {
         params::check_types("DevicePlan::new", plan)?;
-        let stream = backend.stream();
         let tiles = params::tiles(plan.segment_starts(), params::TILE_M);
         Ok(Self {
-            segment_starts: upload(stream, plan.segment_starts())?,
-            slots: upload(stream, plan.slots())?,
+            segment_starts: upload(backend, plan.segment_starts())?,
+            slots: upload(backend, plan.slots())?,
             num_tiles: tiles.len() / 3,
-            tiles: upload(stream, &tiles)?,
-            users_ptr: upload(stream, plan.users_ptr())?,
-            users: upload(stream, plan.users())?,
+            tiles: upload(backend, &tiles)?,
+            users_ptr: upload(backend, plan.users_ptr())?,
+            users: upload(backend, plan.users())?,
         })
     }
 }
@@ -132,13 +118,6 @@ fn dtype_mismatch(op: &'static str, what: &str, tensors: &[&Tensor]) -> KernelEr
         op,
         message: format!("{what}: CUDA activations of one dtype expected, found {tensors:?}"),
     }
-}
-
-fn to_i32(op: &'static str, what: &'static str, n: usize) -> Result<i32> {
-    i32::try_from(n).map_err(|_| KernelError::Invalid {
-        op,
-        message: format!("{what} is {n}, more than the kernels' i32 indices hold"),
-    })
 }
 
 fn grid(op: &'static str, x: usize, y: usize, z: usize) -> Result<cudarc::driver::LaunchConfig> {

@@ -48,7 +48,7 @@
 //!     SegmentSpec { len: 5, slots: vec![2, 0] },
 //!     SegmentSpec { len: 3, slots: vec![0, ABSENT] },
 //! ];
-//! let plan = DevicePlan::new(&device, BatchPlan::new(&types, &segments, 64)?)?;
+//! let plan = DevicePlan::new(&device, BatchPlan::new(&types, &segments)?)?;
 //! let (t, r) = (plan.plan().num_tokens(), plan.plan().total_rank());
 //!
 //! let zeros = |shape: &[usize]| Tensor::zeros(&device, DType::F32, shape);

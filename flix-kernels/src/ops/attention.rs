@@ -21,9 +21,10 @@
 
 use rayon::prelude::*;
 
+use crate::batch::SegmentStarts;
 use crate::error::{KernelError, Result};
 use crate::ops::matmul::{gemm_f32, Trans};
-use crate::{Device, Tensor};
+use crate::{DType, Device, Tensor};
 
 /// Head layout and masking of one attention layer.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -182,19 +183,22 @@ fn query_blocks(starts: &[usize]) -> impl Iterator<Item = (usize, usize, usize)>
     })
 }
 
-/// Returns (O [T, H·hd], lse [T·H], row-major by token then head).
+/// Returns (O [T, H·hd], lse [T·H] f32 on q's device, row-major by token then head).
+/// `segments` are the batch's
+/// sequence starts ([`SegmentStarts`], on the tensors' device).
 pub fn attention_forward(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
-    starts: &[usize],
+    segments: &SegmentStarts,
     shape: AttentionShape,
-) -> Result<(Tensor, Vec<f32>)> {
+) -> Result<(Tensor, Tensor)> {
     let _profile = crate::profile::scope("attention_forward", q.device());
     const OP: &str = "attention_forward";
+    let starts = segments.host();
     let t = shape.check(OP, q, k, v, starts)?;
     if let Device::Cuda(b) = q.device() {
-        return super::cuda::attention::attention_forward(b, q, k, v, starts, shape);
+        return super::cuda::attention::attention_forward(b, q, k, v, segments, shape);
     }
     let (qs, ks, vs) = (q.cpu_data(OP)?, k.cpu_data(OP)?, v.cpu_data(OP)?);
     let AttentionShape {
@@ -261,7 +265,10 @@ pub fn attention_forward(
             lse[i * heads + h] = l[i];
         }
     }
-    Ok((Tensor::cpu(&[t, heads * hd], out)?, lse))
+    Ok((
+        Tensor::cpu(&[t, heads * hd], out)?,
+        Tensor::cpu(&[t * heads], lse)?,
+    ))
 }
 
 /// Returns (dQ, dK, dV) from dO and the forward's inputs, output and lse.
@@ -272,12 +279,13 @@ pub fn attention_backward(
     k: &Tensor,
     v: &Tensor,
     out: &Tensor,
-    lse: &[f32],
-    starts: &[usize],
+    lse: &Tensor,
+    segments: &SegmentStarts,
     shape: AttentionShape,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let _profile = crate::profile::scope("attention_backward", dout.device());
     const OP: &str = "attention_backward";
+    let starts = segments.host();
     let t = shape.check(OP, q, k, v, starts)?;
     let AttentionShape {
         heads,
@@ -287,21 +295,16 @@ pub fn attention_backward(
     } = shape;
     dout.expect_shape(OP, "dO", &[t, heads * hd])?;
     out.expect_shape(OP, "O", &[t, heads * hd])?;
-    if lse.len() != t * heads {
-        return Err(KernelError::Shape {
-            op: OP,
-            what: "lse",
-            expected: vec![t * heads],
-            found: vec![lse.len()],
-        });
-    }
+    lse.expect_shape(OP, "lse", &[t * heads])?;
+    lse.expect_dtype(OP, "lse", DType::F32)?;
     if let Device::Cuda(b) = q.device() {
         return super::cuda::attention::attention_backward(
-            b, dout, q, k, v, out, lse, starts, shape,
+            b, dout, q, k, v, out, lse, segments, shape,
         );
     }
     let (qs, ks, vs) = (q.cpu_data(OP)?, k.cpu_data(OP)?, v.cpu_data(OP)?);
     let (dos, os) = (dout.cpu_data(OP)?, out.cpu_data(OP)?);
+    let lse = lse.cpu_data(OP)?;
     let group = heads / kv_heads;
     // One task per KV head: it owns dK, dV of that head and dQ of the query heads reading it, so
     // no two tasks write the same element and the summation order is fixed.
@@ -561,6 +564,10 @@ mod tests {
     use super::*;
     use crate::ops::oracle::{assert_close, fd_check, pseudo_random, to_f64};
 
+    fn cpu_segments(starts: &[usize]) -> SegmentStarts {
+        SegmentStarts::new(&Device::Cpu, starts).unwrap()
+    }
+
     /// O of the plain reference, every query against the keys of its own segment.
     fn reference(q: &[f64], k: &[f64], v: &[f64], starts: &[usize], s: AttentionShape) -> Vec<f64> {
         crate::ops::reference::attention((q, k, v), None, starts, starts, s).o
@@ -686,12 +693,21 @@ mod tests {
         );
         let (qf, kf, vf) = (to_f64(&q), to_f64(&k), to_f64(&v));
         let want = reference(&qf, &kf, &vf, starts, shape);
-        let (o, lse) = attention_forward(&qt, &kt, &vt, starts, shape).unwrap();
+        let (o, lse) = attention_forward(&qt, &kt, &vt, &cpu_segments(starts), shape).unwrap();
         assert_close("O", &o.to_f32_vec().unwrap(), &want, 1e-5);
         let dot_ = |y: Vec<f64>| y.iter().zip(&dout).map(|(a, b)| a * *b as f64).sum::<f64>();
         let dout_t = Tensor::cpu(&[t, qw], dout.clone()).unwrap();
-        let (dq, dk, dv) =
-            attention_backward(&dout_t, &qt, &kt, &vt, &o, &lse, starts, shape).unwrap();
+        let (dq, dk, dv) = attention_backward(
+            &dout_t,
+            &qt,
+            &kt,
+            &vt,
+            &o,
+            &lse,
+            &cpu_segments(starts),
+            shape,
+        )
+        .unwrap();
         fd_check(
             &q,
             &dq.to_f32_vec().unwrap(),
@@ -757,17 +773,17 @@ mod tests {
         let x = Tensor::cpu(&[3, 2], vec![0.0; 6]).unwrap();
         let mut shape = AttentionShape::new(1, 1, 2);
         shape.window = Some(0);
-        assert!(attention_forward(&x, &x, &x, &[0, 3], shape).is_err());
+        assert!(attention_forward(&x, &x, &x, &cpu_segments(&[0, 3]), shape).is_err());
         let mut shape = AttentionShape::new(1, 1, 2);
         shape.scale = f32::NAN;
-        assert!(attention_forward(&x, &x, &x, &[0, 3], shape).is_err());
+        assert!(attention_forward(&x, &x, &x, &cpu_segments(&[0, 3]), shape).is_err());
     }
 
     #[test]
     fn bad_segment_starts_are_rejected() {
         let shape = AttentionShape::new(1, 1, 2);
         let x = Tensor::cpu(&[3, 2], vec![0.0; 6]).unwrap();
-        let err = attention_forward(&x, &x, &x, &[0, 2], shape)
+        let err = attention_forward(&x, &x, &x, &cpu_segments(&[0, 2]), shape)
             .unwrap_err()
             .to_string();
         assert!(err.contains("token count 3"), "{err}");

@@ -2,7 +2,9 @@
 //! working weights on the GPU, f32 master copies). On CUDA they run `kernels-cu/convert.cu`
 //! (round to nearest even); the CPU holds f32 only, so there a cast is a copy.
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::PushKernelArg;
+
+use crate::cuda::launch::grid_stride;
 
 use crate::error::{KernelError, Result};
 use crate::{Device, Storage, Tensor};
@@ -31,11 +33,7 @@ pub fn cast(src: &Tensor, dst: &mut Tensor) -> Result<()> {
             if n == 0 {
                 return Ok(());
             }
-            let cfg = LaunchConfig {
-                grid_dim: (n.div_ceil(256).min(65_535) as u32, 1, 1),
-                block_dim: (256, 1, 1),
-                shared_mem_bytes: 0,
-            };
+            let cfg = grid_stride(n);
             let len = n as i64;
             let stream = backend.stream();
             let (from, to) = (src.dtype(), dst.dtype());

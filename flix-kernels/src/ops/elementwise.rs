@@ -3,19 +3,12 @@
 //! `sum_rows_into` (bias gradients) and `duplicate` (a copy of an activation). Each has a plain
 //! CPU loop and a CUDA launcher of `kernels-cu/elementwise.cu` (f32 arithmetic for f32 and bf16).
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::PushKernelArg;
+
+use crate::cuda::launch::grid_stride;
 
 use crate::error::{KernelError, Result};
 use crate::{Device, Storage, Tensor};
-
-/// Grid-stride launch over `n` items (the kernels loop, so the grid is capped).
-fn grid(n: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (n.div_ceil(256).clamp(1, 65_535) as u32, 1, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    }
-}
 
 /// Checks that `b` has `a`'s device and dtype.
 fn same_device_and_dtype(
@@ -73,7 +66,7 @@ pub fn add_assign(a: &mut Tensor, b: &Tensor) -> Result<()> {
                             .arg(x)
                             .arg(y)
                             .arg(&len)
-                            .launch(grid(n))
+                            .launch(grid_stride(n))
                     }?;
                 }
                 (Storage::CudaBf16(x), Storage::CudaBf16(y)) => {
@@ -85,7 +78,7 @@ pub fn add_assign(a: &mut Tensor, b: &Tensor) -> Result<()> {
                             .arg(x)
                             .arg(y)
                             .arg(&len)
-                            .launch(grid(n))
+                            .launch(grid_stride(n))
                     }?;
                 }
                 _ => return Err(err),
@@ -122,7 +115,7 @@ pub fn scale(x: &mut Tensor, alpha: f32) -> Result<()> {
                             .arg(s)
                             .arg(&alpha)
                             .arg(&len)
-                            .launch(grid(n))
+                            .launch(grid_stride(n))
                     }?;
                 }
                 Storage::CudaBf16(s) => {
@@ -134,7 +127,7 @@ pub fn scale(x: &mut Tensor, alpha: f32) -> Result<()> {
                             .arg(s)
                             .arg(&alpha)
                             .arg(&len)
-                            .launch(grid(n))
+                            .launch(grid_stride(n))
                     }?;
                 }
                 Storage::Cpu(_) => {
@@ -198,7 +191,7 @@ pub fn sum_rows_into(db: &mut Tensor, dy: &Tensor) -> Result<()> {
                             .arg(y)
                             .arg(&r)
                             .arg(&c)
-                            .launch(grid(cols))
+                            .launch(grid_stride(cols))
                     }?;
                 }
                 (Storage::CudaBf16(d), Storage::CudaBf16(y)) => {
@@ -211,7 +204,7 @@ pub fn sum_rows_into(db: &mut Tensor, dy: &Tensor) -> Result<()> {
                             .arg(y)
                             .arg(&r)
                             .arg(&c)
-                            .launch(grid(cols))
+                            .launch(grid_stride(cols))
                     }?;
                 }
                 _ => return Err(err),

@@ -1,6 +1,7 @@
 //! Token embedding: out[t] = table[ids[t]]. Backward scatters dOut rows into dTable, in token
 //! order (deterministic).
 
+use crate::batch::TokenIds;
 use crate::error::{KernelError, Result};
 use crate::{Device, Tensor};
 
@@ -17,11 +18,13 @@ fn check_ids(op: &'static str, ids: &[u32], vocab: usize) -> Result<()> {
     }
 }
 
-/// Looks up `ids` in `table` ([V, d]); returns [T, d].
-pub fn embedding_forward(table: &Tensor, ids: &[u32]) -> Result<Tensor> {
+/// Looks up the batch's token ids ([`TokenIds`], on the table's device) in `table` ([V, d]);
+/// returns [T, d].
+pub fn embedding_forward(table: &Tensor, token_ids: &TokenIds) -> Result<Tensor> {
     let _profile = crate::profile::scope("embedding_forward", table.device());
     const OP: &str = "embedding_forward";
     let [vocab, d] = two_d(OP, table)?;
+    let ids = token_ids.host();
     check_ids(OP, ids, vocab)?;
     match table.device() {
         Device::Cpu => {
@@ -32,15 +35,16 @@ pub fn embedding_forward(table: &Tensor, ids: &[u32]) -> Result<Tensor> {
             }
             Tensor::cpu(&[ids.len(), d], out)
         }
-        Device::Cuda(b) => super::cuda::embedding::embedding_forward(b, table, ids),
+        Device::Cuda(b) => super::cuda::embedding::embedding_forward(b, table, token_ids),
     }
 }
 
 /// dTable[ids[t]] += dOut[t].
-pub fn embedding_backward(dtable: &mut Tensor, ids: &[u32], dout: &Tensor) -> Result<()> {
+pub fn embedding_backward(dtable: &mut Tensor, token_ids: &TokenIds, dout: &Tensor) -> Result<()> {
     let _profile = crate::profile::scope("embedding_backward", dout.device());
     const OP: &str = "embedding_backward";
     let [vocab, d] = two_d(OP, dtable)?;
+    let ids = token_ids.host();
     dout.expect_shape(OP, "dOut", &[ids.len(), d])?;
     check_ids(OP, ids, vocab)?;
     match dtable.device().clone() {
@@ -55,7 +59,7 @@ pub fn embedding_backward(dtable: &mut Tensor, ids: &[u32], dout: &Tensor) -> Re
             }
             Ok(())
         }
-        Device::Cuda(b) => super::cuda::embedding::embedding_backward(&b, dtable, ids, dout),
+        Device::Cuda(b) => super::cuda::embedding::embedding_backward(&b, dtable, token_ids, dout),
     }
 }
 
@@ -80,7 +84,11 @@ mod tests {
         let ids = [4u32, 0, 4, 2];
         let table = pseudo_random(v * d, 1);
         let t = Tensor::cpu(&[v, d], table.clone()).unwrap();
-        let out = embedding_forward(&t, &ids).unwrap().to_f32_vec().unwrap();
+        let token_ids = TokenIds::new(&Device::Cpu, &ids).unwrap();
+        let out = embedding_forward(&t, &token_ids)
+            .unwrap()
+            .to_f32_vec()
+            .unwrap();
         for (i, &id) in ids.iter().enumerate() {
             for j in 0..d {
                 assert_eq!(out[i * d + j], table[id as usize * d + j]);
@@ -90,7 +98,7 @@ mod tests {
         let mut dt = Tensor::cpu(&[v, d], vec![0.0; v * d]).unwrap();
         embedding_backward(
             &mut dt,
-            &ids,
+            &token_ids,
             &Tensor::cpu(&[ids.len(), d], dy.clone()).unwrap(),
         )
         .unwrap();
@@ -109,7 +117,8 @@ mod tests {
     #[test]
     fn out_of_range_id_names_the_token() {
         let t = Tensor::cpu(&[3, 2], vec![0.0; 6]).unwrap();
-        let err = embedding_forward(&t, &[0, 7]).unwrap_err().to_string();
+        let ids = TokenIds::new(&Device::Cpu, &[0, 7]).unwrap();
+        let err = embedding_forward(&t, &ids).unwrap_err().to_string();
         assert!(err.contains("token 1") && err.contains("id 7"), "{err}");
     }
 }

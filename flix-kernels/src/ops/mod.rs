@@ -4,7 +4,7 @@ pub mod adamw;
 pub mod attention;
 pub mod cast;
 pub mod cross_entropy;
-mod cuda;
+pub(crate) mod cuda;
 pub mod elementwise;
 pub mod embedding;
 pub mod grad_norm;

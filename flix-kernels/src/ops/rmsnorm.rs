@@ -6,7 +6,7 @@
 //! ```
 
 use crate::error::{KernelError, Result};
-use crate::{Device, Tensor};
+use crate::{DType, Device, Tensor};
 
 fn rows_dim(op: &'static str, x: &Tensor, w: &Tensor) -> Result<(usize, usize)> {
     let d = w.numel();
@@ -22,8 +22,8 @@ fn rows_dim(op: &'static str, x: &Tensor, w: &Tensor) -> Result<(usize, usize)> 
     Ok((x.shape()[0], d))
 }
 
-/// Returns (y [T, d], rstd [T]).
-pub fn rmsnorm_forward(x: &Tensor, w: &Tensor, eps: f32) -> Result<(Tensor, Vec<f32>)> {
+/// Returns (y [T, d], rstd [T]); rstd is f32 on x's device, for [`rmsnorm_backward`].
+pub fn rmsnorm_forward(x: &Tensor, w: &Tensor, eps: f32) -> Result<(Tensor, Tensor)> {
     let _profile = crate::profile::scope("rmsnorm_forward", x.device());
     const OP: &str = "rmsnorm_forward";
     let (rows, d) = rows_dim(OP, x, w)?;
@@ -42,7 +42,7 @@ pub fn rmsnorm_forward(x: &Tensor, w: &Tensor, eps: f32) -> Result<(Tensor, Vec<
                     *o = wv * (xv * s);
                 }
             }
-            Ok((Tensor::cpu(&[rows, d], y)?, rstd))
+            Ok((Tensor::cpu(&[rows, d], y)?, Tensor::cpu(&[rows], rstd)?))
         }
         Device::Cuda(b) => super::cuda::rmsnorm::rmsnorm_forward(b, x, w, eps),
     }
@@ -53,24 +53,19 @@ pub fn rmsnorm_backward(
     dy: &Tensor,
     x: &Tensor,
     w: &Tensor,
-    rstd: &[f32],
+    rstd: &Tensor,
     dw: Option<&mut Tensor>,
 ) -> Result<Tensor> {
     let _profile = crate::profile::scope("rmsnorm_backward", dy.device());
     const OP: &str = "rmsnorm_backward";
     let (rows, d) = rows_dim(OP, x, w)?;
     dy.expect_shape(OP, "dY", &[rows, d])?;
-    if rstd.len() != rows {
-        return Err(KernelError::Shape {
-            op: OP,
-            what: "rstd",
-            expected: vec![rows],
-            found: vec![rstd.len()],
-        });
-    }
+    rstd.expect_shape(OP, "rstd", &[rows])?;
+    rstd.expect_dtype(OP, "rstd", DType::F32)?;
     match x.device() {
         Device::Cpu => {
             let (xs, ws, g) = (x.cpu_data(OP)?, w.cpu_data(OP)?, dy.cpu_data(OP)?);
+            let rstd = rstd.cpu_data(OP)?;
             let mut dx = vec![0.0f32; rows * d];
             let mut dw_acc = vec![0.0f64; d];
             for r in 0..rows {

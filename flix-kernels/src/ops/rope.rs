@@ -8,6 +8,7 @@
 //! The backward pass is the inverse rotation (a rotation is orthogonal), so it is the same loop
 //! with sin negated. Frequencies follow transformers' rope types `default`, `linear` and `llama3`.
 
+use crate::batch::TokenPositions;
 use crate::error::Result;
 use crate::{Device, Tensor};
 
@@ -66,11 +67,12 @@ pub fn inv_freq(head_dim: usize, theta: f64, scaling: RopeScaling) -> Vec<f32> {
         .collect()
 }
 
-/// Rotates `x` ([T, heads · head_dim]) in place; token t sits at `positions[t]`.
+/// Rotates `x` ([T, heads · head_dim]) in place; token t sits at `positions[t]` (the batch's
+/// [`TokenPositions`], on x's device).
 pub fn rope_forward(
     x: &mut Tensor,
     heads: usize,
-    positions: &[u32],
+    positions: &TokenPositions,
     inv_freq: &[f32],
 ) -> Result<()> {
     let _profile = crate::profile::scope("rope_forward", x.device());
@@ -81,7 +83,7 @@ pub fn rope_forward(
 pub fn rope_backward(
     dx: &mut Tensor,
     heads: usize,
-    positions: &[u32],
+    positions: &TokenPositions,
     inv_freq: &[f32],
 ) -> Result<()> {
     let _profile = crate::profile::scope("rope_backward", dx.device());
@@ -91,12 +93,13 @@ pub fn rope_backward(
 fn apply(
     x: &mut Tensor,
     heads: usize,
-    positions: &[u32],
+    token_positions: &TokenPositions,
     inv_freq: &[f32],
     sin_sign: f32,
     op: &'static str,
 ) -> Result<()> {
     let head_dim = 2 * inv_freq.len();
+    let positions = token_positions.host();
     x.expect_shape(op, "x", &[positions.len(), heads * head_dim])?;
     match x.device().clone() {
         Device::Cpu => {
@@ -121,7 +124,7 @@ fn apply(
             Ok(())
         }
         Device::Cuda(b) => {
-            super::cuda::elementwise::rope(&b, op, x, heads, positions, inv_freq, sin_sign)
+            super::cuda::elementwise::rope(&b, op, x, heads, token_positions, inv_freq, sin_sign)
         }
     }
 }
@@ -132,6 +135,10 @@ mod tests {
     use crate::ops::oracle::{fd_check, pseudo_random, to_f64};
     use crate::ops::reference::rope as reference;
 
+    fn cpu_positions(positions: &[u32]) -> TokenPositions {
+        TokenPositions::new(&Device::Cpu, positions).unwrap()
+    }
+
     #[test]
     fn matches_rotate_half_reference() {
         let (heads, hd) = (3, 8);
@@ -139,7 +146,7 @@ mod tests {
         let inv = inv_freq(hd, 10_000.0, RopeScaling::Default);
         let x = pseudo_random(positions.len() * heads * hd, 7);
         let mut t = Tensor::cpu(&[positions.len(), heads * hd], x.clone()).unwrap();
-        rope_forward(&mut t, heads, &positions, &inv).unwrap();
+        rope_forward(&mut t, heads, &cpu_positions(&positions), &inv).unwrap();
         let want = reference(&to_f64(&x), heads, &positions, &inv, false);
         for (g, w) in t.to_f32_vec().unwrap().iter().zip(&want) {
             assert!((*g as f64 - w).abs() < 1e-5, "{g} vs {w}");
@@ -155,7 +162,7 @@ mod tests {
         let x = pseudo_random(n, 1);
         let dy = pseudo_random(n, 2);
         let mut dx = Tensor::cpu(&[positions.len(), heads * hd], dy.clone()).unwrap();
-        rope_backward(&mut dx, heads, &positions, &inv).unwrap();
+        rope_backward(&mut dx, heads, &cpu_positions(&positions), &inv).unwrap();
         let loss = |x: &[f64]| -> f64 {
             let y = reference(x, heads, &positions, &inv, false);
             y.iter().zip(&dy).map(|(a, b)| a * *b as f64).sum()
@@ -196,7 +203,7 @@ mod tests {
     fn wrong_shape_is_an_error() {
         let inv = inv_freq(4, 10_000.0, RopeScaling::Default);
         let mut t = Tensor::cpu(&[2, 6], vec![0.0; 12]).unwrap();
-        let err = rope_forward(&mut t, 2, &[0, 1], &inv)
+        let err = rope_forward(&mut t, 2, &cpu_positions(&[0, 1]), &inv)
             .unwrap_err()
             .to_string();
         assert!(err.contains("[2, 8]"), "{err}");

@@ -82,7 +82,6 @@ pub struct Case {
     pub types: Vec<TypeShape>,
     pub scales: Vec<f32>,
     pub segments: Vec<SegmentSpec>,
-    pub tile_size: usize,
     pub d_in: usize,
     pub d_out: usize,
 }
@@ -131,14 +130,13 @@ impl Case {
             types,
             scales,
             segments,
-            tile_size: rng.range(1, 8),
             d_in: WIDTHS[rng.below(WIDTHS.len())],
             d_out: WIDTHS[rng.below(WIDTHS.len())],
         }
     }
 
     pub fn plan(&self) -> BatchPlan {
-        BatchPlan::new(&self.types, &self.segments, self.tile_size).expect("valid random plan")
+        BatchPlan::new(&self.types, &self.segments).expect("valid random plan")
     }
 }
 

@@ -3,7 +3,6 @@
 
 use crate::error::Result;
 use crate::llama::{GenerationConfig, LlamaModel};
-use crate::score::Features;
 use crate::train::Layout;
 
 /// One prompt to continue: its tokens and the plan slots of its features.
@@ -29,7 +28,6 @@ pub fn greedy_decode(
         eos_token_ids: vec![eos],
         ..GenerationConfig::default()
     };
-    let types = layout.type_shapes();
     let has_adapters = layout.adapter_spec(0).is_some();
     let mut outputs = Vec::with_capacity(prompts.len());
     let mut start = 0;
@@ -47,11 +45,7 @@ pub fn greedy_decode(
         let group = &prompts[start..end];
         let token_lists: Vec<Vec<u32>> = group.iter().map(|p| p.tokens.clone()).collect();
         let slots: Vec<Vec<i32>> = group.iter().map(|p| p.slots.clone()).collect();
-        let features = Features {
-            types: &types,
-            slots: &slots,
-        };
-        let features = has_adapters.then_some(&features);
+        let features = has_adapters.then_some(slots.as_slice());
         for mut out in model.generate(&token_lists, features, &config)? {
             if out.last() == Some(&eos) {
                 out.pop();

@@ -19,10 +19,10 @@ use super::{evaluate_model, EvalOptions, Model, TaskMetrics};
 use crate::batch::Sequence;
 use crate::error::{ModelError, Result};
 use crate::length::{ContextLimit, LongExamples};
-use crate::score::{score_sequences, Features};
+use crate::score::score_sequences;
 use crate::train::data::Holdout;
 use crate::train::data::Tokenized;
-use crate::train::{Method, PreparedSet};
+use crate::train::PreparedSet;
 
 /// What to evaluate during training and how often (saved in `spec.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -219,26 +219,12 @@ impl PeriodicEval {
             .set
             .examples
             .iter()
-            .map(|p| Sequence::prompt_and_target(p.tokens.clone(), p.prompt_len))
+            .map(|p| {
+                Sequence::prompt_and_target(p.tokens.clone(), p.prompt_len)
+                    .with_features(model.layout.slots(&p.features))
+            })
             .collect();
-        let slots: Vec<Vec<i32>> = self
-            .set
-            .examples
-            .iter()
-            .map(|p| model.layout.slots(&p.features))
-            .collect();
-        let types = model.layout.type_shapes();
-        let features = Features {
-            types: &types,
-            slots: &slots,
-        };
-        let adapters = model.layout.method != Method::Full;
-        let scores = score_sequences(
-            model.model,
-            &sequences,
-            adapters.then_some(&features),
-            batch_tokens,
-        )?;
+        let scores = score_sequences(model.model, &sequences, batch_tokens)?;
         let mut nll = vec![(0.0f64, 0usize); self.set.cell_names.len()];
         for (p, score) in self.set.examples.iter().zip(&scores) {
             nll[p.cell].0 -= score.token_logprobs.iter().map(|&l| l as f64).sum::<f64>();

@@ -25,12 +25,11 @@ use flix_kernels::ops::elementwise::{add_assign, copy_rows};
 use flix_kernels::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 use flix_kernels::ops::rope::{inv_freq, rope_backward, rope_forward};
 use flix_kernels::ops::swiglu::{gated_backward, gated_forward, GateActivation};
-use flix_kernels::Tensor;
+use flix_kernels::{DeviceBatch, Tensor};
 
 use super::linear::{Linear, LinearSaved};
 use super::param::{MakeParam, Param, ParamKind};
 use crate::adapters::TargetModule;
-use crate::batch::Batch;
 use crate::config::{Family, LlamaConfig};
 use crate::error::{ModelError, Result};
 
@@ -72,17 +71,18 @@ pub struct DecoderLayer {
     inv_freq: Vec<f32>,
 }
 
-/// The input of an RMSNorm and its reciprocal RMS per row: what its backward reads.
+/// The input of an RMSNorm and its reciprocal RMS per row (f32, on the activations' device):
+/// what its backward reads.
 struct NormSaved {
     x: Tensor,
-    rstd: Vec<f32>,
+    rstd: Tensor,
 }
 
 /// Everything the backward pass of one layer reads.
 pub struct LayerSaved {
     x: Tensor,
     xn1: Tensor,
-    rstd1: Vec<f32>,
+    rstd1: Tensor,
     /// q and k after the projections, viewed `[T · heads, head_dim]`, when they are normalised.
     q_norm: Option<NormSaved>,
     k_norm: Option<NormSaved>,
@@ -90,12 +90,12 @@ pub struct LayerSaved {
     k: Tensor,
     v: Tensor,
     attn: Tensor,
-    lse: Vec<f32>,
+    lse: Tensor,
     /// The attention output before its sandwich norm.
     after_attention: Option<NormSaved>,
     x_mid: Tensor,
     xn2: Tensor,
-    rstd2: Vec<f32>,
+    rstd2: Tensor,
     gate: Tensor,
     up: Tensor,
     h: Tensor,
@@ -157,8 +157,14 @@ impl SequenceCache {
 
 /// What a layer needs to know about the batch besides its activations.
 pub struct LayerInputs<'a> {
-    pub batch: &'a Batch,
-    pub plan: Option<&'a DevicePlan>,
+    /// The batch as bound to the device, with its FLix plan when the model has adapters.
+    pub batch: &'a DeviceBatch,
+}
+
+impl LayerInputs<'_> {
+    fn plan(&self) -> Option<&DevicePlan> {
+        self.batch.plan()
+    }
 }
 
 /// The projections and (optionally) normalised, rotated q and k of one attention call.
@@ -235,7 +241,7 @@ struct MlpOut {
     /// The layer output: x_mid + the branch.
     out: Tensor,
     xn2: Tensor,
-    rstd2: Vec<f32>,
+    rstd2: Tensor,
     gate: Tensor,
     up: Tensor,
     h: Tensor,
@@ -409,7 +415,7 @@ impl DecoderLayer {
 
     /// q, k, v of `xn1`: projected, q and k normalised per head (Gemma 3) and rotated.
     fn qkv(&self, inp: &LayerInputs, xn1: &Tensor) -> Result<Qkv> {
-        let (plan, positions, s) = (inp.plan, &inp.batch.positions, self.shape);
+        let (plan, positions, s) = (inp.plan(), inp.batch.token_positions(), self.shape);
         let (q, sq) = self.q_proj.forward(plan, xn1)?;
         let (k, sk) = self.k_proj.forward(plan, xn1)?;
         let (v, sv) = self.v_proj.forward(plan, xn1)?;
@@ -467,10 +473,11 @@ impl DecoderLayer {
     pub fn forward(&self, inp: &LayerInputs, x: Tensor) -> Result<(Tensor, LayerSaved)> {
         let (xn1, rstd1) = rmsnorm_forward(&x, &self.input_norm.value, self.eps)?;
         let qkv = self.qkv(inp, &xn1)?;
-        let (attn, lse) = attention_forward(&qkv.q, &qkv.k, &qkv.v, &inp.batch.starts, self.shape)?;
-        let (o, so) = self.o_proj.forward(inp.plan, &attn)?;
+        let (attn, lse) =
+            attention_forward(&qkv.q, &qkv.k, &qkv.v, inp.batch.segments(), self.shape)?;
+        let (o, so) = self.o_proj.forward(inp.plan(), &attn)?;
         let (x_mid, after_attention) = self.join_attention(o, &x)?;
-        let mlp = self.mlp(inp.plan, &x_mid)?;
+        let mlp = self.mlp(inp.plan(), &x_mid)?;
         let [sq, sk, sv] = qkv.lin;
         let [sg, su, sd] = mlp.lin;
         let saved = LayerSaved {
@@ -518,7 +525,7 @@ impl DecoderLayer {
                 .slots
                 .get_mut(slot)
                 .ok_or_else(|| ModelError::Batch(format!("cache slot {slot} does not exist")))?;
-            let (from, n) = (b.starts[seg], b.starts[seg + 1] - b.starts[seg]);
+            let (from, n) = (b.starts()[seg], b.starts()[seg + 1] - b.starts()[seg]);
             SequenceCache::append(entry, &k, &v, from, n)?;
         }
         let views = seqs
@@ -532,15 +539,15 @@ impl DecoderLayer {
                 _ => Err(ModelError::Batch(format!("cache slot {slot} is empty"))),
             })
             .collect::<Result<Vec<_>>>()?;
-        let attn = attention_decode_forward(&q, &views, &b.starts, s)?;
-        let (o, _) = self.o_proj.forward(inp.plan, &attn)?;
+        let attn = attention_decode_forward(&q, &views, b.starts(), s)?;
+        let (o, _) = self.o_proj.forward(inp.plan(), &attn)?;
         let (x_mid, _) = self.join_attention(o, &x)?;
-        Ok(self.mlp(inp.plan, &x_mid)?.out)
+        Ok(self.mlp(inp.plan(), &x_mid)?.out)
     }
 
     /// dOut [T, d] → dX [T, d]; accumulates gradients of trainable parameters and adapters.
     pub fn backward(&mut self, inp: &LayerInputs, s: &LayerSaved, dout: &Tensor) -> Result<Tensor> {
-        let (plan, b, shape) = (inp.plan, inp.batch, self.shape);
+        let (plan, b, shape) = (inp.plan(), inp.batch, self.shape);
         let zeros = |t: &Tensor| Tensor::zeros(t.device(), t.dtype(), t.shape());
         // MLP branch: out = x_mid + [norm_after_mlp](down(act(gate) ⊙ up)).
         let after_mlp = self.sandwich.as_mut().map(|n| &mut n.after_mlp);
@@ -577,10 +584,18 @@ impl DecoderLayer {
             d_o.as_ref().unwrap_or(&dx_mid),
             &mut dattn,
         )?;
-        let (mut dq, mut dk, dv) =
-            attention_backward(&dattn, &s.q, &s.k, &s.v, &s.attn, &s.lse, &b.starts, shape)?;
-        rope_backward(&mut dq, shape.heads, &b.positions, &self.inv_freq)?;
-        rope_backward(&mut dk, shape.kv_heads, &b.positions, &self.inv_freq)?;
+        let (mut dq, mut dk, dv) = attention_backward(
+            &dattn,
+            &s.q,
+            &s.k,
+            &s.v,
+            &s.attn,
+            &s.lse,
+            b.segments(),
+            shape,
+        )?;
+        rope_backward(&mut dq, shape.heads, b.token_positions(), &self.inv_freq)?;
+        rope_backward(&mut dk, shape.kv_heads, b.token_positions(), &self.inv_freq)?;
         match (self.qk_norm.as_mut(), &s.q_norm, &s.k_norm) {
             (Some(n), Some(qs), Some(ks)) => {
                 dq = head_norm_backward(&mut n.q, qs, dq, shape.head_dim)?;

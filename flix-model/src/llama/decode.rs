@@ -9,7 +9,7 @@
 //! sampled sequence draws from the random stream of its own (seed, stream) at its own step.
 //! `LlamaModel::generate` (so `flix generate` and evaluation) and `flix serve` all decode here.
 
-use flix_core::{BatchPlan, SegmentSpec, TypeShape};
+use flix_core::TypeShape;
 
 use super::block::{LayerCache, LayerInputs};
 use super::generate::{sample, GenerationConfig};
@@ -22,7 +22,7 @@ use crate::error::{ModelError, Result};
 pub struct SequenceParams {
     pub prompt: Vec<u32>,
     /// The plan slot of each feature type (-1: absent), as `Layout::slots` gives them. Ignored
-    /// when the decoder has no adapter types.
+    /// when the model has no adapters.
     pub slots: Vec<i32>,
     /// At least 1.
     pub max_new_tokens: usize,
@@ -89,11 +89,12 @@ pub struct Decoder<'m> {
 }
 
 impl<'m> Decoder<'m> {
-    /// `types`: the adapter types (`Layout::type_shapes`) when the model has adapters, else None.
-    pub fn new(model: &'m LlamaModel, types: Option<Vec<TypeShape>>) -> Self {
+    /// A decoder over `model` with its adapters, if any (each sequence then gives its feature
+    /// values in [`SequenceParams::slots`]).
+    pub fn new(model: &'m LlamaModel) -> Self {
         Self {
             model,
-            types,
+            types: model.adapter_types(),
             caches: (0..model.layers.len())
                 .map(|_| LayerCache::default())
                 .collect(),
@@ -246,6 +247,7 @@ impl<'m> Decoder<'m> {
             targets: Vec::new(),
             starts: vec![0],
             positions: Vec::new(),
+            features: Vec::with_capacity(self.active.len()),
         };
         for a in &self.active {
             batch.tokens.extend_from_slice(&a.pending);
@@ -256,32 +258,16 @@ impl<'m> Decoder<'m> {
                 .positions
                 .extend((a.cached..a.cached + a.pending.len()).map(|p| p as u32));
             batch.starts.push(batch.tokens.len());
+            batch.features.push(a.slots.clone());
         }
-        let plan = match &self.types {
-            Some(types) => {
-                let segments: Vec<SegmentSpec> = self
-                    .active
-                    .iter()
-                    .map(|a| SegmentSpec {
-                        len: a.pending.len(),
-                        slots: a.slots.clone(),
-                    })
-                    .collect();
-                Some(model.device_plan(BatchPlan::new(types, &segments, 64)?)?)
-            }
-            None => None,
-        };
-        model.check_batch(&batch, plan.as_ref())?;
-        let inputs = LayerInputs {
-            batch: &batch,
-            plan: plan.as_ref(),
-        };
+        let batch = model.upload(&batch)?;
+        let inputs = LayerInputs { batch: &batch };
         let cache_slots: Vec<usize> = self.active.iter().map(|a| a.cache_slot).collect();
-        let mut x = model.embed_tokens(&batch.tokens)?;
+        let mut x = model.embed_tokens(&batch)?;
         for (layer, cache) in model.layers.iter().zip(&mut self.caches) {
             x = layer.forward_cached(&inputs, x, cache, &cache_slots)?;
         }
-        let logits = model.last_token_logits(&x, &batch.starts)?;
+        let logits = model.last_token_logits(&x, batch.starts())?;
 
         let vocab = model.config.vocab_size;
         let context = model.config.max_position_embeddings;

@@ -15,7 +15,6 @@ use flix_kernels::Tensor;
 use super::decode::{Decoder, SequenceParams};
 use super::LlamaModel;
 use crate::error::{ModelError, Result};
-use crate::score::Features;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct GenerationConfig {
@@ -43,21 +42,22 @@ impl Default for GenerationConfig {
 
 impl LlamaModel {
     /// The new tokens of every prompt. `features` (when the model has adapters) gives each
-    /// prompt's slots. Prompt i draws from random stream i of `cfg.seed`.
+    /// prompt's feature values, as [`crate::Sequence::features`]. Prompt i draws from random
+    /// stream i of `cfg.seed`.
     pub fn generate(
         &self,
         prompts: &[Vec<u32>],
-        features: Option<&Features>,
+        features: Option<&[Vec<i32>]>,
         cfg: &GenerationConfig,
     ) -> Result<Vec<Vec<u32>>> {
         if let Some(i) = prompts.iter().position(Vec::is_empty) {
             return Err(ModelError::Batch(format!("prompt {i} is empty")));
         }
         if let Some(f) = features {
-            if f.slots.len() != prompts.len() {
+            if f.len() != prompts.len() {
                 return Err(ModelError::Batch(format!(
-                    "{} feature slot arrays for {} prompts",
-                    f.slots.len(),
+                    "{} feature value arrays for {} prompts",
+                    f.len(),
                     prompts.len()
                 )));
             }
@@ -66,13 +66,13 @@ impl LlamaModel {
         if cfg.max_new_tokens == 0 {
             return Ok(out);
         }
-        let mut decoder = Decoder::new(self, features.map(|f| f.types.to_vec()));
+        let mut decoder = Decoder::new(self);
         let mut index_of = HashMap::new();
         for (i, prompt) in prompts.iter().enumerate() {
             let id = decoder
                 .add(SequenceParams {
                     prompt: prompt.clone(),
-                    slots: features.map(|f| f.slots[i].clone()).unwrap_or_default(),
+                    slots: features.map(|f| f[i].clone()).unwrap_or_default(),
                     max_new_tokens: cfg.max_new_tokens,
                     temperature: cfg.temperature,
                     top_p: cfg.top_p,

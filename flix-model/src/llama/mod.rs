@@ -18,9 +18,10 @@
 //!   see a window of keys and have their own rope base (`rope_local_base_freq`), the global
 //!   layers use `rope_theta` with the config's scaling: each layer keeps its own frequencies.
 //!
-//! Three entry points over a packed [`Batch`]: [`LlamaModel::logits`], [`LlamaModel::score`]
-//! (per-token log-likelihood of the targets) and [`LlamaModel::forward_backward`] (mean loss over
-//! target tokens; gradients accumulate into every trainable parameter).
+//! A packed [`Batch`] is bound to the model's device once, by [`LlamaModel::upload`]; three entry
+//! points take the result: [`LlamaModel::logits`], [`LlamaModel::score`] (per-token
+//! log-likelihood of the targets) and [`LlamaModel::forward_backward`] (mean loss over target
+//! tokens; gradients accumulate into every trainable parameter).
 
 mod block;
 mod decode;
@@ -31,8 +32,7 @@ mod param;
 
 use std::path::Path;
 
-use flix_core::BatchPlan;
-use flix_kernels::flix::DevicePlan;
+use flix_core::TypeShape;
 use flix_kernels::ops::cross_entropy::{
     linear_cross_entropy_backward, linear_cross_entropy_forward, CrossEntropy,
 };
@@ -40,7 +40,7 @@ use flix_kernels::ops::elementwise;
 use flix_kernels::ops::embedding::{embedding_backward, embedding_forward};
 use flix_kernels::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 use flix_kernels::ops::{matmul, Trans};
-use flix_kernels::{DType, Device, Tensor};
+use flix_kernels::{DType, Device, DeviceBatch, PackedTokens, Tensor};
 
 pub use block::{DecoderLayer, QkNorm, SandwichNorms};
 pub use decode::{DecodeEvent, Decoder, FinishReason, SequenceId, SequenceParams};
@@ -349,12 +349,36 @@ impl LlamaModel {
         Ok(l.linear_mut(module))
     }
 
-    /// Binds a batch plan to the model's device (uploads it once on CUDA).
-    pub fn device_plan(&self, plan: BatchPlan) -> Result<DevicePlan> {
-        Ok(DevicePlan::new(&self.device, plan)?)
+    /// The feature types of the attached adapters, in plan order (`None` without adapters):
+    /// read off the first adapter's shapes, since every adapter of a model has the same types.
+    pub fn adapter_types(&self) -> Option<Vec<TypeShape>> {
+        let adapter = self
+            .layers
+            .iter()
+            .flat_map(|l| l.linears())
+            .find_map(|lin| lin.adapter.as_ref())?;
+        Some(
+            adapter
+                .layers
+                .types
+                .iter()
+                .map(|t| {
+                    // `a` is [values, rank, d_in]; a malformed one reads as rank 0, which the
+                    // batch plan refuses with an error naming the type.
+                    let dim = |i: usize| t.a.shape().get(i).copied().unwrap_or(0);
+                    TypeShape {
+                        rank: dim(1),
+                        num_values: dim(0),
+                    }
+                })
+                .collect(),
+        )
     }
 
-    fn check_batch(&self, batch: &Batch, plan: Option<&DevicePlan>) -> Result<()> {
+    /// Binds `batch` to the model's device, once per batch: checks it against the model's
+    /// context, makes its FLix plan when the model has adapters ([`Batch::plan`]), and on CUDA
+    /// uploads what the kernels read. Every pass over the batch takes the result.
+    pub fn upload(&self, batch: &Batch) -> Result<DeviceBatch> {
         // The model has no positions past its context: a longer sequence would be computed
         // outside what it was built for, so callers cut or skip such examples first.
         let context = self.config.max_position_embeddings;
@@ -364,38 +388,36 @@ impl LlamaModel {
                  (max_position_embeddings)"
             )));
         }
-        if let Some(plan) = plan {
-            if !plan.device().same(&self.device) {
-                return Err(ModelError::Batch(format!(
-                    "the batch plan lives on {}, the model on {}",
-                    plan.device(),
-                    self.device
-                )));
-            }
-            let plan = plan.plan();
-            let same = plan.num_segments() == batch.num_sequences()
-                && (0..plan.num_segments())
-                    .all(|s| plan.segment_range(s) == (batch.starts[s]..batch.starts[s + 1]));
-            if !same {
-                return Err(ModelError::Batch(
-                    "the batch plan's segments differ from the batch's sequences".into(),
-                ));
-            }
+        let plan = match self.adapter_types() {
+            Some(types) => Some(batch.plan(&types)?),
+            None => None,
+        };
+        let packed = PackedTokens {
+            tokens: &batch.tokens,
+            targets: &batch.targets,
+            positions: &batch.positions,
+            starts: &batch.starts,
+        };
+        Ok(DeviceBatch::new(&self.device, packed, plan)?)
+    }
+
+    fn check_batch(&self, batch: &DeviceBatch) -> Result<()> {
+        if !batch.device().same(&self.device) {
+            return Err(ModelError::Batch(format!(
+                "the batch lives on {}, the model on {}",
+                batch.device(),
+                self.device
+            )));
         }
         Ok(())
     }
 
     /// Runs embedding and every layer; returns the final hidden state before the last norm and,
     /// with `save`, each layer's saved activations.
-    fn trunk(
-        &self,
-        batch: &Batch,
-        plan: Option<&DevicePlan>,
-        save: bool,
-    ) -> Result<(Tensor, Vec<block::LayerSaved>)> {
-        self.check_batch(batch, plan)?;
-        let inputs = LayerInputs { batch, plan };
-        let mut x = self.embed_tokens(&batch.tokens)?;
+    fn trunk(&self, batch: &DeviceBatch, save: bool) -> Result<(Tensor, Vec<block::LayerSaved>)> {
+        self.check_batch(batch)?;
+        let inputs = LayerInputs { batch };
+        let mut x = self.embed_tokens(batch)?;
         let mut saved = Vec::new();
         for layer in &self.layers {
             let (next, s) = layer.forward(&inputs, x)?;
@@ -415,9 +437,9 @@ impl LlamaModel {
         })
     }
 
-    /// The (scaled) embeddings of `tokens`, `[T, hidden]`.
-    fn embed_tokens(&self, tokens: &[u32]) -> Result<Tensor> {
-        let mut x = embedding_forward(&self.embed.value, tokens)?;
+    /// The (scaled) embeddings of the batch's tokens, `[T, hidden]`.
+    fn embed_tokens(&self, batch: &DeviceBatch) -> Result<Tensor> {
+        let mut x = embedding_forward(&self.embed.value, batch.token_ids())?;
         if let Some(s) = self.embedding_scale() {
             elementwise::scale(&mut x, s)?;
         }
@@ -429,8 +451,8 @@ impl LlamaModel {
     }
 
     /// Logits [T, vocab] for every token of the batch.
-    pub fn logits(&self, batch: &Batch, plan: Option<&DevicePlan>) -> Result<Tensor> {
-        let (x, _) = self.trunk(batch, plan, false)?;
+    pub fn logits(&self, batch: &DeviceBatch) -> Result<Tensor> {
+        let (x, _) = self.trunk(batch, false)?;
         let (xn, _) = rmsnorm_forward(&x, &self.norm.value, self.config.rms_norm_eps)?;
         let mut logits = Tensor::zeros(
             &self.device,
@@ -451,13 +473,13 @@ impl LlamaModel {
 
     /// Log-likelihood of every target token (and the summed loss), without gradients: no logits
     /// are kept. [`CrossEntropy::token_logprobs`] brings the per-token values to the host.
-    pub fn score(&self, batch: &Batch, plan: Option<&DevicePlan>) -> Result<CrossEntropy> {
-        let (x, _) = self.trunk(batch, plan, false)?;
+    pub fn score(&self, batch: &DeviceBatch) -> Result<CrossEntropy> {
+        let (x, _) = self.trunk(batch, false)?;
         let (xn, _) = rmsnorm_forward(&x, &self.norm.value, self.config.rms_norm_eps)?;
         Ok(linear_cross_entropy_forward(
             &xn,
             &self.head().value,
-            &batch.targets,
+            batch.targets(),
             self.vocab_chunk,
             0,
         )?)
@@ -465,12 +487,8 @@ impl LlamaModel {
 
     /// Mean cross-entropy over the target tokens; adds its gradient into every trainable
     /// parameter (call [`Self::zero_grad`] between steps).
-    pub fn forward_backward(
-        &mut self,
-        batch: &Batch,
-        plan: Option<&DevicePlan>,
-    ) -> Result<LossReport> {
-        self.forward_backward_scaled(batch, plan, None)
+    pub fn forward_backward(&mut self, batch: &DeviceBatch) -> Result<LossReport> {
+        self.forward_backward_scaled(batch, None)
     }
 
     /// Like [`Self::forward_backward`], but the gradient added is that of
@@ -479,17 +497,16 @@ impl LlamaModel {
     /// micro-batch: the sum is then the gradient of the mean over the whole step.
     pub fn forward_backward_scaled(
         &mut self,
-        batch: &Batch,
-        plan: Option<&DevicePlan>,
+        batch: &DeviceBatch,
         grad_scale: Option<f32>,
     ) -> Result<LossReport> {
-        let (x, saved) = self.trunk(batch, plan, true)?;
+        let (x, saved) = self.trunk(batch, true)?;
         let eps = self.config.rms_norm_eps;
         let (xn, rstd) = rmsnorm_forward(&x, &self.norm.value, eps)?;
         let ce = linear_cross_entropy_forward(
             &xn,
             &self.head().value,
-            &batch.targets,
+            batch.targets(),
             self.vocab_chunk,
             self.logits_budget_bytes,
         )?;
@@ -507,14 +524,14 @@ impl LlamaModel {
             value: w, grad: dw, ..
         } = head;
         let dxn =
-            linear_cross_entropy_backward(&xn, w, &batch.targets, ce, scale, chunk, dw.as_mut())?;
+            linear_cross_entropy_backward(&xn, w, batch.targets(), ce, scale, chunk, dw.as_mut())?;
         let Param {
             value: wn,
             grad: dwn,
             ..
         } = &mut self.norm;
         let mut dx = rmsnorm_backward(&dxn, &x, wn, &rstd, dwn.as_mut())?;
-        let inputs = LayerInputs { batch, plan };
+        let inputs = LayerInputs { batch };
         for (layer, s) in self.layers.iter_mut().zip(&saved).rev() {
             dx = layer.backward(&inputs, s, &dx)?;
         }
@@ -523,7 +540,7 @@ impl LlamaModel {
             if let Some(s) = embedding_scale {
                 elementwise::scale(&mut dx, s)?;
             }
-            embedding_backward(de, &batch.tokens, &dx)?;
+            embedding_backward(de, batch.token_ids(), &dx)?;
         }
         Ok(report)
     }

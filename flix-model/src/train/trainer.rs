@@ -7,10 +7,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use flix_core::{BatchPlan, FeatureDropout, Registry, SegmentSpec};
-use flix_kernels::flix::DevicePlan;
+use flix_core::{FeatureDropout, Registry};
 use flix_kernels::ops::adamw::AdamWParams;
-use flix_kernels::Device;
+use flix_kernels::{Device, DeviceBatch};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{
@@ -34,8 +33,6 @@ use crate::optim::{AdamW, SavedState};
 use crate::source::ModelSource;
 use crate::tokenize::Tokenizer;
 
-/// Token tile of the batch plan (the unit of GPU work; any size is correct on the CPU).
-const TILE: usize = 64;
 pub const SPEC_FILE: &str = "spec.json";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 
@@ -54,10 +51,10 @@ pub struct StepReport {
     pub eval: Option<EvalRecord>,
 }
 
-/// A micro-batch: the packed tokens, its plan (absent for `full`), the cells it holds.
+/// A micro-batch: the packed tokens bound to the model's device (with the FLix plan, absent for
+/// `full`), and the cells it holds.
 pub struct MicroBatch {
-    pub batch: Batch,
-    pub plan: Option<DevicePlan>,
+    pub batch: DeviceBatch,
     pub cells: Vec<usize>,
 }
 
@@ -310,7 +307,6 @@ impl Trainer {
     /// (at least one), each with its features after dropout at (seed, micro, position).
     pub fn micro_batch(&self, micro: u64) -> Result<MicroBatch> {
         let mut sequences = Vec::new();
-        let mut segments = Vec::new();
         let mut cells = Vec::new();
         let mut tokens = 0;
         for draw in 0.. {
@@ -322,24 +318,14 @@ impl Trainer {
             tokens += ex.tokens.len();
             let mut features = ex.features.clone();
             self.dropout.apply(micro, draw, &mut features.slots);
-            segments.push(SegmentSpec {
-                len: ex.tokens.len(),
-                slots: self.layout.slots(&features),
-            });
-            sequences.push(Sequence::prompt_and_target(
-                ex.tokens.clone(),
-                ex.prompt_len,
-            ));
+            sequences.push(
+                Sequence::prompt_and_target(ex.tokens.clone(), ex.prompt_len)
+                    .with_features(self.layout.slots(&features)),
+            );
             cells.push(cell);
         }
-        let batch = Batch::new(&sequences)?;
-        let plan = if self.layout.method == Method::Full {
-            None
-        } else {
-            let plan = BatchPlan::new(&self.layout.type_shapes(), &segments, TILE)?;
-            Some(self.model.device_plan(plan)?)
-        };
-        Ok(MicroBatch { batch, plan, cells })
+        let batch = self.model.upload(&Batch::new(&sequences)?)?;
+        Ok(MicroBatch { batch, cells })
     }
 
     /// One optimizer step. A non-finite loss or gradient is an error naming the step and cells.
@@ -352,7 +338,7 @@ impl Trainer {
         for j in 0..accum {
             let micro = (step - 1) * accum as u64 + j as u64;
             let mb = self.micro_batch(micro)?;
-            let report = self.model.forward_backward(&mb.batch, mb.plan.as_ref())?;
+            let report = self.model.forward_backward(&mb.batch)?;
             if !report.loss.is_finite() {
                 return Err(self.non_finite(step, "loss", report.loss, &mb.cells));
             }

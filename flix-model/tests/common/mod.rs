@@ -106,20 +106,12 @@ pub fn lang_task_features_of_ranks_2_and_3() -> flix_core::FeatureConfig {
     features
 }
 
-/// The logits `[tokens, vocab]` of `batch` under `model` with the features of `plan`, as f32 on
-/// the host.
+/// The logits `[tokens, vocab]` of `batch` (with its sequences' features) under `model`, as
+/// f32 on the host.
 #[allow(dead_code)]
-pub fn logits_with(
-    model: &flix_model::LlamaModel,
-    batch: &flix_model::Batch,
-    plan: flix_core::BatchPlan,
-) -> Vec<f32> {
-    let plan = model.device_plan(plan).unwrap();
-    model
-        .logits(batch, Some(&plan))
-        .unwrap()
-        .to_f32_vec()
-        .unwrap()
+pub fn logits_of(model: &flix_model::LlamaModel, batch: &flix_model::Batch) -> Vec<f32> {
+    let batch = model.upload(batch).unwrap();
+    model.logits(&batch).unwrap().to_f32_vec().unwrap()
 }
 
 /// Replaces the random Llama base in `base` with a random Gemma 3 text model of the same

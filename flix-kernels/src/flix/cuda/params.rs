@@ -13,7 +13,7 @@ use crate::error::{KernelError, Result};
 /// `FLIX_MAX_TYPES` in `kernels-cu/flix_common.cuh`: the per-type arrays of [`FlixTypesParam`].
 pub const MAX_TYPES: usize = 8;
 /// `FLIX_TILE_M`: tokens per tile (one block's rows in shrink, expand, dH and dX).
-pub const TILE_M: usize = 64;
+pub const TILE_M: usize = flix_core::TILE_SIZE;
 /// `FLIX_THREADS`: every FLix kernel runs 256-thread blocks.
 pub const THREADS: u32 = 256;
 /// Columns of H per shrink/dH block (`NC` in `flix_narrow`).
@@ -276,7 +276,7 @@ mod tests {
                 slots: vec![(i % 4) as i32 - 1; ranks.len()],
             })
             .collect();
-        BatchPlan::new(&types, &segs, 16).unwrap()
+        BatchPlan::new(&types, &segs).unwrap()
     }
 
     #[test]

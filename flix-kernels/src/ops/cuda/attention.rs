@@ -10,6 +10,7 @@ use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 
 use super::Args;
 use super::{blocks, grid_stride, same_device_and_dtype, suffix, tiles, to_i32, upload, workspace};
+use crate::batch::SegmentStarts;
 use crate::cuda::CudaBackend;
 use crate::error::{KernelError, Result};
 use crate::ops::attention::{AttentionShape, KvCacheView};
@@ -228,15 +229,37 @@ fn starts_i32(op: &'static str, starts: &[usize]) -> Result<Vec<i32>> {
         .collect()
 }
 
-/// O and lse for queries `q_starts` against keys `kv_starts` (equal for self-attention).
+/// A batch's segment starts and the kernels' query tiles over them, on the device: uploaded
+/// once per batch ([`crate::batch::SegmentStarts`]) and read by every layer's forward and
+/// backward.
+pub(crate) struct CudaSegments {
+    starts: CudaSlice<i32>,
+    tiles: CudaSlice<i32>,
+    num_tiles: usize,
+}
+
+impl CudaSegments {
+    pub(crate) fn upload(backend: &CudaBackend, starts: &[usize]) -> Result<Self> {
+        const OP: &str = "SegmentStarts::new";
+        let tile_list = tiles(OP, starts, TILE)?;
+        Ok(Self {
+            starts: upload(backend, &starts_i32(OP, starts)?)?,
+            num_tiles: tile_list.len() / 3,
+            tiles: upload(backend, &tile_list)?,
+        })
+    }
+}
+
+/// O and lse for queries of `q_segments` against keys `kv_starts` (the queries' own starts
+/// for self-attention); the query tiles are those of `q_segments`.
 fn forward(
     backend: &Arc<CudaBackend>,
     op: &'static str,
     (q, k, v): (&Tensor, &Tensor, &Tensor),
-    q_starts: &[usize],
-    kv_starts: &[usize],
+    q_segments: &CudaSegments,
+    kv_starts: &CudaSlice<i32>,
     shape: AttentionShape,
-) -> Result<(Tensor, CudaSlice<f32>)> {
+) -> Result<(Tensor, Tensor)> {
     let dtype = same_device_and_dtype(op, backend, &[("Q", q), ("K", k), ("V", v)])?;
     let Kernels {
         forward: kernel, ..
@@ -250,22 +273,14 @@ fn forward(
         ..
     } = shape;
     let window = window_arg(shape);
-    let mut out = Tensor::zeros(
-        &Device::Cuda(backend.clone()),
-        dtype,
-        &[tq, heads * head_dim],
-    )?;
-    let mut lse = workspace::<f32>(backend, tq * heads)?;
-    let tile_list = tiles(op, q_starts, TILE)?;
-    let num_tiles = tile_list.len() / 3;
+    let device = Device::Cuda(backend.clone());
+    let mut out = Tensor::zeros(&device, dtype, &[tq, heads * head_dim])?;
+    let mut lse = Tensor::zeros(&device, DType::F32, &[tq * heads])?;
+    let num_tiles = q_segments.num_tiles;
     if num_tiles == 0 || heads == 0 {
         return Ok((out, lse));
     }
-    let (qs, ks) = (
-        upload(backend, &starts_i32(op, q_starts)?)?,
-        upload(backend, &starts_i32(op, kv_starts)?)?,
-    );
-    let tiles_dev = upload(backend, &tile_list)?;
+    let (qs, ks, tiles_dev) = (&q_segments.starts, kv_starts, &q_segments.tiles);
     let (h_i, hkv_i, hd_i) = (
         to_i32(op, "heads", heads)?,
         to_i32(op, "kv_heads", kv_heads)?,
@@ -281,8 +296,8 @@ fn forward(
             a.read(op, "V", v)?,
         );
         let op_ = a.write(op, "O", &mut out)?;
-        let lp = a.slice_mut(&mut lse);
-        let (qsp, ksp, tp) = (a.slice(&qs), a.slice(&ks), a.slice(&tiles_dev));
+        let lp = a.write(op, "lse", &mut lse)?;
+        let (qsp, ksp, tp) = (a.slice(qs), a.slice(ks), a.slice(tiles_dev));
         let mut b = backend.stream().launch_builder(&f);
         b.arg(&qp)
             .arg(&kp)
@@ -307,20 +322,18 @@ fn forward(
     Ok((out, lse))
 }
 
-/// Returns (O, lse) like the CPU path.
+/// Returns (O, lse) like the CPU path; lse stays on the device for the backward.
 pub fn attention_forward(
     backend: &Arc<CudaBackend>,
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
-    starts: &[usize],
+    segments: &SegmentStarts,
     shape: AttentionShape,
-) -> Result<(Tensor, Vec<f32>)> {
+) -> Result<(Tensor, Tensor)> {
     const OP: &str = "attention_forward";
-    let (out, lse) = forward(backend, OP, (q, k, v), starts, starts, shape)?;
-    let mut host = backend.stream().clone_dtoh(&lse)?;
-    host.truncate(q.shape()[0] * shape.heads);
-    Ok((out, host))
+    let segments = segments.cuda(OP, &Device::Cuda(backend.clone()))?;
+    forward(backend, OP, (q, k, v), segments, &segments.starts, shape)
 }
 
 /// Keys per work unit of the decode kernel (ATT_DECODE_KEYS): a query row that sees more is
@@ -536,11 +549,13 @@ pub fn attention_backward(
     k: &Tensor,
     v: &Tensor,
     out: &Tensor,
-    lse: &[f32],
-    starts: &[usize],
+    lse: &Tensor,
+    segments: &SegmentStarts,
     shape: AttentionShape,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "attention_backward";
+    let segments = segments.cuda(OP, &Device::Cuda(backend.clone()))?;
+    super::on_device(OP, "lse", lse, &Device::Cuda(backend.clone()))?;
     let dtype = same_device_and_dtype(
         OP,
         backend,
@@ -564,14 +579,11 @@ pub fn attention_backward(
     let mut dq = Tensor::zeros(&device, dtype, &[t, heads * head_dim])?;
     let mut dk = Tensor::zeros(&device, dtype, &[t, kv_heads * head_dim])?;
     let mut dv = Tensor::zeros(&device, dtype, &[t, kv_heads * head_dim])?;
-    let tile_list = tiles(OP, starts, TILE)?;
-    let num_tiles = tile_list.len() / 3;
+    let num_tiles = segments.num_tiles;
     if num_tiles == 0 || heads == 0 {
         return Ok((dq, dk, dv));
     }
-    let starts_dev = upload(backend, &starts_i32(OP, starts)?)?;
-    let tiles_dev = upload(backend, &tile_list)?;
-    let lse_dev = upload(backend, lse)?;
+    let (starts_dev, tiles_dev) = (&segments.starts, &segments.tiles);
     let mut d_dev = workspace::<f32>(backend, t * heads)?;
     let (h_i, hkv_i, hd_i) = (
         to_i32(OP, "heads", heads)?,
@@ -606,7 +618,11 @@ pub fn attention_backward(
         a.read(OP, "V", v)?,
     );
     let (op_, gp) = (a.read(OP, "O", out)?, a.read(OP, "dO", dout)?);
-    let (lp, sp, tp) = (a.slice(&lse_dev), a.slice(&starts_dev), a.slice(&tiles_dev));
+    let (lp, sp, tp) = (
+        a.read(OP, "lse", lse)?,
+        a.slice(starts_dev),
+        a.slice(tiles_dev),
+    );
     let dp = a.slice_mut(&mut d_dev);
     let (dqp, dkp, dvp) = (
         a.write(OP, "dQ", &mut dq)?,

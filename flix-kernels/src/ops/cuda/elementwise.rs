@@ -6,6 +6,7 @@ use std::sync::Arc;
 use cudarc::driver::PushKernelArg;
 
 use super::{grid_stride, same_device_and_dtype, suffix, to_i32, upload, Args};
+use crate::batch::TokenPositions;
 use crate::cuda::CudaBackend;
 use crate::error::Result;
 use crate::ops::swiglu::GateActivation;
@@ -93,13 +94,14 @@ pub fn rope(
     op: &'static str,
     x: &mut Tensor,
     heads: usize,
-    positions: &[u32],
+    positions: &TokenPositions,
     inv_freq: &[f32],
     sin_sign: f32,
 ) -> Result<()> {
     let dtype = same_device_and_dtype(op, backend, &[("x", x)])?;
+    let pos = positions.cuda(op, &Device::Cuda(backend.clone()))?;
     let half = inv_freq.len();
-    let n = positions.len() * heads * half;
+    let n = positions.host().len() * heads * half;
     if n == 0 {
         return Ok(());
     }
@@ -108,14 +110,13 @@ pub fn rope(
         to_i32(op, "head_dim / 2", half)?,
         n as i64,
     );
-    let pos = upload(backend, positions)?;
     let freq = upload(backend, inv_freq)?;
     let f = backend.function(
         &kernels_cu::TRANSFORMER_ROPE,
         &format!("rope_{}", suffix(dtype)),
     )?;
     let mut a = Args::new(backend);
-    let (xp, pp, fp) = (a.write(op, "x", x)?, a.slice(&pos), a.slice(&freq));
+    let (xp, pp, fp) = (a.write(op, "x", x)?, a.slice(pos), a.slice(&freq));
     let mut b = backend.stream().launch_builder(&f);
     b.arg(&xp)
         .arg(&pp)

@@ -1,30 +1,58 @@
 //! Launchers of `transformer_embedding.cu`: the gather, and the deterministic backward over a
-//! host-built CSR of token positions per used id (no atomics: same inputs, same bits).
+//! host-built CSR of token positions per used id (no atomics: same inputs, same bits). The ids
+//! and the CSR are built and uploaded once per batch ([`CudaTokenIds`]).
 
 use std::sync::Arc;
 
-use cudarc::driver::PushKernelArg;
+use cudarc::driver::{CudaSlice, PushKernelArg};
 
 use super::{blocks, grid_stride, same_device_and_dtype, suffix, to_i32, upload, Args};
+use crate::batch::TokenIds;
 use crate::cuda::CudaBackend;
 use crate::error::Result;
 use crate::{Device, Tensor};
+
+/// A batch's token ids on the device, with the CSR of token positions per used id that the
+/// backward reads.
+pub(crate) struct CudaTokenIds {
+    ids: CudaSlice<u32>,
+    rows: CudaSlice<i32>,
+    ptr: CudaSlice<i32>,
+    pos: CudaSlice<i32>,
+    used_rows: usize,
+}
+
+impl CudaTokenIds {
+    pub(crate) fn upload(backend: &CudaBackend, ids: &[u32]) -> Result<Self> {
+        to_i32("TokenIds::new", "token count", ids.len())?;
+        let (rows, ptr, pos) = positions_by_id(ids);
+        Ok(Self {
+            ids: upload(backend, ids)?,
+            rows: upload(backend, &rows)?,
+            ptr: upload(backend, &ptr)?,
+            pos: upload(backend, &pos)?,
+            used_rows: rows.len(),
+        })
+    }
+}
 
 /// out [T, d] = table[ids] (ids checked against the vocabulary by the caller).
 pub fn embedding_forward(
     backend: &Arc<CudaBackend>,
     table: &Tensor,
-    ids: &[u32],
+    ids: &TokenIds,
 ) -> Result<Tensor> {
     const OP: &str = "embedding_forward";
     let dtype = same_device_and_dtype(OP, backend, &[("table", table)])?;
+    let device = Device::Cuda(backend.clone());
+    let ids_dev = &ids.cuda(OP, &device)?.ids;
+    let t = ids.host().len();
     let d = table.shape()[1];
-    let mut out = Tensor::zeros(&Device::Cuda(backend.clone()), dtype, &[ids.len(), d])?;
-    let n = ids.len() * d;
+    let mut out = Tensor::zeros(&device, dtype, &[t, d])?;
+    let n = t * d;
     if n == 0 {
         return Ok(out);
     }
-    let ids_dev = upload(backend, ids)?;
     let f = backend.function(
         &kernels_cu::TRANSFORMER_EMBEDDING,
         &format!("embedding_forward_{}", suffix(dtype)),
@@ -33,7 +61,7 @@ pub fn embedding_forward(
     let mut a = Args::new(backend);
     let (tp, ip, op, len) = (
         a.read(OP, "table", table)?,
-        a.slice(&ids_dev),
+        a.slice(ids_dev),
         a.write(OP, "out", &mut out)?,
         n as i64,
     );
@@ -70,31 +98,26 @@ pub(crate) fn positions_by_id(ids: &[u32]) -> (Vec<i32>, Vec<i32>, Vec<i32>) {
 pub fn embedding_backward(
     backend: &Arc<CudaBackend>,
     dtable: &mut Tensor,
-    ids: &[u32],
+    ids: &TokenIds,
     dout: &Tensor,
 ) -> Result<()> {
     const OP: &str = "embedding_backward";
     let dtype = same_device_and_dtype(OP, backend, &[("dTable", dtable), ("dOut", dout)])?;
+    let csr = ids.cuda(OP, &Device::Cuda(backend.clone()))?;
     let d = dtable.shape()[1];
-    if ids.is_empty() || d == 0 {
+    if ids.host().is_empty() || d == 0 {
         return Ok(());
     }
-    to_i32(OP, "token count", ids.len())?;
     let d_i = to_i32(OP, "embedding width", d)?;
-    let (rows, ptr, pos) = positions_by_id(ids);
-    let cfg = blocks(OP, (rows.len(), d.div_ceil(256)), 256)?;
-    let (rows_dev, ptr_dev, pos_dev) = (
-        upload(backend, &rows)?,
-        upload(backend, &ptr)?,
-        upload(backend, &pos)?,
-    );
+    let cfg = blocks(OP, (csr.used_rows, d.div_ceil(256)), 256)?;
+    let (rows_dev, ptr_dev, pos_dev) = (&csr.rows, &csr.ptr, &csr.pos);
     let f = backend.function(
         &kernels_cu::TRANSFORMER_EMBEDDING,
         &format!("embedding_backward_{}", suffix(dtype)),
     )?;
     let mut a = Args::new(backend);
     let (gp, dp) = (a.read(OP, "dOut", dout)?, a.write(OP, "dTable", dtable)?);
-    let (rp, pp, sp) = (a.slice(&rows_dev), a.slice(&ptr_dev), a.slice(&pos_dev));
+    let (rp, pp, sp) = (a.slice(rows_dev), a.slice(ptr_dev), a.slice(pos_dev));
     let mut b = backend.stream().launch_builder(&f);
     b.arg(&dp).arg(&gp).arg(&rp).arg(&pp).arg(&sp).arg(&d_i);
     // SAFETY: matches embedding_backward_*(T*, const T*, const int*, const int*, const int*,

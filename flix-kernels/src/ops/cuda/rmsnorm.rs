@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use cudarc::driver::PushKernelArg;
 
-use super::{blocks, same_device_and_dtype, suffix, to_i32, upload, workspace, Args};
+use super::{blocks, same_device_and_dtype, suffix, to_i32, workspace, Args};
 use crate::cuda::CudaBackend;
 use crate::error::{KernelError, Result};
 use crate::{DType, Device, Tensor};
@@ -15,22 +15,23 @@ use crate::{DType, Device, Tensor};
 const DW_ROWS_PER_SPLIT: usize = 64;
 const DW_MAX_SPLITS: usize = 256;
 
-/// Returns (y [rows, d], rstd [rows]); shapes checked by the caller.
+/// Returns (y [rows, d], rstd [rows], f32 on the device); shapes checked by the caller.
 pub fn rmsnorm_forward(
     backend: &Arc<CudaBackend>,
     x: &Tensor,
     w: &Tensor,
     eps: f32,
-) -> Result<(Tensor, Vec<f32>)> {
+) -> Result<(Tensor, Tensor)> {
     const OP: &str = "rmsnorm_forward";
     let dtype = same_device_and_dtype(OP, backend, &[("x", x), ("weight", w)])?;
+    let device = Device::Cuda(backend.clone());
     let (rows, d) = (x.shape()[0], x.shape()[1]);
-    let mut y = Tensor::zeros(&Device::Cuda(backend.clone()), dtype, &[rows, d])?;
+    let mut y = Tensor::zeros(&device, dtype, &[rows, d])?;
+    let mut rstd = Tensor::zeros(&device, DType::F32, &[rows])?;
     if rows == 0 {
-        return Ok((y, Vec::new()));
+        return Ok((y, rstd));
     }
     let d_i = to_i32(OP, "width", d)?;
-    let mut rstd = workspace::<f32>(backend, rows)?;
     let f = backend.function(
         &kernels_cu::TRANSFORMER_RMSNORM,
         &format!("rmsnorm_forward_{}", suffix(dtype)),
@@ -41,7 +42,7 @@ pub fn rmsnorm_forward(
             a.read(OP, "x", x)?,
             a.read(OP, "weight", w)?,
             a.write(OP, "y", &mut y)?,
-            a.slice_mut(&mut rstd),
+            a.write(OP, "rstd", &mut rstd)?,
         );
         let mut b = backend.stream().launch_builder(&f);
         b.arg(&xp).arg(&wp).arg(&yp).arg(&rp).arg(&d_i).arg(&eps);
@@ -49,9 +50,7 @@ pub fn rmsnorm_forward(
         // y hold rows · d elements, w d, rstd rows; one block per row.
         unsafe { b.launch(blocks(OP, (rows, 1), 256)?) }?;
     }
-    let mut host = backend.stream().clone_dtoh(&rstd)?;
-    host.truncate(rows);
-    Ok((y, host))
+    Ok((y, rstd))
 }
 
 /// Returns dX; adds Σ_rows dY ⊙ x̂ into `dw` (f32, or the activations' dtype) when given.
@@ -60,12 +59,13 @@ pub fn rmsnorm_backward(
     dy: &Tensor,
     x: &Tensor,
     w: &Tensor,
-    rstd: &[f32],
+    rstd: &Tensor,
     dw: Option<&mut Tensor>,
 ) -> Result<Tensor> {
     const OP: &str = "rmsnorm_backward";
     let dtype = same_device_and_dtype(OP, backend, &[("x", x), ("weight", w), ("dY", dy)])?;
     let device = Device::Cuda(backend.clone());
+    super::on_device(OP, "rstd", rstd, &device)?;
     let (rows, d) = (x.shape()[0], x.shape()[1]);
     if let Some(dw) = dw.as_deref() {
         dw.expect_shape(OP, "dW", &[d])?;
@@ -82,7 +82,6 @@ pub fn rmsnorm_backward(
         return Ok(dx);
     }
     let (rows_i, d_i) = (to_i32(OP, "rows", rows)?, to_i32(OP, "width", d)?);
-    let rstd_dev = upload(backend, rstd)?;
     let sfx = suffix(dtype);
     let source = &kernels_cu::TRANSFORMER_RMSNORM;
     {
@@ -92,7 +91,7 @@ pub fn rmsnorm_backward(
             a.read(OP, "dY", dy)?,
             a.read(OP, "x", x)?,
             a.read(OP, "weight", w)?,
-            a.slice(&rstd_dev),
+            a.read(OP, "rstd", rstd)?,
             a.write(OP, "dX", &mut dx)?,
         );
         let mut b = backend.stream().launch_builder(&f);
@@ -113,7 +112,7 @@ pub fn rmsnorm_backward(
         let (gp, xp, rp) = (
             a.read(OP, "dY", dy)?,
             a.read(OP, "x", x)?,
-            a.slice(&rstd_dev),
+            a.read(OP, "rstd", rstd)?,
         );
         let pp = a.slice_mut(&mut part);
         let wp = a.write(OP, "dW", dw)?;
