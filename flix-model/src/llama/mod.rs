@@ -58,6 +58,11 @@ use crate::weights::TensorSource;
 use block::LayerInputs;
 use param::MakeParam;
 
+/// What [`LlamaModel::visit_activations`] calls per layer: the layer's index and its
+/// activations by name.
+#[doc(hidden)]
+pub type ActivationVisitor<'a> = dyn FnMut(usize, &[(&'static str, &Tensor)]) -> Result<()> + 'a;
+
 /// Which parameters receive gradients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TrainMode {
@@ -398,7 +403,7 @@ impl LlamaModel {
     pub fn visit_activations(
         &self,
         batch: &Batch,
-        visit: &mut dyn FnMut(usize, &[(&'static str, &Tensor)]) -> Result<()>,
+        visit: &mut ActivationVisitor<'_>,
     ) -> Result<()> {
         self.check_batch(batch, None)?;
         let inputs = LayerInputs { batch, plan: None };
