@@ -119,9 +119,17 @@ __device__ void att_load_rows(float* dst, int ld, const T* src, int row0, int ro
     }
 }
 
+// A dot product over the head dimension, summed in slices of 64 that are then added: one running
+// sum over 256 dimensions rounds about twice as much, which a long context's softmax amplifies
+// (as the CPU's attention scores, flix-kernels ops/attention.rs).
 __device__ __forceinline__ float att_dot(const float* a, const float* b, int hd) {
     float s = 0.f;
-    for (int d = 0; d < hd; ++d) s = fmaf(a[d], b[d], s);
+    for (int d0 = 0; d0 < hd; d0 += 64) {
+        float part = 0.f;
+        const int d1 = d0 + 64 < hd ? d0 + 64 : hd;
+        for (int d = d0; d < d1; ++d) part = fmaf(a[d], b[d], part);
+        s += part;
+    }
     return s;
 }
 

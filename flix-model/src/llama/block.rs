@@ -104,6 +104,29 @@ pub struct LayerSaved {
     lin: [LinearSaved; 7],
 }
 
+impl LayerSaved {
+    /// The layer's activations by name, for numerical diagnostics: the input, the normed
+    /// input, the q/k projections (before their norms, when normed), v, q and k after RoPE,
+    /// the attention output, the projected attention output (before its sandwich norm), the
+    /// residual after attention, the normed MLP input, the gated product and the MLP output
+    /// (before its sandwich norm).
+    pub(crate) fn named(&self) -> Vec<(&'static str, &Tensor)> {
+        let mut out = vec![("x", &self.x), ("xn1", &self.xn1)];
+        out.extend(self.q_norm.as_ref().map(|n| ("qp", &n.x)));
+        out.extend(self.k_norm.as_ref().map(|n| ("kp", &n.x)));
+        out.extend([
+            ("v", &self.v),
+            ("q", &self.q),
+            ("k", &self.k),
+            ("attn", &self.attn),
+        ]);
+        out.extend(self.after_attention.as_ref().map(|n| ("o", &n.x)));
+        out.extend([("x_mid", &self.x_mid), ("xn2", &self.xn2), ("h", &self.h)]);
+        out.extend(self.after_mlp.as_ref().map(|n| ("down", &n.x)));
+        out
+    }
+}
+
 /// One layer's key/value cache for generation, on the model's device: per cache slot (a
 /// sequence of the decoder, or None when the slot is free), its keys and values so far.
 #[derive(Default)]

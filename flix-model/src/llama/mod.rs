@@ -58,6 +58,11 @@ use crate::weights::TensorSource;
 use block::LayerInputs;
 use param::MakeParam;
 
+/// What [`LlamaModel::visit_activations`] calls per layer: the layer's index and its
+/// activations by name.
+#[doc(hidden)]
+pub type ActivationVisitor<'a> = dyn FnMut(usize, &[(&'static str, &Tensor)]) -> Result<()> + 'a;
+
 /// Which parameters receive gradients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TrainMode {
@@ -427,6 +432,31 @@ impl LlamaModel {
             x = next;
         }
         Ok((x, saved))
+    }
+
+    /// Runs the trunk on `batch` (no adapters) and hands `visit` each layer's activations by
+    /// name as it goes (see `LayerSaved::named`), the output of the last layer as `(layers,
+    /// [("x", …)])` and the final norm's output as `(layers + 1, [("final", …)])`: for
+    /// comparing the arithmetic layer by layer with another implementation
+    /// (`examples/layer_dump.rs`).
+    #[doc(hidden)]
+    pub fn visit_activations(
+        &self,
+        batch: &Batch,
+        visit: &mut ActivationVisitor<'_>,
+    ) -> Result<()> {
+        self.check_batch(batch, None)?;
+        let inputs = LayerInputs { batch, plan: None };
+        let mut x = self.embed_tokens(&batch.tokens)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (next, saved) = layer.forward(&inputs, x)?;
+            visit(i, &saved.named())?;
+            x = next;
+        }
+        let n = self.layers.len();
+        visit(n, &[("x", &x)])?;
+        let (xn, _) = rmsnorm_forward(&x, &self.norm.value, self.config.rms_norm_eps)?;
+        visit(n + 1, &[("final", &xn)])
     }
 
     /// The factor on the embeddings (Gemma 3's √hidden_size), rounded to the model's dtype.
