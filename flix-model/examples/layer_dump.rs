@@ -37,7 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let field = |name: &str| example[name].as_str().unwrap_or_default().to_string();
     let sequence = tokenizer.encode_example(&field("input"), &field("target"))?;
     let model = source.load_as(&Device::Cpu, DType::F32)?;
-    let batch = Batch::new(std::slice::from_ref(&sequence))?;
+    let batch = model.upload(&Batch::new(std::slice::from_ref(&sequence))?)?;
     model.visit_activations(&batch, &mut |layer, named| {
         for (name, tensor) in named {
             let bytes: Vec<u8> = tensor
@@ -51,7 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Ok(())
     })?;
-    let scores = score_sequences(&model, &[sequence], None, 1 << 20)?;
+    let scores = score_sequences(&model, &[sequence], 1 << 20)?;
     std::fs::write(
         out.join("logprobs.json"),
         serde_json::to_string(&scores[0].token_logprobs)?,

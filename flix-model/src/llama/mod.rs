@@ -434,7 +434,7 @@ impl LlamaModel {
         Ok((x, saved))
     }
 
-    /// Runs the trunk on `batch` (no adapters) and hands `visit` each layer's activations by
+    /// Runs the trunk on `batch` (with its adapters, if it has a plan) and hands `visit` each layer's activations by
     /// name as it goes (see `LayerSaved::named`), the output of the last layer as `(layers,
     /// [("x", …)])` and the final norm's output as `(layers + 1, [("final", …)])`: for
     /// comparing the arithmetic layer by layer with another implementation
@@ -442,12 +442,12 @@ impl LlamaModel {
     #[doc(hidden)]
     pub fn visit_activations(
         &self,
-        batch: &Batch,
+        batch: &DeviceBatch,
         visit: &mut ActivationVisitor<'_>,
     ) -> Result<()> {
-        self.check_batch(batch, None)?;
-        let inputs = LayerInputs { batch, plan: None };
-        let mut x = self.embed_tokens(&batch.tokens)?;
+        self.check_batch(batch)?;
+        let inputs = LayerInputs { batch };
+        let mut x = self.embed_tokens(batch)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let (next, saved) = layer.forward(&inputs, x)?;
             visit(i, &saved.named())?;
