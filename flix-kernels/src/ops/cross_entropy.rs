@@ -219,16 +219,23 @@ pub fn linear_cross_entropy_forward(
             1.0,
             0.0,
         );
-        for r in 0..n {
-            let row = &z[r * ld..r * ld + cw];
-            let m = row.iter().copied().fold(max[r], f32::max);
-            sum[r] = sum[r] * (max[r] - m).exp() + row.iter().map(|&l| (l - m).exp()).sum::<f32>();
-            max[r] = m;
-            let y = targets[scored[r]] as usize;
-            if (c0..c0 + cw).contains(&y) {
-                target_logit[r] = row[y - c0];
-            }
-        }
+        // Rows are independent: each keeps its own running max and sum, in the same order as a
+        // serial loop would, so the result does not depend on the thread count.
+        z.par_chunks(ld)
+            .zip(max.par_iter_mut())
+            .zip(sum.par_iter_mut())
+            .zip(target_logit.par_iter_mut())
+            .zip(scored.par_iter())
+            .for_each(|((((row, max), sum), target_logit), &token)| {
+                let row = &row[..cw];
+                let m = row.iter().copied().fold(*max, f32::max);
+                *sum = *sum * (*max - m).exp() + row.iter().map(|&l| (l - m).exp()).sum::<f32>();
+                *max = m;
+                let y = targets[token] as usize;
+                if (c0..c0 + cw).contains(&y) {
+                    *target_logit = row[y - c0];
+                }
+            });
     }
     let lse: Vec<f32> = max.iter().zip(&sum).map(|(m, s)| m + s.ln()).collect();
     let mut logprob = vec![0.0f32; t];
