@@ -7,6 +7,8 @@
 //! gradient dtype), with the clipping coefficient folded into the gradient and a bf16 working
 //! copy refreshed from its f32 master in the same pass.
 
+use rayon::prelude::*;
+
 use crate::error::{KernelError, Result};
 use crate::{Device, Tensor};
 
@@ -121,15 +123,20 @@ pub fn adamw_step_many(
     for t in tensors.iter_mut() {
         let (p, g) = (t.param.cpu_data_mut(OP)?, t.grad.cpu_data(OP)?);
         let (m, v) = (t.m.cpu_data_mut(OP)?, t.v.cpu_data_mut(OP)?);
-        for i in 0..p.len() {
-            let gi = g[i] * grad_scale;
-            p[i] -= hp.lr * hp.weight_decay * p[i];
-            m[i] = hp.beta1 * m[i] + (1.0 - hp.beta1) * gi;
-            v[i] = hp.beta2 * v[i] + (1.0 - hp.beta2) * gi * gi;
-            let mhat = m[i] as f64 / bc1;
-            let vhat = v[i] as f64 / bc2;
-            p[i] -= (hp.lr as f64 * mhat / (vhat.sqrt() + hp.eps as f64)) as f32;
-        }
+        // Element-wise, so split over threads: every element is updated as alone.
+        p.par_iter_mut()
+            .zip(m.par_iter_mut())
+            .zip(v.par_iter_mut())
+            .zip(g.par_iter())
+            .for_each(|(((p, m), v), &g)| {
+                let gi = g * grad_scale;
+                *p -= hp.lr * hp.weight_decay * *p;
+                *m = hp.beta1 * *m + (1.0 - hp.beta1) * gi;
+                *v = hp.beta2 * *v + (1.0 - hp.beta2) * gi * gi;
+                let mhat = *m as f64 / bc1;
+                let vhat = *v as f64 / bc2;
+                *p -= (hp.lr as f64 * mhat / (vhat.sqrt() + hp.eps as f64)) as f32;
+            });
         if let Some(working) = t.working.as_deref_mut() {
             super::cast(t.param, working)?;
         }

@@ -7,6 +7,8 @@
 //!
 //! Backward: dg = dh ⊙ u ⊙ act'(g),  du = dh ⊙ act(g).
 
+use rayon::prelude::*;
+
 use crate::error::Result;
 use crate::{Device, Tensor};
 
@@ -70,8 +72,9 @@ pub fn gated_forward(act: GateActivation, gate: &Tensor, up: &Tensor) -> Result<
     match gate.device() {
         Device::Cpu => {
             let (g, u) = (gate.cpu_data(OP)?, up.cpu_data(OP)?);
+            // Element-wise, so split over threads: every element is computed as alone.
             let h = g
-                .iter()
+                .par_iter()
                 .zip(u)
                 .map(|(&g, &u)| act.value_and_slope(g).0 * u)
                 .collect();
@@ -97,11 +100,14 @@ pub fn gated_backward(
             let (g, u, d) = (gate.cpu_data(OP)?, up.cpu_data(OP)?, dh.cpu_data(OP)?);
             let mut dg = vec![0.0f32; g.len()];
             let mut du = vec![0.0f32; g.len()];
-            for i in 0..g.len() {
-                let (a, slope) = act.value_and_slope(g[i]);
-                du[i] = d[i] * a;
-                dg[i] = d[i] * u[i] * slope;
-            }
+            dg.par_iter_mut()
+                .zip(du.par_iter_mut())
+                .zip(g.par_iter().zip(u).zip(d))
+                .for_each(|((dg, du), ((&g, &u), &d))| {
+                    let (a, slope) = act.value_and_slope(g);
+                    *du = d * a;
+                    *dg = d * u * slope;
+                });
             Ok((
                 Tensor::cpu(gate.shape(), dg)?,
                 Tensor::cpu(gate.shape(), du)?,
