@@ -11,105 +11,98 @@
 //! once per pass) and the optional FLix [`DevicePlan`]. Each op takes the part it reads, so a
 //! test of one op builds only that part.
 
+use std::sync::Arc;
+
 use cudarc::driver::CudaSlice;
 use flix_core::BatchPlan;
 
 use crate::cuda::launch::upload;
+use crate::cuda::CudaBackend;
 use crate::error::{KernelError, Result};
 use crate::flix::DevicePlan;
 use crate::ops::cuda::attention::CudaSegments;
 use crate::ops::cuda::embedding::CudaTokenIds;
 use crate::Device;
 
-/// The error of an op given a batch part that lives on another device than its tensors.
-fn wrong_device(
-    op: &'static str,
-    what: &'static str,
-    part: &Device,
-    tensors: &Device,
-) -> KernelError {
-    KernelError::WrongDevice {
-        op,
-        what,
-        expected: tensors.to_string(),
-        found: part.to_string(),
+/// One part of a batch: its host copy and, on CUDA, its device form `C`, made once when the part
+/// is built.
+struct Part<H, C> {
+    device: Device,
+    host: Vec<H>,
+    cuda: Option<C>,
+}
+
+impl<H: Clone, C> Part<H, C> {
+    fn new(
+        device: &Device,
+        host: &[H],
+        upload: impl FnOnce(&Arc<CudaBackend>) -> Result<C>,
+    ) -> Result<Self> {
+        let cuda = match device {
+            Device::Cpu => None,
+            Device::Cuda(backend) => Some(upload(backend)?),
+        };
+        Ok(Self {
+            device: device.clone(),
+            host: host.to_vec(),
+            cuda,
+        })
+    }
+
+    /// The device form, for an op `op` whose tensors live on `device`.
+    fn cuda(&self, op: &'static str, what: &'static str, device: &Device) -> Result<&C> {
+        match &self.cuda {
+            Some(c) if self.device.same(device) => Ok(c),
+            _ => Err(KernelError::WrongDevice {
+                op,
+                what,
+                expected: device.to_string(),
+                found: self.device.to_string(),
+            }),
+        }
     }
 }
 
 /// The token ids of a batch, for the embedding and its backward.
-pub struct TokenIds {
-    device: Device,
-    host: Vec<u32>,
-    cuda: Option<CudaTokenIds>,
-}
+pub struct TokenIds(Part<u32, CudaTokenIds>);
 
 impl TokenIds {
     pub fn new(device: &Device, ids: &[u32]) -> Result<Self> {
-        let cuda = match device {
-            Device::Cpu => None,
-            Device::Cuda(backend) => Some(CudaTokenIds::upload(backend, ids)?),
-        };
-        Ok(Self {
-            device: device.clone(),
-            host: ids.to_vec(),
-            cuda,
-        })
+        Part::new(device, ids, |backend| CudaTokenIds::upload(backend, ids)).map(Self)
     }
     pub fn device(&self) -> &Device {
-        &self.device
+        &self.0.device
     }
     pub fn host(&self) -> &[u32] {
-        &self.host
+        &self.0.host
     }
     /// The device copy, for tensors on `device`.
     pub(crate) fn cuda(&self, op: &'static str, device: &Device) -> Result<&CudaTokenIds> {
-        match &self.cuda {
-            Some(c) if self.device.same(device) => Ok(c),
-            _ => Err(wrong_device(op, "token ids", &self.device, device)),
-        }
+        self.0.cuda(op, "token ids", device)
     }
 }
 
 /// Each token's position inside its own sequence, for RoPE.
-pub struct TokenPositions {
-    device: Device,
-    host: Vec<u32>,
-    cuda: Option<CudaSlice<u32>>,
-}
+pub struct TokenPositions(Part<u32, CudaSlice<u32>>);
 
 impl TokenPositions {
     pub fn new(device: &Device, positions: &[u32]) -> Result<Self> {
-        let cuda = match device {
-            Device::Cpu => None,
-            Device::Cuda(backend) => Some(upload(backend, positions)?),
-        };
-        Ok(Self {
-            device: device.clone(),
-            host: positions.to_vec(),
-            cuda,
-        })
+        Part::new(device, positions, |backend| upload(backend, positions)).map(Self)
     }
     pub fn device(&self) -> &Device {
-        &self.device
+        &self.0.device
     }
     pub fn host(&self) -> &[u32] {
-        &self.host
+        &self.0.host
     }
     pub(crate) fn cuda(&self, op: &'static str, device: &Device) -> Result<&CudaSlice<u32>> {
-        match &self.cuda {
-            Some(c) if self.device.same(device) => Ok(c),
-            _ => Err(wrong_device(op, "token positions", &self.device, device)),
-        }
+        self.0.cuda(op, "token positions", device)
     }
 }
 
 /// The sequence starts of a batch (S + 1 offsets rising from 0 to the token count), for
 /// attention; on CUDA with the attention kernels' work tiles.
-pub struct SegmentStarts {
-    device: Device,
-    host: Vec<usize>,
-    cuda: Option<CudaSegments>,
-}
+pub struct SegmentStarts(Part<usize, CudaSegments>);
 
 impl SegmentStarts {
     /// Checks that `starts` rise from 0 (the ops check the end against their tensors).
@@ -121,27 +114,19 @@ impl SegmentStarts {
                 message: format!("sequence starts must rise from 0, found {starts:?}"),
             });
         }
-        let cuda = match device {
-            Device::Cpu => None,
-            Device::Cuda(backend) => Some(CudaSegments::upload(backend, starts)?),
-        };
-        Ok(Self {
-            device: device.clone(),
-            host: starts.to_vec(),
-            cuda,
+        Part::new(device, starts, |backend| {
+            CudaSegments::upload(backend, starts)
         })
+        .map(Self)
     }
     pub fn device(&self) -> &Device {
-        &self.device
+        &self.0.device
     }
     pub fn host(&self) -> &[usize] {
-        &self.host
+        &self.0.host
     }
     pub(crate) fn cuda(&self, op: &'static str, device: &Device) -> Result<&CudaSegments> {
-        match &self.cuda {
-            Some(c) if self.device.same(device) => Ok(c),
-            _ => Err(wrong_device(op, "segment starts", &self.device, device)),
-        }
+        self.0.cuda(op, "segment starts", device)
     }
 }
 

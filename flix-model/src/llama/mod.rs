@@ -420,22 +420,36 @@ impl LlamaModel {
     /// Runs embedding and every layer; returns the final hidden state before the last norm and,
     /// with `save`, each layer's saved activations.
     fn trunk(&self, batch: &DeviceBatch, save: bool) -> Result<(Tensor, Vec<block::LayerSaved>)> {
-        self.check_batch(batch)?;
-        let inputs = LayerInputs { batch };
-        let mut x = self.embed_tokens(batch)?;
         let mut saved = Vec::new();
-        for layer in &self.layers {
-            let (next, s) = layer.forward(&inputs, x)?;
+        let x = self.run_layers(batch, |_, s| {
             if save {
                 saved.push(s);
             }
-            x = next;
-        }
+            Ok(())
+        })?;
         Ok((x, saved))
     }
 
-    /// Runs the trunk on `batch` (with its adapters, if it has a plan) and hands `visit` each layer's activations by
-    /// name as it goes (see `LayerSaved::named`), the output of the last layer as `(layers,
+    /// Embedding, then every layer in order, handing each layer's index and saved activations to
+    /// `each`; returns the last layer's output.
+    fn run_layers(
+        &self,
+        batch: &DeviceBatch,
+        mut each: impl FnMut(usize, block::LayerSaved) -> Result<()>,
+    ) -> Result<Tensor> {
+        self.check_batch(batch)?;
+        let inputs = LayerInputs { batch };
+        let mut x = self.embed_tokens(batch)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (next, s) = layer.forward(&inputs, x)?;
+            each(i, s)?;
+            x = next;
+        }
+        Ok(x)
+    }
+
+    /// Runs the trunk on `batch` (with its adapters, if it has a plan) and hands `visit` each
+    /// layer's activations by name as it goes (see `LayerSaved::named`), the output of the last layer as `(layers,
     /// [("x", …)])` and the final norm's output as `(layers + 1, [("final", …)])`: for
     /// comparing the arithmetic layer by layer with another implementation
     /// (`examples/layer_dump.rs`).
@@ -445,14 +459,7 @@ impl LlamaModel {
         batch: &DeviceBatch,
         visit: &mut ActivationVisitor<'_>,
     ) -> Result<()> {
-        self.check_batch(batch)?;
-        let inputs = LayerInputs { batch };
-        let mut x = self.embed_tokens(batch)?;
-        for (i, layer) in self.layers.iter().enumerate() {
-            let (next, saved) = layer.forward(&inputs, x)?;
-            visit(i, &saved.named())?;
-            x = next;
-        }
+        let x = self.run_layers(batch, |i, saved| visit(i, &saved.named()))?;
         let n = self.layers.len();
         visit(n, &[("x", &x)])?;
         let (xn, _) = rmsnorm_forward(&x, &self.norm.value, self.config.rms_norm_eps)?;
