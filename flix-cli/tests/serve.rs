@@ -554,10 +554,11 @@ async fn a_dropped_client_cancels_its_sequence(
 ) {
     let dropped = "flix_sequences_finished_total{reason=\"dropped\"}";
     let before = metric(client, server, dropped).await;
-    // 64 long choices in one request: far more decoding than the client takes to go away.
+    // 512 long choices in one request (some 15,000 decode steps at 8 at a time): far more
+    // decoding than the client takes to go away, even on a machine busy with other work.
     let mut body = long.clone();
     body["stream"] = json!(stream);
-    body["prompt"] = json!(vec![long["prompt"].clone(); 64]);
+    body["prompt"] = json!(vec![long["prompt"].clone(); 512]);
     let request = client
         .post(server.url("/v1/completions"))
         .json(&body)
