@@ -103,16 +103,20 @@ impl AdamW {
     /// One update of every trainable tensor of `model` (`LlamaModel::trainable_mut` order) from
     /// its accumulated gradients; see [`AdamW::step_tensors`].
     pub fn step(&mut self, model: &mut LlamaModel) -> Result<f64> {
-        self.step_tensors(&mut model.trainable_mut())
+        self.step_tensors(&mut model.trainable_mut(), 1.0)
     }
 
-    /// One update from the gradients of `trainable` (always the same tensors in the same order);
-    /// returns the global gradient norm before clipping. The gradients are left as they are
-    /// (clipping scales each gradient as the step reads it). On CUDA the whole step is a
-    /// constant number of launches (the multi-tensor norm and AdamW kernels). A non-finite norm skips the update (nothing changes, the step
-    /// count included) and is returned for the caller to report.
-    pub fn step_tensors(&mut self, trainable: &mut [Trainable]) -> Result<f64> {
-        let norm = global_grad_norm(&trainable.iter().map(|t| t.grad).collect::<Vec<_>>())?;
+    /// One update from the gradients of `trainable` (always the same tensors in the same order),
+    /// each counted as `grad_scale` times what it holds (1 / the number of micro-batches whose
+    /// gradients were summed into it, so that their mean is used; 1 otherwise). Returns the
+    /// global norm of the scaled gradients before clipping. The gradients are left as they are:
+    /// the scale and the clipping coefficient are applied as the step reads them, so on CUDA
+    /// the whole step is a constant number of launches (the multi-tensor norm and AdamW
+    /// kernels). A non-finite norm skips the update (nothing changes, the step count included)
+    /// and is returned for the caller to report.
+    pub fn step_tensors(&mut self, trainable: &mut [Trainable], grad_scale: f32) -> Result<f64> {
+        let norm = global_grad_norm(&trainable.iter().map(|t| t.grad).collect::<Vec<_>>())?
+            * f64::from(grad_scale);
         if !norm.is_finite() {
             return Ok(norm);
         }
@@ -121,7 +125,7 @@ impl AdamW {
             .max_grad_norm
             .map(|max| max / (norm + 1e-6))
             .filter(|&coef| coef < 1.0)
-            .map(|coef| coef as f32);
+            .unwrap_or(1.0);
         if self.state.is_empty() {
             self.state = trainable
                 .iter()
@@ -156,7 +160,8 @@ impl AdamW {
                 },
             })
             .collect();
-        adamw_step_many(&mut tensors, self.step, self.params, clip.unwrap_or(1.0))?;
+        let scale = (f64::from(grad_scale) * clip) as f32;
+        adamw_step_many(&mut tensors, self.step, self.params, scale)?;
         Ok(norm)
     }
 

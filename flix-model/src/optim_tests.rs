@@ -94,7 +94,7 @@ fn step(opt: &mut AdamW, values: &mut [Tensor], grads: &[Tensor]) -> f64 {
         .zip(grads)
         .map(|(value, grad)| Trainable { value, grad })
         .collect();
-    opt.step_tensors(&mut params).unwrap()
+    opt.step_tensors(&mut params, 1.0).unwrap()
 }
 
 /// Steps with the given learning rates and gradient scales (large scales trigger clipping),
@@ -136,6 +136,43 @@ fn one_step_matches_the_oracle() {
 #[test]
 fn several_steps_match_the_oracle() {
     check_against_oracle(&[0.05, 0.1, 0.08, 0.02], &[0.1, 5.0, 0.2, 3.0]);
+}
+
+/// Summed gradients of 4 micro-batches stepped with `grad_scale` 1/4: the oracle steps on their
+/// mean (norm, clipping and update alike), unclipped and clipped.
+#[test]
+fn a_gradient_scale_steps_on_the_mean_gradient() {
+    for gs in [0.1, 5.0] {
+        let p0 = tensors(1, 1.0);
+        let mut values = on_cpu(&p0);
+        let mut oracle = Oracle::new(&p0);
+        let mut opt = AdamW::new(hp(0.1), Some(1.0));
+        let mean = tensors(7, gs);
+        let summed: Vec<Vec<f32>> = mean
+            .iter()
+            .map(|g| g.iter().map(|x| x * 4.0).collect())
+            .collect();
+        let summed = on_cpu(&summed);
+        let mut params: Vec<Trainable> = values
+            .iter_mut()
+            .zip(&summed)
+            .map(|(value, grad)| Trainable { value, grad })
+            .collect();
+        let norm = opt.step_tensors(&mut params, 0.25).unwrap();
+        let want = oracle.step(&mean, hp(0.1), Some(1.0));
+        Tolerance::F32
+            .check("norm", &[norm as f32], &[want])
+            .unwrap();
+        for (k, v) in values.iter().enumerate() {
+            Tolerance::F32
+                .check(
+                    &format!("tensor {k}"),
+                    &v.to_f32_vec().unwrap(),
+                    &oracle.p[k],
+                )
+                .unwrap();
+        }
+    }
 }
 
 #[test]

@@ -79,7 +79,9 @@ fn gemma3_270m_gguf_scores_match_transformers() {
         let (worst, _) = differences(&scores, &exact);
         assert!(worst <= 1e-3, "worst |Δ log-prob| {worst} against float64");
         for (kernels, expected) in [("portable", &portable), ("SIMD", &simd)] {
-            eprintln!("on {device}, against transformers in float32 with torch's {kernels} kernels:");
+            eprintln!(
+                "on {device}, against transformers in float32 with torch's {kernels} kernels:"
+            );
             let (worst, over) = differences(&scores, expected);
             assert!(worst <= 5e-3, "worst |Δ log-prob| {worst}");
             assert!(

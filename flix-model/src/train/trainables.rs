@@ -2,7 +2,6 @@
 //! the optimizer): the adapters of every adapted linear (adapter training), or every base weight
 //! (full-parameter training). The optimizer (`crate::optim::AdamW`) steps them in this order.
 
-use flix_kernels::ops::elementwise::scale;
 use flix_kernels::Tensor;
 
 use super::tensor_file::NamedTensor;
@@ -103,12 +102,4 @@ pub fn snapshot(trainables: &[Trainable]) -> Result<Vec<NamedTensor>> {
             })
         })
         .collect()
-}
-
-/// Multiplies every gradient by `factor` (averaging over accumulated micro-batches).
-pub fn scale_grads(trainables: &mut [Trainable], factor: f32) -> Result<()> {
-    for t in trainables {
-        scale(t.grad, factor)?;
-    }
-    Ok(())
 }

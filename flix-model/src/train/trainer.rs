@@ -22,7 +22,7 @@ use super::layout::{Layout, Method};
 use super::sampler::MixtureSampler;
 use super::schedule::learning_rate;
 use super::spec::TrainSpec;
-use super::trainables::{names, scale_grads, snapshot, trainables};
+use super::trainables::{names, snapshot, trainables};
 use crate::batch::{Batch, Sequence};
 use crate::error::{ModelError, Result};
 use crate::eval::periodic::{EvalRecord, PeriodicEval};
@@ -355,13 +355,12 @@ impl Trainer {
             self.spec.min_lr_ratio,
         );
         let mut params = trainables(&mut self.model, full, &self.type_names)?;
-        if accum > 1 {
-            scale_grads(&mut params, 1.0 / accum as f32)?;
-        }
         self.adam.params.lr = lr as f32;
-        let grad_norm = self
-            .adam
-            .step_tensors(&mut params.iter_mut().map(|t| t.as_param()).collect::<Vec<_>>())?;
+        // The gradients hold the sum over the micro-batches; the step uses their mean.
+        let grad_norm = self.adam.step_tensors(
+            &mut params.iter_mut().map(|t| t.as_param()).collect::<Vec<_>>(),
+            1.0 / accum as f32,
+        )?;
         if !grad_norm.is_finite() {
             return Err(self.non_finite(step, "gradient norm", grad_norm, &[]));
         }
