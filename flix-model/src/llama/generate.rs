@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 
 use flix_core::splitmix64;
+use flix_kernels::ops::elementwise::copy_rows;
 use flix_kernels::ops::rmsnorm::rmsnorm_forward;
 use flix_kernels::ops::{matmul, Trans};
 use flix_kernels::Tensor;
@@ -91,17 +92,26 @@ impl LlamaModel {
         Ok(out)
     }
 
-    /// Logits of the last token of each segment of the final hidden state `x`.
+    /// Logits of the last token of each segment of the final hidden state `x`. The last rows
+    /// are gathered where `x` lies (a decode step, one token per segment, needs no gathering);
+    /// only the logits come to the host.
     pub(super) fn last_token_logits(&self, x: &Tensor, starts: &[usize]) -> Result<Vec<f32>> {
-        let d = self.config.hidden_size;
-        let all = x.to_f32_vec()?;
-        let last: Vec<f32> = starts
-            .windows(2)
-            .flat_map(|w| all[(w[1] - 1) * d..w[1] * d].iter().copied())
-            .collect();
-        let rows = starts.len() - 1;
-        let last = Tensor::from_f32(x.device(), x.dtype(), &[rows, d], &last)?;
-        let (xn, _) = rmsnorm_forward(&last, &self.norm.value, self.config.rms_norm_eps)?;
+        let rows = starts.len().saturating_sub(1);
+        let gathered;
+        let last = if starts.windows(2).all(|w| w[1] == w[0] + 1) {
+            x
+        } else {
+            let mut t = Tensor::zeros(x.device(), x.dtype(), &[rows, self.config.hidden_size])?;
+            for (row, w) in starts.windows(2).enumerate() {
+                if w[1] == w[0] {
+                    return Err(ModelError::Batch(format!("segment {row} has no tokens")));
+                }
+                copy_rows(x, w[1] - 1, &mut t, row, 1)?;
+            }
+            gathered = t;
+            &gathered
+        };
+        let (xn, _) = rmsnorm_forward(last, &self.norm.value, self.config.rms_norm_eps)?;
         let mut logits = Tensor::zeros(x.device(), x.dtype(), &[rows, self.config.vocab_size])?;
         matmul(
             &xn,
