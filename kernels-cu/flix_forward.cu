@@ -29,14 +29,14 @@
 extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
 flix_shrink_f32(const float* X, int d_in, FlixTypes p, const int* slots, const FlixTile* tiles,
                 float* part, int num_tokens, int split_len) {
-    flix_narrow<float, false>(X, d_in, p, slots, tiles, part, num_tokens, split_len);
+    flix_narrow<float>(X, d_in, p, slots, tiles, part, num_tokens, split_len);
 }
 
 // At most 64 registers: four blocks per SM (the split targets four).
 extern "C" __global__ void __launch_bounds__(FLIX_THREADS, 4)
 flix_shrink_bf16(const __nv_bfloat16* X, int d_in, FlixTypes p, const int* slots,
                  const FlixTile* tiles, float* part, int num_tokens, int split_len) {
-    flix_narrow_mma<false>(X, d_in, p, slots, tiles, part, num_tokens, split_len);
+    flix_narrow_mma(X, d_in, p, slots, tiles, part, num_tokens, split_len);
 }
 
 extern "C" __global__ void __launch_bounds__(FLIX_THREADS)

@@ -1,11 +1,12 @@
-// Tensor-core versions of flix_narrow and flix_wide for bf16 activations (prepended after
-// flix_common.cuh). Same grids, same tiles, same outputs as the FMA versions; the products run on
-// the tensor cores through nvcuda::wmma (m16n16k16, bf16 in, f32 accumulate). The f32 adapters
-// (and, for dX, the f32 dH) are rounded to bf16 as they are staged into shared memory; everything
-// accumulates in f32. The f32 instantiations keep the FMA versions (exact f32, for testing).
+// Tensor-core versions of flix_narrow, flix_wide, flix_dh_db and flix_da for bf16 activations
+// (prepended after flix_common.cuh). Same grids, same tiles, same outputs as the FMA versions; the
+// products run on the tensor cores through nvcuda::wmma (m16n16k16, bf16 in, f32 accumulate). The
+// f32 adapters (and, for dX and dA, the f32 dH) are rounded to bf16 as they are staged into shared
+// memory; everything accumulates in f32. The f32 instantiations keep the FMA versions (exact f32, for testing).
 //
 // wmma's rules, followed below: fragment pointers 32-byte aligned, leading dimensions multiples of
 // 16 bytes (8 bf16, 4 floats); every thread of a warp takes part in each wmma call.
+#include <cuda_pipeline_primitives.h>
 #include <mma.h>
 
 // Stages 64 tokens x 64 elements of a bf16 row-major matrix (row stride D) into Ls[64][LD],
@@ -25,7 +26,6 @@ __device__ __forceinline__ void flix_stage_rows_scalar(__nv_bfloat16 (*Ls)[LD],
 
 // flix_narrow on tensor cores (bf16 L). Block tile: 64 tokens x 32 columns; warp w computes the
 // 16 x 16 block (rows 16 (w % 4), columns 16 (w / 4)).
-template <bool FROM_B>
 __device__ void flix_narrow_mma(const __nv_bfloat16* __restrict__ L, int D, const FlixTypes& p,
                                 const int* __restrict__ slots, const FlixTile* __restrict__ tiles,
                                 float* __restrict__ part, int num_tokens, int split_len) {
@@ -35,7 +35,6 @@ __device__ void flix_narrow_mma(const __nv_bfloat16* __restrict__ L, int D, cons
     __shared__ __align__(32) __nv_bfloat16 Ws[NC][LDS];  // (i, c) at Ws[c][i]: matrix_b, col-major
     __shared__ __align__(32) float Cs[M][LDC];
     __shared__ const float* wrow[NC];
-    __shared__ int wstride[NC];
 
     // blockIdx.x walks (tile, column block) with the column block fastest, so that the blocks
     // reading one tile of L run together and all but the first find it in L2.
@@ -51,24 +50,12 @@ __device__ void flix_narrow_mma(const __nv_bfloat16* __restrict__ L, int D, cons
     if (tid < NC) {
         const int c = c0 + tid;
         const float* row = nullptr;
-        int stride = 0;
         if (c < R) {
             const int k = flix_type_of_col(p, c);
-            const int j = c - p.col_off[k];
-            const int r = p.rank[k];
             const int f = slots[(long long)tile.segment * p.num_types + k];
-            if (f >= 0) {
-                if (FROM_B) {
-                    row = p.b[k] + (long long)f * D * r + j;
-                    stride = r;
-                } else {
-                    row = p.a[k] + ((long long)f * r + j) * D;
-                    stride = 1;
-                }
-            }
+            if (f >= 0) row = p.a[k] + ((long long)f * p.rank[k] + (c - p.col_off[k])) * D;
         }
         wrow[tid] = row;
-        wstride[tid] = stride;
     }
     __syncthreads();
 
@@ -102,11 +89,10 @@ __device__ void flix_narrow_mma(const __nv_bfloat16* __restrict__ L, int D, cons
             flix_stage_rows_scalar<LDS>(Ls, L, D, tile.start, rows, i0, i_end);
         }
         for (int e = tid; e < NC * KC; e += FLIX_THREADS) {
-            const int c = FROM_B ? e % NC : e / KC;
-            const int i = FROM_B ? e / NC : e % KC;
+            const int c = e / KC, i = e % KC;  // neighbouring threads read neighbouring i
             const float* row = wrow[c];
             float v = 0.f;
-            if (row != nullptr && i0 + i < i_end) v = row[(long long)(i0 + i) * wstride[c]];
+            if (row != nullptr && i0 + i < i_end) v = row[i0 + i];
             Ws[c][i] = __float2bfloat16_rn(v);
         }
         __syncthreads();
@@ -251,81 +237,276 @@ __device__ void flix_wide_mma(const HT* __restrict__ H, int N, const FlixTypes& 
     }
 }
 
-// Stages rows [row0, row0 + ROWS) x columns [col0, col0 + 64) of a row-major matrix (row stride
-// ld_src) into dst[ROWS][LD] as bf16; rows at or past row_end and columns at or past ncols read
-// as 0. A bf16 source whose rows are multiples of 8 elements is copied with 16-byte loads (col0
-// is a multiple of 64, so no 8-chunk crosses ncols); anything else element by element.
-template <int ROWS, int LD, typename S>
-__device__ __forceinline__ void flix_stage_bf16(__nv_bfloat16 (*dst)[LD], const S* __restrict__ src,
-                                                int ld_src, long long row0, long long row_end,
-                                                int col0, int ncols) {
-    const int tid = threadIdx.x;
-    bool vector_path = false;
-    if constexpr (sizeof(S) == 2) vector_path = (ld_src & 7) == 0;
-    if (vector_path) {
-        for (int e = tid; e < ROWS * 8; e += FLIX_THREADS) {
-            const int t = e / 8, c = (e % 8) * 8;
-            uint4 v = make_uint4(0, 0, 0, 0);
-            if (row0 + t < row_end && col0 + c < ncols)
-                v = *reinterpret_cast<const uint4*>(src + (row0 + t) * ld_src + col0 + c);
-            *reinterpret_cast<uint4*>(&dst[t][c]) = v;
-        }
-    } else {
-        for (int e = tid; e < ROWS * 64; e += FLIX_THREADS) {
-            const int t = e / 64, c = e % 64;
+// Stages 64 tokens x 64 elements of a bf16 row-major matrix (row stride D) into Ls[64][LD] through
+// the copy pipeline: 16-byte asynchronous copies that land by the caller's __pipeline_wait_prior
+// (the caller checked that D is a multiple of 8 and L 16-byte aligned, so every copy is aligned
+// and no 8-element piece crosses i_end, a multiple of 64 or D). Rows past `rows` and columns past
+// i_end are zeroed by ordinary stores, visible after the caller's next __syncthreads.
+template <int LD>
+__device__ __forceinline__ void flix_stage_rows_async(__nv_bfloat16 (*Ls)[LD],
+                                                      const __nv_bfloat16* __restrict__ L, int D,
+                                                      long long row0, int rows, int i0, int i_end) {
+    for (int e = threadIdx.x; e < 64 * 8; e += FLIX_THREADS) {
+        const int t = e / 8, i = (e % 8) * 8;
+        if (t < rows && i0 + i < i_end)
+            __pipeline_memcpy_async(&Ls[t][i], L + (row0 + t) * D + i0 + i, 16);
+        else
+            *reinterpret_cast<uint4*>(&Ls[t][i]) = make_uint4(0, 0, 0, 0);
+    }
+}
+
+// Whether a bf16 matrix of row length D can go through flix_stage_rows_async.
+__device__ __forceinline__ bool flix_rows_async_ok(const __nv_bfloat16* L, int D) {
+    return (D & 7) == 0 && (reinterpret_cast<unsigned long long>(L) & 15) == 0;
+}
+
+// Stages the 64-token tiles of a run, columns c0..c0+32 of a [T, R] matrix (bf16 H, or f32 dH
+// rounded to bf16), into dst[r][t][c]; rows past a tile's end and columns past R read as 0.
+template <int LD, typename S>
+__device__ __forceinline__ void flix_stage_run_cols(__nv_bfloat16 (*dst)[FLIX_TILE_M][LD],
+                                                    const S* __restrict__ src, int R, int c0,
+                                                    const FlixTile* __restrict__ tiles, int first,
+                                                    int count) {
+    for (int r = 0; r < count; ++r) {
+        const FlixTile tile = tiles[first + r];
+        const int rows = (int)(tile.end - tile.start);
+        for (int e = threadIdx.x; e < FLIX_TILE_M * 32; e += FLIX_THREADS) {
+            const int t = e / 32, c = e % 32;
             float v = 0.f;
-            if (row0 + t < row_end && col0 + c < ncols) v = flix_to_f32(src[(row0 + t) * ld_src + col0 + c]);
-            dst[t][c] = __float2bfloat16_rn(v);
+            if (t < rows && c0 + c < R) v = flix_to_f32(src[((long long)tile.start + t) * R + c0 + c]);
+            dst[r][t][c] = __float2bfloat16_rn(v);
         }
     }
 }
 
-// flix_seg_outer on tensor cores: out[s - s0, m, n] = Σ_{t in s} L[t, m] Rm[t, n] for a 64 x 64
-// block, tokens in chunks of 32. Lᵀ is read as a column-major matrix_a straight from the staged
-// token-major tile. Warp w computes rows 16 (w % 4), columns 16 (2 (w / 4) + {0, 1}).
-// L is bf16 dY (dB) or f32 dH (dA, rounded to bf16 as staged); Rm is bf16 H (dB) or X (dA).
-template <typename LT>
-__device__ void flix_seg_outer_mma(const LT* __restrict__ L, int LM,
-                                   const __nv_bfloat16* __restrict__ Rm, int LN,
-                                   const int* __restrict__ seg_starts, int s0,
-                                   float* __restrict__ out) {
-    using namespace nvcuda;
-    constexpr int MB = 64, NB = 64, KT = 32, LDS = 64 + 8, LDC = NB + 4;
-    __shared__ __align__(32) __nv_bfloat16 Ls[KT][LDS];  // tokens x m: Lᵀ as col-major matrix_a
-    __shared__ __align__(32) __nv_bfloat16 Rs[KT][LDS];  // tokens x n: row-major matrix_b
-    __shared__ __align__(32) float Cs[MB][LDC];
-    const int s = s0 + blockIdx.x;
-    const int t_begin = seg_starts[s], t_end = seg_starts[s + 1];
-    if (t_begin == t_end) return;
-    const int m0 = blockIdx.y * MB, n0 = blockIdx.z * NB;
-    const int tid = threadIdx.x, warp = tid / 32, wm = warp % 4, wn = (warp / 4) * 2;
+// The flush of a weight-gradient sum held as a 64 x 32 (or 32 x 64) block in Cs, after every warp
+// stored its accumulator there and the block met at a barrier: for each element whose column of
+// H (cols: the block's columns; rows: its rows) ends a stretch of a present value, write it to
+// out + row * ld + col; zero every element whose stretch ends. Rows or columns of the long
+// dimension past `long_end` (relative to the block) are not written (they hold 0).
+template <int ROWS, int COLS, int LDC, bool TYPES_ON_COLS>
+__device__ __forceinline__ void flix_flush_block(float (*Cs)[LDC], const FlixTypes& p,
+                                                 const int* __restrict__ slots, unsigned segment,
+                                                 FlixFlush fl, int c0, int long_end,
+                                                 float* __restrict__ out, long long ld) {
+    for (int e = threadIdx.x; e < ROWS * COLS; e += FLIX_THREADS) {
+        const int row = e / COLS, col = e % COLS;
+        const int c = c0 + (TYPES_ON_COLS ? col : row);
+        const int along = TYPES_ON_COLS ? row : col;
+        const int action = flix_flush_action(p, slots, segment, fl, c);
+        if (action == 0) continue;
+        if (action == 2 && along < long_end) out[row * ld + col] = Cs[row][col];
+        Cs[row][col] = 0.f;
+    }
+}
 
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2];
-    wmma::fill_fragment(acc[0], 0.f);
-    wmma::fill_fragment(acc[1], 0.f);
-    for (int t0 = t_begin; t0 < t_end; t0 += KT) {
-        flix_stage_bf16<KT, LDS>(Ls, L, LM, t0, t_end, m0, LM);
-        flix_stage_bf16<KT, LDS>(Rs, Rm, LN, t0, t_end, n0, LN);
-        __syncthreads();
+// flix_dh_db on tensor cores (bf16 dY and H): same grid, runs, partials and flushes. Per step
+// the 64 x 64 tile of dY is staged once, double-buffered through 16-byte asynchronous copies
+// (the next step's tile lands while this one is used), and feeds both products:
+//   dH (64 tokens x 32 columns): warp w computes the 16 x 16 block (rows 16 (w % 4), columns
+//        16 (w / 4)), one accumulator per tile of the run, kept for the whole split;
+//   dB (64 rows of dY's step x 32 columns): warp w, rows 16 (w % 4), columns 16 (w / 4); dYᵀ is
+//        read as a column-major matrix_a straight from the token-major tile.
+// B's rows are rounded to bf16 as they are staged, once per step and segment (tiles of one
+// segment share them). A flush stores the dB accumulators to Cs, writes and zeroes the ending
+// columns there, and loads them back.
+__device__ void flix_dh_db_mma(const __nv_bfloat16* __restrict__ dY, int D,
+                               const __nv_bfloat16* __restrict__ H, const FlixTypes& p,
+                               const int* __restrict__ slots, const FlixTile* __restrict__ tiles,
+                               int num_tiles, int q0, const FlixFlush* __restrict__ flush, int f0,
+                               float* __restrict__ dh_part, int num_tokens, int split_len,
+                               float* __restrict__ db_part) {
+    using namespace nvcuda;
+    constexpr int M = FLIX_TILE_M, NC = 32, KC = 64, RT = FLIX_RUN_TILES;
+    constexpr int LDS = KC + 8, LDH = NC + 8, LDC = NC + 4;
+    __shared__ __align__(32) __nv_bfloat16 Ls[2][M][LDS];   // dY step (t, o), two stages
+    __shared__ __align__(32) __nv_bfloat16 Ws[NC][LDS];     // B step: (o, c) at Ws[c][o]
+    __shared__ __align__(32) __nv_bfloat16 Hs[RT][M][LDH];  // H of the run's tiles (t, c)
+    __shared__ __align__(32) float Cs[M][LDC];              // accumulators on their way out
+    __shared__ const float* wrow[NC];
+    __shared__ int wstride[NC];
+
+    const int R = p.total_rank;
+    const int col_blocks = (R + NC - 1) / NC;
+    const int c0 = (blockIdx.x % col_blocks) * NC;
+    int first, count;
+    flix_run_tiles(q0 + blockIdx.x / col_blocks, num_tiles, &first, &count);
+    const int o_begin = blockIdx.z * split_len;
+    const int o_end = min(D, o_begin + split_len);
+    const int tid = threadIdx.x, warp = tid / 32, wm = warp % 4, wn = warp / 4;
+    const bool async = flix_rows_async_ok(dY, D);
+
+    auto stage = [&](int buf, int o0, int r) {
+        const FlixTile tile = tiles[first + r];
+        const int rows = (int)(tile.end - tile.start);
+        if (async) flix_stage_rows_async<LDS>(Ls[buf], dY, D, tile.start, rows, o0, o_end);
+        else flix_stage_rows_scalar<LDS>(Ls[buf], dY, D, tile.start, rows, o0, o_end);
+    };
+    if (o_begin < o_end) stage(0, o_begin, 0);
+    __pipeline_commit();
+    flix_stage_run_cols<LDH>(Hs, H, R, c0, tiles, first, count);
+
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc_h[RT], acc_b;
 #pragma unroll
-        for (int kk = 0; kk < KT; kk += 16) {
-            wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::col_major> a;
-            wmma::load_matrix_sync(a, &Ls[kk][wm * 16], LDS);
+    for (int r = 0; r < RT; ++r) wmma::fill_fragment(acc_h[r], 0.f);
+    wmma::fill_fragment(acc_b, 0.f);
+
+    int buf = 0;
+    for (int o0 = o_begin; o0 < o_end; o0 += KC) {
 #pragma unroll
-            for (int q = 0; q < 2; ++q) {
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> b;
-                wmma::load_matrix_sync(b, &Rs[kk][(wn + q) * 16], LDS);
-                wmma::mma_sync(acc[q], a, b, acc[q]);
+        for (int r = 0; r < RT; ++r) {
+            if (r >= count) break;
+            // Start the next step's copies (the other stage was last read before the barrier
+            // that ended the previous step), then wait for this step's.
+            const bool last_tile = r + 1 == count;
+            const int next_o0 = last_tile ? o0 + KC : o0;
+            if (next_o0 < o_end) stage(buf ^ 1, next_o0, last_tile ? 0 : r + 1);
+            __pipeline_commit();
+            __pipeline_wait_prior(1);
+
+            const FlixTile tile = tiles[first + r];
+            if (r == 0 || tile.segment != tiles[first + r - 1].segment) {
+                if (tid < NC) {
+                    const int c = c0 + tid;
+                    const float* row = nullptr;
+                    if (c < R) {
+                        const int k = flix_type_of_col(p, c);
+                        const int f = slots[(long long)tile.segment * p.num_types + k];
+                        if (f >= 0) row = p.b[k] + (long long)f * D * p.rank[k] + (c - p.col_off[k]);
+                        wstride[tid] = p.rank[k];
+                    }
+                    wrow[tid] = row;
+                }
+                __syncthreads();
+                for (int e = tid; e < NC * KC; e += FLIX_THREADS) {
+                    const int c = e % NC, o = e / NC;
+                    const float* row = wrow[c];
+                    float v = 0.f;
+                    if (row != nullptr && o0 + o < o_end) v = row[(long long)(o0 + o) * wstride[c]];
+                    Ws[c][o] = __float2bfloat16_rn(v);
+                }
             }
+            __syncthreads();
+
+#pragma unroll
+            for (int kk = 0; kk < KC; kk += 16) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b;
+                wmma::load_matrix_sync(a, &Ls[buf][wm * 16][kk], LDS);
+                wmma::load_matrix_sync(b, &Ws[wn * 16][kk], LDS);
+                wmma::mma_sync(acc_h[r], a, b, acc_h[r]);
+            }
+#pragma unroll
+            for (int kk = 0; kk < M; kk += 16) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::col_major> a;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> b;
+                wmma::load_matrix_sync(a, &Ls[buf][kk][wm * 16], LDS);
+                wmma::load_matrix_sync(b, &Hs[r][kk][wn * 16], LDH);
+                wmma::mma_sync(acc_b, a, b, acc_b);
+            }
+
+            const FlixFlush fl = flush[first + r];
+            if (fl.ends != 0) {
+                wmma::store_matrix_sync(&Cs[wm * 16][wn * 16], acc_b, LDC, wmma::mem_row_major);
+                __syncthreads();
+                float* out = db_part + ((long long)(fl.slot - f0) * D + o0) * R + c0;
+                flix_flush_block<KC, NC, LDC, true>(Cs, p, slots, tile.segment, fl, c0, o_end - o0,
+                                                    out, R);
+                __syncthreads();
+                wmma::load_matrix_sync(acc_b, &Cs[wm * 16][wn * 16], LDC, wmma::mem_row_major);
+            }
+            __syncthreads();
+            buf ^= 1;
+        }
+    }
+    __pipeline_wait_prior(0);
+
+#pragma unroll
+    for (int r = 0; r < RT; ++r) {
+        if (r >= count) break;
+        const FlixTile tile = tiles[first + r];
+        const int rows = (int)(tile.end - tile.start);
+        wmma::store_matrix_sync(&Cs[wm * 16][wn * 16], acc_h[r], LDC, wmma::mem_row_major);
+        __syncthreads();
+        for (int e = tid; e < M * NC; e += FLIX_THREADS) {
+            const int t = e / NC, c = e % NC;
+            if (t < rows && c0 + c < R)
+                dh_part[((long long)blockIdx.z * num_tokens + tile.start + t) * R + c0 + c] = Cs[t][c];
         }
         __syncthreads();
     }
-    wmma::store_matrix_sync(&Cs[wm * 16][wn * 16], acc[0], LDC, wmma::mem_row_major);
-    wmma::store_matrix_sync(&Cs[wm * 16][(wn + 1) * 16], acc[1], LDC, wmma::mem_row_major);
-    __syncthreads();
-    float* dst = out + (long long)blockIdx.x * LM * LN;
-    for (int e = tid; e < MB * NB; e += FLIX_THREADS) {
-        const int m = e / NB, n = e % NB;
-        if (m0 + m < LM && n0 + n < LN) dst[(long long)(m0 + m) * LN + n0 + n] = Cs[m][n];
+}
+
+// flix_da on tensor cores (bf16 X; the f32 dH rounded to bf16 as staged): same grid, runs,
+// partials and flushes. X's 64 x 64 step tiles are double-buffered through 16-byte asynchronous
+// copies. Warp w computes rows 16 (w / 4) (columns of H) and columns 16 (w % 4) of the 32 x 64
+// block; dHᵀ is read as a column-major matrix_a straight from the token-major tile.
+__device__ void flix_da_mma(const float* __restrict__ dH, const __nv_bfloat16* __restrict__ X,
+                            int D, const FlixTypes& p, const int* __restrict__ slots,
+                            const FlixTile* __restrict__ tiles, int num_tiles, int q0,
+                            const FlixFlush* __restrict__ flush, int f0, int split_len,
+                            float* __restrict__ da_part) {
+    using namespace nvcuda;
+    constexpr int M = FLIX_TILE_M, NC = 32, KC = 64, RT = FLIX_RUN_TILES;
+    constexpr int LDS = KC + 8, LDH = NC + 8, LDC = KC + 4;
+    __shared__ __align__(32) __nv_bfloat16 Xs[2][M][LDS];   // X step (t, i), two stages
+    __shared__ __align__(32) __nv_bfloat16 Gs[RT][M][LDH];  // dH of the run's tiles (t, c)
+    __shared__ __align__(32) float Cs[NC][LDC];
+
+    const int R = p.total_rank;
+    const int col_blocks = (R + NC - 1) / NC;
+    const int c0 = (blockIdx.x % col_blocks) * NC;
+    int first, count;
+    flix_run_tiles(q0 + blockIdx.x / col_blocks, num_tiles, &first, &count);
+    const int i_begin = blockIdx.z * split_len;
+    const int i_end = min(D, i_begin + split_len);
+    const int tid = threadIdx.x, warp = tid / 32, wc = warp / 4, wi = warp % 4;
+    const bool async = flix_rows_async_ok(X, D);
+
+    auto stage = [&](int buf, int i0, int r) {
+        const FlixTile tile = tiles[first + r];
+        const int rows = (int)(tile.end - tile.start);
+        if (async) flix_stage_rows_async<LDS>(Xs[buf], X, D, tile.start, rows, i0, i_end);
+        else flix_stage_rows_scalar<LDS>(Xs[buf], X, D, tile.start, rows, i0, i_end);
+    };
+    if (i_begin < i_end) stage(0, i_begin, 0);
+    __pipeline_commit();
+    flix_stage_run_cols<LDH>(Gs, dH, R, c0, tiles, first, count);
+
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    wmma::fill_fragment(acc, 0.f);
+    int buf = 0;
+    for (int i0 = i_begin; i0 < i_end; i0 += KC) {
+        for (int r = 0; r < count; ++r) {
+            const bool last_tile = r + 1 == count;
+            const int next_i0 = last_tile ? i0 + KC : i0;
+            if (next_i0 < i_end) stage(buf ^ 1, next_i0, last_tile ? 0 : r + 1);
+            __pipeline_commit();
+            __pipeline_wait_prior(1);
+            __syncthreads();
+
+#pragma unroll
+            for (int kk = 0; kk < M; kk += 16) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::col_major> a;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> b;
+                wmma::load_matrix_sync(a, &Gs[r][kk][wc * 16], LDH);
+                wmma::load_matrix_sync(b, &Xs[buf][kk][wi * 16], LDS);
+                wmma::mma_sync(acc, a, b, acc);
+            }
+
+            const FlixFlush fl = flush[first + r];
+            if (fl.ends != 0) {
+                wmma::store_matrix_sync(&Cs[wc * 16][wi * 16], acc, LDC, wmma::mem_row_major);
+                __syncthreads();
+                float* out = da_part + ((long long)(fl.slot - f0) * R + c0) * D + i0;
+                flix_flush_block<NC, KC, LDC, false>(Cs, p, slots, tiles[first + r].segment, fl,
+                                                     c0, i_end - i0, out, D);
+                __syncthreads();
+                wmma::load_matrix_sync(acc, &Cs[wc * 16][wi * 16], LDC, wmma::mem_row_major);
+            }
+            __syncthreads();
+            buf ^= 1;
+        }
     }
+    __pipeline_wait_prior(0);
 }

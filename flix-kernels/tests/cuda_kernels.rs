@@ -161,8 +161,9 @@ fn kernels_match_the_oracle_on_shapes_that_reach_every_branch() {
         for (i, (name, case)) in cases().iter().enumerate() {
             check(&device, dtype, name, case, i as u64);
         }
-        // The first case again with a workspace budget of two segments' dB partials (d_out x R
-        // f32 each), so that dB runs in groups of two segments and dA one segment at a time.
+        // The first case again with a workspace budget of two partial slots of the narrower
+        // gradient (min(d_in, d_out) x R f32 each), so that its pass runs in groups of runs
+        // holding at most two slots and the other's one run at a time.
         // (One test function: the variable is process-wide.)
         let (_, first) = &cases()[0];
         let per_segment = first.d_out.min(first.d_in) * 44 * 4;
