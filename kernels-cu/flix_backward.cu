@@ -17,7 +17,7 @@
 //                       dYᵀH (registers, written once per stretch of one value to a partial slot,
 //                       params::run_flushes) instead of once per segment.
 //   flix_dh_finish_f32  sums the dH partials in order, zeroes absent types: dH in f32.
-//   flix_dx_*           = the expand kernel with s_k A in place of B.
+//   flix_dx_*           = the expand kernel with s_k A in place of B: grid (tiles, ceil(d_in/256)).
 //   flix_da_*           one pass over X for dA: same runs and slots; d_in split only to spread the
 //                       work (each split writes its own columns of the slots).
 //   flix_grad_reduce_f32 per (type k, value v, element): sums v's partial slots in ascending slot
@@ -69,7 +69,8 @@ flix_dx_f32(const float* dH, int d_in, FlixTypes p, const int* slots, const Flix
     flix_wide<float, float, false>(dH, d_in, p, slots, tiles, dX, accumulate);
 }
 
-extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
+// At most 128 registers (64 of them accumulators): two blocks per SM.
+extern "C" __global__ void __launch_bounds__(FLIX_THREADS, 2)
 flix_dx_bf16(const float* dH, int d_in, FlixTypes p, const int* slots, const FlixTile* tiles,
              __nv_bfloat16* dX, int accumulate) {
     flix_wide_mma<float, false>(dH, d_in, p, slots, tiles, dX, accumulate);

@@ -179,8 +179,9 @@ __device__ void flix_narrow_finish(const float* __restrict__ part, int nsplit, i
 // ---------------------------------------------------------------------------------------------
 // wide: out[t, n] = Σ_c H[t, c] · W_c[n], written (accumulate = 0: the FLix layer's case, so that
 // cuBLAS adds the base GEMM on top with beta = 1) or added (accumulate = 1), for the tokens of one
-// tile and 64 output columns. The reduction runs over R (short) in chunks of 32. Grid: (tiles,
-// ceil(N / 64)), 256 threads, each 4 tokens x 4 columns.
+// tile and 256 output columns (wide enough that the per-block costs, the slot lookups, staging H
+// and the barriers, are spread over 16K outputs). The reduction runs over R (short) in chunks of
+// 32. Grid: (tiles, ceil(N / 256)), 256 threads, each 4 tokens x 16 columns.
 //   FROM_B = true  (expand): W_c[o] = B_{k,f}[o, j]          (H already holds s_k)
 //   FROM_B = false (dX):     W_c[i] = s_k · A_{k,f}[j, i]
 // Absent types contribute nothing (their W reads as 0).
@@ -188,7 +189,7 @@ template <typename HT, typename T, bool FROM_B>
 __device__ void flix_wide(const HT* __restrict__ H, int N, const FlixTypes& p,
                           const int* __restrict__ slots, const FlixTile* __restrict__ tiles,
                           T* __restrict__ out, int accumulate) {
-    constexpr int M = FLIX_TILE_M, NB = 64, KC = 32;
+    constexpr int M = FLIX_TILE_M, NB = 256, KC = 32;
     __shared__ float Hs[KC][M + 1];
     __shared__ float Ws[KC][NB + 1];
     __shared__ const float* wrow[KC];
@@ -201,11 +202,11 @@ __device__ void flix_wide(const HT* __restrict__ H, int N, const FlixTypes& p,
     const int n0 = blockIdx.y * NB;
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
 
-    float acc[4][4];
+    float acc[4][16];
 #pragma unroll
     for (int a = 0; a < 4; ++a)
 #pragma unroll
-        for (int b = 0; b < 4; ++b) acc[a][b] = 0.f;
+        for (int b = 0; b < 16; ++b) acc[a][b] = 0.f;
 
     for (int c0 = 0; c0 < R; c0 += KC) {
         if (tid < KC) {
@@ -253,15 +254,15 @@ __device__ void flix_wide(const HT* __restrict__ H, int N, const FlixTypes& p,
         __syncthreads();
 #pragma unroll 8
         for (int kk = 0; kk < KC; ++kk) {
-            float h[4], w[4];
+            float h[4], w[16];
 #pragma unroll
             for (int a = 0; a < 4; ++a) h[a] = Hs[kk][ty + 16 * a];
 #pragma unroll
-            for (int b = 0; b < 4; ++b) w[b] = Ws[kk][tx + 16 * b];
+            for (int b = 0; b < 16; ++b) w[b] = Ws[kk][tx + 16 * b];
 #pragma unroll
             for (int a = 0; a < 4; ++a)
 #pragma unroll
-                for (int b = 0; b < 4; ++b) acc[a][b] = fmaf(h[a], w[b], acc[a][b]);
+                for (int b = 0; b < 16; ++b) acc[a][b] = fmaf(h[a], w[b], acc[a][b]);
         }
         __syncthreads();
     }
@@ -270,7 +271,7 @@ __device__ void flix_wide(const HT* __restrict__ H, int N, const FlixTypes& p,
     for (int a = 0; a < 4; ++a) {
         const int t = ty + 16 * a;
 #pragma unroll
-        for (int b = 0; b < 4; ++b) {
+        for (int b = 0; b < 16; ++b) {
             const int n = n0 + tx + 16 * b;
             if (t < rows && n < N) {
                 T* dst = out + (long long)(tile.start + t) * N + n;

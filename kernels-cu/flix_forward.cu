@@ -14,7 +14,8 @@
 //                        with few tiles still fills the GPU.
 //   flix_shrink_finish_* grid (tiles): sums the nsplit partials in order, applies s_k, zeroes
 //                        absent types, casts to the activation dtype. Deterministic.
-//   flix_expand_*        grid (tiles, ceil(d_out/64)): reduction over R (short), Y tile written once.
+//   flix_expand_*        grid (tiles, ceil(d_out/256)): reduction over R (short), each 64 x 256 tile
+//                        of Y written once (16-byte stores when d_out is a multiple of 8).
 //
 // Cost at the reference shape (T = 8192 in 64 segments, d_in = d_out = 4096, r = 16, K = 2, so
 // R = 32; bf16; 128 tiles of 64 tokens, nsplit = 5):
@@ -57,7 +58,8 @@ flix_expand_f32(const float* H, int d_out, FlixTypes p, const int* slots, const 
     flix_wide<float, float, true>(H, d_out, p, slots, tiles, Y, accumulate);
 }
 
-extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
+// At most 128 registers (64 of them accumulators): two blocks per SM.
+extern "C" __global__ void __launch_bounds__(FLIX_THREADS, 2)
 flix_expand_bf16(const __nv_bfloat16* H, int d_out, FlixTypes p, const int* slots,
                  const FlixTile* tiles, __nv_bfloat16* Y, int accumulate) {
     flix_wide_mma<__nv_bfloat16, true>(H, d_out, p, slots, tiles, Y, accumulate);

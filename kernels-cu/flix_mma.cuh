@@ -116,15 +116,20 @@ __device__ void flix_narrow_mma(const __nv_bfloat16* __restrict__ L, int D, cons
     }
 }
 
-// flix_wide on tensor cores: out (bf16) [64 tokens x 64 columns] per block, reduction over R in
-// chunks of 32. Warp w computes rows 16 (w % 4) and the two 16-column blocks 2 (w / 4) + {0, 1}.
+// flix_wide on tensor cores: out (bf16) [64 tokens x 256 columns] per block, reduction over R in
+// chunks of 32. Warp w computes rows 16 (w % 4) and the eight 16-column blocks of columns
+// 128 (w / 4) .. +128 (64 f32 accumulators per thread). The results leave through Cs a quarter
+// (64 columns) at a time, so that shared memory stays under the 48 KB of a static allocation:
+// H 5 KB + W 20 KB + Cs 17 KB.
 // HT is the low-rank input: bf16 H (expand) or f32 dH (dX), rounded to bf16 when staged.
 template <typename HT, bool FROM_B>
 __device__ void flix_wide_mma(const HT* __restrict__ H, int N, const FlixTypes& p,
                               const int* __restrict__ slots, const FlixTile* __restrict__ tiles,
                               __nv_bfloat16* __restrict__ out, int accumulate) {
     using namespace nvcuda;
-    constexpr int M = FLIX_TILE_M, NB = 64, KC = 32, LDS = KC + 8, LDC = NB + 4;
+    constexpr int M = FLIX_TILE_M, NB = 256, KC = 32, LDS = KC + 8;
+    constexpr int QW = 64, LDC = QW + 4;  // output quarter width, its row stride in Cs
+    constexpr int FRAGS = NB / 2 / 16;   // accumulators per warp
     __shared__ __align__(32) __nv_bfloat16 Hs[M][LDS];   // tokens x c: matrix_a, row-major
     __shared__ __align__(32) __nv_bfloat16 Ws[NB][LDS];  // (c, n) at Ws[n][c]: matrix_b, col-major
     __shared__ __align__(32) float Cs[M][LDC];
@@ -136,11 +141,11 @@ __device__ void flix_wide_mma(const HT* __restrict__ H, int N, const FlixTypes& 
     const int rows = (int)(tile.end - tile.start);
     const int R = p.total_rank;
     const int n0 = blockIdx.y * NB;
-    const int tid = threadIdx.x, warp = tid / 32, wm = warp % 4, wn = (warp / 4) * 2;
+    const int tid = threadIdx.x, warp = tid / 32, wm = warp % 4, wn = warp / 4;
 
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2];
-    wmma::fill_fragment(acc[0], 0.f);
-    wmma::fill_fragment(acc[1], 0.f);
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[FRAGS];
+#pragma unroll
+    for (int q = 0; q < FRAGS; ++q) wmma::fill_fragment(acc[q], 0.f);
     for (int c0 = 0; c0 < R; c0 += KC) {
         if (tid < KC) {
             const int c = c0 + tid;
@@ -175,6 +180,8 @@ __device__ void flix_wide_mma(const HT* __restrict__ H, int N, const FlixTypes& 
             if (t < rows && c0 + cc < R) v = flix_to_f32(H[(long long)(tile.start + t) * R + c0 + cc]);
             Hs[t][cc] = __float2bfloat16_rn(v);
         }
+        // B: neighbouring threads take neighbouring c (contiguous within a row of B);
+        // A: neighbouring n (contiguous along a row of A).
         for (int e = tid; e < KC * NB; e += FLIX_THREADS) {
             const int cc = FROM_B ? e % KC : e / NB;
             const int n = FROM_B ? e / KC : e % NB;
@@ -189,51 +196,63 @@ __device__ void flix_wide_mma(const HT* __restrict__ H, int N, const FlixTypes& 
             wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
             wmma::load_matrix_sync(a, &Hs[wm * 16][kk], LDS);
 #pragma unroll
-            for (int q = 0; q < 2; ++q) {
+            for (int q = 0; q < FRAGS; ++q) {
                 wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b;
-                wmma::load_matrix_sync(b, &Ws[(wn + q) * 16][kk], LDS);
+                wmma::load_matrix_sync(b, &Ws[wn * (NB / 2) + q * 16][kk], LDS);
                 wmma::mma_sync(acc[q], a, b, acc[q]);
             }
         }
         __syncthreads();
     }
-    wmma::store_matrix_sync(&Cs[wm * 16][wn * 16], acc[0], LDC, wmma::mem_row_major);
-    wmma::store_matrix_sync(&Cs[wm * 16][(wn + 1) * 16], acc[1], LDC, wmma::mem_row_major);
-    __syncthreads();
-    if ((N & 7) == 0) {
-        // 8 columns per thread, one 16-byte store (and load, when accumulating); n0 is a
-        // multiple of 64 and N of 8, so a chunk is either wholly inside the row or wholly out.
-        for (int e = tid; e < M * NB / 8; e += FLIX_THREADS) {
-            const int t = e / (NB / 8), n = (e % (NB / 8)) * 8;
-            if (t < rows && n0 + n < N) {
-                uint4* dst = reinterpret_cast<uint4*>(out + (long long)(tile.start + t) * N + n0 + n);
-                // Word w holds columns n + 2w (low half) and n + 2w + 1 (high half); a bf16 is
-                // the top half of an f32, so the halves convert with shifts, no type punning.
-                unsigned prev[4] = {0, 0, 0, 0};
-                if (accumulate) {
-                    const uint4 old = *dst;
-                    prev[0] = old.x, prev[1] = old.y, prev[2] = old.z, prev[3] = old.w;
-                }
-                unsigned word[4];
+
+    // Quarter qq holds columns 64 qq .. +64: accumulators 4 (qq % 2) .. +4 of the warps with
+    // wn = qq / 2.
 #pragma unroll
-                for (int w = 0; w < 4; ++w) {
-                    const float lo = Cs[t][n + 2 * w] + __uint_as_float(prev[w] << 16);
-                    const float hi = Cs[t][n + 2 * w + 1] + __uint_as_float(prev[w] & 0xffff0000u);
-                    word[w] = (unsigned)__bfloat16_as_ushort(__float2bfloat16_rn(lo)) |
-                              ((unsigned)__bfloat16_as_ushort(__float2bfloat16_rn(hi)) << 16);
+    for (int qq = 0; qq < NB / QW; ++qq) {
+        if (wn == qq / 2) {
+#pragma unroll
+            for (int q = 0; q < QW / 16; ++q)
+                wmma::store_matrix_sync(&Cs[wm * 16][q * 16], acc[(qq % 2) * (QW / 16) + q], LDC,
+                                        wmma::mem_row_major);
+        }
+        __syncthreads();
+        const int nq = n0 + qq * QW;
+        if ((N & 7) == 0) {
+            // 8 columns per thread, one 16-byte store (and load, when accumulating); nq is a
+            // multiple of 64 and N of 8, so a chunk is either wholly inside the row or wholly out.
+            for (int e = tid; e < M * QW / 8; e += FLIX_THREADS) {
+                const int t = e / (QW / 8), n = (e % (QW / 8)) * 8;
+                if (t < rows && nq + n < N) {
+                    uint4* dst = reinterpret_cast<uint4*>(out + (long long)(tile.start + t) * N + nq + n);
+                    // Word w holds columns n + 2w (low half) and n + 2w + 1 (high half); a bf16 is
+                    // the top half of an f32, so the halves convert with shifts, no type punning.
+                    unsigned prev[4] = {0, 0, 0, 0};
+                    if (accumulate) {
+                        const uint4 old = *dst;
+                        prev[0] = old.x, prev[1] = old.y, prev[2] = old.z, prev[3] = old.w;
+                    }
+                    unsigned word[4];
+#pragma unroll
+                    for (int w = 0; w < 4; ++w) {
+                        const float lo = Cs[t][n + 2 * w] + __uint_as_float(prev[w] << 16);
+                        const float hi = Cs[t][n + 2 * w + 1] + __uint_as_float(prev[w] & 0xffff0000u);
+                        word[w] = (unsigned)__bfloat16_as_ushort(__float2bfloat16_rn(lo)) |
+                                  ((unsigned)__bfloat16_as_ushort(__float2bfloat16_rn(hi)) << 16);
+                    }
+                    *dst = make_uint4(word[0], word[1], word[2], word[3]);
                 }
-                *dst = make_uint4(word[0], word[1], word[2], word[3]);
+            }
+        } else {
+            for (int e = tid; e < M * QW; e += FLIX_THREADS) {
+                const int t = e / QW, n = e % QW;
+                if (t < rows && nq + n < N) {
+                    __nv_bfloat16* dst = out + (long long)(tile.start + t) * N + nq + n;
+                    const float v = Cs[t][n];
+                    *dst = __float2bfloat16_rn(accumulate ? v + __bfloat162float(*dst) : v);
+                }
             }
         }
-    } else {
-        for (int e = tid; e < M * NB; e += FLIX_THREADS) {
-            const int t = e / NB, n = e % NB;
-            if (t < rows && n0 + n < N) {
-                __nv_bfloat16* dst = out + (long long)(tile.start + t) * N + n0 + n;
-                const float v = Cs[t][n];
-                *dst = __float2bfloat16_rn(accumulate ? v + __bfloat162float(*dst) : v);
-            }
-        }
+        __syncthreads();
     }
 }
 

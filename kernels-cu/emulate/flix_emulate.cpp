@@ -30,6 +30,9 @@ struct Problem {
     size_t group_slots;  // partial slots per gradient-workspace group (the launcher's budget)
 };
 
+// Mirrors params::WIDE_COLS: output columns per expand/dX block.
+static constexpr int kWideCols = 256;
+
 // Mirrors params::split_long_dim; `g_target_blocks` mirrors params::target_blocks().
 static int g_target_blocks = 528;
 static void split_long_dim(int d, int blocks, int* nsplit, int* split_len) {
@@ -212,7 +215,7 @@ static void run(const Problem& pb, uint64_t seed, double rtol) {
         vector<T> Y = accumulate ? rand_t(Yref.size()) : vector<T>(Yref.size(), to_t<T>(nan_f()));
         vector<double> want = Yref;
         if (accumulate) for (size_t i = 0; i < want.size(); ++i) want[i] += to_f(Y[i]);
-        emulate_launch({unsigned(ntiles), unsigned((d_out + 63) / 64), 1}, 256, [&] {
+        emulate_launch({unsigned(ntiles), unsigned((d_out + kWideCols - 1) / kWideCols), 1}, 256, [&] {
             if constexpr (std::is_same_v<T, float>) flix_expand_f32(H.data(), d_out, p, slots.data(), tl, Y.data(), accumulate);
             else flix_expand_bf16(H.data(), d_out, p, slots.data(), tl, Y.data(), accumulate);
         });
@@ -276,7 +279,7 @@ static void run(const Problem& pb, uint64_t seed, double rtol) {
     compare("dH (f32)", dH, dHref, std::is_same_v<T, float> ? rtol : 1e-5);
 
     vector<T> dX((size_t)T_ * d_in, to_t<T>(nan_f()));
-    emulate_launch({unsigned(ntiles), unsigned((d_in + 63) / 64), 1}, 256, [&] {
+    emulate_launch({unsigned(ntiles), unsigned((d_in + kWideCols - 1) / kWideCols), 1}, 256, [&] {
         if constexpr (std::is_same_v<T, float>) flix_dx_f32(dH.data(), d_in, p, slots.data(), tl, dX.data(), 0);
         else flix_dx_bf16(dH.data(), d_in, p, slots.data(), tl, dX.data(), 0);
     });
@@ -297,7 +300,7 @@ static void run(const Problem& pb, uint64_t seed, double rtol) {
         vector<T> dX2 = rand_t(dXref.size());
         vector<double> want = dXref;
         for (size_t i = 0; i < want.size(); ++i) want[i] += to_f(dX2[i]);
-        emulate_launch({unsigned(ntiles), unsigned((d_in + 63) / 64), 1}, 256, [&] {
+        emulate_launch({unsigned(ntiles), unsigned((d_in + kWideCols - 1) / kWideCols), 1}, 256, [&] {
             if constexpr (std::is_same_v<T, float>) flix_dx_f32(dH.data(), d_in, p, slots.data(), tl, dX2.data(), 1);
             else flix_dx_bf16(dH.data(), d_in, p, slots.data(), tl, dX2.data(), 1);
         });
@@ -368,6 +371,9 @@ int main() {
          {64, 64, 1, 0, 64, 100, 64, 30},
          {{0, 1, -1}, {0, 2, 1}, {0, 2, 1}, {1, 1, 1}, {1, 2, -1}, {1, 0, 0}, {1, 0, 0}, {-1, 0, 1}}, 72, 200, 1},
         {"LoRA: one value over runs of long segments", {8}, {1}, {0.25f}, {300, 5, 129}, {{0}, {0}, {0}}, 64, 24, 100},
+        // Expand and dX over several 256-column blocks: d_out a multiple of 8 (16-byte stores)
+        // ending inside a quarter of the last block, d_in not (element by element).
+        {"widths past one 256-column block", {4, 3}, {2, 2}, {1.f, 0.5f}, {20, 70}, {{0, 1}, {1, -1}}, 300, 520, 4},
     };
     for (auto& pb : problems) {
         std::printf("f32  %s\n", pb.name.c_str());

@@ -137,7 +137,8 @@ pub fn expand(
     }
 }
 
-/// Runs `entry`: `out[t, n] (= or +=) Σ_c lowrank[t, c] W_c[n]` over tiles x 64-column blocks.
+/// Runs `entry`: `out[t, n] (= or +=) Σ_c lowrank[t, c] W_c[n]` over tiles x blocks of
+/// [`params::WIDE_COLS`] columns.
 /// Shared by expand (`flix_expand_*`, W = B) and dX (`flix_dx_*`, W = s_k A).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn wide<L: DeviceRepr, T: DeviceRepr>(

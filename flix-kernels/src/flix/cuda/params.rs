@@ -22,7 +22,7 @@ pub const NARROW_COLS: usize = 32;
 /// Step of the long dimension in shrink/dH (`KC` in `flix_narrow`); splits are multiples of it.
 pub const NARROW_STEP: usize = 64;
 /// Output columns per expand/dX block (`NB` in `flix_wide`).
-pub const WIDE_COLS: usize = 64;
+pub const WIDE_COLS: usize = 256;
 /// `FLIX_RUN_TILES`: tiles per run of the weight-gradient kernels (`flix_dh_db`, `flix_da`); a
 /// block owns one run and sums its tiles' products in registers.
 pub const RUN_TILES: usize = 2;
@@ -100,8 +100,8 @@ pub fn check_types(op: &'static str, plan: &BatchPlan) -> Result<()> {
 }
 
 /// Everything the kernels index with 32-bit integers or put in a grid dimension fits:
-/// T, d_in, d_out, R and one value's gradient block in i32; ceil(d / 64) within the 65535 limit
-/// of grid y.
+/// T, d_in, d_out, R and one value's gradient block in i32; ceil(d / [`WIDE_COLS`]) within the
+/// 65535 limit of grid y.
 pub fn check_limits(op: &'static str, plan: &BatchPlan, d_in: usize, d_out: usize) -> Result<()> {
     check_types(op, plan)?;
     let r = plan.total_rank();
@@ -337,9 +337,9 @@ mod tests {
             "FLIX_RUN_TILES is not {RUN_TILES} in flix_common.cuh"
         );
         let narrow = "constexpr int M = FLIX_TILE_M, NC = 32, KC = 64;";
-        let wide = "constexpr int M = FLIX_TILE_M, NB = 64, KC = 32;";
+        let wide = "constexpr int M = FLIX_TILE_M, NB = 256, KC = 32;";
         let runs = "constexpr int M = FLIX_TILE_M, NC = 32, KC = 64, RT = FLIX_RUN_TILES;";
-        assert_eq!((NARROW_COLS, NARROW_STEP, WIDE_COLS), (32, 64, 64));
+        assert_eq!((NARROW_COLS, NARROW_STEP, WIDE_COLS), (32, 64, 256));
         for line in [narrow, wide, runs] {
             assert!(header.contains(line), "flix_common.cuh lost `{line}`");
         }
@@ -394,7 +394,7 @@ mod tests {
     #[test]
     fn widths_beyond_the_grid_or_i32_are_rejected() {
         let p = plan(&[2], &[2]);
-        let err = check_limits("flix::expand", &p, 8, 64 * 65_536)
+        let err = check_limits("flix::expand", &p, 8, WIDE_COLS * 65_536)
             .unwrap_err()
             .to_string();
         assert!(err.contains("d_out") && err.contains("65535"), "{err}");
