@@ -14,8 +14,10 @@
 //                       a split of d_out; per 64-wide step it stages the dY tile once (16-byte
 //                       cp.async, double-buffered) and feeds both dH's partial (registers, one
 //                       accumulator per tile, written once as f32 [nsplit, T, R]) and dB's sum
-//                       dYᵀH (registers, written once per stretch of one value to a partial slot,
-//                       params::run_flushes) instead of once per segment.
+//                       dYᵀH (registers, flushed once per stretch of one value, params::run_flushes,
+//                       instead of once per segment): into a partial slot, or, when it is the
+//                       value's only stretch in the batch, straight into dB (this block is then the
+//                       only writer of those elements: no slot, nothing for the reduce).
 //   flix_dh_finish_f32  sums the dH partials in order, zeroes absent types: dH in f32.
 //   flix_dx_*           = the expand kernel with s_k A in place of B: grid (tiles, ceil(d_in/256)).
 //   flix_da_*           one pass over X for dA: same runs and slots; d_in split only to spread the
@@ -29,22 +31,27 @@
 // in registers and written once.
 //
 // Cost at the reference shape (T = 8192 in 64 segments of 128 tokens, d = 4096, K = 2, r = 16,
-// R = 32, bf16; 128 tiles, 64 runs of one segment each, so 64 slots; nsplit = 8):
+// R = 32, bf16; values drawn uniformly from 90 and 10; 128 tiles, 64 runs of one segment each;
+// nsplit = 8). Of the 128 (segment, type) stretches, ~32 are the only use of their value (type 0)
+// and go straight into the gradient; the other ~96 fill 64 slots (one per run), ~3/4 of each.
 //   dh_db:  reads dY 67.1 MB once (was twice: dH and dB) + H 0.5 MB + used f32 B ~19 MB; writes
-//           dH partials 8 x 1.05 = 8.4 MB and dB slots 64 x 4096 x 32 x 4 B = 33.5 MB; 4.3 GFLOP.
+//           dH partials 8 x 1.05 = 8.4 MB, dB slots ~3/4 x 64 x 4096 x 32 x 4 B = 25 MB, and
+//           adds ~32 direct values into dB (read + write 2 x 8.4 MB); 4.3 GFLOP.
 //   finish: reads 8.4 MB, writes 1 MB.     dX: writes 67.1 MB (+ used A ~19 MB), 2.15 GFLOP.
-//   da:     reads X 67.1 MB + dH 1 MB, writes 33.5 MB; 2.15 GFLOP.
-//   reduces: read 2 x 33.5 MB, read+write the used gradients 2 x 2 x 19 MB.
-//   Total ~ 470 MB (was ~ 530 MB) -> ~140 us at 3.35 TB/s; the tensor-core arithmetic is ~10 us.
+//   da:     reads X 67.1 MB + dH 1 MB, writes ~25 MB of slots, adds ~32 direct values into dA
+//           (2 x 8.4 MB); 2.15 GFLOP.
+//   reduces: read 2 x 25 MB of slots, read+write the other used gradients 2 x 2 x 10.5 MB.
+//   Total ~ 436 MB (was ~ 530 MB) -> ~130 us at 3.35 TB/s; the tensor-core arithmetic is ~10 us.
 //   Slots shrink further where consecutive tiles of a run share a value (long segments, a
-//   single-value LoRA: one slot per run instead of per segment).
+//   single-value LoRA: one slot per run instead of per segment), and disappear for types whose
+//   values are used once per batch (per-example features: no slots and no reduce for them).
 
 extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
 flix_dh_db_f32(const float* dY, int d_out, const float* H, FlixTypes p, const int* slots,
                const FlixTile* tiles, int num_tiles, int q0, const FlixFlush* flush, int f0,
-               float* dh_part, int num_tokens, int split_len, float* db_part) {
+               float* dh_part, int num_tokens, int split_len, float* db_part, FlixGrads db) {
     flix_dh_db(dY, d_out, H, p, slots, tiles, num_tiles, q0, flush, f0, dh_part, num_tokens,
-               split_len, db_part);
+               split_len, db_part, db);
 }
 
 // At most 128 registers: two blocks per SM at least (42 KB of shared memory each).
@@ -52,9 +59,9 @@ extern "C" __global__ void __launch_bounds__(FLIX_THREADS, 2)
 flix_dh_db_bf16(const __nv_bfloat16* dY, int d_out, const __nv_bfloat16* H, FlixTypes p,
                 const int* slots, const FlixTile* tiles, int num_tiles, int q0,
                 const FlixFlush* flush, int f0, float* dh_part, int num_tokens, int split_len,
-                float* db_part) {
+                float* db_part, FlixGrads db) {
     flix_dh_db_mma(dY, d_out, H, p, slots, tiles, num_tiles, q0, flush, f0, dh_part, num_tokens,
-                   split_len, db_part);
+                   split_len, db_part, db);
 }
 
 extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
@@ -79,15 +86,15 @@ flix_dx_bf16(const float* dH, int d_in, FlixTypes p, const int* slots, const Fli
 extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
 flix_da_f32(const float* dH, const float* X, int d_in, FlixTypes p, const int* slots,
             const FlixTile* tiles, int num_tiles, int q0, const FlixFlush* flush, int f0,
-            int split_len, float* da_part) {
-    flix_da(dH, X, d_in, p, slots, tiles, num_tiles, q0, flush, f0, split_len, da_part);
+            int split_len, float* da_part, FlixGrads da) {
+    flix_da(dH, X, d_in, p, slots, tiles, num_tiles, q0, flush, f0, split_len, da_part, da);
 }
 
 extern "C" __global__ void __launch_bounds__(FLIX_THREADS, 2)
 flix_da_bf16(const float* dH, const __nv_bfloat16* X, int d_in, FlixTypes p, const int* slots,
              const FlixTile* tiles, int num_tiles, int q0, const FlixFlush* flush, int f0,
-             int split_len, float* da_part) {
-    flix_da_mma(dH, X, d_in, p, slots, tiles, num_tiles, q0, flush, f0, split_len, da_part);
+             int split_len, float* da_part, FlixGrads da) {
+    flix_da_mma(dH, X, d_in, p, slots, tiles, num_tiles, q0, flush, f0, split_len, da_part, da);
 }
 
 // grad[v, row, col] += scale · Σ_{f in slots(value_base + v), s0 <= f < s1}

@@ -42,11 +42,18 @@ struct FlixTile {
 // Per tile, where the weight-gradient kernels flush their in-block sums (params::run_flushes).
 // Within a run of FLIX_RUN_TILES tiles, a type's "stretch" is a maximal sequence of consecutive
 // tiles with the same value of that type; bit k of `ends` says that type k's stretch ends at this
-// tile (the next tile of the run has another value, or the run ends). Its sum is then written to
-// partial slot `slot` when the value is present, dropped when absent, and restarted from 0.
-// `slot` is -1 when no present type ends here.
+// tile (the next tile of the run has another value, or the run ends). Its sum is then dropped
+// when the type is absent, added straight into the value's gradient when bit k of `direct` is
+// set (the value's only stretch in the batch), and otherwise written to partial slot `slot`;
+// then it restarts from 0. `slot` is -1 when no stretch ends here into a slot.
 struct FlixFlush {
-    int slot, ends;
+    int slot, ends, direct;
+};
+
+// The f32 gradients a direct flush adds into: dB_k [V_k, d_out, r_k] or dA_k [V_k, r_k, d_in].
+// Mirrors `FlixGradsParam` in params.rs.
+struct FlixGrads {
+    float* g[FLIX_MAX_TYPES];
 };
 
 __device__ __forceinline__ float flix_to_f32(float x) { return x; }
@@ -284,20 +291,49 @@ __device__ void flix_wide(const HT* __restrict__ H, int N, const FlixTypes& p,
 // ---------------------------------------------------------------------------------------------
 // Weight gradients by runs. A block owns a run of FLIX_RUN_TILES consecutive tiles (it may cross
 // segment and value boundaries, and a long segment spans several runs), 32 columns of H and a
-// split of the long dimension. It sums the outer products of its tiles in registers and writes
-// one f32 partial per stretch (FlixFlush) instead of one per segment: partial slot f holds, for
-// each type k whose stretch ends at f's tile, Σ_{t in the stretch} (that product) in type k's
-// columns. flix_grad_reduce_f32 then adds the slots of each value in ascending order (the plan's
-// flush CSR), so the summation order depends only on the plan and the shapes.
+// split of the long dimension. It sums the outer products of its tiles in registers and flushes
+// each stretch once (FlixFlush) instead of once per segment: partial slot f holds, for each type
+// k whose stretch ends at f's tile, Σ_{t in the stretch} (that product) in type k's columns, and
+// flix_grad_reduce_f32 then adds the slots of each value in ascending order (the plan's flush
+// CSR); a value whose only stretch this is goes straight into its gradient instead (this block
+// is then the only writer of those elements). Either way the summation order depends only on
+// the plan and the shapes.
 
-// What the end of a tile does to column c of H (< R) in a flush: 0 keep summing, 1 restart from 0
-// (type absent), 2 write to the partial slot, then restart.
-__device__ __forceinline__ int flix_flush_action(const FlixTypes& p, const int* __restrict__ slots,
-                                                 unsigned segment, FlixFlush fl, int c) {
-    if (c >= p.total_rank) return 0;
+// What the end of a tile does to the sum of column c of H in a flush.
+enum FlixFlushAction {
+    FLIX_KEEP,    // keep summing (the stretch goes on, or c >= R)
+    FLIX_DROP,    // restart from 0 (type absent)
+    FLIX_SLOT,    // write to the tile's partial slot, restart
+    FLIX_DIRECT,  // add into the value's gradient, restart
+};
+__device__ __forceinline__ FlixFlushAction flix_flush_action(const FlixTypes& p,
+                                                             const int* __restrict__ slots,
+                                                             unsigned segment, FlixFlush fl, int c) {
+    if (c >= p.total_rank) return FLIX_KEEP;
     const int k = flix_type_of_col(p, c);
-    if (((fl.ends >> k) & 1) == 0) return 0;
-    return slots[(long long)segment * p.num_types + k] >= 0 ? 2 : 1;
+    if (((fl.ends >> k) & 1) == 0) return FLIX_KEEP;
+    if (slots[(long long)segment * p.num_types + k] < 0) return FLIX_DROP;
+    return ((fl.direct >> k) & 1) ? FLIX_DIRECT : FLIX_SLOT;
+}
+
+// The gradient element a direct flush adds column c of H and long index n to, and its scale:
+// dB_k[v, n, j] (DA = false, n in d_out) or s_k dA_k[v, j, n] (DA = true, n in d_in), where
+// c = col_off[k] + j and v is type k's value in `segment`.
+template <bool DA>
+__device__ __forceinline__ float* flix_direct_grad(const FlixTypes& p, const FlixGrads& g,
+                                                   const int* __restrict__ slots, unsigned segment,
+                                                   int c, int n, int D, float* scale) {
+    const int k = flix_type_of_col(p, c);
+    const int j = c - p.col_off[k], r = p.rank[k];
+    const long long v = slots[(long long)segment * p.num_types + k];
+    // Type k's gradient, picked with compile-time indices: a run-time index into the struct
+    // would make the compiler copy it to the stack.
+    float* grad = nullptr;
+#pragma unroll
+    for (int q = 0; q < FLIX_MAX_TYPES; ++q)
+        if (q == k) grad = g.g[q];
+    *scale = DA ? p.scale[k] : 1.f;
+    return DA ? grad + (v * r + j) * D + n : grad + (v * D + n) * r + j;
 }
 
 // The run of block coordinate `run`: its first tile and tile count (1..FLIX_RUN_TILES).
@@ -308,7 +344,8 @@ __device__ __forceinline__ void flix_run_tiles(int run, int num_tiles, int* firs
 
 // dh_db: one pass over dY computes both
 //   dh_part[z, t, c] = Σ_{o in split z} dY[t, o] B_{k,f}[o, j]           (dH's split partial)
-//   db_part[slot - f0, o, c] = Σ_{t in the stretch} dY[t, o] H[t, c]     (o in split z)
+//   db_part[slot - f0, o, c] = Σ_{t in the stretch} dY[t, o] H[t, c]     (o in split z; or
+//                              added into dB itself, for a value with a single stretch)
 // Grid: (runs q0.. x ceil(R / 32), 1, nsplit). Per 64-wide step of its split, the block walks the
 // run's tiles: it stages dY's 64 x 64 tile once and uses it for both products (dH's partial per
 // tile stays in registers for the whole split, dB's sum per step until its stretch ends).
@@ -318,7 +355,7 @@ __device__ void flix_dh_db(const float* __restrict__ dY, int D, const float* __r
                            const FlixTile* __restrict__ tiles, int num_tiles, int q0,
                            const FlixFlush* __restrict__ flush, int f0,
                            float* __restrict__ dh_part, int num_tokens, int split_len,
-                           float* __restrict__ db_part) {
+                           float* __restrict__ db_part, const FlixGrads& db) {
     constexpr int M = FLIX_TILE_M, NC = 32, KC = 64, RT = FLIX_RUN_TILES;
     __shared__ float Ls[KC][M + 1];      // dY step: (o, t)
     __shared__ float Ws[KC][NC + 1];     // B step: (o, c)
@@ -409,13 +446,18 @@ __device__ void flix_dh_db(const float* __restrict__ dY, int D, const float* __r
 #pragma unroll
                 for (int b = 0; b < 2; ++b) {
                     const int c = c0 + tx + 16 * b;
-                    const int action = flix_flush_action(p, slots, tile.segment, fl, c);
-                    if (action == 0) continue;
+                    const FlixFlushAction action = flix_flush_action(p, slots, tile.segment, fl, c);
+                    if (action == FLIX_KEEP) continue;
 #pragma unroll
                     for (int a = 0; a < 4; ++a) {
                         const int o = o0 + ty + 16 * a;
-                        if (action == 2 && o < o_end)
+                        if (action == FLIX_SLOT && o < o_end)
                             db_part[((long long)(fl.slot - f0) * D + o) * R + c] = acc_b[a][b];
+                        if (action == FLIX_DIRECT && o < o_end) {
+                            float scale;
+                            float* g = flix_direct_grad<false>(p, db, slots, tile.segment, c, o, D, &scale);
+                            *g += scale * acc_b[a][b];
+                        }
                         acc_b[a][b] = 0.f;
                     }
                 }
@@ -451,7 +493,7 @@ __device__ void flix_da(const float* __restrict__ dH, const float* __restrict__ 
                         const FlixTypes& p, const int* __restrict__ slots,
                         const FlixTile* __restrict__ tiles, int num_tiles, int q0,
                         const FlixFlush* __restrict__ flush, int f0, int split_len,
-                        float* __restrict__ da_part) {
+                        float* __restrict__ da_part, const FlixGrads& da) {
     constexpr int M = FLIX_TILE_M, NC = 32, KC = 64, RT = FLIX_RUN_TILES;
     __shared__ float Xs[M][KC + 1];      // X step: (t, i)
     __shared__ float Gs[RT][M][NC + 1];  // dH of the run's tiles: (t, c)
@@ -506,13 +548,18 @@ __device__ void flix_da(const float* __restrict__ dH, const float* __restrict__ 
 #pragma unroll
                 for (int a = 0; a < 2; ++a) {
                     const int c = c0 + ty + 16 * a;
-                    const int action = flix_flush_action(p, slots, tile.segment, fl, c);
-                    if (action == 0) continue;
+                    const FlixFlushAction action = flix_flush_action(p, slots, tile.segment, fl, c);
+                    if (action == FLIX_KEEP) continue;
 #pragma unroll
                     for (int b = 0; b < 4; ++b) {
                         const int i = i0 + tx + 16 * b;
-                        if (action == 2 && i < i_end)
+                        if (action == FLIX_SLOT && i < i_end)
                             da_part[((long long)(fl.slot - f0) * R + c) * D + i] = acc[a][b];
+                        if (action == FLIX_DIRECT && i < i_end) {
+                            float scale;
+                            float* g = flix_direct_grad<true>(p, da, slots, tile.segment, c, i, D, &scale);
+                            *g += scale * acc[a][b];
+                        }
                         acc[a][b] = 0.f;
                     }
                 }

@@ -298,23 +298,32 @@ __device__ __forceinline__ void flix_stage_run_cols(__nv_bfloat16 (*dst)[FLIX_TI
     }
 }
 
-// The flush of a weight-gradient sum held as a 64 x 32 (or 32 x 64) block in Cs, after every warp
-// stored its accumulator there and the block met at a barrier: for each element whose column of
-// H (cols: the block's columns; rows: its rows) ends a stretch of a present value, write it to
-// out + row * ld + col; zero every element whose stretch ends. Rows or columns of the long
-// dimension past `long_end` (relative to the block) are not written (they hold 0).
-template <int ROWS, int COLS, int LDC, bool TYPES_ON_COLS>
+// The flush of a weight-gradient sum held in Cs, after every warp stored its accumulator there
+// and the block met at a barrier. dB (DA = false): Cs is 64 rows of d_out (from n0) x 32 columns
+// of H (from c0); dA (DA = true): 32 columns of H (from c0) x 64 of d_in (from n0). For each
+// element whose column of H ends a stretch: write it to the partial slot (`slot_out`, laid out
+// like the block with row stride `ld`) or add it into its gradient (direct), then zero it.
+// Indices of the long dimension at or past n_end are not written (they hold 0).
+template <int ROWS, int COLS, int LDC, bool DA>
 __device__ __forceinline__ void flix_flush_block(float (*Cs)[LDC], const FlixTypes& p,
                                                  const int* __restrict__ slots, unsigned segment,
-                                                 FlixFlush fl, int c0, int long_end,
-                                                 float* __restrict__ out, long long ld) {
+                                                 FlixFlush fl, int c0, int n0, int n_end, int D,
+                                                 float* __restrict__ slot_out, long long ld,
+                                                 const FlixGrads& grads) {
     for (int e = threadIdx.x; e < ROWS * COLS; e += FLIX_THREADS) {
         const int row = e / COLS, col = e % COLS;
-        const int c = c0 + (TYPES_ON_COLS ? col : row);
-        const int along = TYPES_ON_COLS ? row : col;
-        const int action = flix_flush_action(p, slots, segment, fl, c);
-        if (action == 0) continue;
-        if (action == 2 && along < long_end) out[row * ld + col] = Cs[row][col];
+        const int c = c0 + (DA ? row : col);
+        const int n = n0 + (DA ? col : row);
+        const FlixFlushAction action = flix_flush_action(p, slots, segment, fl, c);
+        if (action == FLIX_KEEP) continue;
+        if (n < n_end) {
+            if (action == FLIX_SLOT) slot_out[row * ld + col] = Cs[row][col];
+            if (action == FLIX_DIRECT) {
+                float scale;
+                float* g = flix_direct_grad<DA>(p, grads, slots, segment, c, n, D, &scale);
+                *g += scale * Cs[row][col];
+            }
+        }
         Cs[row][col] = 0.f;
     }
 }
@@ -327,14 +336,14 @@ __device__ __forceinline__ void flix_flush_block(float (*Cs)[LDC], const FlixTyp
 //   dB (64 rows of dY's step x 32 columns): warp w, rows 16 (w % 4), columns 16 (w / 4); dYᵀ is
 //        read as a column-major matrix_a straight from the token-major tile.
 // B's rows are rounded to bf16 as they are staged, once per step and segment (tiles of one
-// segment share them). A flush stores the dB accumulators to Cs, writes and zeroes the ending
-// columns there, and loads them back.
+// segment share them). A flush stores the dB accumulators to Cs, writes (to the slot or straight
+// into dB) and zeroes the ending columns there, and loads them back.
 __device__ void flix_dh_db_mma(const __nv_bfloat16* __restrict__ dY, int D,
                                const __nv_bfloat16* __restrict__ H, const FlixTypes& p,
                                const int* __restrict__ slots, const FlixTile* __restrict__ tiles,
                                int num_tiles, int q0, const FlixFlush* __restrict__ flush, int f0,
                                float* __restrict__ dh_part, int num_tokens, int split_len,
-                               float* __restrict__ db_part) {
+                               float* __restrict__ db_part, const FlixGrads& db) {
     using namespace nvcuda;
     constexpr int M = FLIX_TILE_M, NC = 32, KC = 64, RT = FLIX_RUN_TILES;
     constexpr int LDS = KC + 8, LDH = NC + 8, LDC = NC + 4;
@@ -429,8 +438,8 @@ __device__ void flix_dh_db_mma(const __nv_bfloat16* __restrict__ dY, int D,
                 wmma::store_matrix_sync(&Cs[wm * 16][wn * 16], acc_b, LDC, wmma::mem_row_major);
                 __syncthreads();
                 float* out = db_part + ((long long)(fl.slot - f0) * D + o0) * R + c0;
-                flix_flush_block<KC, NC, LDC, true>(Cs, p, slots, tile.segment, fl, c0, o_end - o0,
-                                                    out, R);
+                flix_flush_block<KC, NC, LDC, false>(Cs, p, slots, tile.segment, fl, c0, o0, o_end,
+                                                     D, out, R, db);
                 __syncthreads();
                 wmma::load_matrix_sync(acc_b, &Cs[wm * 16][wn * 16], LDC, wmma::mem_row_major);
             }
@@ -464,7 +473,7 @@ __device__ void flix_da_mma(const float* __restrict__ dH, const __nv_bfloat16* _
                             int D, const FlixTypes& p, const int* __restrict__ slots,
                             const FlixTile* __restrict__ tiles, int num_tiles, int q0,
                             const FlixFlush* __restrict__ flush, int f0, int split_len,
-                            float* __restrict__ da_part) {
+                            float* __restrict__ da_part, const FlixGrads& da) {
     using namespace nvcuda;
     constexpr int M = FLIX_TILE_M, NC = 32, KC = 64, RT = FLIX_RUN_TILES;
     constexpr int LDS = KC + 8, LDH = NC + 8, LDC = KC + 4;
@@ -518,8 +527,8 @@ __device__ void flix_da_mma(const float* __restrict__ dH, const __nv_bfloat16* _
                 wmma::store_matrix_sync(&Cs[wc * 16][wi * 16], acc, LDC, wmma::mem_row_major);
                 __syncthreads();
                 float* out = da_part + ((long long)(fl.slot - f0) * R + c0) * D + i0;
-                flix_flush_block<NC, KC, LDC, false>(Cs, p, slots, tiles[first + r].segment, fl,
-                                                     c0, i_end - i0, out, D);
+                flix_flush_block<NC, KC, LDC, true>(Cs, p, slots, tiles[first + r].segment, fl,
+                                                    c0, i0, i_end, D, out, D, da);
                 __syncthreads();
                 wmma::load_matrix_sync(acc, &Cs[wc * 16][wi * 16], LDC, wmma::mem_row_major);
             }

@@ -43,35 +43,42 @@ static void split_long_dim(int d, int blocks, int* nsplit, int* split_len) {
     *nsplit = std::max((d + *split_len - 1) / *split_len, 1);
 }
 
-// Mirrors params::run_flushes: per tile {slot, ends} (struct FlixFlush), the first slot of each run,
-// and the CSR of each global value's partial slots, ascending.
+// Mirrors params::run_flushes: per tile {slot, ends, direct} (struct FlixFlush), the first slot of
+// each run, and the CSR of each global value's partial slots, ascending. A value with a single
+// stretch in the batch goes straight into its gradient (direct) and has no slot.
 struct Flushes {
     vector<int> per_tile, run_start, value_ptr, value_slots;
 };
 static Flushes run_flushes(const vector<int>& slots, int K, const vector<int>& vbase, const vector<unsigned>& tiles) {
-    const int nt = tiles.size() / 3, RT = FLIX_RUN_TILES, runs = (nt + RT - 1) / RT;
+    const int nt = tiles.size() / 3, RT = FLIX_RUN_TILES;
+    auto value = [&](int i, int k) { return slots[tiles[3 * i] * K + k]; };
+    auto run_end = [&](int i) { return std::min(nt, (i / RT + 1) * RT); };
+    auto ends_at = [&](int i, int k) { return i + 1 == run_end(i) || value(i + 1, k) != value(i, k); };
+    vector<int> stretches(vbase[K], 0);
+    for (int i = 0; i < nt; ++i)
+        for (int k = 0; k < K; ++k)
+            if (ends_at(i, k) && value(i, k) >= 0) ++stretches[vbase[k] + value(i, k)];
     Flushes f;
-    f.per_tile.assign(2 * nt, 0);
+    f.per_tile.assign(3 * nt, 0);
     f.run_start.push_back(0);
     vector<vector<int>> lists(vbase[K]);
     int next = 0;
-    for (int q = 0; q < runs; ++q) {
-        const int end = std::min(nt, (q + 1) * RT);
-        for (int i = q * RT; i < end; ++i) {
-            const int seg = tiles[3 * i];
-            int ends = 0;
-            bool present = false;
-            for (int k = 0; k < K; ++k) {
-                const int v = slots[seg * K + k];
-                if (i + 1 < end && slots[tiles[3 * (i + 1)] * K + k] == v) continue;
-                ends |= 1 << k;
-                if (v >= 0) lists[vbase[k] + v].push_back(next), present = true;
-            }
-            f.per_tile[2 * i] = present ? next : -1;
-            f.per_tile[2 * i + 1] = ends;
-            if (present) ++next;
+    for (int i = 0; i < nt; ++i) {
+        int ends = 0, direct = 0;
+        bool into_slot = false;
+        for (int k = 0; k < K; ++k) {
+            if (!ends_at(i, k)) continue;
+            ends |= 1 << k;
+            const int v = value(i, k);
+            if (v < 0) continue;
+            if (stretches[vbase[k] + v] == 1) direct |= 1 << k;
+            else lists[vbase[k] + v].push_back(next), into_slot = true;
         }
-        f.run_start.push_back(next);
+        f.per_tile[3 * i] = into_slot ? next : -1;
+        f.per_tile[3 * i + 1] = ends;
+        f.per_tile[3 * i + 2] = direct;
+        if (into_slot) ++next;
+        if (i + 1 == run_end(i)) f.run_start.push_back(next);
     }
     f.value_ptr.push_back(0);
     for (auto& l : lists) {
@@ -226,7 +233,10 @@ static void run(const Problem& pb, uint64_t seed, double rtol) {
     // groups of runs whose dB partial slots fit the workspace; each group's partials reduced per
     // type; then dH finished, dX, and dA by runs the same way.
     const Flushes fl = run_flushes(slots, K, vbase, tiles);
+    static_assert(sizeof(FlixFlush) == 3 * sizeof(int));
     const auto* flush = reinterpret_cast<const FlixFlush*>(fl.per_tile.data());
+    FlixGrads db_ptrs{}, da_ptrs{};  // where direct flushes add
+    for (int k = 0; k < K; ++k) db_ptrs.g[k] = dB[k].data(), da_ptrs.g[k] = dA[k].data();
     const int col_blocks = (R + 31) / 32, runs = fl.run_start.size() - 1;
     auto reduce = [&](int which, const vector<float>& part, int f0, int f1) {  // 0 = dB, 1 = dA
         for (int k = 0; k < K; ++k) {
@@ -253,10 +263,10 @@ static void run(const Problem& pb, uint64_t seed, double rtol) {
             emulate_launch({unsigned((q1 - q0) * col_blocks), 1, unsigned(nsplit)}, 256, [&] {
                 if constexpr (std::is_same_v<T, float>)
                     flix_dh_db_f32(dY.data(), d_out, H.data(), p, slots.data(), tl, ntiles, q0, flush, f0,
-                                   dh_part.data(), T_, split_len, part.data());
+                                   dh_part.data(), T_, split_len, part.data(), db_ptrs);
                 else
                     flix_dh_db_bf16(dY.data(), d_out, H.data(), p, slots.data(), tl, ntiles, q0, flush, f0,
-                                    dh_part.data(), T_, split_len, part.data());
+                                    dh_part.data(), T_, split_len, part.data(), db_ptrs);
             });
             reduce(0, part, f0, f1);
         }
@@ -327,9 +337,9 @@ static void run(const Problem& pb, uint64_t seed, double rtol) {
             vector<float> part((size_t)(f1 - f0) * R * d_in, nan_f());
             emulate_launch({unsigned((q1 - q0) * col_blocks), 1, unsigned(nsplit)}, 256, [&] {
                 if constexpr (std::is_same_v<T, float>)
-                    flix_da_f32(dH.data(), X.data(), d_in, p, slots.data(), tl, ntiles, q0, flush, f0, split_len, part.data());
+                    flix_da_f32(dH.data(), X.data(), d_in, p, slots.data(), tl, ntiles, q0, flush, f0, split_len, part.data(), da_ptrs);
                 else
-                    flix_da_bf16(dH.data(), X.data(), d_in, p, slots.data(), tl, ntiles, q0, flush, f0, split_len, part.data());
+                    flix_da_bf16(dH.data(), X.data(), d_in, p, slots.data(), tl, ntiles, q0, flush, f0, split_len, part.data(), da_ptrs);
             });
             reduce(1, part, f0, f1);
         }

@@ -37,7 +37,7 @@ pub struct CudaPlan {
     tiles: CudaSlice<u32>,
     num_tiles: usize,
     /// Where the weight-gradient kernels write their sums ([`params::run_flushes`]): per tile
-    /// `[slot, ends]`, and the CSR of each global value's partial slots.
+    /// `[slot, ends, direct]`, and the CSR of each global value's partial slots.
     flush: CudaSlice<i32>,
     flush_value_ptr: CudaSlice<i32>,
     flush_value_slots: CudaSlice<i32>,

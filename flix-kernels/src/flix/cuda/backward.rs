@@ -5,10 +5,12 @@
 //! slots ([`params::run_flushes`]) and added into the gradients in the plan's slot order by
 //! `flix_grad_reduce_f32`.
 
-use cudarc::driver::{CudaSlice, DeviceRepr, PushKernelArg};
+use std::ops::Range;
+
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtrMut, DeviceRepr, PushKernelArg, SyncOnDrop};
 
 use super::forward::wide;
-use super::params::{self, FlixTypesParam, Split};
+use super::params::{self, FlixGradsParam, FlixTypesParam, Split};
 use super::{adapter_params, dtype_mismatch, f32_slice_mut, grid, to_i32, CudaPlan};
 use crate::cuda::CudaBackend;
 use crate::error::Result;
@@ -142,13 +144,17 @@ impl RunGrads<'_> {
             to_i32(OP, "T", t)?,
             to_i32(OP, "split length", split_len)?,
         ];
-        self.by_groups(
-            per_slot,
-            |q0, f0, part| {
-                let cfg = grid(OP, (q0.end - q0.start) * self.col_blocks(), 1, nsplit)?;
-                let (q0, f0) = (to_i32(OP, "run", q0.start)?, to_i32(OP, "slot", f0)?);
-                // SAFETY: matches `flix_dh_db_*(dY, d_out, H, p, slots, tiles, num_tiles, q0, flush,
-                // f0, dh_part, num_tokens, split_len, db_part)`; `part` holds the group's slots.
+        self.by_groups(per_slot, |runs, slots, part| {
+            let cfg = grid(OP, runs.len() * self.col_blocks(), 1, nsplit)?;
+            let (q0, f0) = (
+                to_i32(OP, "run", runs.start)?,
+                to_i32(OP, "slot", slots.start)?,
+            );
+            {
+                let (db_ptrs, _guards) = grad_ptrs(stream, db, "dB")?;
+                // SAFETY: matches `flix_dh_db_*(dY, d_out, H, p, slots, tiles, num_tiles, q0,
+                // flush, f0, dh_part, num_tokens, split_len, db_part, db)`; `part` holds the
+                // group's slots, `db_ptrs` every type's dB (checked upstream against the adapters).
                 unsafe {
                     stream
                         .launch_builder(&f)
@@ -165,27 +171,25 @@ impl RunGrads<'_> {
                         .arg(&mut dh_part)
                         .arg(&ints[2])
                         .arg(&ints[3])
-                        .arg(part)
+                        .arg(&mut *part)
+                        .arg(&db_ptrs)
                         .launch(cfg)?;
                 }
-                Ok(())
-            },
-            |part, slots| {
-                for (k, shape) in p.types().iter().enumerate() {
-                    let layout = ReduceLayout {
-                        rows: d_out,
-                        cols: shape.rank,
-                        part_ld: r,
-                        row_off: 0,
-                        col_off: p.col_offsets()[k],
-                        scale: 1.0,
-                    };
-                    let grad = f32_slice_mut(OP, "dB", &mut db[k])?;
-                    self.reduce(grad, part, &layout, k, slots.clone(), per_slot)?;
-                }
-                Ok(())
-            },
-        )?;
+            }
+            for (k, shape) in p.types().iter().enumerate() {
+                let layout = ReduceLayout {
+                    rows: d_out,
+                    cols: shape.rank,
+                    part_ld: r,
+                    row_off: 0,
+                    col_off: p.col_offsets()[k],
+                    scale: 1.0,
+                };
+                let grad = f32_slice_mut(OP, "dB", &mut db[k])?;
+                self.reduce(grad, part, &layout, k, slots.clone(), per_slot)?;
+            }
+            Ok(())
+        })?;
 
         let f = self
             .backend
@@ -232,13 +236,17 @@ impl RunGrads<'_> {
             to_i32(OP, "tiles", cplan.num_tiles)?,
             to_i32(OP, "split length", split_len)?,
         ];
-        self.by_groups(
-            per_slot,
-            |q0, f0, part| {
-                let cfg = grid(OP, (q0.end - q0.start) * self.col_blocks(), 1, nsplit)?;
-                let (q0, f0) = (to_i32(OP, "run", q0.start)?, to_i32(OP, "slot", f0)?);
-                // SAFETY: matches `flix_da_*(dH, X, d_in, p, slots, tiles, num_tiles, q0, flush, f0,
-                // split_len, da_part)`; `part` holds the group's slots.
+        self.by_groups(per_slot, |runs, slots, part| {
+            let cfg = grid(OP, runs.len() * self.col_blocks(), 1, nsplit)?;
+            let (q0, f0) = (
+                to_i32(OP, "run", runs.start)?,
+                to_i32(OP, "slot", slots.start)?,
+            );
+            {
+                let (da_ptrs, _guards) = grad_ptrs(stream, da, "dA")?;
+                // SAFETY: matches `flix_da_*(dH, X, d_in, p, slots, tiles, num_tiles, q0, flush,
+                // f0, split_len, da_part, da)`; `part` holds the group's slots, `da_ptrs` every
+                // type's dA (checked upstream against the adapters).
                 unsafe {
                     stream
                         .launch_builder(&f)
@@ -253,36 +261,34 @@ impl RunGrads<'_> {
                         .arg(&cplan.flush)
                         .arg(&f0)
                         .arg(&ints[2])
-                        .arg(part)
+                        .arg(&mut *part)
+                        .arg(&da_ptrs)
                         .launch(cfg)?;
                 }
-                Ok(())
-            },
-            |part, slots| {
-                for (k, shape) in p.types().iter().enumerate() {
-                    let layout = ReduceLayout {
-                        rows: shape.rank,
-                        cols: d_in,
-                        part_ld: d_in,
-                        row_off: p.col_offsets()[k],
-                        col_off: 0,
-                        scale: self.param.scale[k],
-                    };
-                    let grad = f32_slice_mut(OP, "dA", &mut da[k])?;
-                    self.reduce(grad, part, &layout, k, slots.clone(), per_slot)?;
-                }
-                Ok(())
-            },
-        )
+            }
+            for (k, shape) in p.types().iter().enumerate() {
+                let layout = ReduceLayout {
+                    rows: shape.rank,
+                    cols: d_in,
+                    part_ld: d_in,
+                    row_off: p.col_offsets()[k],
+                    col_off: 0,
+                    scale: self.param.scale[k],
+                };
+                let grad = f32_slice_mut(OP, "dA", &mut da[k])?;
+                self.reduce(grad, part, &layout, k, slots.clone(), per_slot)?;
+            }
+            Ok(())
+        })
     }
 
-    /// Runs `partial(runs, first slot, workspace)` then `reduce(workspace, slots)` for each
-    /// group of runs ([`params::run_groups`]) whose slots of `per_slot` floats fit the budget.
+    /// Runs `each(runs, slots, workspace)` for each group of runs ([`params::run_groups`]) whose
+    /// partial slots of `per_slot` floats fit the workspace budget: the pass over the group's
+    /// runs, then the reduce of its slots.
     fn by_groups(
         &self,
         per_slot: usize,
-        mut partial: impl FnMut(std::ops::Range<usize>, usize, &mut CudaSlice<f32>) -> Result<()>,
-        mut reduce: impl FnMut(&CudaSlice<f32>, std::ops::Range<usize>) -> Result<()>,
+        mut each: impl FnMut(Range<usize>, Range<usize>, &mut CudaSlice<f32>) -> Result<()>,
     ) -> Result<()> {
         let run_start = &self.cplan.run_start;
         let groups = params::run_groups(run_start, per_slot * 4, params::partial_budget());
@@ -291,8 +297,8 @@ impl RunGrads<'_> {
             .map(|g| run_start[g.end] - run_start[g.start])
             .max()
             .unwrap_or(0);
-        // SAFETY: the partial kernel writes, in each slot of its group, the columns of every type
-        // that flushes there; the reduce reads only those (the slot lists of their values).
+        // SAFETY: the pass writes, in each slot of its group, the columns of every type that
+        // flushes there; the reduce reads only those (the slot lists of their values).
         let mut part = unsafe {
             self.backend
                 .stream()
@@ -300,10 +306,7 @@ impl RunGrads<'_> {
         }?;
         for group in groups {
             let slots = run_start[group.start]..run_start[group.end];
-            partial(group, slots.start, &mut part)?;
-            if !slots.is_empty() && per_slot > 0 {
-                reduce(&part, slots)?;
-            }
+            each(group, slots, &mut part)?;
         }
         Ok(())
     }
@@ -316,12 +319,12 @@ impl RunGrads<'_> {
         part: &CudaSlice<f32>,
         l: &ReduceLayout,
         k: usize,
-        slots: std::ops::Range<usize>,
+        slots: Range<usize>,
         part_slot_stride: usize,
     ) -> Result<()> {
         let num_values = self.plan.types()[k].num_values;
         let elems = l.rows * l.cols;
-        if num_values == 0 || elems == 0 {
+        if num_values == 0 || elems == 0 || slots.is_empty() {
             return Ok(());
         }
         let f = self
@@ -372,4 +375,21 @@ impl RunGrads<'_> {
         }
         Ok(())
     }
+}
+
+/// The device addresses of every type's f32 gradient in `grads` (`struct FlixGrads`), with the
+/// guards that must live until the launch that writes them is queued.
+fn grad_ptrs<'a>(
+    stream: &'a CudaStream,
+    grads: &'a mut [Tensor],
+    what: &'static str,
+) -> Result<(FlixGradsParam, Vec<SyncOnDrop<'a>>)> {
+    let mut param = FlixGradsParam::default();
+    let mut guards = Vec::with_capacity(grads.len());
+    for (k, t) in grads.iter_mut().enumerate() {
+        let (ptr, guard) = f32_slice_mut(OP, what, t)?.device_ptr_mut(stream);
+        param.g[k] = ptr;
+        guards.push(guard);
+    }
+    Ok((param, guards))
 }

@@ -54,6 +54,17 @@ pub struct FlixTypesParam {
 // SAFETY: plain old data with the C layout of `struct FlixTypes` (checked by a test below).
 unsafe impl DeviceRepr for FlixTypesParam {}
 
+/// Mirror of `struct FlixGrads` (kernels-cu/flix_common.cuh): device addresses of each type's f32
+/// gradient (dB or dA), where the weight-gradient kernels add a value's only stretch directly.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlixGradsParam {
+    pub g: [u64; MAX_TYPES],
+}
+
+// SAFETY: plain old data with the C layout of `struct FlixGrads` (eight pointers).
+unsafe impl DeviceRepr for FlixGradsParam {}
+
 impl FlixTypesParam {
     /// Ranks, column offsets and scales from the plan; adapter pointers are left 0 for the
     /// launcher to fill. Checks the kernel limits first.
@@ -205,20 +216,29 @@ pub fn partial_budget() -> usize {
 /// the reduce reads). Tiles are grouped in runs of [`RUN_TILES`] consecutive tiles (a run may
 /// cross segments; a long segment spans several runs), one block per run. Within a run, a
 /// type's stretch is a maximal sequence of consecutive tiles with the same value of that type;
-/// the block sums each stretch in registers and writes it once, to one partial slot, at the
-/// stretch's last tile (or drops it when the type is absent there). A slot is numbered in tile
-/// order and holds the columns of every present type whose stretch ends at its tile.
+/// the block sums each stretch in registers and flushes it once, at the stretch's last tile:
+/// - dropped when the type is absent there;
+/// - added straight into the value's gradient when it is the value's only stretch in the whole
+///   batch ("direct": the block is then the only writer of those gradient elements, so the
+///   result is still deterministic), which spares the partial slot and the reduce;
+/// - otherwise written to a partial slot, numbered in tile order, which holds the columns of
+///   every such type whose stretch ends at its tile; the reduce adds each value's slots.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RunFlushes {
-    /// Per tile `[slot, ends]`: the tile's partial slot (-1 when no present type's stretch ends
-    /// there) and the bit mask of the types whose stretch ends there.
+    /// Per tile `[slot, ends, direct]`: the tile's partial slot (-1 when no stretch ends there
+    /// into a slot), the bit mask of the types whose stretch ends there, and the bit mask of
+    /// those whose stretch goes straight into the gradient.
     pub per_tile: Vec<i32>,
     /// Runs + 1 offsets: the slots of run q are `run_start[q]..run_start[q + 1]`.
     pub run_start: Vec<usize>,
-    /// CSR over global value ids (`value_base[k] + v`): each value's slots, ascending.
+    /// CSR over global value ids (`value_base[k] + v`): each value's slots, ascending (none for
+    /// a value with a single, direct, stretch).
     pub value_ptr: Vec<i32>,
     pub value_slots: Vec<i32>,
 }
+
+/// Ints per tile in [`RunFlushes::per_tile`] (`struct FlixFlush`).
+pub const FLUSH_INTS: usize = 3;
 
 impl RunFlushes {
     pub fn num_runs(&self) -> usize {
@@ -235,34 +255,48 @@ pub fn run_flushes(
     tiles: &[u32],
 ) -> RunFlushes {
     let num_tiles = tiles.len() / 3;
-    let segment = |i: usize| tiles[3 * i] as usize;
-    let value = |i: usize, k: usize| slots[segment(i) * num_types + k];
+    let value = |i: usize, k: usize| slots[tiles[3 * i] as usize * num_types + k];
+    let run_end = |i: usize| ((i / RUN_TILES + 1) * RUN_TILES).min(num_tiles);
+    let stretch_ends = |i: usize, k: usize| i + 1 == run_end(i) || value(i + 1, k) != value(i, k);
+    let global = |i: usize, k: usize| {
+        let v = value(i, k);
+        (v >= 0).then(|| value_base[k] + v as usize)
+    };
+
+    // Stretches per value over the whole batch: a value with one goes straight to its gradient.
     let num_values = value_base.last().copied().unwrap_or(0);
+    let mut stretches = vec![0usize; num_values];
+    for i in 0..num_tiles {
+        for k in 0..num_types {
+            if let (true, Some(g)) = (stretch_ends(i, k), global(i, k)) {
+                stretches[g] += 1;
+            }
+        }
+    }
+
     let mut lists = vec![Vec::new(); num_values];
-    let mut per_tile = vec![0i32; 2 * num_tiles];
+    let mut per_tile = vec![0i32; FLUSH_INTS * num_tiles];
     let mut run_start = vec![0usize];
     let mut next_slot = 0usize;
-    for run in (0..num_tiles).step_by(RUN_TILES) {
-        let run_end = (run + RUN_TILES).min(num_tiles);
-        for i in run..run_end {
-            let mut ends = 0i32;
-            let mut present = false;
-            for k in 0..num_types {
-                let v = value(i, k);
-                if i + 1 < run_end && value(i + 1, k) == v {
-                    continue;
+    for i in 0..num_tiles {
+        let (mut ends, mut direct, mut into_slot) = (0i32, 0i32, false);
+        for k in (0..num_types).filter(|&k| stretch_ends(i, k)) {
+            ends |= 1 << k;
+            match global(i, k) {
+                Some(g) if stretches[g] == 1 => direct |= 1 << k,
+                Some(g) => {
+                    lists[g].push(next_slot as i32);
+                    into_slot = true;
                 }
-                ends |= 1 << k;
-                if v >= 0 {
-                    lists[value_base[k] + v as usize].push(next_slot as i32);
-                    present = true;
-                }
+                None => {}
             }
-            per_tile[2 * i] = if present { next_slot as i32 } else { -1 };
-            per_tile[2 * i + 1] = ends;
-            next_slot += usize::from(present);
         }
-        run_start.push(next_slot);
+        let tile = &mut per_tile[FLUSH_INTS * i..FLUSH_INTS * (i + 1)];
+        tile.copy_from_slice(&[if into_slot { next_slot as i32 } else { -1 }, ends, direct]);
+        next_slot += usize::from(into_slot);
+        if i + 1 == run_end(i) {
+            run_start.push(next_slot);
+        }
     }
     let mut value_ptr = vec![0i32];
     let mut value_slots = Vec::new();
@@ -317,6 +351,9 @@ mod tests {
         assert_eq!(offset_of!(FlixTypesParam, total_rank), 232);
         assert_eq!(size_of::<FlixTypesParam>(), 240);
         assert_eq!(std::mem::align_of::<FlixTypesParam>(), 8);
+        // struct FlixGrads: 8 pointers.
+        assert_eq!(size_of::<FlixGradsParam>(), 64);
+        assert_eq!(std::mem::align_of::<FlixGradsParam>(), 8);
     }
 
     #[test]
@@ -449,29 +486,52 @@ mod tests {
     }
 
     /// Checks a flush plan against its definition, tile by tile: every tile of a run whose
-    /// segment uses value v of type k is summed into exactly one slot of v, the one at the end
-    /// of its stretch (the next tiles of the run with the same value), and v's slots are exactly
+    /// segment uses value v of type k is summed into exactly one flush of v, the one at the end
+    /// of its stretch (the next tiles of the run with the same value); that flush is direct when
+    /// it is v's only stretch in the batch, and otherwise one of v's slots, which are exactly
     /// those stretch ends, ascending.
     fn check_flushes(slots: &[i32], k_types: usize, value_base: &[usize], tiles: &[u32]) {
         let f = run_flushes(slots, k_types, value_base, tiles);
         let n = tiles.len() / 3;
         let value = |i: usize, k: usize| slots[tiles[3 * i] as usize * k_types + k];
         assert_eq!(f.num_runs(), n.div_ceil(RUN_TILES));
+        assert_eq!(f.per_tile.len(), FLUSH_INTS * n);
+        // Stretch ends per value, by brute force.
+        let mut ends_of: Vec<Vec<usize>> = vec![Vec::new(); value_base[k_types]];
+        for i in 0..n {
+            let run_end = (i / RUN_TILES * RUN_TILES + RUN_TILES).min(n);
+            for k in 0..k_types {
+                let v = value(i, k);
+                if v >= 0 && (i + 1 == run_end || value(i + 1, k) != v) {
+                    ends_of[value_base[k] + v as usize].push(i);
+                }
+            }
+        }
         let mut want: Vec<Vec<i32>> = vec![Vec::new(); value_base[k_types]];
         for i in 0..n {
             let run_end = (i / RUN_TILES * RUN_TILES + RUN_TILES).min(n);
-            let (slot, ends) = (f.per_tile[2 * i], f.per_tile[2 * i + 1]);
-            let mut any_present = false;
+            let (slot, ends, direct) = (
+                f.per_tile[FLUSH_INTS * i],
+                f.per_tile[FLUSH_INTS * i + 1],
+                f.per_tile[FLUSH_INTS * i + 2],
+            );
+            let mut any_slot = false;
             for k in 0..k_types {
                 let v = value(i, k);
                 let stretch_ends = i + 1 == run_end || value(i + 1, k) != v;
                 assert_eq!((ends >> k) & 1 == 1, stretch_ends, "tile {i} type {k}");
-                if stretch_ends && v >= 0 {
+                let only = v >= 0 && ends_of[value_base[k] + v as usize].len() == 1;
+                assert_eq!(
+                    (direct >> k) & 1 == 1,
+                    stretch_ends && only,
+                    "tile {i} type {k}"
+                );
+                if stretch_ends && v >= 0 && !only {
                     want[value_base[k] + v as usize].push(slot);
-                    any_present = true;
+                    any_slot = true;
                 }
             }
-            assert_eq!(slot >= 0, any_present, "tile {i}");
+            assert_eq!(slot >= 0, any_slot, "tile {i}");
             let run = i / RUN_TILES;
             if slot >= 0 {
                 let slot = slot as usize;
@@ -485,35 +545,37 @@ mod tests {
             .collect();
         assert_eq!(got, want);
         assert!(got.iter().all(|l| l.windows(2).all(|w| w[0] < w[1])));
-        assert_eq!(*f.run_start.last().unwrap(), {
-            let used: std::collections::BTreeSet<i32> = f
-                .per_tile
-                .chunks(2)
-                .map(|p| p[0])
-                .filter(|&s| s >= 0)
-                .collect();
-            used.len()
-        });
+        let used: std::collections::BTreeSet<i32> = f
+            .per_tile
+            .chunks(FLUSH_INTS)
+            .map(|p| p[0])
+            .filter(|&s| s >= 0)
+            .collect();
+        assert_eq!(*f.run_start.last().unwrap(), used.len());
     }
 
     #[test]
     fn flushes_write_each_stretch_once_per_run() {
         // Two types; segments of 130 (3 tiles: crosses a run), 1, 0 (no tile) and 64 tokens.
         let starts = [0, 130, 131, 131, 195];
-        let slots = [0, 1, 0, -1, 2, 2, 0, 1];
+        let slots = [0, 1, 0, -1, 2, 2, 2, 1];
         let value_base = [0, 3, 6];
         let t = tiles(&starts, 64);
         assert_eq!(t.len() / 3, 5);
         let f = run_flushes(&slots, 2, &value_base, &t);
         // Runs: tiles {0, 1} (segment 0), {2 (segment 0), 3 (segment 1)}, {4 (segment 3)}.
         // Tile 0: nothing ends. Tile 1: both end (run end) -> slot 0. Tile 2: type 0 keeps
-        // value 0 into tile 3, type 1 ends (1 -> absent) -> slot 1. Tile 3: both end; type 1 is
-        // absent -> slot 2 for type 0. Tile 4: both end -> slot 3.
+        // value 0 into tile 3, type 1 ends (1 -> absent) -> slot 1. Tile 3: both end; type 0's
+        // value 0 -> slot 2, type 1 absent. Tile 4: both end; type 0's value 2 has no other
+        // stretch (direct), type 1's value 1 -> slot 3.
         // Value ids: type 0's value 0 is 0, type 1's value 1 is 3 + 1 = 4.
-        assert_eq!(f.per_tile, [-1, 0, 0, 0b11, 1, 0b10, 2, 0b11, 3, 0b11]);
+        assert_eq!(
+            f.per_tile,
+            [-1, 0, 0, 0, 0b11, 0, 1, 0b10, 0, 2, 0b11, 0, 3, 0b11, 0b01]
+        );
         assert_eq!(f.run_start, [0, 1, 3, 4]);
-        assert_eq!(f.value_ptr, [0, 3, 3, 3, 3, 6, 6]);
-        assert_eq!(f.value_slots, [0, 2, 3, 0, 1, 3]);
+        assert_eq!(f.value_ptr, [0, 2, 2, 2, 2, 5, 5]);
+        assert_eq!(f.value_slots, [0, 2, 0, 1, 3]);
         check_flushes(&slots, 2, &value_base, &t);
         assert_eq!(
             run_flushes(&[], 1, &[0, 0], &[]).per_tile,
