@@ -204,7 +204,7 @@ pub fn split_long_dim(d: usize, blocks: usize, target: usize) -> Split {
 
 /// The workspace budget of the gradient partials: [`PARTIAL_BUDGET_BYTES`], or the value of
 /// `FLIX_CUDA_PARTIAL_BUDGET_BYTES` when set (the GPU tests use it to make small batches run in
-/// several segment groups).
+/// several groups of runs).
 pub fn partial_budget() -> usize {
     std::env::var("FLIX_CUDA_PARTIAL_BUDGET_BYTES")
         .ok()
