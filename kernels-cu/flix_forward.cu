@@ -11,7 +11,9 @@
 //   flix_shrink_*        grid (tiles x ceil(R/32), 1, nsplit): each block reads its tile of X once per
 //                        32 columns of H (once in all when R <= 32), for all K features of the
 //                        tile's segment; d_in is split nsplit ways (f32 partials) so that a batch
-//                        with few tiles still fills the GPU.
+//                        with few tiles still fills the GPU. Per 64-wide step the next step's X
+//                        tile (registers) and A rows (f32, 16-byte cp.async into a second shared
+//                        stage, rounded to bf16 at use) are in flight while this one computes.
 //   flix_shrink_finish_* grid (tiles): sums the nsplit partials in order, applies s_k, zeroes
 //                        absent types, casts to the activation dtype. Deterministic.
 //   flix_expand_*        grid (tiles, ceil(d_out/256)): reduction over R (short), each 64 x 256 tile

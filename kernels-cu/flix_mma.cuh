@@ -34,6 +34,7 @@ __device__ void flix_narrow_mma(const __nv_bfloat16* __restrict__ L, int D, cons
     __shared__ __align__(32) __nv_bfloat16 Ls[M][LDS];   // tokens x i: matrix_a, row-major
     __shared__ __align__(32) __nv_bfloat16 Ws[NC][LDS];  // (i, c) at Ws[c][i]: matrix_b, col-major
     __shared__ __align__(32) float Cs[M][LDC];
+    __shared__ __align__(16) float As[2][NC][KC + 4];    // A's f32 rows of a step, two stages
     __shared__ const float* wrow[NC];
 
     // blockIdx.x walks (tile, column block) with the column block fastest, so that the blocks
@@ -74,10 +75,32 @@ __device__ void flix_narrow_mma(const __nv_bfloat16* __restrict__ L, int D, cons
                 next[q] = *reinterpret_cast<const uint4*>(L + ((long long)tile.start + t) * D + i0 + i);
         }
     };
+    // A's rows (f32, contiguous along i) of the next step travel as 16-byte asynchronous copies
+    // into the other stage of As while this step computes; they are rounded to bf16 from shared
+    // memory at the start of their step. A row that is not 16-byte aligned (D not a multiple of
+    // 4) is copied synchronously; absent types and columns past i_end read as 0.
+    auto fetch_a = [&](int buf, int i0) {
+        for (int e = tid; e < NC * KC / 4; e += FLIX_THREADS) {
+            const int c = e / (KC / 4), i = (e % (KC / 4)) * 4;
+            const float* row = wrow[c];
+            float* to = &As[buf][c][i];
+            const bool aligned = (reinterpret_cast<unsigned long long>(row) & 15) == 0 && (D & 3) == 0;
+            if (row != nullptr && aligned && i0 + i + 4 <= i_end) {
+                __pipeline_memcpy_async(to, row + i0 + i, 16);
+            } else {
+#pragma unroll
+                for (int q = 0; q < 4; ++q)
+                    to[q] = row != nullptr && i0 + i + q < i_end ? row[i0 + i + q] : 0.f;
+            }
+        }
+    };
+    fetch_a(0, i_begin);
+    __pipeline_commit();
     if (vec) fetch(i_begin);
 
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
     wmma::fill_fragment(acc, 0.f);
+    int buf = 0;
     for (int i0 = i_begin; i0 < i_end; i0 += KC) {
         if (vec) {
 #pragma unroll
@@ -88,15 +111,19 @@ __device__ void flix_narrow_mma(const __nv_bfloat16* __restrict__ L, int D, cons
         } else {
             flix_stage_rows_scalar<LDS>(Ls, L, D, tile.start, rows, i0, i_end);
         }
-        for (int e = tid; e < NC * KC; e += FLIX_THREADS) {
-            const int c = e / KC, i = e % KC;  // neighbouring threads read neighbouring i
-            const float* row = wrow[c];
-            float v = 0.f;
-            if (row != nullptr && i0 + i < i_end) v = row[i0 + i];
-            Ws[c][i] = __float2bfloat16_rn(v);
-        }
+        __pipeline_wait_prior(0);  // this thread's copies of A for this step have landed
         __syncthreads();
-        if (vec && i0 + KC < i_end) fetch(i0 + KC);
+        for (int e = tid; e < NC * KC; e += FLIX_THREADS) {
+            const int c = e / KC, i = e % KC;
+            Ws[c][i] = __float2bfloat16_rn(As[buf][c][i]);
+        }
+        // The other stage was last read before the previous step's last barrier.
+        if (i0 + KC < i_end) {
+            fetch_a(buf ^ 1, i0 + KC);
+            if (vec) fetch(i0 + KC);
+        }
+        __pipeline_commit();
+        __syncthreads();
 #pragma unroll
         for (int kk = 0; kk < KC; kk += 16) {
             wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
@@ -106,7 +133,9 @@ __device__ void flix_narrow_mma(const __nv_bfloat16* __restrict__ L, int D, cons
             wmma::mma_sync(acc, a, b, acc);
         }
         __syncthreads();
+        buf ^= 1;
     }
+    __pipeline_wait_prior(0);
     wmma::store_matrix_sync(&Cs[wm * 16][wn * 16], acc, LDC, wmma::mem_row_major);
     __syncthreads();
     for (int e = tid; e < M * NC; e += FLIX_THREADS) {
