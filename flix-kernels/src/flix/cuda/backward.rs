@@ -1,9 +1,9 @@
 //! Launchers of the backward kernels (`kernels-cu/flix_backward.cu`): dH and dB in one pass over
 //! dY (`flix_dh_db_*`, dH as f32 partials over a split of d_out summed by `flix_dh_finish_f32`),
 //! dX (through the expand kernel with s_k A), and dA in one pass over X (`flix_da_*`). The weight
-//! gradients are summed per run of tiles inside the blocks, written once per stretch to partial
-//! slots ([`params::run_flushes`]) and added into the gradients in the plan's slot order by
-//! `flix_grad_reduce_f32`.
+//! gradients are summed per run of tiles inside the blocks and flushed once per stretch
+//! ([`params::run_flushes`]): straight into the gradient for a value's only stretch, otherwise to
+//! partial slots that `flix_grad_reduce_f32` adds into the gradients in the plan's slot order.
 
 use std::ops::Range;
 
@@ -39,6 +39,21 @@ pub fn backward(
     let cplan = plan.cuda_plan()?;
     if cplan.num_tiles == 0 {
         return Ok(()); // no tokens: nothing to add, dX is [0, d_in]
+    }
+    let one_dtype = matches!(
+        (x.storage(), h.storage(), dy.storage()),
+        (
+            Storage::CudaF32(_),
+            Storage::CudaF32(_),
+            Storage::CudaF32(_)
+        ) | (
+            Storage::CudaBf16(_),
+            Storage::CudaBf16(_),
+            Storage::CudaBf16(_)
+        )
+    );
+    if !one_dtype {
+        return Err(dtype_mismatch(OP, "X, H, dY", &[x, h, dy]));
     }
     let stream = backend.stream();
     let (param, guards) = adapter_params(OP, stream, p, ad)?;
@@ -109,8 +124,8 @@ struct ReduceLayout {
 }
 
 impl RunGrads<'_> {
-    /// Grid x of a weight-gradient launch over runs `q0..q1`: one block per run and 32 columns
-    /// of H.
+    /// Blocks of 32 columns of H: a weight-gradient launch has one block per run and column
+    /// block in grid x.
     fn col_blocks(&self) -> usize {
         self.plan.total_rank().div_ceil(params::NARROW_COLS)
     }
