@@ -11,10 +11,13 @@
 //   flix_shrink_*        grid (tiles x ceil(R/32), 1, nsplit): each block reads its tile of X once per
 //                        32 columns of H (once in all when R <= 32), for all K features of the
 //                        tile's segment; d_in is split nsplit ways (f32 partials) so that a batch
-//                        with few tiles still fills the GPU.
+//                        with few tiles still fills the GPU. Per 64-wide step the next step's X
+//                        tile (registers) and A rows (f32, 16-byte cp.async into a second shared
+//                        stage, rounded to bf16 at use) are in flight while this one computes.
 //   flix_shrink_finish_* grid (tiles): sums the nsplit partials in order, applies s_k, zeroes
 //                        absent types, casts to the activation dtype. Deterministic.
-//   flix_expand_*        grid (tiles, ceil(d_out/64)): reduction over R (short), Y tile written once.
+//   flix_expand_*        grid (tiles, ceil(d_out/256)): reduction over R (short), each 64 x 256 tile
+//                        of Y written once (16-byte stores when d_out is a multiple of 8).
 //
 // Cost at the reference shape (T = 8192 in 64 segments, d_in = d_out = 4096, r = 16, K = 2, so
 // R = 32; bf16; 128 tiles of 64 tokens, nsplit = 5):
@@ -29,14 +32,14 @@
 extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
 flix_shrink_f32(const float* X, int d_in, FlixTypes p, const int* slots, const FlixTile* tiles,
                 float* part, int num_tokens, int split_len) {
-    flix_narrow<float, false>(X, d_in, p, slots, tiles, part, num_tokens, split_len);
+    flix_narrow<float>(X, d_in, p, slots, tiles, part, num_tokens, split_len);
 }
 
 // At most 64 registers: four blocks per SM (the split targets four).
 extern "C" __global__ void __launch_bounds__(FLIX_THREADS, 4)
 flix_shrink_bf16(const __nv_bfloat16* X, int d_in, FlixTypes p, const int* slots,
                  const FlixTile* tiles, float* part, int num_tokens, int split_len) {
-    flix_narrow_mma<false>(X, d_in, p, slots, tiles, part, num_tokens, split_len);
+    flix_narrow_mma(X, d_in, p, slots, tiles, part, num_tokens, split_len);
 }
 
 extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
@@ -57,7 +60,8 @@ flix_expand_f32(const float* H, int d_out, FlixTypes p, const int* slots, const 
     flix_wide<float, float, true>(H, d_out, p, slots, tiles, Y, accumulate);
 }
 
-extern "C" __global__ void __launch_bounds__(FLIX_THREADS)
+// At most 128 registers (64 of them accumulators): two blocks per SM.
+extern "C" __global__ void __launch_bounds__(FLIX_THREADS, 2)
 flix_expand_bf16(const __nv_bfloat16* H, int d_out, FlixTypes p, const int* slots,
                  const FlixTile* tiles, __nv_bfloat16* Y, int accumulate) {
     flix_wide_mma<__nv_bfloat16, true>(H, d_out, p, slots, tiles, Y, accumulate);

@@ -1,11 +1,12 @@
-// Tensor-core versions of flix_narrow and flix_wide for bf16 activations (prepended after
-// flix_common.cuh). Same grids, same tiles, same outputs as the FMA versions; the products run on
-// the tensor cores through nvcuda::wmma (m16n16k16, bf16 in, f32 accumulate). The f32 adapters
-// (and, for dX, the f32 dH) are rounded to bf16 as they are staged into shared memory; everything
-// accumulates in f32. The f32 instantiations keep the FMA versions (exact f32, for testing).
+// Tensor-core versions of flix_narrow, flix_wide, flix_dh_db and flix_da for bf16 activations
+// (prepended after flix_common.cuh). Same grids, same tiles, same outputs as the FMA versions; the
+// products run on the tensor cores through nvcuda::wmma (m16n16k16, bf16 in, f32 accumulate). The
+// f32 adapters (and, for dX and dA, the f32 dH) are rounded to bf16 as they are staged into shared
+// memory; everything accumulates in f32. The f32 instantiations keep the FMA versions (exact f32, for testing).
 //
 // wmma's rules, followed below: fragment pointers 32-byte aligned, leading dimensions multiples of
 // 16 bytes (8 bf16, 4 floats); every thread of a warp takes part in each wmma call.
+#include <cuda_pipeline_primitives.h>
 #include <mma.h>
 
 // Stages 64 tokens x 64 elements of a bf16 row-major matrix (row stride D) into Ls[64][LD],
@@ -25,7 +26,6 @@ __device__ __forceinline__ void flix_stage_rows_scalar(__nv_bfloat16 (*Ls)[LD],
 
 // flix_narrow on tensor cores (bf16 L). Block tile: 64 tokens x 32 columns; warp w computes the
 // 16 x 16 block (rows 16 (w % 4), columns 16 (w / 4)).
-template <bool FROM_B>
 __device__ void flix_narrow_mma(const __nv_bfloat16* __restrict__ L, int D, const FlixTypes& p,
                                 const int* __restrict__ slots, const FlixTile* __restrict__ tiles,
                                 float* __restrict__ part, int num_tokens, int split_len) {
@@ -34,8 +34,8 @@ __device__ void flix_narrow_mma(const __nv_bfloat16* __restrict__ L, int D, cons
     __shared__ __align__(32) __nv_bfloat16 Ls[M][LDS];   // tokens x i: matrix_a, row-major
     __shared__ __align__(32) __nv_bfloat16 Ws[NC][LDS];  // (i, c) at Ws[c][i]: matrix_b, col-major
     __shared__ __align__(32) float Cs[M][LDC];
+    __shared__ __align__(16) float As[2][NC][KC + 4];    // A's f32 rows of a step, two stages
     __shared__ const float* wrow[NC];
-    __shared__ int wstride[NC];
 
     // blockIdx.x walks (tile, column block) with the column block fastest, so that the blocks
     // reading one tile of L run together and all but the first find it in L2.
@@ -51,24 +51,12 @@ __device__ void flix_narrow_mma(const __nv_bfloat16* __restrict__ L, int D, cons
     if (tid < NC) {
         const int c = c0 + tid;
         const float* row = nullptr;
-        int stride = 0;
         if (c < R) {
             const int k = flix_type_of_col(p, c);
-            const int j = c - p.col_off[k];
-            const int r = p.rank[k];
             const int f = slots[(long long)tile.segment * p.num_types + k];
-            if (f >= 0) {
-                if (FROM_B) {
-                    row = p.b[k] + (long long)f * D * r + j;
-                    stride = r;
-                } else {
-                    row = p.a[k] + ((long long)f * r + j) * D;
-                    stride = 1;
-                }
-            }
+            if (f >= 0) row = p.a[k] + ((long long)f * p.rank[k] + (c - p.col_off[k])) * D;
         }
         wrow[tid] = row;
-        wstride[tid] = stride;
     }
     __syncthreads();
 
@@ -87,10 +75,32 @@ __device__ void flix_narrow_mma(const __nv_bfloat16* __restrict__ L, int D, cons
                 next[q] = *reinterpret_cast<const uint4*>(L + ((long long)tile.start + t) * D + i0 + i);
         }
     };
+    // A's rows (f32, contiguous along i) of the next step travel as 16-byte asynchronous copies
+    // into the other stage of As while this step computes; they are rounded to bf16 from shared
+    // memory at the start of their step. A row that is not 16-byte aligned (D not a multiple of
+    // 4) is copied synchronously; absent types and columns past i_end read as 0.
+    auto fetch_a = [&](int buf, int i0) {
+        for (int e = tid; e < NC * KC / 4; e += FLIX_THREADS) {
+            const int c = e / (KC / 4), i = (e % (KC / 4)) * 4;
+            const float* row = wrow[c];
+            float* to = &As[buf][c][i];
+            const bool aligned = (reinterpret_cast<unsigned long long>(row) & 15) == 0 && (D & 3) == 0;
+            if (row != nullptr && aligned && i0 + i + 4 <= i_end) {
+                __pipeline_memcpy_async(to, row + i0 + i, 16);
+            } else {
+#pragma unroll
+                for (int q = 0; q < 4; ++q)
+                    to[q] = row != nullptr && i0 + i + q < i_end ? row[i0 + i + q] : 0.f;
+            }
+        }
+    };
+    fetch_a(0, i_begin);
+    __pipeline_commit();
     if (vec) fetch(i_begin);
 
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
     wmma::fill_fragment(acc, 0.f);
+    int buf = 0;
     for (int i0 = i_begin; i0 < i_end; i0 += KC) {
         if (vec) {
 #pragma unroll
@@ -101,16 +111,19 @@ __device__ void flix_narrow_mma(const __nv_bfloat16* __restrict__ L, int D, cons
         } else {
             flix_stage_rows_scalar<LDS>(Ls, L, D, tile.start, rows, i0, i_end);
         }
-        for (int e = tid; e < NC * KC; e += FLIX_THREADS) {
-            const int c = FROM_B ? e % NC : e / KC;
-            const int i = FROM_B ? e / NC : e % KC;
-            const float* row = wrow[c];
-            float v = 0.f;
-            if (row != nullptr && i0 + i < i_end) v = row[(long long)(i0 + i) * wstride[c]];
-            Ws[c][i] = __float2bfloat16_rn(v);
-        }
+        __pipeline_wait_prior(0);  // this thread's copies of A for this step have landed
         __syncthreads();
-        if (vec && i0 + KC < i_end) fetch(i0 + KC);
+        for (int e = tid; e < NC * KC; e += FLIX_THREADS) {
+            const int c = e / KC, i = e % KC;
+            Ws[c][i] = __float2bfloat16_rn(As[buf][c][i]);
+        }
+        // The other stage was last read before the previous step's last barrier.
+        if (i0 + KC < i_end) {
+            fetch_a(buf ^ 1, i0 + KC);
+            if (vec) fetch(i0 + KC);
+        }
+        __pipeline_commit();
+        __syncthreads();
 #pragma unroll
         for (int kk = 0; kk < KC; kk += 16) {
             wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
@@ -120,7 +133,9 @@ __device__ void flix_narrow_mma(const __nv_bfloat16* __restrict__ L, int D, cons
             wmma::mma_sync(acc, a, b, acc);
         }
         __syncthreads();
+        buf ^= 1;
     }
+    __pipeline_wait_prior(0);
     wmma::store_matrix_sync(&Cs[wm * 16][wn * 16], acc, LDC, wmma::mem_row_major);
     __syncthreads();
     for (int e = tid; e < M * NC; e += FLIX_THREADS) {
@@ -130,15 +145,20 @@ __device__ void flix_narrow_mma(const __nv_bfloat16* __restrict__ L, int D, cons
     }
 }
 
-// flix_wide on tensor cores: out (bf16) [64 tokens x 64 columns] per block, reduction over R in
-// chunks of 32. Warp w computes rows 16 (w % 4) and the two 16-column blocks 2 (w / 4) + {0, 1}.
+// flix_wide on tensor cores: out (bf16) [64 tokens x 256 columns] per block, reduction over R in
+// chunks of 32. Warp w computes rows 16 (w % 4) and the eight 16-column blocks of columns
+// 128 (w / 4) .. +128 (64 f32 accumulators per thread). The results leave through Cs a quarter
+// (64 columns) at a time, so that shared memory stays under the 48 KB of a static allocation:
+// H 5 KB + W 20 KB + Cs 17 KB.
 // HT is the low-rank input: bf16 H (expand) or f32 dH (dX), rounded to bf16 when staged.
 template <typename HT, bool FROM_B>
 __device__ void flix_wide_mma(const HT* __restrict__ H, int N, const FlixTypes& p,
                               const int* __restrict__ slots, const FlixTile* __restrict__ tiles,
                               __nv_bfloat16* __restrict__ out, int accumulate) {
     using namespace nvcuda;
-    constexpr int M = FLIX_TILE_M, NB = 64, KC = 32, LDS = KC + 8, LDC = NB + 4;
+    constexpr int M = FLIX_TILE_M, NB = 256, KC = 32, LDS = KC + 8;
+    constexpr int QW = 64, LDC = QW + 4;  // output quarter width, its row stride in Cs
+    constexpr int FRAGS = NB / 2 / 16;   // accumulators per warp
     __shared__ __align__(32) __nv_bfloat16 Hs[M][LDS];   // tokens x c: matrix_a, row-major
     __shared__ __align__(32) __nv_bfloat16 Ws[NB][LDS];  // (c, n) at Ws[n][c]: matrix_b, col-major
     __shared__ __align__(32) float Cs[M][LDC];
@@ -150,11 +170,11 @@ __device__ void flix_wide_mma(const HT* __restrict__ H, int N, const FlixTypes& 
     const int rows = (int)(tile.end - tile.start);
     const int R = p.total_rank;
     const int n0 = blockIdx.y * NB;
-    const int tid = threadIdx.x, warp = tid / 32, wm = warp % 4, wn = (warp / 4) * 2;
+    const int tid = threadIdx.x, warp = tid / 32, wm = warp % 4, wn = warp / 4;
 
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2];
-    wmma::fill_fragment(acc[0], 0.f);
-    wmma::fill_fragment(acc[1], 0.f);
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[FRAGS];
+#pragma unroll
+    for (int q = 0; q < FRAGS; ++q) wmma::fill_fragment(acc[q], 0.f);
     for (int c0 = 0; c0 < R; c0 += KC) {
         if (tid < KC) {
             const int c = c0 + tid;
@@ -189,6 +209,8 @@ __device__ void flix_wide_mma(const HT* __restrict__ H, int N, const FlixTypes& 
             if (t < rows && c0 + cc < R) v = flix_to_f32(H[(long long)(tile.start + t) * R + c0 + cc]);
             Hs[t][cc] = __float2bfloat16_rn(v);
         }
+        // B: neighbouring threads take neighbouring c (contiguous within a row of B);
+        // A: neighbouring n (contiguous along a row of A).
         for (int e = tid; e < KC * NB; e += FLIX_THREADS) {
             const int cc = FROM_B ? e % KC : e / NB;
             const int n = FROM_B ? e / KC : e % NB;
@@ -203,129 +225,345 @@ __device__ void flix_wide_mma(const HT* __restrict__ H, int N, const FlixTypes& 
             wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
             wmma::load_matrix_sync(a, &Hs[wm * 16][kk], LDS);
 #pragma unroll
-            for (int q = 0; q < 2; ++q) {
+            for (int q = 0; q < FRAGS; ++q) {
                 wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b;
-                wmma::load_matrix_sync(b, &Ws[(wn + q) * 16][kk], LDS);
+                wmma::load_matrix_sync(b, &Ws[wn * (NB / 2) + q * 16][kk], LDS);
                 wmma::mma_sync(acc[q], a, b, acc[q]);
             }
         }
         __syncthreads();
     }
-    wmma::store_matrix_sync(&Cs[wm * 16][wn * 16], acc[0], LDC, wmma::mem_row_major);
-    wmma::store_matrix_sync(&Cs[wm * 16][(wn + 1) * 16], acc[1], LDC, wmma::mem_row_major);
-    __syncthreads();
-    if ((N & 7) == 0) {
-        // 8 columns per thread, one 16-byte store (and load, when accumulating); n0 is a
-        // multiple of 64 and N of 8, so a chunk is either wholly inside the row or wholly out.
-        for (int e = tid; e < M * NB / 8; e += FLIX_THREADS) {
-            const int t = e / (NB / 8), n = (e % (NB / 8)) * 8;
-            if (t < rows && n0 + n < N) {
-                uint4* dst = reinterpret_cast<uint4*>(out + (long long)(tile.start + t) * N + n0 + n);
-                // Word w holds columns n + 2w (low half) and n + 2w + 1 (high half); a bf16 is
-                // the top half of an f32, so the halves convert with shifts, no type punning.
-                unsigned prev[4] = {0, 0, 0, 0};
-                if (accumulate) {
-                    const uint4 old = *dst;
-                    prev[0] = old.x, prev[1] = old.y, prev[2] = old.z, prev[3] = old.w;
-                }
-                unsigned word[4];
+
+    // Quarter qq holds columns 64 qq .. +64: accumulators 4 (qq % 2) .. +4 of the warps with
+    // wn = qq / 2.
 #pragma unroll
-                for (int w = 0; w < 4; ++w) {
-                    const float lo = Cs[t][n + 2 * w] + __uint_as_float(prev[w] << 16);
-                    const float hi = Cs[t][n + 2 * w + 1] + __uint_as_float(prev[w] & 0xffff0000u);
-                    word[w] = (unsigned)__bfloat16_as_ushort(__float2bfloat16_rn(lo)) |
-                              ((unsigned)__bfloat16_as_ushort(__float2bfloat16_rn(hi)) << 16);
+    for (int qq = 0; qq < NB / QW; ++qq) {
+        if (wn == qq / 2) {
+#pragma unroll
+            for (int q = 0; q < QW / 16; ++q)
+                wmma::store_matrix_sync(&Cs[wm * 16][q * 16], acc[(qq % 2) * (QW / 16) + q], LDC,
+                                        wmma::mem_row_major);
+        }
+        __syncthreads();
+        const int nq = n0 + qq * QW;
+        if ((N & 7) == 0) {
+            // 8 columns per thread, one 16-byte store (and load, when accumulating); nq is a
+            // multiple of 64 and N of 8, so a chunk is either wholly inside the row or wholly out.
+            for (int e = tid; e < M * QW / 8; e += FLIX_THREADS) {
+                const int t = e / (QW / 8), n = (e % (QW / 8)) * 8;
+                if (t < rows && nq + n < N) {
+                    uint4* dst = reinterpret_cast<uint4*>(out + (long long)(tile.start + t) * N + nq + n);
+                    // Word w holds columns n + 2w (low half) and n + 2w + 1 (high half); a bf16 is
+                    // the top half of an f32, so the halves convert with shifts, no type punning.
+                    unsigned prev[4] = {0, 0, 0, 0};
+                    if (accumulate) {
+                        const uint4 old = *dst;
+                        prev[0] = old.x, prev[1] = old.y, prev[2] = old.z, prev[3] = old.w;
+                    }
+                    unsigned word[4];
+#pragma unroll
+                    for (int w = 0; w < 4; ++w) {
+                        const float lo = Cs[t][n + 2 * w] + __uint_as_float(prev[w] << 16);
+                        const float hi = Cs[t][n + 2 * w + 1] + __uint_as_float(prev[w] & 0xffff0000u);
+                        word[w] = (unsigned)__bfloat16_as_ushort(__float2bfloat16_rn(lo)) |
+                                  ((unsigned)__bfloat16_as_ushort(__float2bfloat16_rn(hi)) << 16);
+                    }
+                    *dst = make_uint4(word[0], word[1], word[2], word[3]);
                 }
-                *dst = make_uint4(word[0], word[1], word[2], word[3]);
+            }
+        } else {
+            for (int e = tid; e < M * QW; e += FLIX_THREADS) {
+                const int t = e / QW, n = e % QW;
+                if (t < rows && nq + n < N) {
+                    __nv_bfloat16* dst = out + (long long)(tile.start + t) * N + nq + n;
+                    const float v = Cs[t][n];
+                    *dst = __float2bfloat16_rn(accumulate ? v + __bfloat162float(*dst) : v);
+                }
             }
         }
-    } else {
-        for (int e = tid; e < M * NB; e += FLIX_THREADS) {
-            const int t = e / NB, n = e % NB;
-            if (t < rows && n0 + n < N) {
-                __nv_bfloat16* dst = out + (long long)(tile.start + t) * N + n0 + n;
-                const float v = Cs[t][n];
-                *dst = __float2bfloat16_rn(accumulate ? v + __bfloat162float(*dst) : v);
-            }
-        }
+        __syncthreads();
     }
 }
 
-// Stages rows [row0, row0 + ROWS) x columns [col0, col0 + 64) of a row-major matrix (row stride
-// ld_src) into dst[ROWS][LD] as bf16; rows at or past row_end and columns at or past ncols read
-// as 0. A bf16 source whose rows are multiples of 8 elements is copied with 16-byte loads (col0
-// is a multiple of 64, so no 8-chunk crosses ncols); anything else element by element.
-template <int ROWS, int LD, typename S>
-__device__ __forceinline__ void flix_stage_bf16(__nv_bfloat16 (*dst)[LD], const S* __restrict__ src,
-                                                int ld_src, long long row0, long long row_end,
-                                                int col0, int ncols) {
-    const int tid = threadIdx.x;
-    bool vector_path = false;
-    if constexpr (sizeof(S) == 2) vector_path = (ld_src & 7) == 0;
-    if (vector_path) {
-        for (int e = tid; e < ROWS * 8; e += FLIX_THREADS) {
-            const int t = e / 8, c = (e % 8) * 8;
-            uint4 v = make_uint4(0, 0, 0, 0);
-            if (row0 + t < row_end && col0 + c < ncols)
-                v = *reinterpret_cast<const uint4*>(src + (row0 + t) * ld_src + col0 + c);
-            *reinterpret_cast<uint4*>(&dst[t][c]) = v;
-        }
-    } else {
-        for (int e = tid; e < ROWS * 64; e += FLIX_THREADS) {
-            const int t = e / 64, c = e % 64;
+// Stages 64 tokens x 64 elements of a bf16 row-major matrix (row stride D) into Ls[64][LD] through
+// the copy pipeline: 16-byte asynchronous copies that land by the caller's __pipeline_wait_prior
+// (the caller checked that D is a multiple of 8 and L 16-byte aligned, so every copy is aligned
+// and no 8-element piece crosses i_end, a multiple of 64 or D). Rows past `rows` and columns past
+// i_end are zeroed by ordinary stores, visible after the caller's next __syncthreads.
+template <int LD>
+__device__ __forceinline__ void flix_stage_rows_async(__nv_bfloat16 (*Ls)[LD],
+                                                      const __nv_bfloat16* __restrict__ L, int D,
+                                                      long long row0, int rows, int i0, int i_end) {
+    for (int e = threadIdx.x; e < 64 * 8; e += FLIX_THREADS) {
+        const int t = e / 8, i = (e % 8) * 8;
+        if (t < rows && i0 + i < i_end)
+            __pipeline_memcpy_async(&Ls[t][i], L + (row0 + t) * D + i0 + i, 16);
+        else
+            *reinterpret_cast<uint4*>(&Ls[t][i]) = make_uint4(0, 0, 0, 0);
+    }
+}
+
+// Whether a bf16 matrix of row length D can go through flix_stage_rows_async.
+__device__ __forceinline__ bool flix_rows_async_ok(const __nv_bfloat16* L, int D) {
+    return (D & 7) == 0 && (reinterpret_cast<unsigned long long>(L) & 15) == 0;
+}
+
+// Stages the 64-token tiles of a run, columns c0..c0+32 of a [T, R] matrix (bf16 H, or f32 dH
+// rounded to bf16), into dst[r][t][c]; rows past a tile's end and columns past R read as 0.
+template <int LD, typename S>
+__device__ __forceinline__ void flix_stage_run_cols(__nv_bfloat16 (*dst)[FLIX_TILE_M][LD],
+                                                    const S* __restrict__ src, int R, int c0,
+                                                    const FlixTile* __restrict__ tiles, int first,
+                                                    int count) {
+    for (int r = 0; r < count; ++r) {
+        const FlixTile tile = tiles[first + r];
+        const int rows = (int)(tile.end - tile.start);
+        for (int e = threadIdx.x; e < FLIX_TILE_M * 32; e += FLIX_THREADS) {
+            const int t = e / 32, c = e % 32;
             float v = 0.f;
-            if (row0 + t < row_end && col0 + c < ncols) v = flix_to_f32(src[(row0 + t) * ld_src + col0 + c]);
-            dst[t][c] = __float2bfloat16_rn(v);
+            if (t < rows && c0 + c < R) v = flix_to_f32(src[((long long)tile.start + t) * R + c0 + c]);
+            dst[r][t][c] = __float2bfloat16_rn(v);
         }
     }
 }
 
-// flix_seg_outer on tensor cores: out[s - s0, m, n] = Σ_{t in s} L[t, m] Rm[t, n] for a 64 x 64
-// block, tokens in chunks of 32. Lᵀ is read as a column-major matrix_a straight from the staged
-// token-major tile. Warp w computes rows 16 (w % 4), columns 16 (2 (w / 4) + {0, 1}).
-// L is bf16 dY (dB) or f32 dH (dA, rounded to bf16 as staged); Rm is bf16 H (dB) or X (dA).
-template <typename LT>
-__device__ void flix_seg_outer_mma(const LT* __restrict__ L, int LM,
-                                   const __nv_bfloat16* __restrict__ Rm, int LN,
-                                   const int* __restrict__ seg_starts, int s0,
-                                   float* __restrict__ out) {
-    using namespace nvcuda;
-    constexpr int MB = 64, NB = 64, KT = 32, LDS = 64 + 8, LDC = NB + 4;
-    __shared__ __align__(32) __nv_bfloat16 Ls[KT][LDS];  // tokens x m: Lᵀ as col-major matrix_a
-    __shared__ __align__(32) __nv_bfloat16 Rs[KT][LDS];  // tokens x n: row-major matrix_b
-    __shared__ __align__(32) float Cs[MB][LDC];
-    const int s = s0 + blockIdx.x;
-    const int t_begin = seg_starts[s], t_end = seg_starts[s + 1];
-    if (t_begin == t_end) return;
-    const int m0 = blockIdx.y * MB, n0 = blockIdx.z * NB;
-    const int tid = threadIdx.x, warp = tid / 32, wm = warp % 4, wn = (warp / 4) * 2;
-
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2];
-    wmma::fill_fragment(acc[0], 0.f);
-    wmma::fill_fragment(acc[1], 0.f);
-    for (int t0 = t_begin; t0 < t_end; t0 += KT) {
-        flix_stage_bf16<KT, LDS>(Ls, L, LM, t0, t_end, m0, LM);
-        flix_stage_bf16<KT, LDS>(Rs, Rm, LN, t0, t_end, n0, LN);
-        __syncthreads();
-#pragma unroll
-        for (int kk = 0; kk < KT; kk += 16) {
-            wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::col_major> a;
-            wmma::load_matrix_sync(a, &Ls[kk][wm * 16], LDS);
-#pragma unroll
-            for (int q = 0; q < 2; ++q) {
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> b;
-                wmma::load_matrix_sync(b, &Rs[kk][(wn + q) * 16], LDS);
-                wmma::mma_sync(acc[q], a, b, acc[q]);
+// The flush of a weight-gradient sum held in Cs, after every warp stored its accumulator there
+// and the block met at a barrier. dB (DA = false): Cs is 64 rows of d_out (from n0) x 32 columns
+// of H (from c0); dA (DA = true): 32 columns of H (from c0) x 64 of d_in (from n0). For each
+// element whose column of H ends a stretch: write it to the partial slot (`slot_out`, laid out
+// like the block with row stride `ld`) or add it into its gradient (direct), then zero it.
+// Indices of the long dimension at or past n_end are not written (they hold 0).
+template <int ROWS, int COLS, int LDC, bool DA>
+__device__ __forceinline__ void flix_flush_block(float (*Cs)[LDC], const FlixTypes& p,
+                                                 const int* __restrict__ slots, unsigned segment,
+                                                 FlixFlush fl, int c0, int n0, int n_end, int D,
+                                                 float* __restrict__ slot_out, long long ld,
+                                                 const FlixGrads& grads) {
+    for (int e = threadIdx.x; e < ROWS * COLS; e += FLIX_THREADS) {
+        const int row = e / COLS, col = e % COLS;
+        const int c = c0 + (DA ? row : col);
+        const int n = n0 + (DA ? col : row);
+        const FlixFlushAction action = flix_flush_action(p, slots, segment, fl, c);
+        if (action == FLIX_KEEP) continue;
+        if (n < n_end) {
+            if (action == FLIX_SLOT) slot_out[row * ld + col] = Cs[row][col];
+            if (action == FLIX_DIRECT) {
+                float scale;
+                float* g = flix_direct_grad<DA>(p, grads, slots, segment, c, n, D, &scale);
+                *g += scale * Cs[row][col];
             }
+        }
+        Cs[row][col] = 0.f;
+    }
+}
+
+// flix_dh_db on tensor cores (bf16 dY and H): same grid, runs, partials and flushes. Per step
+// the 64 x 64 tile of dY is staged once, double-buffered through 16-byte asynchronous copies
+// (the next step's tile lands while this one is used), and feeds both products:
+//   dH (64 tokens x 32 columns): warp w computes the 16 x 16 block (rows 16 (w % 4), columns
+//        16 (w / 4)), one accumulator per tile of the run, kept for the whole split;
+//   dB (64 rows of dY's step x 32 columns): warp w, rows 16 (w % 4), columns 16 (w / 4); dYᵀ is
+//        read as a column-major matrix_a straight from the token-major tile.
+// B's rows are rounded to bf16 as they are staged, once per step and segment (tiles of one
+// segment share them). A flush stores the dB accumulators to Cs, writes (to the slot or straight
+// into dB) and zeroes the ending columns there, and loads them back.
+__device__ void flix_dh_db_mma(const __nv_bfloat16* __restrict__ dY, int D,
+                               const __nv_bfloat16* __restrict__ H, const FlixTypes& p,
+                               const int* __restrict__ slots, const FlixTile* __restrict__ tiles,
+                               int num_tiles, int q0, const FlixFlush* __restrict__ flush, int f0,
+                               float* __restrict__ dh_part, int num_tokens, int split_len,
+                               float* __restrict__ db_part, const FlixGrads& db) {
+    using namespace nvcuda;
+    constexpr int M = FLIX_TILE_M, NC = 32, KC = 64, RT = FLIX_RUN_TILES;
+    constexpr int LDS = KC + 8, LDH = NC + 8, LDC = NC + 4;
+    __shared__ __align__(32) __nv_bfloat16 Ls[2][M][LDS];   // dY step (t, o), two stages
+    __shared__ __align__(32) __nv_bfloat16 Ws[NC][LDS];     // B step: (o, c) at Ws[c][o]
+    __shared__ __align__(32) __nv_bfloat16 Hs[RT][M][LDH];  // H of the run's tiles (t, c)
+    __shared__ __align__(32) float Cs[M][LDC];              // accumulators on their way out
+    __shared__ const float* wrow[NC];
+    __shared__ int wstride[NC];
+
+    const int R = p.total_rank;
+    const int col_blocks = (R + NC - 1) / NC;
+    const int c0 = (blockIdx.x % col_blocks) * NC;
+    int first, count;
+    flix_run_tiles(q0 + blockIdx.x / col_blocks, num_tiles, &first, &count);
+    const int o_begin = blockIdx.z * split_len;
+    const int o_end = min(D, o_begin + split_len);
+    const int tid = threadIdx.x, warp = tid / 32, wm = warp % 4, wn = warp / 4;
+    const bool async = flix_rows_async_ok(dY, D);
+
+    auto stage = [&](int buf, int o0, int r) {
+        const FlixTile tile = tiles[first + r];
+        const int rows = (int)(tile.end - tile.start);
+        if (async) flix_stage_rows_async<LDS>(Ls[buf], dY, D, tile.start, rows, o0, o_end);
+        else flix_stage_rows_scalar<LDS>(Ls[buf], dY, D, tile.start, rows, o0, o_end);
+    };
+    if (o_begin < o_end) stage(0, o_begin, 0);
+    __pipeline_commit();
+    flix_stage_run_cols<LDH>(Hs, H, R, c0, tiles, first, count);
+
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc_h[RT], acc_b;
+#pragma unroll
+    for (int r = 0; r < RT; ++r) wmma::fill_fragment(acc_h[r], 0.f);
+    wmma::fill_fragment(acc_b, 0.f);
+
+    int buf = 0;
+    for (int o0 = o_begin; o0 < o_end; o0 += KC) {
+#pragma unroll
+        for (int r = 0; r < RT; ++r) {
+            if (r >= count) break;
+            // Start the next step's copies (the other stage was last read before the barrier
+            // that ended the previous step), then wait for this step's.
+            const bool last_tile = r + 1 == count;
+            const int next_o0 = last_tile ? o0 + KC : o0;
+            if (next_o0 < o_end) stage(buf ^ 1, next_o0, last_tile ? 0 : r + 1);
+            __pipeline_commit();
+            __pipeline_wait_prior(1);
+
+            const FlixTile tile = tiles[first + r];
+            if (r == 0 || tile.segment != tiles[first + r - 1].segment) {
+                if (tid < NC) {
+                    const int c = c0 + tid;
+                    const float* row = nullptr;
+                    if (c < R) {
+                        const int k = flix_type_of_col(p, c);
+                        const int f = slots[(long long)tile.segment * p.num_types + k];
+                        if (f >= 0) row = p.b[k] + (long long)f * D * p.rank[k] + (c - p.col_off[k]);
+                        wstride[tid] = p.rank[k];
+                    }
+                    wrow[tid] = row;
+                }
+                __syncthreads();
+                for (int e = tid; e < NC * KC; e += FLIX_THREADS) {
+                    const int c = e % NC, o = e / NC;
+                    const float* row = wrow[c];
+                    float v = 0.f;
+                    if (row != nullptr && o0 + o < o_end) v = row[(long long)(o0 + o) * wstride[c]];
+                    Ws[c][o] = __float2bfloat16_rn(v);
+                }
+            }
+            __syncthreads();
+
+#pragma unroll
+            for (int kk = 0; kk < KC; kk += 16) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b;
+                wmma::load_matrix_sync(a, &Ls[buf][wm * 16][kk], LDS);
+                wmma::load_matrix_sync(b, &Ws[wn * 16][kk], LDS);
+                wmma::mma_sync(acc_h[r], a, b, acc_h[r]);
+            }
+#pragma unroll
+            for (int kk = 0; kk < M; kk += 16) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::col_major> a;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> b;
+                wmma::load_matrix_sync(a, &Ls[buf][kk][wm * 16], LDS);
+                wmma::load_matrix_sync(b, &Hs[r][kk][wn * 16], LDH);
+                wmma::mma_sync(acc_b, a, b, acc_b);
+            }
+
+            const FlixFlush fl = flush[first + r];
+            if (fl.ends != 0) {
+                wmma::store_matrix_sync(&Cs[wm * 16][wn * 16], acc_b, LDC, wmma::mem_row_major);
+                __syncthreads();
+                float* out = db_part + ((long long)(fl.slot - f0) * D + o0) * R + c0;
+                flix_flush_block<KC, NC, LDC, false>(Cs, p, slots, tile.segment, fl, c0, o0, o_end,
+                                                     D, out, R, db);
+                __syncthreads();
+                wmma::load_matrix_sync(acc_b, &Cs[wm * 16][wn * 16], LDC, wmma::mem_row_major);
+            }
+            __syncthreads();
+            buf ^= 1;
+        }
+    }
+    __pipeline_wait_prior(0);
+
+#pragma unroll
+    for (int r = 0; r < RT; ++r) {
+        if (r >= count) break;
+        const FlixTile tile = tiles[first + r];
+        const int rows = (int)(tile.end - tile.start);
+        wmma::store_matrix_sync(&Cs[wm * 16][wn * 16], acc_h[r], LDC, wmma::mem_row_major);
+        __syncthreads();
+        for (int e = tid; e < M * NC; e += FLIX_THREADS) {
+            const int t = e / NC, c = e % NC;
+            if (t < rows && c0 + c < R)
+                dh_part[((long long)blockIdx.z * num_tokens + tile.start + t) * R + c0 + c] = Cs[t][c];
         }
         __syncthreads();
     }
-    wmma::store_matrix_sync(&Cs[wm * 16][wn * 16], acc[0], LDC, wmma::mem_row_major);
-    wmma::store_matrix_sync(&Cs[wm * 16][(wn + 1) * 16], acc[1], LDC, wmma::mem_row_major);
-    __syncthreads();
-    float* dst = out + (long long)blockIdx.x * LM * LN;
-    for (int e = tid; e < MB * NB; e += FLIX_THREADS) {
-        const int m = e / NB, n = e % NB;
-        if (m0 + m < LM && n0 + n < LN) dst[(long long)(m0 + m) * LN + n0 + n] = Cs[m][n];
+}
+
+// flix_da on tensor cores (bf16 X; the f32 dH rounded to bf16 as staged): same grid, runs,
+// partials and flushes. X's 64 x 64 step tiles are double-buffered through 16-byte asynchronous
+// copies. Warp w computes rows 16 (w / 4) (columns of H) and columns 16 (w % 4) of the 32 x 64
+// block; dHᵀ is read as a column-major matrix_a straight from the token-major tile.
+__device__ void flix_da_mma(const float* __restrict__ dH, const __nv_bfloat16* __restrict__ X,
+                            int D, const FlixTypes& p, const int* __restrict__ slots,
+                            const FlixTile* __restrict__ tiles, int num_tiles, int q0,
+                            const FlixFlush* __restrict__ flush, int f0, int split_len,
+                            float* __restrict__ da_part, const FlixGrads& da) {
+    using namespace nvcuda;
+    constexpr int M = FLIX_TILE_M, NC = 32, KC = 64, RT = FLIX_RUN_TILES;
+    constexpr int LDS = KC + 8, LDH = NC + 8, LDC = KC + 4;
+    __shared__ __align__(32) __nv_bfloat16 Xs[2][M][LDS];   // X step (t, i), two stages
+    __shared__ __align__(32) __nv_bfloat16 Gs[RT][M][LDH];  // dH of the run's tiles (t, c)
+    __shared__ __align__(32) float Cs[NC][LDC];
+
+    const int R = p.total_rank;
+    const int col_blocks = (R + NC - 1) / NC;
+    const int c0 = (blockIdx.x % col_blocks) * NC;
+    int first, count;
+    flix_run_tiles(q0 + blockIdx.x / col_blocks, num_tiles, &first, &count);
+    const int i_begin = blockIdx.z * split_len;
+    const int i_end = min(D, i_begin + split_len);
+    const int tid = threadIdx.x, warp = tid / 32, wc = warp / 4, wi = warp % 4;
+    const bool async = flix_rows_async_ok(X, D);
+
+    auto stage = [&](int buf, int i0, int r) {
+        const FlixTile tile = tiles[first + r];
+        const int rows = (int)(tile.end - tile.start);
+        if (async) flix_stage_rows_async<LDS>(Xs[buf], X, D, tile.start, rows, i0, i_end);
+        else flix_stage_rows_scalar<LDS>(Xs[buf], X, D, tile.start, rows, i0, i_end);
+    };
+    if (i_begin < i_end) stage(0, i_begin, 0);
+    __pipeline_commit();
+    flix_stage_run_cols<LDH>(Gs, dH, R, c0, tiles, first, count);
+
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    wmma::fill_fragment(acc, 0.f);
+    int buf = 0;
+    for (int i0 = i_begin; i0 < i_end; i0 += KC) {
+        for (int r = 0; r < count; ++r) {
+            const bool last_tile = r + 1 == count;
+            const int next_i0 = last_tile ? i0 + KC : i0;
+            if (next_i0 < i_end) stage(buf ^ 1, next_i0, last_tile ? 0 : r + 1);
+            __pipeline_commit();
+            __pipeline_wait_prior(1);
+            __syncthreads();
+
+#pragma unroll
+            for (int kk = 0; kk < M; kk += 16) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::col_major> a;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> b;
+                wmma::load_matrix_sync(a, &Gs[r][kk][wc * 16], LDH);
+                wmma::load_matrix_sync(b, &Xs[buf][kk][wi * 16], LDS);
+                wmma::mma_sync(acc, a, b, acc);
+            }
+
+            const FlixFlush fl = flush[first + r];
+            if (fl.ends != 0) {
+                wmma::store_matrix_sync(&Cs[wc * 16][wi * 16], acc, LDC, wmma::mem_row_major);
+                __syncthreads();
+                float* out = da_part + ((long long)(fl.slot - f0) * R + c0) * D + i0;
+                flix_flush_block<NC, KC, LDC, true>(Cs, p, slots, tiles[first + r].segment, fl,
+                                                    c0, i0, i_end, D, out, D, da);
+                __syncthreads();
+                wmma::load_matrix_sync(acc, &Cs[wc * 16][wi * 16], LDC, wmma::mem_row_major);
+            }
+            __syncthreads();
+            buf ^= 1;
+        }
     }
+    __pipeline_wait_prior(0);
 }

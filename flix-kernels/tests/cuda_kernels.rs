@@ -1,9 +1,9 @@
 //! The CUDA launchers and kernels against the f64 oracle on shapes that reach every branch of the
 //! kernels, which the small random cases of `flix_ops.rs` do not: R above 32 (several column
-//! blocks in shrink/dH, several rank chunks in expand/dX), segments of several 64-token tiles,
-//! widths that are multiples of 8 (16-byte loads) and not, K = 8, a long dimension split many
-//! ways and not split at all, and the gradient workspace in several segment groups. Also: the
-//! same bits twice. And attention at head_dim 256 with sliding windows and custom scales against
+//! blocks in shrink, dH/dB and dA, several rank chunks in expand/dX), segments of several 64-token
+//! tiles (longer than a run of the weight-gradient kernels), widths that are multiples of 8
+//! (16-byte loads) and not, K = 8, a long dimension split many ways and not split at all, and the
+//! gradient workspace in several groups of runs. Also: the same bits twice. And attention at head_dim 256 with sliding windows and custom scales against
 //! the CPU path.
 //! CUDA only: without a GPU it says it skipped (FLIX_REQUIRE_GPU=1 makes that a failure).
 
@@ -161,8 +161,9 @@ fn kernels_match_the_oracle_on_shapes_that_reach_every_branch() {
         for (i, (name, case)) in cases().iter().enumerate() {
             check(&device, dtype, name, case, i as u64);
         }
-        // The first case again with a workspace budget of two segments' dB partials (d_out x R
-        // f32 each), so that dB runs in groups of two segments and dA one segment at a time.
+        // The first case again with a workspace budget of two partial slots of the narrower
+        // gradient (min(d_in, d_out) x R f32 each), so that its pass runs in groups of runs
+        // holding at most two slots and the other's one run at a time.
         // (One test function: the variable is process-wide.)
         let (_, first) = &cases()[0];
         let per_segment = first.d_out.min(first.d_in) * 44 * 4;
@@ -170,7 +171,7 @@ fn kernels_match_the_oracle_on_shapes_that_reach_every_branch() {
             "FLIX_CUDA_PARTIAL_BUDGET_BYTES",
             (2 * per_segment).to_string(),
         );
-        check(&device, dtype, "segment groups of two", first, 7);
+        check(&device, dtype, "workspace groups of two slots", first, 7);
         std::env::remove_var("FLIX_CUDA_PARTIAL_BUDGET_BYTES");
         // Every case unsplit, so that shrink and dH loop over the whole long dimension in one
         // block (the split otherwise gives small batches one 64-wide step per block).

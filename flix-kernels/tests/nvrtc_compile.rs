@@ -1,9 +1,9 @@
 //! The kernel compile check of CI: every source in `kernels-cu` must compile with NVRTC for sm_90
 //! (Hopper, the GPUs we run on), through the same function the CUDA device uses at first use.
 //! Without NVRTC the test says it skipped; with `FLIX_NVRTC_REQUIRED=1` that is a failure.
-//! For the attention source it also checks that every entry the launcher
-//! (`ops/cuda/attention.rs`) can take is in the PTX: the entries are made by macros, so a
-//! misspelt or missing instantiation would otherwise show only at the first launch on a GPU.
+//! For the attention and FLix sources it also checks that every entry the launchers
+//! (`ops/cuda/attention.rs`, `flix/cuda/`) can take is in the PTX: a misspelt or missing entry
+//! (the attention ones are made by macros) would otherwise show only at the first launch on a GPU.
 
 use flix_kernels::cuda::nvrtc::{compile_source, cuda_include_dir, nvrtc_available};
 
@@ -35,11 +35,15 @@ fn every_kernel_source_compiles_for_sm90() {
                     source.name,
                     text.len()
                 );
-                if source.name == kernels_cu::TRANSFORMER_ATTENTION.name {
-                    for entry in attention_entries() {
-                        if !text.contains(&format!(".entry {entry}(")) {
-                            failures.push(format!("{}: no entry {entry} in the PTX", source.name));
-                        }
+                let entries = match source.name {
+                    n if n == kernels_cu::TRANSFORMER_ATTENTION.name => attention_entries(),
+                    n if n == kernels_cu::FLIX_FORWARD.name => flix_forward_entries(),
+                    n if n == kernels_cu::FLIX_BACKWARD.name => flix_backward_entries(),
+                    _ => Vec::new(),
+                };
+                for entry in entries {
+                    if !text.contains(&format!(".entry {entry}(")) {
+                        failures.push(format!("{}: no entry {entry} in the PTX", source.name));
                     }
                 }
             }
@@ -47,6 +51,29 @@ fn every_kernel_source_compiles_for_sm90() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Every FLix forward entry, f32 and bf16: shrink and its finish, expand, add_bias.
+fn flix_forward_entries() -> Vec<String> {
+    let kernels = ["shrink", "shrink_finish", "expand", "add_bias"];
+    dtype_pairs(&kernels)
+}
+
+/// Every FLix backward entry: dH with dB, dX and dA per dtype; the f32-only dH finish and the
+/// gradient reduce.
+fn flix_backward_entries() -> Vec<String> {
+    let mut entries = dtype_pairs(&["dh_db", "dx", "da"]);
+    entries.push("flix_dh_finish_f32".to_string());
+    entries.push("flix_grad_reduce_f32".to_string());
+    entries
+}
+
+fn dtype_pairs(kernels: &[&str]) -> Vec<String> {
+    let dtypes = ["f32", "bf16"];
+    kernels
+        .iter()
+        .flat_map(|k| dtypes.iter().map(move |d| format!("flix_{k}_{d}")))
+        .collect()
 }
 
 /// Every attention entry: the dot product of the backward and the decode combine per dtype; per

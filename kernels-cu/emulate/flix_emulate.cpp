@@ -2,8 +2,9 @@
 // (flix-kernels/src/flix/cuda/) launch them, and compares every output with a plain-loop
 // reference in double: H, Y and dX (written and accumulated), Y + bias, dA and dB (accumulated
 // into random gradients), for f32 and bf16 activations, on batches with absent features, one-token and empty
-// segments, widths that are not multiples of any tile, K from 1 to 8, R above 32, and the
-// gradient workspace split into several segment groups. Outputs are poisoned with NaN first, so
+// segments, widths that are not multiples of any tile, K from 1 to 8, R above 32, runs of tiles
+// that cross segments and value changes, segments longer than a run, and the gradient workspace
+// split into several groups of runs. Outputs are poisoned with NaN first, so
 // an unwritten element fails. Build and run: kernels-cu/emulate/run.sh
 #include "cuda_shim.h"
 #include "../flix_common.cuh"
@@ -26,8 +27,11 @@ struct Problem {
     vector<int> lens;
     vector<vector<int>> slots;  // per segment, K ids (-1 absent)
     int d_in, d_out;
-    size_t group_segments;  // segments per gradient-workspace group (the launcher's budget)
+    size_t group_slots;  // partial slots per gradient-workspace group (the launcher's budget)
 };
+
+// Mirrors params::WIDE_COLS: output columns per expand/dX block.
+static constexpr int kWideCols = 256;
 
 // Mirrors params::split_long_dim; `g_target_blocks` mirrors params::target_blocks().
 static int g_target_blocks = 528;
@@ -37,6 +41,64 @@ static void split_long_dim(int d, int blocks, int* nsplit, int* split_len) {
     int wanted = std::clamp((target + std::max(blocks, 1) - 1) / std::max(blocks, 1), 1, std::min(steps, 65535));
     *split_len = ((steps + wanted - 1) / wanted) * step;
     *nsplit = std::max((d + *split_len - 1) / *split_len, 1);
+}
+
+// Mirrors params::run_flushes: per tile {slot, ends, direct} (struct FlixFlush), the first slot of
+// each run, and the CSR of each global value's partial slots, ascending. A value with a single
+// stretch in the batch goes straight into its gradient (direct) and has no slot.
+struct Flushes {
+    vector<int> per_tile, run_start, value_ptr, value_slots;
+};
+static Flushes run_flushes(const vector<int>& slots, int K, const vector<int>& vbase, const vector<unsigned>& tiles) {
+    const int nt = tiles.size() / 3, RT = FLIX_RUN_TILES;
+    auto value = [&](int i, int k) { return slots[tiles[3 * i] * K + k]; };
+    auto run_end = [&](int i) { return std::min(nt, (i / RT + 1) * RT); };
+    auto ends_at = [&](int i, int k) { return i + 1 == run_end(i) || value(i + 1, k) != value(i, k); };
+    vector<int> stretches(vbase[K], 0);
+    for (int i = 0; i < nt; ++i)
+        for (int k = 0; k < K; ++k)
+            if (ends_at(i, k) && value(i, k) >= 0) ++stretches[vbase[k] + value(i, k)];
+    Flushes f;
+    f.per_tile.assign(3 * nt, 0);
+    f.run_start.push_back(0);
+    vector<vector<int>> lists(vbase[K]);
+    int next = 0;
+    for (int i = 0; i < nt; ++i) {
+        int ends = 0, direct = 0;
+        bool into_slot = false;
+        for (int k = 0; k < K; ++k) {
+            if (!ends_at(i, k)) continue;
+            ends |= 1 << k;
+            const int v = value(i, k);
+            if (v < 0) continue;
+            if (stretches[vbase[k] + v] == 1) direct |= 1 << k;
+            else lists[vbase[k] + v].push_back(next), into_slot = true;
+        }
+        f.per_tile[3 * i] = into_slot ? next : -1;
+        f.per_tile[3 * i + 1] = ends;
+        f.per_tile[3 * i + 2] = direct;
+        if (into_slot) ++next;
+        if (i + 1 == run_end(i)) f.run_start.push_back(next);
+    }
+    f.value_ptr.push_back(0);
+    for (auto& l : lists) {
+        f.value_slots.insert(f.value_slots.end(), l.begin(), l.end());
+        f.value_ptr.push_back(f.value_slots.size());
+    }
+    return f;
+}
+
+// Mirrors params::run_groups: consecutive runs whose slots fit `budget` (at least one run each).
+static vector<std::pair<int, int>> run_groups(const vector<int>& run_start, size_t per_slot, size_t budget) {
+    vector<std::pair<int, int>> out;
+    const int runs = run_start.size() - 1;
+    for (int q0 = 0; q0 < runs;) {
+        int q1 = q0 + 1;
+        while (q1 < runs && size_t(run_start[q1 + 1] - run_start[q0]) * per_slot <= budget) ++q1;
+        out.push_back({q0, q1});
+        q0 = q1;
+    }
+    return out;
 }
 
 static float nan_f() { return std::nanf(""); }
@@ -83,21 +145,12 @@ static void run(const Problem& pb, uint64_t seed, double rtol) {
     const int R = off[K];
     vector<int> slots;
     for (auto& s : pb.slots) slots.insert(slots.end(), s.begin(), s.end());
-    // tiles (params::tiles) and users CSR (BatchPlan: empty segments left out, ascending)
+    // tiles (params::tiles)
     vector<unsigned> tiles;
     for (int s = 0; s < S; ++s)
         for (int t = starts[s]; t < starts[s + 1]; t += 64)
             tiles.insert(tiles.end(), {unsigned(s), unsigned(t), unsigned(std::min(t + 64, starts[s + 1]))});
     const int ntiles = tiles.size() / 3;
-    vector<int> users_ptr(vbase[K] + 1, 0), users;
-    for (int g = 0; g < vbase[K]; ++g) {
-        for (int s = 0; s < S; ++s) {
-            if (pb.lens[s] == 0) continue;
-            for (int k = 0; k < K; ++k)
-                if (slots[s * K + k] >= 0 && vbase[k] + slots[s * K + k] == g) users.push_back(s);
-        }
-        users_ptr[g + 1] = users.size();
-    }
 
     auto rand_t = [&](size_t n) { vector<T> v(n); for (auto& x : v) x = to_t<T>(uni(rng)); return v; };
     auto rand_f = [&](size_t n) { vector<float> v(n); for (auto& x : v) x = uni(rng); return v; };
@@ -169,25 +222,56 @@ static void run(const Problem& pb, uint64_t seed, double rtol) {
         vector<T> Y = accumulate ? rand_t(Yref.size()) : vector<T>(Yref.size(), to_t<T>(nan_f()));
         vector<double> want = Yref;
         if (accumulate) for (size_t i = 0; i < want.size(); ++i) want[i] += to_f(Y[i]);
-        emulate_launch({unsigned(ntiles), unsigned((d_out + 63) / 64), 1}, 256, [&] {
+        emulate_launch({unsigned(ntiles), unsigned((d_out + kWideCols - 1) / kWideCols), 1}, 256, [&] {
             if constexpr (std::is_same_v<T, float>) flix_expand_f32(H.data(), d_out, p, slots.data(), tl, Y.data(), accumulate);
             else flix_expand_bf16(H.data(), d_out, p, slots.data(), tl, Y.data(), accumulate);
         });
         compare(accumulate ? "Y += expand(H)" : "Y = expand(H)", Y, want, rtol);
     }
 
-    // ---- backward (launcher: backward.rs)
+    // ---- backward (launcher: backward.rs): dH and dB in one pass over dY, by runs of tiles, in
+    // groups of runs whose dB partial slots fit the workspace; each group's partials reduced per
+    // type; then dH finished, dX, and dA by runs the same way.
+    const Flushes fl = run_flushes(slots, K, vbase, tiles);
+    static_assert(sizeof(FlixFlush) == 3 * sizeof(int));
+    const auto* flush = reinterpret_cast<const FlixFlush*>(fl.per_tile.data());
+    FlixGrads db_ptrs{}, da_ptrs{};  // where direct flushes add
+    for (int k = 0; k < K; ++k) db_ptrs.g[k] = dB[k].data(), da_ptrs.g[k] = dA[k].data();
+    const int col_blocks = (R + 31) / 32, runs = fl.run_start.size() - 1;
+    auto reduce = [&](int which, const vector<float>& part, int f0, int f1) {  // 0 = dB, 1 = dA
+        for (int k = 0; k < K; ++k) {
+            const int rows = which == 0 ? d_out : pb.ranks[k], cols = which == 0 ? pb.ranks[k] : d_in;
+            const int part_ld = which == 0 ? R : d_in, row_off = which == 0 ? 0 : off[k], col_off = which == 0 ? off[k] : 0;
+            const float scale = which == 0 ? 1.f : pb.scales[k];
+            float* grad = which == 0 ? dB[k].data() : dA[k].data();
+            const int nv = pb.num_values[k];
+            const long long per_slot = which == 0 ? (long long)d_out * R : (long long)R * d_in;
+            emulate_launch({unsigned((rows * cols + 255) / 256), unsigned(std::min(nv, 65535)), 1}, 256, [&] {
+                flix_grad_reduce_f32(grad, nv, rows, cols, part.data(), per_slot, part_ld, row_off, col_off,
+                                     fl.value_ptr.data(), fl.value_slots.data(), vbase[k], f0, f1, scale);
+            });
+        }
+    };
     vector<float> dH((size_t)T_ * R, nan_f());
     {
-        int col_blocks = (R + 31) / 32, nsplit, split_len;
-        split_long_dim(d_out, ntiles * col_blocks, &nsplit, &split_len);
-        vector<float> part((size_t)nsplit * T_ * R, nan_f());
-        emulate_launch({unsigned(ntiles * col_blocks), 1, unsigned(nsplit)}, 256, [&] {
-            if constexpr (std::is_same_v<T, float>) flix_dh_partial_f32(dY.data(), d_out, p, slots.data(), tl, part.data(), T_, split_len);
-            else flix_dh_partial_bf16(dY.data(), d_out, p, slots.data(), tl, part.data(), T_, split_len);
-        });
+        int nsplit, split_len;
+        split_long_dim(d_out, runs * col_blocks, &nsplit, &split_len);
+        vector<float> dh_part((size_t)nsplit * T_ * R, nan_f());
+        for (auto [q0, q1] : run_groups(fl.run_start, 1, pb.group_slots)) {
+            const int f0 = fl.run_start[q0], f1 = fl.run_start[q1];
+            vector<float> part((size_t)(f1 - f0) * d_out * R, nan_f());
+            emulate_launch({unsigned((q1 - q0) * col_blocks), 1, unsigned(nsplit)}, 256, [&] {
+                if constexpr (std::is_same_v<T, float>)
+                    flix_dh_db_f32(dY.data(), d_out, H.data(), p, slots.data(), tl, ntiles, q0, flush, f0,
+                                   dh_part.data(), T_, split_len, part.data(), db_ptrs);
+                else
+                    flix_dh_db_bf16(dY.data(), d_out, H.data(), p, slots.data(), tl, ntiles, q0, flush, f0,
+                                    dh_part.data(), T_, split_len, part.data(), db_ptrs);
+            });
+            reduce(0, part, f0, f1);
+        }
         emulate_launch({unsigned(ntiles), 1, 1}, 256, [&] {
-            flix_dh_finish_f32(part.data(), nsplit, T_, p, slots.data(), tl, dH.data());
+            flix_dh_finish_f32(dh_part.data(), nsplit, T_, p, slots.data(), tl, dH.data());
         });
     }
     vector<double> dHref((size_t)T_ * R, 0.0);
@@ -205,7 +289,7 @@ static void run(const Problem& pb, uint64_t seed, double rtol) {
     compare("dH (f32)", dH, dHref, std::is_same_v<T, float> ? rtol : 1e-5);
 
     vector<T> dX((size_t)T_ * d_in, to_t<T>(nan_f()));
-    emulate_launch({unsigned(ntiles), unsigned((d_in + 63) / 64), 1}, 256, [&] {
+    emulate_launch({unsigned(ntiles), unsigned((d_in + kWideCols - 1) / kWideCols), 1}, 256, [&] {
         if constexpr (std::is_same_v<T, float>) flix_dx_f32(dH.data(), d_in, p, slots.data(), tl, dX.data(), 0);
         else flix_dx_bf16(dH.data(), d_in, p, slots.data(), tl, dX.data(), 0);
     });
@@ -226,7 +310,7 @@ static void run(const Problem& pb, uint64_t seed, double rtol) {
         vector<T> dX2 = rand_t(dXref.size());
         vector<double> want = dXref;
         for (size_t i = 0; i < want.size(); ++i) want[i] += to_f(dX2[i]);
-        emulate_launch({unsigned(ntiles), unsigned((d_in + 63) / 64), 1}, 256, [&] {
+        emulate_launch({unsigned(ntiles), unsigned((d_in + kWideCols - 1) / kWideCols), 1}, 256, [&] {
             if constexpr (std::is_same_v<T, float>) flix_dx_f32(dH.data(), d_in, p, slots.data(), tl, dX2.data(), 1);
             else flix_dx_bf16(dH.data(), d_in, p, slots.data(), tl, dX2.data(), 1);
         });
@@ -244,34 +328,20 @@ static void run(const Problem& pb, uint64_t seed, double rtol) {
         compare("Y += bias", Yb, want, rtol);
     }
 
-    // dB then dA: per-segment partials over groups of segments, then the CSR reduce per type.
-    for (int which = 0; which < 2; ++which) {  // 0 = dB, 1 = dA
-        const int lm = which == 0 ? d_out : R, ln = which == 0 ? R : d_in;
-        const size_t per_seg = (size_t)lm * ln;
-        vector<float> part(pb.group_segments * per_seg, nan_f());
-        for (int s0 = 0; s0 < S; s0 += pb.group_segments) {
-            int s1 = std::min<int>(S, s0 + pb.group_segments);
-            std::fill(part.begin(), part.end(), nan_f());
-            emulate_launch({unsigned(s1 - s0), unsigned((lm + 63) / 64), unsigned((ln + 63) / 64)}, 256, [&] {
-                if (which == 0) {
-                    if constexpr (std::is_same_v<T, float>) flix_db_partial_f32(dY.data(), d_out, H.data(), R, starts.data(), s0, part.data());
-                    else flix_db_partial_bf16(dY.data(), d_out, H.data(), R, starts.data(), s0, part.data());
-                } else {
-                    if constexpr (std::is_same_v<T, float>) flix_da_partial_f32(dH.data(), R, X.data(), d_in, starts.data(), s0, part.data());
-                    else flix_da_partial_bf16(dH.data(), R, X.data(), d_in, starts.data(), s0, part.data());
-                }
+    // dA: one pass over X by runs, same flushes and groups.
+    {
+        int nsplit, split_len;
+        split_long_dim(d_in, runs * col_blocks, &nsplit, &split_len);
+        for (auto [q0, q1] : run_groups(fl.run_start, 1, pb.group_slots)) {
+            const int f0 = fl.run_start[q0], f1 = fl.run_start[q1];
+            vector<float> part((size_t)(f1 - f0) * R * d_in, nan_f());
+            emulate_launch({unsigned((q1 - q0) * col_blocks), 1, unsigned(nsplit)}, 256, [&] {
+                if constexpr (std::is_same_v<T, float>)
+                    flix_da_f32(dH.data(), X.data(), d_in, p, slots.data(), tl, ntiles, q0, flush, f0, split_len, part.data(), da_ptrs);
+                else
+                    flix_da_bf16(dH.data(), X.data(), d_in, p, slots.data(), tl, ntiles, q0, flush, f0, split_len, part.data(), da_ptrs);
             });
-            for (int k = 0; k < K; ++k) {
-                const int rows = which == 0 ? d_out : pb.ranks[k], cols = which == 0 ? pb.ranks[k] : d_in;
-                const int part_ld = which == 0 ? R : d_in, row_off = which == 0 ? 0 : off[k], col_off = which == 0 ? off[k] : 0;
-                const float scale = which == 0 ? 1.f : pb.scales[k];
-                float* grad = which == 0 ? dB[k].data() : dA[k].data();
-                const int nv = pb.num_values[k];
-                emulate_launch({unsigned((rows * cols + 255) / 256), unsigned(std::min(nv, 65535)), 1}, 256, [&] {
-                    flix_grad_reduce_f32(grad, nv, rows, cols, part.data(), (long long)per_seg, part_ld, row_off, col_off,
-                                         users_ptr.data(), users.data(), vbase[k], s0, s1, scale);
-                });
-            }
+            reduce(1, part, f0, f1);
         }
     }
     for (int k = 0; k < K; ++k) {
@@ -303,6 +373,17 @@ int main() {
         {"widths multiple of 8 (16-byte loads)", {16, 8}, {3, 2}, {0.5f, 1.f}, {64, 65, 3},
          {{2, 1}, {0, -1}, {1, 0}}, 136, 72, 3},
         {"rank 40, long segment, all absent in one", {40}, {3}, {0.125f}, {130, 2, 7}, {{2}, {-1}, {0}}, 200, 150, 3},
+        // Runs of two tiles that cross segments: type 0 keeps value 0 over three segments and an
+        // empty one, type 1 changes inside runs, type 2 goes absent and back; a 100-token
+        // segment straddles two runs; widths multiples of 8 (asynchronous copies), d_out over
+        // several 64-wide steps; one slot per workspace group.
+        {"runs across segments and value changes", {3, 5, 2}, {2, 3, 2}, {1.f, 0.5f, 2.f},
+         {64, 64, 1, 0, 64, 100, 64, 30},
+         {{0, 1, -1}, {0, 2, 1}, {0, 2, 1}, {1, 1, 1}, {1, 2, -1}, {1, 0, 0}, {1, 0, 0}, {-1, 0, 1}}, 72, 200, 1},
+        {"LoRA: one value over runs of long segments", {8}, {1}, {0.25f}, {300, 5, 129}, {{0}, {0}, {0}}, 64, 24, 100},
+        // Expand and dX over several 256-column blocks: d_out a multiple of 8 (16-byte stores)
+        // ending inside a quarter of the last block, d_in not (element by element).
+        {"widths past one 256-column block", {4, 3}, {2, 2}, {1.f, 0.5f}, {20, 70}, {{0, 1}, {1, -1}}, 300, 520, 4},
     };
     for (auto& pb : problems) {
         std::printf("f32  %s\n", pb.name.c_str());
@@ -313,7 +394,7 @@ int main() {
     // Unsplit (FLIX_CUDA_TARGET_BLOCKS=1): shrink and dH loop over the whole long dimension in
     // one block, which the split otherwise never does on batches this small.
     g_target_blocks = 1;
-    for (size_t i : {0, 3, 4}) {
+    for (size_t i : {0, 3, 4, 5}) {
         std::printf("f32  %s, unsplit\n", problems[i].name.c_str());
         run<float>(problems[i], 3, 1e-5);
         std::printf("bf16 %s, unsplit\n", problems[i].name.c_str());

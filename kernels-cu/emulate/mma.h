@@ -56,6 +56,13 @@ void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, float>& f,
         for (int c = 0; c < N; ++c) (l == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]) = f.v[r * N + c];
 }
 
+template <int M, int N, int K>
+void load_matrix_sync(fragment<accumulator, M, N, K, float>& f, const float* p, unsigned ldm, layout_t l) {
+    wmma_check<float>(p, ldm);
+    for (int r = 0; r < M; ++r)
+        for (int c = 0; c < N; ++c) f.v[r * N + c] = l == mem_row_major ? p[r * ldm + c] : p[c * ldm + r];
+}
+
 template <class Use, int M, int N, int K, class T, class Layout>
 void fill_fragment(fragment<Use, M, N, K, T, Layout>& f, float x) {
     for (auto& e : f.v) e = x;

@@ -29,7 +29,8 @@ pub const FLIX_FORWARD: Source = Source {
     ),
 };
 
-/// FLix backward: dH, dX, per-segment dA/dB partials and their deterministic CSR reduce.
+/// FLix backward: dH and dB in one pass over dY, dX, dA in one pass over X, and the deterministic
+/// reduce of their partial slots.
 pub const FLIX_BACKWARD: Source = Source {
     name: "flix_backward.cu",
     code: concat!(

@@ -7,7 +7,7 @@
 //! launch. Nothing here synchronizes: work is queued on the backend's one stream.
 //!
 //! - [`CudaPlan`]: the plan's arrays, uploaded once per batch by `DevicePlan::new`.
-//! - `forward.rs`: shrink, expand, add_bias. `backward.rs`: dH, dX, dA, dB.
+//! - `forward.rs`: shrink, expand, add_bias. `backward.rs`: dH and dB, dX, dA.
 //! - `params.rs`: the device-independent part (param struct, limits, tiling), tested on the CPU.
 
 mod backward;
@@ -31,16 +31,18 @@ use params::FlixTypesParam;
 /// The plan's arrays on the device, uploaded once per batch by [`super::DevicePlan::new`] and
 /// shared by every op of every layer of that batch.
 pub struct CudaPlan {
-    /// S + 1 token offsets.
-    segment_starts: CudaSlice<i32>,
     /// S x K value ids, -1 absent.
     slots: CudaSlice<i32>,
     /// The kernels' own tiles of [`params::TILE_M`] tokens: `[segment, start, end]` u32 triples.
     tiles: CudaSlice<u32>,
     num_tiles: usize,
-    /// CSR over global value ids: the non-empty segments using each value, ascending.
-    users_ptr: CudaSlice<i32>,
-    users: CudaSlice<i32>,
+    /// Where the weight-gradient kernels write their sums ([`params::run_flushes`]): per tile
+    /// `[slot, ends, direct]`, and the CSR of each global value's partial slots.
+    flush: CudaSlice<i32>,
+    flush_value_ptr: CudaSlice<i32>,
+    flush_value_slots: CudaSlice<i32>,
+    /// Runs + 1 offsets into the partial slots (host side: the workspace groups).
+    run_start: Vec<usize>,
 }
 
 impl CudaPlan {
@@ -49,13 +51,16 @@ impl CudaPlan {
     pub fn upload(backend: &CudaBackend, plan: &BatchPlan) -> Result<Self> {
         params::check_types("DevicePlan::new", plan)?;
         let tiles = params::tiles(plan.segment_starts(), params::TILE_M);
+        let flushes =
+            params::run_flushes(plan.slots(), plan.num_types(), plan.value_base(), &tiles);
         Ok(Self {
-            segment_starts: upload(backend, plan.segment_starts())?,
             slots: upload(backend, plan.slots())?,
             num_tiles: tiles.len() / 3,
             tiles: upload(backend, &tiles)?,
-            users_ptr: upload(backend, plan.users_ptr())?,
-            users: upload(backend, plan.users())?,
+            flush: upload(backend, &flushes.per_tile)?,
+            flush_value_ptr: upload(backend, &flushes.value_ptr)?,
+            flush_value_slots: upload(backend, &flushes.value_slots)?,
+            run_start: flushes.run_start,
         })
     }
 }

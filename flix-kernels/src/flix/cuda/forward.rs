@@ -43,9 +43,9 @@ pub fn shrink(
     }
 }
 
-/// The kernel pair of shrink and dH: `partial` writes f32 partials of `out[t, c] = Σ_i
-/// input[t, i] W_c[i]` over a split of the long dimension `d`, then `finish` sums them in order,
-/// scales (shrink only) and zeroes absent types into `out` `[T, R]`.
+/// The kernel pair of shrink: `partial` writes f32 partials of `out[t, c] = Σ_i
+/// input[t, i] A_c[i]` over a split of d_in, then `finish` sums them in order, scales and zeroes
+/// absent types into `out` `[T, R]`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn narrow<T: DeviceRepr, O: DeviceRepr>(
     backend: &CudaBackend,
@@ -74,7 +74,7 @@ pub(super) fn narrow<T: DeviceRepr, O: DeviceRepr>(
         to_i32(OP, "split count", nsplit)?,
     );
     let f = backend.function(source, partial)?;
-    // SAFETY: argument list matches `flix_shrink_*` and `flix_dh_partial_*`.
+    // SAFETY: argument list matches `flix_shrink_*`.
     unsafe {
         stream
             .launch_builder(&f)
@@ -89,7 +89,7 @@ pub(super) fn narrow<T: DeviceRepr, O: DeviceRepr>(
             .launch(grid(OP, cplan.num_tiles * col_blocks, 1, nsplit)?)?;
     }
     let f = backend.function(source, finish)?;
-    // SAFETY: argument list matches `flix_shrink_finish_*` and `flix_dh_finish_f32`.
+    // SAFETY: argument list matches `flix_shrink_finish_*`.
     unsafe {
         stream
             .launch_builder(&f)
@@ -137,7 +137,8 @@ pub fn expand(
     }
 }
 
-/// Runs `entry`: `out[t, n] (= or +=) Σ_c lowrank[t, c] W_c[n]` over tiles x 64-column blocks.
+/// Runs `entry`: `out[t, n] (= or +=) Σ_c lowrank[t, c] W_c[n]` over tiles x blocks of
+/// [`params::WIDE_COLS`] columns.
 /// Shared by expand (`flix_expand_*`, W = B) and dX (`flix_dx_*`, W = s_k A).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn wide<L: DeviceRepr, T: DeviceRepr>(

@@ -1,7 +1,8 @@
 //! The host side of the FLix kernels' contract, with no device in sight so that it is tested on
 //! any machine: the `#[repr(C)]` mirror of the kernels' `FlixTypes` struct, the limits the
 //! kernels need (checked before anything is launched), and the work decomposition (token tiles,
-//! split of the long dimension, segment groups for the gradient workspace).
+//! split of the long dimension, runs of tiles and their partial slots for the weight gradients,
+//! groups of runs for the gradient workspace).
 
 use std::ops::Range;
 
@@ -21,16 +22,17 @@ pub const NARROW_COLS: usize = 32;
 /// Step of the long dimension in shrink/dH (`KC` in `flix_narrow`); splits are multiples of it.
 pub const NARROW_STEP: usize = 64;
 /// Output columns per expand/dX block (`NB` in `flix_wide`).
-pub const WIDE_COLS: usize = 64;
-/// Rows and columns of a per-segment gradient partial block (`flix_seg_outer`).
-pub const OUTER_BLOCK: usize = 64;
+pub const WIDE_COLS: usize = 256;
+/// `FLIX_RUN_TILES`: tiles per run of the weight-gradient kernels (`flix_dh_db`, `flix_da`); a
+/// block owns one run and sums its tiles' products in registers.
+pub const RUN_TILES: usize = 2;
 /// Split the long dimension of shrink/dH until about this many blocks are in flight (four
 /// 256-thread blocks on each of an H100's 132 SMs, enough 16-byte loads in flight to cover the
 /// memory latency). A constant, not the device's SM count, so that the summation order, and hence
 /// the bits, are the same on every card.
 pub const TARGET_BLOCKS: usize = 528;
-/// Largest f32 workspace for the per-segment gradient partials; beyond it segments are
-/// processed in groups (see [`segment_groups`]).
+/// Largest f32 workspace for the gradient partial slots; beyond it runs are processed in groups
+/// (see [`run_groups`]).
 pub const PARTIAL_BUDGET_BYTES: usize = 256 << 20;
 /// Largest grid y/z dimension CUDA allows.
 const MAX_GRID_YZ: usize = 65_535;
@@ -51,6 +53,17 @@ pub struct FlixTypesParam {
 
 // SAFETY: plain old data with the C layout of `struct FlixTypes` (checked by a test below).
 unsafe impl DeviceRepr for FlixTypesParam {}
+
+/// Mirror of `struct FlixGrads` (kernels-cu/flix_common.cuh): device addresses of each type's f32
+/// gradient (dB or dA), where the weight-gradient kernels add a value's only stretch directly.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlixGradsParam {
+    pub g: [u64; MAX_TYPES],
+}
+
+// SAFETY: plain old data with the C layout of `struct FlixGrads` (eight pointers).
+unsafe impl DeviceRepr for FlixGradsParam {}
 
 impl FlixTypesParam {
     /// Ranks, column offsets and scales from the plan; adapter pointers are left 0 for the
@@ -98,8 +111,8 @@ pub fn check_types(op: &'static str, plan: &BatchPlan) -> Result<()> {
 }
 
 /// Everything the kernels index with 32-bit integers or put in a grid dimension fits:
-/// T, d_in, d_out, R and one value's gradient block in i32; ceil(d / 64) and ceil(R / 64)
-/// within the 65535 limit of grid y and z.
+/// T, d_in, d_out, R and one value's gradient block in i32; ceil(d / [`WIDE_COLS`]) within the
+/// 65535 limit of grid y.
 pub fn check_limits(op: &'static str, plan: &BatchPlan, d_in: usize, d_out: usize) -> Result<()> {
     check_types(op, plan)?;
     let r = plan.total_rank();
@@ -129,7 +142,6 @@ pub fn check_limits(op: &'static str, plan: &BatchPlan, d_in: usize, d_out: usiz
     let grids = [
         ("d_in", d_in.div_ceil(WIDE_COLS)),
         ("d_out", d_out.div_ceil(WIDE_COLS)),
-        ("total rank R", r.div_ceil(OUTER_BLOCK)),
     ];
     for (what, blocks) in grids {
         if blocks > MAX_GRID_YZ {
@@ -192,7 +204,7 @@ pub fn split_long_dim(d: usize, blocks: usize, target: usize) -> Split {
 
 /// The workspace budget of the gradient partials: [`PARTIAL_BUDGET_BYTES`], or the value of
 /// `FLIX_CUDA_PARTIAL_BUDGET_BYTES` when set (the GPU tests use it to make small batches run in
-/// several segment groups).
+/// several groups of runs).
 pub fn partial_budget() -> usize {
     std::env::var("FLIX_CUDA_PARTIAL_BUDGET_BYTES")
         .ok()
@@ -200,19 +212,125 @@ pub fn partial_budget() -> usize {
         .unwrap_or(PARTIAL_BUDGET_BYTES)
 }
 
-/// Contiguous groups of segments whose partials (`per_segment_bytes` each) fit in `budget`
-/// bytes; at least one segment per group. Depends only on the shapes and the budget, so the
-/// order of the gradient sums is fixed.
-pub fn segment_groups(
-    num_segments: usize,
-    per_segment_bytes: usize,
-    budget: usize,
-) -> Vec<Range<usize>> {
-    let per_group = (budget / per_segment_bytes.max(1)).clamp(1, i32::MAX as usize);
-    (0..num_segments)
-        .step_by(per_group)
-        .map(|s0| s0..(s0 + per_group).min(num_segments))
-        .collect()
+/// Where the weight-gradient kernels write their in-block sums (`struct FlixFlush` and the CSR
+/// the reduce reads). Tiles are grouped in runs of [`RUN_TILES`] consecutive tiles (a run may
+/// cross segments; a long segment spans several runs), one block per run. Within a run, a
+/// type's stretch is a maximal sequence of consecutive tiles with the same value of that type;
+/// the block sums each stretch in registers and flushes it once, at the stretch's last tile:
+/// - dropped when the type is absent there;
+/// - added straight into the value's gradient when it is the value's only stretch in the whole
+///   batch ("direct": the block is then the only writer of those gradient elements, so the
+///   result is still deterministic), which spares the partial slot and the reduce;
+/// - otherwise written to a partial slot, numbered in tile order, which holds the columns of
+///   every such type whose stretch ends at its tile; the reduce adds each value's slots.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunFlushes {
+    /// Per tile `[slot, ends, direct]`: the tile's partial slot (-1 when no stretch ends there
+    /// into a slot), the bit mask of the types whose stretch ends there, and the bit mask of
+    /// those whose stretch goes straight into the gradient.
+    pub per_tile: Vec<i32>,
+    /// Runs + 1 offsets: the slots of run q are `run_start[q]..run_start[q + 1]`.
+    pub run_start: Vec<usize>,
+    /// CSR over global value ids (`value_base[k] + v`): each value's slots, ascending (none for
+    /// a value with a single, direct, stretch).
+    pub value_ptr: Vec<i32>,
+    pub value_slots: Vec<i32>,
+}
+
+/// Ints per tile in [`RunFlushes::per_tile`] (`struct FlixFlush`).
+pub const FLUSH_INTS: usize = 3;
+
+impl RunFlushes {
+    pub fn num_runs(&self) -> usize {
+        self.run_start.len().saturating_sub(1)
+    }
+}
+
+/// The flush plan of `tiles` (as [`tiles`] makes them) for a plan's `slots` (S x K, -1 absent)
+/// and `value_base` (K + 1 offsets of the global value numbering).
+pub fn run_flushes(
+    slots: &[i32],
+    num_types: usize,
+    value_base: &[usize],
+    tiles: &[u32],
+) -> RunFlushes {
+    let num_tiles = tiles.len() / 3;
+    let value = |i: usize, k: usize| slots[tiles[3 * i] as usize * num_types + k];
+    let run_end = |i: usize| ((i / RUN_TILES + 1) * RUN_TILES).min(num_tiles);
+    let stretch_ends = |i: usize, k: usize| i + 1 == run_end(i) || value(i + 1, k) != value(i, k);
+    let global = |i: usize, k: usize| {
+        let v = value(i, k);
+        (v >= 0).then(|| value_base[k] + v as usize)
+    };
+
+    // Stretches per value over the whole batch: a value with one goes straight to its gradient.
+    let num_values = value_base.last().copied().unwrap_or(0);
+    let mut stretches = vec![0usize; num_values];
+    for i in 0..num_tiles {
+        for k in 0..num_types {
+            if let (true, Some(g)) = (stretch_ends(i, k), global(i, k)) {
+                stretches[g] += 1;
+            }
+        }
+    }
+
+    let mut lists = vec![Vec::new(); num_values];
+    let mut per_tile = vec![0i32; FLUSH_INTS * num_tiles];
+    let mut run_start = vec![0usize];
+    let mut next_slot = 0usize;
+    for i in 0..num_tiles {
+        let (mut ends, mut direct, mut into_slot) = (0i32, 0i32, false);
+        for k in (0..num_types).filter(|&k| stretch_ends(i, k)) {
+            ends |= 1 << k;
+            match global(i, k) {
+                Some(g) if stretches[g] == 1 => direct |= 1 << k,
+                Some(g) => {
+                    lists[g].push(next_slot as i32);
+                    into_slot = true;
+                }
+                None => {}
+            }
+        }
+        let tile = &mut per_tile[FLUSH_INTS * i..FLUSH_INTS * (i + 1)];
+        tile.copy_from_slice(&[if into_slot { next_slot as i32 } else { -1 }, ends, direct]);
+        next_slot += usize::from(into_slot);
+        if i + 1 == run_end(i) {
+            run_start.push(next_slot);
+        }
+    }
+    let mut value_ptr = vec![0i32];
+    let mut value_slots = Vec::new();
+    for list in lists {
+        value_slots.extend(list);
+        value_ptr.push(value_slots.len() as i32);
+    }
+    RunFlushes {
+        per_tile,
+        run_start,
+        value_ptr,
+        value_slots,
+    }
+}
+
+/// Contiguous groups of runs whose partial slots (`per_slot_bytes` each) fit in `budget` bytes;
+/// at least one run per group. Depends only on the plan, the shapes and the budget, so the order
+/// of the gradient sums is fixed.
+pub fn run_groups(run_start: &[usize], per_slot_bytes: usize, budget: usize) -> Vec<Range<usize>> {
+    let runs = run_start.len().saturating_sub(1);
+    let fits = |q0: usize, q1: usize| {
+        (run_start[q1] - run_start[q0]).saturating_mul(per_slot_bytes) <= budget
+    };
+    let mut groups = Vec::new();
+    let mut q0 = 0;
+    while q0 < runs {
+        let mut q1 = q0 + 1;
+        while q1 < runs && fits(q0, q1 + 1) {
+            q1 += 1;
+        }
+        groups.push(q0..q1);
+        q0 = q1;
+    }
+    groups
 }
 
 #[cfg(test)]
@@ -233,6 +351,9 @@ mod tests {
         assert_eq!(offset_of!(FlixTypesParam, total_rank), 232);
         assert_eq!(size_of::<FlixTypesParam>(), 240);
         assert_eq!(std::mem::align_of::<FlixTypesParam>(), 8);
+        // struct FlixGrads: 8 pointers.
+        assert_eq!(size_of::<FlixGradsParam>(), 64);
+        assert_eq!(std::mem::align_of::<FlixGradsParam>(), 8);
     }
 
     #[test]
@@ -248,14 +369,15 @@ mod tests {
                 "{name} is not {value} in flix_common.cuh"
             );
         }
-        let narrow = "constexpr int M = FLIX_TILE_M, NC = 32, KC = 64;";
-        let wide = "constexpr int M = FLIX_TILE_M, NB = 64, KC = 32;";
-        let outer = "constexpr int MB = 64, NB = 64, KT = 32;";
-        assert_eq!(
-            (NARROW_COLS, NARROW_STEP, WIDE_COLS, OUTER_BLOCK),
-            (32, 64, 64, 64)
+        assert!(
+            header.contains(&format!("#define FLIX_RUN_TILES {RUN_TILES}\n")),
+            "FLIX_RUN_TILES is not {RUN_TILES} in flix_common.cuh"
         );
-        for line in [narrow, wide, outer] {
+        let narrow = "constexpr int M = FLIX_TILE_M, NC = 32, KC = 64;";
+        let wide = "constexpr int M = FLIX_TILE_M, NB = 256, KC = 32;";
+        let runs = "constexpr int M = FLIX_TILE_M, NC = 32, KC = 64, RT = FLIX_RUN_TILES;";
+        assert_eq!((NARROW_COLS, NARROW_STEP, WIDE_COLS), (32, 64, 256));
+        for line in [narrow, wide, runs] {
             assert!(header.contains(line), "flix_common.cuh lost `{line}`");
         }
     }
@@ -309,7 +431,7 @@ mod tests {
     #[test]
     fn widths_beyond_the_grid_or_i32_are_rejected() {
         let p = plan(&[2], &[2]);
-        let err = check_limits("flix::expand", &p, 8, 64 * 65_536)
+        let err = check_limits("flix::expand", &p, 8, WIDE_COLS * 65_536)
             .unwrap_err()
             .to_string();
         assert!(err.contains("d_out") && err.contains("65535"), "{err}");
@@ -363,14 +485,146 @@ mod tests {
         );
     }
 
+    /// Checks a flush plan against its definition, tile by tile: every tile of a run whose
+    /// segment uses value v of type k is summed into exactly one flush of v, the one at the end
+    /// of its stretch (the next tiles of the run with the same value); that flush is direct when
+    /// it is v's only stretch in the batch, and otherwise one of v's slots, which are exactly
+    /// those stretch ends, ascending.
+    fn check_flushes(slots: &[i32], k_types: usize, value_base: &[usize], tiles: &[u32]) {
+        let f = run_flushes(slots, k_types, value_base, tiles);
+        let n = tiles.len() / 3;
+        let value = |i: usize, k: usize| slots[tiles[3 * i] as usize * k_types + k];
+        assert_eq!(f.num_runs(), n.div_ceil(RUN_TILES));
+        assert_eq!(f.per_tile.len(), FLUSH_INTS * n);
+        // Stretch ends per value, by brute force.
+        let mut ends_of: Vec<Vec<usize>> = vec![Vec::new(); value_base[k_types]];
+        for i in 0..n {
+            let run_end = (i / RUN_TILES * RUN_TILES + RUN_TILES).min(n);
+            for k in 0..k_types {
+                let v = value(i, k);
+                if v >= 0 && (i + 1 == run_end || value(i + 1, k) != v) {
+                    ends_of[value_base[k] + v as usize].push(i);
+                }
+            }
+        }
+        let mut want: Vec<Vec<i32>> = vec![Vec::new(); value_base[k_types]];
+        for i in 0..n {
+            let run_end = (i / RUN_TILES * RUN_TILES + RUN_TILES).min(n);
+            let (slot, ends, direct) = (
+                f.per_tile[FLUSH_INTS * i],
+                f.per_tile[FLUSH_INTS * i + 1],
+                f.per_tile[FLUSH_INTS * i + 2],
+            );
+            let mut any_slot = false;
+            for k in 0..k_types {
+                let v = value(i, k);
+                let stretch_ends = i + 1 == run_end || value(i + 1, k) != v;
+                assert_eq!((ends >> k) & 1 == 1, stretch_ends, "tile {i} type {k}");
+                let only = v >= 0 && ends_of[value_base[k] + v as usize].len() == 1;
+                assert_eq!(
+                    (direct >> k) & 1 == 1,
+                    stretch_ends && only,
+                    "tile {i} type {k}"
+                );
+                if stretch_ends && v >= 0 && !only {
+                    want[value_base[k] + v as usize].push(slot);
+                    any_slot = true;
+                }
+            }
+            assert_eq!(slot >= 0, any_slot, "tile {i}");
+            let run = i / RUN_TILES;
+            if slot >= 0 {
+                let slot = slot as usize;
+                assert!(f.run_start[run] <= slot && slot < f.run_start[run + 1]);
+            }
+        }
+        let got: Vec<Vec<i32>> = f
+            .value_ptr
+            .windows(2)
+            .map(|w| f.value_slots[w[0] as usize..w[1] as usize].to_vec())
+            .collect();
+        assert_eq!(got, want);
+        assert!(got.iter().all(|l| l.windows(2).all(|w| w[0] < w[1])));
+        let used: std::collections::BTreeSet<i32> = f
+            .per_tile
+            .chunks(FLUSH_INTS)
+            .map(|p| p[0])
+            .filter(|&s| s >= 0)
+            .collect();
+        assert_eq!(*f.run_start.last().unwrap(), used.len());
+    }
+
     #[test]
-    fn segment_groups_cover_all_segments_within_budget() {
-        let (per, budget) = (100 << 20, PARTIAL_BUDGET_BYTES);
-        let g = segment_groups(7, per, budget);
-        assert_eq!(g, vec![0..2, 2..4, 4..6, 6..7]);
-        assert_eq!(segment_groups(3, 1, budget), vec![0..3]);
-        assert_eq!(segment_groups(2, budget * 4, budget), vec![0..1, 1..2]);
-        assert_eq!(segment_groups(5, 10, 25), vec![0..2, 2..4, 4..5]);
-        assert!(segment_groups(0, 8, budget).is_empty());
+    fn flushes_write_each_stretch_once_per_run() {
+        // Two types; segments of 130 (3 tiles: crosses a run), 1, 0 (no tile) and 64 tokens.
+        let starts = [0, 130, 131, 131, 195];
+        let slots = [0, 1, 0, -1, 2, 2, 2, 1];
+        let value_base = [0, 3, 6];
+        let t = tiles(&starts, 64);
+        assert_eq!(t.len() / 3, 5);
+        let f = run_flushes(&slots, 2, &value_base, &t);
+        // Runs: tiles {0, 1} (segment 0), {2 (segment 0), 3 (segment 1)}, {4 (segment 3)}.
+        // Tile 0: nothing ends. Tile 1: both end (run end) -> slot 0. Tile 2: type 0 keeps
+        // value 0 into tile 3, type 1 ends (1 -> absent) -> slot 1. Tile 3: both end; type 0's
+        // value 0 -> slot 2, type 1 absent. Tile 4: both end; type 0's value 2 has no other
+        // stretch (direct), type 1's value 1 -> slot 3.
+        // Value ids: type 0's value 0 is 0, type 1's value 1 is 3 + 1 = 4.
+        assert_eq!(
+            f.per_tile,
+            [-1, 0, 0, 0, 0b11, 0, 1, 0b10, 0, 2, 0b11, 0, 3, 0b11, 0b01]
+        );
+        assert_eq!(f.run_start, [0, 1, 3, 4]);
+        assert_eq!(f.value_ptr, [0, 2, 2, 2, 2, 5, 5]);
+        assert_eq!(f.value_slots, [0, 2, 0, 1, 3]);
+        check_flushes(&slots, 2, &value_base, &t);
+        assert_eq!(
+            run_flushes(&[], 1, &[0, 0], &[]).per_tile,
+            Vec::<i32>::new()
+        );
+    }
+
+    #[test]
+    fn flushes_match_their_definition_on_random_plans() {
+        let mut state = 0x2545f4914f6cdd1du64;
+        let mut next = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        for _ in 0..200 {
+            let k_types = 1 + next(8) as usize;
+            let num_values: Vec<usize> = (0..k_types).map(|_| 1 + next(3) as usize).collect();
+            let mut value_base = vec![0];
+            for v in &num_values {
+                value_base.push(value_base.last().unwrap() + v);
+            }
+            let segments = next(12) as usize;
+            let mut starts = vec![0i32];
+            let mut slots = Vec::new();
+            for _ in 0..segments {
+                let len = [0, 1, 63, 64, 65, 130, 200][next(7) as usize];
+                starts.push(starts.last().unwrap() + len);
+                for &nv in &num_values {
+                    slots.push(next(nv as u64 + 1) as i32 - 1);
+                }
+            }
+            check_flushes(&slots, k_types, &value_base, &tiles(&starts, TILE_M));
+        }
+    }
+
+    #[test]
+    fn run_groups_cover_all_runs_within_budget() {
+        let run_start = [0, 2, 3, 3, 7, 8];
+        // Runs 0..3 hold 3 slots (30 bytes: fits), 3..5 would hold 5.
+        assert_eq!(run_groups(&run_start, 10, 30), vec![0..3, 3..4, 4..5]);
+        assert_eq!(run_groups(&run_start, 1, usize::MAX), vec![0..5]);
+        assert_eq!(
+            run_groups(&run_start, 100, 1),
+            vec![0..1, 1..2, 2..3, 3..4, 4..5],
+            "at least one run per group"
+        );
+        assert!(run_groups(&[0], 8, 64).is_empty());
+        assert!(run_groups(&[], 8, 64).is_empty());
     }
 }
