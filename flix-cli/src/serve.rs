@@ -31,6 +31,9 @@ pub struct ServeArgs {
     /// Requests waiting for a place in the batch; more get 429 with Retry-After.
     #[arg(long, default_value_t = 256)]
     pub max_queue: usize,
+    /// Prompts (an array's entries) in one request; more get 400.
+    #[arg(long, default_value_t = 128)]
+    pub max_prompts: usize,
     /// Tokens of one prompt; longer prompts get 400.
     #[arg(long, default_value_t = 4096)]
     pub max_prompt_tokens: usize,
@@ -66,6 +69,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         limits: Limits {
             max_concurrent: args.max_concurrent,
             max_queue: args.max_queue,
+            max_prompts: args.max_prompts,
             max_prompt_tokens: args.max_prompt_tokens,
             max_tokens: args.max_tokens,
             retry_after_secs: 1,

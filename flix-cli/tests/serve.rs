@@ -163,6 +163,31 @@ async fn metric(client: &reqwest::Client, server: &Server, series: &str) -> f64 
         .map_or(0.0, |v| v.parse().unwrap())
 }
 
+/// A limit of zero is refused by name before anything is loaded.
+#[test]
+fn zero_limits_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    for limit in [
+        "--max-concurrent",
+        "--max-queue",
+        "--max-prompts",
+        "--max-prompt-tokens",
+        "--max-tokens",
+    ] {
+        let out = common::flix(&[
+            OsStr::new("serve"),
+            tmp.path().as_os_str(),
+            limit.as_ref(),
+            "0".as_ref(),
+        ]);
+        let (_, stderr) = common::text(&out);
+        assert!(
+            !out.status.success() && stderr.contains(&format!("{limit} must be >= 1")),
+            "{limit} 0: {stderr}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
@@ -382,6 +407,7 @@ async fn bad_requests_get_openai_errors(client: &reqwest::Client, server: &Serve
         (with("prompt", json!(5)), "prompt"),
         (with("prompt", json!([])), "prompt"),
         (with("prompt", json!(["1 =", 3])), "prompt"),
+        (with("prompt", json!(vec!["1 ="; 129])), "prompt"),
         (with("max_tokens", json!(-1)), "max_tokens"),
         (with("max_tokens", json!(0)), "max_tokens"),
         (with("max_tokens", json!(1e12)), "max_tokens"),

@@ -399,6 +399,17 @@ pub fn sequences(
     limits: &Limits,
     model: &ModelInfo,
 ) -> Result<Vec<SequenceParams>, ApiError> {
+    if request.prompts.len() > limits.max_prompts {
+        return Err(ApiError::invalid(
+            "prompt",
+            format!(
+                "the prompt array has {} entries, over the server's limit of {} per request \
+                 (--max-prompts)",
+                request.prompts.len(),
+                limits.max_prompts
+            ),
+        ));
+    }
     let slots = model.slots(&request.features);
     let mut out = Vec::with_capacity(request.prompts.len());
     for (index, text) in request.prompts.iter().enumerate() {

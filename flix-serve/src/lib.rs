@@ -58,6 +58,9 @@ pub struct Limits {
     pub max_concurrent: usize,
     /// Requests waiting for the batch; more get 429.
     pub max_queue: usize,
+    /// Prompts (choices) in one request: each is a sequence of the batch, so this bounds how
+    /// long one request can hold the batch while others wait.
+    pub max_prompts: usize,
     /// Tokens of one prompt.
     pub max_prompt_tokens: usize,
     /// The largest `max_tokens` a request may ask for.
@@ -71,6 +74,7 @@ impl Limits {
         for (name, value) in [
             ("--max-concurrent", self.max_concurrent),
             ("--max-queue", self.max_queue),
+            ("--max-prompts", self.max_prompts),
             ("--max-prompt-tokens", self.max_prompt_tokens),
             ("--max-tokens", self.max_tokens),
         ] {
