@@ -101,10 +101,10 @@ pub struct CompareArgs {
     /// Steps between checkpoints: a killed run resumes from its latest one.
     #[arg(long, default_value_t = 50)]
     pub checkpoint_every: u64,
-    /// At most this many training examples per cell (the first lines of each cell).
+    /// At most this many training examples per cell, spread evenly over each cell's file.
     #[arg(long)]
     pub max_train_per_cell: Option<usize>,
-    /// At most this many test examples per cell (the first lines of each cell).
+    /// At most this many test examples per cell, spread evenly over each cell's file.
     #[arg(long)]
     pub max_eval_per_cell: Option<usize>,
     /// The split of --mixture to evaluate: test or dev.

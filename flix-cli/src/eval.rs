@@ -40,7 +40,7 @@ pub struct EvalArgs {
     /// The split of --mixture to evaluate: test or dev.
     #[arg(long, default_value = "test")]
     pub split: Split,
-    /// At most this many examples per cell (the first lines of each cell).
+    /// At most this many examples per cell, spread evenly over each cell's file.
     #[arg(long)]
     pub max_eval_per_cell: Option<usize>,
     /// Held-out cells to mark; default: those of --split-file, else of the first run's spec.json.

@@ -33,7 +33,7 @@ pub struct TrainArgs {
     /// beside any --holdout.
     #[arg(long)]
     pub split_file: Option<PathBuf>,
-    /// At most this many training examples per cell (the first lines of each cell).
+    /// At most this many training examples per cell, spread evenly over each cell's file.
     #[arg(long)]
     pub max_train_per_cell: Option<usize>,
     /// The run directory (checkpoints, metrics.jsonl, spec.json).

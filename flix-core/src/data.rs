@@ -31,6 +31,36 @@ pub struct Example {
 /// exhaust memory before any length check could see it.
 pub const MAX_LINE_BYTES: usize = 256 << 20;
 
+/// Which `max` of `len` items a per-cell cap keeps: evenly spaced positions `i · len / max`
+/// (the first item included), in order; all of them when `len <= max`. Spread over the whole
+/// cell rather than its first `max`, so that a file sorted by label (as published test sets
+/// often are) still gives every label about its share. Deterministic: the same data and cap
+/// always give the same examples.
+pub fn spread_positions(len: usize, max: usize) -> Vec<usize> {
+    if len <= max {
+        return (0..len).collect();
+    }
+    (0..max).map(|i| i * len / max).collect()
+}
+
+/// Keeps the items of `items` at [`spread_positions`]`(items.len(), max)`.
+pub fn keep_spread<T>(items: &mut Vec<T>, max: usize) {
+    if items.len() <= max {
+        return;
+    }
+    let keep = spread_positions(items.len(), max);
+    let mut next = keep.iter().peekable();
+    let mut position = 0;
+    items.retain(|_| {
+        let kept = next.peek() == Some(&&position);
+        if kept {
+            next.next();
+        }
+        position += 1;
+        kept
+    });
+}
+
 /// Reads every example of `path`, taking `feature_names` as the feature fields. A line longer
 /// than [`MAX_LINE_BYTES`] is an error naming it, read no further than that.
 pub fn read_jsonl(path: &Path, feature_names: &[&str]) -> Result<Vec<Example>> {

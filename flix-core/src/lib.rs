@@ -16,7 +16,8 @@ mod saved;
 
 pub use config::{FeatureConfig, TypeConfig, TypeDefaults};
 pub use data::{
-    read_jsonl, read_jsonl_files, read_jsonl_within, whitespace_tokens, Example, MAX_LINE_BYTES,
+    keep_spread, read_jsonl, read_jsonl_files, read_jsonl_within, spread_positions,
+    whitespace_tokens, Example, MAX_LINE_BYTES,
 };
 pub use dropout::{splitmix64, DropoutPolicy, FeatureDropout};
 pub use error::{CoreError, Location, Result};

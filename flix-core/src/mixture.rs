@@ -23,7 +23,7 @@ use std::str::FromStr;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::data::{read_jsonl, Example};
+use crate::data::{keep_spread, read_jsonl, Example};
 use crate::error::{CoreError, Result};
 
 /// The task descriptions file of a mixture root.
@@ -198,7 +198,7 @@ impl Mixture {
     }
 
     /// The examples of `split` of every cell that `keep` accepts, cell by cell, at most
-    /// `max_per_cell` per cell (the first ones of its file). Records take `feature_names` as
+    /// `max_per_cell` per cell, spread over its file ([`crate::data::spread_positions`]). Records take `feature_names` as
     /// their feature fields, and always `lang` and `task`, which must agree with the folder. A
     /// kept cell without the split's file is an error.
     pub fn read(
@@ -225,7 +225,7 @@ impl Mixture {
             }
             let mut cell_examples = read_jsonl(&path, &names)?;
             if let Some(max) = max_per_cell {
-                cell_examples.truncate(max);
+                keep_spread(&mut cell_examples, max);
             }
             for ex in &mut cell_examples {
                 for (type_name, folder) in [(LANG, &cell.lang), (TASK, &cell.task)] {

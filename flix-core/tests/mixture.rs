@@ -191,3 +191,52 @@ fn split_files() {
         .to_string();
     assert!(err.contains("nope.json"), "{err}");
 }
+
+/// A cap spreads over the cell's file: a file sorted by label (12 lines, 3 labels of 4) capped
+/// at 3 keeps one line of each label, where its first 3 lines would all be one label.
+#[test]
+fn a_cap_spreads_over_a_label_sorted_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("m");
+    let lines: String = ["negative", "neutral", "positive"]
+        .iter()
+        .flat_map(|label| {
+            (0..4).map(move |i| {
+                format!(
+                    "{}\n",
+                    serde_json::json!({"input": format!("{label}-{i}"), "target": label})
+                )
+            })
+        })
+        .collect();
+    write(&root.join("sentiment/yor/train.jsonl"), &lines);
+    let m = Mixture::open(&root).unwrap();
+    let capped = m
+        .read(Split::Train, &["lang", "task"], Some(3), |_| true)
+        .unwrap();
+    let inputs: Vec<&str> = capped.iter().map(|e| e.input.as_str()).collect();
+    assert_eq!(inputs, ["negative-0", "neutral-0", "positive-0"]);
+}
+
+/// Every cap of every length: `min(len, max)` positions, strictly rising, the first one 0, all
+/// inside; `keep_spread` keeps exactly those.
+#[test]
+fn spread_positions_cover_the_file() {
+    for len in 0..40 {
+        for max in 1..45 {
+            let p = flix_core::spread_positions(len, max);
+            assert_eq!(p.len(), len.min(max), "len {len} max {max}");
+            assert!(
+                p.windows(2).all(|w| w[0] < w[1]),
+                "len {len} max {max}: {p:?}"
+            );
+            assert!(p.iter().all(|&i| i < len));
+            if len > 0 {
+                assert_eq!(p[0], 0);
+            }
+            let mut items: Vec<usize> = (0..len).collect();
+            flix_core::keep_spread(&mut items, max);
+            assert_eq!(items, p);
+        }
+    }
+}

@@ -179,3 +179,39 @@ fn mixture_root_split_cells_must_exist() {
         "{err}"
     );
 }
+
+/// `cap_per_cell` over interleaved cells: each cell keeps its examples at the spread positions
+/// of its own sequence (here 2 of 6: its 1st and 4th), so a cell sorted by label keeps both
+/// labels; the order of the list is kept.
+#[test]
+fn a_per_cell_cap_spreads_over_each_cell() {
+    let file: std::sync::Arc<Path> = std::sync::Arc::from(Path::new("mixed.jsonl"));
+    let mut examples = Vec::new();
+    for i in 0..6 {
+        for lang in ["eng", "deu"] {
+            let label = if i < 3 { "negative" } else { "positive" };
+            let text = format!(
+                r#"{{"lang":"{lang}","task":"sentiment","input":"{lang}-{i}","target":"{label}"}}"#
+            );
+            let location = flix_core::Location {
+                file: file.clone(),
+                line: examples.len() + 1,
+            };
+            examples.push(flix_core::data::parse_line(&text, location, &["lang", "task"]).unwrap());
+        }
+    }
+    flix_model::train::data::cap_per_cell(&mut examples, &["lang", "task"], 2);
+    let kept: Vec<(&str, &str)> = examples
+        .iter()
+        .map(|e| (e.input.as_str(), e.target.as_str()))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            ("eng-0", "negative"),
+            ("deu-0", "negative"),
+            ("eng-3", "positive"),
+            ("deu-3", "positive")
+        ]
+    );
+}

@@ -189,7 +189,11 @@ impl PeriodicEval {
                 let mut indices: Vec<usize> = set
                     .by_cell
                     .iter()
-                    .flat_map(|members| members.iter().take(m).copied())
+                    .flat_map(|members| {
+                        flix_core::spread_positions(members.len(), m)
+                            .into_iter()
+                            .map(|p| members[p])
+                    })
                     .collect();
                 indices.sort_unstable();
                 indices.into_iter().map(|i| examples[i].clone()).collect()

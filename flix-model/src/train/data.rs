@@ -238,14 +238,33 @@ pub fn training_examples(spec: &TrainSpec) -> Result<TrainingData> {
     Ok(TrainingData { examples, holdout })
 }
 
-/// Keeps the first `max` examples of each cell (by [`cell_name`] over `type_names`), in order.
+/// Keeps at most `max` examples of each cell (by [`cell_name`] over `type_names`), spread over
+/// the cell's examples as [`flix_core::spread_positions`] says, in order.
 pub fn cap_per_cell(examples: &mut Vec<Example>, type_names: &[&str], max: usize) {
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    examples.retain(|ex| {
-        let n = counts.entry(cell_name(ex, type_names)).or_default();
-        *n += 1;
-        *n <= max
-    });
+    let cells: Vec<String> = examples
+        .iter()
+        .map(|ex| cell_name(ex, type_names))
+        .collect();
+    let mut sizes: BTreeMap<&str, usize> = BTreeMap::new();
+    for cell in &cells {
+        *sizes.entry(cell).or_default() += 1;
+    }
+    let kept: BTreeMap<&str, Vec<usize>> = sizes
+        .iter()
+        .map(|(&cell, &len)| (cell, flix_core::spread_positions(len, max)))
+        .collect();
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    let keep: Vec<bool> = cells
+        .iter()
+        .map(|cell| {
+            let n = seen.entry(cell).or_default();
+            let position = *n;
+            *n += 1;
+            kept[cell.as_str()].binary_search(&position).is_ok()
+        })
+        .collect();
+    let mut flags = keep.into_iter();
+    examples.retain(|_| flags.next().unwrap_or(false));
 }
 
 /// Examples tokenized as training and evaluation see them (prompt, target, end-of-sequence),
