@@ -342,6 +342,26 @@ __device__ __forceinline__ void flix_run_tiles(int run, int num_tiles, int* firs
     *count = min(FLIX_RUN_TILES, num_tiles - *first);
 }
 
+// Stages the 64-token tiles of a run, columns c0..c0+32 of a [T, R] matrix (H or dH, converted
+// to the destination type), into dst[r][t][c]; rows past a tile's end and columns past R read
+// as 0. Shared by the FMA and the tensor-core weight-gradient kernels.
+template <int LD, typename S, typename Dt>
+__device__ __forceinline__ void flix_stage_run_cols(Dt (*dst)[FLIX_TILE_M][LD],
+                                                    const S* __restrict__ src, int R, int c0,
+                                                    const FlixTile* __restrict__ tiles, int first,
+                                                    int count) {
+    for (int r = 0; r < count; ++r) {
+        const FlixTile tile = tiles[first + r];
+        const int rows = (int)(tile.end - tile.start);
+        for (int e = threadIdx.x; e < FLIX_TILE_M * 32; e += FLIX_THREADS) {
+            const int t = e / 32, c = e % 32;
+            float v = 0.f;
+            if (t < rows && c0 + c < R) v = flix_to_f32(src[((long long)tile.start + t) * R + c0 + c]);
+            dst[r][t][c] = flix_from_f32<Dt>(v);
+        }
+    }
+}
+
 // dh_db: one pass over dY computes both
 //   dh_part[z, t, c] = Σ_{o in split z} dY[t, o] B_{k,f}[o, j]           (dH's split partial)
 //   db_part[slot - f0, o, c] = Σ_{t in the stretch} dY[t, o] H[t, c]     (o in split z; or
@@ -372,16 +392,7 @@ __device__ void flix_dh_db(const float* __restrict__ dY, int D, const float* __r
     const int o_end = min(D, o_begin + split_len);
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
 
-    for (int r = 0; r < count; ++r) {
-        const FlixTile tile = tiles[first + r];
-        const int rows = (int)(tile.end - tile.start);
-        for (int e = tid; e < M * NC; e += FLIX_THREADS) {
-            const int t = e / NC, c = e % NC;
-            float v = 0.f;
-            if (t < rows && c0 + c < R) v = H[((long long)tile.start + t) * R + c0 + c];
-            Hs[r][t][c] = v;
-        }
-    }
+    flix_stage_run_cols<NC + 1>(Hs, H, R, c0, tiles, first, count);
 
     float acc_h[RT][4][2], acc_b[4][2];
 #pragma unroll
@@ -507,16 +518,7 @@ __device__ void flix_da(const float* __restrict__ dH, const float* __restrict__ 
     const int i_end = min(D, i_begin + split_len);
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
 
-    for (int r = 0; r < count; ++r) {
-        const FlixTile tile = tiles[first + r];
-        const int rows = (int)(tile.end - tile.start);
-        for (int e = tid; e < M * NC; e += FLIX_THREADS) {
-            const int t = e / NC, c = e % NC;
-            float v = 0.f;
-            if (t < rows && c0 + c < R) v = dH[((long long)tile.start + t) * R + c0 + c];
-            Gs[r][t][c] = v;
-        }
-    }
+    flix_stage_run_cols<NC + 1>(Gs, dH, R, c0, tiles, first, count);
 
     float acc[2][4];  // rows c0 + ty + 16 a, columns tx + 16 b of the step
 #pragma unroll

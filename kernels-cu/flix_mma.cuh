@@ -308,25 +308,6 @@ __device__ __forceinline__ bool flix_rows_async_ok(const __nv_bfloat16* L, int D
     return (D & 7) == 0 && (reinterpret_cast<unsigned long long>(L) & 15) == 0;
 }
 
-// Stages the 64-token tiles of a run, columns c0..c0+32 of a [T, R] matrix (bf16 H, or f32 dH
-// rounded to bf16), into dst[r][t][c]; rows past a tile's end and columns past R read as 0.
-template <int LD, typename S>
-__device__ __forceinline__ void flix_stage_run_cols(__nv_bfloat16 (*dst)[FLIX_TILE_M][LD],
-                                                    const S* __restrict__ src, int R, int c0,
-                                                    const FlixTile* __restrict__ tiles, int first,
-                                                    int count) {
-    for (int r = 0; r < count; ++r) {
-        const FlixTile tile = tiles[first + r];
-        const int rows = (int)(tile.end - tile.start);
-        for (int e = threadIdx.x; e < FLIX_TILE_M * 32; e += FLIX_THREADS) {
-            const int t = e / 32, c = e % 32;
-            float v = 0.f;
-            if (t < rows && c0 + c < R) v = flix_to_f32(src[((long long)tile.start + t) * R + c0 + c]);
-            dst[r][t][c] = __float2bfloat16_rn(v);
-        }
-    }
-}
-
 // The flush of a weight-gradient sum held in Cs, after every warp stored its accumulator there
 // and the block met at a barrier. dB (DA = false): Cs is 64 rows of d_out (from n0) x 32 columns
 // of H (from c0); dA (DA = true): 32 columns of H (from c0) x 64 of d_in (from n0). For each
