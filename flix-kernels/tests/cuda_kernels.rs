@@ -199,8 +199,8 @@ fn kernels_match_the_oracle_on_shapes_that_reach_every_branch() {
 #[test]
 fn attention_matches_the_cpu_path_with_windows_scales_and_head_dim_256() {
     use flix_kernels::ops::attention::{
-        attention_backward, attention_decode_forward, attention_forward, AttentionShape,
-        KvCacheView,
+        attention_backward, attention_decode_forward, attention_decode_layer, attention_forward,
+        AttentionShape, DecodeLayerCaches, DecodeStep, KvCacheView,
     };
     let Some(cuda) = cuda_or_skip() else {
         return;
@@ -316,6 +316,50 @@ fn attention_matches_the_cpu_path_with_windows_scales_and_head_dim_256() {
                 "{}",
                 what("decode gave different values twice")
             );
+
+            // One step for two layers (this shape and a 2-key window), its tables uploaded once:
+            // each layer gives the bits of its own one-layer call; caches that moved after the
+            // step was built (copies elsewhere) are still read where they now lie.
+            let narrow = AttentionShape {
+                window: Some(2),
+                ..s
+            };
+            let layers = [
+                DecodeLayerCaches {
+                    shape: s,
+                    caches: &on_cuda,
+                },
+                DecodeLayerCaches {
+                    shape: narrow,
+                    caches: &on_cuda,
+                },
+            ];
+            let step = DecodeStep::new(&cuda, &q_starts, &layers).unwrap();
+            let layer0 = attention_decode_layer(&cq, &step, 0, &on_cuda).unwrap();
+            assert!(host(&layer0) == host(&got), "{}", what("step layer 0"));
+            let layer1 = attention_decode_layer(&cq, &step, 1, &on_cuda).unwrap();
+            let narrow_alone = attention_decode_forward(&cq, &on_cuda, &q_starts, narrow).unwrap();
+            assert!(
+                host(&layer1) == host(&narrow_alone),
+                "{}",
+                what("step layer 1")
+            );
+            let moved: Vec<_> = caches
+                .iter()
+                .map(|(k, v, _, _, len)| {
+                    let copy = |x: &flix_kernels::Tensor| {
+                        let values: Vec<f32> = host(x).iter().map(|&e| e as f32).collect();
+                        tensor(&cuda, dtype, x.shape(), &values)
+                    };
+                    (copy(k), copy(v), *len)
+                })
+                .collect();
+            let moved_views: Vec<KvCacheView> = moved
+                .iter()
+                .map(|(k, v, len)| KvCacheView { k, v, len: *len })
+                .collect();
+            let from_moved = attention_decode_layer(&cq, &step, 0, &moved_views).unwrap();
+            assert!(host(&from_moved) == host(&got), "{}", what("moved caches"));
         }
     }
     // Past the largest limit the launcher says so, naming both numbers.

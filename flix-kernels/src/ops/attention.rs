@@ -16,10 +16,15 @@
 //! ```
 //!
 //! Generation attends new queries over each sequence's own key/value cache where it lies
-//! ([`attention_decode_forward`] with one [`KvCacheView`] per sequence), with the same masking,
-//! so a decode step never copies the caches into a packed K and V.
+//! ([`attention_decode_forward`] with one [`KvCacheView`] per sequence, or every layer of a step
+//! from one [`DecodeStep`]; `ops/attention_decode.rs`), with the same masking, so a decode step
+//! never copies the caches into a packed K and V.
 
 use rayon::prelude::*;
+
+pub use super::attention_decode::{
+    attention_decode_forward, attention_decode_layer, DecodeLayerCaches, DecodeStep, KvCacheView,
+};
 
 use crate::batch::SegmentStarts;
 use crate::error::{KernelError, Result};
@@ -55,14 +60,14 @@ impl AttentionShape {
 
     /// The first key (relative to its segment's start) that the query at relative position `i`
     /// sees.
-    fn first_visible(&self, i: usize) -> usize {
+    pub(crate) fn first_visible(&self, i: usize) -> usize {
         match self.window {
             Some(w) => (i + 1).saturating_sub(w),
             None => 0,
         }
     }
 
-    fn check_heads(&self, op: &'static str) -> Result<()> {
+    pub(crate) fn check_heads(&self, op: &'static str) -> Result<()> {
         let heads_ok =
             self.kv_heads != 0 && self.heads.is_multiple_of(self.kv_heads) && self.head_dim != 0;
         if !heads_ok {
@@ -447,127 +452,7 @@ pub fn attention_backward(
     ))
 }
 
-/// One sequence's key/value cache as [`attention_decode_forward`] reads it, in place: K and V
-/// are `[capacity, kv_heads · head_dim]` buffers (on the device of the queries) whose first
-/// `len` rows are the sequence's keys and values so far; the rows past `len` are never read.
-#[derive(Clone, Copy, Debug)]
-pub struct KvCacheView<'a> {
-    pub k: &'a Tensor,
-    pub v: &'a Tensor,
-    pub len: usize,
-}
-
-/// Forward attention of new queries against each sequence's own key/value cache, read where it
-/// lies (generation; no backward).
-///
-/// Sequence s has queries `q_starts[s]..q_starts[s + 1]` and the cache `caches[s]`, whose last
-/// rows are the keys of those same queries (the step appends them before attending): the query
-/// with local index j sits at key position `len − q_len + j` and attends the keys up to it,
-/// within the sliding window counted back from that position. Returns O `[Tq, heads · head_dim]`.
-pub fn attention_decode_forward(
-    q: &Tensor,
-    caches: &[KvCacheView],
-    q_starts: &[usize],
-    shape: AttentionShape,
-) -> Result<Tensor> {
-    let _profile = crate::profile::scope("attention_decode_forward", q.device());
-    const OP: &str = "attention_decode_forward";
-    let AttentionShape {
-        heads,
-        kv_heads,
-        head_dim: hd,
-        scale,
-        ..
-    } = shape;
-    shape.check_heads(OP)?;
-    let tq = q.shape().first().copied().unwrap_or(0);
-    q.expect_shape(OP, "Q", &[tq, heads * hd])?;
-    let rises = q_starts.first() == Some(&0)
-        && q_starts.last() == Some(&tq)
-        && q_starts.windows(2).all(|w| w[0] <= w[1]);
-    if !rises || q_starts.len() != caches.len() + 1 {
-        return Err(KernelError::Invalid {
-            op: OP,
-            message: format!(
-                "query starts {q_starts:?} must rise from 0 to the {tq} query rows, one segment \
-                 per cache ({} caches)",
-                caches.len()
-            ),
-        });
-    }
-    for (s, (cache, w)) in caches.iter().zip(q_starts.windows(2)).enumerate() {
-        let capacity = cache.k.shape().first().copied().unwrap_or(0);
-        cache
-            .k
-            .expect_shape(OP, "cached K", &[capacity, kv_heads * hd])?;
-        cache
-            .v
-            .expect_shape(OP, "cached V", &[capacity, kv_heads * hd])?;
-        let q_len = w[1] - w[0];
-        if cache.len > capacity || q_len > cache.len {
-            return Err(KernelError::Invalid {
-                op: OP,
-                message: format!(
-                    "sequence {s}: {q_len} queries and a cache of {} keys in {capacity} rows; \
-                     need queries <= keys <= rows",
-                    cache.len
-                ),
-            });
-        }
-        for (what, t) in [("cached K", cache.k), ("cached V", cache.v)] {
-            if !t.device().same(q.device()) {
-                return Err(KernelError::WrongDevice {
-                    op: OP,
-                    what,
-                    expected: q.device().to_string(),
-                    found: t.device().to_string(),
-                });
-            }
-        }
-    }
-    if let Device::Cuda(b) = q.device() {
-        return super::cuda::attention::attention_decode_forward(b, q, caches, q_starts, shape);
-    }
-    let qs = q.cpu_data(OP)?;
-    let group = heads / kv_heads;
-    let kv_ld = kv_heads * hd;
-    let mut out = vec![0.0f32; tq * heads * hd];
-    let mut scores = Vec::new();
-    for (cache, w) in caches.iter().zip(q_starts.windows(2)) {
-        let (ks, vs) = (cache.k.cpu_data(OP)?, cache.v.cpu_data(OP)?);
-        let offset = cache.len - (w[1] - w[0]);
-        for (j, i) in (w[0]..w[1]).enumerate() {
-            let last = offset + j;
-            let first = shape.first_visible(last);
-            for h in 0..heads {
-                let g = h / group;
-                let qi = &qs[i * heads * hd + h * hd..][..hd];
-                scores.clear();
-                let mut max = f32::NEG_INFINITY;
-                for kj in first..=last {
-                    let s = dot(qi, &ks[kj * kv_ld + g * hd..][..hd]) * scale;
-                    max = max.max(s);
-                    scores.push(s);
-                }
-                let mut sum = 0.0f32;
-                for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
-                }
-                let o = &mut out[i * heads * hd + h * hd..][..hd];
-                for (p, kj) in scores.iter().zip(first..=last) {
-                    let vj = &vs[kj * kv_ld + g * hd..][..hd];
-                    for (a, b) in o.iter_mut().zip(vj) {
-                        *a += p / sum * b;
-                    }
-                }
-            }
-        }
-    }
-    Tensor::cpu(&[tq, heads * hd], out)
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 

@@ -2,6 +2,7 @@
 
 pub mod adamw;
 pub mod attention;
+mod attention_decode;
 pub mod cast;
 pub mod cross_entropy;
 pub(crate) mod cuda;

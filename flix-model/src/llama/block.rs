@@ -19,13 +19,14 @@
 
 use flix_kernels::flix::DevicePlan;
 use flix_kernels::ops::attention::{
-    attention_backward, attention_decode_forward, attention_forward, AttentionShape, KvCacheView,
+    attention_backward, attention_decode_layer, attention_forward, AttentionShape, DecodeStep,
+    KvCacheView,
 };
 use flix_kernels::ops::elementwise::{add_assign, copy_rows};
 use flix_kernels::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 use flix_kernels::ops::rope::{inv_freq, rope_backward, rope_forward};
 use flix_kernels::ops::swiglu::{gated_backward, gated_forward, GateActivation};
-use flix_kernels::{DeviceBatch, Tensor};
+use flix_kernels::{DType, Device, DeviceBatch, Tensor};
 
 use super::linear::{Linear, LinearSaved};
 use super::param::{MakeParam, Param, ParamKind};
@@ -143,6 +144,37 @@ pub struct SequenceCache {
 }
 
 impl SequenceCache {
+    /// Makes room for `n` more rows in `slot` (created empty, `[_, kv_dim]` in `dtype` on
+    /// `device`, when it is None), doubling the capacity when it must grow, so the rows of a
+    /// decoding step are appended without moving the cache: the step's attention tables,
+    /// built before its first layer, then still point at it.
+    fn reserve(
+        slot: &mut Option<Self>,
+        n: usize,
+        kv_dim: usize,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<()> {
+        if matches!(slot, Some(c) if c.len + n <= c.k.shape()[0]) {
+            return Ok(());
+        }
+        let old = slot.take();
+        let (len, capacity) = old.as_ref().map_or((0, 0), |c| (c.len, c.k.shape()[0]));
+        let capacity = (2 * capacity).max(len + n).max(16);
+        let fresh = || Tensor::zeros(device, dtype, &[capacity, kv_dim]);
+        let mut grown = Self {
+            k: fresh()?,
+            v: fresh()?,
+            len,
+        };
+        if let Some(old) = old {
+            copy_rows(&old.k, 0, &mut grown.k, 0, len)?;
+            copy_rows(&old.v, 0, &mut grown.v, 0, len)?;
+        }
+        *slot = Some(grown);
+        Ok(())
+    }
+
     /// Appends rows `from..from + n` of the step's `k` and `v` (`[T, kv_dim]`).
     fn append(
         slot: &mut Option<Self>,
@@ -151,30 +183,51 @@ impl SequenceCache {
         from: usize,
         n: usize,
     ) -> Result<()> {
-        let kv_dim = k.shape()[1];
-        let mut cache = match slot.take() {
-            Some(c) if c.len + n <= c.k.shape()[0] => c,
-            old => {
-                let (len, capacity) = old.as_ref().map_or((0, 0), |c| (c.len, c.k.shape()[0]));
-                let capacity = (2 * capacity).max(len + n).max(16);
-                let fresh = || Tensor::zeros(k.device(), k.dtype(), &[capacity, kv_dim]);
-                let mut grown = Self {
-                    k: fresh()?,
-                    v: fresh()?,
-                    len,
-                };
-                if let Some(old) = old {
-                    copy_rows(&old.k, 0, &mut grown.k, 0, len)?;
-                    copy_rows(&old.v, 0, &mut grown.v, 0, len)?;
-                }
-                grown
-            }
-        };
+        Self::reserve(slot, n, k.shape()[1], k.device(), k.dtype())?;
+        let cache = slot
+            .as_mut()
+            .ok_or_else(|| ModelError::Batch("a reserved cache slot is empty".into()))?;
         copy_rows(k, from, &mut cache.k, cache.len, n)?;
         copy_rows(v, from, &mut cache.v, cache.len, n)?;
         cache.len += n;
-        *slot = Some(cache);
         Ok(())
+    }
+}
+
+impl LayerCache {
+    /// Makes room in the caches of `seqs` (slots) for `new_rows[i]` more rows of sequence i.
+    pub fn reserve(
+        &mut self,
+        seqs: &[usize],
+        new_rows: &[usize],
+        shape: AttentionShape,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<()> {
+        for (&slot, &n) in seqs.iter().zip(new_rows) {
+            let entry = self
+                .slots
+                .get_mut(slot)
+                .ok_or_else(|| ModelError::Batch(format!("cache slot {slot} does not exist")))?;
+            SequenceCache::reserve(entry, n, shape.kv_heads * shape.head_dim, device, dtype)?;
+        }
+        Ok(())
+    }
+
+    /// The caches of `seqs` as they will be once a step appends `new_rows[i]` rows to sequence
+    /// i (their rows reserved by [`LayerCache::reserve`]), for [`DecodeStep::new`].
+    pub fn views_after(&self, seqs: &[usize], new_rows: &[usize]) -> Result<Vec<KvCacheView<'_>>> {
+        seqs.iter()
+            .zip(new_rows)
+            .map(|(&slot, &n)| match self.slots.get(slot) {
+                Some(Some(c)) => Ok(KvCacheView {
+                    k: &c.k,
+                    v: &c.v,
+                    len: c.len + n,
+                }),
+                _ => Err(ModelError::Batch(format!("cache slot {slot} is empty"))),
+            })
+            .collect()
     }
 }
 
@@ -530,15 +583,18 @@ impl DecoderLayer {
     /// Forward for generation: the batch holds the new tokens of sequences `seqs` (indices into
     /// `cache`), at positions continuing their cached ones. Appends their keys and values to
     /// the cache and attends over everything cached (the sliding window, if any, counts back
-    /// from each query's own position). Saves nothing.
+    /// from each query's own position), as layer `layer` of the decoding step `step`, whose
+    /// tables were built with this layer's caches reserved. Saves nothing.
     pub fn forward_cached(
         &self,
         inp: &LayerInputs,
         x: Tensor,
         cache: &mut LayerCache,
         seqs: &[usize],
+        step: &DecodeStep,
+        layer: usize,
     ) -> Result<Tensor> {
-        let (b, s) = (inp.batch, self.shape);
+        let b = inp.batch;
         let (xn1, _) = rmsnorm_forward(&x, &self.input_norm.value, self.eps)?;
         let Qkv { q, k, v, .. } = self.qkv(inp, &xn1)?;
         // Append the step's keys and values to each sequence's cache, then attend over the
@@ -551,18 +607,8 @@ impl DecoderLayer {
             let (from, n) = (b.starts()[seg], b.starts()[seg + 1] - b.starts()[seg]);
             SequenceCache::append(entry, &k, &v, from, n)?;
         }
-        let views = seqs
-            .iter()
-            .map(|&slot| match cache.slots.get(slot) {
-                Some(Some(c)) => Ok(KvCacheView {
-                    k: &c.k,
-                    v: &c.v,
-                    len: c.len,
-                }),
-                _ => Err(ModelError::Batch(format!("cache slot {slot} is empty"))),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let attn = attention_decode_forward(&q, &views, b.starts(), s)?;
+        let views = cache.views_after(seqs, &vec![0; seqs.len()])?;
+        let attn = attention_decode_layer(&q, step, layer, &views)?;
         let (o, _) = self.o_proj.forward(inp.plan(), &attn)?;
         let (x_mid, _) = self.join_attention(o, &x)?;
         Ok(self.mlp(inp.plan(), &x_mid)?.out)

@@ -10,6 +10,7 @@
 //! `LlamaModel::generate` (so `flix generate` and evaluation) and `flix serve` all decode here.
 
 use flix_core::TypeShape;
+use flix_kernels::ops::attention::{DecodeLayerCaches, DecodeStep};
 
 use super::block::{LayerCache, LayerInputs};
 use super::generate::{sample, GenerationConfig};
@@ -263,9 +264,38 @@ impl<'m> Decoder<'m> {
         let batch = model.upload(&batch)?;
         let inputs = LayerInputs { batch: &batch };
         let cache_slots: Vec<usize> = self.active.iter().map(|a| a.cache_slot).collect();
-        let mut x = model.embed_tokens(&batch)?;
+        // Every layer's caches get room for the step's rows first, so that the step's attention
+        // tables (every layer's cache addresses and the work units, one upload) stay valid
+        // while the layers append.
+        let new_rows: Vec<usize> = self.active.iter().map(|a| a.pending.len()).collect();
+        let device = &model.device;
         for (layer, cache) in model.layers.iter().zip(&mut self.caches) {
-            x = layer.forward_cached(&inputs, x, cache, &cache_slots)?;
+            cache.reserve(
+                &cache_slots,
+                &new_rows,
+                layer.attention_shape(),
+                device,
+                model.dtype(),
+            )?;
+        }
+        let views = self
+            .caches
+            .iter()
+            .map(|c| c.views_after(&cache_slots, &new_rows))
+            .collect::<Result<Vec<_>>>()?;
+        let layer_caches: Vec<DecodeLayerCaches> = model
+            .layers
+            .iter()
+            .zip(&views)
+            .map(|(layer, caches)| DecodeLayerCaches {
+                shape: layer.attention_shape(),
+                caches,
+            })
+            .collect();
+        let step = DecodeStep::new(device, batch.starts(), &layer_caches)?;
+        let mut x = model.embed_tokens(&batch)?;
+        for (index, (layer, cache)) in model.layers.iter().zip(&mut self.caches).enumerate() {
+            x = layer.forward_cached(&inputs, x, cache, &cache_slots, &step, index)?;
         }
         let logits = model.last_token_logits(&x, batch.starts())?;
 

@@ -1,5 +1,6 @@
 //! Launchers of `transformer_attention.cu`: causal GQA attention over packed segments, forward
-//! and backward, and the decode step over per-sequence KV caches read in place, with the shape's softmax scale and sliding window.
+//! and backward, with the shape's softmax scale and sliding window (the decode step over
+//! per-sequence KV caches is `attention_decode.rs`).
 //! Shapes and segment starts are checked by the op functions in `ops/attention.rs`; here: one
 //! device, one dtype, head_dim within the kernels' limit, then the launches.
 
@@ -13,7 +14,7 @@ use super::{blocks, grid_stride, same_device_and_dtype, suffix, tiles, to_i32, u
 use crate::batch::SegmentStarts;
 use crate::cuda::CudaBackend;
 use crate::error::{KernelError, Result};
-use crate::ops::attention::{AttentionShape, KvCacheView};
+use crate::ops::attention::AttentionShape;
 use crate::{DType, Device, Tensor};
 
 /// Rows per tile (ATT_TILE and ATT_BK_BWD in the kernel source).
@@ -23,14 +24,14 @@ const FORWARD_KEYS: usize = 32;
 /// The head-dim limits the tiled kernels are compiled for (ATT_TILED_ENTRIES): the launcher
 /// takes the smallest that holds head_dim, since the limit sizes each thread's accumulators.
 const HEAD_DIM_LIMITS: [usize; 3] = [64, 128, 256];
-const THREADS: u32 = 128;
+pub(super) const THREADS: u32 = 128;
 /// Threads per query row in the tensor-core forward's softmax (ATT_ROW_THREADS).
 const ROW_THREADS: usize = THREADS as usize / TILE;
 /// Dynamic shared memory a kernel may use without raising its limit.
 const DEFAULT_SHARED_BYTES: usize = 48 * 1024;
 
 /// The entry-name part `hd64`, `hd128` or `hd256` for `head_dim`, or an error past the largest.
-fn head_dim_limit(op: &'static str, shape: AttentionShape) -> Result<String> {
+pub(super) fn head_dim_limit(op: &'static str, shape: AttentionShape) -> Result<String> {
     match HEAD_DIM_LIMITS.iter().find(|&&l| shape.head_dim <= l) {
         Some(limit) => Ok(format!("hd{limit}")),
         None => Err(KernelError::Invalid {
@@ -54,7 +55,7 @@ fn window_arg(shape: AttentionShape) -> i32 {
 
 /// Which kernel's shared-memory layout to size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Layout {
+pub(super) enum Layout {
     Forward,
     BackwardDq,
     BackwardDkDv,
@@ -188,7 +189,7 @@ fn shared_bytes(layout: Layout, head_dim: usize) -> usize {
 /// raising the kernel's dynamic shared-memory limit past the default where it needs more (every
 /// kernel at head dims above 128, the tensor-core forward and dQ from 128); an error naming both
 /// sizes if the device allows less.
-fn launch_config(
+pub(super) fn launch_config(
     backend: &CudaBackend,
     op: &'static str,
     f: &CudaFunction,
@@ -334,210 +335,6 @@ pub fn attention_forward(
     const OP: &str = "attention_forward";
     let segments = segments.cuda(OP, &Device::Cuda(backend.clone()))?;
     forward(backend, OP, (q, k, v), segments, &segments.starts, shape)
-}
-
-/// Keys per work unit of the decode kernel (ATT_DECODE_KEYS): a query row that sees more is
-/// split over several blocks whose partial results the combine kernel joins.
-const DECODE_KEYS: usize = 256;
-
-/// How the decode kernel covers a call, as the kernel's i32 records: per work unit
-/// `{sequence, query row, first key, end key, partial index or −1}` (AttDecodeUnit), per split
-/// row `{row, first partial, partials}` (AttDecodeCombine), and the number of partials.
-#[derive(Debug, PartialEq, Eq)]
-struct DecodePlan {
-    units: Vec<[i32; 5]>,
-    combines: Vec<[i32; 3]>,
-    parts: usize,
-}
-
-/// Each query row sees the keys from its window's start up to its own position (the row j of a
-/// sequence with q_len queries and len keys sits at position len − q_len + j); rows seeing more
-/// than `DECODE_KEYS` keys are cut into units of `DECODE_KEYS` from their first key on.
-fn decode_plan(
-    op: &'static str,
-    lens: &[usize],
-    q_starts: &[usize],
-    shape: AttentionShape,
-) -> Result<DecodePlan> {
-    let i32_ = |what, n| to_i32(op, what, n);
-    let mut plan = DecodePlan {
-        units: Vec::new(),
-        combines: Vec::new(),
-        parts: 0,
-    };
-    for (s, (&len, w)) in lens.iter().zip(q_starts.windows(2)).enumerate() {
-        let q_len = w[1] - w[0];
-        for (j, row) in (w[0]..w[1]).enumerate() {
-            let position = len - q_len + j;
-            let first = shape
-                .window
-                .map_or(0, |window| (position + 1).saturating_sub(window));
-            let end = position + 1;
-            let pieces = (end - first).div_ceil(DECODE_KEYS);
-            if pieces > 1 {
-                plan.combines.push([
-                    i32_("query row", row)?,
-                    i32_("partial index", plan.parts)?,
-                    i32_("partials", pieces)?,
-                ]);
-            }
-            for piece in 0..pieces {
-                let begin = first + piece * DECODE_KEYS;
-                let part = if pieces > 1 {
-                    i32_("partial index", plan.parts + piece)?
-                } else {
-                    -1
-                };
-                plan.units.push([
-                    i32_("sequence index", s)?,
-                    i32_("query row", row)?,
-                    i32_("key position", begin)?,
-                    i32_("key position", (begin + DECODE_KEYS).min(end))?,
-                    part,
-                ]);
-            }
-            if pieces > 1 {
-                plan.parts += pieces;
-            }
-        }
-    }
-    Ok(plan)
-}
-
-/// Splits a device address into the two little-endian u32 words of its place in a table.
-fn address_words(address: u64) -> [u32; 2] {
-    [address as u32, (address >> 32) as u32]
-}
-
-/// The decode step against per-sequence caches read in place: one upload of the sequence table
-/// (AttDecodeSequence: K and V addresses, length, query rows), the work units and the split
-/// rows; the decode kernel over (units, Hkv); the combine kernel over (split rows, H).
-pub fn attention_decode_forward(
-    backend: &Arc<CudaBackend>,
-    q: &Tensor,
-    caches: &[KvCacheView],
-    q_starts: &[usize],
-    shape: AttentionShape,
-) -> Result<Tensor> {
-    const OP: &str = "attention_decode_forward";
-    let mut tensors = vec![("Q", q)];
-    for c in caches {
-        tensors.extend([("cached K", c.k), ("cached V", c.v)]);
-    }
-    let dtype = same_device_and_dtype(OP, backend, &tensors)?;
-    let limit = head_dim_limit(OP, shape)?;
-    let AttentionShape {
-        heads,
-        kv_heads,
-        head_dim,
-        scale,
-        ..
-    } = shape;
-    let tq = q.shape()[0];
-    let mut out = Tensor::zeros(
-        &Device::Cuda(backend.clone()),
-        dtype,
-        &[tq, heads * head_dim],
-    )?;
-    let lens: Vec<usize> = caches.iter().map(|c| c.len).collect();
-    let plan = decode_plan(OP, &lens, q_starts, shape)?;
-    if plan.units.is_empty() || heads == 0 {
-        return Ok(out);
-    }
-    let (h_i, hkv_i, hd_i) = (
-        to_i32(OP, "heads", heads)?,
-        to_i32(OP, "kv_heads", kv_heads)?,
-        to_i32(OP, "head_dim", head_dim)?,
-    );
-    let source = &kernels_cu::TRANSFORMER_ATTENTION;
-    let f = backend.function(
-        source,
-        &format!("attention_decode_{limit}_{}", suffix(dtype)),
-    )?;
-    let layout = Layout::Decode {
-        group: heads / kv_heads,
-    };
-    let config = launch_config(
-        backend,
-        OP,
-        &f,
-        (plan.units.len(), kv_heads),
-        layout,
-        head_dim,
-    )?;
-    let mut part_ml = workspace::<f32>(backend, plan.parts * heads * 2)?;
-    let mut part_acc = workspace::<f32>(backend, plan.parts * heads * head_dim)?;
-
-    {
-        let mut tensor_args = Args::new(backend);
-        let qp = tensor_args.read(OP, "Q", q)?;
-        let op_ = tensor_args.write(OP, "O", &mut out)?;
-        // The table, in u32 words: 8 per sequence (K and V addresses, len, q_start, q_len, unused),
-        // then the units (5), then the split rows (3). Sequences first keeps their 8-byte addresses
-        // aligned.
-        let mut words = Vec::with_capacity(8 * caches.len() + 5 * plan.units.len());
-        for (c, w) in caches.iter().zip(q_starts.windows(2)) {
-            words.extend(address_words(tensor_args.read(OP, "cached K", c.k)?));
-            words.extend(address_words(tensor_args.read(OP, "cached V", c.v)?));
-            words.extend([
-                to_i32(OP, "cache length", c.len)? as u32,
-                to_i32(OP, "query row", w[0])? as u32,
-                to_i32(OP, "query count", w[1] - w[0])? as u32,
-                0,
-            ]);
-        }
-        let units_at = words.len();
-        words.extend(plan.units.iter().flatten().map(|&x| x as u32));
-        let combines_at = words.len();
-        words.extend(plan.combines.iter().flatten().map(|&x| x as u32));
-        let table = upload(backend, &words)?;
-        let mut table_args = Args::new(backend);
-        let table_p = table_args.slice(&table);
-        let (units_p, combines_p) = (
-            table_p + 4 * units_at as u64,
-            table_p + 4 * combines_at as u64,
-        );
-        let (mlp, accp) = (
-            table_args.slice_mut(&mut part_ml),
-            table_args.slice_mut(&mut part_acc),
-        );
-        let mut b = backend.stream().launch_builder(&f);
-        b.arg(&qp)
-            .arg(&op_)
-            .arg(&mlp)
-            .arg(&accp)
-            .arg(&table_p)
-            .arg(&units_p)
-            .arg(&h_i)
-            .arg(&hkv_i)
-            .arg(&hd_i)
-            .arg(&scale);
-        // SAFETY: matches attention_decode_hd*_*(const T*, T*, float*, float*, const
-        // AttDecodeSequence*, const AttDecodeUnit*, int, int, int, float); the sequence table holds
-        // the live addresses of caches of [capacity, kv_heads · head_dim] with len <= capacity (the
-        // op checked), every unit's keys lie within its sequence's len and its row within Q, the
-        // partial indices within the workspaces, and the shared memory is the kernel's layout.
-        unsafe { b.launch(config) }?;
-        if !plan.combines.is_empty() {
-            let combine = backend.function(
-                source,
-                &format!("attention_decode_combine_{}", suffix(dtype)),
-            )?;
-            let config = blocks(OP, (plan.combines.len(), heads), THREADS)?;
-            let mut b = backend.stream().launch_builder(&combine);
-            b.arg(&mlp)
-                .arg(&accp)
-                .arg(&op_)
-                .arg(&combines_p)
-                .arg(&h_i)
-                .arg(&hd_i);
-            // SAFETY: matches attention_decode_combine_*(const float*, const float*, T*, const
-            // AttDecodeCombine*, int, int); every split row's partials were written by the decode
-            // launch before it on the same stream.
-            unsafe { b.launch(config) }?;
-        }
-    }
-    Ok(out)
 }
 
 /// Returns (dQ, dK, dV).
@@ -833,57 +630,6 @@ int main() {
         assert_eq!(limit(256).unwrap(), "hd256");
         let err = limit(257).unwrap_err().to_string();
         assert!(err.contains("257") && err.contains("256"), "{err}");
-    }
-
-    /// Each query row's visible keys (causal, window counted back from its own position) are
-    /// covered once, in order, by units of at most DECODE_KEYS; split rows name their partials.
-    #[test]
-    fn decode_units_cover_each_rows_visible_keys_once() {
-        // Caches of 256 keys (one full unit), 600 (a split row) and 3 (three queries), and an
-        // empty query range.
-        let (lens, q_starts) = ([256, 600, 3, 5], [0, 1, 2, 5, 5]);
-        for window in [None, Some(300), Some(2)] {
-            let mut shape = AttentionShape::new(4, 2, 8);
-            shape.window = window;
-            let plan = decode_plan("test", &lens, &q_starts, shape).unwrap();
-            let mut parts_seen = 0;
-            let mut combines = plan.combines.iter();
-            for (s, (&len, w)) in lens.iter().zip(q_starts.windows(2)).enumerate() {
-                for (j, row) in (w[0]..w[1]).enumerate() {
-                    let position = len - (w[1] - w[0]) + j;
-                    let first = window.map_or(0, |x| (position + 1).saturating_sub(x));
-                    let units: Vec<_> = plan.units.iter().filter(|u| u[1] == row as i32).collect();
-                    let mut next = first as i32;
-                    for u in &units {
-                        assert_eq!((u[0], u[2]), (s as i32, next), "{window:?} row {row}");
-                        assert!(u[3] > u[2] && u[3] - u[2] <= DECODE_KEYS as i32);
-                        next = u[3];
-                    }
-                    assert_eq!(next, position as i32 + 1, "{window:?} row {row}");
-                    if units.len() > 1 {
-                        let c = combines.next().unwrap();
-                        assert_eq!(*c, [row as i32, parts_seen, units.len() as i32]);
-                        for (i, u) in units.iter().enumerate() {
-                            assert_eq!(u[4], parts_seen + i as i32);
-                        }
-                        parts_seen += units.len() as i32;
-                    } else {
-                        assert_eq!(units[0][4], -1);
-                    }
-                }
-            }
-            assert!(combines.next().is_none());
-            assert_eq!(plan.parts, parts_seen as usize);
-            // Without a window the 600-key row takes three units; a window of 300, two.
-            let long_row = plan.units.iter().filter(|u| u[1] == 1).count();
-            assert_eq!(
-                long_row,
-                [3, 2, 1][[None, Some(300), Some(2)]
-                    .iter()
-                    .position(|w| *w == window)
-                    .unwrap()]
-            );
-        }
     }
 
     #[test]

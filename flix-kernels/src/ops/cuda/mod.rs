@@ -9,6 +9,7 @@
 //! launch plumbing (`Args`, the checks, grids, uploads) is `crate::cuda::launch`.
 
 pub mod attention;
+pub mod attention_decode;
 pub mod cross_entropy;
 pub mod elementwise;
 pub mod embedding;
