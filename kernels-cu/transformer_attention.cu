@@ -1,9 +1,9 @@
 // Causal attention with grouped KV heads over packed variable-length segments (ops/attention.rs),
 // with an optional sliding window and a softmax scale given by the caller. transformer_common.cuh
-// is prepended. Two families of kernels with the same arguments, grids and work units: tiled
-// CUDA-core FMA kernels for f32 and for head dims that are not multiples of 16, and tensor-core
-// kernels (nvcuda::wmma m16n16k16, bf16 in, f32 accumulate; *_mma_*) for bf16 at head dims that
-// are multiples of 16, which the launcher takes then. Neither has been tuned on a GPU. At the end
+// is prepended. Two families of kernels with the same arguments and grid shapes: tiled CUDA-core
+// FMA kernels for f32 and for head dims that are not multiples of 16, and tensor-core kernels
+// (nvcuda::wmma m16n16k16, bf16 in, f32 accumulate; *_mma_*) for bf16 at head dims that are
+// multiples of 16, which the launcher takes then. Neither has been tuned on a GPU. At the end
 // of the file, the decode kernel over per-sequence KV caches read in place (described there; it
 // has not run on a GPU).
 //
@@ -13,9 +13,12 @@
 // p − window < i ≤ p, never another segment's (with q_starts == kv_starts this is plain causal
 // self-attention; the decode step passes a longer KV cache). No window is window = INT_MAX.
 // Scores are q·k · scale. Query head h reads KV head h / (H / Hkv). Work units: tiles of at most
-// ATT_TILE = 16 rows of one segment, {segment, start, end} built by the host (like flix_core's
-// Tile); the backward is self-attention (one `starts` array) and uses the same tiles as key tiles.
-// Every block has 128 threads (4 warps).
+// ATT_TILE = 16 rows of one segment, {segment, start, end} built by the host once per batch (like
+// flix_core's Tile); the backward is self-attention (one `starts` array) and uses the same tiles
+// as key tiles. The tensor-core forward and dQ take tiles of at most ATT_POS_TILE = 64 positions
+// instead (also built once per batch, independent of the heads) and cut each into blocks of packed
+// (position, query head) rows of one KV head's group ("Packed rows" below). Every block has 128
+// threads (4 warps).
 //
 // FMA kernels:
 //   attention_forward_*:  grid (query tiles, H). Keys in chunks of ATT_BK = 32 through shared
@@ -38,14 +41,17 @@
 // (m, l, lse, D) and every accumulation in f32. The tiles a block streams come through a
 // two-stage cp.async pipeline (16-byte asynchronous copies): the next tile lands while the
 // current one is computed.
-//   attention_forward_mma_*:   grid (query tiles, H); per 32-key chunk (K, V streamed): S = Q Kᵀ
-//                              as four partial products (key block x half of head_dim, one per
-//                              warp), online softmax by all threads (8 per row), P V on all four
-//                              warps (column blocks), folded into per-thread f32 accumulators.
-//   attention_bwd_dq_mma_*:    grid (query tiles, H); Q, dO, lse, D of the tile stay in shared
-//                              memory; per 32-key chunk (K, V streamed): S on warps 0-1, dP = dO Vᵀ
-//                              on warps 2-3, dS by all threads, dQ += dS K into f32 fragments held
-//                              in registers (warp w: column blocks w, w + 4, ...).
+//   attention_forward_mma_*:   grid (position tiles, H): block (tile, y) owns up to 64 packed
+//                              rows, the (position, query head) pairs of KV head y / G's group
+//                              (G = H / Hkv), position-major, 16 per warp; each 32-key chunk of
+//                              K and V it streams serves all of them (G heads x its positions).
+//                              Flash-attention-2 style: each warp computes S = Q Kᵀ for its rows,
+//                              runs their online softmax (two lanes per row, m and l in
+//                              registers) and accumulates P V into its own wmma fragments, with
+//                              no block barrier inside a chunk.
+//   attention_bwd_dq_mma_*:    the same grid and packed rows; each warp keeps its rows' Q, dO
+//                              (shared), lse, D (registers); per 32-key chunk: S and dP = dO Vᵀ,
+//                              dS by its lanes, dQ += dS K into its own f32 fragments.
 //   attention_bwd_dkdv_mma_*:  grid (key tiles, Hkv); the tile's 16 keys of K and V loaded once
 //                              for the whole group of query heads (GQA/MQA); per (head, 16-query
 //                              block) step (Q, dO, lse, D streamed): S and dP as four half-head-dim
@@ -58,15 +64,18 @@
 // Head dims: every kernel but the dot is compiled for three limits HD = 64, 128 and 256 (entry
 // names attention_forward_hd{64,128,256}_{f32,bf16}, attention_forward_mma_hd{64,128,256}_bf16,
 // attention_bwd_dq_mma_hd..., ...); the launcher picks the smallest that holds head_dim. HD sizes
-// the per-thread accumulators (registers: f32 arrays in the FMA kernels, HD / 64 wmma fragments
-// per output in the tensor-core ones). Shared memory is dynamic, sized for the actual head_dim
+// the per-thread accumulators (registers: f32 arrays in the FMA kernels; wmma fragments in the
+// tensor-core ones: HD / 16 per warp in the forward and dQ, a warp owning all columns of its 16
+// rows, HD / 64 per output in dK/dV). Shared memory is dynamic, sized for the actual head_dim
 // (FMA: f32 rows padded to hd + 1 floats, so that threads reading one column of different rows
 // hit different banks; tensor cores: bf16 rows of hd + 8). In KiB (rounded up) at hd 64 / 128 /
-// 256: FMA forward 23 / 43 / 83, FMA dQ and dK/dV 19 / 35 / 67; tensor-core forward 32 / 54 / 98,
-// dQ 33 / 57 / 105, dK/dV 25 / 41 / 73. Past the 48 KB default the launcher raises the
+// 256: FMA forward 23 / 43 / 83, FMA dQ and dK/dV 19 / 35 / 67; tensor-core forward 41 / 65 /
+// 113, dQ 59 / 91 / 155, dK/dV 25 / 41 / 73. Past the 48 KB default the launcher raises the
 // kernel's limit (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES; the H200 allows 227 KB per
-// block, so two blocks of any of them fit on a multiprocessor). The launcher computes the same
-// sizes (ops/cuda/attention.rs, shared_bytes) and every kernel traps at entry if given less.
+// block and 228 KB per multiprocessor, 1 KB of it reserved per block: two blocks of every kernel
+// fit at hd 128, and at hd 256 of every kernel but the tensor-core dQ, which runs one block per
+// multiprocessor there). The launcher computes the same sizes (ops/cuda/attention.rs,
+// shared_bytes) and every kernel traps at entry if given less.
 
 #include <cuda_pipeline_primitives.h>
 #include <mma.h>
@@ -466,33 +475,126 @@ __device__ __forceinline__ void att_require_mma(int hd, int bytes) {
     if (hd % 16 != 0 || tf_dynamic_shared_bytes() < (unsigned)bytes) __trap();
 }
 
-// The forward's row threads: 8 per query row (thread tid: row tid / 8, keys tid % 8 + 8c of a
-// chunk), which the per-row partial maxima and sums in shared memory bring together.
-#define ATT_ROW_THREADS (ATT_THREADS / ATT_TILE)
+// ---- Packed rows: the tensor-core forward and dQ ----
+//
+// A block of the tensor-core forward or dQ owns up to ATT_BLOCK_ROWS packed rows: the
+// (query position, query head) pairs of one KV head g's group of G = H / Hkv query heads,
+// position-major (packed row n of a work unit: position start + n / G, head g·G + n % G), 16 per
+// warp. The work units are tiles of at most ATT_POS_TILE query positions of one segment (built
+// by the host once per batch, like the 16-row tiles; they do not depend on G); a tile of P
+// positions holds P·G packed rows, cut into blocks of ATT_BLOCK_ROWS: grid (tiles, H), block
+// (tile, y) owning rows (y % G)·ATT_BLOCK_ROWS .. of KV head y / G (P ≤ ATT_POS_TILE = 64 makes
+// G blocks enough; those past the tile's rows return at once). So each K/V chunk a block stages
+// serves all of its rows: G heads × its positions. With G = 1 a block is 64 positions of one
+// head; with G > 64 one position's heads span several blocks; a G that does not divide 64 lets a
+// block hold part of a position's heads (every row is independent, so nothing else changes).
+
+#define ATT_POS_TILE 64
+#define ATT_BLOCK_ROWS (16 * ATT_WARPS)
+#define ATT_FULL_WARP 0xffffffffu
+static_assert(ATT_POS_TILE <= ATT_BLOCK_ROWS, "a tile's P*G rows must fit its G blocks");
+
+struct AttPackedRows {
+    int group;       // G, query heads per KV head
+    int kv_head;     // g
+    int first;       // the packed index (within the tile) of the block's row 0
+    int rows;        // the block's rows, 0 .. ATT_BLOCK_ROWS
+    int tile_start;  // the tile's first query row
+    // Query row (token) and head of the block's row r < rows.
+    __device__ int token(int r) const { return tile_start + (first + r) / group; }
+    __device__ int head(int r) const { return kv_head * group + (first + r) % group; }
+};
+
+__device__ __forceinline__ AttPackedRows att_packed_rows(const AttTile& tile, int heads,
+                                                         int kv_heads) {
+    AttPackedRows pr;
+    pr.group = heads / kv_heads;
+    pr.kv_head = blockIdx.y / pr.group;
+    pr.first = (blockIdx.y % pr.group) * ATT_BLOCK_ROWS;
+    const int left = (tile.end - tile.start) * pr.group - pr.first;
+    pr.rows = left < 0 ? 0 : left < ATT_BLOCK_ROWS ? left : ATT_BLOCK_ROWS;
+    pr.tile_start = tile.start;
+    return pr;
+}
+
+// The block's packed rows of a [tokens, heads·hd] bf16 matrix (Q or dO) into
+// dst[ATT_BLOCK_ROWS][ld] through the copy pipeline (as att_stage_bf16_async: 16-byte copies,
+// synchronous for a `src` off a 16-byte boundary); rows past pr.rows become 0.
+__device__ void att_stage_packed_async(__nv_bfloat16* dst, int ld, const __nv_bfloat16* src,
+                                       const AttPackedRows& pr, int heads, int hd) {
+    const bool aligned = (reinterpret_cast<unsigned long long>(src) & 15) == 0;
+    const int vecs = hd / 8;
+    for (int e = threadIdx.x; e < ATT_BLOCK_ROWS * vecs; e += blockDim.x) {
+        const int r = e / vecs, d = (e % vecs) * 8;
+        __nv_bfloat16* to = dst + r * ld + d;
+        if (r >= pr.rows) {
+            *reinterpret_cast<uint4*>(to) = make_uint4(0u, 0u, 0u, 0u);
+            continue;
+        }
+        const __nv_bfloat16* from = src + ((long long)pr.token(r) * heads + pr.head(r)) * hd + d;
+        if (aligned) {
+            __pipeline_memcpy_async(to, from, 16);
+        } else {
+            for (int i = 0; i < 8; ++i) to[i] = from[i];
+        }
+    }
+}
+
+// A warp's 16 x hd f32 accumulator (column fragments f: columns 16 f ..) written as bf16 rows
+// of dst: row r to element offset row_offset(r) (skipped where r is not a valid row, i.e. the
+// offset is negative), each value times row_factor. Through the warp's f32 scratch W
+// [16][ATT_MMA_LDS], two fragments at a time; lane pair (2r, 2r + 1) writes row r, 16 columns
+// each, with its own row_factor.
+template <int FRAGS>
+__device__ __forceinline__ void att_warp_store_rows(
+    const nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> (&acc)[FRAGS],
+    float* W, __nv_bfloat16* dst, long long row_offset, float row_factor, int hd) {
+    const int lane = threadIdx.x % 32, r = lane / 2, half = lane % 2;
+#pragma unroll
+    for (int f = 0; f < FRAGS; f += 2) {
+        if (f * 16 >= hd) break;
+        nvcuda::wmma::store_matrix_sync(W, acc[f], ATT_MMA_LDS, nvcuda::wmma::mem_row_major);
+        if (f + 1 < FRAGS && (f + 1) * 16 < hd)
+            nvcuda::wmma::store_matrix_sync(W + 16, acc[f + 1], ATT_MMA_LDS, nvcuda::wmma::mem_row_major);
+        __syncwarp();
+        const int col0 = (f + half) * 16;
+        if (row_offset >= 0 && col0 < hd) {
+#pragma unroll
+            for (int c = 0; c < 16; ++c)
+                dst[row_offset + col0 + c] =
+                    __float2bfloat16_rn(W[r * ATT_MMA_LDS + half * 16 + c] * row_factor);
+        }
+        __syncwarp();  // read before the next pair overwrites W
+    }
+}
+
+// The forward's running row maximum m moves only when a chunk's maximum exceeds it by more than
+// this (natural-log units): until then P = exp(s − m) stays below e^8 ≈ 3000 (harmless in f32 and
+// bf16), and the accumulator is not rescaled. Most chunks then need no rescale, which is the one
+// step that takes a warp's accumulator out of its registers (wmma hides which row an element
+// belongs to). The result is the same function: O = acc / l and lse = m + log l for any m.
+#define ATT_MAX_SLACK 8.f
 
 struct AttMmaShared {
     __nv_bfloat16 *Qb, *Kb[2], *Vb[2], *Pb;
-    float *S[2], *PV, *row_m, *row_l, *part_max, *part_sum;
+    float* W;
 };
 
 // The tensor-core forward's shared memory at `base` (when not null) for head_dim hd; returns its
-// size in bytes. The launcher (shared_bytes, Layout::ForwardMma) computes the same size.
+// size in bytes. The launcher (shared_bytes, Layout::ForwardMma) computes the same size. Q of
+// the block's rows; K and V chunks x 2 stages; per warp an f32 scratch W [16][ATT_MMA_LDS] (S,
+// then the rescale and the output) and P [16][ATT_MMA_LDP] in bf16.
 __host__ __device__ inline int att_forward_mma_layout(int hd, char* base, AttMmaShared* out) {
-    const int ldb = hd + 8, ldo = hd + 4;
+    const int ldb = hd + 8;
     AttCarver c{base};
     AttMmaShared sh;
-    sh.Qb = c.bf16(ATT_TILE * ldb);
+    sh.Qb = c.bf16(ATT_BLOCK_ROWS * ldb);
     for (int s = 0; s < 2; ++s) {
         sh.Kb[s] = c.bf16(ATT_BK * ldb);
         sh.Vb[s] = c.bf16(ATT_BK * ldb);
     }
-    for (int s = 0; s < 2; ++s) sh.S[s] = c.f32(ATT_TILE * ATT_MMA_LDS);
-    sh.Pb = c.bf16(ATT_TILE * ATT_MMA_LDP);
-    sh.PV = c.f32(ATT_TILE * ldo);
-    sh.row_m = c.f32(2 * ATT_TILE);
-    sh.row_l = base ? sh.row_m + ATT_TILE : nullptr;
-    sh.part_max = c.f32(2 * ATT_TILE * ATT_ROW_THREADS);
-    sh.part_sum = base ? sh.part_max + ATT_TILE * ATT_ROW_THREADS : nullptr;
+    sh.W = c.f32(ATT_WARPS * 16 * ATT_MMA_LDS);
+    sh.Pb = c.bf16(ATT_WARPS * 16 * ATT_MMA_LDP);
     if (out) *out = sh;
     return c.offset;
 }
@@ -529,14 +631,16 @@ __device__ void att_stage_bf16_async(__nv_bfloat16* dst, int ld, const __nv_bflo
     }
 }
 
-// Forward: the grid, tiles, masking and online softmax of attention_forward_body. Per 32-key
-// chunk: S = Q Kᵀ (16 x 32) as two partial products over the two halves of head_dim's 16-blocks
-// (warp w: key block w & 1, half w / 2); all 128 threads, 8 per row, mask, scale and
-// exponentiate S into P (rounded to bf16, as flash attention does; the row max and sum stay f32,
-// combined from the 8 threads' partials in a fixed order); all four warps compute P V (16 x hd:
-// warp w takes the column blocks w, w + 4, ...) into an f32 scratch, which each thread folds into
-// its registers (acc · alpha + P V; its row is the row whose softmax it helped with, so alpha
-// never leaves its registers). K/V chunks double-buffered through the copy pipeline.
+// Forward, flash-attention-2 style over packed rows (see above): grid (tiles of ATT_POS_TILE
+// positions, H). The block streams the keys its rows see, from the first its first position sees
+// (window) to its last position (causal), in 32-key chunks of K and V double-buffered through the
+// copy pipeline; chunks wholly outside a warp's rows' keys are skipped by that warp. Each warp owns
+// 16 rows: their Q (shared), their online softmax (running max m and sum l in registers of the
+// two lanes of each row) and their 16 x hd f32 accumulator (HD / 16 wmma fragments in registers).
+// Per chunk, warp by warp with no block barrier: S = Q Kᵀ (16 x 32) into the warp's scratch;
+// lanes 2r, 2r + 1 mask, scale and exponentiate row r's 16 + 16 keys (P rounded to bf16, as flash
+// attention does; max and sum combined by one shuffle); the accumulator is rescaled only when
+// a row's m moved (see ATT_MAX_SLACK); acc += P V. At the end O = acc / l and lse = m + log l.
 template <int HD>
 __device__ void attention_forward_mma_body(const __nv_bfloat16* q, const __nv_bfloat16* k,
                                            const __nv_bfloat16* v, __nv_bfloat16* o, float* lse,
@@ -544,135 +648,145 @@ __device__ void attention_forward_mma_body(const __nv_bfloat16* q, const __nv_bf
                                            const AttTile* tiles, int heads, int kv_heads, int hd,
                                            float scale, int window) {
     using namespace nvcuda;
-    constexpr int DIMS = HD / 8;
+    constexpr int FRAGS = HD / 16;  // the warp's accumulator: column blocks 16 f ..
     att_require_mma(hd, att_forward_mma_layout(hd, nullptr, nullptr));
     TF_DYNAMIC_SHARED(shared);
     AttMmaShared sh;
     att_forward_mma_layout(hd, reinterpret_cast<char*>(shared), &sh);
-    const int ldb = hd + 8, ldo = hd + 4;
+    const int ldb = hd + 8;
 
     const AttTile tile = tiles[blockIdx.x];
-    const int h = blockIdx.y, g = h / (heads / kv_heads);
+    const AttPackedRows pr = att_packed_rows(tile, heads, kv_heads);
+    if (pr.rows == 0) return;  // past the tile's rows: the whole block, before any barrier
     const int qs0 = q_starts[tile.segment], ks0 = kv_starts[tile.segment];
     const int offset = (kv_starts[tile.segment + 1] - ks0) - (q_starts[tile.segment + 1] - qs0);
-    const int rows = tile.end - tile.start;
-    const int p_first = offset + (tile.start - qs0);
-    const int key_begin = ks0 + att_first_visible(p_first, window);
-    const int key_end = ks0 + p_first + rows;
-    const int tid = threadIdx.x, warp = tid / 32;
-    const int r = tid / ATT_ROW_THREADS, lane = tid % ATT_ROW_THREADS;  // this thread's row
-    const int row_key_begin = ks0 + att_first_visible(p_first + r, window);
-    const int row_key_end = ks0 + p_first + r + 1;
-    const int kv_stride = kv_heads * hd;
+    // Keys (absolute rows of K) that query token i sees: [first_key(i), last_key(i)].
+    auto first_key = [&](int i) { return ks0 + att_first_visible(offset + (i - qs0), window); };
+    auto last_key = [&](int i) { return ks0 + offset + (i - qs0); };
+    const int key_begin = first_key(pr.token(0)), key_end = last_key(pr.token(pr.rows - 1)) + 1;
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    // This warp's rows and the keys they see; lanes 2r, 2r + 1 hold row r's softmax.
+    const int row0 = warp * 16;
+    const int warp_rows = pr.rows - row0 < 0 ? 0 : pr.rows - row0 < 16 ? pr.rows - row0 : 16;
+    const int warp_key_begin = warp_rows > 0 ? first_key(pr.token(row0)) : key_end;
+    const int warp_key_end = warp_rows > 0 ? last_key(pr.token(row0 + warp_rows - 1)) + 1 : key_end;
+    const int r = lane / 2, half = lane % 2;
+    const bool row_valid = r < warp_rows;
+    const int row_key_begin = row_valid ? first_key(pr.token(row0 + r)) : 0;
+    const int row_key_end = row_valid ? last_key(pr.token(row0 + r)) + 1 : 0;
+    float* W = sh.W + warp * 16 * ATT_MMA_LDS;
+    __nv_bfloat16* Pw = sh.Pb + warp * 16 * ATT_MMA_LDP;
+    const __nv_bfloat16* Qw = sh.Qb + row0 * ldb;
+    const int kv_stride = kv_heads * hd, kv_col = pr.kv_head * hd;
 
-    att_stage_bf16(sh.Qb, ldb, q, tile.start, rows, ATT_TILE, heads * hd, h * hd, hd);
-    if (tid < ATT_TILE) {
-        sh.row_m[tid] = -INFINITY;
-        sh.row_l[tid] = 0.f;
-    }
-    float acc[DIMS];
+    float row_m = -INFINITY, row_l = 0.f;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[FRAGS];
 #pragma unroll
-    for (int c = 0; c < DIMS; ++c) acc[c] = 0.f;
+    for (int f = 0; f < FRAGS; ++f) wmma::fill_fragment(acc[f], 0.f);
 
-    // Stage 0 takes the first chunk before the loop; iteration `it` fetches chunk it + 1.
+    // Q and the first chunk travel in the first copy group; iteration `it` fetches chunk it + 1.
+    att_stage_packed_async(sh.Qb, ldb, q, pr, heads, hd);
     att_stage_bf16_async(sh.Kb[0], ldb, k, key_begin, min(ATT_BK, key_end - key_begin), ATT_BK,
-                         kv_stride, g * hd, hd);
+                         kv_stride, kv_col, hd);
     att_stage_bf16_async(sh.Vb[0], ldb, v, key_begin, min(ATT_BK, key_end - key_begin), ATT_BK,
-                         kv_stride, g * hd, hd);
+                         kv_stride, kv_col, hd);
     __pipeline_commit();
     for (int kb = key_begin, it = 0; kb < key_end; kb += ATT_BK, ++it) {
         const int cur = it & 1;
-        // Every thread is done with the previous iteration (its stage, S, P, PV, row state), so
-        // the other stage may be refilled.
+        // Every warp is done with the previous chunk (its stage), so the other stage may be
+        // refilled.
         __syncthreads();
         const int next = kb + ATT_BK;
         if (next < key_end) {
             const int chunk = min(ATT_BK, key_end - next);
-            att_stage_bf16_async(att_stage(sh.Kb, cur ^ 1), ldb, k, next, chunk, ATT_BK, kv_stride, g * hd, hd);
-            att_stage_bf16_async(att_stage(sh.Vb, cur ^ 1), ldb, v, next, chunk, ATT_BK, kv_stride, g * hd, hd);
+            att_stage_bf16_async(att_stage(sh.Kb, cur ^ 1), ldb, k, next, chunk, ATT_BK, kv_stride, kv_col, hd);
+            att_stage_bf16_async(att_stage(sh.Vb, cur ^ 1), ldb, v, next, chunk, ATT_BK, kv_stride, kv_col, hd);
         }
         __pipeline_commit();
-        __pipeline_wait_prior(1);  // this thread's copies of chunk `it` have landed
+        __pipeline_wait_prior(1);  // this thread's copies of chunk `it` (and Q) have landed
         __syncthreads();           // ... and every other thread's
+        if (kb + ATT_BK <= warp_key_begin || kb >= warp_key_end) continue;  // none of its keys
         const __nv_bfloat16 *Kb = att_stage(sh.Kb, cur), *Vb = att_stage(sh.Vb, cur);
-        {  // S[half][:, 16 n ..] = Q[:, half's dims] · K[16 n .., half's dims]ᵀ
-            const int n = warp & 1, half = warp / 2;
-            wmma::fragment<wmma::accumulator, 16, 16, 16, float> s_acc;
-            wmma::fill_fragment(s_acc, 0.f);
-            for (int k0 = half * 16; k0 < hd; k0 += 32) {
+        {  // S = Q Kᵀ: the warp's 16 rows x the chunk's two 16-key blocks
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> s0, s1;
+            wmma::fill_fragment(s0, 0.f);
+            wmma::fill_fragment(s1, 0.f);
+            for (int k0 = 0; k0 < hd; k0 += 16) {
                 wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
                 wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b;
-                wmma::load_matrix_sync(a, sh.Qb + k0, ldb);
-                wmma::load_matrix_sync(b, Kb + n * 16 * ldb + k0, ldb);
-                wmma::mma_sync(s_acc, a, b, s_acc);
+                wmma::load_matrix_sync(a, Qw + k0, ldb);
+                wmma::load_matrix_sync(b, Kb + k0, ldb);
+                wmma::mma_sync(s0, a, b, s0);
+                wmma::load_matrix_sync(b, Kb + 16 * ldb + k0, ldb);
+                wmma::mma_sync(s1, a, b, s1);
             }
-            wmma::store_matrix_sync(att_stage(sh.S, half) + n * 16, s_acc, ATT_MMA_LDS,
-                                    wmma::mem_row_major);
+            wmma::store_matrix_sync(W, s0, ATT_MMA_LDS, wmma::mem_row_major);
+            wmma::store_matrix_sync(W + 16, s1, ATT_MMA_LDS, wmma::mem_row_major);
         }
-        __syncthreads();
-        // Row r's keys lane + 8c: masked, scaled scores, and this thread's maximum of them.
-        float s_own[ATT_BK / ATT_ROW_THREADS];
-        float m_own = -INFINITY;
+        __syncwarp();
+        // Row r's keys half·16 + c: masked, scaled scores; the row's chunk maximum.
+        float s_own[16];
+        float m_chunk = -INFINITY;
 #pragma unroll
-        for (int c = 0; c < ATT_BK / ATT_ROW_THREADS; ++c) {
-            const int j = lane + ATT_ROW_THREADS * c, at = r * ATT_MMA_LDS + j;
-            const bool valid = r < rows && kb + j >= row_key_begin && kb + j < row_key_end;
-            s_own[c] = valid ? (sh.S[0][at] + sh.S[1][at]) * scale : -INFINITY;
-            m_own = fmaxf(m_own, s_own[c]);
+        for (int c = 0; c < 16; ++c) {
+            const int j = half * 16 + c, key = kb + j;
+            const bool valid = row_valid && key >= row_key_begin && key < row_key_end;
+            s_own[c] = valid ? W[r * ATT_MMA_LDS + j] * scale : -INFINITY;
+            m_chunk = fmaxf(m_chunk, s_own[c]);
         }
-        sh.part_max[r * ATT_ROW_THREADS + lane] = m_own;
-        __syncthreads();
-        const float m_old = sh.row_m[r];
-        float m_new = m_old;
-#pragma unroll
-        for (int t = 0; t < ATT_ROW_THREADS; ++t) m_new = fmaxf(m_new, sh.part_max[r * ATT_ROW_THREADS + t]);
-        // Nothing visible yet (a row whose window starts after this chunk): P = 0, state kept.
-        const float alpha = m_new == -INFINITY ? 1.f : expf(m_old - m_new);  // 0 if m_old = -inf
+        m_chunk = fmaxf(m_chunk, __shfl_xor_sync(ATT_FULL_WARP, m_chunk, 1));
+        // The row's m moves only past the slack (always from −inf, where acc and l are still 0
+        // and need no rescale); alpha rescales what was summed under the old m.
+        const bool moves = m_chunk > row_m + ATT_MAX_SLACK;
+        const float m_new = moves ? m_chunk : row_m;
+        const float alpha = moves ? expf(row_m - m_new) : 1.f;  // 0 from −inf
+        const bool rescale = moves && row_m != -INFINITY;
         float l_own = 0.f;
 #pragma unroll
-        for (int c = 0; c < ATT_BK / ATT_ROW_THREADS; ++c) {
+        for (int c = 0; c < 16; ++c) {
             const float p = s_own[c] == -INFINITY ? 0.f : expf(s_own[c] - m_new);
-            sh.Pb[r * ATT_MMA_LDP + lane + ATT_ROW_THREADS * c] = __float2bfloat16_rn(p);
+            Pw[r * ATT_MMA_LDP + half * 16 + c] = __float2bfloat16_rn(p);
             l_own += p;
         }
-        sh.part_sum[r * ATT_ROW_THREADS + lane] = l_own;
-        __syncthreads();
-        if (lane == 0) {  // every thread of the row has read row_m: the row state moves on
-            float l = sh.row_l[r] * alpha;
-            for (int t = 0; t < ATT_ROW_THREADS; ++t) l += sh.part_sum[r * ATT_ROW_THREADS + t];
-            sh.row_m[r] = m_new;
-            sh.row_l[r] = l;
+        row_l = row_l * alpha + (l_own + __shfl_xor_sync(ATT_FULL_WARP, l_own, 1));
+        row_m = m_new;
+        __syncwarp();  // S read (W free), P written
+        if (__any_sync(ATT_FULL_WARP, rescale)) {
+            // acc · alpha per row, through W two fragments at a time (lane pair 2r, 2r + 1: row r).
+#pragma unroll
+            for (int f = 0; f < FRAGS; f += 2) {
+                if (f * 16 >= hd) break;
+                const bool second = f + 1 < FRAGS && (f + 1) * 16 < hd;
+                wmma::store_matrix_sync(W, acc[f], ATT_MMA_LDS, wmma::mem_row_major);
+                if (second) wmma::store_matrix_sync(W + 16, acc[f + 1], ATT_MMA_LDS, wmma::mem_row_major);
+                __syncwarp();
+#pragma unroll
+                for (int c = 0; c < 16; ++c) W[r * ATT_MMA_LDS + half * 16 + c] *= alpha;
+                __syncwarp();
+                wmma::load_matrix_sync(acc[f], W, ATT_MMA_LDS, wmma::mem_row_major);
+                if (second) wmma::load_matrix_sync(acc[f + 1], W + 16, ATT_MMA_LDS, wmma::mem_row_major);
+                __syncwarp();  // loaded before the next pair overwrites W
+            }
         }
-        for (int n0 = warp * 16; n0 < hd; n0 += 16 * ATT_WARPS) {  // PV = P · V
-            wmma::fragment<wmma::accumulator, 16, 16, 16, float> pv;
-            wmma::fill_fragment(pv, 0.f);
+#pragma unroll
+        for (int f = 0; f < FRAGS; ++f) {  // acc[:, 16 f ..] += P · V[:, 16 f ..]
+            if (f * 16 >= hd) break;
 #pragma unroll
             for (int k0 = 0; k0 < ATT_BK; k0 += 16) {
                 wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
                 wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> b;
-                wmma::load_matrix_sync(a, sh.Pb + k0, ATT_MMA_LDP);
-                wmma::load_matrix_sync(b, Vb + k0 * ldb + n0, ldb);
-                wmma::mma_sync(pv, a, b, pv);
+                wmma::load_matrix_sync(a, Pw + k0, ATT_MMA_LDP);
+                wmma::load_matrix_sync(b, Vb + k0 * ldb + f * 16, ldb);
+                wmma::mma_sync(acc[f], a, b, acc[f]);
             }
-            wmma::store_matrix_sync(sh.PV + n0, pv, ldo, wmma::mem_row_major);
-        }
-        __syncthreads();
-#pragma unroll
-        for (int c = 0; c < DIMS; ++c) {
-            const int d = lane + 8 * c;
-            if (d < hd) acc[c] = fmaf(acc[c], alpha, sh.PV[r * ldo + d]);
         }
     }
-    if (r < rows) {
-        const long long i = tile.start + r;
-        const float l = sh.row_l[r];
-#pragma unroll
-        for (int c = 0; c < DIMS; ++c) {
-            const int d = lane + 8 * c;
-            if (d < hd) o[i * heads * hd + h * hd + d] = __float2bfloat16_rn(acc[c] / l);
-        }
-        if (lane == 0) lse[i * heads + h] = sh.row_m[r] + logf(l);
-    }
+    // Every valid row sees at least its own key, so l > 0.
+    const long long out_row =
+        row_valid ? ((long long)pr.token(row0 + r) * heads + pr.head(row0 + r)) * hd : -1;
+    att_warp_store_rows<FRAGS>(acc, W, o, out_row, row_valid ? 1.f / row_l : 0.f, hd);
+    if (row_valid && half == 0)
+        lse[(long long)pr.token(row0 + r) * heads + pr.head(row0 + r)] = row_m + logf(row_l);
 }
 
 // ---- The backward on tensor cores ----
@@ -680,10 +794,11 @@ __device__ void attention_forward_mma_body(const __nv_bfloat16* q, const __nv_bf
 // Both kernels recompute S = Q Kᵀ and dP = dO Vᵀ on wmma, turn them into P = exp(S · scale − lse)
 // and dS = P (dP − D) · scale in f32, round P and dS to bf16 for the next products (as flash
 // attention 2 does; the row statistics lse and D stay f32), and accumulate in f32 fragments that
-// stay in registers for the whole block: warp w owns the 16-column blocks w, w + 4, ... of its
-// 16 x hd output (HD / 64 fragments per output matrix).
+// stay in registers for the whole block: in dQ each warp owns all columns of its 16 packed rows
+// (HD / 16 fragments); in dK/dV warp w owns the 16-column blocks w, w + 4, ... of the tile's
+// 16 x hd outputs (HD / 64 fragments per output matrix).
 
-// A 16 x hd f32 result held as column fragments (warp w: column blocks w, w + 4, ...) into bf16
+// dK/dV's 16 x hd f32 result held as column fragments (warp w: column blocks w, w + 4, ...) into bf16
 // rows row0 .. row0 + rows of dst (row stride `stride`, from column col0), through the f32
 // scratch `out` [16][ldo].
 template <int FRAGS>
@@ -705,35 +820,36 @@ __device__ __forceinline__ void att_store_rows(
 
 struct AttDqShared {
     __nv_bfloat16 *Qb, *dOb, *Kb[2], *Vb[2], *dSb;
-    float *S, *dP, *out, *lse, *D;
+    float *S, *dP;
 };
 
-// dQ's shared memory (see att_forward_mma_layout); the launcher's Layout::BackwardDqMma.
+// dQ's shared memory (see att_forward_mma_layout); the launcher's Layout::BackwardDqMma. Q and
+// dO of the block's packed rows; K and V chunks x 2 stages; per warp S and dP [16][ATT_MMA_LDS]
+// in f32 (S's also the output scratch) and dS [16][ATT_MMA_LDP] in bf16.
 __host__ __device__ inline int att_bwd_dq_mma_layout(int hd, char* base, AttDqShared* out) {
-    const int ldb = hd + 8, ldo = hd + 4;
+    const int ldb = hd + 8;
     AttCarver c{base};
     AttDqShared sh;
-    sh.Qb = c.bf16(ATT_TILE * ldb);
-    sh.dOb = c.bf16(ATT_TILE * ldb);
+    sh.Qb = c.bf16(ATT_BLOCK_ROWS * ldb);
+    sh.dOb = c.bf16(ATT_BLOCK_ROWS * ldb);
     for (int s = 0; s < 2; ++s) {
         sh.Kb[s] = c.bf16(ATT_BK * ldb);
         sh.Vb[s] = c.bf16(ATT_BK * ldb);
     }
-    sh.S = c.f32(ATT_TILE * ATT_MMA_LDS);
-    sh.dP = c.f32(ATT_TILE * ATT_MMA_LDS);
-    sh.dSb = c.bf16(ATT_TILE * ATT_MMA_LDP);
-    sh.out = c.f32(ATT_TILE * ldo);
-    sh.lse = c.f32(2 * ATT_TILE);
-    sh.D = base ? sh.lse + ATT_TILE : nullptr;
+    sh.S = c.f32(ATT_WARPS * 16 * ATT_MMA_LDS);
+    sh.dP = c.f32(ATT_WARPS * 16 * ATT_MMA_LDS);
+    sh.dSb = c.bf16(ATT_WARPS * 16 * ATT_MMA_LDP);
     if (out) *out = sh;
     return c.offset;
 }
 
-// dQ: grid (query tiles, H), like attention_bwd_dq_body. The tile's Q and dO rows stay in shared
-// memory; the keys it sees come in 32-key chunks of K and V, double-buffered through the copy
-// pipeline. Per chunk: warps 0-1 compute S (16 x 32, one 16 x 16 block each over head_dim),
-// warps 2-3 dP the same way; all threads form dS (bf16); then dQ += dS K (each warp its column
-// fragments, two k-steps of 16 keys).
+// dQ over packed rows, like the tensor-core forward: grid (tiles of ATT_POS_TILE positions, H),
+// each block up to ATT_BLOCK_ROWS (position, query head) rows of one KV head's group, so each K/V
+// chunk it streams (32 keys, double-buffered through the copy pipeline) serves G heads × its
+// positions. Each warp owns 16 rows: their Q and dO (shared), lse and D (registers of the two
+// lanes of each row) and their 16 x hd f32 dQ (HD / 16 wmma fragments in registers). Per chunk,
+// warp by warp: S = Q Kᵀ and dP = dO Vᵀ (16 x 32 each) into the warp's scratch; lanes 2r, 2r + 1
+// form row r's dS = P (dP − D) · scale with P = exp(S · scale − lse) (bf16); dQ += dS K.
 template <int HD>
 __device__ void attention_bwd_dq_mma_body(const __nv_bfloat16* q, const __nv_bfloat16* k,
                                           const __nv_bfloat16* v, const __nv_bfloat16* dout,
@@ -741,95 +857,114 @@ __device__ void attention_bwd_dq_mma_body(const __nv_bfloat16* q, const __nv_bfl
                                           const int* starts, const AttTile* tiles, int heads,
                                           int kv_heads, int hd, float scale, int window) {
     using namespace nvcuda;
-    constexpr int FRAGS = HD / (16 * ATT_WARPS);
+    constexpr int FRAGS = HD / 16;  // the warp's dQ: column blocks 16 f ..
     att_require_mma(hd, att_bwd_dq_mma_layout(hd, nullptr, nullptr));
     TF_DYNAMIC_SHARED(shared);
     AttDqShared sh;
     att_bwd_dq_mma_layout(hd, reinterpret_cast<char*>(shared), &sh);
-    const int ldb = hd + 8, ldo = hd + 4;
+    const int ldb = hd + 8;
 
     const AttTile tile = tiles[blockIdx.x];
-    const int h = blockIdx.y, g = h / (heads / kv_heads);
+    const AttPackedRows pr = att_packed_rows(tile, heads, kv_heads);
+    if (pr.rows == 0) return;  // past the tile's rows: the whole block, before any barrier
     const int s0 = starts[tile.segment];
-    const int rows = tile.end - tile.start;
-    const int tid = threadIdx.x, warp = tid / 32;
-    const int kv_stride = kv_heads * hd;
-    // The tile's keys: from the first its first row sees to its last row.
-    const int key_begin = s0 + att_first_visible(tile.start - s0, window), key_end = tile.end;
+    // Keys that query token i sees: [first_key(i), i] (self-attention).
+    auto first_key = [&](int i) { return s0 + att_first_visible(i - s0, window); };
+    const int key_begin = first_key(pr.token(0)), key_end = pr.token(pr.rows - 1) + 1;
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    // This warp's rows and the keys they see; lanes 2r, 2r + 1 form row r's dS.
+    const int row0 = warp * 16;
+    const int warp_rows = pr.rows - row0 < 0 ? 0 : pr.rows - row0 < 16 ? pr.rows - row0 : 16;
+    const int warp_key_begin = warp_rows > 0 ? first_key(pr.token(row0)) : key_end;
+    const int warp_key_end = warp_rows > 0 ? pr.token(row0 + warp_rows - 1) + 1 : key_end;
+    const int r = lane / 2, half = lane % 2;
+    const bool row_valid = r < warp_rows;
+    const int row_token = row_valid ? pr.token(row0 + r) : 0;
+    const long long row_stat = row_valid ? (long long)row_token * heads + pr.head(row0 + r) : 0;
+    const int row_key_begin = row_valid ? first_key(row_token) : 0;
+    const int row_key_end = row_valid ? row_token + 1 : 0;
+    const float row_lse = row_valid ? lse[row_stat] : 0.f, row_D = row_valid ? D[row_stat] : 0.f;
+    float* Sw = sh.S + warp * 16 * ATT_MMA_LDS;
+    float* dPw = sh.dP + warp * 16 * ATT_MMA_LDS;
+    __nv_bfloat16* dSw = sh.dSb + warp * 16 * ATT_MMA_LDP;
+    const __nv_bfloat16 *Qw = sh.Qb + row0 * ldb, *dOw = sh.dOb + row0 * ldb;
+    const int kv_stride = kv_heads * hd, kv_col = pr.kv_head * hd;
 
-    att_stage_bf16(sh.Qb, ldb, q, tile.start, rows, ATT_TILE, heads * hd, h * hd, hd);
-    att_stage_bf16(sh.dOb, ldb, dout, tile.start, rows, ATT_TILE, heads * hd, h * hd, hd);
-    if (tid < ATT_TILE) {
-        sh.lse[tid] = tid < rows ? lse[(long long)(tile.start + tid) * heads + h] : 0.f;
-        sh.D[tid] = tid < rows ? D[(long long)(tile.start + tid) * heads + h] : 0.f;
-    }
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> dq_acc[FRAGS];
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[FRAGS];
 #pragma unroll
-    for (int f = 0; f < FRAGS; ++f) wmma::fill_fragment(dq_acc[f], 0.f);
+    for (int f = 0; f < FRAGS; ++f) wmma::fill_fragment(acc[f], 0.f);
 
+    // Q, dO and the first chunk travel in the first copy group; iteration `it` fetches chunk
+    // it + 1.
+    att_stage_packed_async(sh.Qb, ldb, q, pr, heads, hd);
+    att_stage_packed_async(sh.dOb, ldb, dout, pr, heads, hd);
     att_stage_bf16_async(sh.Kb[0], ldb, k, key_begin, min(ATT_BK, key_end - key_begin), ATT_BK,
-                         kv_stride, g * hd, hd);
+                         kv_stride, kv_col, hd);
     att_stage_bf16_async(sh.Vb[0], ldb, v, key_begin, min(ATT_BK, key_end - key_begin), ATT_BK,
-                         kv_stride, g * hd, hd);
+                         kv_stride, kv_col, hd);
     __pipeline_commit();
     for (int kb = key_begin, it = 0; kb < key_end; kb += ATT_BK, ++it) {
         const int cur = it & 1;
-        __syncthreads();  // the previous chunk (stage cur ^ 1, dS) is consumed
+        __syncthreads();  // every warp is done with the previous chunk (stage cur ^ 1)
         const int next = kb + ATT_BK;
         if (next < key_end) {
             const int chunk = min(ATT_BK, key_end - next);
-            att_stage_bf16_async(att_stage(sh.Kb, cur ^ 1), ldb, k, next, chunk, ATT_BK, kv_stride, g * hd, hd);
-            att_stage_bf16_async(att_stage(sh.Vb, cur ^ 1), ldb, v, next, chunk, ATT_BK, kv_stride, g * hd, hd);
+            att_stage_bf16_async(att_stage(sh.Kb, cur ^ 1), ldb, k, next, chunk, ATT_BK, kv_stride, kv_col, hd);
+            att_stage_bf16_async(att_stage(sh.Vb, cur ^ 1), ldb, v, next, chunk, ATT_BK, kv_stride, kv_col, hd);
         }
         __pipeline_commit();
         __pipeline_wait_prior(1);
         __syncthreads();
+        if (kb + ATT_BK <= warp_key_begin || kb >= warp_key_end) continue;  // none of its keys
         const __nv_bfloat16 *Kb = att_stage(sh.Kb, cur), *Vb = att_stage(sh.Vb, cur);
-        {  // warps 0-1: S = Q Kᵀ; warps 2-3: dP = dO Vᵀ; key block warp & 1
-            const bool is_s = warp < 2;
-            const int n = warp & 1;
-            const __nv_bfloat16* A = is_s ? sh.Qb : sh.dOb;
-            const __nv_bfloat16* B = (is_s ? Kb : Vb) + n * 16 * ldb;
-            wmma::fragment<wmma::accumulator, 16, 16, 16, float> prod;
-            wmma::fill_fragment(prod, 0.f);
+        // S = Q Kᵀ (pass 0), then dP = dO Vᵀ (pass 1): 16 rows x the chunk's two 16-key blocks.
+        for (int pass = 0; pass < 2; ++pass) {
+            const __nv_bfloat16* A = pass ? dOw : Qw;
+            const __nv_bfloat16* B = pass ? Vb : Kb;
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> p0, p1;
+            wmma::fill_fragment(p0, 0.f);
+            wmma::fill_fragment(p1, 0.f);
             for (int k0 = 0; k0 < hd; k0 += 16) {
                 wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
                 wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b;
                 wmma::load_matrix_sync(a, A + k0, ldb);
                 wmma::load_matrix_sync(b, B + k0, ldb);
-                wmma::mma_sync(prod, a, b, prod);
+                wmma::mma_sync(p0, a, b, p0);
+                wmma::load_matrix_sync(b, B + 16 * ldb + k0, ldb);
+                wmma::mma_sync(p1, a, b, p1);
             }
-            wmma::store_matrix_sync((is_s ? sh.S : sh.dP) + n * 16, prod, ATT_MMA_LDS,
-                                    wmma::mem_row_major);
+            float* out = pass ? dPw : Sw;
+            wmma::store_matrix_sync(out, p0, ATT_MMA_LDS, wmma::mem_row_major);
+            wmma::store_matrix_sync(out + 16, p1, ATT_MMA_LDS, wmma::mem_row_major);
         }
-        __syncthreads();
-        for (int e = tid; e < ATT_TILE * ATT_BK; e += ATT_THREADS) {
-            const int r = e / ATT_BK, j = e % ATT_BK, i = tile.start + r, key = kb + j;
-            const bool valid =
-                r < rows && key >= s0 + att_first_visible(i - s0, window) && key <= i;
+        __syncwarp();
+#pragma unroll
+        for (int c = 0; c < 16; ++c) {
+            const int j = half * 16 + c, key = kb + j;
+            const bool valid = row_valid && key >= row_key_begin && key < row_key_end;
             float ds = 0.f;
             if (valid) {
-                const float p = expf(sh.S[r * ATT_MMA_LDS + j] * scale - sh.lse[r]);
-                ds = p * (sh.dP[r * ATT_MMA_LDS + j] - sh.D[r]) * scale;
+                const float p = expf(Sw[r * ATT_MMA_LDS + j] * scale - row_lse);
+                ds = p * (dPw[r * ATT_MMA_LDS + j] - row_D) * scale;
             }
-            sh.dSb[r * ATT_MMA_LDP + j] = __float2bfloat16_rn(ds);
+            dSw[r * ATT_MMA_LDP + j] = __float2bfloat16_rn(ds);
         }
-        __syncthreads();
+        __syncwarp();
 #pragma unroll
-        for (int f = 0; f < FRAGS; ++f) {  // dQ[:, n0 ..] += dS · K[:, n0 ..]
-            const int n0 = (warp + ATT_WARPS * f) * 16;
-            if (n0 >= hd) continue;
+        for (int f = 0; f < FRAGS; ++f) {  // dQ[:, 16 f ..] += dS · K[:, 16 f ..]
+            if (f * 16 >= hd) break;
 #pragma unroll
             for (int k0 = 0; k0 < ATT_BK; k0 += 16) {
                 wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
                 wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> b;
-                wmma::load_matrix_sync(a, sh.dSb + k0, ATT_MMA_LDP);
-                wmma::load_matrix_sync(b, Kb + k0 * ldb + n0, ldb);
-                wmma::mma_sync(dq_acc[f], a, b, dq_acc[f]);
+                wmma::load_matrix_sync(a, dSw + k0, ATT_MMA_LDP);
+                wmma::load_matrix_sync(b, Kb + k0 * ldb + f * 16, ldb);
+                wmma::mma_sync(acc[f], a, b, acc[f]);
             }
         }
     }
-    att_store_rows<FRAGS>(dq_acc, sh.out, ldo, dq, tile.start, rows, heads * hd, h * hd, hd);
+    const long long out_row = row_valid ? row_stat * hd : -1;
+    att_warp_store_rows<FRAGS>(acc, Sw, dq, out_row, 1.f, hd);
 }
 
 struct AttDkDvShared {

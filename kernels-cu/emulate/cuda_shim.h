@@ -1,8 +1,9 @@
 // A host emulation of the few CUDA features the FLix kernels use, so that the kernels' own source
 // runs on a CPU (g++ -std=c++20) against a plain-loop reference when no GPU is at hand. It is a
 // development check, not a substitute for running on a GPU: it executes every block's threads
-// as OS threads meeting at a real barrier for __syncthreads, one block at a time, so shared
-// memory is a function-local static; asynchronous copies (cp.async through
+// as OS threads meeting at a real barrier for __syncthreads (and each warp's 32 at one of their
+// own for __syncwarp and the warp-collective calls), one block at a time, so shared memory is a
+// function-local static; asynchronous copies (cp.async through
 // <cuda_pipeline_primitives.h>) land only at the wait that covers them. It cannot see races
 // between blocks, memory coalescing, or anything about speed.
 #pragma once
@@ -24,6 +25,54 @@ struct dim3 {
 inline thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
 inline std::barrier<>* g_block_barrier = nullptr;
 inline void __syncthreads() { g_block_barrier->arrive_and_wait(); }
+
+// Warps: the threads 32w .. 32w + 31 of a block share a barrier (__syncwarp) and 32 exchange
+// slots through which the warp-collective calls pass their values (__shfl_xor_sync, __any_sync).
+// Only full-warp masks are emulated: a kernel passing another one stops.
+struct EmulatedWarp {
+    std::barrier<>* barrier;
+    uint64_t slots[32];
+};
+inline thread_local EmulatedWarp* g_warp = nullptr;
+inline void emulated_full_mask(unsigned mask) {
+    if (mask != 0xffffffffu) {
+        std::fprintf(stderr, "warp-collective call with mask %#x (only full warps are emulated)\n", mask);
+        std::abort();
+    }
+}
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+    emulated_full_mask(mask);
+    g_warp->barrier->arrive_and_wait();
+}
+// Every lane publishes `value`, then reads what lane `from(lane)` published.
+template <class F>
+inline uint64_t emulated_warp_exchange(uint64_t value, F from) {
+    const unsigned lane = threadIdx.x % 32;
+    g_warp->slots[lane] = value;
+    g_warp->barrier->arrive_and_wait();
+    const uint64_t got = from(lane);
+    g_warp->barrier->arrive_and_wait();  // every lane has read before the slots are reused
+    return got;
+}
+inline float __shfl_xor_sync(unsigned mask, float value, int lane_mask) {
+    emulated_full_mask(mask);
+    uint32_t bits;
+    std::memcpy(&bits, &value, 4);
+    const uint32_t got = uint32_t(emulated_warp_exchange(bits, [&](unsigned lane) {
+        return g_warp->slots[lane ^ unsigned(lane_mask)];
+    }));
+    float out;
+    std::memcpy(&out, &got, 4);
+    return out;
+}
+inline int __any_sync(unsigned mask, int predicate) {
+    emulated_full_mask(mask);
+    return int(emulated_warp_exchange(predicate != 0, [](unsigned) {
+        uint64_t any = 0;
+        for (uint64_t s : g_warp->slots) any |= s;
+        return any;
+    }));
+}
 
 #define __global__
 #define __device__
@@ -138,11 +187,20 @@ void emulate_launch(dim3 grid, unsigned threads, unsigned shared_bytes, F kernel
     g_dynamic_shared_bytes = shared_bytes;
     std::barrier<> bar(threads);
     g_block_barrier = &bar;
+    // One barrier per warp, of the warp's threads (the last warp may be partial).
+    const unsigned num_warps = (threads + 31) / 32;
+    std::deque<std::barrier<>> warp_barriers;
+    std::vector<EmulatedWarp> warps(num_warps);
+    for (unsigned w = 0; w < num_warps; ++w) {
+        warp_barriers.emplace_back(std::min(32u, threads - 32 * w));
+        warps[w].barrier = &warp_barriers.back();
+    }
     std::vector<std::thread> pool;
     pool.reserve(threads);
     for (unsigned t = 0; t < threads; ++t)
         pool.emplace_back([&, t] {
             threadIdx = {t, 0, 0};
+            g_warp = &warps[t / 32];
             blockDim = {threads, 1, 1};
             gridDim = grid;
             for (unsigned z = 0; z < grid.z; ++z)

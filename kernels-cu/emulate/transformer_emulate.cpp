@@ -4,7 +4,8 @@
 // (forward, CSR backward), SwiGLU and GeGLU, RoPE (positions restarting per segment, both
 // directions), RMSNorm (y, rstd, dX, split dW), attention (packed segments with empty and
 // one-token ones, GQA, head_dim not a multiple of 8 and up to 256 (every head-dim limit), sliding
-// windows, custom scales; forward, lse, the cached decode step, dQ/dK/dV; the decode kernel over
+// windows, custom scales; forward, lse, the cached decode step, dQ/dK/dV; the tensor-core forward
+// and dQ over packed (position, head) rows with groups of 1, 3 and 80 heads; the decode kernel over
 // per-sequence caches with split rows and their combine),
 // cross-entropy (chunked online lse, dlogits, gather/scatter; the GEMMs as host loops), the
 // multi-tensor AdamW and two-pass sum of squares; f32 and bf16. Outputs are poisoned with NaN first, so an
@@ -289,10 +290,12 @@ static AttRef attention_ref(const vector<T>& q, const vector<T>& k, const vector
     return r;
 }
 
-static vector<int> att_tiles(const vector<int>& starts) {
+// Tiles of at most `size` rows that never cross a segment (launch.rs, tiles): ATT_TILE rows for
+// the FMA kernels and dK/dV, ATT_POS_TILE positions for the tensor-core forward and dQ.
+static vector<int> att_tiles(const vector<int>& starts, int size = ATT_TILE) {
     vector<int> out;
     for (size_t s = 0; s + 1 < starts.size(); ++s)
-        for (int a = starts[s]; a < starts[s + 1]; a += ATT_TILE) out.insert(out.end(), {int(s), a, std::min(a + ATT_TILE, starts[s + 1])});
+        for (int a = starts[s]; a < starts[s + 1]; a += size) out.insert(out.end(), {int(s), a, std::min(a + size, starts[s + 1])});
     return out;
 }
 
@@ -366,12 +369,18 @@ static void attention(const AttShape sh, const vector<int>& starts, const vector
     auto tiles = att_tiles(starts);
     const unsigned ntiles = tiles.size() / 3;
     const auto* tl = reinterpret_cast<const AttTile*>(tiles.data());
-    // The forward the launcher takes (tensor cores where it can), with its shared memory.
+    // The tensor-core forward and dQ: tiles of ATT_POS_TILE positions, grid (tiles, H).
+    auto pos_tiles = att_tiles(starts, ATT_POS_TILE);
+    const unsigned npos_tiles = pos_tiles.size() / 3;
+    const auto* ptl = reinterpret_cast<const AttTile*>(pos_tiles.data());
+    // The forward the launcher takes (tensor cores where it can), with its shared memory and tiles.
     const auto forward = kern.forward_mma ? kern.forward_mma : kern.forward;
     const unsigned fwd_bytes = kern.forward_mma ? att_forward_mma_layout(hd, nullptr, nullptr) : 4 * att_forward_shared_floats(hd);
+    const unsigned fwd_tiles = kern.forward_mma ? npos_tiles : ntiles;
+    const auto* fwd_tl = kern.forward_mma ? ptl : tl;
     const std::string fwd_tag = tag + (kern.forward_mma ? "attention (mma) " : "attention ");
-    emulate_launch({ntiles, unsigned(H)}, ATT_THREADS, fwd_bytes, [&] {
-        forward(q.data(), k.data(), v.data(), o.data(), lse.data(), starts.data(), starts.data(), tl, H, Hkv, hd, sh.scale, window);
+    emulate_launch({fwd_tiles, unsigned(H)}, ATT_THREADS, fwd_bytes, [&] {
+        forward(q.data(), k.data(), v.data(), o.data(), lse.data(), starts.data(), starts.data(), fwd_tl, H, Hkv, hd, sh.scale, window);
     });
     auto ref = attention_ref(q, k, v, &dout, starts, starts, sh);
     const double tol = is_f32<T> ? 2e-5 : 1e-2;
@@ -411,8 +420,8 @@ static void attention(const AttShape sh, const vector<int>& starts, const vector
         const unsigned dq_bytes = att_bwd_dq_mma_layout(hd, nullptr, nullptr);
         const unsigned dkdv_bytes = att_bwd_dkdv_mma_layout(hd, nullptr, nullptr);
         auto backward_mma = [&](const T* q_, const T* k_, const T* v_, const T* dout_, vector<T>& dq_, vector<T>& dk_, vector<T>& dv_) {
-            emulate_launch({ntiles, unsigned(H)}, ATT_THREADS, dq_bytes, [&] {
-                kern.dq_mma(q_, k_, v_, dout_, lse.data(), D.data(), dq_.data(), starts.data(), tl, H, Hkv, hd, sh.scale, window);
+            emulate_launch({npos_tiles, unsigned(H)}, ATT_THREADS, dq_bytes, [&] {
+                kern.dq_mma(q_, k_, v_, dout_, lse.data(), D.data(), dq_.data(), starts.data(), ptl, H, Hkv, hd, sh.scale, window);
             });
             emulate_launch({ntiles, unsigned(Hkv)}, ATT_THREADS, dkdv_bytes, [&] {
                 kern.dkdv_mma(q_, k_, v_, dout_, lse.data(), D.data(), dk_.data(), dv_.data(), starts.data(), tl, H, Hkv, hd, sh.scale,
@@ -430,9 +439,9 @@ static void attention(const AttShape sh, const vector<int>& starts, const vector
             auto sq = shifted(q), sk = shifted(k), sv = shifted(v), sd = shifted(dout);
             auto o2 = poisoned<T>(o.size()), q2 = poisoned<T>(q.size()), k2 = poisoned<T>(k.size()), v2 = poisoned<T>(v.size());
             vector<float> lse2(lse.size(), std::nanf(""));
-            emulate_launch({ntiles, unsigned(H)}, ATT_THREADS, fwd_bytes, [&] {
-                forward(sq.data() + 1, sk.data() + 1, sv.data() + 1, o2.data(), lse2.data(), starts.data(), starts.data(), tl, H, Hkv, hd,
-                        sh.scale, window);
+            emulate_launch({fwd_tiles, unsigned(H)}, ATT_THREADS, fwd_bytes, [&] {
+                forward(sq.data() + 1, sk.data() + 1, sv.data() + 1, o2.data(), lse2.data(), starts.data(), starts.data(), fwd_tl, H, Hkv,
+                        hd, sh.scale, window);
             });
             backward_mma(sq.data() + 1, sk.data() + 1, sv.data() + 1, sd.data() + 1, q2, k2, v2);
             const bool same = std::memcmp(o2.data(), o.data(), o.size() * sizeof(T)) == 0 &&
@@ -449,7 +458,7 @@ static void attention(const AttShape sh, const vector<int>& starts, const vector
     auto cq = rand_t<T>((size_t)qs.back() * H * hd, 2.f), ck = rand_t<T>((size_t)ks.back() * Hkv * hd, 2.f), cv = rand_t<T>((size_t)ks.back() * Hkv * hd);
     auto co = poisoned<T>(cq.size());
     vector<float> clse((size_t)qs.back() * H);
-    auto ctiles = att_tiles(qs);
+    auto ctiles = att_tiles(qs, kern.forward_mma ? ATT_POS_TILE : ATT_TILE);
     const auto* ctl = reinterpret_cast<const AttTile*>(ctiles.data());
     emulate_launch({unsigned(ctiles.size() / 3), unsigned(H)}, ATT_THREADS, fwd_bytes, [&] {
         forward(cq.data(), ck.data(), cv.data(), co.data(), clse.data(), qs.data(), ks.data(), ctl, H, Hkv, hd, sh.scale, window);
@@ -483,6 +492,19 @@ template <typename T> static void attention_cases() {
     attention<T>({16, 2, 64, 0.125f, 0}, odd, odd_qs, odd_ks);
     attention<T>({4, 1, 128, 0.09f, 20}, odd, odd_qs, odd_ks);
     attention<T>({4, 2, 48, 0.15f, 40}, odd, odd_qs, odd_ks, true);
+    if constexpr (!is_f32<T>) {
+        // The tensor-core forward's and dQ's packed rows (bf16 only: f32 never takes them).
+        // Segments of 150 (three tiles of 64 positions), 1 and 80.
+        const vector<int> longer = {0, 150, 151, 231};
+        // MHA (G = 1): blocks of 64 positions, several per segment; scores large enough (scale 1
+        // at head_dim 64) that row maxima move past the slack and accumulators are rescaled.
+        attention<T>({2, 2, 64, 1.f, 0}, longer, odd_qs, odd_ks, true);
+        // G = 3, which does not divide 64 (blocks end inside a position's heads), and a window of
+        // 50: the rows of one block start their windows in different chunks.
+        attention<T>({6, 2, 32, 0.3f, 50}, longer, odd_qs, odd_ks);
+        // G = 80, more than a block's 64 rows: each position's heads span two blocks.
+        attention<T>({80, 1, 16, 0.25f, 0}, {0, 3, 40}, odd_qs, odd_ks);
+    }
 }
 
 // The decode kernel over per-sequence caches read in place (ops/cuda/attention.rs,

@@ -19,14 +19,21 @@ use crate::{DType, Device, Tensor};
 
 /// Rows per tile (ATT_TILE and ATT_BK_BWD in the kernel source).
 const TILE: usize = 16;
+/// Query positions per work unit of the tensor-core forward and dQ (ATT_POS_TILE): such a tile
+/// of P positions holds P·G packed (position, query head) rows of each KV head's group, which
+/// blocks of BLOCK_ROWS take.
+const POS_TILE: usize = 64;
+/// Packed rows per block of the tensor-core forward and dQ, 16 per warp (ATT_BLOCK_ROWS).
+const BLOCK_ROWS: usize = 16 * WARPS;
+const WARPS: usize = THREADS as usize / 32;
+// A tile of P positions has P·G rows per KV head and gets G blocks (grid (tiles, H)).
+const _: () = assert!(POS_TILE <= BLOCK_ROWS);
 /// Keys per chunk of the forward kernels and the tensor-core dQ (ATT_BK).
 const FORWARD_KEYS: usize = 32;
 /// The head-dim limits the tiled kernels are compiled for (ATT_TILED_ENTRIES): the launcher
 /// takes the smallest that holds head_dim, since the limit sizes each thread's accumulators.
 const HEAD_DIM_LIMITS: [usize; 3] = [64, 128, 256];
 pub(super) const THREADS: u32 = 128;
-/// Threads per query row in the tensor-core forward's softmax (ATT_ROW_THREADS).
-const ROW_THREADS: usize = THREADS as usize / TILE;
 /// Dynamic shared memory a kernel may use without raising its limit.
 const DEFAULT_SHARED_BYTES: usize = 48 * 1024;
 
@@ -59,7 +66,8 @@ pub(super) enum Layout {
     Forward,
     BackwardDq,
     BackwardDkDv,
-    /// The tensor-core kernels (bf16, head_dim a multiple of 16).
+    /// The tensor-core kernels (bf16, head_dim a multiple of 16); the forward and dQ over
+    /// packed rows (tiles of POS_TILE positions), dK/dV over the 16-row tiles.
     ForwardMma,
     BackwardDqMma,
     BackwardDkDvMma,
@@ -67,6 +75,14 @@ pub(super) enum Layout {
     Decode {
         group: usize,
     },
+}
+
+impl Layout {
+    /// Whether the kernel works on packed (position, query head) rows over tiles of POS_TILE
+    /// positions (the tensor-core forward and dQ); the others take the 16-row tiles.
+    fn packed_rows(self) -> bool {
+        matches!(self, Layout::ForwardMma | Layout::BackwardDqMma)
+    }
 }
 
 /// Whether attention runs on the tensor cores: bf16 operands, and head_dim a multiple of the
@@ -136,11 +152,13 @@ fn shared_bytes(layout: Layout, head_dim: usize) -> usize {
     let floats = |n: usize| 4 * n;
     // The tensor-core kernels: arrays on 128-byte boundaries; Q, K, V, dO as bf16 rows of
     // head_dim + 8, the streamed ones in two stages; S and dP as f32 rows of keys + 4; P and dS
-    // as bf16 rows of keys + 8; an f32 output scratch of rows head_dim + 4; row statistics.
+    // as bf16 rows of keys + 8 (the forward and dQ: 16 rows per warp, over 32-key chunks); dK/dV's
+    // f32 output scratch of rows head_dim + 4 and row statistics.
     let aligned = |bytes: usize| bytes.div_ceil(128) * 128;
     let bf16_rows = |rows: usize| aligned(rows * 2 * (head_dim + 8));
-    let f32_scores = |keys: usize| aligned(TILE * 4 * (keys + 4));
     let bf16_scores = |keys: usize| aligned(TILE * 2 * (keys + 8));
+    let warp_f32_scores = aligned(WARPS * TILE * 4 * (FORWARD_KEYS + 4));
+    let warp_bf16_scores = aligned(WARPS * TILE * 2 * (FORWARD_KEYS + 8));
     let out_scratch = aligned(TILE * 4 * (head_dim + 4));
     match layout {
         Layout::Forward => {
@@ -148,25 +166,18 @@ fn shared_bytes(layout: Layout, head_dim: usize) -> usize {
         }
         Layout::BackwardDq => floats(4 * TILE * row + TILE * (TILE + 1)),
         Layout::BackwardDkDv => floats(4 * TILE * row + 2 * TILE * (TILE + 1) + 2 * TILE),
-        // Q; K and V chunks x 2 stages; S in two partial products; P; the P·V scratch; row max
-        // and sum; the row threads' partial maxima and sums.
+        // Q of the block's packed rows; K and V chunks x 2 stages; per warp an f32 scratch of
+        // 16 rows of keys + 4 (S, the rescale, the output) and P.
         Layout::ForwardMma => {
-            bf16_rows(TILE)
-                + 4 * bf16_rows(FORWARD_KEYS)
-                + 2 * f32_scores(FORWARD_KEYS)
-                + bf16_scores(FORWARD_KEYS)
-                + out_scratch
-                + aligned(2 * TILE * 4)
-                + aligned(2 * TILE * ROW_THREADS * 4)
+            bf16_rows(BLOCK_ROWS) + 4 * bf16_rows(FORWARD_KEYS) + warp_f32_scores + warp_bf16_scores
         }
-        // Q, dO; K and V chunks x 2 stages; S, dP; dS; the dQ scratch; lse, D.
+        // Q and dO of the block's packed rows; K and V chunks x 2 stages; per warp S and dP in
+        // f32 (S's also the output scratch) and dS.
         Layout::BackwardDqMma => {
-            2 * bf16_rows(TILE)
+            2 * bf16_rows(BLOCK_ROWS)
                 + 4 * bf16_rows(FORWARD_KEYS)
-                + 2 * f32_scores(FORWARD_KEYS)
-                + bf16_scores(FORWARD_KEYS)
-                + out_scratch
-                + aligned(2 * TILE * 4)
+                + 2 * warp_f32_scores
+                + warp_bf16_scores
         }
         // K, V; Q and dO x 2 stages; four S/dP partials (one per warp); P, dS; lse and D x 2
         // stages; the dK/dV scratch.
@@ -187,8 +198,8 @@ fn shared_bytes(layout: Layout, head_dim: usize) -> usize {
 
 /// A launch of `grid` blocks of the attention kernel `f` with the shared memory of `layout`,
 /// raising the kernel's dynamic shared-memory limit past the default where it needs more (every
-/// kernel at head dims above 128, the tensor-core forward and dQ from 128); an error naming both
-/// sizes if the device allows less.
+/// kernel at head dims above 128, the tensor-core forward from 128 and its dQ from 64); an error
+/// naming both sizes if the device allows less.
 pub(super) fn launch_config(
     backend: &CudaBackend,
     op: &'static str,
@@ -230,24 +241,55 @@ fn starts_i32(op: &'static str, starts: &[usize]) -> Result<Vec<i32>> {
         .collect()
 }
 
+/// Work tiles `{segment, start, end}` on the device, and how many.
+struct CudaTiles {
+    list: CudaSlice<i32>,
+    count: usize,
+}
+
+impl CudaTiles {
+    fn upload(
+        backend: &CudaBackend,
+        op: &'static str,
+        starts: &[usize],
+        size: usize,
+    ) -> Result<Self> {
+        let list = tiles(op, starts, size)?;
+        Ok(Self {
+            count: list.len() / 3,
+            list: upload(backend, &list)?,
+        })
+    }
+}
+
 /// A batch's segment starts and the kernels' query tiles over them, on the device: uploaded
 /// once per batch ([`crate::batch::SegmentStarts`]) and read by every layer's forward and
-/// backward.
+/// backward. Two tilings, neither depending on the shape's heads: 16 rows (the FMA kernels and
+/// dK/dV) and POS_TILE positions (the packed-row kernels, which cut each tile's rows of a KV
+/// head's group into blocks themselves).
 pub(crate) struct CudaSegments {
     starts: CudaSlice<i32>,
-    tiles: CudaSlice<i32>,
-    num_tiles: usize,
+    tiles: CudaTiles,
+    position_tiles: CudaTiles,
 }
 
 impl CudaSegments {
     pub(crate) fn upload(backend: &CudaBackend, starts: &[usize]) -> Result<Self> {
         const OP: &str = "SegmentStarts::new";
-        let tile_list = tiles(OP, starts, TILE)?;
         Ok(Self {
             starts: upload(backend, &starts_i32(OP, starts)?)?,
-            num_tiles: tile_list.len() / 3,
-            tiles: upload(backend, &tile_list)?,
+            tiles: CudaTiles::upload(backend, OP, starts, TILE)?,
+            position_tiles: CudaTiles::upload(backend, OP, starts, POS_TILE)?,
         })
+    }
+
+    /// The tiles the kernel with `layout` works on.
+    fn tiles_for(&self, layout: Layout) -> &CudaTiles {
+        if layout.packed_rows() {
+            &self.position_tiles
+        } else {
+            &self.tiles
+        }
     }
 }
 
@@ -277,18 +319,27 @@ fn forward(
     let device = Device::Cuda(backend.clone());
     let mut out = Tensor::zeros(&device, dtype, &[tq, heads * head_dim])?;
     let mut lse = Tensor::zeros(&device, DType::F32, &[tq * heads])?;
-    let num_tiles = q_segments.num_tiles;
-    if num_tiles == 0 || heads == 0 {
+    let tiles = q_segments.tiles_for(kernel.layout);
+    if tiles.count == 0 || heads == 0 {
         return Ok((out, lse));
     }
-    let (qs, ks, tiles_dev) = (&q_segments.starts, kv_starts, &q_segments.tiles);
+    let (qs, ks, tiles_dev) = (&q_segments.starts, kv_starts, &tiles.list);
     let (h_i, hkv_i, hd_i) = (
         to_i32(op, "heads", heads)?,
         to_i32(op, "kv_heads", kv_heads)?,
         to_i32(op, "head_dim", head_dim)?,
     );
     let f = backend.function(&kernels_cu::TRANSFORMER_ATTENTION, &kernel.entry)?;
-    let config = launch_config(backend, op, &f, (num_tiles, heads), kernel.layout, head_dim)?;
+    // Grid (tiles, H) for both families: a block per (16-row tile, head), or per (position
+    // tile, KV head, a block of the group's packed rows).
+    let config = launch_config(
+        backend,
+        op,
+        &f,
+        (tiles.count, heads),
+        kernel.layout,
+        head_dim,
+    )?;
     {
         let mut a = Args::new(backend);
         let (qp, kp, vp) = (
@@ -315,9 +366,9 @@ fn forward(
             .arg(&window);
         // SAFETY: matches attention_forward_hd*_* and attention_forward_mma_hd*_bf16 (const T*
         // x3, T*, float*, const int* x2, const AttTile*, int x3, float, int), T bf16 for the
-        // latter; the starts were checked to rise within the row counts,
-        // the tiles lie inside them, head_dim is within the kernel's limit, and the shared memory
-        // is the kernel's layout for head_dim.
+        // latter; the starts were checked to rise within the row counts, the tiles (the ones
+        // the kernel's layout takes) lie inside them, head_dim is within the kernel's limit,
+        // and the shared memory is the kernel's layout for head_dim.
         unsafe { b.launch(config) }?;
     }
     Ok((out, lse))
@@ -376,11 +427,15 @@ pub fn attention_backward(
     let mut dq = Tensor::zeros(&device, dtype, &[t, heads * head_dim])?;
     let mut dk = Tensor::zeros(&device, dtype, &[t, kv_heads * head_dim])?;
     let mut dv = Tensor::zeros(&device, dtype, &[t, kv_heads * head_dim])?;
-    let num_tiles = segments.num_tiles;
-    if num_tiles == 0 || heads == 0 {
+    let (dq_tiles, dkdv_tiles) = (
+        segments.tiles_for(dq_kernel.layout),
+        segments.tiles_for(dkdv_kernel.layout),
+    );
+    // Both tilings are empty exactly when the batch has no tokens.
+    if dkdv_tiles.count == 0 || heads == 0 {
         return Ok((dq, dk, dv));
     }
-    let (starts_dev, tiles_dev) = (&segments.starts, &segments.tiles);
+    let starts_dev = &segments.starts;
     let mut d_dev = workspace::<f32>(backend, t * heads)?;
     let (h_i, hkv_i, hd_i) = (
         to_i32(OP, "heads", heads)?,
@@ -395,7 +450,7 @@ pub fn attention_backward(
         backend,
         OP,
         &f_dq,
-        (num_tiles, heads),
+        (dq_tiles.count, heads),
         dq_kernel.layout,
         head_dim,
     )?;
@@ -403,7 +458,7 @@ pub fn attention_backward(
         backend,
         OP,
         &f_dkdv,
-        (num_tiles, kv_heads),
+        (dkdv_tiles.count, kv_heads),
         dkdv_kernel.layout,
         head_dim,
     )?;
@@ -415,11 +470,8 @@ pub fn attention_backward(
         a.read(OP, "V", v)?,
     );
     let (op_, gp) = (a.read(OP, "O", out)?, a.read(OP, "dO", dout)?);
-    let (lp, sp, tp) = (
-        a.read(OP, "lse", lse)?,
-        a.slice(starts_dev),
-        a.slice(tiles_dev),
-    );
+    let (lp, sp) = (a.read(OP, "lse", lse)?, a.slice(starts_dev));
+    let (dq_tp, dkdv_tp) = (a.slice(&dq_tiles.list), a.slice(&dkdv_tiles.list));
     let dp = a.slice_mut(&mut d_dev);
     let (dqp, dkp, dvp) = (
         a.write(OP, "dQ", &mut dq)?,
@@ -442,14 +494,15 @@ pub fn attention_backward(
         .arg(&dp)
         .arg(&dqp)
         .arg(&sp)
-        .arg(&tp)
+        .arg(&dq_tp)
         .arg(&h_i)
         .arg(&hkv_i)
         .arg(&hd_i)
         .arg(&scale)
         .arg(&window);
     // SAFETY: matches attention_bwd_dq_hd*_* and attention_bwd_dq_mma_hd*_bf16 (const T* x4, const float* x2, T*, const int*, const
-    // AttTile*, int x3, float, int); grid (query tiles, heads), the kernel's shared memory.
+    // AttTile*, int x3, float, int); grid (query tiles, heads) over the tiles its layout takes,
+    // the kernel's shared memory.
     unsafe { b.launch(dq_config) }?;
 
     let mut b = backend.stream().launch_builder(&f_dkdv);
@@ -462,7 +515,7 @@ pub fn attention_backward(
         .arg(&dkp)
         .arg(&dvp)
         .arg(&sp)
-        .arg(&tp)
+        .arg(&dkdv_tp)
         .arg(&h_i)
         .arg(&hkv_i)
         .arg(&hd_i)
@@ -490,12 +543,21 @@ mod tests {
     ];
 
     /// The FMA kernels stay within the default 48 KB up to head dim 128 (no attribute to raise);
-    /// every kernel fits the H200's 227 KB per block at head dim 256 with room for two blocks
-    /// per multiprocessor (the tensor-core kernels' two pipeline stages included).
+    /// every kernel fits the H200's 227 KB per block at head dim 256, and two blocks fit a
+    /// multiprocessor (228 KB, 1 KB of it reserved per block) at head dim 128 for all, at 256 for
+    /// all but the packed-row dQ (Q and dO of 64 rows and two K/V stages: one block).
     #[test]
     fn shared_memory_fits_the_limits_at_every_head_dim() {
+        let two_fit = |bytes: usize| 2 * (bytes + 1024) <= 228 * 1024;
         for layout in LAYOUTS {
-            assert!(2 * shared_bytes(layout, 256) <= 227 * 1024, "{layout:?}");
+            assert!(shared_bytes(layout, 256) <= 227 * 1024, "{layout:?}");
+            assert!(two_fit(shared_bytes(layout, 128)), "{layout:?}");
+            let one_block_at_256 = layout == Layout::BackwardDqMma;
+            assert_eq!(
+                two_fit(shared_bytes(layout, 256)),
+                !one_block_at_256,
+                "{layout:?}"
+            );
             assert!(shared_bytes(layout, 64) < shared_bytes(layout, 256));
         }
         for layout in [Layout::Forward, Layout::BackwardDq, Layout::BackwardDkDv] {
