@@ -7,8 +7,10 @@
 //   dA_{k,v}   += s_k Σ_{segments s using v} Σ_{t in s} dH_k[t]ᵀ X[t]
 //
 // Work decomposition (no float atomics anywhere: same inputs, same bits). For bf16 activations
-// every product runs on the tensor cores (flix_mma.cuh; dA rounds the f32 dH to bf16 as it
-// stages it); the f32 entries use f32 FMA (flix_common.cuh), same grids and outputs.
+// every product runs on the tensor cores (flix_mma.cuh), reading the adapters' bf16 working copy
+// in 16-byte asynchronous copies (dH: B's rows, two stages; dX: A's rows, two stages) and
+// rounding the f32 dH to bf16 as it is staged (dX stages s_k dH, dA dH); the f32 entries use f32
+// FMA (flix_common.cuh) on the f32 masters, same grids and outputs.
 //   flix_dh_db_*        one pass over dY for dH and dB. Grid (runs x ceil(R/32), 1, nsplit): a
 //                       block owns a run of FLIX_RUN_TILES consecutive tiles, 32 columns of H and
 //                       a split of d_out; per 64-wide step it stages the dY tile once (16-byte
@@ -34,14 +36,15 @@
 // R = 32, bf16; values drawn uniformly from 90 and 10; 128 tiles, 64 runs of one segment each;
 // nsplit = 8). Of the 128 (segment, type) stretches, ~32 are the only use of their value (type 0)
 // and go straight into the gradient; the other ~96 fill 64 slots (one per run), ~3/4 of each.
-//   dh_db:  reads dY 67.1 MB once (was twice: dH and dB) + H 0.5 MB + used f32 B ~19 MB; writes
+//   dh_db:  reads dY 67.1 MB once (was twice: dH and dB) + H 0.5 MB + used bf16 B ~9.7 MB; writes
 //           dH partials 8 x 1.05 = 8.4 MB, dB slots ~3/4 x 64 x 4096 x 32 x 4 B = 25 MB, and
 //           adds ~32 direct values into dB (read + write 2 x 8.4 MB); 4.3 GFLOP.
-//   finish: reads 8.4 MB, writes 1 MB.     dX: writes 67.1 MB (+ used A ~19 MB), 2.15 GFLOP.
+//   finish: reads 8.4 MB, writes 1 MB.     dX: writes 67.1 MB (+ used bf16 A ~9.7 MB), 2.15 GFLOP.
 //   da:     reads X 67.1 MB + dH 1 MB, writes ~25 MB of slots, adds ~32 direct values into dA
 //           (2 x 8.4 MB); 2.15 GFLOP.
 //   reduces: read 2 x 25 MB of slots, read+write the other used gradients 2 x 2 x 10.5 MB.
-//   Total ~ 436 MB (was ~ 530 MB) -> ~130 us at 3.35 TB/s; the tensor-core arithmetic is ~10 us.
+//   Total ~ 417 MB (~ 436 MB reading the f32 adapters, ~ 530 MB before the one pass over dY)
+//   -> ~125 us at 3.35 TB/s; the tensor-core arithmetic is ~10 us.
 //   Slots shrink further where consecutive tiles of a run share a value (long segments, a
 //   single-value LoRA: one slot per run instead of per segment), and disappear for types whose
 //   values are used once per batch (per-example features: no slots and no reduce for them).
@@ -54,7 +57,7 @@ flix_dh_db_f32(const float* dY, int d_out, const float* H, FlixTypes p, const in
                split_len, db_part, db);
 }
 
-// At most 128 registers: two blocks per SM at least (42 KB of shared memory each).
+// At most 128 registers: two blocks per SM at least (47 KB of shared memory each).
 extern "C" __global__ void __launch_bounds__(FLIX_THREADS, 2)
 flix_dh_db_bf16(const __nv_bfloat16* dY, int d_out, const __nv_bfloat16* H, FlixTypes p,
                 const int* slots, const FlixTile* tiles, int num_tiles, int q0,

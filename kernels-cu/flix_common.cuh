@@ -7,8 +7,10 @@
 // Notation: T tokens packed row-major in segments; K <= 8 feature types; type k has rank r_k,
 // scale s_k and owns columns col_off[k]..col_off[k+1] of the low-rank activations H [T, R];
 // slots[s*K + k] is the value id of type k in segment s, or -1 (absent). Adapters of type k:
-// A_k [V_k, r_k, d_in], B_k [V_k, d_out, r_k], always f32 (the master copy, DESIGN §4: kernels
-// read it directly; at r = 16 the adapters are a few MB, small next to the activations).
+// A_k [V_k, r_k, d_in], B_k [V_k, d_out, r_k]: the f32 master copy for the f32 entries, its bf16
+// working copy for the bf16 entries (DESIGN §4: the launcher keeps the copy current and passes
+// the pointers of the copy the entry reads; at r = 16 the adapters are a few MB, small next to
+// the activations).
 //
 // Work unit: a tile of at most FLIX_TILE_M tokens that never crosses a segment, so every token of
 // a tile uses the same K adapters (the host derives the tile list from the plan's segment starts).
@@ -24,9 +26,11 @@
 
 // Per-type parameters, passed by value. Mirrors `FlixTypesParam` in flix-kernels/src/flix/
 // cuda/params.rs (#[repr(C)]; a host test checks size and offsets).
+// The adapter pointers are untyped: f32 (masters) for the f32 entries, bf16 (working copies) for
+// the bf16 entries; read them through flix_adapter.
 struct FlixTypes {
-    const float* a[FLIX_MAX_TYPES];  // A_k base pointer, [V_k, r_k, d_in]
-    const float* b[FLIX_MAX_TYPES];  // B_k base pointer, [V_k, d_out, r_k]
+    const void* a[FLIX_MAX_TYPES];  // A_k base pointer, [V_k, r_k, d_in]
+    const void* b[FLIX_MAX_TYPES];  // B_k base pointer, [V_k, d_out, r_k]
     float scale[FLIX_MAX_TYPES];    // s_k = alpha_k / r_k
     int rank[FLIX_MAX_TYPES];       // r_k
     int col_off[FLIX_MAX_TYPES + 1];
@@ -72,6 +76,28 @@ __device__ __forceinline__ int flix_type_of_col(const FlixTypes& p, int c) {
     return k;
 }
 
+// Type k's A or B (`ptrs` = p.a or p.b) as the entry reads it: W = float (the f32 masters, FMA
+// entries) or __nv_bfloat16 (the bf16 working copies, tensor-core entries).
+template <typename W>
+__device__ __forceinline__ const W* flix_adapter(const void* const (&ptrs)[FLIX_MAX_TYPES], int k) {
+    return static_cast<const W*>(ptrs[k]);
+}
+
+// Where column c of H reads its type's adapters in a segment: type k, row j = c - col_off[k]
+// of the type's rank r, and the segment's value f of type k (-1: absent).
+struct FlixCol {
+    int k, j, r, f;
+};
+__device__ __forceinline__ FlixCol flix_col(const FlixTypes& p, const int* __restrict__ slots,
+                                            unsigned segment, int c) {
+    FlixCol x;
+    x.k = flix_type_of_col(p, c);
+    x.j = c - p.col_off[x.k];
+    x.r = p.rank[x.k];
+    x.f = slots[(long long)segment * p.num_types + x.k];
+    return x;
+}
+
 // ---------------------------------------------------------------------------------------------
 // narrow (shrink): part[z, t, c] = Σ_{i in split z} L[t, i] · A_{k,f}[j, i] for the tokens t of one
 // tile and 32 columns c = col_off[k] + j of H. d_in is split over grid.z (split_len elements
@@ -105,7 +131,7 @@ __device__ void flix_narrow(const T* __restrict__ L, int D, const FlixTypes& p,
         if (c < R) {
             const int k = flix_type_of_col(p, c);
             const int f = slots[(long long)tile.segment * p.num_types + k];
-            if (f >= 0) row = p.a[k] + ((long long)f * p.rank[k] + (c - p.col_off[k])) * D;
+            if (f >= 0) row = flix_adapter<float>(p.a, k) + ((long long)f * p.rank[k] + (c - p.col_off[k])) * D;
         }
         wrow[tid] = row;
     }
@@ -228,11 +254,11 @@ __device__ void flix_wide(const HT* __restrict__ H, int N, const FlixTypes& p,
                 const int f = slots[(long long)tile.segment * p.num_types + k];
                 if (f >= 0) {
                     if (FROM_B) {
-                        row = p.b[k] + (long long)f * N * r + j;
+                        row = flix_adapter<float>(p.b, k) + (long long)f * N * r + j;
                         stride = r;
                         scale = 1.f;
                     } else {
-                        row = p.a[k] + ((long long)f * r + j) * N;
+                        row = flix_adapter<float>(p.a, k) + ((long long)f * r + j) * N;
                         stride = 1;
                         scale = p.scale[k];
                     }
@@ -416,7 +442,7 @@ __device__ void flix_dh_db(const float* __restrict__ dY, int D, const float* __r
                 if (c < R) {
                     const int k = flix_type_of_col(p, c);
                     const int f = slots[(long long)tile.segment * p.num_types + k];
-                    if (f >= 0) row = p.b[k] + (long long)f * D * p.rank[k] + (c - p.col_off[k]);
+                    if (f >= 0) row = flix_adapter<float>(p.b, k) + (long long)f * D * p.rank[k] + (c - p.col_off[k]);
                     wstride[tid] = p.rank[k];
                 }
                 wrow[tid] = row;

@@ -60,7 +60,7 @@ impl LayerProblem {
                 b: random(device, DType::F32, &[values, d_out, rank], 0.01, &mut rng)?,
             });
         }
-        let adapters = LayerAdapters { types };
+        let adapters = LayerAdapters::new(types);
         let grads = AdapterGrads::zeros(&adapters)?;
         Ok(Self {
             plan,

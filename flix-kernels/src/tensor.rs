@@ -1,6 +1,8 @@
 //! A dense, row-major buffer with a shape, a dtype and a device. Deliberately small: FLix has no
 //! general tensor library and no autograd (DESIGN §4); ops take tensors and check their shapes.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use cudarc::driver::CudaSlice;
 use half::bf16;
 
@@ -33,6 +35,16 @@ pub struct Tensor {
     device: Device,
     shape: Vec<usize>,
     storage: Storage,
+    /// See [`Tensor::stamp`].
+    stamp: u64,
+}
+
+/// The source of every content stamp: each construction and each mutable access takes the next
+/// value, so no two contents ever get the same stamp.
+static NEXT_STAMP: AtomicU64 = AtomicU64::new(1);
+
+fn fresh_stamp() -> u64 {
+    NEXT_STAMP.fetch_add(1, Ordering::Relaxed)
 }
 
 impl std::fmt::Debug for Tensor {
@@ -65,6 +77,7 @@ impl Tensor {
             device: device.clone(),
             shape: shape.to_vec(),
             storage,
+            stamp: fresh_stamp(),
         })
     }
 
@@ -93,6 +106,7 @@ impl Tensor {
             device: device.clone(),
             shape: shape.to_vec(),
             storage,
+            stamp: fresh_stamp(),
         })
     }
 
@@ -112,6 +126,7 @@ impl Tensor {
             device: Device::Cpu,
             shape: shape.to_vec(),
             storage: Storage::Cpu(data),
+            stamp: fresh_stamp(),
         })
     }
 
@@ -149,11 +164,31 @@ impl Tensor {
     pub fn storage(&self) -> &Storage {
         &self.storage
     }
+    /// The storage, for writing: the tensor takes a new [`stamp`](Tensor::stamp), since what
+    /// follows may change its content. Every write to a tensor goes through here or
+    /// [`Tensor::cpu_data_mut`].
     pub fn storage_mut(&mut self) -> &mut Storage {
+        self.stamp = fresh_stamp();
         &mut self.storage
     }
 
-    /// Same data, new shape with the same element count.
+    /// A content stamp: equal stamps mean equal content. Each construction and each mutable
+    /// access ([`Tensor::storage_mut`], [`Tensor::cpu_data_mut`]) draws a new one from a global
+    /// counter, and a copy made by `ops::elementwise::duplicate` keeps its source's. So a value
+    /// derived from a tensor (a working copy in another dtype) can be kept as long as the
+    /// tensor's stamp is the one it was derived from. Unequal stamps say nothing: a mutable
+    /// access that writes the same values still changes the stamp.
+    pub fn stamp(&self) -> u64 {
+        self.stamp
+    }
+
+    /// Gives this tensor `source`'s stamp, for a copy whose content was just made equal to
+    /// `source`'s (on the same stream, so that any later read sees the copy).
+    pub(crate) fn share_stamp_of(&mut self, source: &Tensor) {
+        self.stamp = source.stamp;
+    }
+
+    /// Same data, new shape with the same element count (and the same stamp).
     pub fn reshape(mut self, shape: &[usize]) -> Result<Self> {
         if numel(shape) != self.numel() {
             return Err(KernelError::Shape {
@@ -174,7 +209,9 @@ impl Tensor {
             _ => Err(self.not_on_cpu(op)),
         }
     }
+    /// The host slice of a CPU tensor, for writing (a new [`stamp`](Tensor::stamp)).
     pub fn cpu_data_mut(&mut self, op: &'static str) -> Result<&mut [f32]> {
+        self.stamp = fresh_stamp();
         match &mut self.storage {
             Storage::Cpu(v) => Ok(v),
             _ => Err(KernelError::WrongDevice {
@@ -230,5 +267,61 @@ fn cpu_bf16(op: &'static str) -> KernelError {
     KernelError::Invalid {
         op,
         message: "the CPU path computes in f32 only; bf16 tensors live on CUDA".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn construction_draws_a_new_stamp() -> Result<()> {
+        let a = Tensor::zeros(&Device::Cpu, DType::F32, &[2, 3])?;
+        let b = Tensor::zeros(&Device::Cpu, DType::F32, &[2, 3])?;
+        let c = Tensor::from_f32(&Device::Cpu, DType::F32, &[2], &[1.0, 2.0])?;
+        let d = Tensor::cpu(&[2], vec![1.0, 2.0])?;
+        let stamps = [a.stamp(), b.stamp(), c.stamp(), d.stamp()];
+        for (i, x) in stamps.iter().enumerate() {
+            for y in &stamps[i + 1..] {
+                assert_ne!(x, y, "two constructions share a stamp: {stamps:?}");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn mutable_access_changes_the_stamp_and_reads_do_not() -> Result<()> {
+        let mut t = Tensor::cpu(&[3], vec![1.0, 2.0, 3.0])?;
+        let before = t.stamp();
+        let _ = t.cpu_data("read")?;
+        let _ = t.storage();
+        let _ = t.to_f32_vec()?;
+        assert_eq!(t.stamp(), before, "reads keep the stamp");
+
+        t.cpu_data_mut("write")?[0] = 5.0;
+        let after_data = t.stamp();
+        assert_ne!(after_data, before);
+
+        let _ = t.storage_mut();
+        assert_ne!(t.stamp(), after_data);
+        assert_ne!(t.stamp(), before);
+        Ok(())
+    }
+
+    #[test]
+    fn reshape_and_duplicate_keep_the_stamp() -> Result<()> {
+        let t = Tensor::cpu(&[2, 2], vec![1.0, 2.0, 3.0, 4.0])?;
+        let stamp = t.stamp();
+        let copy = crate::ops::elementwise::duplicate(&t)?;
+        assert_eq!(copy.stamp(), stamp, "a copy has its source's content");
+        assert_eq!(copy.to_f32_vec()?, t.to_f32_vec()?);
+        let t = t.reshape(&[4])?;
+        assert_eq!(t.stamp(), stamp);
+
+        // Writing the copy separates it from its source again.
+        let mut copy = copy;
+        copy.cpu_data_mut("write")?[0] = 9.0;
+        assert_ne!(copy.stamp(), t.stamp());
+        Ok(())
     }
 }

@@ -189,6 +189,131 @@ fn kernels_match_the_oracle_on_shapes_that_reach_every_branch() {
     }
 }
 
+/// The bf16 kernels read the adapters' bf16 working copy: after the f32 masters change, by a
+/// write (a new stamp) or by an optimizer step that rounds the update into the copy in the same
+/// pass, every op must see the new values. H, Y and dX against the oracle of the new adapters.
+#[test]
+fn bf16_kernels_follow_the_adapters_through_writes_and_optimizer_steps() {
+    use flix_kernels::ops::adamw::{adamw_step_many, AdamWParams, AdamWTensor};
+    use flix_kernels::ops::cast;
+
+    let Some(device) = cuda_or_skip() else {
+        return;
+    };
+    let dtype = DType::BF16;
+    let (name, case) = &cases()[0];
+    let mut rng = Rng::new(3);
+    let mut p = Problem::new(case, &mut rng, &device, dtype);
+    let plan = DevicePlan::new(&device, p.plan.clone()).unwrap();
+    let (t, r) = (p.plan.num_tokens(), p.plan.total_rank());
+    let tol = tolerance(dtype);
+    let check_ops = |p: &Problem, when: &str| {
+        let layer = cpu_ref::RefLayer::from_adapters(&p.adapters).unwrap();
+        let what = |op: &str| format!("{op}: {name}, {when}");
+        let mut h = tensor(&device, dtype, &[t, r], &vec![0.0; t * r]);
+        flix::shrink(&plan, &p.adapters, &p.x, &mut h).unwrap();
+        tol.check_scaled(
+            &what("H"),
+            &host(&h),
+            &cpu_ref::shrink(&p.plan, &layer, &p.x_ref),
+        )
+        .unwrap();
+        let h_ref = host(&h);
+        let mut y = tensor(&device, dtype, &[t, case.d_out], &vec![0.0; t * case.d_out]);
+        flix::expand(&plan, &p.adapters, &h, &mut y, Write::Overwrite).unwrap();
+        tol.check_scaled(
+            &what("Y"),
+            &host(&y),
+            &cpu_ref::expand(&p.plan, &layer, &h_ref),
+        )
+        .unwrap();
+        let mut dx = tensor(&device, dtype, &[t, case.d_in], &vec![0.0; t * case.d_in]);
+        let mut g = AdapterGrads::zeros(&p.adapters).unwrap();
+        flix::backward(
+            &plan,
+            &p.adapters,
+            &p.x,
+            &h,
+            &p.dy,
+            Some(&mut dx),
+            Write::Overwrite,
+            &mut g,
+        )
+        .unwrap();
+        let want = cpu_ref::backward(&p.plan, &layer, &p.x_ref, &h_ref, &p.dy_ref);
+        tol.check_scaled(&what("dX"), &host(&dx), &want.dx).unwrap();
+        g
+    };
+
+    check_ops(&p, "first use");
+    assert!(p
+        .adapters
+        .copies_current(dtype)
+        .iter()
+        .all(|&c| c == (true, true)));
+
+    // A write to one master (here a cast into it): its copy is stale until the next launch.
+    let shape = p.adapters.types[1].b.shape().to_vec();
+    let fresh = tensor(
+        &device,
+        DType::F32,
+        &shape,
+        &rng.vec(shape.iter().product(), 1.0),
+    );
+    cast(&fresh, &mut p.adapters.types[1].b).unwrap();
+    assert_eq!(p.adapters.copies_current(dtype)[1], (true, false));
+    let grads = check_ops(&p, "after a write to B[1]");
+
+    // An optimizer step that writes the copies with the masters: current without a cast.
+    let mut moments: Vec<_> = (0..2 * p.adapters.types.len())
+        .map(|i| {
+            let k = i / 2;
+            let shape = if i % 2 == 0 {
+                grads.da[k].shape()
+            } else {
+                grads.db[k].shape()
+            };
+            let zeros = || flix_kernels::Tensor::zeros(&device, DType::F32, shape).unwrap();
+            (zeros(), zeros())
+        })
+        .collect();
+    {
+        let tensors = p.adapters.optimizer_tensors_mut();
+        let mut step = Vec::new();
+        for ((k, ty), pair) in tensors.into_iter().enumerate().zip(moments.chunks_mut(2)) {
+            let (ma, mb) = pair.split_at_mut(1);
+            let (m_a, v_a) = &mut ma[0];
+            let (m_b, v_b) = &mut mb[0];
+            step.push(AdamWTensor {
+                param: ty.a,
+                grad: &grads.da[k],
+                m: m_a,
+                v: v_a,
+                working: ty.a_working,
+            });
+            step.push(AdamWTensor {
+                param: ty.b,
+                grad: &grads.db[k],
+                m: m_b,
+                v: v_b,
+                working: ty.b_working,
+            });
+        }
+        let hp = AdamWParams {
+            lr: 0.05,
+            ..AdamWParams::default()
+        };
+        adamw_step_many(&mut step, 1, hp, 1.0).unwrap();
+    }
+    p.adapters.copy_written_by_optimizer();
+    assert!(p
+        .adapters
+        .copies_current(dtype)
+        .iter()
+        .all(|&c| c == (true, true)));
+    check_ops(&p, "after an optimizer step");
+}
+
 /// Attention on CUDA against the CPU path on the same (rounded) inputs, at each head-dim limit of
 /// the kernels (64, 128, 256: Gemma 3's head_dim) with sliding windows shorter than a tile,
 /// longer than a tile and none, and scales other than 1/√head_dim: forward (O, lse), backward

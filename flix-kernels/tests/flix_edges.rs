@@ -208,33 +208,29 @@ fn launchers_reject_bad_shapes_naming_both_shapes() {
     ));
     assert!(e.contains("[4, 7]") && e.contains("[5, 7]"), "{e}");
     // An adapter whose rank disagrees with the plan.
-    let bad = LayerAdapters {
-        types: vec![
-            TypeAdapter {
-                scale: 1.0,
-                a: zeros(&[3, 2, 5]),
-                b: zeros(&[3, 7, 2]),
-            },
-            TypeAdapter {
-                scale: 1.0,
-                a: zeros(&[2, 2, 5]),
-                b: zeros(&[2, 7, 2]),
-            },
-        ],
-    };
+    let bad = LayerAdapters::new(vec![
+        TypeAdapter {
+            scale: 1.0,
+            a: zeros(&[3, 2, 5]),
+            b: zeros(&[3, 7, 2]),
+        },
+        TypeAdapter {
+            scale: 1.0,
+            a: zeros(&[2, 2, 5]),
+            b: zeros(&[2, 7, 2]),
+        },
+    ]);
     let e = err_text(flix::shrink(&plan, &bad, &p.x, &mut zeros(&[5, 3])));
     assert!(
         e.contains("[2, 2, 5]") && e.contains("[2, 1, 5]") && e.contains("type 1"),
         "{e}"
     );
     // Too few types.
-    let one = LayerAdapters {
-        types: vec![TypeAdapter {
-            scale: 1.0,
-            a: zeros(&[3, 2, 5]),
-            b: zeros(&[3, 7, 2]),
-        }],
-    };
+    let one = LayerAdapters::new(vec![TypeAdapter {
+        scale: 1.0,
+        a: zeros(&[3, 2, 5]),
+        b: zeros(&[3, 7, 2]),
+    }]);
     let e = err_text(flix::shrink(&plan, &one, &p.x, &mut zeros(&[5, 3])));
     assert!(
         e.contains("1 feature types") && e.contains("plan has 2"),

@@ -223,7 +223,7 @@ impl Adapter {
                 b: Tensor::zeros(device, DType::F32, &[t.num_values, out_dim, t.rank])?,
             });
         }
-        let layers = LayerAdapters { types };
+        let layers = LayerAdapters::new(types);
         let grads = AdapterGrads::zeros(&layers)?;
         Ok(Self { layers, grads })
     }

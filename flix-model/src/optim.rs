@@ -103,10 +103,14 @@ impl AdamW {
     /// One update of every trainable tensor of `model` (`LlamaModel::trainable_mut` order) from
     /// its accumulated gradients; see [`AdamW::step_tensors`].
     pub fn step(&mut self, model: &mut LlamaModel) -> Result<f64> {
-        self.step_tensors(&mut model.trainable_mut(), 1.0)
+        let norm = self.step_tensors(&mut model.trainable_mut(), 1.0)?;
+        model.adapter_copies_written_by_optimizer();
+        Ok(norm)
     }
 
-    /// One update from the gradients of `trainable` (always the same tensors in the same order),
+    /// One update from the gradients of `trainable` (always the same tensors in the same order;
+    /// a tensor's working copy, when given, gets the updated value rounded into it: follow the
+    /// step with `LlamaModel::adapter_copies_written_by_optimizer`),
     /// each counted as `grad_scale` times what it holds (1 / the number of micro-batches whose
     /// gradients were summed into it, so that their mean is used; 1 otherwise). Returns the
     /// global norm of the scaled gradients before clipping. The gradients are left as they are:
@@ -139,7 +143,21 @@ impl AdamW {
                 self.state.len()
             )));
         }
+        if let Some(t) = trainable
+            .iter()
+            .zip(&self.state)
+            .find(|(t, st)| t.working.is_some() && st.master.is_some())
+        {
+            return Err(ModelError::Invalid(format!(
+                "a {} tensor {:?} came with a working copy: only f32 tensors have one",
+                t.0.value.dtype(),
+                t.0.value.shape()
+            )));
+        }
         self.step += 1;
+        // Three kinds of tensor: f32 updated in place; f32 with a working copy (an adapter's
+        // bf16 copy on a CUDA bf16 model), rounded from the update in the same pass; not f32 (a
+        // bf16 base weight), updated through the optimizer's f32 master and rounded into it.
         let mut tensors: Vec<AdamWTensor> = trainable
             .iter_mut()
             .zip(&mut self.state)
@@ -156,7 +174,7 @@ impl AdamW {
                     grad: t.grad,
                     m: &mut st.m,
                     v: &mut st.v,
-                    working: None,
+                    working: t.working.as_deref_mut(),
                 },
             })
             .collect();

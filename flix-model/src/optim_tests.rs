@@ -92,7 +92,11 @@ fn step(opt: &mut AdamW, values: &mut [Tensor], grads: &[Tensor]) -> f64 {
     let mut params: Vec<Trainable> = values
         .iter_mut()
         .zip(grads)
-        .map(|(value, grad)| Trainable { value, grad })
+        .map(|(value, grad)| Trainable {
+            value,
+            grad,
+            working: None,
+        })
         .collect();
     opt.step_tensors(&mut params, 1.0).unwrap()
 }
@@ -156,7 +160,11 @@ fn a_gradient_scale_steps_on_the_mean_gradient() {
         let mut params: Vec<Trainable> = values
             .iter_mut()
             .zip(&summed)
-            .map(|(value, grad)| Trainable { value, grad })
+            .map(|(value, grad)| Trainable {
+                value,
+                grad,
+                working: None,
+            })
             .collect();
         let norm = opt.step_tensors(&mut params, 0.25).unwrap();
         let want = oracle.step(&mean, hp(0.1), Some(1.0));

@@ -4,8 +4,11 @@
 // into random gradients), for f32 and bf16 activations, on batches with absent features, one-token and empty
 // segments, widths that are not multiples of any tile, K from 1 to 8, R above 32, runs of tiles
 // that cross segments and value changes, segments longer than a run, and the gradient workspace
-// split into several groups of runs. Outputs are poisoned with NaN first, so
-// an unwritten element fails. Build and run: kernels-cu/emulate/run.sh
+// split into several groups of runs. The bf16 entries read a bf16 copy of the adapters, as the
+// launchers pass it: 16-byte pieces where ranks and widths are multiples of 8, element loads where
+// they are not, where a piece crosses a type boundary, and where the copy's base is misaligned.
+// Outputs are poisoned with NaN first, so an unwritten element fails. Build and run:
+// kernels-cu/emulate/run.sh
 #include "cuda_shim.h"
 #include "../flix_common.cuh"
 #include "../flix_mma.cuh"
@@ -28,6 +31,9 @@ struct Problem {
     vector<vector<int>> slots;  // per segment, K ids (-1 absent)
     int d_in, d_out;
     size_t group_slots;  // partial slots per gradient-workspace group (the launcher's budget)
+    // The bf16 copies of the adapters start one element (2 bytes) past a 16-byte boundary, so
+    // that no piece of them can move as one 16-byte copy (the element-by-element fallback).
+    bool misaligned_copies = false;
 };
 
 // Mirrors params::WIDE_COLS: output columns per expand/dX block.
@@ -156,6 +162,15 @@ static void run(const Problem& pb, uint64_t seed, double rtol) {
     auto rand_f = [&](size_t n) { vector<float> v(n); for (auto& x : v) x = uni(rng); return v; };
     vector<T> X = rand_t((size_t)T_ * d_in), dY = rand_t((size_t)T_ * d_out);
     vector<vector<float>> A(K), B(K), dA(K), dB(K), dA0(K), dB0(K);
+    // The bf16 entries read the adapters' bf16 working copy (the launcher's cast of the f32
+    // master), the f32 entries the master itself.
+    vector<vector<__nv_bfloat16>> A16(K), B16(K);
+    const size_t skew = pb.misaligned_copies ? 1 : 0;
+    auto bf16_copy = [&](vector<__nv_bfloat16>& to, const vector<float>& from) {
+        to.assign(from.size() + skew, __float2bfloat16_rn(nan_f()));
+        for (size_t i = 0; i < from.size(); ++i) to[skew + i] = __float2bfloat16_rn(from[i]);
+        return to.data() + skew;
+    };
     FlixTypes p{};
     p.num_types = K;
     p.total_rank = R;
@@ -164,16 +179,22 @@ static void run(const Problem& pb, uint64_t seed, double rtol) {
         B[k] = rand_f((size_t)pb.num_values[k] * d_out * pb.ranks[k]);
         dA[k] = dA0[k] = rand_f(A[k].size());
         dB[k] = dB0[k] = rand_f(B[k].size());
-        p.a[k] = A[k].data();
-        p.b[k] = B[k].data();
+        if constexpr (std::is_same_v<T, float>) {
+            p.a[k] = A[k].data();
+            p.b[k] = B[k].data();
+        } else {
+            p.a[k] = bf16_copy(A16[k], A[k]);
+            p.b[k] = bf16_copy(B16[k], B[k]);
+        }
         p.scale[k] = pb.scales[k];
         p.rank[k] = pb.ranks[k];
     }
     for (int k = 0; k <= K; ++k) p.col_off[k] = off[k];
     const auto* tl = reinterpret_cast<const FlixTile*>(tiles.data());
     auto seg_of = [&](int t) { int s = 0; while (starts[s + 1] <= t) ++s; return s; };
-    // The bf16 kernels stage the f32 adapters (and, for dA, the f32 dH) in shared memory as bf16
-    // (flix_mma.cuh); the reference rounds them the same way, so that it can stay tight.
+    // The bf16 kernels read the adapters' bf16 copy (and stage the f32 dH of dX and dA in
+    // shared memory as bf16, flix_mma.cuh); the reference rounds them the same way, so that it
+    // can stay tight.
     auto wq = [](float v) { return std::is_same_v<T, float> ? v : __bfloat162float(__float2bfloat16_rn(v)); };
 
     // ---- shrink (launcher: forward.rs narrow)
@@ -301,8 +322,9 @@ static void run(const Problem& pb, uint64_t seed, double rtol) {
             for (int i = 0; i < d_in; ++i) {
                 double acc = 0;
                 for (int j = 0; j < pb.ranks[k]; ++j)
-                    acc += dHref[(size_t)t * R + off[k] + j] * A[k][((size_t)f * pb.ranks[k] + j) * d_in + i];
-                dXref[(size_t)t * d_in + i] += pb.scales[k] * acc;
+                    acc += double(wq(pb.scales[k] * dH[(size_t)t * R + off[k] + j])) *
+                           wq(A[k][((size_t)f * pb.ranks[k] + j) * d_in + i]);
+                dXref[(size_t)t * d_in + i] += acc;
             }
         }
     compare("dX = Σ s_k dH_k A", dX, dXref, rtol);
@@ -384,6 +406,18 @@ int main() {
         // Expand and dX over several 256-column blocks: d_out a multiple of 8 (16-byte stores)
         // ending inside a quarter of the last block, d_in not (element by element).
         {"widths past one 256-column block", {4, 3}, {2, 2}, {1.f, 0.5f}, {20, 70}, {{0, 1}, {1, -1}}, 300, 520, 4},
+        // The bf16 adapter copies: every piece of 8 that lies in one type and row moves as one
+        // 16-byte copy here (ranks and widths multiples of 8), across two chunks of R in expand
+        // and dX (the double-buffered W stages) and two column blocks in shrink and dH.
+        {"R = 64 in ranks of 16 and 32: two chunks of R", {16, 16, 32}, {2, 2, 2}, {1.f, 0.5f, 0.25f},
+         {70, 30, 64}, {{0, 1, 1}, {1, 0, -1}, {1, -1, 0}}, 80, 96, 2},
+        // Ranks 8, 4, 8: type 2 starts at column 12, so pieces of 8 columns cross a type boundary
+        // (read column by column) next to whole ones.
+        {"ranks 8, 4, 8: pieces across types", {8, 4, 8}, {2, 3, 2}, {1.f, 0.5f, 2.f}, {40, 64, 70},
+         {{0, 1, 1}, {1, -1, 0}, {0, 2, -1}}, 64, 264, 2},
+        // The same shapes as "widths multiple of 8", with copies that are not 16-byte aligned.
+        {"widths multiple of 8, misaligned bf16 copies", {16, 8}, {3, 2}, {0.5f, 1.f}, {64, 65, 3},
+         {{2, 1}, {0, -1}, {1, 0}}, 136, 72, 3, true},
     };
     for (auto& pb : problems) {
         std::printf("f32  %s\n", pb.name.c_str());
@@ -394,7 +428,7 @@ int main() {
     // Unsplit (FLIX_CUDA_TARGET_BLOCKS=1): shrink and dH loop over the whole long dimension in
     // one block, which the split otherwise never does on batches this small.
     g_target_blocks = 1;
-    for (size_t i : {0, 3, 4, 5}) {
+    for (size_t i : {0, 3, 4, 5, 8, 9}) {
         std::printf("f32  %s, unsplit\n", problems[i].name.c_str());
         run<float>(problems[i], 3, 1e-5);
         std::printf("bf16 %s, unsplit\n", problems[i].name.c_str());

@@ -4,7 +4,9 @@
 //! `flix/mod.rs` has already checked every shape, dtype and device (adapters and gradients f32,
 //! activations f32 or bf16, all on the plan's device) before calling here; the launchers add the
 //! kernels' own limits ([`params::check_limits`]: K <= 8, sizes within i32 and the grid) and then
-//! launch. Nothing here synchronizes: work is queued on the backend's one stream.
+//! launch. Nothing here synchronizes: work is queued on the backend's one stream. The f32
+//! kernels read the f32 adapters; the bf16 (tensor-core) kernels read the layer's bf16 working
+//! copy, made current (a cast of each master whose stamp changed) before the launch.
 //!
 //! - [`CudaPlan`]: the plan's arrays, uploaded once per batch by `DevicePlan::new`.
 //! - `forward.rs`: shrink, expand, add_bias. `backward.rs`: dH and dB, dX, dA.
@@ -20,12 +22,14 @@ pub use forward::{add_bias, expand, shrink};
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, SyncOnDrop};
 use flix_core::BatchPlan;
 
+use super::working_copy::{CurrentCopies, TypeCopies};
 use super::LayerAdapters;
 pub(crate) use crate::cuda::launch::to_i32;
 use crate::cuda::launch::upload;
 use crate::cuda::CudaBackend;
 use crate::error::{KernelError, Result};
-use crate::{Storage, Tensor};
+use crate::{DType, Storage, Tensor};
+use half::bf16;
 use params::FlixTypesParam;
 
 /// The plan's arrays on the device, uploaded once per batch by [`super::DevicePlan::new`] and
@@ -65,26 +69,70 @@ impl CudaPlan {
     }
 }
 
-/// The kernel parameter struct for `ad`, with the device addresses of every type's A and B.
+/// The bf16 working copies of `ad`'s adapters, current, when the kernels about to run take bf16
+/// `activations` (the tensor-core kernels read the adapters in bf16); `None` for f32 activations
+/// (the FMA kernels read the f32 masters). Held until the launches that read them are queued.
+fn adapter_copies<'a>(
+    ad: &'a LayerAdapters,
+    activations: &Tensor,
+) -> Result<Option<CurrentCopies<'a>>> {
+    match activations.dtype() {
+        DType::BF16 => Ok(Some(ad.current_copies(DType::BF16)?)),
+        DType::F32 => Ok(None),
+    }
+}
+
+/// The kernel parameter struct for `ad`, with the device addresses of every type's A and B:
+/// the f32 masters, or the bf16 working copies when `copies` are given (bf16 activations).
 /// The returned guards must live until the launches that read the adapters are queued.
 fn adapter_params<'a>(
     op: &'static str,
     stream: &'a CudaStream,
     plan: &BatchPlan,
     ad: &'a LayerAdapters,
+    copies: Option<&'a [TypeCopies]>,
 ) -> Result<(FlixTypesParam, Vec<SyncOnDrop<'a>>)> {
     let scales: Vec<f32> = ad.types.iter().map(|t| t.scale).collect();
     let mut p = FlixTypesParam::new(op, plan, &scales)?;
     let mut guards = Vec::with_capacity(2 * ad.types.len());
     for (k, t) in ad.types.iter().enumerate() {
-        let (a, ga) = f32_slice(op, "adapter A", &t.a)?.device_ptr(stream);
-        let (b, gb) = f32_slice(op, "adapter B", &t.b)?.device_ptr(stream);
+        let ((a, ga), (b, gb)) = match copies {
+            None => (
+                f32_slice(op, "adapter A", &t.a)?.device_ptr(stream),
+                f32_slice(op, "adapter B", &t.b)?.device_ptr(stream),
+            ),
+            Some(copies) => {
+                let c = copies.get(k);
+                let a = c.and_then(|c| c.a.as_ref()).map(|w| &w.tensor);
+                let b = c.and_then(|c| c.b.as_ref()).map(|w| &w.tensor);
+                (
+                    bf16_slice(op, "adapter A's bf16 copy", a)?.device_ptr(stream),
+                    bf16_slice(op, "adapter B's bf16 copy", b)?.device_ptr(stream),
+                )
+            }
+        };
         p.a[k] = a;
         p.b[k] = b;
         guards.push(ga);
         guards.push(gb);
     }
     Ok((p, guards))
+}
+
+/// The bf16 slice of a working copy (made by `LayerAdapters::current_copies`: a missing or
+/// non-bf16 one is a bug there).
+fn bf16_slice<'a>(
+    op: &'static str,
+    what: &'static str,
+    t: Option<&'a Tensor>,
+) -> Result<&'a CudaSlice<bf16>> {
+    match t.map(Tensor::storage) {
+        Some(Storage::CudaBf16(s)) => Ok(s),
+        _ => Err(KernelError::Invalid {
+            op,
+            message: format!("{what} must be a bf16 CUDA tensor, found {t:?}"),
+        }),
+    }
 }
 
 fn f32_slice<'a>(

@@ -22,7 +22,10 @@
 //! - all tensors live on the plan's device;
 //! - adapters: exactly K types in plan order; type k has `a` `[V_k, r_k, d_in]` and `b`
 //!   `[V_k, d_out, r_k]` (PEFT's `lora_A`/`lora_B` layout, one matrix per value), **f32** on every
-//!   device (they are the master copy; kernels convert on load);
+//!   device (they are the master copy). With bf16 activations the CUDA kernels read a bf16 working
+//!   copy instead, which [`LayerAdapters`] keeps and the launchers refresh from the masters
+//!   whenever a master's [`Tensor::stamp`] changed (an optimizer step writes it in the same pass,
+//!   so training pays no separate cast); f32 activations (and the CPU) read the masters;
 //! - activations X, H, Y, dY, dX share one dtype: f32 (CPU, CUDA) or bf16 (CUDA only); H is
 //!   `[T, R]` with R = Σ_k r_k, type k in columns `col_offsets[k]..col_offsets[k + 1]`;
 //! - gradients are f32, shaped like `a` and `b`, and are **accumulated** (+=), so micro-batches
@@ -52,12 +55,10 @@
 //! let (t, r) = (plan.plan().num_tokens(), plan.plan().total_rank());
 //!
 //! let zeros = |shape: &[usize]| Tensor::zeros(&device, DType::F32, shape);
-//! let adapters = LayerAdapters {
-//!     types: vec![
-//!         TypeAdapter { scale: 2.0, a: zeros(&[3, 4, d_in])?, b: zeros(&[3, d_out, 4])? },
-//!         TypeAdapter { scale: 1.0, a: zeros(&[2, 2, d_in])?, b: zeros(&[2, d_out, 2])? },
-//!     ],
-//! };
+//! let adapters = LayerAdapters::new(vec![
+//!     TypeAdapter { scale: 2.0, a: zeros(&[3, 4, d_in])?, b: zeros(&[3, d_out, 4])? },
+//!     TypeAdapter { scale: 1.0, a: zeros(&[2, 2, d_in])?, b: zeros(&[2, d_out, 2])? },
+//! ]);
 //! let (w, x) = (zeros(&[d_out, d_in])?, zeros(&[t, d_in])?);
 //! let (mut y, mut h) = (zeros(&[t, d_out])?, zeros(&[t, r])?);
 //! flix::linear_forward(&plan, &w, None, &adapters, &x, &mut y, &mut h)?;
@@ -77,8 +78,10 @@ pub mod cpu;
 pub mod cpu_ref;
 pub mod cuda;
 mod linear;
+mod working_copy;
 
 pub use linear::{add_bias, linear_backward, linear_forward};
+pub use working_copy::OptimizerTensors;
 
 use flix_core::BatchPlan;
 
@@ -95,9 +98,16 @@ pub struct TypeAdapter {
     pub b: Tensor,
 }
 
-/// All K feature types of one linear layer, in the plan's type order.
+/// All K feature types of one linear layer, in the plan's type order, and (on CUDA, once a
+/// launch with bf16 activations asked for it) a bf16 working copy of every A and B that the
+/// tensor-core kernels read. The copy follows the f32 masters by their stamps
+/// ([`Tensor::stamp`]): it is refreshed before a launch whenever a master changed, and an
+/// optimizer step writes it in the same pass as the update
+/// ([`LayerAdapters::optimizer_tensors_mut`], [`LayerAdapters::copy_written_by_optimizer`]).
+/// Build with [`LayerAdapters::new`].
 pub struct LayerAdapters {
     pub types: Vec<TypeAdapter>,
+    copies: working_copy::AdapterCopies,
 }
 
 /// Gradients of one layer's adapters: `da[k]` shaped like `types[k].a`, `db[k]` like

@@ -214,10 +214,12 @@ pub fn sum_rows_into(db: &mut Tensor, dy: &Tensor) -> Result<()> {
     }
 }
 
-/// A copy of `t` on its device, same dtype (a device-to-device copy on CUDA).
+/// A copy of `t` on its device, same dtype (a device-to-device copy on CUDA), with `t`'s
+/// [`stamp`](Tensor::stamp): same content.
 pub fn duplicate(t: &Tensor) -> Result<Tensor> {
     let mut out = Tensor::zeros(t.device(), t.dtype(), t.shape())?;
     super::cast(t, &mut out)?;
+    out.share_stamp_of(t);
     Ok(out)
 }
 

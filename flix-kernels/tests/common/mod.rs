@@ -182,7 +182,7 @@ impl Problem {
                 b: tensor(device, DType::F32, &b_shape, &b),
             });
         }
-        let adapters = LayerAdapters { types };
+        let adapters = LayerAdapters::new(types);
         let layer = RefLayer::from_adapters(&adapters).expect("oracle copy");
         let x = tensor(device, dtype, &[t, case.d_in], &rng.vec(t * case.d_in, 1.0));
         let dy = tensor(

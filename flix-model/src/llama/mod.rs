@@ -114,6 +114,9 @@ pub fn default_dtype(device: &Device) -> DType {
 pub struct Trainable<'a> {
     pub value: &'a mut Tensor,
     pub grad: &'a Tensor,
+    /// A working copy of an f32 `value` in another dtype (the bf16 copy a CUDA bf16 model keeps
+    /// of its adapters), which the optimizer rounds the update into in the same pass.
+    pub working: Option<&'a mut Tensor>,
 }
 
 /// Mean loss over the target tokens of a batch.
@@ -261,22 +264,39 @@ impl LlamaModel {
                 out.push(Trainable {
                     value: &mut p.value,
                     grad,
+                    working: None,
                 });
             }
         }
         for ad in adapters {
-            for (k, ty) in ad.layers.types.iter_mut().enumerate() {
+            let tensors = ad.layers.optimizer_tensors_mut();
+            for (k, ty) in tensors.into_iter().enumerate() {
                 out.push(Trainable {
-                    value: &mut ty.a,
+                    value: ty.a,
                     grad: &ad.grads.da[k],
+                    working: ty.a_working,
                 });
                 out.push(Trainable {
-                    value: &mut ty.b,
+                    value: ty.b,
                     grad: &ad.grads.db[k],
+                    working: ty.b_working,
                 });
             }
         }
         out
+    }
+
+    /// Records that an optimizer step given [`LlamaModel::trainable_mut`] (or the trainer's
+    /// list) wrote the adapters' working copies along with their masters
+    /// (`LayerAdapters::copy_written_by_optimizer`), so the next launch does not cast them.
+    pub fn adapter_copies_written_by_optimizer(&mut self) {
+        for layer in &mut self.layers {
+            for lin in layer.linears_mut() {
+                if let Some(ad) = lin.adapter.as_mut() {
+                    ad.layers.copy_written_by_optimizer();
+                }
+            }
+        }
     }
 
     /// Makes base weights trainable (`Full`) or frozen (`Adapters`).

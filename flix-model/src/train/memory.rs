@@ -5,7 +5,8 @@
 //!
 //! The estimate counts, in f32:
 //! - adapters: every adapted linear `[out, in]` has, per adapter type, `values × rank × (in +
-//!   out)` parameters; with their gradient and AdamW's two moments, 16 bytes per parameter
+//!   out)` parameters; with their gradient and AdamW's two moments, 16 bytes per parameter, and
+//!   2 more on a bf16 model (the bf16 working copy the CUDA kernels read, `LayerAdapters`)
 //!   (`full`: every linear weight of the layers gets a gradient and two moments, 12 bytes per
 //!   parameter; embeddings and norms are left out, as the bound is a lower one);
 //! - activations: per token of a micro-batch, what each layer keeps for the backward pass, at
@@ -23,7 +24,7 @@
 //! 64 bits are refused.
 
 use flix_kernels::ops::cross_entropy::kept_logits_bytes;
-use flix_kernels::Device;
+use flix_kernels::{DType, Device};
 
 use crate::adapters::TargetModule;
 use crate::error::{ModelError, Result};
@@ -33,6 +34,8 @@ use super::layout::{Layout, Method};
 
 /// Bytes per adapter parameter: value, gradient, AdamW's first and second moments (f32 each).
 const ADAPTER_BYTES_PER_PARAM: u128 = 16;
+/// Bytes per adapter parameter of the bf16 working copy a bf16 model's layers keep.
+const ADAPTER_COPY_BYTES_PER_PARAM: u128 = 2;
 /// Bytes per base parameter beyond the weight itself for `full`: gradient and two moments.
 const FULL_EXTRA_BYTES_PER_PARAM: u128 = 12;
 
@@ -112,7 +115,11 @@ pub fn estimate(model: &LlamaModel, layout: &Layout, batch_tokens: usize) -> Mem
         (base, base * FULL_EXTRA_BYTES_PER_PARAM)
     } else {
         let params = adapter_params(model, layout);
-        (params, params * ADAPTER_BYTES_PER_PARAM)
+        let copy = match model.dtype() {
+            DType::BF16 => ADAPTER_COPY_BYTES_PER_PARAM,
+            DType::F32 => 0,
+        };
+        (params, params * (ADAPTER_BYTES_PER_PARAM + copy))
     };
     let qkv = (c.num_attention_heads + 2 * c.num_key_value_heads) as u128 * c.head_dim as u128;
     let per_token_per_layer = 4 * c.hidden_size as u128 + qkv + 3 * c.intermediate_size as u128;

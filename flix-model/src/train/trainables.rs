@@ -14,6 +14,9 @@ pub struct Trainable<'a> {
     pub name: String,
     pub value: &'a mut Tensor,
     pub grad: &'a mut Tensor,
+    /// The value's working copy in another dtype, if the model keeps one (the bf16 copy of an
+    /// adapter on a CUDA bf16 model): the optimizer writes it in the same pass.
+    pub working: Option<&'a mut Tensor>,
 }
 
 /// The trainable tensors of `model`: with `full`, the base weights that have gradients; else the
@@ -37,6 +40,7 @@ pub fn trainables<'a>(
                     name: name.clone(),
                     value,
                     grad,
+                    working: None,
                 });
             }
         }
@@ -49,8 +53,8 @@ pub fn trainables<'a>(
             };
             let path = module.path(i);
             let pairs = layers
-                .types
-                .iter_mut()
+                .optimizer_tensors_mut()
+                .into_iter()
                 .zip(grads.da.iter_mut().zip(&mut grads.db));
             for (k, (t, (da, db))) in pairs.enumerate() {
                 let type_name = type_names.get(k).ok_or_else(|| {
@@ -61,13 +65,15 @@ pub fn trainables<'a>(
                 })?;
                 out.push(Trainable {
                     name: format!("{path}.flix.{type_name}.lora_A"),
-                    value: &mut t.a,
+                    value: t.a,
                     grad: da,
+                    working: t.a_working,
                 });
                 out.push(Trainable {
                     name: format!("{path}.flix.{type_name}.lora_B"),
-                    value: &mut t.b,
+                    value: t.b,
                     grad: db,
+                    working: t.b_working,
                 });
             }
         }
@@ -81,6 +87,7 @@ impl Trainable<'_> {
         llama::Trainable {
             value: &mut *self.value,
             grad: &*self.grad,
+            working: self.working.as_deref_mut(),
         }
     }
 }

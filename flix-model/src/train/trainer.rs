@@ -361,6 +361,8 @@ impl Trainer {
             &mut params.iter_mut().map(|t| t.as_param()).collect::<Vec<_>>(),
             1.0 / accum as f32,
         )?;
+        drop(params);
+        self.model.adapter_copies_written_by_optimizer();
         if !grad_norm.is_finite() {
             return Err(self.non_finite(step, "gradient norm", grad_norm, &[]));
         }

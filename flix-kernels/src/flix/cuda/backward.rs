@@ -11,7 +11,9 @@ use cudarc::driver::{CudaSlice, CudaStream, DevicePtrMut, DeviceRepr, PushKernel
 
 use super::forward::wide;
 use super::params::{self, FlixGradsParam, FlixTypesParam, Split};
-use super::{adapter_params, dtype_mismatch, f32_slice_mut, grid, to_i32, CudaPlan};
+use super::{
+    adapter_copies, adapter_params, dtype_mismatch, f32_slice_mut, grid, to_i32, CudaPlan,
+};
 use crate::cuda::CudaBackend;
 use crate::error::Result;
 use crate::flix::{AdapterGrads, DevicePlan, LayerAdapters, Write};
@@ -56,7 +58,8 @@ pub fn backward(
         return Err(dtype_mismatch(OP, "X, H, dY", &[x, h, dy]));
     }
     let stream = backend.stream();
-    let (param, guards) = adapter_params(OP, stream, p, ad)?;
+    let copies = adapter_copies(ad, x)?;
+    let (param, guards) = adapter_params(OP, stream, p, ad, copies.as_deref().map(Vec::as_slice))?;
     let run = RunGrads {
         backend,
         plan: p,
@@ -93,7 +96,9 @@ pub fn backward(
             Storage::Cpu(_) => return Err(mismatch),
         }
     }
+    // dA reads no adapters.
     drop(guards);
+    drop(copies);
 
     let mismatch = dtype_mismatch(OP, "X, H, dY", &[x, h, dy]);
     match x.storage() {

@@ -4,7 +4,7 @@
 use cudarc::driver::{CudaSlice, DeviceRepr, PushKernelArg};
 
 use super::params::{self, FlixTypesParam, Split};
-use super::{adapter_params, dtype_mismatch, grid, to_i32, CudaPlan};
+use super::{adapter_copies, adapter_params, dtype_mismatch, grid, to_i32, CudaPlan};
 use crate::cuda::CudaBackend;
 use crate::error::Result;
 use crate::flix::{DevicePlan, LayerAdapters, Write};
@@ -26,7 +26,14 @@ pub fn shrink(
     if cplan.num_tiles == 0 {
         return Ok(()); // no tokens: H is [0, R]
     }
-    let (param, _guards) = adapter_params(OP, backend.stream(), p, ad)?;
+    let copies = adapter_copies(ad, x)?;
+    let (param, _guards) = adapter_params(
+        OP,
+        backend.stream(),
+        p,
+        ad,
+        copies.as_deref().map(Vec::as_slice),
+    )?;
     let t = p.num_tokens();
     let source = &kernels_cu::FLIX_FORWARD;
     let mismatch = dtype_mismatch(OP, "X and H", &[x, h]);
@@ -122,7 +129,14 @@ pub fn expand(
     if cplan.num_tiles == 0 || d_out == 0 {
         return Ok(());
     }
-    let (param, _guards) = adapter_params(OP, backend.stream(), p, ad)?;
+    let copies = adapter_copies(ad, h)?;
+    let (param, _guards) = adapter_params(
+        OP,
+        backend.stream(),
+        p,
+        ad,
+        copies.as_deref().map(Vec::as_slice),
+    )?;
     let mismatch = dtype_mismatch(OP, "H and Y", &[h, y]);
     match (h.storage(), y.storage_mut()) {
         (Storage::CudaF32(h), Storage::CudaF32(y)) => {

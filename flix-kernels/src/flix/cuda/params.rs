@@ -38,7 +38,8 @@ pub const PARTIAL_BUDGET_BYTES: usize = 256 << 20;
 const MAX_GRID_YZ: usize = 65_535;
 
 /// Mirror of `struct FlixTypes` (kernels-cu/flix_common.cuh), passed by value to the kernels.
-/// Pointers are device addresses of the f32 adapters of each type.
+/// Pointers are device addresses of each type's adapters: the f32 masters for the f32 entries,
+/// the bf16 working copies for the bf16 entries.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct FlixTypesParam {
