@@ -73,6 +73,12 @@ pub fn read_jsonl_within(
     feature_names: &[&str],
     max_line_bytes: usize,
 ) -> Result<Vec<Example>> {
+    if path.is_dir() {
+        let hint = "a directory: give its JSONL files (DIR/*.jsonl), or a mixture root with \
+                    --mixture";
+        let source = std::io::Error::new(std::io::ErrorKind::IsADirectory, hint);
+        return Err(CoreError::io(path, source));
+    }
     let file = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
     let file_name: Arc<Path> = Arc::from(path);
     let mut reader = BufReader::new(file);

@@ -184,3 +184,15 @@ fn whitespace_tokens_counts_words() {
     assert_eq!(whitespace_tokens(""), 0);
     assert_eq!(whitespace_tokens("  one\ttwo\nthree  "), 3);
 }
+
+#[test]
+fn a_directory_given_as_a_data_file_is_refused_with_a_hint() {
+    let dir = std::env::temp_dir().join(format!("flix-data-dir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let message = read_jsonl(&dir, &["lang"]).unwrap_err().to_string();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        message.contains(&dir.display().to_string()) && message.contains("*.jsonl"),
+        "{message}"
+    );
+}
