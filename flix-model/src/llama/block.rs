@@ -214,12 +214,25 @@ impl LayerCache {
         Ok(())
     }
 
+    /// The caches of `seqs` as they are.
+    pub fn views(&self, seqs: &[usize]) -> Result<Vec<KvCacheView<'_>>> {
+        self.views_with(seqs, std::iter::repeat(0))
+    }
+
     /// The caches of `seqs` as they will be once a step appends `new_rows[i]` rows to sequence
     /// i (their rows reserved by [`LayerCache::reserve`]), for [`DecodeStep::new`].
     pub fn views_after(&self, seqs: &[usize], new_rows: &[usize]) -> Result<Vec<KvCacheView<'_>>> {
+        self.views_with(seqs, new_rows.iter().copied())
+    }
+
+    fn views_with(
+        &self,
+        seqs: &[usize],
+        new_rows: impl Iterator<Item = usize>,
+    ) -> Result<Vec<KvCacheView<'_>>> {
         seqs.iter()
             .zip(new_rows)
-            .map(|(&slot, &n)| match self.slots.get(slot) {
+            .map(|(&slot, n)| match self.slots.get(slot) {
                 Some(Some(c)) => Ok(KvCacheView {
                     k: &c.k,
                     v: &c.v,
@@ -607,7 +620,7 @@ impl DecoderLayer {
             let (from, n) = (b.starts()[seg], b.starts()[seg + 1] - b.starts()[seg]);
             SequenceCache::append(entry, &k, &v, from, n)?;
         }
-        let views = cache.views_after(seqs, &vec![0; seqs.len()])?;
+        let views = cache.views(seqs)?;
         let attn = attention_decode_layer(&q, step, layer, &views)?;
         let (o, _) = self.o_proj.forward(inp.plan(), &attn)?;
         let (x_mid, _) = self.join_attention(o, &x)?;
