@@ -480,6 +480,16 @@ async fn bad_requests_get_openai_errors(client: &reqwest::Client, server: &Serve
     assert_eq!(answer["error"]["type"], "invalid_request_error", "{answer}");
     let response = client.get(server.url("/nowhere")).send().await.unwrap();
     assert_eq!(response.status(), 404);
+    // A known route asked with the wrong method: 405 with the same error shape.
+    for request in [
+        client.get(server.url("/v1/completions")),
+        client.post(server.url("/v1/models")),
+    ] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 405);
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["error"]["code"], "method_not_allowed", "{answer}");
+    }
     // ... and the server still answers.
     let (status, _) = complete(client, server, &ok).await;
     assert_eq!(status, 200);

@@ -54,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -89,6 +90,20 @@ async fn not_found() -> ApiError {
             StatusCode::NOT_FOUND,
             "no such route: the server answers POST /v1/completions, GET /v1/models, GET \
              /health and GET /metrics",
+        )
+    }
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError {
+        code: Some("method_not_allowed"),
+        ..ApiError::with_status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!(
+                "{method} is not answered at {}: the server answers POST /v1/completions, GET \
+                 /v1/models, GET /health and GET /metrics",
+                uri.path()
+            ),
         )
     }
 }
