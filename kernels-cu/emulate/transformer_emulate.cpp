@@ -423,8 +423,9 @@ static void attention(const AttShape sh, const vector<int>& starts, const vector
             emulate_launch({npos_tiles, unsigned(H)}, ATT_THREADS, dq_bytes, [&] {
                 kern.dq_mma(q_, k_, v_, dout_, lse.data(), D.data(), dq_.data(), starts.data(), ptl, H, Hkv, hd, sh.scale, window);
             });
-            emulate_launch({ntiles, unsigned(Hkv)}, ATT_THREADS, dkdv_bytes, [&] {
-                kern.dkdv_mma(q_, k_, v_, dout_, lse.data(), D.data(), dk_.data(), dv_.data(), starts.data(), tl, H, Hkv, hd, sh.scale,
+            // dK/dV: blocks of 64 keys (32 past hd 128) over the same position tiles.
+            emulate_launch({npos_tiles, unsigned(Hkv * att_dkdv_blocks_per_tile(hd))}, ATT_THREADS, dkdv_bytes, [&] {
+                kern.dkdv_mma(q_, k_, v_, dout_, lse.data(), D.data(), dk_.data(), dv_.data(), starts.data(), ptl, H, Hkv, hd, sh.scale,
                               window);
             });
         };
@@ -504,6 +505,13 @@ template <typename T> static void attention_cases() {
         attention<T>({6, 2, 32, 0.3f, 50}, longer, odd_qs, odd_ks);
         // G = 80, more than a block's 64 rows: each position's heads span two blocks.
         attention<T>({80, 1, 16, 0.25f, 0}, {0, 3, 40}, odd_qs, odd_ks);
+        // dK/dV's 64-key blocks: a segment of 200 (three full blocks and one of 8 keys) at
+        // hd 128, GQA 4:1, a window of 37 keys, which ends inside a block's keys and whose
+        // limit moves across 32-query chunks; hd 256 (blocks of 32 keys, two per tile, each
+        // warp pair splitting the columns) over the segments of 150, 1 and 80 with a window of
+        // 45, on unaligned inputs too.
+        attention<T>({8, 2, 128, 0.1f, 37}, {0, 200, 203, 290}, odd_qs, odd_ks);
+        attention<T>({4, 2, 256, 0.06f, 45}, longer, odd_qs, odd_ks, true);
     }
 }
 
