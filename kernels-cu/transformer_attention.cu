@@ -15,10 +15,10 @@
 // Scores are q·k · scale. Query head h reads KV head h / (H / Hkv). Work units: tiles of at most
 // ATT_TILE = 16 rows of one segment, {segment, start, end} built by the host once per batch (like
 // flix_core's Tile); the backward is self-attention (one `starts` array) and uses the same tiles
-// as key tiles. The tensor-core forward and dQ take tiles of at most ATT_POS_TILE = 64 positions
-// instead (also built once per batch, independent of the heads) and cut each into blocks of packed
-// (position, query head) rows of one KV head's group ("Packed rows" below). Every block has 128
-// threads (4 warps).
+// as key tiles. The tensor-core kernels take tiles of at most ATT_POS_TILE = 64 positions instead
+// (also built once per batch, independent of the heads): the forward and dQ cut each into blocks
+// of packed (position, query head) rows of one KV head's group ("Packed rows" below), dK/dV takes
+// each as the keys of one block (two past head_dim 128). Every block has 128 threads (4 warps).
 //
 // FMA kernels:
 //   attention_forward_*:  grid (query tiles, H). Keys in chunks of ATT_BK = 32 through shared
@@ -52,29 +52,35 @@
 //   attention_bwd_dq_mma_*:    the same grid and packed rows; each warp keeps its rows' Q, dO
 //                              (shared), lse, D (registers); per 32-key chunk: S and dP = dO Vᵀ,
 //                              dS by its lanes, dQ += dS K into its own f32 fragments.
-//   attention_bwd_dkdv_mma_*:  grid (key tiles, Hkv); the tile's 16 keys of K and V loaded once
-//                              for the whole group of query heads (GQA/MQA); per (head, 16-query
-//                              block) step (Q, dO, lse, D streamed): S and dP as four half-head-dim
-//                              partials (one per warp, summed in a fixed order), P and dS, then
-//                              dV += Pᵀ dO and dK += dSᵀ Q into register fragments. One owner per
-//                              dK/dV row, fixed order: deterministic, no atomics.
-// The same masks as the FMA kernels, and the same skipping: chunks and query blocks wholly outside
-// the causal limit or the window are never visited.
+//   attention_bwd_dkdv_mma_*:  grid (position tiles, Hkv · blocks per tile): a block owns the dK,
+//                              dV of up to 64 keys of one KV head (32 past hd 128), K and V loaded
+//                              once for the whole group of query heads (GQA/MQA), each warp 16
+//                              keys with their dK and dV in register fragments; Q, dO, lse and D
+//                              of the group's heads stream through in chunks of 32 query rows (16
+//                              past hd 128), and per chunk each warp computes its own Sᵀ = K Qᵀ,
+//                              dPᵀ = V dOᵀ, Pᵀ and dSᵀ, then dV += Pᵀ dO and dK += dSᵀ Q, with no
+//                              partial sums across warps. One owner per dK/dV row, fixed order:
+//                              deterministic, no atomics.
+// The same masks as the FMA kernels, and the same skipping: key and query chunks wholly outside
+// the causal limit or the window are never visited (and a warp skips the products of a chunk that
+// none of its rows or keys sees).
 //
 // Head dims: every kernel but the dot is compiled for three limits HD = 64, 128 and 256 (entry
 // names attention_forward_hd{64,128,256}_{f32,bf16}, attention_forward_mma_hd{64,128,256}_bf16,
 // attention_bwd_dq_mma_hd..., ...); the launcher picks the smallest that holds head_dim. HD sizes
 // the per-thread accumulators (registers: f32 arrays in the FMA kernels; wmma fragments in the
 // tensor-core ones: HD / 16 per warp in the forward and dQ, a warp owning all columns of its 16
-// rows, HD / 64 per output in dK/dV). Shared memory is dynamic, sized for the actual head_dim
+// rows; in dK/dV HD / 16 per output (dK, dV) up to 128 and HD / 32 at 256, where two warps split
+// each 16 keys' columns). Shared memory is dynamic, sized for the actual head_dim
 // (FMA: f32 rows padded to hd + 1 floats, so that threads reading one column of different rows
 // hit different banks; tensor cores: bf16 rows of hd + 8). In KiB (rounded up) at hd 64 / 128 /
 // 256: FMA forward 23 / 43 / 83, FMA dQ and dK/dV 19 / 35 / 67; tensor-core forward 41 / 65 /
-// 113, dQ 59 / 91 / 155, dK/dV 25 / 41 / 73. Past the 48 KB default the launcher raises the
-// kernel's limit (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES; the H200 allows 227 KB per
-// block and 228 KB per multiprocessor, 1 KB of it reserved per block: two blocks of every kernel
-// fit at hd 128, and at hd 256 of every kernel but the tensor-core dQ, which runs one block per
-// multiprocessor there). The launcher computes the same sizes (ops/cuda/attention.rs,
+// 113, dQ 59 / 91 / 155, dK/dV 65 / 97 / 83 (at 256 a block holds 32 keys and 16-row query
+// chunks). Past the 48 KB default the launcher raises the kernel's limit
+// (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES; the H200 allows 227 KB per block and 228 KB
+// per multiprocessor, 1 KB of it reserved per block: two blocks of every kernel fit at hd 128, and
+// at hd 256 of every kernel but the tensor-core dQ, which runs one block per multiprocessor
+// there). The launcher computes the same sizes (ops/cuda/attention.rs,
 // shared_bytes) and every kernel traps at entry if given less.
 
 #include <cuda_pipeline_primitives.h>

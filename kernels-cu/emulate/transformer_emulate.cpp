@@ -5,7 +5,8 @@
 // directions), RMSNorm (y, rstd, dX, split dW), attention (packed segments with empty and
 // one-token ones, GQA, head_dim not a multiple of 8 and up to 256 (every head-dim limit), sliding
 // windows, custom scales; forward, lse, the cached decode step, dQ/dK/dV; the tensor-core forward
-// and dQ over packed (position, head) rows with groups of 1, 3 and 80 heads; the decode kernel over
+// and dQ over packed (position, head) rows with groups of 1, 3 and 80 heads, and dK/dV over blocks
+// of 64 keys (32 at head_dim 256) with a warp per 16 keys; the decode kernel over
 // per-sequence caches with split rows and their combine),
 // cross-entropy (chunked online lse, dlogits, gather/scatter; the GEMMs as host loops), the
 // multi-tensor AdamW and two-pass sum of squares; f32 and bf16. Outputs are poisoned with NaN first, so an
