@@ -1031,7 +1031,7 @@ __host__ __device__ inline int att_bwd_dkdv_mma_layout(int hd, char* base, AttDk
 // y / blocks per tile. It walks (query head, chunk) steps in a fixed order: the G heads of the
 // group, and for each the query rows from the block's first key (causal) to the last that still
 // sees its last key (window) or the segment's end; Q, dO, lse and D of each step are
-// double-buffered (Q and dO through the copy pipeline). A warp skips the products of a chunk
+// double-buffered through the copy pipeline. A warp skips the products of a chunk
 // that none of its keys is seen by (both barriers stay uniform). Every dK/dV row has one owner
 // and one summation order: no atomics, deterministic.
 template <int HD>
@@ -1083,7 +1083,8 @@ __device__ void attention_bwd_dkdv_mma_body(const __nv_bfloat16* q, const __nv_b
     const int q_stride = heads * hd, kv_stride = kv_heads * hd, kv_col = g * hd;
 
     // Step `step` = (head g · group + step / chunks_per_head, chunk step % chunks_per_head) into
-    // stage `stage`.
+    // stage `stage`. lse and D come through the copy pipeline too (4-byte copies): a plain load
+    // would stall its warp, and so the next barrier, for a global-memory round trip every chunk.
     auto fetch = [&](int step, int stage) {
         const int h = g * group + step / chunks_per_head;
         const int qb = key_begin + (step % chunks_per_head) * CHUNK;
@@ -1091,8 +1092,15 @@ __device__ void attention_bwd_dkdv_mma_body(const __nv_bfloat16* q, const __nv_b
         att_stage_bf16_async(att_stage(sh.Qb, stage), ldb, q, qb, n, CHUNK, q_stride, h * hd, hd);
         att_stage_bf16_async(att_stage(sh.dOb, stage), ldb, dout, qb, n, CHUNK, q_stride, h * hd, hd);
         if (tid < CHUNK) {
-            att_stage(sh.lse, stage)[tid] = tid < n ? lse[(long long)(qb + tid) * heads + h] : 0.f;
-            att_stage(sh.D, stage)[tid] = tid < n ? D[(long long)(qb + tid) * heads + h] : 0.f;
+            float *lse_to = att_stage(sh.lse, stage) + tid, *D_to = att_stage(sh.D, stage) + tid;
+            if (tid < n) {
+                const long long at = (long long)(qb + tid) * heads + h;
+                __pipeline_memcpy_async(lse_to, lse + at, 4);
+                __pipeline_memcpy_async(D_to, D + at, 4);
+            } else {
+                *lse_to = 0.f;
+                *D_to = 0.f;
+            }
         }
     };
     // The block's K and V travel in the first copy group, with the first step's Q and dO.
