@@ -244,8 +244,8 @@ fn shared_bytes(layout: Layout, head_dim: usize) -> usize {
 
 /// A launch of `grid` blocks of the attention kernel `f` with the shared memory of `layout`,
 /// raising the kernel's dynamic shared-memory limit past the default where it needs more (every
-/// kernel at head dims above 128, the tensor-core forward from 128 and its dQ from 64); an error
-/// naming both sizes if the device allows less.
+/// kernel at head dims above 128, the tensor-core forward from 128, its dQ and dK/dV from 64); an
+/// error naming both sizes if the device allows less.
 pub(super) fn launch_config(
     backend: &CudaBackend,
     op: &'static str,
