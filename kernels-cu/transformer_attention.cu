@@ -15,10 +15,10 @@
 // Scores are q·k · scale. Query head h reads KV head h / (H / Hkv). Work units: tiles of at most
 // ATT_TILE = 16 rows of one segment, {segment, start, end} built by the host once per batch (like
 // flix_core's Tile); the backward is self-attention (one `starts` array) and uses the same tiles
-// as key tiles. The tensor-core forward and dQ take tiles of at most ATT_POS_TILE = 64 positions
-// instead (also built once per batch, independent of the heads) and cut each into blocks of packed
-// (position, query head) rows of one KV head's group ("Packed rows" below). Every block has 128
-// threads (4 warps).
+// as key tiles. The tensor-core kernels take tiles of at most ATT_POS_TILE = 64 positions instead
+// (also built once per batch, independent of the heads): the forward and dQ cut each into blocks
+// of packed (position, query head) rows of one KV head's group ("Packed rows" below), dK/dV takes
+// each as the keys of one block (two past head_dim 128). Every block has 128 threads (4 warps).
 //
 // FMA kernels:
 //   attention_forward_*:  grid (query tiles, H). Keys in chunks of ATT_BK = 32 through shared
@@ -52,29 +52,35 @@
 //   attention_bwd_dq_mma_*:    the same grid and packed rows; each warp keeps its rows' Q, dO
 //                              (shared), lse, D (registers); per 32-key chunk: S and dP = dO Vᵀ,
 //                              dS by its lanes, dQ += dS K into its own f32 fragments.
-//   attention_bwd_dkdv_mma_*:  grid (key tiles, Hkv); the tile's 16 keys of K and V loaded once
-//                              for the whole group of query heads (GQA/MQA); per (head, 16-query
-//                              block) step (Q, dO, lse, D streamed): S and dP as four half-head-dim
-//                              partials (one per warp, summed in a fixed order), P and dS, then
-//                              dV += Pᵀ dO and dK += dSᵀ Q into register fragments. One owner per
-//                              dK/dV row, fixed order: deterministic, no atomics.
-// The same masks as the FMA kernels, and the same skipping: chunks and query blocks wholly outside
-// the causal limit or the window are never visited.
+//   attention_bwd_dkdv_mma_*:  grid (position tiles, Hkv · blocks per tile): a block owns the dK,
+//                              dV of up to 64 keys of one KV head (32 past hd 128), K and V loaded
+//                              once for the whole group of query heads (GQA/MQA), each warp 16
+//                              keys with their dK and dV in register fragments; Q, dO, lse and D
+//                              of the group's heads stream through in chunks of 32 query rows (16
+//                              past hd 128), and per chunk each warp computes its own Sᵀ = K Qᵀ,
+//                              dPᵀ = V dOᵀ, Pᵀ and dSᵀ, then dV += Pᵀ dO and dK += dSᵀ Q, with no
+//                              partial sums across warps. One owner per dK/dV row, fixed order:
+//                              deterministic, no atomics.
+// The same masks as the FMA kernels, and the same skipping: key and query chunks wholly outside
+// the causal limit or the window are never visited (and a warp skips the products of a chunk that
+// none of its rows or keys sees).
 //
 // Head dims: every kernel but the dot is compiled for three limits HD = 64, 128 and 256 (entry
 // names attention_forward_hd{64,128,256}_{f32,bf16}, attention_forward_mma_hd{64,128,256}_bf16,
 // attention_bwd_dq_mma_hd..., ...); the launcher picks the smallest that holds head_dim. HD sizes
 // the per-thread accumulators (registers: f32 arrays in the FMA kernels; wmma fragments in the
 // tensor-core ones: HD / 16 per warp in the forward and dQ, a warp owning all columns of its 16
-// rows, HD / 64 per output in dK/dV). Shared memory is dynamic, sized for the actual head_dim
+// rows; in dK/dV HD / 16 per output (dK, dV) up to 128 and HD / 32 at 256, where two warps split
+// each 16 keys' columns). Shared memory is dynamic, sized for the actual head_dim
 // (FMA: f32 rows padded to hd + 1 floats, so that threads reading one column of different rows
 // hit different banks; tensor cores: bf16 rows of hd + 8). In KiB (rounded up) at hd 64 / 128 /
 // 256: FMA forward 23 / 43 / 83, FMA dQ and dK/dV 19 / 35 / 67; tensor-core forward 41 / 65 /
-// 113, dQ 59 / 91 / 155, dK/dV 25 / 41 / 73. Past the 48 KB default the launcher raises the
-// kernel's limit (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES; the H200 allows 227 KB per
-// block and 228 KB per multiprocessor, 1 KB of it reserved per block: two blocks of every kernel
-// fit at hd 128, and at hd 256 of every kernel but the tensor-core dQ, which runs one block per
-// multiprocessor there). The launcher computes the same sizes (ops/cuda/attention.rs,
+// 113, dQ 59 / 91 / 155, dK/dV 65 / 97 / 83 (at 256 a block holds 32 keys and 16-row query
+// chunks). Past the 48 KB default the launcher raises the kernel's limit
+// (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES; the H200 allows 227 KB per block and 228 KB
+// per multiprocessor, 1 KB of it reserved per block: two blocks of every kernel fit at hd 128, and
+// at hd 256 of every kernel but the tensor-core dQ, which runs one block per multiprocessor
+// there). The launcher computes the same sizes (ops/cuda/attention.rs,
 // shared_bytes) and every kernel traps at entry if given less.
 
 #include <cuda_pipeline_primitives.h>
@@ -444,8 +450,6 @@ __device__ void attention_bwd_dkdv_body(const T* q, const T* k, const T* v, cons
 
 #define ATT_MMA_LDS (ATT_BK + 4)  // S and dP, f32, 32-key chunks
 #define ATT_MMA_LDP (ATT_BK + 8)  // P and dS, bf16, 32-key chunks
-#define ATT_KV_LDS (ATT_TILE + 4) // S and dP, f32, the dK/dV kernel's 16-key tile
-#define ATT_KV_LDP (ATT_TILE + 8) // P and dS, bf16, the dK/dV kernel's 16-key tile
 #define ATT_WARPS (ATT_THREADS / 32)
 
 // Carves shared memory: `take(bytes)` returns the next array (on a 128-byte boundary) at `base`,
@@ -795,28 +799,8 @@ __device__ void attention_forward_mma_body(const __nv_bfloat16* q, const __nv_bf
 // and dS = P (dP − D) · scale in f32, round P and dS to bf16 for the next products (as flash
 // attention 2 does; the row statistics lse and D stay f32), and accumulate in f32 fragments that
 // stay in registers for the whole block: in dQ each warp owns all columns of its 16 packed rows
-// (HD / 16 fragments); in dK/dV warp w owns the 16-column blocks w, w + 4, ... of the tile's
-// 16 x hd outputs (HD / 64 fragments per output matrix).
-
-// dK/dV's 16 x hd f32 result held as column fragments (warp w: column blocks w, w + 4, ...) into bf16
-// rows row0 .. row0 + rows of dst (row stride `stride`, from column col0), through the f32
-// scratch `out` [16][ldo].
-template <int FRAGS>
-__device__ __forceinline__ void att_store_rows(
-    const nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> (&acc)[FRAGS],
-    float* out, int ldo, __nv_bfloat16* dst, int row0, int rows, int stride, int col0, int hd) {
-    const int warp = threadIdx.x / 32;
-#pragma unroll
-    for (int f = 0; f < FRAGS; ++f) {
-        const int n0 = (warp + ATT_WARPS * f) * 16;
-        if (n0 < hd) nvcuda::wmma::store_matrix_sync(out + n0, acc[f], ldo, nvcuda::wmma::mem_row_major);
-    }
-    __syncthreads();
-    for (int e = threadIdx.x; e < rows * hd; e += blockDim.x) {
-        const int r = e / hd, d = e % hd;
-        dst[(long long)(row0 + r) * stride + col0 + d] = __float2bfloat16_rn(out[r * ldo + d]);
-    }
-}
+// (HD / 16 fragments); in dK/dV each warp owns 16 keys, all columns of their dK and dV up to
+// hd 128 (2 · HD / 16 fragments) and alternate 16-column blocks past it (see below).
 
 struct AttDqShared {
     __nv_bfloat16 *Qb, *dOb, *Kb[2], *Vb[2], *dSb;
@@ -967,45 +951,89 @@ __device__ void attention_bwd_dq_mma_body(const __nv_bfloat16* q, const __nv_bfl
     att_warp_store_rows<FRAGS>(acc, Sw, dq, out_row, 1.f, hd);
 }
 
+// ---- dK/dV on tensor cores: blocks of 64 keys, a warp per 16 keys ----
+//
+// Flash-attention-2's backward structure: a block owns the dK and dV rows of its keys for the
+// whole group of G query heads of its KV head, each warp owns 16 of those keys (their dK and dV
+// accumulators in registers, as wmma fragments, for the whole block), and the queries that see the
+// block's keys stream through shared memory. Per streamed chunk each warp computes, for its own
+// keys only, Sᵀ = K Qᵀ and dPᵀ = V dOᵀ, then Pᵀ = exp(Sᵀ · scale − lse) and
+// dSᵀ = Pᵀ (dPᵀ − D) · scale (bf16, as flash attention 2 rounds them), then dV += Pᵀ dO and
+// dK += dSᵀ Q. No warp needs another's partial products, so a chunk costs two block barriers (the
+// copy pipeline's) however many products it holds.
+//
+// Sizes by head dim (the kernel's limit HD; the launcher takes the limit from head_dim, so
+// att_dkdv_wide(head_dim) == att_dkdv_wide(HD)):
+// - hd <= 128: a block is 64 keys (one 64-position tile, the forward's and dQ's work units), a
+//   warp 16 keys x every column: 2 · HD / 16 accumulator fragments (8 registers each: 128 at
+//   hd 128). Query chunks of 32 rows: each K/V fragment a warp loads serves two 16-query blocks,
+//   and the chunk's two barriers and pipeline step are shared by twice the products of a 16-row
+//   chunk; 32 rows keep the block at 96.5 KiB of shared memory at hd 128, two blocks per
+//   multiprocessor.
+// - hd > 128 (the 256 limit): a warp's whole 16 x hd dK and dV would be 256 f32 registers per
+//   lane. Two warps share each 16 keys instead, each owning alternate 16-column blocks (warp w:
+//   blocks w % 2, w % 2 + 2, ...; 2 · 8 fragments, 128 registers), so a block is 32 keys and a
+//   64-position tile gets two blocks (grid y = Hkv · 2). Both warps of a pair compute the pair's
+//   full Sᵀ and dPᵀ (over all of head_dim) themselves: no exchange between warps, at the price of
+//   computing S and dP twice (1.5x the products of the unsplit layout). Query chunks of 16 rows,
+//   so that two blocks still fit a multiprocessor (82.5 KiB).
+
+// Whether head dim (or limit) `hd` takes the split layout above.
+__host__ __device__ constexpr bool att_dkdv_wide(int hd) { return hd > 128; }
+// Warps that share each 16 keys, each owning every such-th 16-column block of dK and dV.
+__host__ __device__ constexpr int att_dkdv_column_split(int hd) { return att_dkdv_wide(hd) ? 2 : 1; }
+// Keys per block: 16 per warp pair or per warp.
+__host__ __device__ constexpr int att_dkdv_block_keys(int hd) {
+    return 16 * ATT_WARPS / att_dkdv_column_split(hd);
+}
+// Blocks per 64-position tile and KV head: the launcher's grid is (tiles, Hkv · this).
+__host__ __device__ constexpr int att_dkdv_blocks_per_tile(int hd) {
+    return ATT_POS_TILE / att_dkdv_block_keys(hd);
+}
+// Query rows per streamed chunk.
+__host__ __device__ constexpr int att_dkdv_chunk(int hd) { return att_dkdv_wide(hd) ? 16 : 32; }
+static_assert(ATT_POS_TILE % att_dkdv_block_keys(256) == 0 && ATT_POS_TILE % att_dkdv_block_keys(64) == 0,
+              "a 64-position tile splits into whole dK/dV blocks");
+
 struct AttDkDvShared {
     __nv_bfloat16 *Kb, *Vb, *Qb[2], *dOb[2], *Pb, *dSb;
-    float *part, *lse[2], *D[2], *out;
+    float *S, *dP, *lse[2], *D[2];
 };
 
-// dK/dV's shared memory (see att_forward_mma_layout); the launcher's Layout::BackwardDkDvMma.
-// `part`: four 16 x 16 f32 partial products, one per warp (S and dP, each in two halves of
-// head_dim).
+// dK/dV's shared memory (see att_forward_mma_layout); the launcher's Layout::BackwardDkDvMma. The
+// block's K and V rows; Q and dO chunks x 2 stages; per warp Sᵀ and dPᵀ [16][chunk + 4] in f32
+// (Sᵀ's also the output scratch) and Pᵀ, dSᵀ [16][chunk + 8] in bf16; lse and D of the chunk's
+// queries x 2 stages.
 __host__ __device__ inline int att_bwd_dkdv_mma_layout(int hd, char* base, AttDkDvShared* out) {
-    const int ldb = hd + 8, ldo = hd + 4;
+    const int ldb = hd + 8, keys = att_dkdv_block_keys(hd), chunk = att_dkdv_chunk(hd);
     AttCarver c{base};
     AttDkDvShared sh;
-    sh.Kb = c.bf16(ATT_TILE * ldb);
-    sh.Vb = c.bf16(ATT_TILE * ldb);
+    sh.Kb = c.bf16(keys * ldb);
+    sh.Vb = c.bf16(keys * ldb);
     for (int s = 0; s < 2; ++s) {
-        sh.Qb[s] = c.bf16(ATT_TILE * ldb);
-        sh.dOb[s] = c.bf16(ATT_TILE * ldb);
+        sh.Qb[s] = c.bf16(chunk * ldb);
+        sh.dOb[s] = c.bf16(chunk * ldb);
     }
-    sh.part = c.f32(ATT_WARPS * ATT_TILE * ATT_KV_LDS);
-    sh.Pb = c.bf16(ATT_TILE * ATT_KV_LDP);
-    sh.dSb = c.bf16(ATT_TILE * ATT_KV_LDP);
-    float* stats = c.f32(4 * ATT_TILE);
+    sh.S = c.f32(ATT_WARPS * 16 * (chunk + 4));
+    sh.dP = c.f32(ATT_WARPS * 16 * (chunk + 4));
+    sh.Pb = c.bf16(ATT_WARPS * 16 * (chunk + 8));
+    sh.dSb = c.bf16(ATT_WARPS * 16 * (chunk + 8));
     for (int s = 0; s < 2; ++s) {
-        sh.lse[s] = base ? stats + 2 * s * ATT_TILE : nullptr;
-        sh.D[s] = base ? stats + (2 * s + 1) * ATT_TILE : nullptr;
+        sh.lse[s] = c.f32(chunk);
+        sh.D[s] = c.f32(chunk);
     }
-    sh.out = c.f32(ATT_TILE * ldo);
     if (out) *out = sh;
     return c.offset;
 }
 
-// dK/dV: grid (key tiles, Hkv), like attention_bwd_dkdv_body: the block loads its 16 keys of K
-// and V once and owns their dK and dV for the whole group of query heads (GQA/MQA: the K/V tile
-// is read once per group, not once per head), walking (head, 16-query block) steps over the
-// queries that see the tile, in a fixed order; Q, dO, lse and D of each step are double-buffered
-// (Q/dO through the copy pipeline). Per step: warp w computes a partial product over half of
-// head_dim, S = Q Kᵀ (w even) or dP = dO Vᵀ (w odd); all threads add the halves in a fixed order
-// and form P and dS (bf16); then dV += Pᵀ dO and dK += dSᵀ Q (each warp its column fragments).
-// Every dK/dV row has one owner and one summation order: no atomics, deterministic.
+// dK/dV (see above): grid (tiles of ATT_POS_TILE positions, Hkv · att_dkdv_blocks_per_tile);
+// block (tile, y) owns keys tile.start + (y % blocks per tile) · block keys .. of KV head
+// y / blocks per tile. It walks (query head, chunk) steps in a fixed order: the G heads of the
+// group, and for each the query rows from the block's first key (causal) to the last that still
+// sees its last key (window) or the segment's end; Q, dO, lse and D of each step are
+// double-buffered through the copy pipeline. A warp skips the products of a chunk
+// that none of its keys is seen by (both barriers stay uniform). Every dK/dV row has one owner
+// and one summation order: no atomics, deterministic.
 template <int HD>
 __device__ void attention_bwd_dkdv_mma_body(const __nv_bfloat16* q, const __nv_bfloat16* k,
                                             const __nv_bfloat16* v, const __nv_bfloat16* dout,
@@ -1014,40 +1042,70 @@ __device__ void attention_bwd_dkdv_mma_body(const __nv_bfloat16* q, const __nv_b
                                             const AttTile* tiles, int heads, int kv_heads, int hd,
                                             float scale, int window) {
     using namespace nvcuda;
-    constexpr int FRAGS = HD / (16 * ATT_WARPS);
+    constexpr int SPLIT = att_dkdv_column_split(HD);
+    constexpr int BLOCK_KEYS = att_dkdv_block_keys(HD);
+    constexpr int CHUNK = att_dkdv_chunk(HD);
+    constexpr int QBLOCKS = CHUNK / 16;        // 16-query blocks per chunk
+    constexpr int FRAGS = HD / (16 * SPLIT);   // the warp's column blocks of dK and of dV
+    constexpr int LDS = CHUNK + 4, LDP = CHUNK + 8;
+    if (att_dkdv_wide(hd) != att_dkdv_wide(HD)) __trap();  // the layout is sized by hd
     att_require_mma(hd, att_bwd_dkdv_mma_layout(hd, nullptr, nullptr));
     TF_DYNAMIC_SHARED(shared);
     AttDkDvShared sh;
     att_bwd_dkdv_mma_layout(hd, reinterpret_cast<char*>(shared), &sh);
-    const int ldb = hd + 8, ldo = hd + 4;
+    const int ldb = hd + 8;
 
-    const AttTile tile = tiles[blockIdx.x];  // a tile of keys
-    const int g = blockIdx.y, group = heads / kv_heads;
+    const AttTile tile = tiles[blockIdx.x];  // a tile of positions, here of keys
+    const int blocks_per_tile = att_dkdv_blocks_per_tile(HD);
+    const int g = blockIdx.y / blocks_per_tile, group = heads / kv_heads;
+    const int key_begin = tile.start + (blockIdx.y % blocks_per_tile) * BLOCK_KEYS;
+    const int keys = min(BLOCK_KEYS, tile.end - key_begin);
+    if (keys <= 0) return;  // past a short tile's keys: the whole block, before any barrier
+    const int key_end = key_begin + keys;
     const int s_end = starts[tile.segment + 1];
-    const int keys = tile.end - tile.start;
-    // The queries that see some key of the tile (as in attention_bwd_dkdv_body).
-    const int q_end = s_end - (tile.end - 1) <= window ? s_end : tile.end - 1 + window;
-    const int blocks_per_head = (q_end - tile.start + ATT_TILE - 1) / ATT_TILE;
-    const int steps = group * blocks_per_head;
-    const int tid = threadIdx.x, warp = tid / 32;
-    const int q_stride = heads * hd;
+    // The queries that see some key of the block: from its first key to the last query whose
+    // window still reaches its last key, key_end − 1 + window − 1 (no overflow for INT_MAX).
+    const int q_end = s_end - (key_end - 1) <= window ? s_end : key_end - 1 + window;
+    const int chunks_per_head = (q_end - key_begin + CHUNK - 1) / CHUNK;
+    const int steps = group * chunks_per_head;
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    // This warp's keys (absolute rows of K) and its column blocks col_block0 + SPLIT · f.
+    const int warp_row0 = (warp / SPLIT) * 16;  // within the block
+    const int warp_key0 = key_begin + warp_row0;
+    const int warp_keys = keys - warp_row0 < 0 ? 0 : keys - warp_row0 < 16 ? keys - warp_row0 : 16;
+    const int warp_key_last = warp_key0 + warp_keys - 1;
+    const int col_block0 = warp % SPLIT;
+    const __nv_bfloat16 *Kw = sh.Kb + warp_row0 * ldb, *Vw = sh.Vb + warp_row0 * ldb;
+    float* Sw = sh.S + warp * 16 * LDS;
+    float* dPw = sh.dP + warp * 16 * LDS;
+    __nv_bfloat16* Pw = sh.Pb + warp * 16 * LDP;
+    __nv_bfloat16* dSw = sh.dSb + warp * 16 * LDP;
+    const int q_stride = heads * hd, kv_stride = kv_heads * hd, kv_col = g * hd;
 
-    // Step `step` = (head g · group + step / blocks_per_head, query block step % blocks_per_head)
-    // into stage `stage`.
+    // Step `step` = (head g · group + step / chunks_per_head, chunk step % chunks_per_head) into
+    // stage `stage`. lse and D come through the copy pipeline too (4-byte copies): a plain load
+    // would stall its warp, and so the next barrier, for a global-memory round trip every chunk.
     auto fetch = [&](int step, int stage) {
-        const int h = g * group + step / blocks_per_head;
-        const int qb = tile.start + (step % blocks_per_head) * ATT_TILE;
-        const int n = min(ATT_TILE, q_end - qb);
-        att_stage_bf16_async(att_stage(sh.Qb, stage), ldb, q, qb, n, ATT_TILE, q_stride, h * hd, hd);
-        att_stage_bf16_async(att_stage(sh.dOb, stage), ldb, dout, qb, n, ATT_TILE, q_stride, h * hd, hd);
-        if (tid < ATT_TILE) {
-            att_stage(sh.lse, stage)[tid] = tid < n ? lse[(long long)(qb + tid) * heads + h] : 0.f;
-            att_stage(sh.D, stage)[tid] = tid < n ? D[(long long)(qb + tid) * heads + h] : 0.f;
+        const int h = g * group + step / chunks_per_head;
+        const int qb = key_begin + (step % chunks_per_head) * CHUNK;
+        const int n = min(CHUNK, q_end - qb);
+        att_stage_bf16_async(att_stage(sh.Qb, stage), ldb, q, qb, n, CHUNK, q_stride, h * hd, hd);
+        att_stage_bf16_async(att_stage(sh.dOb, stage), ldb, dout, qb, n, CHUNK, q_stride, h * hd, hd);
+        if (tid < CHUNK) {
+            float *lse_to = att_stage(sh.lse, stage) + tid, *D_to = att_stage(sh.D, stage) + tid;
+            if (tid < n) {
+                const long long at = (long long)(qb + tid) * heads + h;
+                __pipeline_memcpy_async(lse_to, lse + at, 4);
+                __pipeline_memcpy_async(D_to, D + at, 4);
+            } else {
+                *lse_to = 0.f;
+                *D_to = 0.f;
+            }
         }
     };
-    // The tile's K and V travel in the first copy group, with the first step's Q and dO.
-    att_stage_bf16_async(sh.Kb, ldb, k, tile.start, keys, ATT_TILE, kv_heads * hd, g * hd, hd);
-    att_stage_bf16_async(sh.Vb, ldb, v, tile.start, keys, ATT_TILE, kv_heads * hd, g * hd, hd);
+    // The block's K and V travel in the first copy group, with the first step's Q and dO.
+    att_stage_bf16_async(sh.Kb, ldb, k, key_begin, keys, BLOCK_KEYS, kv_stride, kv_col, hd);
+    att_stage_bf16_async(sh.Vb, ldb, v, key_begin, keys, BLOCK_KEYS, kv_stride, kv_col, hd);
     fetch(0, 0);
     __pipeline_commit();
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> dk_acc[FRAGS], dv_acc[FRAGS];
@@ -1059,67 +1117,103 @@ __device__ void attention_bwd_dkdv_mma_body(const __nv_bfloat16* q, const __nv_b
 
     for (int step = 0; step < steps; ++step) {
         const int cur = step & 1;
-        __syncthreads();  // the previous step (stage cur ^ 1, P, dS, partials) is consumed
+        __syncthreads();  // every warp is done with the previous step (stage cur ^ 1)
         if (step + 1 < steps) fetch(step + 1, cur ^ 1);
         __pipeline_commit();
-        __pipeline_wait_prior(1);
-        __syncthreads();
-        const int qb = tile.start + (step % blocks_per_head) * ATT_TILE;
-        const int n = min(ATT_TILE, q_end - qb);
-        {  // warp w: S (w even) or dP (w odd) over the 16-dim blocks w / 2, w / 2 + 2, ...
-            const bool is_s = (warp & 1) == 0;
-            const __nv_bfloat16* A = is_s ? att_stage(sh.Qb, cur) : att_stage(sh.dOb, cur);
-            const __nv_bfloat16* B = is_s ? sh.Kb : sh.Vb;
-            wmma::fragment<wmma::accumulator, 16, 16, 16, float> prod;
-            wmma::fill_fragment(prod, 0.f);
-            for (int k0 = (warp / 2) * 16; k0 < hd; k0 += 32) {
+        __pipeline_wait_prior(1);  // this thread's copies of step `step` (and K, V) have landed
+        __syncthreads();           // ... and every other thread's
+        const int qb = key_begin + (step % chunks_per_head) * CHUNK;
+        const int n = min(CHUNK, q_end - qb);
+        // None of the warp's keys is seen by the chunk: the causal limit (its last query before
+        // the warp's first key) or the window (its first query past the warp's last key's).
+        if (warp_keys == 0 || qb + n - 1 < warp_key0 || qb - warp_key_last >= window) continue;
+        const __nv_bfloat16 *Qc = att_stage(sh.Qb, cur), *dOc = att_stage(sh.dOb, cur);
+        const float *lse_c = att_stage(sh.lse, cur), *D_c = att_stage(sh.D, cur);
+        // Sᵀ = K Qᵀ (pass 0), then dPᵀ = V dOᵀ (pass 1): the warp's 16 keys x the chunk's queries.
+        for (int pass = 0; pass < 2; ++pass) {
+            const __nv_bfloat16* A = pass ? Vw : Kw;
+            const __nv_bfloat16* B = pass ? dOc : Qc;
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> prod[QBLOCKS];
+#pragma unroll
+            for (int b = 0; b < QBLOCKS; ++b) wmma::fill_fragment(prod[b], 0.f);
+            for (int k0 = 0; k0 < hd; k0 += 16) {
                 wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b;
                 wmma::load_matrix_sync(a, A + k0, ldb);
-                wmma::load_matrix_sync(b, B + k0, ldb);
-                wmma::mma_sync(prod, a, b, prod);
+#pragma unroll
+                for (int b = 0; b < QBLOCKS; ++b) {  // Qᵀ (dOᵀ) is Q (dO) read column-major
+                    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> bt;
+                    wmma::load_matrix_sync(bt, B + b * 16 * ldb + k0, ldb);
+                    wmma::mma_sync(prod[b], a, bt, prod[b]);
+                }
             }
-            wmma::store_matrix_sync(sh.part + warp * ATT_TILE * ATT_KV_LDS, prod, ATT_KV_LDS,
-                                    wmma::mem_row_major);
+            float* out = pass ? dPw : Sw;
+#pragma unroll
+            for (int b = 0; b < QBLOCKS; ++b)
+                wmma::store_matrix_sync(out + b * 16, prod[b], LDS, wmma::mem_row_major);
         }
-        __syncthreads();
-        constexpr int PART = ATT_TILE * ATT_KV_LDS;
-        for (int e = tid; e < ATT_TILE * ATT_TILE; e += ATT_THREADS) {
-            const int r = e / ATT_TILE, j = e % ATT_TILE, at = r * ATT_KV_LDS + j;
-            // Query qb + r sees key tile.start + j iff 0 <= (qb + r) − key < window.
-            const int distance = (qb + r) - (tile.start + j);
-            const bool valid = r < n && j < keys && distance >= 0 && distance < window;
-            float p = 0.f, ds = 0.f;
-            if (valid) {
-                const float s = sh.part[at] + sh.part[2 * PART + at];
-                const float dp = sh.part[PART + at] + sh.part[3 * PART + at];
-                p = expf(s * scale - att_stage(sh.lse, cur)[r]);
-                ds = p * (dp - att_stage(sh.D, cur)[r]) * scale;
+        __syncwarp();
+        {  // lanes 2r, 2r + 1: key r's Pᵀ and dSᵀ over the chunk's queries half · CHUNK / 2 ..
+            const int r = lane / 2, half = lane % 2, key = warp_key0 + r;
+#pragma unroll
+            for (int c = 0; c < CHUNK / 2; ++c) {
+                const int j = half * (CHUNK / 2) + c;
+                // Query qb + j sees the key iff 0 <= (qb + j) − key < window.
+                const int distance = (qb + j) - key;
+                const bool valid = r < warp_keys && j < n && distance >= 0 && distance < window;
+                float p = 0.f, ds = 0.f;
+                if (valid) {
+                    p = expf(Sw[r * LDS + j] * scale - lse_c[j]);
+                    ds = p * (dPw[r * LDS + j] - D_c[j]) * scale;
+                }
+                Pw[r * LDP + j] = __float2bfloat16_rn(p);
+                dSw[r * LDP + j] = __float2bfloat16_rn(ds);
             }
-            sh.Pb[r * ATT_KV_LDP + j] = __float2bfloat16_rn(p);
-            sh.dSb[r * ATT_KV_LDP + j] = __float2bfloat16_rn(ds);
         }
-        __syncthreads();
-        {  // dV += Pᵀ dO, dK += dSᵀ Q: Pᵀ and dSᵀ are P and dS read column-major
-            wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::col_major> pt, dst;
-            wmma::load_matrix_sync(pt, sh.Pb, ATT_KV_LDP);
-            wmma::load_matrix_sync(dst, sh.dSb, ATT_KV_LDP);
+        __syncwarp();
+        {  // dV += Pᵀ dO, dK += dSᵀ Q over the warp's column blocks
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> pt[QBLOCKS],
+                dst[QBLOCKS];
+#pragma unroll
+            for (int b = 0; b < QBLOCKS; ++b) {
+                wmma::load_matrix_sync(pt[b], Pw + b * 16, LDP);
+                wmma::load_matrix_sync(dst[b], dSw + b * 16, LDP);
+            }
 #pragma unroll
             for (int f = 0; f < FRAGS; ++f) {
-                const int n0 = (warp + ATT_WARPS * f) * 16;
-                if (n0 >= hd) continue;
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> b;
-                wmma::load_matrix_sync(b, att_stage(sh.dOb, cur) + n0, ldb);
-                wmma::mma_sync(dv_acc[f], pt, b, dv_acc[f]);
-                wmma::load_matrix_sync(b, att_stage(sh.Qb, cur) + n0, ldb);
-                wmma::mma_sync(dk_acc[f], dst, b, dk_acc[f]);
+                const int n0 = (col_block0 + SPLIT * f) * 16;
+                if (n0 >= hd) break;
+#pragma unroll
+                for (int b = 0; b < QBLOCKS; ++b) {
+                    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> m;
+                    wmma::load_matrix_sync(m, dOc + b * 16 * ldb + n0, ldb);
+                    wmma::mma_sync(dv_acc[f], pt[b], m, dv_acc[f]);
+                    wmma::load_matrix_sync(m, Qc + b * 16 * ldb + n0, ldb);
+                    wmma::mma_sync(dk_acc[f], dst[b], m, dk_acc[f]);
+                }
             }
         }
     }
-    // dK, then dV, through the f32 scratch into bf16 rows of the tile's keys.
-    att_store_rows<FRAGS>(dk_acc, sh.out, ldo, dk, tile.start, keys, kv_heads * hd, g * hd, hd);
-    __syncthreads();  // the scratch is reused for dV
-    att_store_rows<FRAGS>(dv_acc, sh.out, ldo, dv, tile.start, keys, kv_heads * hd, g * hd, hd);
+    if (warp_keys == 0) return;
+    // dK and dV, fragment by fragment through the warp's Sᵀ scratch into bf16 rows of its keys:
+    // lane pair (2r, 2r + 1) writes key r, 8 columns each.
+    const int r = lane / 2, c0 = (lane % 2) * 8;
+    const long long row = r < warp_keys ? (long long)(warp_key0 + r) * kv_stride + kv_col : -1;
+#pragma unroll
+    for (int f = 0; f < FRAGS; ++f) {
+        const int n0 = (col_block0 + SPLIT * f) * 16;
+        if (n0 >= hd) break;
+        for (int out = 0; out < 2; ++out) {
+            __syncwarp();  // the scratch's last reader is done
+            wmma::store_matrix_sync(Sw, out ? dv_acc[f] : dk_acc[f], LDS, wmma::mem_row_major);
+            __syncwarp();
+            __nv_bfloat16* dst = out ? dv : dk;
+            if (row >= 0) {
+#pragma unroll
+                for (int c = 0; c < 8; ++c)
+                    dst[row + n0 + c0 + c] = __float2bfloat16_rn(Sw[r * LDS + c0 + c]);
+            }
+        }
+    }
 }
 
 // The tiled kernels for one head-dim limit HD and dtype T: attention_forward_hd<HD>_<SUF>, ...

@@ -5,7 +5,8 @@
 // directions), RMSNorm (y, rstd, dX, split dW), attention (packed segments with empty and
 // one-token ones, GQA, head_dim not a multiple of 8 and up to 256 (every head-dim limit), sliding
 // windows, custom scales; forward, lse, the cached decode step, dQ/dK/dV; the tensor-core forward
-// and dQ over packed (position, head) rows with groups of 1, 3 and 80 heads; the decode kernel over
+// and dQ over packed (position, head) rows with groups of 1, 3 and 80 heads, and dK/dV over blocks
+// of 64 keys (32 at head_dim 256) with a warp per 16 keys; the decode kernel over
 // per-sequence caches with split rows and their combine),
 // cross-entropy (chunked online lse, dlogits, gather/scatter; the GEMMs as host loops), the
 // multi-tensor AdamW and two-pass sum of squares; f32 and bf16. Outputs are poisoned with NaN first, so an
@@ -423,8 +424,9 @@ static void attention(const AttShape sh, const vector<int>& starts, const vector
             emulate_launch({npos_tiles, unsigned(H)}, ATT_THREADS, dq_bytes, [&] {
                 kern.dq_mma(q_, k_, v_, dout_, lse.data(), D.data(), dq_.data(), starts.data(), ptl, H, Hkv, hd, sh.scale, window);
             });
-            emulate_launch({ntiles, unsigned(Hkv)}, ATT_THREADS, dkdv_bytes, [&] {
-                kern.dkdv_mma(q_, k_, v_, dout_, lse.data(), D.data(), dk_.data(), dv_.data(), starts.data(), tl, H, Hkv, hd, sh.scale,
+            // dK/dV: blocks of 64 keys (32 past hd 128) over the same position tiles.
+            emulate_launch({npos_tiles, unsigned(Hkv * att_dkdv_blocks_per_tile(hd))}, ATT_THREADS, dkdv_bytes, [&] {
+                kern.dkdv_mma(q_, k_, v_, dout_, lse.data(), D.data(), dk_.data(), dv_.data(), starts.data(), ptl, H, Hkv, hd, sh.scale,
                               window);
             });
         };
@@ -504,6 +506,13 @@ template <typename T> static void attention_cases() {
         attention<T>({6, 2, 32, 0.3f, 50}, longer, odd_qs, odd_ks);
         // G = 80, more than a block's 64 rows: each position's heads span two blocks.
         attention<T>({80, 1, 16, 0.25f, 0}, {0, 3, 40}, odd_qs, odd_ks);
+        // dK/dV's 64-key blocks: a segment of 200 (three full blocks and one of 8 keys) at
+        // hd 128, GQA 4:1, a window of 37 keys, which ends inside a block's keys and whose
+        // limit moves across 32-query chunks; hd 256 (blocks of 32 keys, two per tile, each
+        // warp pair splitting the columns) over the segments of 150, 1 and 80 with a window of
+        // 45, on unaligned inputs too.
+        attention<T>({8, 2, 128, 0.1f, 37}, {0, 200, 203, 290}, odd_qs, odd_ks);
+        attention<T>({4, 2, 256, 0.06f, 45}, longer, odd_qs, odd_ks, true);
     }
 }
 

@@ -19,9 +19,10 @@ use crate::{DType, Device, Tensor};
 
 /// Rows per tile (ATT_TILE and ATT_BK_BWD in the kernel source).
 const TILE: usize = 16;
-/// Query positions per work unit of the tensor-core forward and dQ (ATT_POS_TILE): such a tile
-/// of P positions holds P·G packed (position, query head) rows of each KV head's group, which
-/// blocks of BLOCK_ROWS take.
+/// Positions per work unit of the tensor-core kernels (ATT_POS_TILE). In the forward and dQ
+/// such a tile of P query positions holds P·G packed (position, query head) rows of each KV
+/// head's group, which blocks of BLOCK_ROWS take; in dK/dV it is the keys of one block (two past
+/// head_dim 128, see `dkdv_blocks_per_tile`).
 const POS_TILE: usize = 64;
 /// Packed rows per block of the tensor-core forward and dQ, 16 per warp (ATT_BLOCK_ROWS).
 const BLOCK_ROWS: usize = 16 * WARPS;
@@ -30,6 +31,38 @@ const WARPS: usize = THREADS as usize / 32;
 const _: () = assert!(POS_TILE <= BLOCK_ROWS);
 /// Keys per chunk of the forward kernels and the tensor-core dQ (ATT_BK).
 const FORWARD_KEYS: usize = 32;
+/// Whether the tensor-core dK/dV takes its split layout at `head_dim` (att_dkdv_wide): past 128
+/// a warp's 16 keys x head_dim of dK and dV would not fit in registers, so two warps share each
+/// 16 keys (alternate 16-column blocks), a block holds 32 keys and streams query chunks of 16 rows
+/// instead of 32. The kernel for the limit 256 is the one taken exactly then.
+fn dkdv_wide(head_dim: usize) -> bool {
+    head_dim > 128
+}
+
+/// Keys per block of the tensor-core dK/dV (att_dkdv_block_keys): 16 per warp, or per warp pair.
+fn dkdv_block_keys(head_dim: usize) -> usize {
+    if dkdv_wide(head_dim) {
+        8 * WARPS
+    } else {
+        16 * WARPS
+    }
+}
+
+/// Query rows per chunk the tensor-core dK/dV streams (att_dkdv_chunk).
+fn dkdv_chunk(head_dim: usize) -> usize {
+    if dkdv_wide(head_dim) {
+        16
+    } else {
+        32
+    }
+}
+
+/// Blocks per position tile and KV head of the tensor-core dK/dV (att_dkdv_blocks_per_tile):
+/// its grid is (tiles, kv_heads · this).
+fn dkdv_blocks_per_tile(head_dim: usize) -> usize {
+    POS_TILE / dkdv_block_keys(head_dim)
+}
+
 /// The head-dim limits the tiled kernels are compiled for (ATT_TILED_ENTRIES): the launcher
 /// takes the smallest that holds head_dim, since the limit sizes each thread's accumulators.
 const HEAD_DIM_LIMITS: [usize; 3] = [64, 128, 256];
@@ -66,8 +99,8 @@ pub(super) enum Layout {
     Forward,
     BackwardDq,
     BackwardDkDv,
-    /// The tensor-core kernels (bf16, head_dim a multiple of 16); the forward and dQ over
-    /// packed rows (tiles of POS_TILE positions), dK/dV over the 16-row tiles.
+    /// The tensor-core kernels (bf16, head_dim a multiple of 16), all over tiles of POS_TILE
+    /// positions: the forward and dQ over packed rows, dK/dV over blocks of keys.
     ForwardMma,
     BackwardDqMma,
     BackwardDkDvMma,
@@ -78,10 +111,21 @@ pub(super) enum Layout {
 }
 
 impl Layout {
-    /// Whether the kernel works on packed (position, query head) rows over tiles of POS_TILE
-    /// positions (the tensor-core forward and dQ); the others take the 16-row tiles.
-    fn packed_rows(self) -> bool {
-        matches!(self, Layout::ForwardMma | Layout::BackwardDqMma)
+    /// Whether the kernel works on tiles of POS_TILE positions (the tensor-core ones); the
+    /// others take the 16-row tiles.
+    fn position_tiles(self) -> bool {
+        matches!(
+            self,
+            Layout::ForwardMma | Layout::BackwardDqMma | Layout::BackwardDkDvMma
+        )
+    }
+
+    /// Blocks per tile and KV head of a dK/dV kernel: its grid is (tiles, kv_heads · this).
+    fn dkdv_blocks_per_tile(self, head_dim: usize) -> usize {
+        match self {
+            Layout::BackwardDkDvMma => dkdv_blocks_per_tile(head_dim),
+            _ => 1,
+        }
     }
 }
 
@@ -152,14 +196,12 @@ fn shared_bytes(layout: Layout, head_dim: usize) -> usize {
     let floats = |n: usize| 4 * n;
     // The tensor-core kernels: arrays on 128-byte boundaries; Q, K, V, dO as bf16 rows of
     // head_dim + 8, the streamed ones in two stages; S and dP as f32 rows of keys + 4; P and dS
-    // as bf16 rows of keys + 8 (the forward and dQ: 16 rows per warp, over 32-key chunks); dK/dV's
-    // f32 output scratch of rows head_dim + 4 and row statistics.
+    // as bf16 rows of keys + 8 (the forward and dQ: 16 rows per warp, over 32-key chunks; dK/dV:
+    // 16 keys per warp, over query chunks).
     let aligned = |bytes: usize| bytes.div_ceil(128) * 128;
     let bf16_rows = |rows: usize| aligned(rows * 2 * (head_dim + 8));
-    let bf16_scores = |keys: usize| aligned(TILE * 2 * (keys + 8));
-    let warp_f32_scores = aligned(WARPS * TILE * 4 * (FORWARD_KEYS + 4));
-    let warp_bf16_scores = aligned(WARPS * TILE * 2 * (FORWARD_KEYS + 8));
-    let out_scratch = aligned(TILE * 4 * (head_dim + 4));
+    let warp_f32_scores = |keys: usize| aligned(WARPS * TILE * 4 * (keys + 4));
+    let warp_bf16_scores = |keys: usize| aligned(WARPS * TILE * 2 * (keys + 8));
     match layout {
         Layout::Forward => {
             floats((TILE + 2 * FORWARD_KEYS) * row + TILE * (FORWARD_KEYS + 1) + 3 * TILE)
@@ -169,24 +211,28 @@ fn shared_bytes(layout: Layout, head_dim: usize) -> usize {
         // Q of the block's packed rows; K and V chunks x 2 stages; per warp an f32 scratch of
         // 16 rows of keys + 4 (S, the rescale, the output) and P.
         Layout::ForwardMma => {
-            bf16_rows(BLOCK_ROWS) + 4 * bf16_rows(FORWARD_KEYS) + warp_f32_scores + warp_bf16_scores
+            bf16_rows(BLOCK_ROWS)
+                + 4 * bf16_rows(FORWARD_KEYS)
+                + warp_f32_scores(FORWARD_KEYS)
+                + warp_bf16_scores(FORWARD_KEYS)
         }
         // Q and dO of the block's packed rows; K and V chunks x 2 stages; per warp S and dP in
         // f32 (S's also the output scratch) and dS.
         Layout::BackwardDqMma => {
             2 * bf16_rows(BLOCK_ROWS)
                 + 4 * bf16_rows(FORWARD_KEYS)
-                + 2 * warp_f32_scores
-                + warp_bf16_scores
+                + 2 * warp_f32_scores(FORWARD_KEYS)
+                + warp_bf16_scores(FORWARD_KEYS)
         }
-        // K, V; Q and dO x 2 stages; four S/dP partials (one per warp); P, dS; lse and D x 2
-        // stages; the dK/dV scratch.
+        // K and V of the block's keys; Q and dO chunks x 2 stages; per warp Sᵀ and dPᵀ in f32
+        // (Sᵀ's also the output scratch), Pᵀ and dSᵀ; lse and D of a chunk x 2 stages.
         Layout::BackwardDkDvMma => {
-            6 * bf16_rows(TILE)
-                + aligned(4 * TILE * 4 * (TILE + 4))
-                + 2 * bf16_scores(TILE)
-                + aligned(4 * TILE * 4)
-                + out_scratch
+            let chunk = dkdv_chunk(head_dim);
+            2 * bf16_rows(dkdv_block_keys(head_dim))
+                + 4 * bf16_rows(chunk)
+                + 2 * warp_f32_scores(chunk)
+                + 2 * warp_bf16_scores(chunk)
+                + 4 * aligned(4 * chunk)
         }
         // att_decode_shared_floats: the group's Q rows and accumulators; K and V chunks; scores;
         // row max, sum and rescale factor per head.
@@ -198,8 +244,8 @@ fn shared_bytes(layout: Layout, head_dim: usize) -> usize {
 
 /// A launch of `grid` blocks of the attention kernel `f` with the shared memory of `layout`,
 /// raising the kernel's dynamic shared-memory limit past the default where it needs more (every
-/// kernel at head dims above 128, the tensor-core forward from 128 and its dQ from 64); an error
-/// naming both sizes if the device allows less.
+/// kernel at head dims above 128, the tensor-core forward from 128, its dQ and dK/dV from 64); an
+/// error naming both sizes if the device allows less.
 pub(super) fn launch_config(
     backend: &CudaBackend,
     op: &'static str,
@@ -264,9 +310,9 @@ impl CudaTiles {
 
 /// A batch's segment starts and the kernels' query tiles over them, on the device: uploaded
 /// once per batch ([`crate::batch::SegmentStarts`]) and read by every layer's forward and
-/// backward. Two tilings, neither depending on the shape's heads: 16 rows (the FMA kernels and
-/// dK/dV) and POS_TILE positions (the packed-row kernels, which cut each tile's rows of a KV
-/// head's group into blocks themselves).
+/// backward. Two tilings, neither depending on the shape's heads: 16 rows (the FMA kernels) and
+/// POS_TILE positions (the tensor-core kernels: the forward and dQ cut each tile's rows of a KV
+/// head's group into blocks themselves, dK/dV each tile's keys).
 pub(crate) struct CudaSegments {
     starts: CudaSlice<i32>,
     tiles: CudaTiles,
@@ -285,7 +331,7 @@ impl CudaSegments {
 
     /// The tiles the kernel with `layout` works on.
     fn tiles_for(&self, layout: Layout) -> &CudaTiles {
-        if layout.packed_rows() {
+        if layout.position_tiles() {
             &self.position_tiles
         } else {
             &self.tiles
@@ -458,7 +504,10 @@ pub fn attention_backward(
         backend,
         OP,
         &f_dkdv,
-        (dkdv_tiles.count, kv_heads),
+        (
+            dkdv_tiles.count,
+            kv_heads * dkdv_kernel.layout.dkdv_blocks_per_tile(head_dim),
+        ),
         dkdv_kernel.layout,
         head_dim,
     )?;
@@ -522,8 +571,8 @@ pub fn attention_backward(
         .arg(&scale)
         .arg(&window);
     // SAFETY: matches attention_bwd_dkdv_hd*_* and attention_bwd_dkdv_mma_hd*_bf16 (const T* x4, const float* x2, T*, T*, const int*,
-    // const AttTile*, int x3, float, int); grid (key tiles, kv_heads), key tiles = query tiles,
-    // the kernel's shared memory.
+    // const AttTile*, int x3, float, int); grid (key tiles, kv_heads · blocks per tile), key
+    // tiles = the layout's query tiles, the kernel's shared memory.
     unsafe { b.launch(dkdv_config) }?;
     drop(a);
     Ok((dq, dk, dv))
@@ -566,6 +615,18 @@ mod tests {
                 "{layout:?}"
             );
         }
+    }
+
+    /// The tensor-core dK/dV's blocks tile a position tile's keys exactly: one block of 64 keys
+    /// up to head_dim 128, two of 32 past it; the FMA dK/dV takes one block per 16-row tile.
+    #[test]
+    fn dkdv_blocks_cover_a_position_tile() {
+        for hd in [16, 64, 128, 144, 256] {
+            let blocks = Layout::BackwardDkDvMma.dkdv_blocks_per_tile(hd);
+            assert_eq!(blocks * dkdv_block_keys(hd), POS_TILE, "{hd}");
+            assert_eq!(blocks, if hd > 128 { 2 } else { 1 }, "{hd}");
+        }
+        assert_eq!(Layout::BackwardDkDv.dkdv_blocks_per_tile(256), 1);
     }
 
     #[test]
@@ -628,8 +689,9 @@ mod tests {
         assert!(err.to_string().contains("272"), "{err}");
     }
 
-    /// `shared_bytes` against the kernel source's own layout functions, compiled for the host
-    /// with the emulation shim (kernels-cu/emulate); skips without g++.
+    /// `shared_bytes` against the kernel source's own layout functions, and the tensor-core
+    /// dK/dV's blocks per tile against `att_dkdv_blocks_per_tile`, compiled for the host with the
+    /// emulation shim (kernels-cu/emulate); skips without g++.
     #[test]
     fn shared_bytes_match_the_kernel_source() {
         let dir = std::env::temp_dir().join(format!("flix_att_shared_{}", std::process::id()));
@@ -644,12 +706,13 @@ mod tests {
 #include <cstdio>
 int main() {
     for (int hd : {1, 20, 64, 100, 128, 200, 256})
-        std::printf("%d %d %d %d %d %d %d %d\n", 4 * att_forward_shared_floats(hd),
+        std::printf("%d %d %d %d %d %d %d %d %d\n", 4 * att_forward_shared_floats(hd),
                     4 * att_bwd_dq_shared_floats(hd), 4 * att_bwd_dkdv_shared_floats(hd),
                     att_forward_mma_layout(hd, nullptr, nullptr),
                     att_bwd_dq_mma_layout(hd, nullptr, nullptr),
                     att_bwd_dkdv_mma_layout(hd, nullptr, nullptr),
-                    4 * att_decode_shared_floats(hd, 1), 4 * att_decode_shared_floats(hd, 8));
+                    4 * att_decode_shared_floats(hd, 1), 4 * att_decode_shared_floats(hd, 8),
+                    att_dkdv_blocks_per_tile(hd));
 }
 "#,
         )
@@ -677,7 +740,8 @@ int main() {
                     .chain(&decode)
                     .map(|&l| shared_bytes(l, hd).to_string())
                     .collect();
-                format!("{}\n", sizes.join(" "))
+                let blocks = Layout::BackwardDkDvMma.dkdv_blocks_per_tile(hd);
+                format!("{} {blocks}\n", sizes.join(" "))
             })
             .collect();
         assert_eq!(printed, want);
