@@ -8,6 +8,7 @@ mod bench_train;
 mod compare;
 mod demo;
 mod demo_claim;
+mod error_report;
 mod eval;
 mod export;
 mod generate;
@@ -18,6 +19,8 @@ mod score;
 mod serve;
 mod text;
 mod train;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -73,8 +76,17 @@ enum Command {
     Serve(serve::ServeArgs),
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{}", error_report::error_report(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),

@@ -93,7 +93,7 @@ impl FeatureConfig {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| CoreError::io(path, e))?;
-        Self::from_json_str(&text, &path.display().to_string())
+        Self::from_json_str(crate::data::without_bom(&text), &path.display().to_string())
     }
 
     /// Parses and validates a config; `origin` names it in errors.

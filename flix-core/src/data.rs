@@ -2,7 +2,8 @@
 //! `"task"`, or any type named in the config), `"input"` and `"target"` strings, an optional
 //! `"id"`; other fields are ignored. Blank lines are skipped. Anything else that is malformed is
 //! an error naming file, line (1-based) and what is wrong: a bad line never becomes a silently
-//! dropped example.
+//! dropped example. A UTF-8 byte-order mark at the start of a file (as some Windows editors
+//! write) is skipped.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -114,12 +115,19 @@ pub fn read_jsonl_within(
         }
         let text = std::str::from_utf8(&bytes)
             .map_err(|e| CoreError::data(&location, format!("cannot read: not UTF-8 ({e})")))?;
+        let text = if line == 1 { without_bom(text) } else { text };
         if text.trim().is_empty() {
             continue;
         }
         examples.push(parse_line(text, location, feature_names)?);
     }
     Ok(examples)
+}
+
+/// `text` without the UTF-8 byte-order mark some editors put at the start of a file: JSON
+/// parsers refuse it, and it carries nothing.
+pub fn without_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
 }
 
 /// Reads the examples of several files, in order.

@@ -17,7 +17,7 @@ mod saved;
 pub use config::{FeatureConfig, TypeConfig, TypeDefaults};
 pub use data::{
     keep_spread, read_jsonl, read_jsonl_files, read_jsonl_within, spread_positions,
-    whitespace_tokens, Example, MAX_LINE_BYTES,
+    whitespace_tokens, without_bom, Example, MAX_LINE_BYTES,
 };
 pub use dropout::{splitmix64, DropoutPolicy, FeatureDropout};
 pub use error::{CoreError, Location, Result};

@@ -23,7 +23,7 @@ use std::str::FromStr;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::data::{keep_spread, read_jsonl, Example};
+use crate::data::{keep_spread, read_jsonl, without_bom, Example};
 use crate::error::{CoreError, Result};
 
 /// The task descriptions file of a mixture root.
@@ -258,7 +258,7 @@ impl Mixture {
             return Ok(None);
         }
         let text = std::fs::read_to_string(&path).map_err(|e| CoreError::io(&path, e))?;
-        let infos = serde_json::from_str(&text).map_err(|e| {
+        let infos = serde_json::from_str(without_bom(&text)).map_err(|e| {
             CoreError::config(
                 path.display(),
                 format!(
@@ -278,7 +278,7 @@ impl Mixture {
 pub fn read_split_file(path: &Path) -> Result<Vec<String>> {
     let origin = path.display();
     let text = std::fs::read_to_string(path).map_err(|e| CoreError::io(path, e))?;
-    let value: Value = serde_json::from_str(&text).map_err(|e| {
+    let value: Value = serde_json::from_str(without_bom(&text)).map_err(|e| {
         CoreError::config(
             &origin,
             format!(

@@ -116,6 +116,34 @@ fn malformed_lines_are_errors_naming_file_line_and_problem() {
     }
 }
 
+/// Some Windows editors start a UTF-8 file with a byte-order mark: skipped at the start of the
+/// file, an error anywhere else (there it is a stray character inside the data).
+#[test]
+fn a_byte_order_mark_starts_a_file_but_not_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = r#"{"lang":"eng","input":"a","target":"b"}"#;
+    let path = write(
+        dir.path(),
+        "bom.jsonl",
+        &format!("\u{feff}{good}\r\n{good}\r\n"),
+    );
+    let examples = read_jsonl(&path, &["lang"]).unwrap();
+    assert_eq!(examples.len(), 2);
+    assert_eq!(examples[0].features["lang"], "eng");
+    assert_eq!(examples[0].input, "a");
+
+    let path = write(
+        dir.path(),
+        "late.jsonl",
+        &format!("{good}\n\u{feff}{good}\n"),
+    );
+    let message = read_jsonl(&path, &["lang"]).unwrap_err().to_string();
+    assert!(
+        message.starts_with(&format!("{}:2: invalid JSON", path.display())),
+        "{message}"
+    );
+}
+
 #[test]
 fn invalid_utf8_and_missing_files_are_errors() {
     let dir = tempfile::tempdir().unwrap();

@@ -152,6 +152,12 @@ fn task_descriptions() {
     let infos = m.task_infos().unwrap().unwrap();
     assert_eq!(infos["topic"].labels, Some(vec!["a".into(), "b".into()]));
     assert_eq!(infos["ner"].metric.as_deref(), Some("span F1"));
+    write(
+        &root.join("tasks.json"),
+        "\u{feff}{\"topic\": {\"metric\": \"chrF\"}}",
+    );
+    let infos = m.task_infos().unwrap().unwrap();
+    assert_eq!(infos["topic"].metric.as_deref(), Some("chrF"));
     write(&root.join("tasks.json"), r#"{"topic": {"metric": 3}}"#);
     let err = m.task_infos().unwrap_err().to_string();
     assert!(err.contains("tasks.json"), "{err}");
@@ -171,6 +177,9 @@ fn split_files() {
         read_split_file(&path).unwrap(),
         ["lang=hau,task=ner", "lang=swa"]
     );
+    // A byte-order mark from an editor is not part of the JSON.
+    write(&path, "\u{feff}{\"heldout\": [{\"lang\": \"swa\"}]}");
+    assert_eq!(read_split_file(&path).unwrap(), ["lang=swa"]);
     for (text, want) in [
         (r#"{"cells": []}"#, "\"heldout\" list"),
         (r#"{"heldout": [{"n": 1}]}"#, "entry 0 names no feature"),
