@@ -744,8 +744,20 @@ impl<'a> Fields<'a> {
     /// `default_theta` when neither names a theta.
     fn rope(&self, default_theta: f64) -> Result<Rope> {
         if let Some(params) = self.nested("rope_parameters")? {
-            let outer_theta = self.opt_f64("rope_theta")?.unwrap_or(default_theta);
-            return params.rope_object(outer_theta);
+            let outer_theta = self.positive("rope_theta", Some(default_theta))?;
+            let rope = params.rope_object(outer_theta)?;
+            // transformers 5 takes a non-empty `rope_scaling` over `rope_parameters`, 4.x only
+            // knows `rope_scaling`: both present is only unambiguous when they agree.
+            if let Some(legacy) = self.legacy_rope_scaling()? {
+                if legacy.rope_object(outer_theta)? != rope {
+                    return Err(self.err(format!(
+                        "fields {} and {} describe different ropes; keep one",
+                        self.name("rope_parameters"),
+                        self.name("rope_scaling")
+                    )));
+                }
+            }
+            return Ok(rope);
         }
         let theta = self.positive("rope_theta", Some(default_theta))?;
         let scaling = match self.nested("rope_scaling")? {
@@ -785,10 +797,24 @@ impl<'a> Fields<'a> {
                 }),
             }
         };
-        Ok((
-            of_type("full_attention", global_theta)?,
-            of_type("sliding_attention", local_theta)?,
-        ))
+        let global = of_type("full_attention", global_theta)?;
+        // transformers 5 lays a 4.x `rope_scaling` over the global layers' rope: read only
+        // when the two agree.
+        if let Some(legacy) = self.legacy_rope_scaling()? {
+            if legacy.rope_object(global.theta)? != global {
+                return Err(self.err(format!(
+                    "fields {} and {} describe different ropes for the global layers; keep one",
+                    self.name("rope_parameters.full_attention"),
+                    self.name("rope_scaling")
+                )));
+            }
+        }
+        Ok((global, of_type("sliding_attention", local_theta)?))
+    }
+
+    /// The 4.x `rope_scaling` object when it says something (present, not null, not empty).
+    fn legacy_rope_scaling(&self) -> Result<Option<Fields<'a>>> {
+        Ok(self.nested("rope_scaling")?.filter(|f| !f.obj.is_empty()))
     }
 
     /// A 5.x rope object: `rope_theta` (else `default_theta`) and the scaling it describes.

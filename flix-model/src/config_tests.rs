@@ -204,6 +204,25 @@ fn gemma3_rope_parameters_per_layer_type_give_the_same_config() {
         .replace(r#""_sliding_window_pattern": 6, "#, "");
     assert!(v5.contains("rope_parameters") && !v5.contains("rope_local_base_freq"));
     assert_eq!(parse(&v5).unwrap(), parse(GEMMA3_270M_V4).unwrap());
+    // transformers 5 lays a 4.x rope_scaling over the global layers' rope: read when the two
+    // agree, refused when they do not.
+    let with_scaling = |scaling: &str| {
+        v5.replace(
+            r#""rope_parameters": {"#,
+            &format!(r#""rope_scaling": {scaling}, "rope_parameters": {{"#),
+        )
+    };
+    assert_eq!(
+        parse(&with_scaling(r#"{"rope_type": "default"}"#)).unwrap(),
+        parse(GEMMA3_270M_V4).unwrap()
+    );
+    let err = parse(&with_scaling(r#"{"rope_type": "linear", "factor": 8.0}"#))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`rope_scaling`") && err.contains("keep one"),
+        "{err}"
+    );
 }
 
 /// Gemma 3 4B's multimodal config (abridged) as transformers 4.50 wrote it: the text model is
@@ -407,6 +426,47 @@ fn impossible_values_are_errors_naming_the_field() {
         "factor": 0.0}}"#;
     let err = parse(v5).unwrap_err().to_string();
     assert!(err.contains("`rope_parameters.factor`"), "{err}");
+}
+
+/// A config with both the 5.x `rope_parameters` and the 4.x `rope_scaling` is read only when
+/// the two agree (transformers 5 prefers `rope_scaling`, so ignoring it would change the model);
+/// an empty or null `rope_scaling` says nothing. A top-level `rope_theta` is checked either way.
+#[test]
+fn rope_parameters_beside_rope_scaling_must_agree() {
+    let with = |extra: &str| {
+        format!(
+            r#"{{"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+            "num_hidden_layers": 1, "num_attention_heads": 4, "rms_norm_eps": 1e-6,
+            "vocab_size": 100, "rope_parameters": {{"rope_type": "linear", "rope_theta": 1e4,
+            "factor": 2.0}}{extra}}}"#
+        )
+    };
+    let alone = parse(&with("")).unwrap();
+    for same in [
+        r#", "rope_scaling": {"type": "linear", "factor": 2.0, "rope_theta": 1e4}"#,
+        r#", "rope_theta": 1e4, "rope_scaling": {"rope_type": "linear", "factor": 2.0}"#,
+        r#", "rope_scaling": {}"#,
+        r#", "rope_scaling": null"#,
+    ] {
+        assert_eq!(parse(&with(same)).unwrap(), alone, "{same}");
+    }
+    for (differ, field) in [
+        (
+            r#", "rope_scaling": {"rope_type": "linear", "factor": 4.0}"#,
+            "describe different ropes",
+        ),
+        (
+            r#", "rope_scaling": {"rope_type": "yarn", "factor": 4.0}"#,
+            "\"yarn\"",
+        ),
+        (
+            r#", "rope_theta": -1.0"#,
+            "`rope_theta` must be a finite number > 0",
+        ),
+    ] {
+        let err = parse(&with(differ)).unwrap_err().to_string();
+        assert!(err.contains(field), "{differ}: {err}");
+    }
 }
 
 #[test]
