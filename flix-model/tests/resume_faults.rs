@@ -315,3 +315,19 @@ fn loading_a_run_whose_newest_checkpoint_is_damaged_falls_back_and_says_so() {
         "{err}"
     );
 }
+
+/// A directory that is neither a run nor a checkpoint (a mixture root, a model directory) is
+/// named as such, not reported as a missing file inside it.
+#[test]
+fn loading_a_directory_that_is_no_run_says_what_it_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), "{}").unwrap();
+    let err = load_trained(dir.path(), &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("neither a run directory") && err.contains("adapter_config.json"),
+        "{err}"
+    );
+}

@@ -491,6 +491,13 @@ pub fn load_trained(dir: &Path, device: &Device) -> Result<Trained> {
                 checkpoints_dir(dir).display()
             )));
         }
+        if dir.is_dir() && !dir.join(CONFIG_FILE).exists() {
+            return Err(ModelError::Invalid(format!(
+                "{} is neither a run directory (it has no checkpoints/) nor a checkpoint (it \
+                 has no {CONFIG_FILE})",
+                dir.display()
+            )));
+        }
         return load_checkpoint(dir, device);
     }
     let mut failures = Vec::new();
