@@ -2,7 +2,9 @@
 //! model and one mixture, over several seeds, through the same training and evaluation code as
 //! `flix train` and `flix eval`.
 //!
-//! Every method gets the same data, held-out cells, steps, token budget, learning rate and seeds.
+//! Every method gets the same data, held-out cells, steps, token budget and seeds, and the same
+//! learning rate unless `--lr` gives one per method (each method at its own best rate, chosen on
+//! the supervised cells' dev split, is the fair comparison when the methods' best rates differ).
 //! All runs are evaluated on the same test examples with each task's own metric. `--out DIR`
 //! receives:
 //!
@@ -89,9 +91,9 @@ pub struct CompareArgs {
     /// Optimizer steps of every run.
     #[arg(long, default_value_t = 200)]
     pub steps: u64,
-    /// Peak learning rate of every run.
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f64,
+    /// Peak learning rate of every run (`1e-3`), or per method (`flix=5e-4,lora=1e-3`).
+    #[arg(long, default_value = "1e-3")]
+    pub lr: String,
     /// Warmup steps of every run.
     #[arg(long, default_value_t = 10)]
     pub warmup: u64,
@@ -196,6 +198,9 @@ pub struct CompareResults {
     pub methods: Vec<String>,
     pub seeds: Vec<u64>,
     pub steps: u64,
+    /// Each method's peak learning rate.
+    #[serde(default)]
+    pub lr: BTreeMap<String, f64>,
     pub holdout: Vec<String>,
     pub records: Vec<CellRecord>,
     pub supervised: Vec<TaskTableRow>,
@@ -204,6 +209,59 @@ pub struct CompareResults {
 
 /// The name of the row that averages every task.
 pub const ALL_TASKS: &str = "all tasks";
+
+/// The learning rate of each method of `methods` (by its canonical name): `1e-3` (every method)
+/// or `flix=5e-4,lora=1e-3` (each method named once, and only methods of `methods`).
+fn method_lrs(text: &str, methods: &[String]) -> Result<BTreeMap<String, f64>> {
+    let canonical =
+        |name: &str| -> Result<String> { Ok(name.parse::<Method>()?.name().to_string()) };
+    let valid = |lr: f64, what: &str| -> Result<f64> {
+        if !(lr.is_finite() && lr > 0.0) {
+            bail!("--lr {text:?}: {what} must be a finite number > 0");
+        }
+        Ok(lr)
+    };
+    if let Ok(lr) = text.trim().parse::<f64>() {
+        let lr = valid(lr, "the learning rate")?;
+        return methods.iter().map(|m| Ok((canonical(m)?, lr))).collect();
+    }
+    let wanted: Vec<String> = methods
+        .iter()
+        .map(|m| canonical(m))
+        .collect::<Result<_>>()?;
+    let mut lrs = BTreeMap::new();
+    for part in text.split(',') {
+        let (name, lr) = part.split_once('=').with_context(|| {
+            format!("--lr {text:?}: expected a rate or method=rate,method=rate")
+        })?;
+        let name = canonical(name.trim()).with_context(|| format!("--lr {text:?}"))?;
+        if !wanted.contains(&name) {
+            bail!(
+                "--lr {text:?}: {name} is not one of --methods ({})",
+                wanted.join(",")
+            );
+        }
+        let lr: f64 = lr
+            .trim()
+            .parse()
+            .with_context(|| format!("--lr {text:?}: {lr:?} is not a learning rate"))?;
+        if lrs.insert(name.clone(), valid(lr, &name)?).is_some() {
+            bail!("--lr {text:?} names {name} twice");
+        }
+    }
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|m| !lrs.contains_key(*m))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "--lr {text:?} gives no learning rate to {}",
+            missing.join(", ")
+        );
+    }
+    Ok(lrs)
+}
 
 /// Per-type ranks: `8` (every type) or `lang=4,task=8`.
 fn type_ranks(text: &str, types: &[String]) -> Result<(usize, BTreeMap<String, usize>)> {
@@ -268,6 +326,7 @@ impl CompareArgs {
             bail!("--methods names no method");
         }
         let features = self.features()?;
+        let lrs = method_lrs(&self.lr, &self.methods)?;
         let mut plans = Vec::new();
         for seed in 0..self.seeds {
             for name in &self.methods {
@@ -285,7 +344,7 @@ impl CompareArgs {
                 spec.match_compute = method == Method::Lora;
                 spec.shared_rank = self.shared_rank;
                 spec.steps = self.steps;
-                spec.lr = self.lr;
+                spec.lr = lrs[method.name()];
                 spec.warmup_steps = self.warmup;
                 spec.batch_tokens = self.batch_tokens;
                 spec.checkpoint_every = self.checkpoint_every;
@@ -428,6 +487,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
         methods,
         seeds,
         steps: args.steps,
+        lr: method_lrs(&args.lr, &args.methods)?,
         holdout: holdout_list,
         records,
     };
@@ -592,7 +652,8 @@ pub fn format_stats(s: &SeedStats) -> String {
 /// The per-task tables as Markdown.
 pub fn summary_markdown(c: &CompareResults) -> String {
     let mut md = format!(
-        "# FLix compare\n\nBase {}; {} seed(s) ({}); {} steps; held-out cells: {}.\n\
+        "# FLix compare\n\nBase {}; {} seed(s) ({}); {} steps; learning rate {}; held-out cells: \
+         {}.\n\
          Values in %: each task's metric, averaged over the task's cells, then mean ± standard \
          deviation over seeds.\n",
         c.base.display(),
@@ -603,6 +664,7 @@ pub fn summary_markdown(c: &CompareResults) -> String {
             .collect::<Vec<_>>()
             .join(", "),
         c.steps,
+        learning_rates(&c.lr),
         if c.holdout.is_empty() {
             "none".to_string()
         } else {
@@ -641,6 +703,20 @@ pub fn summary_markdown(c: &CompareResults) -> String {
         }
     }
     md
+}
+
+/// `1e-3` when every method has that rate, else `flix 5e-4, lora 1e-3`.
+fn learning_rates(lrs: &BTreeMap<String, f64>) -> String {
+    let mut rates = lrs.values();
+    match rates.next() {
+        None => "-".to_string(),
+        Some(first) if rates.all(|lr| lr == first) => format!("{first:e}"),
+        Some(_) => lrs
+            .iter()
+            .map(|(m, lr)| format!("{m} {lr:e}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
 }
 
 /// The per-task tables as HTML, for the report.
@@ -698,6 +774,55 @@ mod tests {
         assert!(type_ranks("lang=4", &types).is_err());
         assert!(type_ranks("domain=4,lang=4,task=2", &types).is_err());
         assert!(type_ranks("lang=x,task=2", &types).is_err());
+    }
+
+    #[test]
+    fn learning_rates_per_method() {
+        let methods: Vec<String> = ["flix", "lora", "flix+shared"].map(String::from).into();
+        let all = method_lrs("2e-3", &methods).unwrap();
+        assert_eq!(all.len(), 3);
+        assert!(all.values().all(|&lr| lr == 2e-3));
+        assert_eq!(learning_rates(&all), "2e-3");
+        let each = method_lrs("lora=1e-3, flix=5e-4,flix+shared=2.5e-4", &methods).unwrap();
+        assert_eq!(
+            each,
+            [
+                ("flix".into(), 5e-4),
+                ("lora".into(), 1e-3),
+                ("flix+shared".into(), 2.5e-4)
+            ]
+            .into()
+        );
+        assert_eq!(
+            learning_rates(&each),
+            "flix 5e-4, flix+shared 2.5e-4, lora 1e-3"
+        );
+        for (bad, says) in [
+            (
+                "flix=5e-4,lora=1e-3",
+                "gives no learning rate to flix+shared",
+            ),
+            (
+                "flix=5e-4,lora=1e-3,flix+shared=1,full=1",
+                "not one of --methods",
+            ),
+            (
+                "flix=5e-4,flix=1e-3,lora=1,flix+shared=1",
+                "names flix twice",
+            ),
+            (
+                "flix=0,lora=1e-3,flix+shared=1",
+                "flix must be a finite number > 0",
+            ),
+            ("flix=x,lora=1e-3,flix+shared=1", "is not a learning rate"),
+            ("-1e-3", "must be a finite number > 0"),
+            ("NaN", "must be a finite number > 0"),
+            ("fast", "expected a rate or method=rate"),
+            ("bert=1e-3", "--lr"),
+        ] {
+            let err = format!("{:#}", method_lrs(bad, &methods).unwrap_err());
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -399,8 +399,9 @@ fn compare_trains_evaluates_summarises_and_resumes() {
 
 /// The same command on a tiny random Gemma 3 read from a GGUF file (with a real SentencePiece
 /// vocabulary, flix-model/tests/fixtures/gguf/tiny-gemma3-text.gguf): one seed, a few steps,
-/// every method; every file is written, every task has its row in both tables, and the held-out
-/// cell is marked in results.json.
+/// every method, each at its own learning rate; every file is written, every task has its row
+/// in both tables, the held-out cell is marked in results.json, and each run trained at its
+/// method's rate.
 #[test]
 fn compare_runs_on_a_gemma3_gguf_base() {
     let tmp = tempfile::tempdir().unwrap();
@@ -409,7 +410,9 @@ fn compare_runs_on_a_gemma3_gguf_base() {
         .join("../flix-model/tests/fixtures/gguf/tiny-gemma3-text.gguf");
     let out = tmp.path().join("out");
     let mut args = compare_args(&gguf, &root, &split, &out);
-    for (flag, value) in [("--seeds", "1"), ("--steps", "3"), ("--lr", "0.001")] {
+    let lrs = [("flix", 0.001), ("lora", 0.002), ("flix+shared", 0.0005)];
+    let per_method = "flix=0.001,lora=0.002,flix+shared=0.0005";
+    for (flag, value) in [("--seeds", "1"), ("--steps", "3"), ("--lr", per_method)] {
         let i = args.iter().position(|a| a == flag).unwrap();
         args[i + 1] = value.to_string();
     }
@@ -431,7 +434,15 @@ fn compare_runs_on_a_gemma3_gguf_base() {
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     let text = results.to_string();
     assert!(text.contains("\"heldout\":true"), "{text}");
-    for method in ["flix", "lora", "flix+shared"] {
-        assert!(out.join("runs").join(format!("{method}-seed0")).is_dir());
+    assert!(
+        md.contains("learning rate flix 1e-3, flix+shared 5e-4, lora 2e-3;"),
+        "{md}"
+    );
+    for (method, lr) in lrs {
+        let run = out.join("runs").join(format!("{method}-seed0"));
+        let spec: Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("spec.json")).unwrap()).unwrap();
+        assert_eq!(spec["lr"].as_f64(), Some(lr), "{method}");
+        assert_eq!(results["lr"][method].as_f64(), Some(lr), "{method}");
     }
 }
