@@ -221,46 +221,28 @@ fn method_lrs(text: &str, methods: &[String]) -> Result<BTreeMap<String, f64>> {
         }
         Ok(lr)
     };
-    if let Ok(lr) = text.trim().parse::<f64>() {
-        let lr = valid(lr, "the learning rate")?;
-        return methods.iter().map(|m| Ok((canonical(m)?, lr))).collect();
-    }
     let wanted: Vec<String> = methods
         .iter()
         .map(|m| canonical(m))
         .collect::<Result<_>>()?;
-    let mut lrs = BTreeMap::new();
-    for part in text.split(',') {
-        let (name, lr) = part.split_once('=').with_context(|| {
-            format!("--lr {text:?}: expected a rate or method=rate,method=rate")
-        })?;
-        let name = canonical(name.trim()).with_context(|| format!("--lr {text:?}"))?;
-        if !wanted.contains(&name) {
-            bail!(
-                "--lr {text:?}: {name} is not one of --methods ({})",
-                wanted.join(",")
-            );
-        }
-        let lr: f64 = lr
-            .trim()
+    if let Ok(lr) = text.trim().parse::<f64>() {
+        let lr = valid(lr, "the learning rate")?;
+        return Ok(wanted.into_iter().map(|m| (m, lr)).collect());
+    }
+    let names = NamedValues {
+        flag: "--lr",
+        text,
+        expected: "a rate or method=rate,method=rate",
+        names_flag: "--methods",
+        names: &wanted,
+        what: "learning rate",
+    };
+    names.parse(canonical, |name, value| {
+        let lr: f64 = value
             .parse()
-            .with_context(|| format!("--lr {text:?}: {lr:?} is not a learning rate"))?;
-        if lrs.insert(name.clone(), valid(lr, &name)?).is_some() {
-            bail!("--lr {text:?} names {name} twice");
-        }
-    }
-    let missing: Vec<&str> = wanted
-        .iter()
-        .filter(|m| !lrs.contains_key(*m))
-        .map(String::as_str)
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "--lr {text:?} gives no learning rate to {}",
-            missing.join(", ")
-        );
-    }
-    Ok(lrs)
+            .with_context(|| format!("--lr {text:?}: {value:?} is not a learning rate"))?;
+        valid(lr, name)
+    })
 }
 
 /// Per-type ranks: `8` (every type) or `lang=4,task=8`.
@@ -268,34 +250,79 @@ fn type_ranks(text: &str, types: &[String]) -> Result<(usize, BTreeMap<String, u
     if let Ok(rank) = text.trim().parse::<usize>() {
         return Ok((rank, BTreeMap::new()));
     }
-    let mut ranks = BTreeMap::new();
-    for part in text.split(',') {
-        let (name, rank) = part
-            .split_once('=')
-            .with_context(|| format!("--rank {text:?}: expected N or type=N,type=N"))?;
-        let name = name.trim();
-        if !types.iter().any(|t| t == name) {
-            bail!(
-                "--rank {text:?}: {name:?} is not one of --types ({})",
-                types.join(",")
-            );
-        }
-        let rank: usize = rank
-            .trim()
-            .parse()
-            .with_context(|| format!("--rank {text:?}: {rank:?} is not a rank"))?;
-        ranks.insert(name.to_string(), rank);
-    }
-    let missing: Vec<&str> = types
-        .iter()
-        .filter(|t| !ranks.contains_key(*t))
-        .map(String::as_str)
-        .collect();
-    if !missing.is_empty() {
-        bail!("--rank {text:?} gives no rank to {}", missing.join(", "));
-    }
+    let names = NamedValues {
+        flag: "--rank",
+        text,
+        expected: "N or type=N,type=N",
+        names_flag: "--types",
+        names: types,
+        what: "rank",
+    };
+    let ranks = names.parse(
+        |name| Ok(name.to_string()),
+        |_, value| {
+            value
+                .parse()
+                .with_context(|| format!("--rank {text:?}: {value:?} is not a rank"))
+        },
+    )?;
     let default = ranks.values().copied().max().unwrap_or(1);
     Ok((default, ranks))
+}
+
+/// An option's `name=value,name=value` form, in which each of `names` (the values of
+/// `names_flag`) gets its `what` exactly once.
+struct NamedValues<'a> {
+    flag: &'a str,
+    text: &'a str,
+    expected: &'a str,
+    names_flag: &'a str,
+    names: &'a [String],
+    what: &'a str,
+}
+
+impl NamedValues<'_> {
+    /// Every name's value: each part's name through `canonical`, its value through `value`
+    /// (given the canonical name and the trimmed text).
+    fn parse<T>(
+        &self,
+        canonical: impl Fn(&str) -> Result<String>,
+        value: impl Fn(&str, &str) -> Result<T>,
+    ) -> Result<BTreeMap<String, T>> {
+        let (flag, text) = (self.flag, self.text);
+        let mut values = BTreeMap::new();
+        for part in text.split(',') {
+            let (name, v) = part
+                .split_once('=')
+                .with_context(|| format!("{flag} {text:?}: expected {}", self.expected))?;
+            let name = canonical(name.trim()).with_context(|| format!("{flag} {text:?}"))?;
+            if !self.names.contains(&name) {
+                bail!(
+                    "{flag} {text:?}: {name} is not one of {} ({})",
+                    self.names_flag,
+                    self.names.join(",")
+                );
+            }
+            let v = value(&name, v.trim())?;
+            if values.insert(name.clone(), v).is_some() {
+                bail!("{flag} {text:?} names {name} twice");
+            }
+        }
+        let missing: Vec<&str> = self
+            .names
+            .iter()
+            .filter(|n| !values.contains_key(*n))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "{flag} {text:?} gives no {} to {}",
+                self.what,
+                missing.join(", ")
+            );
+        }
+        Ok(values)
+    }
 }
 
 impl CompareArgs {
@@ -487,7 +514,10 @@ pub fn run(args: CompareArgs) -> Result<()> {
         methods,
         seeds,
         steps: args.steps,
-        lr: method_lrs(&args.lr, &args.methods)?,
+        lr: plans
+            .iter()
+            .map(|p| (p.method.clone(), p.spec.lr))
+            .collect(),
         holdout: holdout_list,
         records,
     };

@@ -50,7 +50,7 @@ fn indented(text: &str, width: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::message_and_causes as error_report;
+    use super::message_and_causes;
     use anyhow::Context;
 
     fn missing_file() -> anyhow::Error {
@@ -62,7 +62,7 @@ mod tests {
 
     #[test]
     fn a_cause_the_message_above_already_shows_is_not_repeated() {
-        let report = error_report(&missing_file());
+        let report = message_and_causes(&missing_file());
         let reason = "No such file or directory";
         assert_eq!(report.matches(reason).count(), 1, "{report}");
         assert!(
@@ -78,7 +78,7 @@ mod tests {
         let error = anyhow::anyhow!("line one\nline two")
             .context("loading the model")
             .context("serving");
-        let report = error_report(&error);
+        let report = message_and_causes(&error);
         assert!(
             report.starts_with("Error: serving\n\nCaused by:\n"),
             "{report}"
@@ -88,6 +88,9 @@ mod tests {
             report.contains("\n    1: line one\n       line two"),
             "{report}"
         );
-        assert_eq!(error_report(&anyhow::anyhow!("plain")), "Error: plain");
+        assert_eq!(
+            message_and_causes(&anyhow::anyhow!("plain")),
+            "Error: plain"
+        );
     }
 }

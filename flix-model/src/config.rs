@@ -746,18 +746,7 @@ impl<'a> Fields<'a> {
         if let Some(params) = self.nested("rope_parameters")? {
             let outer_theta = self.positive("rope_theta", Some(default_theta))?;
             let rope = params.rope_object(outer_theta)?;
-            // transformers 5 takes a non-empty `rope_scaling` over `rope_parameters`, 4.x only
-            // knows `rope_scaling`: both present is only unambiguous when they agree.
-            if let Some(legacy) = self.legacy_rope_scaling()? {
-                if legacy.rope_object(outer_theta)? != rope {
-                    return Err(self.err(format!(
-                        "fields {} and {} describe different ropes; keep one",
-                        self.name("rope_parameters"),
-                        self.name("rope_scaling")
-                    )));
-                }
-            }
-            return Ok(rope);
+            return self.agreeing_with_rope_scaling(rope, outer_theta, "rope_parameters");
         }
         let theta = self.positive("rope_theta", Some(default_theta))?;
         let scaling = match self.nested("rope_scaling")? {
@@ -798,23 +787,36 @@ impl<'a> Fields<'a> {
             }
         };
         let global = of_type("full_attention", global_theta)?;
-        // transformers 5 lays a 4.x `rope_scaling` over the global layers' rope: read only
-        // when the two agree.
-        if let Some(legacy) = self.legacy_rope_scaling()? {
-            if legacy.rope_object(global.theta)? != global {
-                return Err(self.err(format!(
-                    "fields {} and {} describe different ropes for the global layers; keep one",
-                    self.name("rope_parameters.full_attention"),
-                    self.name("rope_scaling")
-                )));
-            }
-        }
+        let global = self.agreeing_with_rope_scaling(
+            global,
+            global.theta,
+            "rope_parameters.full_attention",
+        )?;
         Ok((global, of_type("sliding_attention", local_theta)?))
     }
 
-    /// The 4.x `rope_scaling` object when it says something (present, not null, not empty).
-    fn legacy_rope_scaling(&self) -> Result<Option<Fields<'a>>> {
-        Ok(self.nested("rope_scaling")?.filter(|f| !f.obj.is_empty()))
+    /// `rope`, read from the 5.x field `field`, when a 4.x `rope_scaling` beside it (present,
+    /// not null, not empty; its theta defaulting to `default_theta`) describes the same rope or
+    /// is absent. transformers 5 lays `rope_scaling` over `rope_parameters` (for Gemma 3, over
+    /// the global layers' rope) and 4.x reads only `rope_scaling`, so when they disagree the
+    /// config means different models to different readers: refused.
+    fn agreeing_with_rope_scaling(
+        &self,
+        rope: Rope,
+        default_theta: f64,
+        field: &str,
+    ) -> Result<Rope> {
+        let Some(legacy) = self.nested("rope_scaling")?.filter(|f| !f.obj.is_empty()) else {
+            return Ok(rope);
+        };
+        if legacy.rope_object(default_theta)? != rope {
+            return Err(self.err(format!(
+                "fields {} and {} describe different ropes; keep one",
+                self.name(field),
+                self.name("rope_scaling")
+            )));
+        }
+        Ok(rope)
     }
 
     /// A 5.x rope object: `rope_theta` (else `default_theta`) and the scaling it describes.
