@@ -6,10 +6,11 @@ Run with the project's HF venv:  /opt/hfvenv/bin/python scripts/make_gguf_fixtur
 Outputs, in flix-model/tests/fixtures/gguf/:
 
   * quant_types.gguf: one small tensor of every type the reader converts to f32 (F32, F16, BF16,
-    Q8_0, Q4_0, Q5_0 quantized by gguf-py from random values; Q4_K, Q5_K, Q6_K as random blocks
-    with sane f16 scales, since gguf-py only dequantizes those), a 3-D F32 tensor, and a Q4_1
-    tensor (a known type the reader does not convert). quant_types.expected.safetensors holds what
-    gguf-py's `gguf.quants.dequantize` makes of each, in f32, by the same names.
+    Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 quantized by gguf-py from random values; Q2_K, Q3_K, Q4_K,
+    Q5_K, Q6_K, IQ4_NL and IQ4_XS as random blocks with sane f16 scales, since gguf-py only
+    dequantizes those), a 3-D F32 tensor, and an IQ2_XXS tensor (a known type the reader does not
+    convert). quant_types.expected.safetensors holds what gguf-py's `gguf.quants.dequantize`
+    makes of each, in f32, by the same names.
   * metadata.gguf: one key of every metadata value type (and arrays, nested arrays, an empty
     string, a non-ASCII string); metadata.json holds the values written, by key, each as
     {"type": <GGUF type name>, "value": ...}.
@@ -84,8 +85,13 @@ def random_k_blocks(rng, qtype, n_blocks):
     if qtype in (Q.Q4_K, Q.Q5_K):  # d then dmin at the start
         blocks[:, 0:2] = f16_bytes(rng.uniform(0.001, 0.05, n_blocks))
         blocks[:, 2:4] = f16_bytes(rng.uniform(0.0, 0.02, n_blocks))
-    elif qtype == Q.Q6_K:  # d at the end
+    elif qtype in (Q.Q6_K, Q.Q3_K):  # d at the end
         blocks[:, -2:] = f16_bytes(rng.uniform(-0.02, 0.02, n_blocks))
+    elif qtype == Q.Q2_K:  # d then dmin at the end
+        blocks[:, -4:-2] = f16_bytes(rng.uniform(0.001, 0.05, n_blocks))
+        blocks[:, -2:] = f16_bytes(rng.uniform(0.0, 0.02, n_blocks))
+    elif qtype in (Q.IQ4_NL, Q.IQ4_XS, Q.IQ2_XXS):  # d at the start
+        blocks[:, 0:2] = f16_bytes(rng.uniform(-0.02, 0.02, n_blocks))
     else:
         raise ValueError(qtype)
     return blocks
@@ -113,7 +119,12 @@ def write_quant_types():
         blocks = random_k_blocks(rng, qtype, rows * blocks_per_row)
         add(name, blocks.reshape(rows, -1), qtype)
     add("f32_3d", rng.standard_normal((2, 3, 4)).astype(np.float32), Q.F32)
-    del expected["q4_1"]  # the reader refuses Q4_1; the Rust test checks the error
+    add("q5_1", gguf.quants.quantize(values, Q.Q5_1), Q.Q5_1)
+    add("iq4_nl", random_k_blocks(rng, Q.IQ4_NL, 6).reshape(3, -1), Q.IQ4_NL)
+    for name, qtype in [("q2_k", Q.Q2_K), ("q3_k", Q.Q3_K), ("iq4_xs", Q.IQ4_XS)]:
+        add(name, random_k_blocks(rng, qtype, 4).reshape(2, -1), qtype)
+    add("iq2_xxs", random_k_blocks(rng, Q.IQ2_XXS, 1), Q.IQ2_XXS)
+    del expected["iq2_xxs"]  # the reader refuses IQ2_XXS; the Rust test checks the error
 
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

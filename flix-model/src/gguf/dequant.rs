@@ -48,6 +48,12 @@ pub(crate) fn dequantize(
         GgmlType::Q8_0 => convert_blocks::<34, 32>(bytes, &mut out, q8_0),
         GgmlType::Q4_0 => convert_blocks::<18, 32>(bytes, &mut out, q4_0),
         GgmlType::Q5_0 => convert_blocks::<22, 32>(bytes, &mut out, q5_0),
+        GgmlType::Q4_1 => convert_blocks::<20, 32>(bytes, &mut out, q4_1),
+        GgmlType::Q5_1 => convert_blocks::<24, 32>(bytes, &mut out, q5_1),
+        GgmlType::IQ4_NL => convert_blocks::<18, 32>(bytes, &mut out, iq4_nl),
+        GgmlType::Q2_K => convert_blocks::<84, QK_K>(bytes, &mut out, q2_k),
+        GgmlType::Q3_K => convert_blocks::<110, QK_K>(bytes, &mut out, q3_k),
+        GgmlType::IQ4_XS => convert_blocks::<136, QK_K>(bytes, &mut out, iq4_xs),
         GgmlType::Q4_K => convert_blocks::<144, QK_K>(bytes, &mut out, q4_k),
         GgmlType::Q5_K => convert_blocks::<176, QK_K>(bytes, &mut out, q5_k),
         GgmlType::Q6_K => convert_blocks::<210, QK_K>(bytes, &mut out, q6_k),
@@ -123,6 +129,105 @@ fn q5_0(b: &[u8; 22], y: &mut [f32; 32]) {
         let hi = (q >> 4) | (high_hi << 4);
         y[j] = d * f32::from(i16::from(lo) - 16);
         y[j + 16] = d * f32::from(i16::from(hi) - 16);
+    }
+}
+
+/// The 4-bit values of a 32-value block stored in 16 bytes: value `j` is the low nibble of byte
+/// `j` for j < 16 and the high nibble of byte `j - 16` after (Q4_0's layout, shared by Q4_1,
+/// Q5_1, IQ4_NL and IQ4_XS's sub-blocks).
+fn nibbles(bytes: &[u8]) -> [u8; 32] {
+    let mut q = [0u8; 32];
+    for (j, b) in bytes.iter().take(16).enumerate() {
+        q[j] = b & 0x0F;
+        q[j + 16] = b >> 4;
+    }
+    q
+}
+
+/// Q4_1: f16 scale `d`, f16 minimum `m`, 16 bytes of 4-bit values; `y = d · q + m`.
+fn q4_1(b: &[u8; 20], y: &mut [f32; 32]) {
+    let (d, m) = (f16_at(b, 0), f16_at(b, 2));
+    for (y, q) in y.iter_mut().zip(nibbles(&b[4..20])) {
+        *y = d * f32::from(q) + m;
+    }
+}
+
+/// Q5_1: f16 scale `d`, f16 minimum `m`, a 32-bit word of fifth bits (bit j for value j), 16
+/// bytes of low nibbles; `y = d · q + m`.
+fn q5_1(b: &[u8; 24], y: &mut [f32; 32]) {
+    let (d, m) = (f16_at(b, 0), f16_at(b, 2));
+    let high_bits = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+    for (j, (y, low)) in y.iter_mut().zip(nibbles(&b[8..24])).enumerate() {
+        let q = low | ((((high_bits >> j) & 1) as u8) << 4);
+        *y = d * f32::from(q) + m;
+    }
+}
+
+/// The 16 non-uniform levels of IQ4_NL and IQ4_XS (ggml's `kvalues_iq4nl`): a 4-bit code picks
+/// one, and the block's scale multiplies it.
+const IQ4_LEVELS: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
+
+/// IQ4_NL: f16 scale `d`, 16 bytes of 4-bit codes; `y = d · level(code)`.
+fn iq4_nl(b: &[u8; 18], y: &mut [f32; 32]) {
+    let d = f16_at(b, 0);
+    for (y, code) in y.iter_mut().zip(nibbles(&b[2..18])) {
+        *y = d * f32::from(IQ4_LEVELS[usize::from(code)]);
+    }
+}
+
+/// IQ4_XS: f16 `d`, a 16-bit word of the scales' high 2 bits (bits 2s, 2s+1 for sub-block s), 4
+/// bytes of their low 4 bits (sub-block s in nibble s of the bytes, low nibble first), then 8
+/// sub-blocks of 32 codes in IQ4_NL's layout; a sub-block's scale is `d · (6-bit scale - 32)`.
+fn iq4_xs(b: &[u8; 136], y: &mut [f32; QK_K]) {
+    let d = f16_at(b, 0);
+    let scales_high = u16::from_le_bytes([b[2], b[3]]);
+    for s in 0..QK_K / 32 {
+        let low = (b[4 + s / 2] >> (4 * (s % 2))) & 0x0F;
+        let high = ((scales_high >> (2 * s)) & 3) as u8;
+        let dl = d * f32::from(i16::from(low | (high << 4)) - 32);
+        let codes = nibbles(&b[8 + 16 * s..24 + 16 * s]);
+        for (y, code) in y[32 * s..32 * s + 32].iter_mut().zip(codes) {
+            *y = dl * f32::from(IQ4_LEVELS[usize::from(code)]);
+        }
+    }
+}
+
+/// Q2_K: 16 bytes of 4-bit scale and minimum pairs (one per 16 values, scale in the low
+/// nibble), 64 bytes of 2-bit values, f16 `d`, f16 `dmin`; `y = d · scale · q - dmin · min`.
+/// Each half of 128 values reads 32 bytes four times, two bits further each time.
+fn q2_k(b: &[u8; 84], y: &mut [f32; QK_K]) {
+    let (d, dmin) = (f16_at(b, 80), f16_at(b, 82));
+    for (i, y) in y.iter_mut().enumerate() {
+        let (half, shift, l) = (i / 128, (i % 128) / 32, i % 32);
+        let sc = b[i / 16];
+        let dl = d * f32::from(sc & 0x0F);
+        let ml = dmin * f32::from(sc >> 4);
+        let q = (b[16 + 32 * half + l] >> (2 * shift)) & 3;
+        *y = dl * f32::from(q) - ml;
+    }
+}
+
+/// Q3_K: 32 bytes of high bits (bit k of byte l for value 32k + l; a set bit means no offset),
+/// 64 bytes of 2-bit low parts laid out as in Q2_K, 12 bytes of 6-bit scales (one per 16 values,
+/// low 4 bits in bytes 0..8, high 2 bits in bytes 8..12), f16 `d`;
+/// `y = d · (scale - 32) · (low - (high bit ? 0 : 4))`.
+fn q3_k(b: &[u8; 110], y: &mut [f32; QK_K]) {
+    let d = f16_at(b, 108);
+    let scales = &b[96..108];
+    let scale = |s: usize| {
+        let low = (scales[s % 8] >> (4 * (s / 8))) & 0x0F;
+        let high = (scales[8 + s % 4] >> (2 * (s / 4))) & 3;
+        i16::from(low | (high << 4)) - 32
+    };
+    for (i, y) in y.iter_mut().enumerate() {
+        let (half, shift, l) = (i / 128, (i % 128) / 32, i % 32);
+        let low = i16::from((b[32 + 32 * half + l] >> (2 * shift)) & 3);
+        let high_set = (b[l] >> (i / 32)) & 1 == 1;
+        let q = if high_set { low } else { low - 4 };
+        let dl = d * f32::from(scale(i / 16));
+        *y = dl * f32::from(q);
     }
 }
 

@@ -8,7 +8,7 @@
 //! found), tensor infos ([`TensorInfo`]: name, [`GgmlType`], row-major shape, i.e. GGUF's `ne`
 //! reversed, absolute byte offset and length), `general.alignment` (default 32), and the data,
 //! memory-mapped and converted to f32 on request by [`GgufFile::tensor_f32`] for F32, F16, BF16,
-//! Q8_0, Q4_0, Q5_0, Q4_K, Q5_K and Q6_K. Everything read from the file is checked before use
+//! Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS. Everything read from the file is checked before use
 //! (lengths against the bytes that remain, counts before allocating, offsets, alignment,
 //! overlaps, duplicate names), so a corrupt file is an error naming the byte offset, key or
 //! tensor, never a panic.

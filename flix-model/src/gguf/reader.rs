@@ -629,15 +629,19 @@ impl GgufFile {
         ))
     }
 
-    /// The tensor `name` converted to f32, with its row-major shape. F32, F16, BF16, Q8_0, Q4_0,
-    /// Q5_0, Q4_K, Q5_K and Q6_K are supported; other types are an error naming the type.
+    /// The tensor `name` converted to f32, with its row-major shape. The types of
+    /// [`GgmlType::DEQUANTIZABLE`] are supported; other types are an error naming the type.
     pub fn tensor_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         let info = self.tensor_info(name).ok_or_else(|| self.missing(name))?;
         if !info.ggml_type.can_dequantize() {
+            let supported: Vec<String> = GgmlType::DEQUANTIZABLE
+                .iter()
+                .map(|t| t.name().to_string())
+                .collect();
             return Err(self.err(format!(
-                "tensor `{name}` has GGML {}, which cannot be converted to f32 here (supported: \
-                 F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K)",
-                GgmlType::describe_id(info.ggml_type.id())
+                "tensor `{name}` has GGML {}, which cannot be converted to f32 here (supported: {})",
+                GgmlType::describe_id(info.ggml_type.id()),
+                supported.join(", ")
             )));
         }
         let bytes = self.tensor_bytes(name)?;

@@ -129,13 +129,21 @@ impl GgmlType {
         self.row().3
     }
 
+    /// The types [`crate::gguf::GgufFile::tensor_f32`] converts to f32: the float types, the
+    /// legacy 32-value quants, the k-quants and the 4-bit non-linear quants (every type of
+    /// llama.cpp's Q2_K … Q8_0 and IQ4_NL / IQ4_XS model files). The other i-quants need ggml's
+    /// lattice tables and are refused by name.
+    pub const DEQUANTIZABLE: [GgmlType; 15] = {
+        use GgmlType::*;
+        [
+            F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL,
+            IQ4_XS,
+        ]
+    };
+
     /// Whether [`crate::gguf::GgufFile::tensor_f32`] can convert this type to f32.
     pub fn can_dequantize(self) -> bool {
-        use GgmlType::*;
-        matches!(
-            self,
-            F32 | F16 | BF16 | Q8_0 | Q4_0 | Q5_0 | Q4_K | Q5_K | Q6_K
-        )
+        Self::DEQUANTIZABLE.contains(&self)
     }
 
     /// "type 12 (Q4_K)" for error messages; unknown numbers are named when ggml once used them.
