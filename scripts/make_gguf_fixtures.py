@@ -16,7 +16,7 @@ Outputs, in flix-model/tests/fixtures/gguf/:
     {"type": <GGUF type name>, "value": ...}.
   * llama3_rope.gguf: a Llama 3 rope scaling as llama.cpp stores it (a `rope_freqs.weight`
     tensor), and llama3_rope.json the Hugging Face `rope_scaling` it was computed from.
-  * tiny-llama.gguf, tiny-qwen2.gguf, tiny-gemma3.gguf: tiny random models built with
+  * tiny-llama.gguf, tiny-qwen2.gguf, tiny-qwen3.gguf, tiny-gemma3.gguf: tiny random models built with
     transformers, converted to GGUF by a small converter that follows llama.cpp's
     convert_hf_to_gguf.py (tensor names, the row permutation of Llama's q and k, Gemma's +1 on
     norm weights, metadata keys, a token list) with a mix of tensor types. Each is loaded back
@@ -58,6 +58,8 @@ from transformers import (
     LlamaForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
 )
 
 OUT = pathlib.Path(__file__).resolve().parent.parent / "flix-model/tests/fixtures/gguf"
@@ -228,6 +230,9 @@ def gguf_name(arch, hf_name):
         )
     else:
         common["post_attention_layernorm"] = "ffn_norm"
+    if arch == "qwen3":
+        common["self_attn.q_norm"] = "attn_q_norm"
+        common["self_attn.k_norm"] = "attn_k_norm"
     return f"blk.{i}.{common[module]}.{kind}"
 
 
@@ -259,9 +264,10 @@ def write_model_gguf(path, arch, model, cfg, types, name, vocab=None):
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
     if arch == "llama":
         writer.add_rope_dimension_count(cfg.head_dim)
-    if arch == "gemma3":
+    if arch in ("gemma3", "qwen3"):
         writer.add_key_length(cfg.head_dim)
         writer.add_value_length(cfg.head_dim)
+    if arch == "gemma3":
         writer.add_sliding_window(cfg.sliding_window)
     if vocab is None:
         # A token list (its length is the vocabulary size transformers and llama.cpp read).
@@ -437,6 +443,45 @@ def build_models():
         qwen2,
         mixed_types({"q_proj": Q.Q5_0, "k_proj": Q.Q8_0, "v_proj": Q.F16, "down_proj": Q.Q4_0}),
         {},
+    )
+
+    # Qwen3: per-head q/k norms, no biases, a head_dim that is not hidden / heads, and the types
+    # gguf-py quantizes that the other fixtures leave out.
+    torch.manual_seed(3)
+    qwen3 = Qwen3ForCausalLM(
+        Qwen3Config(
+            vocab_size=96,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            rms_norm_eps=1e-6,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+            max_position_embeddings=128,
+            tie_word_embeddings=False,
+        )
+    ).eval()
+    randomize_norms(qwen3)
+    write_model_fixture(
+        "tiny-qwen3",
+        "qwen3",
+        qwen3,
+        mixed_types(
+            {
+                "q_proj": Q.Q5_1,
+                "k_proj": Q.Q4_1,
+                "v_proj": Q.Q8_0,
+                "gate_proj": Q.Q8_0,
+                "up_proj": Q.F16,
+                "down_proj": Q.Q5_0,
+                "lm_head": Q.Q4_0,
+            }
+        ),
+        # transformers reads no `head_dim` from a qwen3 GGUF (its default is 128); llama.cpp
+        # reads `qwen3.attention.key_length`.
+        {"head_dim": 16},
     )
 
     torch.manual_seed(2)

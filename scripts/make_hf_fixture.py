@@ -17,7 +17,8 @@ Run with the project's HF venv:  /opt/hfvenv/bin/python scripts/make_hf_fixture.
 Outputs flix-model/tests/fixtures/tiny-llama/{config.json, model.safetensors, tokenizer.json,
 inputs.json, expected.safetensors, lora/ (the PEFT adapter directory)}, and tiny-qwen2/{config.json, model.safetensors,
 expected.safetensors}: a smaller Qwen2 (q/k/v biases, tied embeddings, default rope) with the
-same inputs, its logits, loss and full-parameter gradients; tiny-mistral/{config.json,
+same inputs, its logits, loss and full-parameter gradients; tiny-qwen3/ the same for a Qwen3
+(per-head q/k norms, no biases, head_dim 16 with hidden 32 and 4 heads, untied); tiny-mistral/{config.json,
 model.safetensors, expected.safetensors, greedy.json}: a Mistral with a sliding window of 3 (shorter
 than the sequences), the same for it plus greedy continuations past the window; and
 bytelevel-tokenizer/{tokenizer.json, samples.json}: a Llama 3-style byte-level BPE tokenizer and
@@ -39,12 +40,16 @@ from transformers import (
     MistralForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
 )
 
 FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "flix-model/tests/fixtures"
 OUT = FIXTURES / "tiny-llama"
 # A second, smaller model for the Qwen2 conventions: q/k/v biases, tied embeddings, default rope.
 OUT_QWEN2 = FIXTURES / "tiny-qwen2"
+# Qwen3: per-head q/k norms, no biases, head_dim (16) that is not hidden / heads (8).
+OUT_QWEN3 = FIXTURES / "tiny-qwen3"
 # A Mistral whose sliding window (3) is shorter than the sequences.
 OUT_MISTRAL = FIXTURES / "tiny-mistral"
 
@@ -185,6 +190,39 @@ def write_qwen2():
     for name, p in model.named_parameters():
         expected[f"full.grad.{name}"] = p.grad.detach().contiguous()
     save_file(expected, str(OUT_QWEN2 / "expected.safetensors"))
+
+
+def make_qwen3():
+    torch.manual_seed(5)
+    config = Qwen3Config(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        max_position_embeddings=64,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        attn_implementation="eager",
+    )
+    model = Qwen3ForCausalLM(config).float()
+    randomize(model)
+    return model
+
+
+def write_qwen3():
+    """Logits, loss and full-parameter gradients of the Qwen3 model."""
+    OUT_QWEN3.mkdir(parents=True, exist_ok=True)
+    model = make_qwen3()
+    model.save_pretrained(OUT_QWEN3, safe_serialization=True)
+    (OUT_QWEN3 / "generation_config.json").unlink(missing_ok=True)
+    expected = loss_over(model, "full.")
+    for name, p in model.named_parameters():
+        expected[f"full.grad.{name}"] = p.grad.detach().contiguous()
+    save_file(expected, str(OUT_QWEN3 / "expected.safetensors"))
 
 
 def make_mistral():
@@ -335,9 +373,10 @@ def main():
     }
     (OUT / "inputs.json").write_text(json.dumps(inputs, indent=1) + "\n")
     write_qwen2()
+    write_qwen3()
     write_mistral()
     write_bytelevel_tokenizer()
-    for out in [OUT, OUT_QWEN2, OUT_MISTRAL]:
+    for out in [OUT, OUT_QWEN2, OUT_QWEN3, OUT_MISTRAL]:
         print("wrote", out, sorted(p.name for p in out.iterdir()))
 
 

@@ -1,5 +1,5 @@
 //! The model configuration, read from a Hugging Face `config.json` of the Llama family (Llama 2/3,
-//! Mistral, Qwen2, SmolLM, TinyLlama) or of Gemma 3's text model. Both ways transformers writes
+//! Mistral, Qwen2, Qwen3, SmolLM, TinyLlama) or of Gemma 3's text model. Both ways transformers writes
 //! rope settings are accepted: 4.x (`rope_theta` + `rope_scaling`, and Gemma's
 //! `rope_local_base_freq`) and 5.x (`rope_parameters`, per layer type for Gemma). A missing or
 //! malformed field is an error naming the field and the file; so is a value no model can have
@@ -11,6 +11,11 @@
 //! does: `head_dim` 256, `num_key_value_heads` 4, `rms_norm_eps` 1e-6, `vocab_size` 262208,
 //! `query_pre_attn_scalar` 256, `sliding_window` 4096 with every 6th layer global, rope theta
 //! 1e6 (global layers) and 10000 (local layers), tied embeddings.
+//!
+//! Qwen3 (`model_type: "qwen3"`, the dense models) is Qwen2's layer without the q/k/v biases
+//! (`attention_bias`, default false, puts a bias on q, k, v and o alike) and with an RMSNorm of
+//! each head's query and key before the rope (`self_attn.q_norm`, `self_attn.k_norm`, weights
+//! as Llama's norms, not Gemma's 1 + w). `head_dim` defaults to 128, as `Qwen3Config`'s.
 
 use std::path::{Path, PathBuf};
 
@@ -21,13 +26,14 @@ use serde_json::{Map, Value};
 use crate::error::{ModelError, Result};
 
 /// Which family's conventions apply. They differ in defaults (Qwen2 has q/k/v biases), in
-/// sliding windows (see [`LlamaConfig::sliding_window`]), and Gemma 3's layer differs in
-/// several ways (see [`crate::llama`]).
+/// sliding windows (see [`LlamaConfig::sliding_window`]), in the per-head query and key norms
+/// (Qwen3 and Gemma 3), and Gemma 3's layer differs in several more ways (see [`crate::llama`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
     Llama,
     Mistral,
     Qwen2,
+    Qwen3,
     Gemma3,
 }
 
@@ -131,6 +137,7 @@ impl LlamaConfig {
             Family::Llama => ("llama", "LlamaForCausalLM"),
             Family::Mistral => ("mistral", "MistralForCausalLM"),
             Family::Qwen2 => ("qwen2", "Qwen2ForCausalLM"),
+            Family::Qwen3 => ("qwen3", "Qwen3ForCausalLM"),
             Family::Gemma3 => ("gemma3_text", "Gemma3ForCausalLM"),
         };
         let mut json = serde_json::json!({
@@ -187,7 +194,7 @@ impl LlamaConfig {
                     "sliding_attention": with_theta(g.local_rope),
                 });
             }
-            (Family::Qwen2, _) if self.sliding_window.is_some() => {
+            (Family::Qwen2 | Family::Qwen3, _) if self.sliding_window.is_some() => {
                 json["hidden_act"] = "silu".into();
                 json["use_sliding_window"] = Value::Bool(true);
                 json["layer_types"] = self.layer_types_json();
@@ -247,6 +254,12 @@ impl LlamaConfig {
         }
     }
 
+    /// Whether each head's query and key go through an RMSNorm before the rope (Qwen3 and
+    /// Gemma 3: `self_attn.q_norm` and `self_attn.k_norm`, one weight of `head_dim` each).
+    pub fn has_qk_norm(&self) -> bool {
+        matches!(self.family, Family::Qwen3 | Family::Gemma3)
+    }
+
     /// The activation of the MLP's gate: GeGLU (tanh GELU) for Gemma 3, SwiGLU otherwise.
     pub fn gate_activation(&self) -> GateActivation {
         match self.family {
@@ -297,6 +310,9 @@ fn rope_scaling_json(scaling: RopeScaling) -> Value {
         }),
     }
 }
+
+/// `Qwen3Config`'s `head_dim` (transformers), which is not hidden / heads in most Qwen3 models.
+const QWEN3_DEFAULT_HEAD_DIM: usize = 128;
 
 /// Gemma3TextConfig's defaults (transformers), for the fields a text config may leave out.
 mod gemma_defaults {
@@ -449,13 +465,14 @@ impl<'a> Fields<'a> {
             "llama" => Family::Llama,
             "mistral" => Family::Mistral,
             "qwen2" => Family::Qwen2,
+            "qwen3" => Family::Qwen3,
             "gemma3_text" => Family::Gemma3,
             "gemma3" => return self.parse_gemma3_wrapper(),
             other => {
                 return Err(self.err(format!(
                     "unsupported architecture: field {} is {other:?}; supported: \
                      \"llama\" (Llama 2/3, SmolLM, TinyLlama), \"mistral\", \"qwen2\", \
-                     \"gemma3_text\" and \"gemma3\" (Gemma 3's text model)",
+                     \"qwen3\", \"gemma3_text\" and \"gemma3\" (Gemma 3's text model)",
                     self.name("model_type")
                 )))
             }
@@ -491,6 +508,7 @@ impl<'a> Fields<'a> {
         let head_dim = match self.opt_usize("head_dim")? {
             Some(h) => h,
             None if gemma => gemma_defaults::HEAD_DIM,
+            None if family == Family::Qwen3 => QWEN3_DEFAULT_HEAD_DIM,
             None if hidden_size.is_multiple_of(num_attention_heads) => {
                 hidden_size / num_attention_heads
             }
@@ -515,7 +533,9 @@ impl<'a> Fields<'a> {
         let (qkv_bias, o_bias) = match family {
             // Qwen2 always has q/k/v biases and no output bias; its config has no field for it.
             Family::Qwen2 => (true, false),
-            Family::Llama | Family::Mistral | Family::Gemma3 => (attention_bias, attention_bias),
+            Family::Llama | Family::Mistral | Family::Qwen3 | Family::Gemma3 => {
+                (attention_bias, attention_bias)
+            }
         };
         let (sliding_window, layer_types) = self.layers(family, num_hidden_layers)?;
         let (global_rope, gemma_settings) = if gemma {
@@ -659,7 +679,7 @@ impl<'a> Fields<'a> {
                 };
                 (w, vec![kind; layers])
             }
-            Family::Qwen2 => {
+            Family::Qwen2 | Family::Qwen3 => {
                 if self.opt_bool("use_sliding_window")? == Some(true) {
                     let w = window(None)?;
                     // transformers: layers from `max_window_layers` (default 28) on slide.
@@ -701,10 +721,10 @@ impl<'a> Fields<'a> {
                 (w, types)
             }
         };
-        // Only Qwen2 (with a window) and Gemma 3 read `layer_types`; transformers' Llama and
-        // Mistral ignore it.
+        // Only Qwen2 and Qwen3 (with a window) and Gemma 3 read `layer_types`; transformers'
+        // Llama and Mistral ignore it.
         let explicit = match family {
-            Family::Qwen2 if window.is_some() => self.present("layer_types"),
+            Family::Qwen2 | Family::Qwen3 if window.is_some() => self.present("layer_types"),
             Family::Gemma3 => self.present("layer_types"),
             _ => None,
         };

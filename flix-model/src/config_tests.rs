@@ -91,6 +91,53 @@ fn qwen2_has_qkv_bias_and_mistral_keeps_its_window() {
 }
 
 #[test]
+fn qwen3_has_qk_norms_its_own_head_dim_default_and_one_bias_switch() {
+    // Qwen3-0.6B's config (transformers 4.x layout).
+    let real = r#"{"architectures": ["Qwen3ForCausalLM"], "attention_bias": false,
+        "attention_dropout": 0.0, "bos_token_id": 151643, "eos_token_id": 151645,
+        "head_dim": 128, "hidden_act": "silu", "hidden_size": 1024, "initializer_range": 0.02,
+        "intermediate_size": 3072, "max_position_embeddings": 40960, "max_window_layers": 28,
+        "model_type": "qwen3", "num_attention_heads": 16, "num_hidden_layers": 28,
+        "num_key_value_heads": 8, "rms_norm_eps": 1e-06, "rope_scaling": null,
+        "rope_theta": 1000000, "sliding_window": null, "tie_word_embeddings": true,
+        "torch_dtype": "bfloat16", "use_cache": true, "use_sliding_window": false,
+        "vocab_size": 151936}"#;
+    let c = parse(real).unwrap();
+    assert_eq!(c.family, Family::Qwen3);
+    assert!(c.has_qk_norm() && !c.qkv_bias && !c.o_bias && c.tie_word_embeddings);
+    assert_eq!((c.head_dim, c.q_dim(), c.kv_dim()), (128, 2048, 1024));
+    assert_eq!(c.sliding_window, None);
+    assert_eq!(c.rope_theta, 1e6);
+    // Written back and read again: the same config.
+    let back = c.to_hf_json().to_string();
+    assert_eq!(parse(&back).unwrap(), c);
+
+    // No head_dim: Qwen3Config's 128, not hidden / heads.
+    let c = parse(&real.replace(r#""head_dim": 128,"#, "")).unwrap();
+    assert_eq!(c.head_dim, 128);
+    // attention_bias puts a bias on q, k, v and o alike (Qwen2 has q/k/v biases always).
+    let c =
+        parse(&real.replace(r#""attention_bias": false"#, r#""attention_bias": true"#)).unwrap();
+    assert!(c.qkv_bias && c.o_bias);
+    // A sliding window from max_window_layers on, as Qwen2's.
+    let windowed = real
+        .replace(
+            r#""use_sliding_window": false"#,
+            r#""use_sliding_window": true"#,
+        )
+        .replace(r#""sliding_window": null"#, r#""sliding_window": 4096"#)
+        .replace(r#""max_window_layers": 28"#, r#""max_window_layers": 20"#);
+    let c = parse(&windowed).unwrap();
+    assert_eq!(c.sliding_window, Some(4096));
+    assert_eq!(c.layer_window(19), None);
+    assert_eq!(c.layer_window(20), Some(4096));
+    assert_eq!(parse(&c.to_hf_json().to_string()).unwrap(), c);
+    // The other families have no q/k norms but Gemma 3.
+    let q2 = parse(&real.replace(r#""model_type": "qwen3""#, r#""model_type": "qwen2""#)).unwrap();
+    assert!(!q2.has_qk_norm());
+}
+
+#[test]
 fn errors_name_the_field() {
     let missing = LLAMA3_V4.replace(r#""intermediate_size": 8192,"#, "");
     let err = parse(&missing).unwrap_err().to_string();

@@ -33,9 +33,10 @@ fn check_config_matches_transformers(stem: &str, model: &GgufModel) {
     let read = json_file(&format!("{stem}.config.json"));
     for (key, want) in read.as_object().unwrap() {
         let got = &config[key];
-        // transformers gives Qwen2 an explicit null window and per-layer types; both mean "all
-        // layers global", which is also what a config without them means.
-        if stem == "tiny-qwen2" && (key == "sliding_window" || key == "layer_types") {
+        // transformers gives Qwen2 and Qwen3 an explicit null window and per-layer types; both
+        // mean "all layers global", which is also what a config without them means.
+        let qwen = stem == "tiny-qwen2" || stem == "tiny-qwen3";
+        if qwen && (key == "sliding_window" || key == "layer_types") {
             assert!(got.is_null(), "{stem}: {key} should be absent, found {got}");
             continue;
         }
@@ -113,6 +114,28 @@ fn qwen2_gguf_config_matches_transformers() {
 #[test]
 fn qwen2_gguf_logits_match_transformers() {
     check_logits("tiny-qwen2");
+}
+
+#[test]
+fn qwen3_gguf_config_matches_transformers() {
+    let model = GgufModel::open(&fixture("tiny-qwen3.gguf")).unwrap();
+    assert_eq!(model.architecture(), GgufArchitecture::Qwen3);
+    check_config_matches_transformers("tiny-qwen3", &model);
+    let config = model.hf_config();
+    assert_eq!(config["model_type"], "qwen3");
+    assert_eq!(config["attention_bias"], false);
+    // head_dim from `qwen3.attention.key_length`, not hidden / heads (32 / 4).
+    assert_eq!(config["head_dim"], 16);
+    assert!(model.contains("model.layers.1.self_attn.q_norm.weight"));
+    assert!(model.contains("model.layers.0.self_attn.k_norm.weight"));
+    assert!(!model.contains("model.layers.0.self_attn.q_proj.bias"));
+    let llama = model.llama_config().unwrap();
+    assert!(llama.has_qk_norm() && !llama.qkv_bias && !llama.o_bias);
+}
+
+#[test]
+fn qwen3_gguf_logits_match_transformers() {
+    check_logits("tiny-qwen3");
 }
 
 #[test]

@@ -14,8 +14,8 @@ use flix_model::{
 };
 use safetensors::SafeTensors;
 
-/// `tiny-llama` (llama3 rope, untied, LoRA fixture), `tiny-qwen2` (q/k/v biases, tied) or
-/// `tiny-gemma3`.
+/// `tiny-llama` (llama3 rope, untied, LoRA fixture), `tiny-qwen2` (q/k/v biases, tied),
+/// `tiny-qwen3` (q/k norms, head_dim ≠ hidden / heads), `tiny-mistral` or `tiny-gemma3`.
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -214,6 +214,21 @@ fn qwen2_tied_biased_logits_and_loss_match_transformers() {
 fn qwen2_full_parameter_gradients_match_transformers() {
     // embed (also the head), 2 × (2 norms + 7 projections + 3 biases), final norm.
     check_full_gradients(&fixture("tiny-qwen2"), &fixture_batch(), 1 + 2 * 12 + 1);
+}
+
+#[test]
+fn qwen3_qk_norm_logits_and_loss_match_transformers() {
+    let model = LlamaModel::load(&fixture("tiny-qwen3"), &Device::Cpu).unwrap();
+    let c = &model.config;
+    assert!(c.has_qk_norm() && !c.qkv_bias && !c.o_bias && model.lm_head.is_some());
+    assert_eq!((c.head_dim, c.hidden_size / c.num_attention_heads), (16, 8));
+    check_logits_and_loss(&fixture("tiny-qwen3"), &fixture_batch());
+}
+
+#[test]
+fn qwen3_full_parameter_gradients_match_transformers() {
+    // embed, 2 × (2 norms + 7 projections + q and k norms), final norm, untied head.
+    check_full_gradients(&fixture("tiny-qwen3"), &fixture_batch(), 1 + 2 * 11 + 2);
 }
 
 /// The fixture's PEFT LoRA (r = 4, alpha = 8, on `targets`) as a single-feature FLix: one type

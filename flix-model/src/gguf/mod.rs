@@ -17,7 +17,7 @@
 //!
 //! [`GgufModel`] opens a model of architecture `llama` (Llama 2/3; Mistral, which llama.cpp also
 //! writes as `llama`, is told apart by `general.name` containing "mistral", as transformers
-//! does), `qwen2` or `gemma3`, and offers:
+//! does), `qwen2`, `qwen3` or `gemma3`, and offers:
 //!
 //! * [`GgufModel::hf_config`]: the `config.json` object transformers would write. From the
 //!   metadata (prefix `{arch}.`): `block_count` → `num_hidden_layers`, `embedding_length` →
@@ -51,16 +51,17 @@
 //!   mapped from llama.cpp's (gguf-py's tensor_mapping): `token_embd` → `model.embed_tokens`,
 //!   `output_norm` → `model.norm`, `output` → `lm_head`, and per layer `blk.{i}.attn_q/k/v/output`
 //!   → `model.layers.{i}.self_attn.{q,k,v,o}_proj`, `ffn_gate/up/down` → `mlp.{gate,up,down}_proj`,
-//!   `attn_norm` → `input_layernorm`; `ffn_norm` → `post_attention_layernorm` in Llama and Qwen2
-//!   but `pre_feedforward_layernorm` in Gemma 3, whose `post_attention_norm`, `post_ffw_norm`,
-//!   `attn_q_norm`, `attn_k_norm` are `post_attention_layernorm`, `post_feedforward_layernorm`,
-//!   `self_attn.q_norm`, `self_attn.k_norm`; weights and biases alike (Qwen2's q/k/v biases). A
+//!   `attn_norm` → `input_layernorm`; `ffn_norm` → `post_attention_layernorm` in Llama and Qwen
+//!   but `pre_feedforward_layernorm` in Gemma 3, whose `post_attention_norm`, `post_ffw_norm`
+//!   are `post_attention_layernorm`, `post_feedforward_layernorm`; `attn_q_norm`, `attn_k_norm`
+//!   (Qwen3, Gemma 3) → `self_attn.q_norm`, `self_attn.k_norm`; weights and biases alike (Qwen2's q/k/v biases). A
 //!   tensor with no counterpart, or of a layer past `block_count`, is an error when opening.
 //!   Values come in Hugging Face's conventions: for Llama, the row permutation convert_hf_to_gguf
 //!   applies to q (by attention heads) and k (by KV heads) weights and biases
 //!   (`LlamaModel.permute`, which pairs the rotary halves) is undone; for Gemma 3, the 1 the
 //!   converter adds to every norm weight (GGUF stores 1 + w, transformers w) is subtracted.
-//!   Qwen2 tensors are stored as transformers has them.
+//!   Qwen2 and Qwen3 tensors are stored as transformers has them (Qwen3: `attention_bias` =
+//!   `blk.0.attn_q.bias` exists).
 
 mod dequant;
 mod model;

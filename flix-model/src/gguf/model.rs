@@ -19,6 +19,8 @@ pub enum GgufArchitecture {
     /// `llama`: Llama 2/3, and Mistral, which llama.cpp also writes as `llama`.
     Llama,
     Qwen2,
+    /// `qwen3`: the dense Qwen3 models (Qwen2's layer with per-head q/k norms, no biases).
+    Qwen3,
     Gemma3,
 }
 
@@ -27,6 +29,7 @@ impl GgufArchitecture {
         match name {
             "llama" => Some(Self::Llama),
             "qwen2" => Some(Self::Qwen2),
+            "qwen3" => Some(Self::Qwen3),
             "gemma3" => Some(Self::Gemma3),
             _ => None,
         }
@@ -37,6 +40,7 @@ impl GgufArchitecture {
         match self {
             Self::Llama => "llama",
             Self::Qwen2 => "qwen2",
+            Self::Qwen3 => "qwen3",
             Self::Gemma3 => "gemma3",
         }
     }
@@ -68,7 +72,7 @@ impl std::fmt::Debug for GgufModel {
 
 impl GgufModel {
     /// Opens `path` and builds its configuration and tensor mapping; an architecture other than
-    /// llama, qwen2 or gemma3, a missing hyperparameter, or a tensor with no Hugging Face
+    /// llama, qwen2, qwen3 or gemma3, a missing hyperparameter, or a tensor with no Hugging Face
     /// counterpart is an error naming it.
     pub fn open(path: &Path) -> Result<Self> {
         Self::from_file(GgufFile::open(path)?)
@@ -82,7 +86,7 @@ impl GgufModel {
                 file.path(),
                 format!(
                     "unsupported architecture: `general.architecture` is {arch_name:?}; \
-                     supported: \"llama\" (Llama 2/3, Mistral), \"qwen2\", \"gemma3\""
+                     supported: \"llama\" (Llama 2/3, Mistral), \"qwen2\", \"qwen3\", \"gemma3\""
                 ),
             )
         })?;
@@ -193,7 +197,7 @@ impl TensorSource for GgufModel {
                     }
                 }
             }
-            GgufArchitecture::Qwen2 => {}
+            GgufArchitecture::Qwen2 | GgufArchitecture::Qwen3 => {}
         }
         Ok(values)
     }
@@ -279,8 +283,8 @@ fn hf_name(
         ("ffn_norm", _) => "post_attention_layernorm",
         ("post_attention_norm", GgufArchitecture::Gemma3) => "post_attention_layernorm",
         ("post_ffw_norm", GgufArchitecture::Gemma3) => "post_feedforward_layernorm",
-        ("attn_q_norm", GgufArchitecture::Gemma3) => "self_attn.q_norm",
-        ("attn_k_norm", GgufArchitecture::Gemma3) => "self_attn.k_norm",
+        ("attn_q_norm", GgufArchitecture::Gemma3 | GgufArchitecture::Qwen3) => "self_attn.q_norm",
+        ("attn_k_norm", GgufArchitecture::Gemma3 | GgufArchitecture::Qwen3) => "self_attn.k_norm",
         _ => return Err(unknown()),
     };
     Ok(format!("model.layers.{layer}.{hf_module}.{kind}"))
@@ -450,6 +454,12 @@ impl Hyperparameters {
                 "architectures": ["Qwen2ForCausalLM"],
                 "model_type": "qwen2",
                 "hidden_act": "silu",
+            }),
+            GgufArchitecture::Qwen3 => json!({
+                "architectures": ["Qwen3ForCausalLM"],
+                "model_type": "qwen3",
+                "hidden_act": "silu",
+                "attention_bias": self.qkv_bias,
             }),
             GgufArchitecture::Gemma3 => self.gemma3_fields(file)?,
         };

@@ -1,12 +1,13 @@
 //! One decoder layer: pre-norm attention and pre-norm gated MLP, each added to the residual
 //! stream. `forward` returns the activations `backward` needs (llm.c style, no autograd).
 //!
-//! Gemma 3's layer adds two optional pieces (both `None` for Llama, Mistral and Qwen2):
+//! Two optional pieces (both `None` for Llama, Mistral and Qwen2):
 //!
-//! * [`QkNorm`]: an RMSNorm of every head's query and key, after the projections and before
-//!   RoPE (run as the one RMSNorm op over the `[T · heads, head_dim]` view);
-//! * [`SandwichNorms`]: an RMSNorm of the attention output and of the MLP output before each
-//!   joins the residual stream:
+//! * [`QkNorm`] (Qwen3 and Gemma 3): an RMSNorm of every head's query and key, after the
+//!   projections and before RoPE (run as the one RMSNorm op over the `[T · heads, head_dim]`
+//!   view);
+//! * [`SandwichNorms`] (Gemma 3): an RMSNorm of the attention output and of the MLP output
+//!   before each joins the residual stream:
 //!
 //! ```text
 //! h = x + norm_after_attention(attention(norm_input(x)))
@@ -34,7 +35,7 @@ use crate::adapters::TargetModule;
 use crate::config::{Family, LlamaConfig};
 use crate::error::{ModelError, Result};
 
-/// Gemma 3's per-head RMSNorms of the queries and keys (weights `[head_dim]`).
+/// Qwen3's and Gemma 3's per-head RMSNorms of the queries and keys (weights `[head_dim]`).
 pub struct QkNorm {
     /// `self_attn.q_norm`
     pub q: Param,
@@ -371,21 +372,32 @@ impl DecoderLayer {
         let mut norm =
             |name: &str, dim: usize| make(format!("{p}.{name}.weight"), &[dim], ParamKind::Norm);
         let input_norm = norm("input_layernorm", d)?;
+        // Gemma 3 normalizes before and after each sub-layer; the others before only, and name
+        // the norm before the MLP after the attention it follows.
         let gemma = c.family == Family::Gemma3;
-        let (mlp_norm, qk_norm, sandwich) = if gemma {
-            (
-                norm("pre_feedforward_layernorm", d)?,
-                Some(QkNorm {
-                    q: norm("self_attn.q_norm", c.head_dim)?,
-                    k: norm("self_attn.k_norm", c.head_dim)?,
-                }),
-                Some(SandwichNorms {
-                    after_attention: norm("post_attention_layernorm", d)?,
-                    after_mlp: norm("post_feedforward_layernorm", d)?,
-                }),
-            )
+        let mlp_norm = norm(
+            if gemma {
+                "pre_feedforward_layernorm"
+            } else {
+                "post_attention_layernorm"
+            },
+            d,
+        )?;
+        let qk_norm = if c.has_qk_norm() {
+            Some(QkNorm {
+                q: norm("self_attn.q_norm", c.head_dim)?,
+                k: norm("self_attn.k_norm", c.head_dim)?,
+            })
         } else {
-            (norm("post_attention_layernorm", d)?, None, None)
+            None
+        };
+        let sandwich = if gemma {
+            Some(SandwichNorms {
+                after_attention: norm("post_attention_layernorm", d)?,
+                after_mlp: norm("post_feedforward_layernorm", d)?,
+            })
+        } else {
+            None
         };
         let rope = c.layer_rope(i);
         Ok(Self {
@@ -502,7 +514,7 @@ impl DecoderLayer {
         out
     }
 
-    /// q, k, v of `xn1`: projected, q and k normalised per head (Gemma 3) and rotated.
+    /// q, k, v of `xn1`: projected, q and k normalised per head (Qwen3, Gemma 3) and rotated.
     fn qkv(&self, inp: &LayerInputs, xn1: &Tensor) -> Result<Qkv> {
         let (plan, positions, s) = (inp.plan(), inp.batch.token_positions(), self.shape);
         let (q, sq) = self.q_proj.forward(plan, xn1)?;

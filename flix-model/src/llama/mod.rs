@@ -1,5 +1,9 @@
-//! The Llama-family decoder (Llama 2/3, Mistral, Qwen2, SmolLM, TinyLlama) and Gemma 3's text
-//! model: embedding, decoder layers, final RMSNorm and output head (tied to the embedding or not).
+//! The Llama-family decoder (Llama 2/3, Mistral, Qwen2, Qwen3, SmolLM, TinyLlama) and Gemma 3's
+//! text model: embedding, decoder layers, final RMSNorm and output head (tied to the embedding or
+//! not).
+//!
+//! Qwen3 differs from Llama only inside attention: q and k are normalised per head before the
+//! rope (Llama-style norm weights, x̂ · w), as in Gemma 3 below.
 //!
 //! Gemma 3 differs from Llama in these ways, each driven by the config ([`LlamaConfig`]):
 //!
