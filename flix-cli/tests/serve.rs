@@ -216,6 +216,7 @@ async fn serve_end_to_end() {
     );
 
     concurrent_requests_match_generate(&client, &server, &run).await;
+    token_id_prompts_match_text_prompts(&client, &server, &tmp.path().join("base")).await;
     streaming_concatenates_to_the_whole_text(&client, &server).await;
     stop_strings_cut_the_text(&client, &server).await;
     bad_requests_get_openai_errors(&client, &server).await;
@@ -318,6 +319,58 @@ async fn concurrent_requests_match_generate(client: &reqwest::Client, server: &S
         .map(|c| c["text"].as_str().unwrap())
         .collect();
     assert_eq!(texts, want_both);
+}
+
+/// A prompt given as the token ids the server's tokenizer makes of a text gets the text's answer,
+/// alone and as an array of token-id arrays; ids outside the vocabulary, empty id arrays and mixed
+/// forms are refused naming `prompt`.
+async fn token_id_prompts_match_text_prompts(
+    client: &reqwest::Client,
+    server: &Server,
+    base: &Path,
+) {
+    let tokenizer = flix_model::Tokenizer::load(base).unwrap();
+    let ids: Vec<Vec<u32>> = PROMPTS
+        .iter()
+        .map(|p| tokenizer.encode_prompt(p).unwrap())
+        .collect();
+    let features = features_json(COMBINATIONS[0]);
+    let body =
+        |prompt: Value| json!({"prompt": prompt, "max_tokens": MAX_NEW, "features": features});
+    let (status, by_text) = complete(client, server, &body(json!(PROMPTS))).await;
+    assert_eq!(status, 200, "{by_text}");
+    let (status, by_ids) = complete(client, server, &body(json!(ids))).await;
+    assert_eq!(status, 200, "{by_ids}");
+    assert_eq!(by_ids["choices"], by_text["choices"]);
+    assert_eq!(by_ids["usage"], by_text["usage"]);
+    let (status, one) = complete(client, server, &body(json!(ids[1]))).await;
+    assert_eq!(status, 200, "{one}");
+    let mut want = by_text["choices"][1].clone();
+    want["index"] = json!(0);
+    assert_eq!(one["choices"][0], want);
+
+    let vocab = tokenizer.vocab_size() as u64;
+    for (prompt, says) in [
+        (json!([1, vocab]), "outside the model's vocabulary"),
+        (json!([[1, 2], [3, vocab + 7]]), "prompt 1: token id"),
+        (
+            json!([[1, 2], []]),
+            "prompt 1 is an empty array of token ids",
+        ),
+        (json!([1, -2]), "token ids must be integers"),
+        (json!([1, 4294967296u64]), "token ids must be integers"),
+        (json!([1, "a"]), "token ids must be integers"),
+        (json!([[1], 2]), "token-id arrays"),
+        (json!(["a", [1]]), "token-id arrays"),
+        (json!([[1], "a"]), "token-id arrays"),
+        (json!([true]), "token-id arrays"),
+    ] {
+        let (status, answer) = complete(client, server, &body(prompt.clone())).await;
+        assert_eq!(status, 400, "{prompt}: {answer}");
+        assert_eq!(answer["error"]["param"], "prompt", "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{prompt}: {message}");
+    }
 }
 
 /// SSE chunks concatenate to the non-streamed text; the last chunk carries the finish reason, the

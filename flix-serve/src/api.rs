@@ -71,10 +71,17 @@ impl ApiError {
     }
 }
 
-/// A valid completion request, its prompts still text.
+/// One prompt of a request: text, tokenized by the server, or token ids, used as given.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    Text(String),
+    Tokens(Vec<u32>),
+}
+
+/// A valid completion request, its text prompts not yet tokenized.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompletionRequest {
-    pub prompts: Vec<String>,
+    pub prompts: Vec<Prompt>,
     pub max_tokens: usize,
     pub temperature: f32,
     pub top_p: f32,
@@ -245,27 +252,64 @@ fn flag(fields: &Map<String, Value>, name: &str) -> Result<bool, ApiError> {
     }
 }
 
-fn parse_prompt(fields: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
-    let not_text = || {
+/// OpenAI's four prompt forms: a string, an array of strings, an array of token ids (one
+/// prompt), or an array of token-id arrays (one prompt each).
+fn parse_prompt(fields: &Map<String, Value>) -> Result<Vec<Prompt>, ApiError> {
+    let bad_form = || {
         ApiError::invalid(
             "prompt",
-            "prompt must be a string or a non-empty array of strings (token-id prompts are not \
-             supported)",
+            "prompt must be a string, an array of strings, an array of token ids, or an array of \
+             token-id arrays",
         )
     };
-    match present(fields, "prompt") {
-        None => Err(ApiError::invalid("prompt", "prompt is required")),
-        Some(Value::String(text)) => Ok(vec![text.clone()]),
-        Some(Value::Array(items)) if items.is_empty() => Err(ApiError::invalid(
+    let items = match present(fields, "prompt") {
+        None => return Err(ApiError::invalid("prompt", "prompt is required")),
+        Some(Value::String(text)) => return Ok(vec![Prompt::Text(text.clone())]),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(bad_form()),
+    };
+    if items.is_empty() {
+        return Err(ApiError::invalid(
             "prompt",
             "prompt is an empty array: give at least one prompt",
-        )),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|item| item.as_str().map(str::to_string).ok_or_else(not_text))
-            .collect(),
-        Some(_) => Err(not_text()),
+        ));
     }
+    match &items[0] {
+        Value::String(_) => items
+            .iter()
+            .map(|item| match item {
+                Value::String(text) => Ok(Prompt::Text(text.clone())),
+                _ => Err(bad_form()),
+            })
+            .collect(),
+        Value::Number(_) => Ok(vec![Prompt::Tokens(token_ids(items, "prompt")?)]),
+        Value::Array(_) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::Array(ids) => Ok(Prompt::Tokens(token_ids(ids, &format!("prompt {i}"))?)),
+                _ => Err(bad_form()),
+            })
+            .collect(),
+        _ => Err(bad_form()),
+    }
+}
+
+/// Token ids as u32; the vocabulary bound is checked with the model ([`sequences`]).
+fn token_ids(items: &[Value], which: &str) -> Result<Vec<u32>, ApiError> {
+    items
+        .iter()
+        .map(|v| {
+            v.as_u64()
+                .and_then(|id| u32::try_from(id).ok())
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "prompt",
+                        format!("{which}: token ids must be integers in [0, 2^32), found {v}"),
+                    )
+                })
+        })
+        .collect()
 }
 
 fn parse_max_tokens(v: &Value, limits: &Limits) -> Result<usize, ApiError> {
@@ -412,21 +456,36 @@ pub fn sequences(
     }
     let slots = model.slots(&request.features);
     let mut out = Vec::with_capacity(request.prompts.len());
-    for (index, text) in request.prompts.iter().enumerate() {
+    for (index, given) in request.prompts.iter().enumerate() {
         let which = if request.prompts.len() == 1 {
             "the prompt".to_string()
         } else {
             format!("prompt {index}")
         };
-        let prompt = model
-            .tokenizer
-            .encode_prompt(text)
-            .map_err(|e| ApiError::invalid("prompt", format!("{which}: {e}")))?;
+        let prompt = match given {
+            Prompt::Text(text) => model
+                .tokenizer
+                .encode_prompt(text)
+                .map_err(|e| ApiError::invalid("prompt", format!("{which}: {e}")))?,
+            Prompt::Tokens(ids) => {
+                if let Some(id) = ids.iter().find(|&&id| id as usize >= model.vocab_size) {
+                    return Err(ApiError::invalid(
+                        "prompt",
+                        format!(
+                            "{which}: token id {id} is outside the model's vocabulary of {}",
+                            model.vocab_size
+                        ),
+                    ));
+                }
+                ids.clone()
+            }
+        };
         if prompt.is_empty() {
-            return Err(ApiError::invalid(
-                "prompt",
-                format!("{which} tokenizes to nothing"),
-            ));
+            let what = match given {
+                Prompt::Text(_) => "tokenizes to nothing",
+                Prompt::Tokens(_) => "is an empty array of token ids",
+            };
+            return Err(ApiError::invalid("prompt", format!("{which} {what}")));
         }
         if prompt.len() > limits.max_prompt_tokens {
             return Err(ApiError::invalid(

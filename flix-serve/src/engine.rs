@@ -173,6 +173,7 @@ pub async fn start(
                 tokenizer,
                 eos,
                 max_positions: model.config.max_position_embeddings,
+                vocab_size: model.config.vocab_size,
             };
             if loaded_tx.send(Ok(info)).is_err() {
                 return;

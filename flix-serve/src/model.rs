@@ -24,6 +24,8 @@ pub struct ModelInfo {
     pub eos: u32,
     /// The model's `max_position_embeddings`: prompt + new tokens must fit in it.
     pub max_positions: usize,
+    /// The model's `vocab_size`: every token id of a prompt given as ids must be below it.
+    pub vocab_size: usize,
 }
 
 impl ModelInfo {
