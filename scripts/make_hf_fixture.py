@@ -180,16 +180,21 @@ def make_qwen2():
     return model
 
 
-def write_qwen2():
-    """Logits, loss and full-parameter gradients of the tied, biased Qwen2 model."""
-    OUT_QWEN2.mkdir(parents=True, exist_ok=True)
-    model = make_qwen2()
-    model.save_pretrained(OUT_QWEN2, safe_serialization=True)
-    (OUT_QWEN2 / "generation_config.json").unlink(missing_ok=True)
+def write_full_parameter_fixture(out, model):
+    """`model` saved in `out`, with the logits, loss and full-parameter gradients of SEQUENCES in
+    out/expected.safetensors."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    (out / "generation_config.json").unlink(missing_ok=True)
     expected = loss_over(model, "full.")
     for name, p in model.named_parameters():
         expected[f"full.grad.{name}"] = p.grad.detach().contiguous()
-    save_file(expected, str(OUT_QWEN2 / "expected.safetensors"))
+    save_file(expected, str(out / "expected.safetensors"))
+
+
+def write_qwen2():
+    """Logits, loss and full-parameter gradients of the tied, biased Qwen2 model."""
+    write_full_parameter_fixture(OUT_QWEN2, make_qwen2())
 
 
 def make_qwen3():
@@ -215,14 +220,7 @@ def make_qwen3():
 
 def write_qwen3():
     """Logits, loss and full-parameter gradients of the Qwen3 model."""
-    OUT_QWEN3.mkdir(parents=True, exist_ok=True)
-    model = make_qwen3()
-    model.save_pretrained(OUT_QWEN3, safe_serialization=True)
-    (OUT_QWEN3 / "generation_config.json").unlink(missing_ok=True)
-    expected = loss_over(model, "full.")
-    for name, p in model.named_parameters():
-        expected[f"full.grad.{name}"] = p.grad.detach().contiguous()
-    save_file(expected, str(OUT_QWEN3 / "expected.safetensors"))
+    write_full_parameter_fixture(OUT_QWEN3, make_qwen3())
 
 
 def make_mistral():
@@ -261,15 +259,9 @@ def greedy_by_recomputation(model, prompts, new_tokens):
 
 def write_mistral():
     """Logits, loss, full-parameter gradients and greedy continuations of the windowed Mistral."""
-    OUT_MISTRAL.mkdir(parents=True, exist_ok=True)
     model = make_mistral()
-    model.save_pretrained(OUT_MISTRAL, safe_serialization=True)
-    (OUT_MISTRAL / "generation_config.json").unlink(missing_ok=True)
     greedy = greedy_by_recomputation(model, [[1, 17, 42, 99], [1, 88]], 6)
-    expected = loss_over(model, "full.")
-    for name, p in model.named_parameters():
-        expected[f"full.grad.{name}"] = p.grad.detach().contiguous()
-    save_file(expected, str(OUT_MISTRAL / "expected.safetensors"))
+    write_full_parameter_fixture(OUT_MISTRAL, model)
     (OUT_MISTRAL / "greedy.json").write_text(json.dumps(greedy, indent=1) + "\n")
 
 
