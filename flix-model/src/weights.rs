@@ -67,9 +67,21 @@ impl Checkpoint {
             return Self::from_files(&[single]);
         }
         if !index.is_file() {
+            // PyTorch's pickled checkpoints can run code when loaded and are not read; say so
+            // rather than only that nothing was found.
+            let pickled = ["pytorch_model.bin", "pytorch_model.bin.index.json"]
+                .into_iter()
+                .find(|name| dir.join(name).is_file());
+            let hint = match pickled {
+                Some(name) => format!(
+                    "; {name} (PyTorch pickle) is not read: save the model as safetensors \
+                     (`save_pretrained(dir, safe_serialization=True)`)"
+                ),
+                None => String::new(),
+            };
             return Err(weights_err(
                 dir,
-                format!("no weights found: neither {SINGLE_FILE} nor {INDEX_FILE} exists"),
+                format!("no weights found: neither {SINGLE_FILE} nor {INDEX_FILE} exists{hint}"),
             ));
         }
         let text = std::fs::read_to_string(&index).map_err(|source| ModelError::Io {

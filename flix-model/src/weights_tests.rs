@@ -106,6 +106,14 @@ fn no_weights_at_all() {
     let dir = tempfile::tempdir().unwrap();
     let e = err_text(Checkpoint::open(dir.path()));
     assert!(e.contains(SINGLE_FILE) && e.contains(INDEX_FILE), "{e}");
+    assert!(!e.contains("pickle"), "{e}");
+    // A PyTorch pickle is named as what is there but not read.
+    std::fs::write(dir.path().join("pytorch_model.bin"), b"not read").unwrap();
+    let e = err_text(Checkpoint::open(dir.path()));
+    assert!(
+        e.contains("pytorch_model.bin (PyTorch pickle) is not read") && e.contains("safetensors"),
+        "{e}"
+    );
 }
 
 fn write_index(dir: &Path, map: &[(&str, &str)]) {
