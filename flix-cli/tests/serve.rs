@@ -218,6 +218,7 @@ async fn serve_end_to_end() {
     concurrent_requests_match_generate(&client, &server, &run).await;
     token_id_prompts_match_text_prompts(&client, &server, &tmp.path().join("base")).await;
     streaming_concatenates_to_the_whole_text(&client, &server).await;
+    logprobs_whole_and_streamed(&client, &server).await;
     stop_strings_cut_the_text(&client, &server).await;
     bad_requests_get_openai_errors(&client, &server).await;
     models_and_health(&client, &server).await;
@@ -373,6 +374,85 @@ async fn token_id_prompts_match_text_prompts(
     }
 }
 
+/// `logprobs`: one entry per token of the text, whose texts rebuild it at their offsets; greedy
+/// tokens are their step's most likely; at most k + 1 alternatives; the streamed chunks' entries
+/// concatenate to the whole answer's; a stop string drops the entries inside it.
+async fn logprobs_whole_and_streamed(client: &reqwest::Client, server: &Server) {
+    let k = 3;
+    let mut body = json!({"prompt": PROMPTS[0], "max_tokens": MAX_NEW, "logprobs": k,
+                          "features": features_json(COMBINATIONS[0])});
+    let (status, whole) = complete(client, server, &body).await;
+    assert_eq!(status, 200, "{whole}");
+    let text = text0(&whole);
+    let logprobs = &whole["choices"][0]["logprobs"];
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect()
+    };
+    let tokens = strings(&logprobs["tokens"]);
+    assert!(!tokens.is_empty(), "{whole}");
+    assert_eq!(tokens.concat(), text, "{whole}");
+    let offsets: Vec<u64> = logprobs["text_offset"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_u64().unwrap())
+        .collect();
+    let mut at = 0;
+    for (i, token) in tokens.iter().enumerate() {
+        assert_eq!(offsets[i], at, "{whole}");
+        at += token.chars().count() as u64;
+        let chosen = logprobs["token_logprobs"][i].as_f64().unwrap();
+        let top = logprobs["top_logprobs"][i].as_object().unwrap();
+        assert!(!top.is_empty() && top.len() <= k + 1, "{whole}");
+        let best = top
+            .values()
+            .map(|v| v.as_f64().unwrap())
+            .fold(f64::MIN, f64::max);
+        assert!(
+            chosen <= 0.0 && (chosen - best).abs() < 1e-6,
+            "greedy: {whole}"
+        );
+        assert_eq!(top[token.as_str()].as_f64(), Some(chosen), "{whole}");
+    }
+
+    body["stream"] = json!(true);
+    let events = stream(client, server, &body).await;
+    let mut streamed = json!({"tokens": [], "token_logprobs": [], "top_logprobs": [],
+                              "text_offset": []});
+    for event in &events[..events.len() - 1] {
+        let chunk: Value = serde_json::from_str(event).unwrap();
+        for field in ["tokens", "token_logprobs", "top_logprobs", "text_offset"] {
+            let items = chunk["choices"][0]["logprobs"][field]
+                .as_array()
+                .unwrap()
+                .clone();
+            streamed[field].as_array_mut().unwrap().extend(items);
+        }
+    }
+    assert_eq!(&streamed, logprobs);
+
+    // Not asked for: null. A stop string at the text's first character leaves no entry.
+    body["stream"] = json!(false);
+    body["logprobs"] = Value::Null;
+    let (_, plain) = complete(client, server, &body).await;
+    assert!(plain["choices"][0]["logprobs"].is_null(), "{plain}");
+    assert_eq!(text0(&plain), text);
+    let first = text.chars().next().unwrap().to_string();
+    body["logprobs"] = json!(0);
+    body["stop"] = json!([first]);
+    let (_, stopped) = complete(client, server, &body).await;
+    assert_eq!(text0(&stopped), "", "{stopped}");
+    assert_eq!(
+        stopped["choices"][0]["logprobs"]["tokens"],
+        json!([]),
+        "{stopped}"
+    );
+}
+
 /// SSE chunks concatenate to the non-streamed text; the last chunk carries the finish reason, the
 /// usage chunk the same usage, and `[DONE]` ends the stream.
 async fn streaming_concatenates_to_the_whole_text(client: &reqwest::Client, server: &Server) {
@@ -487,6 +567,10 @@ async fn bad_requests_get_openai_errors(client: &reqwest::Client, server: &Serve
         (with("stream", json!("yes")), "stream"),
         (with("seed", json!(-3)), "seed"),
         (with("n", json!(2)), "n"),
+        (with("logprobs", json!(6)), "logprobs"),
+        (with("logprobs", json!(-1)), "logprobs"),
+        (with("logprobs", json!("2")), "logprobs"),
+        (with("logprobs", json!(true)), "logprobs"),
         (json!([1, 2]), "body"),
     ];
     for (body, param) in cases {

@@ -59,7 +59,7 @@ pub use error::{ModelError, Result};
 pub use length::{ContextLimit, LongExamples, LongReport};
 pub use llama::{
     DecodeEvent, Decoder, FinishReason, GenerationConfig, LlamaModel, LossReport, SequenceId,
-    SequenceParams, TrainMode, Trainable,
+    SequenceParams, TokenLogprobs, TrainMode, Trainable, MAX_TOP_LOGPROBS,
 };
 pub use optim::AdamW;
 pub use peft::{load_peft_lora, PeftLora};

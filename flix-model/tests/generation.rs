@@ -9,7 +9,7 @@ use flix_kernels::{DType, Device, Tensor};
 use flix_model::llama::sample;
 use flix_model::{
     load_peft_lora, AdapterSpec, AdapterType, Batch, Decoder, FinishReason, GenerationConfig,
-    LlamaModel, Sequence, SequenceId, SequenceParams, TargetModule,
+    LlamaModel, Sequence, SequenceId, SequenceParams, TargetModule, MAX_TOP_LOGPROBS,
 };
 
 fn fixture_dir() -> PathBuf {
@@ -229,6 +229,7 @@ fn decoder_sequences_joining_and_leaving_equal_each_alone() {
             seed,
             stream,
             eos_token_ids: vec![],
+            logprobs: None,
         }
     };
     // (step at which it joins, its parameters)
@@ -301,6 +302,7 @@ fn decoder_stops_at_the_context_and_refuses_bad_sequences() {
         seed: 0,
         stream: 0,
         eos_token_ids: vec![],
+        logprobs: None,
     };
     let id = decoder.add(ok.clone()).unwrap();
     let mut events = Vec::new();
@@ -345,10 +347,94 @@ fn decoder_stops_at_the_context_and_refuses_bad_sequences() {
             top_p: 0.0,
             ..ok.clone()
         },
+        SequenceParams {
+            logprobs: Some(MAX_TOP_LOGPROBS + 1),
+            ..ok.clone()
+        },
     ];
     for p in bad {
         let err = decoder.add(p.clone()).unwrap_err();
         assert!(!err.to_string().is_empty(), "{p:?}");
     }
     assert!(decoder.is_empty(), "refused sequences never joined");
+}
+
+/// The log-probabilities the decoder reports with each token (cached decoding, in a batch with
+/// another sequence) against a log-softmax in f64 of the logits of the whole sequence so far,
+/// recomputed without a cache; the alternatives are the most likely tokens of that row, in order.
+#[test]
+fn decoder_logprobs_are_the_log_softmax_of_the_uncached_logits() {
+    let model = model_with_adapters();
+    let vocab = model.config.vocab_size;
+    let mut decoder = Decoder::new(&model);
+    let sequence = |prompt: Vec<u32>, slots: Vec<i32>, temperature: f32, logprobs| SequenceParams {
+        prompt,
+        slots,
+        max_new_tokens: 5,
+        temperature,
+        top_p: 1.0,
+        seed: 3,
+        stream: 0,
+        eos_token_ids: vec![],
+        logprobs,
+    };
+    let asked = [
+        sequence(vec![1, 17, 42], vec![0, 1], 0.0, Some(3)),
+        sequence(vec![1, 88, 7, 31], vec![2, -1], 1.5, Some(0)),
+    ];
+    let quiet = decoder
+        .add(sequence(vec![5, 6], vec![1, 0], 0.0, None))
+        .unwrap();
+    let ids: Vec<SequenceId> = asked
+        .iter()
+        .map(|p| decoder.add(p.clone()).unwrap())
+        .collect();
+    let mut events: std::collections::HashMap<SequenceId, Vec<_>> = Default::default();
+    while !decoder.is_empty() {
+        for event in decoder.step().unwrap() {
+            events.entry(event.id).or_default().push(event);
+        }
+    }
+    assert!(events[&quiet].iter().all(|e| e.logprobs.is_none()));
+    for (p, id) in asked.iter().zip(&ids) {
+        let mut tokens = p.prompt.clone();
+        for event in &events[id] {
+            let batch = Batch::new(&[Sequence {
+                tokens: tokens.clone(),
+                targets: vec![-1; tokens.len()],
+                features: p.slots.clone(),
+            }])
+            .unwrap();
+            let logits = model.logits(&model.upload(&batch).unwrap()).unwrap();
+            let row = &logits.to_f32_vec().unwrap()[(tokens.len() - 1) * vocab..];
+            let max = row.iter().fold(f64::NEG_INFINITY, |m, &l| m.max(l as f64));
+            let log_total = max
+                + row
+                    .iter()
+                    .map(|&l| (l as f64 - max).exp())
+                    .sum::<f64>()
+                    .ln();
+            let want = |t: u32| row[t as usize] as f64 - log_total;
+            let got = event.logprobs.as_ref().unwrap();
+            assert!(
+                (got.logprob as f64 - want(event.token)).abs() < 1e-4,
+                "{p:?}: token {} logprob {} against {}",
+                event.token,
+                got.logprob,
+                want(event.token)
+            );
+            let mut order: Vec<u32> = (0..vocab as u32).collect();
+            order.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
+            let k = p.logprobs.unwrap();
+            assert_eq!(got.top.len(), k);
+            for (&(t, lp), &t_want) in got.top.iter().zip(&order) {
+                assert_eq!(t, t_want, "{p:?}: the alternatives in order");
+                assert!((lp as f64 - want(t)).abs() < 1e-4);
+            }
+            if p.temperature == 0.0 && k > 0 {
+                assert_eq!(got.top[0].0, event.token, "greedy picks the most likely");
+            }
+            tokens.push(event.token);
+        }
+    }
 }

@@ -3,6 +3,8 @@
 //! deriving `Deserialize`, so that every error names the offending field (`param`) the way
 //! OpenAI's errors do.
 
+use std::collections::BTreeMap;
+
 use axum::http::StatusCode;
 use flix_model::export::Combination;
 use flix_model::SequenceParams;
@@ -10,12 +12,15 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::model::ModelInfo;
+use crate::text::TokenEntry;
 use crate::Limits;
 
 /// OpenAI's limit on stop strings.
 pub const MAX_STOP_STRINGS: usize = 4;
 /// OpenAI's default `max_tokens`.
 pub const DEFAULT_MAX_TOKENS: usize = 16;
+/// OpenAI's limit on `logprobs`: alternatives reported per token.
+pub const MAX_LOGPROBS: usize = 5;
 
 /// A refused request: its status and the OpenAI-style error body.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -90,6 +95,8 @@ pub struct CompletionRequest {
     pub stream: bool,
     /// `stream_options.include_usage`: a last chunk with the usage (OpenAI's behaviour).
     pub include_usage: bool,
+    /// `logprobs`: report each token's log-probability and this many alternatives'.
+    pub logprobs: Option<usize>,
     pub features: Combination,
     /// Served anyway, but the client should know (an unknown feature value, an ignored field).
     pub warnings: Vec<String>,
@@ -174,6 +181,18 @@ pub fn parse_request(
         Some(Value::Object(options)) => flag(options, "include_usage")?,
         Some(v) => return Err(type_error("stream_options", "an object", v)),
     };
+    let logprobs = present(fields, "logprobs")
+        .map(|v| match v.as_u64() {
+            Some(k) if k as usize <= MAX_LOGPROBS => Ok(k as usize),
+            _ => Err(ApiError::invalid(
+                "logprobs",
+                format!(
+                    "logprobs must be an integer in [0, {MAX_LOGPROBS}] (each token's \
+                     log-probability and that many alternatives'), found {v}"
+                ),
+            )),
+        })
+        .transpose()?;
     refuse_unsupported(fields)?;
     let features = parse_features(fields, model, &mut warnings)?;
     for name in fields.keys() {
@@ -190,6 +209,7 @@ pub fn parse_request(
         stop,
         stream,
         include_usage,
+        logprobs,
         features,
         warnings,
     })
@@ -380,7 +400,7 @@ fn refuse_unsupported(fields: &Map<String, Value>) -> Result<(), ApiError> {
             }
         }
     }
-    for name in ["logprobs", "suffix", "top_k"] {
+    for name in ["suffix", "top_k"] {
         if present(fields, name).is_some() {
             return Err(ApiError::invalid(name, format!("{name} is not supported")));
         }
@@ -520,6 +540,7 @@ pub fn sequences(
             // `flix generate` gives its i-th prompt stream i: a request reproduces it exactly.
             stream: index as u64,
             eos_token_ids: vec![model.eos],
+            logprobs: request.logprobs,
         });
     }
     Ok(out)
@@ -532,9 +553,42 @@ pub type FinishReason = Option<&'static str>;
 pub struct Choice {
     pub text: String,
     pub index: usize,
-    /// Always null: log-probabilities are not returned.
-    pub logprobs: Option<()>,
+    /// Null unless the request asked for `logprobs`.
+    pub logprobs: Option<Logprobs>,
     pub finish_reason: FinishReason,
+}
+
+/// OpenAI's `logprobs` object of a choice (or of a streamed chunk): per token, its text, its
+/// log-probability, the most likely tokens' (with the token's own: up to `logprobs` + 1 entries),
+/// and where its text starts in the choice's text, in characters.
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct Logprobs {
+    pub tokens: Vec<String>,
+    pub token_logprobs: Vec<f32>,
+    pub top_logprobs: Vec<BTreeMap<String, f32>>,
+    pub text_offset: Vec<usize>,
+}
+
+impl Logprobs {
+    pub fn new(entries: &[TokenEntry]) -> Self {
+        let mut out = Self::default();
+        for entry in entries {
+            out.tokens.push(entry.text.clone());
+            out.token_logprobs.push(entry.logprob);
+            let mut top = BTreeMap::new();
+            // Most likely first; a text two tokens share keeps the likelier one.
+            for (text, logprob) in entry
+                .top
+                .iter()
+                .chain(std::iter::once(&(entry.text.clone(), entry.logprob)))
+            {
+                top.entry(text.clone()).or_insert(*logprob);
+            }
+            out.top_logprobs.push(top);
+            out.text_offset.push(entry.char_offset);
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]

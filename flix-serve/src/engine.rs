@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use flix_kernels::Device;
 use flix_model::train::{load_trained, Trained};
-use flix_model::{Decoder, FinishReason, SequenceId, SequenceParams};
+use flix_model::{Decoder, FinishReason, SequenceId, SequenceParams, TokenLogprobs};
 use tokio::sync::{mpsc::UnboundedSender, oneshot};
 
 use crate::api::ApiError;
@@ -29,13 +29,15 @@ use crate::model::ModelInfo;
 use crate::ServeError;
 
 /// What the engine tells a request's handler.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// The next token of choice `choice`; `last` is set on its last token.
+    /// The next token of choice `choice`; `last` is set on its last token; `logprobs` when the
+    /// request asked for them.
     Token {
         choice: usize,
         token: u32,
         last: Option<FinishReason>,
+        logprobs: Option<TokenLogprobs>,
     },
     /// The decoder refused a sequence of the request (a client error).
     Rejected(String),
@@ -437,6 +439,7 @@ impl Engine<'_> {
                             choice,
                             token: event.token,
                             last: event.finished,
+                            logprobs: event.logprobs,
                         });
                     }
                     if let Some(reason) = event.finished {

@@ -20,11 +20,11 @@ use futures_util::stream;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
-use crate::api::{self, ApiError, Choice, Completion, CompletionRequest, Usage};
+use crate::api::{self, ApiError, Choice, Completion, CompletionRequest, Logprobs, Usage};
 use crate::engine::{EngineHandle, Event, Submission};
 use crate::metrics::Metrics;
 use crate::model::ModelInfo;
-use crate::text::{ChoiceText, Ending};
+use crate::text::{ChoiceText, Ending, Released};
 use crate::Limits;
 
 /// The largest request body accepted (413 beyond): prompts far longer than any context.
@@ -252,6 +252,7 @@ impl Answer {
                 choice,
                 token,
                 last,
+                logprobs,
             } => {
                 self.got_token = true;
                 let Some(text) = self.choices.get_mut(choice) else {
@@ -261,8 +262,14 @@ impl Answer {
                     FinishReason::Eos => Ending::Stop,
                     FinishReason::Length => Ending::Length,
                 });
-                let piece = text
-                    .push(&model.tokenizer, token, token == model.eos, ending)
+                let released = text
+                    .push(
+                        &model.tokenizer,
+                        token,
+                        token == model.eos,
+                        ending,
+                        logprobs.as_ref(),
+                    )
                     .map_err(|e| ApiError::with_status(StatusCode::INTERNAL_SERVER_ERROR, e))?;
                 let ended = text.ending;
                 if ended.is_some() {
@@ -273,7 +280,7 @@ impl Answer {
                 }
                 Ok(vec![Release {
                     choice,
-                    piece,
+                    released,
                     ending: ended,
                 }])
             }
@@ -299,7 +306,7 @@ impl Answer {
             .filter(|(_, c)| c.ending.is_none())
             .map(|(choice, c)| Release {
                 choice,
-                piece: c.cut(),
+                released: c.cut(),
                 ending: c.ending,
             })
             .collect()
@@ -318,10 +325,10 @@ impl Answer {
 const CUT_WARNING: &str = "the server shut down before this completion finished: the text is \
                            what was generated until then (finish_reason null)";
 
-/// Text of one choice that may go to the client.
+/// Text of one choice that may go to the client (with its tokens' log-probabilities).
 struct Release {
     choice: usize,
-    piece: String,
+    released: Released,
     ending: Option<Ending>,
 }
 
@@ -383,7 +390,7 @@ async fn whole_completion(
             .map(|(index, c)| Choice {
                 text: c.text().to_string(),
                 index,
-                logprobs: None,
+                logprobs: job.request.logprobs.map(|_| Logprobs::new(c.entries())),
                 finish_reason: c.ending.and_then(Ending::finish_reason),
             })
             .collect(),
@@ -462,14 +469,15 @@ impl Streamer {
     /// Turns released text into chunks; after the last choice ends, the closing events.
     fn queue(&mut self, releases: Vec<Release>) {
         for r in releases {
-            if r.piece.is_empty() && r.ending.is_none() {
+            let Released { text, entries } = r.released;
+            if text.is_empty() && entries.is_empty() && r.ending.is_none() {
                 continue;
             }
             let cut = r.ending == Some(Ending::Cut);
             let choice = Choice {
-                text: r.piece,
+                text,
                 index: r.choice,
-                logprobs: None,
+                logprobs: self.job.request.logprobs.map(|_| Logprobs::new(&entries)),
                 finish_reason: r.ending.and_then(Ending::finish_reason),
             };
             let event = self.chunk(vec![choice], None, cut);

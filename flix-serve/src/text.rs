@@ -1,8 +1,10 @@
 //! The text of one choice as its tokens arrive: decoded exactly as `flix generate` prints it (the
 //! new tokens without the end-of-sequence token), cut at the first stop string, and released in
-//! pieces for streaming that concatenate to that same text.
+//! pieces for streaming that concatenate to that same text. When the request asked for
+//! log-probabilities, each token's entry (its text, where that starts, its log-probability and
+//! the alternatives') is released with the piece its text starts in.
 
-use flix_model::Tokenizer;
+use flix_model::{TokenLogprobs, Tokenizer};
 
 /// Why a choice ended, as the decoder or a stop string decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,11 +27,37 @@ impl Ending {
     }
 }
 
+/// One generated token as the `logprobs` of a choice report it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenEntry {
+    /// What the token adds to the text: the decoding of the tokens up to it, less the decoding
+    /// of those before (so the entries' texts concatenate to the choice's text, up to a cut).
+    pub text: String,
+    /// Where that starts in the choice's text, in bytes.
+    pub offset: usize,
+    /// The same in characters (Unicode scalar values), as OpenAI's `text_offset` counts.
+    pub char_offset: usize,
+    pub logprob: f32,
+    /// The most likely tokens at this step (their texts as this token's), most likely first.
+    pub top: Vec<(String, f32)>,
+}
+
+/// What a token released: the next piece of text and the entries of the tokens it starts.
+#[derive(Debug, Default, PartialEq)]
+pub struct Released {
+    pub text: String,
+    pub entries: Vec<TokenEntry>,
+}
+
 /// One choice's tokens and the text already released.
 #[derive(Debug)]
 pub struct ChoiceText {
     stop: Vec<String>,
     tokens: Vec<u32>,
+    /// One per token of `tokens` when log-probabilities were asked for.
+    entries: Vec<TokenEntry>,
+    /// How many of `entries` have been released.
+    entries_released: usize,
     /// Every token the model generated for this choice, the end-of-sequence token included.
     pub generated: usize,
     /// The text as of the last token (cut at a stop string once one matched).
@@ -44,6 +72,8 @@ impl ChoiceText {
         Self {
             stop,
             tokens: Vec::new(),
+            entries: Vec::new(),
+            entries_released: 0,
             generated: 0,
             text: String::new(),
             released: 0,
@@ -51,26 +81,48 @@ impl ChoiceText {
         }
     }
 
-    /// Takes the next token; `last` is the decoder's ending when it was the sequence's last
-    /// (with `is_eos`, the end-of-sequence token, which is not part of the text). Returns the
-    /// text now safe to release. Tokens after the choice ended are ignored.
+    /// Takes the next token, with its log-probabilities when they were asked for; `last` is the
+    /// decoder's ending when it was the sequence's last (with `is_eos`, the end-of-sequence
+    /// token, which is not part of the text and gets no entry). Returns what is now safe to
+    /// release. Tokens after the choice ended are ignored.
     pub fn push(
         &mut self,
         tokenizer: &Tokenizer,
         token: u32,
         is_eos: bool,
         last: Option<Ending>,
-    ) -> Result<String, String> {
+        logprobs: Option<&TokenLogprobs>,
+    ) -> Result<Released, String> {
         if self.ending.is_some() {
-            return Ok(String::new());
+            return Ok(Released::default());
         }
         self.generated += 1;
+        let decode = |tokens: &[u32]| {
+            tokenizer
+                .decode(tokens)
+                .map_err(|e| format!("decoding the completion: {e}"))
+        };
+        let before = std::mem::take(&mut self.text);
         if !(is_eos && last.is_some()) {
             self.tokens.push(token);
+            if let Some(logprobs) = logprobs {
+                let (offset, text) = addition(&before, decode(&self.tokens)?);
+                let earlier = &self.tokens[..self.tokens.len() - 1];
+                let mut top = Vec::with_capacity(logprobs.top.len());
+                for &(alternative, logprob) in &logprobs.top {
+                    let with = decode(&[earlier, &[alternative]].concat())?;
+                    top.push((addition(&before, with).1, logprob));
+                }
+                self.entries.push(TokenEntry {
+                    char_offset: before[..offset].chars().count(),
+                    text,
+                    offset,
+                    logprob: logprobs.logprob,
+                    top,
+                });
+            }
         }
-        self.text = tokenizer
-            .decode(&self.tokens)
-            .map_err(|e| format!("decoding the completion: {e}"))?;
+        self.text = decode(&self.tokens)?;
         if let Some(cut) = first_stop(&self.text, &self.stop) {
             self.text.truncate(cut);
             self.ending = Some(Ending::Stop);
@@ -81,7 +133,7 @@ impl ChoiceText {
     }
 
     /// Ends the choice where it stands (shutdown); returns the rest of its text.
-    pub fn cut(&mut self) -> String {
+    pub fn cut(&mut self) -> Released {
         if self.ending.is_none() {
             self.ending = Some(Ending::Cut);
         }
@@ -93,10 +145,34 @@ impl ChoiceText {
         &self.text
     }
 
-    /// The text from `released` to what is safe: all of it once the choice ended; before that,
-    /// nothing that a later token could still change (a trailing replacement character: an
-    /// incomplete UTF-8 sequence to a byte-level tokenizer) or complete into a stop string.
-    fn release(&mut self) -> String {
+    /// Every entry of the choice's tokens (empty unless log-probabilities were asked for): those
+    /// whose text starts inside the final text, once the choice has ended.
+    pub fn entries(&self) -> &[TokenEntry] {
+        &self.entries[..self.entries_released]
+    }
+
+    /// The text from `released` to what is safe, with the entries of the tokens whose text starts
+    /// in what has been released. All of it once the choice ended (entries of tokens whose text
+    /// starts past its end, inside a cut stop string, are dropped); before that, nothing that a
+    /// later token could still change (a trailing replacement character: an incomplete UTF-8
+    /// sequence to a byte-level tokenizer) or complete into a stop string.
+    fn release(&mut self) -> Released {
+        let text = self.release_text();
+        let mut entries = Vec::new();
+        while let Some(entry) = self.entries.get(self.entries_released) {
+            if entry.offset >= self.released {
+                break;
+            }
+            entries.push(entry.clone());
+            self.entries_released += 1;
+        }
+        if self.ending.is_some() {
+            self.entries.truncate(self.entries_released);
+        }
+        Released { text, entries }
+    }
+
+    fn release_text(&mut self) -> String {
         let end = if self.ending.is_some() {
             self.text.len()
         } else {
@@ -115,6 +191,20 @@ impl ChoiceText {
         self.released = end;
         piece
     }
+}
+
+/// Where `after` stops agreeing with `before` (a byte offset on a char boundary) and what `after`
+/// holds from there: what a token added to the text. Usually `before` is a prefix of `after`; when
+/// the token completed a character `before` ended in a replacement character for, the addition
+/// starts where that character did.
+fn addition(before: &str, after: String) -> (usize, String) {
+    let common = before
+        .char_indices()
+        .zip(after.chars())
+        .find(|((_, a), b)| a != b)
+        .map_or(before.len().min(after.len()), |((i, _), _)| i);
+    // `common` is a char boundary of `before`, and the same chars precede it in `after`.
+    (common, after[common..].to_string())
 }
 
 /// The byte offset of the earliest stop string in `text`.
@@ -158,7 +248,8 @@ mod tests {
         let mut pieces = Vec::new();
         for (i, &token) in tokens.iter().enumerate() {
             let last = (i + 1 == tokens.len()).then_some(end);
-            pieces.push(choice.push(&tokenizer, token, token == eos, last).unwrap());
+            let released = choice.push(&tokenizer, token, token == eos, last, None);
+            pieces.push(released.unwrap().text);
         }
         (pieces, choice)
     }
@@ -202,13 +293,71 @@ mod tests {
         let mut choice = ChoiceText::new(vec!["XY".into()]);
         let mut streamed = String::new();
         for token in tokenizer.encode("abX").unwrap() {
-            streamed += &choice.push(&tokenizer, token, false, None).unwrap();
+            streamed += &choice
+                .push(&tokenizer, token, false, None, None)
+                .unwrap()
+                .text;
         }
         assert_eq!(streamed, "ab");
-        streamed += &choice.cut();
+        streamed += &choice.cut().text;
         assert_eq!(streamed, "abX");
         assert_eq!(choice.ending, Some(Ending::Cut));
         assert_eq!(Ending::Cut.finish_reason(), None);
+    }
+
+    /// With log-probabilities: one entry per token, released with the piece its text starts in;
+    /// the entries' texts and offsets rebuild the text; a stop string drops the entries of the
+    /// tokens inside it, and the end-of-sequence token has none.
+    #[test]
+    fn token_entries_follow_the_released_text() {
+        let text = "ab XY cd";
+        let tokenizer =
+            Tokenizer::from_json_str(&char_tokenizer_json([text], &[]), Path::new("t")).unwrap();
+        let eos = tokenizer.eos_id().unwrap();
+        for (stop, want_text) in [(vec![], text), (vec!["XY".to_string()], "ab ")] {
+            let mut choice = ChoiceText::new(stop.clone());
+            let mut tokens = tokenizer.encode(text).unwrap();
+            tokens.push(eos);
+            let (mut streamed, mut entries) = (String::new(), Vec::new());
+            for (i, &token) in tokens.iter().enumerate() {
+                let last = (i + 1 == tokens.len()).then_some(Ending::Stop);
+                let logprobs = TokenLogprobs {
+                    logprob: -(i as f32),
+                    top: vec![(token, -(i as f32)), (tokens[0], -9.0)],
+                };
+                let released = choice
+                    .push(&tokenizer, token, token == eos, last, Some(&logprobs))
+                    .unwrap();
+                for entry in &released.entries {
+                    // An entry goes out with (or after) the text it starts in.
+                    assert!(entry.offset < streamed.len() + released.text.len());
+                }
+                streamed += &released.text;
+                entries.extend(released.entries);
+                if choice.ending.is_some() {
+                    break;
+                }
+            }
+            assert_eq!(streamed, want_text, "{stop:?}");
+            assert_eq!(entries, choice.entries(), "{stop:?}");
+            let rebuilt: String = entries.iter().map(|e| e.text.as_str()).collect();
+            assert_eq!(rebuilt, want_text, "{stop:?}: one character per token here");
+            for (i, entry) in entries.iter().enumerate() {
+                assert_eq!((entry.offset, entry.char_offset), (i, i));
+                assert_eq!(entry.logprob, -(i as f32));
+                assert_eq!(entry.top[0], (entry.text.clone(), -(i as f32)));
+                assert_eq!(entry.top[1], ("a".to_string(), -9.0));
+            }
+        }
+    }
+
+    #[test]
+    fn additions_start_where_the_texts_part() {
+        assert_eq!(addition("ab", "abc".into()), (2, "c".into()));
+        assert_eq!(addition("", "x".into()), (0, "x".into()));
+        // A character completed by the token: the addition starts where its stand-in did.
+        assert_eq!(addition("a€\u{FFFD}", "a€é".into()), (4, "é".into()));
+        assert_eq!(addition("abc", "ab".into()), (2, "".into()));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use flix_core::TypeShape;
 use flix_kernels::ops::attention::{DecodeLayerCaches, DecodeStep};
 
 use super::block::{LayerCache, LayerInputs};
-use super::generate::{sample, GenerationConfig};
+use super::generate::{sample, token_logprobs, GenerationConfig, TokenLogprobs};
 use super::LlamaModel;
 use crate::batch::Batch;
 use crate::error::{ModelError, Result};
@@ -38,7 +38,13 @@ pub struct SequenceParams {
     pub stream: u64,
     /// Decoding stops after one of these (it is emitted, with [`FinishReason::Eos`]).
     pub eos_token_ids: Vec<u32>,
+    /// `Some(k)`: every new token comes with its log-probability and the k most likely tokens'
+    /// ([`TokenLogprobs`]; k = 0 for the token's own only). At most [`MAX_TOP_LOGPROBS`].
+    pub logprobs: Option<usize>,
 }
+
+/// The most alternatives [`SequenceParams::logprobs`] may ask for per token.
+pub const MAX_TOP_LOGPROBS: usize = 20;
 
 /// A handle on a sequence of one decoder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -54,12 +60,14 @@ pub enum FinishReason {
 }
 
 /// One new token of one sequence.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct DecodeEvent {
     pub id: SequenceId,
     pub token: u32,
     /// Set on the sequence's last token; the decoder has already let go of it.
     pub finished: Option<FinishReason>,
+    /// When the sequence asked for them ([`SequenceParams::logprobs`]).
+    pub logprobs: Option<TokenLogprobs>,
 }
 
 /// A sequence being decoded.
@@ -70,6 +78,8 @@ struct Active {
     slots: Vec<i32>,
     sampling: GenerationConfig,
     stream: u64,
+    /// How many alternatives to report with each new token, if any.
+    logprobs: Option<usize>,
     /// Tokens the next step feeds: the prompt before the first step, then the last new token.
     pending: Vec<u32>,
     /// Tokens already in the cache.
@@ -143,6 +153,7 @@ impl<'m> Decoder<'m> {
             seed,
             stream,
             eos_token_ids,
+            logprobs,
         } = params;
         self.active.push(Active {
             id,
@@ -156,6 +167,7 @@ impl<'m> Decoder<'m> {
                 eos_token_ids,
             },
             stream,
+            logprobs,
             pending: prompt,
             cached: 0,
             generated: 0,
@@ -195,6 +207,11 @@ impl<'m> Decoder<'m> {
         }
         if !(p.top_p > 0.0 && p.top_p <= 1.0) {
             return invalid(format!("top_p must be in (0, 1], found {}", p.top_p));
+        }
+        if let Some(k) = p.logprobs.filter(|&k| k > MAX_TOP_LOGPROBS) {
+            return invalid(format!(
+                "at most {MAX_TOP_LOGPROBS} alternatives per token (logprobs), found {k}"
+            ));
         }
         if let Some(types) = &self.types {
             if p.slots.len() > types.len() {
@@ -306,6 +323,7 @@ impl<'m> Decoder<'m> {
         for (row, a) in self.active.iter_mut().enumerate() {
             let row_logits = &logits[row * vocab..(row + 1) * vocab];
             let token = sample(row_logits, &a.sampling, a.stream, a.generated as u64);
+            let logprobs = a.logprobs.map(|k| token_logprobs(row_logits, token, k));
             a.cached += a.pending.len();
             a.generated += 1;
             a.pending = vec![token];
@@ -323,6 +341,7 @@ impl<'m> Decoder<'m> {
                 id: a.id,
                 token,
                 finished: reason,
+                logprobs,
             });
         }
         for id in finished {

@@ -80,6 +80,7 @@ impl LlamaModel {
                     seed: cfg.seed,
                     stream: i as u64,
                     eos_token_ids: cfg.eos_token_ids.clone(),
+                    logprobs: None,
                 })
                 .map_err(|e| ModelError::Batch(format!("prompt {i}: {e}")))?;
             index_of.insert(id, i);
@@ -123,6 +124,59 @@ impl LlamaModel {
             0.0,
         )?;
         Ok(logits.to_f32_vec()?)
+    }
+}
+
+/// The log-probability of a generated token and of the most likely tokens at its step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprobs {
+    /// log p(token), of the model's distribution: the softmax of the logits, before temperature
+    /// and top-p shape the draw.
+    pub logprob: f32,
+    /// The most likely tokens with their log-probabilities, most likely first (ties: lower id
+    /// first); as many as were asked for, or the whole vocabulary when it is smaller.
+    pub top: Vec<(u32, f32)>,
+}
+
+/// log-softmax of `logits` at `token`, and the `top` most likely tokens with theirs; sums in f64.
+/// NaN logits rank last.
+pub fn token_logprobs(logits: &[f32], token: u32, top: usize) -> TokenLogprobs {
+    let max = logits
+        .iter()
+        .copied()
+        .filter(|l| !l.is_nan())
+        .fold(f32::NEG_INFINITY, f32::max) as f64;
+    let sum: f64 = logits
+        .iter()
+        .filter(|l| !l.is_nan())
+        .map(|&l| (l as f64 - max).exp())
+        .sum();
+    let log_total = max + sum.ln();
+    let logprob = |l: f32| (l as f64 - log_total) as f32;
+    // Most likely first, then lower id; NaN below everything.
+    let better = |a: (usize, f32), b: (usize, f32)| match (a.1.is_nan(), b.1.is_nan()) {
+        (false, true) => true,
+        (true, _) => false,
+        (false, false) => a.1 > b.1 || (a.1 == b.1 && a.0 < b.0),
+    };
+    let mut best: Vec<(usize, f32)> = Vec::with_capacity(top + 1);
+    for (j, &l) in logits.iter().enumerate() {
+        if best.len() == top && best.last().is_none_or(|&last| !better((j, l), last)) {
+            continue;
+        }
+        let at = best
+            .iter()
+            .position(|&b| better((j, l), b))
+            .unwrap_or(best.len());
+        best.insert(at, (j, l));
+        best.truncate(top);
+    }
+    TokenLogprobs {
+        logprob: logits.get(token as usize).map_or(f32::NAN, |&l| logprob(l)),
+        top: best
+            .into_iter()
+            .map(|(j, l)| (j as u32, logprob(l)))
+            .collect(),
     }
 }
 
@@ -172,4 +226,30 @@ pub fn sample(logits: &[f32], cfg: &GenerationConfig, sequence: u64, step: u64) 
         }
     }
     nucleus[nucleus.len() - 1].0 as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ties rank the lower id first, NaN ranks last, and asking for more alternatives than the
+    /// vocabulary holds gives the whole vocabulary.
+    #[test]
+    fn token_logprobs_order_ties_nan_and_small_vocabularies() {
+        let logits = [1.0, f32::NAN, 3.0, 1.0, 3.0];
+        let got = token_logprobs(&logits, 3, 10);
+        let ids: Vec<u32> = got.top.iter().map(|t| t.0).collect();
+        assert_eq!(ids, [2, 4, 0, 3, 1]);
+        // Probabilities over the non-NaN logits sum to one.
+        let total: f64 = got.top[..4].iter().map(|t| (t.1 as f64).exp()).sum();
+        assert!((total - 1.0).abs() < 1e-6, "{total}");
+        let want = 1.0 - (2.0 * 1f64.exp() + 2.0 * 3f64.exp()).ln();
+        assert!((got.logprob as f64 - want).abs() < 1e-6);
+        assert!(got.top[4].1.is_nan());
+        assert!(token_logprobs(&logits, 0, 0).top.is_empty());
+        assert!(
+            token_logprobs(&logits, 9, 1).logprob.is_nan(),
+            "no such token"
+        );
+    }
 }

@@ -47,8 +47,10 @@ use flix_kernels::ops::{matmul, Trans};
 use flix_kernels::{DType, Device, DeviceBatch, PackedTokens, Tensor};
 
 pub use block::{DecoderLayer, QkNorm, SandwichNorms};
-pub use decode::{DecodeEvent, Decoder, FinishReason, SequenceId, SequenceParams};
-pub use generate::{sample, GenerationConfig};
+pub use decode::{
+    DecodeEvent, Decoder, FinishReason, SequenceId, SequenceParams, MAX_TOP_LOGPROBS,
+};
+pub use generate::{sample, token_logprobs, GenerationConfig, TokenLogprobs};
 pub use init::INIT_STD;
 pub use linear::{Linear, LinearSaved};
 pub use param::{duplicate, Param, ParamKind};
