@@ -219,6 +219,8 @@ async fn serve_end_to_end() {
     token_id_prompts_match_text_prompts(&client, &server, &tmp.path().join("base")).await;
     streaming_concatenates_to_the_whole_text(&client, &server).await;
     logprobs_whole_and_streamed(&client, &server).await;
+    echo_scores_the_prompt_as_generation_scored_it(&client, &server, &tmp.path().join("base"))
+        .await;
     stop_strings_cut_the_text(&client, &server).await;
     bad_requests_get_openai_errors(&client, &server).await;
     models_and_health(&client, &server).await;
@@ -453,6 +455,83 @@ async fn logprobs_whole_and_streamed(client: &reqwest::Client, server: &Server) 
     );
 }
 
+/// `echo`: the prompt's tokens, given as ids with the greedy completion appended, are scored with
+/// the log-probabilities generation gave those tokens; `max_tokens` 0 returns the prompt alone
+/// (no completion token), and a streamed echo concatenates to the same text and entries.
+async fn echo_scores_the_prompt_as_generation_scored_it(
+    client: &reqwest::Client,
+    server: &Server,
+    base: &Path,
+) {
+    let tokenizer = flix_model::Tokenizer::load(base).unwrap();
+    let prompt = tokenizer.encode_prompt(PROMPTS[0]).unwrap();
+    let features = features_json(COMBINATIONS[0]);
+    let (status, generated) = complete(
+        client,
+        server,
+        &json!({"prompt": prompt, "max_tokens": MAX_NEW, "logprobs": 2, "features": features}),
+    )
+    .await;
+    assert_eq!(status, 200, "{generated}");
+    let completion = tokenizer.encode(&text0(&generated)).unwrap();
+    let whole = [prompt.clone(), completion.clone()].concat();
+    let body = json!({"prompt": whole, "max_tokens": 0, "echo": true, "logprobs": 2,
+                      "features": features});
+    let (status, echoed) = complete(client, server, &body).await;
+    assert_eq!(status, 200, "{echoed}");
+    let choice = &echoed["choices"][0];
+    assert_eq!(choice["finish_reason"], "length");
+    assert_eq!(echoed["usage"]["completion_tokens"], 0);
+    let logprobs = &choice["logprobs"];
+    let tokens = logprobs["tokens"].as_array().unwrap();
+    assert_eq!(
+        tokens.len(),
+        whole.len(),
+        "one entry per prompt token: {echoed}"
+    );
+    let concat: String = tokens.iter().map(|t| t.as_str().unwrap()).collect();
+    assert_eq!(concat, choice["text"].as_str().unwrap());
+    assert!(choice["text"]
+        .as_str()
+        .unwrap()
+        .ends_with(&text0(&generated)));
+    assert!(logprobs["token_logprobs"][0].is_null() && logprobs["top_logprobs"][0].is_null());
+    // The completion's tokens, scored as prompt, have the log-probabilities generation gave them.
+    let scored = &logprobs["token_logprobs"].as_array().unwrap()[prompt.len()..];
+    let wanted = generated["choices"][0]["logprobs"]["token_logprobs"]
+        .as_array()
+        .unwrap();
+    assert_eq!(scored.len(), completion.len());
+    for (got, want) in scored.iter().zip(wanted) {
+        let (got, want) = (got.as_f64().unwrap(), want.as_f64().unwrap());
+        assert!((got - want).abs() < 1e-4, "{got} against {want}: {echoed}");
+    }
+
+    // Streamed, with a completion: the prompt comes first, and the chunks rebuild the answer.
+    let body = json!({"prompt": PROMPTS[0], "max_tokens": MAX_NEW, "echo": true, "logprobs": 1,
+                      "features": features});
+    let (_, whole_answer) = complete(client, server, &body).await;
+    let text = text0(&whole_answer);
+    assert!(text.ends_with(&text0(&generated)), "{whole_answer}");
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let events = stream(client, server, &streamed).await;
+    let (mut chunk_text, mut chunk_tokens) = (String::new(), Vec::new());
+    for event in &events[..events.len() - 1] {
+        let chunk: Value = serde_json::from_str(event).unwrap();
+        chunk_text += chunk["choices"][0]["text"].as_str().unwrap();
+        let items = chunk["choices"][0]["logprobs"]["tokens"]
+            .as_array()
+            .unwrap();
+        chunk_tokens.extend(items.iter().cloned());
+    }
+    assert_eq!(chunk_text, text);
+    assert_eq!(
+        Value::from(chunk_tokens),
+        whole_answer["choices"][0]["logprobs"]["tokens"]
+    );
+}
+
 /// SSE chunks concatenate to the non-streamed text; the last chunk carries the finish reason, the
 /// usage chunk the same usage, and `[DONE]` ends the stream.
 async fn streaming_concatenates_to_the_whole_text(client: &reqwest::Client, server: &Server) {
@@ -563,7 +642,7 @@ async fn bad_requests_get_openai_errors(client: &reqwest::Client, server: &Serve
         (with("top_p", json!(1.5)), "top_p"),
         (with("stop", json!(["a", "b", "c", "d", "e"])), "stop"),
         (with("stop", json!(7)), "stop"),
-        (with("echo", json!(true)), "echo"),
+        (with("echo", json!("yes")), "echo"),
         (with("stream", json!("yes")), "stream"),
         (with("seed", json!(-3)), "seed"),
         (with("n", json!(2)), "n"),

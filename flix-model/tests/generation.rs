@@ -230,6 +230,7 @@ fn decoder_sequences_joining_and_leaving_equal_each_alone() {
             stream,
             eos_token_ids: vec![],
             logprobs: None,
+            prompt_logprobs: false,
         }
     };
     // (step at which it joins, its parameters)
@@ -303,6 +304,7 @@ fn decoder_stops_at_the_context_and_refuses_bad_sequences() {
         stream: 0,
         eos_token_ids: vec![],
         logprobs: None,
+        prompt_logprobs: false,
     };
     let id = decoder.add(ok.clone()).unwrap();
     let mut events = Vec::new();
@@ -351,6 +353,10 @@ fn decoder_stops_at_the_context_and_refuses_bad_sequences() {
             logprobs: Some(MAX_TOP_LOGPROBS + 1),
             ..ok.clone()
         },
+        SequenceParams {
+            prompt_logprobs: true,
+            ..ok.clone()
+        },
     ];
     for p in bad {
         let err = decoder.add(p.clone()).unwrap_err();
@@ -360,8 +366,9 @@ fn decoder_stops_at_the_context_and_refuses_bad_sequences() {
 }
 
 /// The log-probabilities the decoder reports with each token (cached decoding, in a batch with
-/// another sequence) against a log-softmax in f64 of the logits of the whole sequence so far,
-/// recomputed without a cache; the alternatives are the most likely tokens of that row, in order.
+/// another sequence), and with the prompt's tokens when asked, against a log-softmax in f64 of
+/// the logits of the whole sequence, computed without a cache; the alternatives are the most
+/// likely tokens of that row, in order.
 #[test]
 fn decoder_logprobs_are_the_log_softmax_of_the_uncached_logits() {
     let model = model_with_adapters();
@@ -377,10 +384,14 @@ fn decoder_logprobs_are_the_log_softmax_of_the_uncached_logits() {
         stream: 0,
         eos_token_ids: vec![],
         logprobs,
+        prompt_logprobs: false,
     };
     let asked = [
         sequence(vec![1, 17, 42], vec![0, 1], 0.0, Some(3)),
-        sequence(vec![1, 88, 7, 31], vec![2, -1], 1.5, Some(0)),
+        SequenceParams {
+            prompt_logprobs: true,
+            ..sequence(vec![1, 88, 7, 31], vec![2, -1], 1.5, Some(0))
+        },
     ];
     let quiet = decoder
         .add(sequence(vec![5, 6], vec![1, 0], 0.0, None))
@@ -397,16 +408,40 @@ fn decoder_logprobs_are_the_log_softmax_of_the_uncached_logits() {
     }
     assert!(events[&quiet].iter().all(|e| e.logprobs.is_none()));
     for (p, id) in asked.iter().zip(&ids) {
-        let mut tokens = p.prompt.clone();
-        for event in &events[id] {
-            let batch = Batch::new(&[Sequence {
-                tokens: tokens.clone(),
-                targets: vec![-1; tokens.len()],
-                features: p.slots.clone(),
-            }])
+        // (row of the whole sequence's logits, token it predicts, what the decoder reported)
+        let mut checks = Vec::new();
+        let first = &events[id][0];
+        if p.prompt_logprobs {
+            assert_eq!(first.prompt_logprobs.len(), p.prompt.len() - 1);
+            for (j, got) in first.prompt_logprobs.iter().enumerate() {
+                checks.push((j, p.prompt[j + 1], got.clone()));
+            }
+        } else {
+            assert!(first.prompt_logprobs.is_empty());
+        }
+        for (i, event) in events[id].iter().enumerate() {
+            assert!(
+                i == 0 || event.prompt_logprobs.is_empty(),
+                "only the first event"
+            );
+            let at = p.prompt.len() - 1 + i;
+            checks.push((at, event.token, event.logprobs.clone().unwrap()));
+        }
+        let generated: Vec<u32> = events[id].iter().map(|e| e.token).collect();
+        let tokens = [p.prompt.clone(), generated].concat();
+        let batch = Batch::new(&[Sequence {
+            tokens: tokens.clone(),
+            targets: vec![-1; tokens.len()],
+            features: p.slots.clone(),
+        }])
+        .unwrap();
+        let all = model
+            .logits(&model.upload(&batch).unwrap())
+            .unwrap()
+            .to_f32_vec()
             .unwrap();
-            let logits = model.logits(&model.upload(&batch).unwrap()).unwrap();
-            let row = &logits.to_f32_vec().unwrap()[(tokens.len() - 1) * vocab..];
+        for (at, token, got) in checks {
+            let row = &all[at * vocab..(at + 1) * vocab];
             let max = row.iter().fold(f64::NEG_INFINITY, |m, &l| m.max(l as f64));
             let log_total = max
                 + row
@@ -415,13 +450,11 @@ fn decoder_logprobs_are_the_log_softmax_of_the_uncached_logits() {
                     .sum::<f64>()
                     .ln();
             let want = |t: u32| row[t as usize] as f64 - log_total;
-            let got = event.logprobs.as_ref().unwrap();
             assert!(
-                (got.logprob as f64 - want(event.token)).abs() < 1e-4,
-                "{p:?}: token {} logprob {} against {}",
-                event.token,
+                (got.logprob as f64 - want(token)).abs() < 1e-4,
+                "{p:?}: token {token} at {at}: logprob {} against {}",
                 got.logprob,
-                want(event.token)
+                want(token)
             );
             let mut order: Vec<u32> = (0..vocab as u32).collect();
             order.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
@@ -431,10 +464,9 @@ fn decoder_logprobs_are_the_log_softmax_of_the_uncached_logits() {
                 assert_eq!(t, t_want, "{p:?}: the alternatives in order");
                 assert!((lp as f64 - want(t)).abs() < 1e-4);
             }
-            if p.temperature == 0.0 && k > 0 {
-                assert_eq!(got.top[0].0, event.token, "greedy picks the most likely");
+            if p.temperature == 0.0 && k > 0 && at >= p.prompt.len() - 1 {
+                assert_eq!(got.top[0].0, token, "greedy picks the most likely");
             }
-            tokens.push(event.token);
         }
     }
 }

@@ -97,6 +97,8 @@ pub struct CompletionRequest {
     pub include_usage: bool,
     /// `logprobs`: report each token's log-probability and this many alternatives'.
     pub logprobs: Option<usize>,
+    /// `echo`: each choice's text starts with its prompt (with `logprobs`, scored too).
+    pub echo: bool,
     pub features: Combination,
     /// Served anyway, but the client should know (an unknown feature value, an ignored field).
     pub warnings: Vec<String>,
@@ -129,6 +131,8 @@ pub fn parse_request(
     let prompts = parse_prompt(fields)?;
     let max_tokens = match present(fields, "max_tokens") {
         None => DEFAULT_MAX_TOKENS.min(limits.max_tokens),
+        // With echo, 0 asks for the prompt alone (scored, with logprobs): no completion.
+        Some(v) if flag(fields, "echo")? && v.as_u64() == Some(0) => 0,
         Some(v) => parse_max_tokens(v, limits)?,
     };
     let temperature = match present(fields, "temperature") {
@@ -170,12 +174,7 @@ pub fn parse_request(
     };
     let stop = parse_stop(fields)?;
     let stream = flag(fields, "stream")?;
-    if flag(fields, "echo")? {
-        return Err(ApiError::invalid(
-            "echo",
-            "echo is not supported: only the completion is returned",
-        ));
-    }
+    let echo = flag(fields, "echo")?;
     let include_usage = match present(fields, "stream_options") {
         None => false,
         Some(Value::Object(options)) => flag(options, "include_usage")?,
@@ -210,6 +209,7 @@ pub fn parse_request(
         stream,
         include_usage,
         logprobs,
+        echo,
         features,
         warnings,
     })
@@ -517,7 +517,8 @@ pub fn sequences(
                 ),
             ));
         }
-        if prompt.len() + request.max_tokens > model.max_positions {
+        // Even `max_tokens` 0 runs the decoder for one token (then dropped).
+        if prompt.len() + request.max_tokens.max(1) > model.max_positions {
             return Err(ApiError::invalid(
                 "max_tokens",
                 format!(
@@ -533,7 +534,8 @@ pub fn sequences(
         out.push(SequenceParams {
             prompt,
             slots: slots.clone(),
-            max_new_tokens: request.max_tokens,
+            // `max_tokens` 0 (echo only): the decoder's one token is dropped by the handler.
+            max_new_tokens: request.max_tokens.max(1),
             temperature: request.temperature,
             top_p: request.top_p,
             seed: request.seed,
@@ -541,6 +543,7 @@ pub fn sequences(
             stream: index as u64,
             eos_token_ids: vec![model.eos],
             logprobs: request.logprobs,
+            prompt_logprobs: request.echo && request.logprobs.is_some(),
         });
     }
     Ok(out)
@@ -564,8 +567,9 @@ pub struct Choice {
 #[derive(Debug, Default, Serialize, PartialEq)]
 pub struct Logprobs {
     pub tokens: Vec<String>,
-    pub token_logprobs: Vec<f32>,
-    pub top_logprobs: Vec<BTreeMap<String, f32>>,
+    /// Null for an echoed prompt's first token, which nothing predicts.
+    pub token_logprobs: Vec<Option<f32>>,
+    pub top_logprobs: Vec<Option<BTreeMap<String, f32>>>,
     pub text_offset: Vec<usize>,
 }
 
@@ -575,15 +579,14 @@ impl Logprobs {
         for entry in entries {
             out.tokens.push(entry.text.clone());
             out.token_logprobs.push(entry.logprob);
-            let mut top = BTreeMap::new();
-            // Most likely first; a text two tokens share keeps the likelier one.
-            for (text, logprob) in entry
-                .top
-                .iter()
-                .chain(std::iter::once(&(entry.text.clone(), entry.logprob)))
-            {
-                top.entry(text.clone()).or_insert(*logprob);
-            }
+            let top = entry.logprob.map(|own| {
+                let mut top = BTreeMap::new();
+                // Most likely first; a text two tokens share keeps the likelier one.
+                for (text, logprob) in entry.top.iter().chain([&(entry.text.clone(), own)]) {
+                    top.entry(text.clone()).or_insert(*logprob);
+                }
+                top
+            });
             out.top_logprobs.push(top);
             out.text_offset.push(entry.char_offset);
         }

@@ -32,12 +32,13 @@ use crate::ServeError;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// The next token of choice `choice`; `last` is set on its last token; `logprobs` when the
-    /// request asked for them.
+    /// request asked for them, and on the first token with `echo`, the prompt's.
     Token {
         choice: usize,
         token: u32,
         last: Option<FinishReason>,
         logprobs: Option<TokenLogprobs>,
+        prompt_logprobs: Vec<TokenLogprobs>,
     },
     /// The decoder refused a sequence of the request (a client error).
     Rejected(String),
@@ -440,6 +441,7 @@ impl Engine<'_> {
                             token: event.token,
                             last: event.finished,
                             logprobs: event.logprobs,
+                            prompt_logprobs: event.prompt_logprobs,
                         });
                     }
                     if let Some(reason) = event.finished {

@@ -200,14 +200,27 @@ async fn start_completion(
     })?;
     let sequences = sequences?;
     let prompt_tokens = sequences.iter().map(|s| s.prompt.len()).sum();
+    let choices = sequences
+        .iter()
+        .map(|s| {
+            let choice = ChoiceText::new(request.stop.clone());
+            let choice = match request.echo {
+                true => choice.echoing(&state.model.tokenizer, &s.prompt),
+                false => Ok(choice),
+            };
+            match request.max_tokens {
+                0 => choice.map(ChoiceText::without_completion),
+                _ => choice,
+            }
+        })
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(|e| ApiError::with_status(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     let done: Vec<Arc<AtomicBool>> = (0..sequences.len()).map(|_| Arc::default()).collect();
     let (reply, events) = unbounded_channel();
     let answer = Answer {
         id: format!("cmpl-{}", state.next_id.fetch_add(1, Ordering::SeqCst)),
         created: unix_now(),
-        choices: (0..sequences.len())
-            .map(|_| ChoiceText::new(request.stop.clone()))
-            .collect(),
+        choices,
         done: done.clone(),
         got_token: false,
         retry_after_secs: state.limits.retry_after_secs,
@@ -253,6 +266,7 @@ impl Answer {
                 token,
                 last,
                 logprobs,
+                prompt_logprobs,
             } => {
                 self.got_token = true;
                 let Some(text) = self.choices.get_mut(choice) else {
@@ -269,6 +283,7 @@ impl Answer {
                         token == model.eos,
                         ending,
                         logprobs.as_ref(),
+                        &prompt_logprobs,
                     )
                     .map_err(|e| ApiError::with_status(StatusCode::INTERNAL_SERVER_ERROR, e))?;
                 let ended = text.ending;
@@ -388,9 +403,9 @@ async fn whole_completion(
             .iter()
             .enumerate()
             .map(|(index, c)| Choice {
-                text: c.text().to_string(),
+                text: c.text(),
                 index,
-                logprobs: job.request.logprobs.map(|_| Logprobs::new(c.entries())),
+                logprobs: job.request.logprobs.map(|_| Logprobs::new(&c.entries())),
                 finish_reason: c.ending.and_then(Ending::finish_reason),
             })
             .collect(),

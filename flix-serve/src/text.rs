@@ -27,17 +27,19 @@ impl Ending {
     }
 }
 
-/// One generated token as the `logprobs` of a choice report it.
+/// One token as the `logprobs` of a choice report it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenEntry {
     /// What the token adds to the text: the decoding of the tokens up to it, less the decoding
     /// of those before (so the entries' texts concatenate to the choice's text, up to a cut).
     pub text: String,
-    /// Where that starts in the choice's text, in bytes.
+    /// Where that starts in the completion's text, in bytes (prompt tokens: in the prompt's).
     pub offset: usize,
-    /// The same in characters (Unicode scalar values), as OpenAI's `text_offset` counts.
+    /// Where that starts in the choice's text (the echoed prompt included), in characters
+    /// (Unicode scalar values), as OpenAI's `text_offset` counts.
     pub char_offset: usize,
-    pub logprob: f32,
+    /// None for the first prompt token, which nothing predicts.
+    pub logprob: Option<f32>,
     /// The most likely tokens at this step (their texts as this token's), most likely first.
     pub top: Vec<(String, f32)>,
 }
@@ -49,19 +51,35 @@ pub struct Released {
     pub entries: Vec<TokenEntry>,
 }
 
+/// The prompt a choice echoes before its completion (`echo`).
+#[derive(Debug)]
+struct Echo {
+    tokens: Vec<u32>,
+    /// The prompt's tokens decoded: what the choice's text starts with.
+    text: String,
+    /// Its entries, once the first token brought the prompt's log-probabilities.
+    entries: Vec<TokenEntry>,
+    released: bool,
+}
+
 /// One choice's tokens and the text already released.
 #[derive(Debug)]
 pub struct ChoiceText {
     stop: Vec<String>,
+    echo: Option<Echo>,
+    /// False for `max_tokens` 0: the decoder's one token is dropped, only the prompt is echoed.
+    keep_completion: bool,
     tokens: Vec<u32>,
-    /// One per token of `tokens` when log-probabilities were asked for.
+    /// One per generated token when log-probabilities were asked for.
     entries: Vec<TokenEntry>,
     /// How many of `entries` have been released.
     entries_released: usize,
     /// Every token the model generated for this choice, the end-of-sequence token included.
     pub generated: usize,
-    /// The text as of the last token (cut at a stop string once one matched).
+    /// The completion's text as of the last token (cut at a stop string once one matched).
     text: String,
+    /// A stop string cut `text`.
+    stopped: bool,
     /// How much of `text` has been released (a byte offset on a char boundary).
     released: usize,
     pub ending: Option<Ending>,
@@ -71,20 +89,41 @@ impl ChoiceText {
     pub fn new(stop: Vec<String>) -> Self {
         Self {
             stop,
+            echo: None,
+            keep_completion: true,
             tokens: Vec::new(),
             entries: Vec::new(),
             entries_released: 0,
             generated: 0,
             text: String::new(),
+            stopped: false,
             released: 0,
             ending: None,
         }
     }
 
-    /// Takes the next token, with its log-probabilities when they were asked for; `last` is the
-    /// decoder's ending when it was the sequence's last (with `is_eos`, the end-of-sequence
-    /// token, which is not part of the text and gets no entry). Returns what is now safe to
-    /// release. Tokens after the choice ended are ignored.
+    /// The choice's text starts with the prompt `prompt_tokens`, decoded; with log-probabilities,
+    /// its tokens get entries too.
+    pub fn echoing(mut self, tokenizer: &Tokenizer, prompt_tokens: &[u32]) -> Result<Self, String> {
+        self.echo = Some(Echo {
+            tokens: prompt_tokens.to_vec(),
+            text: decode_with(tokenizer, prompt_tokens)?,
+            entries: Vec::new(),
+            released: false,
+        });
+        Ok(self)
+    }
+
+    /// The completion is dropped (`max_tokens` 0 with `echo`): the choice is its prompt only.
+    pub fn without_completion(mut self) -> Self {
+        self.keep_completion = false;
+        self
+    }
+
+    /// Takes the next token, with its log-probabilities when they were asked for (and, on the
+    /// first token of an echoing choice, the prompt's); `last` is the decoder's ending when it
+    /// was the sequence's last (with `is_eos`, the end-of-sequence token, which adds nothing to
+    /// the text). Returns what is now safe to release. Tokens after the choice ended are ignored.
     pub fn push(
         &mut self,
         tokenizer: &Tokenizer,
@@ -92,39 +131,51 @@ impl ChoiceText {
         is_eos: bool,
         last: Option<Ending>,
         logprobs: Option<&TokenLogprobs>,
+        prompt_logprobs: &[TokenLogprobs],
     ) -> Result<Released, String> {
         if self.ending.is_some() {
             return Ok(Released::default());
         }
-        self.generated += 1;
-        let decode = |tokens: &[u32]| {
-            tokenizer
-                .decode(tokens)
-                .map_err(|e| format!("decoding the completion: {e}"))
-        };
-        let before = std::mem::take(&mut self.text);
-        if !(is_eos && last.is_some()) {
-            self.tokens.push(token);
-            if let Some(logprobs) = logprobs {
-                let (offset, text) = addition(&before, decode(&self.tokens)?);
-                let earlier = &self.tokens[..self.tokens.len() - 1];
-                let mut top = Vec::with_capacity(logprobs.top.len());
-                for &(alternative, logprob) in &logprobs.top {
-                    let with = decode(&[earlier, &[alternative]].concat())?;
-                    top.push((addition(&before, with).1, logprob));
-                }
-                self.entries.push(TokenEntry {
-                    char_offset: before[..offset].chars().count(),
-                    text,
-                    offset,
-                    logprob: logprobs.logprob,
-                    top,
-                });
+        if let (Some(echo), Some(_)) = (&mut self.echo, logprobs) {
+            if echo.entries.is_empty() {
+                echo.entries = prompt_entries(tokenizer, &echo.tokens, prompt_logprobs)?;
             }
         }
-        self.text = decode(&self.tokens)?;
+        if !self.keep_completion {
+            self.ending = Some(Ending::Length);
+            return Ok(self.release());
+        }
+        self.generated += 1;
+        let before = std::mem::take(&mut self.text);
+        let ends_here = is_eos && last.is_some();
+        if !ends_here {
+            self.tokens.push(token);
+        }
+        if let Some(logprobs) = logprobs {
+            let earlier = &self.tokens[..self.tokens.len() - usize::from(!ends_here)];
+            let (offset, text) = if ends_here {
+                // The end-of-sequence token adds nothing to the text.
+                (before.len(), String::new())
+            } else {
+                addition(&before, decode_with(tokenizer, &self.tokens)?)
+            };
+            let mut top = Vec::with_capacity(logprobs.top.len());
+            for &(alternative, logprob) in &logprobs.top {
+                let with = decode_with(tokenizer, &[earlier, &[alternative]].concat())?;
+                top.push((addition(&before, with).1, logprob));
+            }
+            self.entries.push(TokenEntry {
+                char_offset: self.echo_chars() + before[..offset].chars().count(),
+                text,
+                offset,
+                logprob: Some(logprobs.logprob),
+                top,
+            });
+        }
+        self.text = decode_with(tokenizer, &self.tokens)?;
         if let Some(cut) = first_stop(&self.text, &self.stop) {
             self.text.truncate(cut);
+            self.stopped = true;
             self.ending = Some(Ending::Stop);
         } else {
             self.ending = last;
@@ -140,36 +191,58 @@ impl ChoiceText {
         self.release()
     }
 
-    /// The whole text (final once `ending` is set).
-    pub fn text(&self) -> &str {
-        &self.text
+    /// The whole text, the echoed prompt first (final once `ending` is set).
+    pub fn text(&self) -> String {
+        match &self.echo {
+            Some(echo) => format!("{}{}", echo.text, self.text),
+            None => self.text.clone(),
+        }
     }
 
-    /// Every entry of the choice's tokens (empty unless log-probabilities were asked for): those
-    /// whose text starts inside the final text, once the choice has ended.
-    pub fn entries(&self) -> &[TokenEntry] {
-        &self.entries[..self.entries_released]
+    /// Every entry released so far (empty unless log-probabilities were asked for): the echoed
+    /// prompt's, then the completion's; once the choice has ended, all of them but those of the
+    /// tokens whose text starts inside a cut stop string.
+    pub fn entries(&self) -> Vec<TokenEntry> {
+        let echoed = self
+            .echo
+            .as_ref()
+            .filter(|e| e.released)
+            .map_or(&[][..], |e| &e.entries[..]);
+        [echoed, &self.entries[..self.entries_released]].concat()
+    }
+
+    fn echo_chars(&self) -> usize {
+        self.echo.as_ref().map_or(0, |e| e.text.chars().count())
     }
 
     /// The text from `released` to what is safe, with the entries of the tokens whose text starts
-    /// in what has been released. All of it once the choice ended (entries of tokens whose text
-    /// starts past its end, inside a cut stop string, are dropped); before that, nothing that a
-    /// later token could still change (a trailing replacement character: an incomplete UTF-8
-    /// sequence to a byte-level tokenizer) or complete into a stop string.
+    /// in what has been released, the echoed prompt and its entries first. All of it once the
+    /// choice ended (but the entries of tokens whose text starts inside a cut stop string);
+    /// before that, nothing that a later token could still change (a trailing replacement
+    /// character: an incomplete UTF-8 sequence to a byte-level tokenizer) or complete into a
+    /// stop string.
     fn release(&mut self) -> Released {
-        let text = self.release_text();
-        let mut entries = Vec::new();
+        let mut out = Released::default();
+        if let Some(echo) = self.echo.as_mut().filter(|e| !e.released) {
+            echo.released = true;
+            out.text.push_str(&echo.text);
+            out.entries.extend(echo.entries.iter().cloned());
+        }
+        out.text.push_str(&self.release_text());
+        let ended = self.ending.is_some();
         while let Some(entry) = self.entries.get(self.entries_released) {
-            if entry.offset >= self.released {
+            let released = entry.offset < self.released
+                || (ended && (!self.stopped || entry.offset < self.text.len()));
+            if !released {
                 break;
             }
-            entries.push(entry.clone());
+            out.entries.push(entry.clone());
             self.entries_released += 1;
         }
-        if self.ending.is_some() {
+        if ended {
             self.entries.truncate(self.entries_released);
         }
-        Released { text, entries }
+        out
     }
 
     fn release_text(&mut self) -> String {
@@ -191,6 +264,48 @@ impl ChoiceText {
         self.released = end;
         piece
     }
+}
+
+fn decode_with(tokenizer: &Tokenizer, tokens: &[u32]) -> Result<String, String> {
+    tokenizer
+        .decode(tokens)
+        .map_err(|e| format!("decoding the completion: {e}"))
+}
+
+/// The entries of an echoed prompt: token j's text is what it adds to the decoding of the
+/// tokens before it; `logprobs[j - 1]` (the prefill's) is its log-probability, and the first
+/// token has none.
+fn prompt_entries(
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    logprobs: &[TokenLogprobs],
+) -> Result<Vec<TokenEntry>, String> {
+    let mut entries = Vec::with_capacity(prompt.len());
+    let mut before = String::new();
+    for j in 0..prompt.len() {
+        let now = decode_with(tokenizer, &prompt[..=j])?;
+        let (offset, text) = addition(&before, now.clone());
+        let mut top = Vec::new();
+        let logprob = match j.checked_sub(1).and_then(|i| logprobs.get(i)) {
+            Some(lp) => {
+                for &(alternative, alt_logprob) in &lp.top {
+                    let with = decode_with(tokenizer, &[&prompt[..j], &[alternative]].concat())?;
+                    top.push((addition(&before, with).1, alt_logprob));
+                }
+                Some(lp.logprob)
+            }
+            None => None,
+        };
+        entries.push(TokenEntry {
+            char_offset: before[..offset].chars().count(),
+            text,
+            offset,
+            logprob,
+            top,
+        });
+        before = now;
+    }
+    Ok(entries)
 }
 
 /// Where `after` stops agreeing with `before` (a byte offset on a char boundary) and what `after`
@@ -248,7 +363,7 @@ mod tests {
         let mut pieces = Vec::new();
         for (i, &token) in tokens.iter().enumerate() {
             let last = (i + 1 == tokens.len()).then_some(end);
-            let released = choice.push(&tokenizer, token, token == eos, last, None);
+            let released = choice.push(&tokenizer, token, token == eos, last, None, &[]);
             pieces.push(released.unwrap().text);
         }
         (pieces, choice)
@@ -294,7 +409,7 @@ mod tests {
         let mut streamed = String::new();
         for token in tokenizer.encode("abX").unwrap() {
             streamed += &choice
-                .push(&tokenizer, token, false, None, None)
+                .push(&tokenizer, token, false, None, None, &[])
                 .unwrap()
                 .text;
         }
@@ -307,7 +422,7 @@ mod tests {
 
     /// With log-probabilities: one entry per token, released with the piece its text starts in;
     /// the entries' texts and offsets rebuild the text; a stop string drops the entries of the
-    /// tokens inside it, and the end-of-sequence token has none.
+    /// tokens inside it; the end-of-sequence token's entry adds no text.
     #[test]
     fn token_entries_follow_the_released_text() {
         let text = "ab XY cd";
@@ -326,11 +441,12 @@ mod tests {
                     top: vec![(token, -(i as f32)), (tokens[0], -9.0)],
                 };
                 let released = choice
-                    .push(&tokenizer, token, token == eos, last, Some(&logprobs))
+                    .push(&tokenizer, token, token == eos, last, Some(&logprobs), &[])
                     .unwrap();
                 for entry in &released.entries {
                     // An entry goes out with (or after) the text it starts in.
-                    assert!(entry.offset < streamed.len() + released.text.len());
+                    let end = streamed.len() + released.text.len();
+                    assert!(entry.offset < end || entry.text.is_empty());
                 }
                 streamed += &released.text;
                 entries.extend(released.entries);
@@ -344,10 +460,68 @@ mod tests {
             assert_eq!(rebuilt, want_text, "{stop:?}: one character per token here");
             for (i, entry) in entries.iter().enumerate() {
                 assert_eq!((entry.offset, entry.char_offset), (i, i));
-                assert_eq!(entry.logprob, -(i as f32));
+                assert_eq!(entry.logprob, Some(-(i as f32)));
                 assert_eq!(entry.top[0], (entry.text.clone(), -(i as f32)));
                 assert_eq!(entry.top[1], ("a".to_string(), -9.0));
             }
+        }
+    }
+
+    /// An echoing choice releases its prompt first, with the prompt tokens' entries (the first
+    /// without a log-probability) before the completion's, whose offsets count the prompt; with
+    /// `max_tokens` 0 the completion is dropped.
+    #[test]
+    fn echo_comes_first_and_max_tokens_zero_keeps_only_the_prompt() {
+        let tokenizer =
+            Tokenizer::from_json_str(&char_tokenizer_json(["ab =xy"], &[]), Path::new("t"))
+                .unwrap();
+        let prompt = tokenizer.encode("ab =").unwrap();
+        let completion = tokenizer.encode("xy").unwrap();
+        let lp = |logprob: f32| TokenLogprobs {
+            logprob,
+            top: vec![(completion[0], -0.5)],
+        };
+        let prompt_logprobs: Vec<TokenLogprobs> =
+            (1..prompt.len()).map(|j| lp(-(j as f32))).collect();
+        for keep in [true, false] {
+            let mut choice = ChoiceText::new(vec![])
+                .echoing(&tokenizer, &prompt)
+                .unwrap();
+            if !keep {
+                choice = choice.without_completion();
+            }
+            let mut streamed = Released::default();
+            for (i, &token) in completion.iter().enumerate() {
+                let last = (i + 1 == completion.len()).then_some(Ending::Length);
+                let first = if i == 0 { &prompt_logprobs[..] } else { &[] };
+                let r = choice
+                    .push(&tokenizer, token, false, last, Some(&lp(-9.0)), first)
+                    .unwrap();
+                streamed.text += &r.text;
+                streamed.entries.extend(r.entries);
+            }
+            let want = if keep { "ab =xy" } else { "ab =" };
+            assert_eq!(
+                (streamed.text.as_str(), choice.text().as_str()),
+                (want, want)
+            );
+            assert_eq!(streamed.entries, choice.entries());
+            let texts: Vec<&str> = streamed.entries.iter().map(|e| e.text.as_str()).collect();
+            let logprobs: Vec<Option<f32>> = streamed.entries.iter().map(|e| e.logprob).collect();
+            let offsets: Vec<usize> = streamed.entries.iter().map(|e| e.char_offset).collect();
+            if keep {
+                assert_eq!(texts, ["a", "b", " ", "=", "x", "y"]);
+                assert_eq!(offsets, [0, 1, 2, 3, 4, 5]);
+                assert_eq!(logprobs[..4], [None, Some(-1.0), Some(-2.0), Some(-3.0)]);
+                assert_eq!(logprobs[4..], [Some(-9.0), Some(-9.0)]);
+                assert_eq!(choice.generated, 2);
+            } else {
+                assert_eq!(texts, ["a", "b", " ", "="]);
+                assert_eq!(choice.generated, 0);
+            }
+            assert!(streamed.entries[0].top.is_empty());
+            assert_eq!(streamed.entries[1].top, [("x".to_string(), -0.5)]);
+            assert_eq!(choice.ending, Some(Ending::Length));
         }
     }
 

@@ -11,6 +11,7 @@
 
 use flix_core::TypeShape;
 use flix_kernels::ops::attention::{DecodeLayerCaches, DecodeStep};
+use flix_kernels::Tensor;
 
 use super::block::{LayerCache, LayerInputs};
 use super::generate::{sample, token_logprobs, GenerationConfig, TokenLogprobs};
@@ -41,7 +42,14 @@ pub struct SequenceParams {
     /// `Some(k)`: every new token comes with its log-probability and the k most likely tokens'
     /// ([`TokenLogprobs`]; k = 0 for the token's own only). At most [`MAX_TOP_LOGPROBS`].
     pub logprobs: Option<usize>,
+    /// With `logprobs`: the sequence's first event also carries the same for every prompt token
+    /// after the first ([`DecodeEvent::prompt_logprobs`]), from the prefill's logits.
+    pub prompt_logprobs: bool,
 }
+
+/// Prompt rows whose logits are on the host at once when prompt log-probabilities are asked
+/// for: bounds the memory a long prompt of a large vocabulary takes (32 × 262 144 f32 = 32 MiB).
+const PROMPT_LOGPROB_ROWS: usize = 32;
 
 /// The most alternatives [`SequenceParams::logprobs`] may ask for per token.
 pub const MAX_TOP_LOGPROBS: usize = 20;
@@ -68,6 +76,9 @@ pub struct DecodeEvent {
     pub finished: Option<FinishReason>,
     /// When the sequence asked for them ([`SequenceParams::logprobs`]).
     pub logprobs: Option<TokenLogprobs>,
+    /// On a sequence's first event, when it asked for them ([`SequenceParams::prompt_logprobs`]):
+    /// prompt token j's, for j = 1, 2, …; empty otherwise.
+    pub prompt_logprobs: Vec<TokenLogprobs>,
 }
 
 /// A sequence being decoded.
@@ -80,11 +91,34 @@ struct Active {
     stream: u64,
     /// How many alternatives to report with each new token, if any.
     logprobs: Option<usize>,
+    prompt_logprobs: bool,
     /// Tokens the next step feeds: the prompt before the first step, then the last new token.
     pending: Vec<u32>,
     /// Tokens already in the cache.
     cached: usize,
     generated: usize,
+}
+
+/// Log-probabilities of `prompt[1..]` from the final hidden state `x` of a prefill whose rows
+/// `start..start + prompt.len()` hold the prompt: row j predicts token j + 1.
+fn prompt_token_logprobs(
+    model: &LlamaModel,
+    x: &Tensor,
+    start: usize,
+    prompt: &[u32],
+    k: usize,
+) -> Result<Vec<TokenLogprobs>> {
+    let vocab = model.config.vocab_size;
+    let rows: Vec<usize> = (start..start + prompt.len().saturating_sub(1)).collect();
+    let mut out = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(PROMPT_LOGPROB_ROWS) {
+        let logits = model.row_logits(x, chunk)?;
+        for (i, &row) in chunk.iter().enumerate() {
+            let next = prompt[row - start + 1];
+            out.push(token_logprobs(&logits[i * vocab..(i + 1) * vocab], next, k));
+        }
+    }
+    Ok(out)
 }
 
 /// The sequences being generated and their key/value caches. See the module docs.
@@ -154,6 +188,7 @@ impl<'m> Decoder<'m> {
             stream,
             eos_token_ids,
             logprobs,
+            prompt_logprobs,
         } = params;
         self.active.push(Active {
             id,
@@ -168,6 +203,7 @@ impl<'m> Decoder<'m> {
             },
             stream,
             logprobs,
+            prompt_logprobs,
             pending: prompt,
             cached: 0,
             generated: 0,
@@ -212,6 +248,11 @@ impl<'m> Decoder<'m> {
             return invalid(format!(
                 "at most {MAX_TOP_LOGPROBS} alternatives per token (logprobs), found {k}"
             ));
+        }
+        if p.prompt_logprobs && p.logprobs.is_none() {
+            return invalid(
+                "prompt log-probabilities need logprobs (how many alternatives)".into(),
+            );
         }
         if let Some(types) = &self.types {
             if p.slots.len() > types.len() {
@@ -320,7 +361,14 @@ impl<'m> Decoder<'m> {
         let context = model.config.max_position_embeddings;
         let mut events = Vec::with_capacity(self.active.len());
         let mut finished = Vec::new();
+        let starts = batch.starts();
         for (row, a) in self.active.iter_mut().enumerate() {
+            let prompt_logprobs = match a.logprobs {
+                Some(k) if a.prompt_logprobs && a.cached == 0 => {
+                    prompt_token_logprobs(model, &x, starts[row], &a.pending, k)?
+                }
+                _ => Vec::new(),
+            };
             let row_logits = &logits[row * vocab..(row + 1) * vocab];
             let token = sample(row_logits, &a.sampling, a.stream, a.generated as u64);
             let logprobs = a.logprobs.map(|k| token_logprobs(row_logits, token, k));
@@ -342,6 +390,7 @@ impl<'m> Decoder<'m> {
                 token,
                 finished: reason,
                 logprobs,
+                prompt_logprobs,
             });
         }
         for id in finished {

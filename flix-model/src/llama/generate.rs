@@ -81,6 +81,7 @@ impl LlamaModel {
                     stream: i as u64,
                     eos_token_ids: cfg.eos_token_ids.clone(),
                     logprobs: None,
+                    prompt_logprobs: false,
                 })
                 .map_err(|e| ModelError::Batch(format!("prompt {i}: {e}")))?;
             index_of.insert(id, i);
@@ -97,22 +98,33 @@ impl LlamaModel {
     /// are gathered where `x` lies (a decode step, one token per segment, needs no gathering);
     /// only the logits come to the host.
     pub(super) fn last_token_logits(&self, x: &Tensor, starts: &[usize]) -> Result<Vec<f32>> {
-        let rows = starts.len().saturating_sub(1);
-        let gathered;
-        let last = if starts.windows(2).all(|w| w[1] == w[0] + 1) {
-            x
-        } else {
-            let mut t = Tensor::zeros(x.device(), x.dtype(), &[rows, self.config.hidden_size])?;
-            for (row, w) in starts.windows(2).enumerate() {
-                if w[1] == w[0] {
-                    return Err(ModelError::Batch(format!("segment {row} has no tokens")));
-                }
-                copy_rows(x, w[1] - 1, &mut t, row, 1)?;
-            }
-            gathered = t;
-            &gathered
-        };
-        let (xn, _) = rmsnorm_forward(last, &self.norm.value, self.config.rms_norm_eps)?;
+        if let Some(row) = starts.windows(2).position(|w| w[1] == w[0]) {
+            return Err(ModelError::Batch(format!("segment {row} has no tokens")));
+        }
+        if starts.windows(2).all(|w| w[1] == w[0] + 1) {
+            return self.head_logits(x);
+        }
+        let last: Vec<usize> = starts.iter().skip(1).map(|&end| end - 1).collect();
+        self.row_logits(x, &last)
+    }
+
+    /// Logits of the rows `rows` of the final hidden state `x`, gathered where `x` lies.
+    pub(super) fn row_logits(&self, x: &Tensor, rows: &[usize]) -> Result<Vec<f32>> {
+        let mut gathered = Tensor::zeros(
+            x.device(),
+            x.dtype(),
+            &[rows.len(), self.config.hidden_size],
+        )?;
+        for (to, &from) in rows.iter().enumerate() {
+            copy_rows(x, from, &mut gathered, to, 1)?;
+        }
+        self.head_logits(&gathered)
+    }
+
+    /// The final norm and the output head over every row of `x`, brought to the host.
+    fn head_logits(&self, x: &Tensor) -> Result<Vec<f32>> {
+        let rows = x.shape()[0];
+        let (xn, _) = rmsnorm_forward(x, &self.norm.value, self.config.rms_norm_eps)?;
         let mut logits = Tensor::zeros(x.device(), x.dtype(), &[rows, self.config.vocab_size])?;
         matmul(
             &xn,
