@@ -219,6 +219,7 @@ async fn serve_end_to_end() {
     token_id_prompts_match_text_prompts(&client, &server, &tmp.path().join("base")).await;
     streaming_concatenates_to_the_whole_text(&client, &server).await;
     logprobs_whole_and_streamed(&client, &server).await;
+    features_in_the_model_name(&client, &server).await;
     echo_scores_the_prompt_as_generation_scored_it(&client, &server, &tmp.path().join("base"))
         .await;
     stop_strings_cut_the_text(&client, &server).await;
@@ -453,6 +454,47 @@ async fn logprobs_whole_and_streamed(client: &reqwest::Client, server: &Server) 
         json!([]),
         "{stopped}"
     );
+}
+
+/// `model: "NAME@type=value,..."` selects the same combination as `features` (for clients that
+/// cannot add fields); given both ways, or malformed, it is refused naming the field.
+async fn features_in_the_model_name(client: &reqwest::Client, server: &Server) {
+    for combination in &COMBINATIONS[..4] {
+        let by_field = json!({"prompt": PROMPTS[0], "max_tokens": MAX_NEW,
+                              "features": features_json(combination)});
+        let by_name = json!({"prompt": PROMPTS[0], "max_tokens": MAX_NEW,
+                             "model": format!("anything@{combination}")});
+        let (_, want) = complete(client, server, &by_field).await;
+        let (status, got) = complete(client, server, &by_name).await;
+        assert_eq!(status, 200, "{got}");
+        assert_eq!(got["choices"], want["choices"], "{combination}");
+        assert_eq!(got["warnings"], want["warnings"], "{combination}");
+    }
+    for (body, param, says) in [
+        (
+            json!({"prompt": "1 =", "model": "m@lang=eng", "features": {"lang": "eng"}}),
+            "features",
+            "given twice",
+        ),
+        (
+            json!({"prompt": "1 =", "model": "m@lang"}),
+            "model",
+            "type=value",
+        ),
+        (
+            json!({"prompt": "1 =", "model": "m@colour=red"}),
+            "model",
+            "unknown feature type",
+        ),
+    ] {
+        let (status, answer) = complete(client, server, &body).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(answer["error"]["param"], param, "{answer}");
+        assert!(
+            answer["error"]["message"].as_str().unwrap().contains(says),
+            "{answer}"
+        );
+    }
 }
 
 /// `echo`: the prompt's tokens, given as ids with the greedy completion appended, are scored with

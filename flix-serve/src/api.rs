@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use axum::http::StatusCode;
-use flix_model::export::Combination;
+use flix_model::export::{parse_combination, Combination};
 use flix_model::SequenceParams;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -121,13 +121,14 @@ pub fn parse_request(
         ));
     };
     let mut warnings = Vec::new();
-    // `model` is a name only: the server serves one model, and OpenAI clients insist on sending
-    // some name, so any string is accepted and the response names the served model.
-    if let Some(v) = present(fields, "model") {
-        if !v.is_string() {
-            return Err(type_error("model", "a string", v));
-        }
-    }
+    // `model` names the served model loosely: the server serves one, and OpenAI clients insist
+    // on sending some name, so any string is accepted and the response names the served model.
+    // What follows an `@` is a feature combination, for clients that cannot add `features`.
+    let model_features = match present(fields, "model") {
+        None => None,
+        Some(Value::String(name)) => name.split_once('@').map(|(_, features)| features),
+        Some(v) => return Err(type_error("model", "a string", v)),
+    };
     let prompts = parse_prompt(fields)?;
     let max_tokens = match present(fields, "max_tokens") {
         None => DEFAULT_MAX_TOKENS.min(limits.max_tokens),
@@ -193,7 +194,7 @@ pub fn parse_request(
         })
         .transpose()?;
     refuse_unsupported(fields)?;
-    let features = parse_features(fields, model, &mut warnings)?;
+    let features = parse_features(fields, model_features, model, &mut warnings)?;
     for name in fields.keys() {
         if !KNOWN_FIELDS.contains(&name.as_str()) && !IGNORED_FIELDS.contains(&name.as_str()) {
             warnings.push(format!("unknown field {name:?} ignored"));
@@ -410,27 +411,54 @@ fn refuse_unsupported(fields: &Map<String, Value>) -> Result<(), ApiError> {
 
 /// The `features` object: every type must be one of the run's, every value a string. A value
 /// the run never saw is served absent with a warning, as `flix generate` and `flix eval` do.
+/// The feature combination of a request: the `features` object, or the `type=value,...` list
+/// after `@` in `model` (one or the other), checked against the run's feature types.
 fn parse_features(
     fields: &Map<String, Value>,
+    model_features: Option<&str>,
     model: &ModelInfo,
     warnings: &mut Vec<String>,
 ) -> Result<Combination, ApiError> {
-    let registry = &model.layout.registry;
-    let mut combination = Combination::new();
-    let items = match present(fields, "features") {
-        None => return Ok(combination),
-        Some(Value::Object(items)) => items,
-        Some(v) => {
+    let (param, given) = match (present(fields, "features"), model_features) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "features",
+                "features are given twice: in `features` and after `@` in `model`; give one",
+            ))
+        }
+        (None, None) => return Ok(Combination::new()),
+        (Some(Value::Object(items)), None) => {
+            let mut given = Vec::with_capacity(items.len());
+            for (name, value) in items {
+                let Some(value) = value.as_str() else {
+                    return Err(type_error(&format!("features.{name}"), "a string", value));
+                };
+                given.push((name.clone(), value.to_string()));
+            }
+            ("features", given)
+        }
+        (Some(v), None) => {
             return Err(type_error(
                 "features",
                 "an object like {\"lang\": \"deu\"}",
                 v,
             ))
         }
+        (None, Some(text)) => {
+            let combination = parse_combination(text).map_err(|e| {
+                ApiError::invalid("model", format!("the features after `@` in model: {e}"))
+            })?;
+            ("model", combination.into_iter().collect())
+        }
     };
-    for (name, value) in items {
-        let param = format!("features.{name}");
-        let Some(feature_type) = registry.feature_type(name) else {
+    let registry = &model.layout.registry;
+    let mut combination = Combination::new();
+    for (name, value) in given {
+        let Some(feature_type) = registry.feature_type(&name) else {
+            let param = match param {
+                "features" => format!("features.{name}"),
+                _ => param.to_string(),
+            };
             return Err(ApiError::invalid(
                 &param,
                 format!(
@@ -439,13 +467,10 @@ fn parse_features(
                 ),
             ));
         };
-        let Some(value) = value.as_str() else {
-            return Err(type_error(&param, "a string", value));
-        };
-        if feature_type.id_of(value).is_none() {
-            warnings.push(unknown_value_warning(name, value, feature_type.values()));
+        if feature_type.id_of(&value).is_none() {
+            warnings.push(unknown_value_warning(&name, &value, feature_type.values()));
         }
-        combination.insert(name.clone(), value.to_string());
+        combination.insert(name, value);
     }
     Ok(combination)
 }
