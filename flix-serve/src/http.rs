@@ -15,7 +15,7 @@ use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use flix_model::FinishReason;
+use flix_model::{FinishReason, SequenceParams};
 use futures_util::stream;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -185,11 +185,13 @@ async fn start_completion(
     }
     let Json(body) = body.map_err(json_rejection)?;
     let request = api::parse_request(&body, &state.limits, &state.model)?;
-    // Tokenizing a long prompt takes a while: off the threads that serve the other requests.
+    // Tokenizing a long prompt (and, to echo it with log-probabilities, decoding every prefix of
+    // it) takes a while: off the threads that serve the other requests.
     let (model, limits) = (state.model.clone(), state.limits);
-    let (request, sequences) = tokio::task::spawn_blocking(move || {
-        let sequences = api::sequences(&request, &limits, &model);
-        (request, sequences)
+    let (request, prepared) = tokio::task::spawn_blocking(move || {
+        let prepared = api::sequences(&request, &limits, &model)
+            .and_then(|sequences| Ok((choice_texts(&request, &model, &sequences)?, sequences)));
+        (request, prepared)
     })
     .await
     .map_err(|e| {
@@ -198,23 +200,8 @@ async fn start_completion(
             format!("tokenizing the prompt failed: {e}"),
         )
     })?;
-    let sequences = sequences?;
+    let (choices, sequences) = prepared?;
     let prompt_tokens = sequences.iter().map(|s| s.prompt.len()).sum();
-    let choices = sequences
-        .iter()
-        .map(|s| {
-            let choice = ChoiceText::new(request.stop.clone());
-            let choice = match request.echo {
-                true => choice.echoing(&state.model.tokenizer, &s.prompt),
-                false => Ok(choice),
-            };
-            match request.max_tokens {
-                0 => choice.map(ChoiceText::without_completion),
-                _ => choice,
-            }
-        })
-        .collect::<Result<Vec<_>, String>>()
-        .map_err(|e| ApiError::with_status(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     let done: Vec<Arc<AtomicBool>> = (0..sequences.len()).map(|_| Arc::default()).collect();
     let (reply, events) = unbounded_channel();
     let answer = Answer {
@@ -236,6 +223,29 @@ async fn start_completion(
         events,
         answer,
     })
+}
+
+/// The texts of a request's choices before their first token: the echoed prompt, if asked for.
+fn choice_texts(
+    request: &CompletionRequest,
+    model: &ModelInfo,
+    sequences: &[SequenceParams],
+) -> Result<Vec<ChoiceText>, ApiError> {
+    sequences
+        .iter()
+        .map(|s| {
+            let mut choice = ChoiceText::new(request.stop.clone());
+            if request.echo {
+                let with_logprobs = request.logprobs.is_some();
+                choice = choice.echoing(&model.tokenizer, &s.prompt, with_logprobs)?;
+            }
+            if request.max_tokens == 0 {
+                choice = choice.without_completion();
+            }
+            Ok(choice)
+        })
+        .collect::<Result<_, String>>()
+        .map_err(|e| ApiError::with_status(StatusCode::INTERNAL_SERVER_ERROR, e))
 }
 
 /// The choices of a request as their tokens arrive.

@@ -57,6 +57,8 @@ struct Echo {
     tokens: Vec<u32>,
     /// The prompt's tokens decoded: what the choice's text starts with.
     text: String,
+    /// What each token adds to `text` ([`emitted_pieces`]), when log-probabilities are asked.
+    pieces: Vec<String>,
     /// Its entries, once the first token brought the prompt's log-probabilities.
     entries: Vec<TokenEntry>,
     released: bool,
@@ -80,6 +82,8 @@ pub struct ChoiceText {
     text: String,
     /// A stop string cut `text`.
     stopped: bool,
+    /// The entries' texts so far, concatenated.
+    emitted: String,
     /// How much of `text` has been released (a byte offset on a char boundary).
     released: usize,
     pub ending: Option<Ending>,
@@ -97,17 +101,30 @@ impl ChoiceText {
             generated: 0,
             text: String::new(),
             stopped: false,
+            emitted: String::new(),
             released: 0,
             ending: None,
         }
     }
 
-    /// The choice's text starts with the prompt `prompt_tokens`, decoded; with log-probabilities,
-    /// its tokens get entries too.
-    pub fn echoing(mut self, tokenizer: &Tokenizer, prompt_tokens: &[u32]) -> Result<Self, String> {
+    /// The choice's text starts with the prompt `prompt_tokens`, decoded; `with_logprobs`: its
+    /// tokens get entries too (this decodes every prefix of the prompt: a long prompt takes a
+    /// while, so call it off the threads that serve requests).
+    pub fn echoing(
+        mut self,
+        tokenizer: &Tokenizer,
+        prompt_tokens: &[u32],
+        with_logprobs: bool,
+    ) -> Result<Self, String> {
+        let text = decode_with(tokenizer, prompt_tokens)?;
+        let pieces = match with_logprobs {
+            true => emitted_pieces(tokenizer, prompt_tokens, &text)?,
+            false => Vec::new(),
+        };
         self.echo = Some(Echo {
             tokens: prompt_tokens.to_vec(),
-            text: decode_with(tokenizer, prompt_tokens)?,
+            text,
+            pieces,
             entries: Vec::new(),
             released: false,
         });
@@ -138,7 +155,7 @@ impl ChoiceText {
         }
         if let (Some(echo), Some(_)) = (&mut self.echo, logprobs) {
             if echo.entries.is_empty() {
-                echo.entries = prompt_entries(tokenizer, &echo.tokens, prompt_logprobs)?;
+                echo.entries = prompt_entries(tokenizer, echo, prompt_logprobs)?;
             }
         }
         if !self.keep_completion {
@@ -147,32 +164,34 @@ impl ChoiceText {
         }
         self.generated += 1;
         let before = std::mem::take(&mut self.text);
+        // The end-of-sequence token adds nothing to the text.
         let ends_here = is_eos && last.is_some();
         if !ends_here {
             self.tokens.push(token);
         }
+        let now = match ends_here {
+            true => before.clone(),
+            false => decode_with(tokenizer, &self.tokens)?,
+        };
         if let Some(logprobs) = logprobs {
             let earlier = &self.tokens[..self.tokens.len() - usize::from(!ends_here)];
-            let (offset, text) = if ends_here {
-                // The end-of-sequence token adds nothing to the text.
-                (before.len(), String::new())
+            let now_settled = if last.is_some() {
+                &now[..]
             } else {
-                addition(&before, decode_with(tokenizer, &self.tokens)?)
+                settled(&now)
             };
-            let mut top = Vec::with_capacity(logprobs.top.len());
-            for &(alternative, logprob) in &logprobs.top {
-                let with = decode_with(tokenizer, &[earlier, &[alternative]].concat())?;
-                top.push((addition(&before, with).1, logprob));
-            }
+            let text = emission(&self.emitted, now_settled).to_string();
+            let top = alternatives(tokenizer, earlier, logprobs)?;
             self.entries.push(TokenEntry {
-                char_offset: self.echo_chars() + before[..offset].chars().count(),
-                text,
-                offset,
+                char_offset: self.echo_chars() + self.emitted.chars().count(),
+                offset: self.emitted.len(),
+                text: text.clone(),
                 logprob: Some(logprobs.logprob),
                 top,
             });
+            self.emitted.push_str(&text);
         }
-        self.text = decode_with(tokenizer, &self.tokens)?;
+        self.text = now;
         if let Some(cut) = first_stop(&self.text, &self.stop) {
             self.text.truncate(cut);
             self.stopped = true;
@@ -272,38 +291,106 @@ fn decode_with(tokenizer: &Tokenizer, tokens: &[u32]) -> Result<String, String> 
         .map_err(|e| format!("decoding the completion: {e}"))
 }
 
-/// The entries of an echoed prompt: token j's text is what it adds to the decoding of the
-/// tokens before it; `logprobs[j - 1]` (the prefill's) is its log-probability, and the first
-/// token has none.
+/// Tokens of context that decide what an alternative token would have added to a text: enough
+/// for any character (at most 4 byte tokens) and for a tokenizer's merging of spaces.
+const PIECE_CONTEXT: usize = 8;
+
+/// `text` without the replacement characters at its end: what a byte-level tokenizer shows for
+/// a character whose bytes have not all arrived yet.
+fn settled(text: &str) -> &str {
+    text.trim_end_matches('\u{FFFD}')
+}
+
+/// What a token adds to the entries' texts: the part of the text decoded with it that follows
+/// what they already hold, or nothing while the decoding disagrees with that (a byte-fallback
+/// tokenizer shows a whole run of byte tokens as replacement characters until it is valid
+/// again), so that the entries' texts only ever grow into the decoded text.
+fn emission<'a>(emitted: &str, now: &'a str) -> &'a str {
+    now.strip_prefix(emitted).unwrap_or_default()
+}
+
+/// What each of `tokens` adds to `text`, their decoding: by [`emission`] over the decoding of
+/// every prefix, the last token adding whatever is left, so the pieces concatenate to `text`.
+fn emitted_pieces(
+    tokenizer: &Tokenizer,
+    tokens: &[u32],
+    text: &str,
+) -> Result<Vec<String>, String> {
+    let mut emitted = String::new();
+    let mut pieces = Vec::with_capacity(tokens.len());
+    for j in 0..tokens.len() {
+        let piece = if j + 1 == tokens.len() {
+            emission(&emitted, text).to_string()
+        } else {
+            let now = decode_with(tokenizer, &tokens[..=j])?;
+            // Only what the whole text keeps counts: a prefix that a later token changes waits.
+            let kept = common_prefix(settled(&now), text);
+            emission(&emitted, kept).to_string()
+        };
+        emitted.push_str(&piece);
+        pieces.push(piece);
+    }
+    Ok(pieces)
+}
+
+/// The longest common prefix of `a` and `b` (on a char boundary).
+fn common_prefix<'a>(a: &'a str, b: &str) -> &'a str {
+    let end = a
+        .char_indices()
+        .zip(b.chars())
+        .find(|((_, x), y)| x != y)
+        .map_or(a.len().min(b.len()), |((i, _), _)| i);
+    &a[..end]
+}
+
+/// What `token` would have added after `context`, judged from the last [`PIECE_CONTEXT`]
+/// tokens of it.
+fn piece(tokenizer: &Tokenizer, context: &[u32], token: u32) -> Result<String, String> {
+    let window = &context[context.len().saturating_sub(PIECE_CONTEXT)..];
+    let before = decode_with(tokenizer, window)?;
+    let after = decode_with(tokenizer, &[window, &[token]].concat())?;
+    Ok(addition(settled(&before), after).1)
+}
+
+/// The alternatives of `logprobs` with the texts they would have added after `context`.
+fn alternatives(
+    tokenizer: &Tokenizer,
+    context: &[u32],
+    logprobs: &TokenLogprobs,
+) -> Result<Vec<(String, f32)>, String> {
+    logprobs
+        .top
+        .iter()
+        .map(|&(token, logprob)| Ok((piece(tokenizer, context, token)?, logprob)))
+        .collect()
+}
+
+/// The entries of an echoed prompt from its pieces: `logprobs[j - 1]` (the prefill's) is token
+/// j's log-probability, and the first token has none.
 fn prompt_entries(
     tokenizer: &Tokenizer,
-    prompt: &[u32],
+    echo: &Echo,
     logprobs: &[TokenLogprobs],
 ) -> Result<Vec<TokenEntry>, String> {
-    let mut entries = Vec::with_capacity(prompt.len());
-    let mut before = String::new();
-    for j in 0..prompt.len() {
-        let now = decode_with(tokenizer, &prompt[..=j])?;
-        let (offset, text) = addition(&before, now.clone());
-        let mut top = Vec::new();
-        let logprob = match j.checked_sub(1).and_then(|i| logprobs.get(i)) {
-            Some(lp) => {
-                for &(alternative, alt_logprob) in &lp.top {
-                    let with = decode_with(tokenizer, &[&prompt[..j], &[alternative]].concat())?;
-                    top.push((addition(&before, with).1, alt_logprob));
-                }
-                Some(lp.logprob)
-            }
-            None => None,
+    let mut entries = Vec::with_capacity(echo.tokens.len());
+    let (mut offset, mut char_offset) = (0, 0);
+    for (j, text) in echo.pieces.iter().enumerate() {
+        let (logprob, top) = match j.checked_sub(1).and_then(|i| logprobs.get(i)) {
+            Some(lp) => (
+                Some(lp.logprob),
+                alternatives(tokenizer, &echo.tokens[..j], lp)?,
+            ),
+            None => (None, Vec::new()),
         };
         entries.push(TokenEntry {
-            char_offset: before[..offset].chars().count(),
-            text,
+            text: text.clone(),
             offset,
+            char_offset,
             logprob,
             top,
         });
-        before = now;
+        offset += text.len();
+        char_offset += text.chars().count();
     }
     Ok(entries)
 }
@@ -313,12 +400,8 @@ fn prompt_entries(
 /// the token completed a character `before` ended in a replacement character for, the addition
 /// starts where that character did.
 fn addition(before: &str, after: String) -> (usize, String) {
-    let common = before
-        .char_indices()
-        .zip(after.chars())
-        .find(|((_, a), b)| a != b)
-        .map_or(before.len().min(after.len()), |((i, _), _)| i);
-    // `common` is a char boundary of `before`, and the same chars precede it in `after`.
+    // A char boundary of `before`, and the same chars precede it in `after`.
+    let common = common_prefix(before, &after).len();
     (common, after[common..].to_string())
 }
 
@@ -485,7 +568,7 @@ mod tests {
             (1..prompt.len()).map(|j| lp(-(j as f32))).collect();
         for keep in [true, false] {
             let mut choice = ChoiceText::new(vec![])
-                .echoing(&tokenizer, &prompt)
+                .echoing(&tokenizer, &prompt, true)
                 .unwrap();
             if !keep {
                 choice = choice.without_completion();
@@ -522,6 +605,49 @@ mod tests {
             assert!(streamed.entries[0].top.is_empty());
             assert_eq!(streamed.entries[1].top, [("x".to_string(), -0.5)]);
             assert_eq!(choice.ending, Some(Ending::Length));
+        }
+    }
+
+    /// A SentencePiece vocabulary with byte fallback (Gemma's kind): characters spelled in byte
+    /// tokens are added by the token that completes them, so the entries' texts still rebuild
+    /// the text, echoed prompt and completion alike.
+    #[test]
+    fn entries_rebuild_text_spelled_in_byte_tokens() {
+        let gguf = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../flix-model/tests/fixtures/gguf/tiny-gemma3-text.gguf");
+        let tokenizer = Tokenizer::load(&gguf).unwrap();
+        let text = "héllo wörld ünïcode € ✓ 東京";
+        let tokens = tokenizer.encode(text).unwrap();
+        assert!(
+            tokens.len() > text.split(' ').count() + 8,
+            "the fixture spells some characters in bytes: {tokens:?}"
+        );
+        let lp = TokenLogprobs {
+            logprob: -1.0,
+            top: vec![(tokens[0], -1.0)],
+        };
+        let prompt_logprobs = vec![lp.clone(); tokens.len() - 1];
+        let mut choice = ChoiceText::new(vec![])
+            .echoing(&tokenizer, &tokens, true)
+            .unwrap();
+        let mut entries = Vec::new();
+        for (i, &token) in tokens.iter().enumerate() {
+            let last = (i + 1 == tokens.len()).then_some(Ending::Length);
+            let first = if i == 0 { &prompt_logprobs[..] } else { &[] };
+            let released = choice
+                .push(&tokenizer, token, false, last, Some(&lp), first)
+                .unwrap();
+            entries.extend(released.entries);
+        }
+        let full = choice.text();
+        assert_eq!(full, format!("{text}{text}"));
+        assert_eq!(entries.len(), 2 * tokens.len());
+        let rebuilt: String = entries.iter().map(|e| e.text.as_str()).collect();
+        assert_eq!(rebuilt, full);
+        let mut at = 0;
+        for entry in &entries {
+            assert_eq!(entry.char_offset, at, "{entries:?}");
+            at += entry.text.chars().count();
         }
     }
 
