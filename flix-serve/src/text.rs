@@ -2,7 +2,7 @@
 //! new tokens without the end-of-sequence token), cut at the first stop string, and released in
 //! pieces for streaming that concatenate to that same text. When the request asked for
 //! log-probabilities, each token's entry (its text, where that starts, its log-probability and
-//! the alternatives') is released with the piece its text starts in.
+//! the alternatives') is released with the piece that completes its text.
 
 use flix_model::{TokenLogprobs, Tokenizer};
 
@@ -234,9 +234,9 @@ impl ChoiceText {
         self.echo.as_ref().map_or(0, |e| e.text.chars().count())
     }
 
-    /// The text from `released` to what is safe, with the entries of the tokens whose text starts
-    /// in what has been released, the echoed prompt and its entries first. All of it once the
-    /// choice ended (but the entries of tokens whose text starts inside a cut stop string);
+    /// The text from `released` to what is safe, with the entries of the tokens whose text has
+    /// been released, the echoed prompt and its entries first. All of it once the choice ended
+    /// (the entries cut with the text at a stop string, those starting inside it dropped);
     /// before that, nothing that a later token could still change (a trailing replacement
     /// character: an incomplete UTF-8 sequence to a byte-level tokenizer) or complete into a
     /// stop string.
@@ -249,11 +249,20 @@ impl ChoiceText {
         }
         out.text.push_str(&self.release_text());
         let ended = self.ending.is_some();
-        while let Some(entry) = self.entries.get(self.entries_released) {
-            let released = entry.offset < self.released
-                || (ended && (!self.stopped || entry.offset < self.text.len()));
-            if !released {
+        // The released text never reaches a stop string's start, so an entry whose text has all
+        // been released is final; at the end, one a stop string cuts is cut with the text.
+        let cut = self.stopped.then_some(self.text.len());
+        while let Some(entry) = self.entries.get_mut(self.entries_released) {
+            let ready = match (ended, cut) {
+                (false, _) => entry.offset + entry.text.len() <= self.released,
+                (true, None) => true,
+                (true, Some(cut)) => entry.offset < cut,
+            };
+            if !ready {
                 break;
+            }
+            if let Some(cut) = cut.filter(|&cut| entry.offset + entry.text.len() > cut) {
+                entry.text.truncate(cut - entry.offset);
             }
             out.entries.push(entry.clone());
             self.entries_released += 1;
@@ -503,7 +512,7 @@ mod tests {
         assert_eq!(Ending::Cut.finish_reason(), None);
     }
 
-    /// With log-probabilities: one entry per token, released with the piece its text starts in;
+    /// With log-probabilities: one entry per token, released with the piece that completes its text;
     /// the entries' texts and offsets rebuild the text; a stop string drops the entries of the
     /// tokens inside it; the end-of-sequence token's entry adds no text.
     #[test]
@@ -527,9 +536,9 @@ mod tests {
                     .push(&tokenizer, token, token == eos, last, Some(&logprobs), &[])
                     .unwrap();
                 for entry in &released.entries {
-                    // An entry goes out with (or after) the text it starts in.
+                    // An entry goes out with (or after) the last of its text.
                     let end = streamed.len() + released.text.len();
-                    assert!(entry.offset < end || entry.text.is_empty());
+                    assert!(entry.offset + entry.text.len() <= end);
                 }
                 streamed += &released.text;
                 entries.extend(released.entries);
@@ -648,6 +657,43 @@ mod tests {
         for entry in &entries {
             assert_eq!(entry.char_offset, at, "{entries:?}");
             at += entry.text.chars().count();
+        }
+    }
+
+    /// A stop string inside a token's text cuts that token's entry with the text, in a whole
+    /// answer and in a stream alike (a BPE vocabulary, whose tokens span several characters).
+    #[test]
+    fn a_stop_string_cuts_the_entry_it_falls_in() {
+        let dir =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../flix-model/tests/fixtures/tiny-llama");
+        let tokenizer = Tokenizer::load(&dir).unwrap();
+        let text = "the quick brown fox jumps over the lazy dog";
+        let tokens = tokenizer.encode(text).unwrap();
+        let full = tokenizer.decode(&tokens).unwrap();
+        let lp = TokenLogprobs {
+            logprob: -1.0,
+            top: vec![],
+        };
+        for stop in ["ick", "own f", "o", "dog"] {
+            let want = &full[..full.find(stop).unwrap()];
+            let mut choice = ChoiceText::new(vec![stop.to_string()]);
+            let mut streamed = Released::default();
+            for (i, &token) in tokens.iter().enumerate() {
+                let last = (i + 1 == tokens.len()).then_some(Ending::Length);
+                let r = choice
+                    .push(&tokenizer, token, false, last, Some(&lp), &[])
+                    .unwrap();
+                streamed.text += &r.text;
+                streamed.entries.extend(r.entries);
+                if choice.ending.is_some() {
+                    break;
+                }
+            }
+            assert_eq!(choice.text(), want, "{stop:?}");
+            assert_eq!(streamed.text, want, "{stop:?}");
+            assert_eq!(streamed.entries, choice.entries(), "{stop:?}");
+            let rebuilt: String = streamed.entries.iter().map(|e| e.text.as_str()).collect();
+            assert_eq!(rebuilt, want, "{stop:?}: {:?}", streamed.entries);
         }
     }
 
