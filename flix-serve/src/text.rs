@@ -219,8 +219,8 @@ impl ChoiceText {
     }
 
     /// Every entry released so far (empty unless log-probabilities were asked for): the echoed
-    /// prompt's, then the completion's; once the choice has ended, all of them but those of the
-    /// tokens whose text starts inside a cut stop string.
+    /// prompt's, then the completion's; once the choice has ended, all of them (cut with the text
+    /// at a stop string, those inside it dropped).
     pub fn entries(&self) -> Vec<TokenEntry> {
         let echoed = self
             .echo
@@ -358,7 +358,9 @@ fn piece(tokenizer: &Tokenizer, context: &[u32], token: u32) -> Result<String, S
     let window = &context[context.len().saturating_sub(PIECE_CONTEXT)..];
     let before = decode_with(tokenizer, window)?;
     let after = decode_with(tokenizer, &[window, &[token]].concat())?;
-    Ok(addition(settled(&before), after).1)
+    // The same characters precede this char boundary in both texts.
+    let common = common_prefix(settled(&before), &after).len();
+    Ok(after[common..].to_string())
 }
 
 /// The alternatives of `logprobs` with the texts they would have added after `context`.
@@ -402,16 +404,6 @@ fn prompt_entries(
         char_offset += text.chars().count();
     }
     Ok(entries)
-}
-
-/// Where `after` stops agreeing with `before` (a byte offset on a char boundary) and what `after`
-/// holds from there: what a token added to the text. Usually `before` is a prefix of `after`; when
-/// the token completed a character `before` ended in a replacement character for, the addition
-/// starts where that character did.
-fn addition(before: &str, after: String) -> (usize, String) {
-    // A char boundary of `before`, and the same chars precede it in `after`.
-    let common = common_prefix(before, &after).len();
-    (common, after[common..].to_string())
 }
 
 /// The byte offset of the earliest stop string in `text`.
@@ -698,12 +690,23 @@ mod tests {
     }
 
     #[test]
-    fn additions_start_where_the_texts_part() {
-        assert_eq!(addition("ab", "abc".into()), (2, "c".into()));
-        assert_eq!(addition("", "x".into()), (0, "x".into()));
-        // A character completed by the token: the addition starts where its stand-in did.
-        assert_eq!(addition("a€\u{FFFD}", "a€é".into()), (4, "é".into()));
-        assert_eq!(addition("abc", "ab".into()), (2, "".into()));
+    fn common_prefixes_end_on_char_boundaries() {
+        assert_eq!(common_prefix("ab", "abc"), "ab");
+        assert_eq!(common_prefix("", "x"), "");
+        assert_eq!(common_prefix("a€\u{FFFD}", "a€é"), "a€");
+        assert_eq!(
+            common_prefix("a€", "a\u{20AD}"),
+            "a",
+            "€ and ₭ share their first byte"
+        );
+        assert_eq!(common_prefix("abc", "ab"), "ab");
+        assert_eq!(settled("ab\u{FFFD}\u{FFFD}"), "ab");
+        assert_eq!(emission("ab", "abc"), "c");
+        assert_eq!(
+            emission("ab", "a\u{FFFD}"),
+            "",
+            "a decoding that disagrees adds nothing"
+        );
     }
 
     #[test]
