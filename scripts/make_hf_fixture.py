@@ -160,24 +160,36 @@ def make_model():
     return model
 
 
-def make_qwen2():
-    torch.manual_seed(2)
-    config = Qwen2Config(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        rms_norm_eps=1e-6,
-        tie_word_embeddings=True,
-        max_position_embeddings=64,
-        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
-        attn_implementation="eager",
-    )
-    model = Qwen2ForCausalLM(config).float()
+# The shape the smaller fixture models share (Qwen2, Qwen3, Mistral).
+SMALL = dict(
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    rms_norm_eps=1e-6,
+    max_position_embeddings=64,
+    attn_implementation="eager",
+)
+
+
+def small_model(seed, config_class, model_class, **settings):
+    """A randomized model of the SMALL shape with `settings` on top, drawn from `seed`."""
+    torch.manual_seed(seed)
+    model = model_class(config_class(**{**SMALL, **settings})).float()
     randomize(model)
     return model
+
+
+def make_qwen2():
+    return small_model(
+        2,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+        tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+    )
 
 
 def write_full_parameter_fixture(out, model):
@@ -198,24 +210,14 @@ def write_qwen2():
 
 
 def make_qwen3():
-    torch.manual_seed(5)
-    config = Qwen3Config(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+    return small_model(
+        5,
+        Qwen3Config,
+        Qwen3ForCausalLM,
         head_dim=16,
-        rms_norm_eps=1e-6,
         tie_word_embeddings=False,
-        max_position_embeddings=64,
         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
-        attn_implementation="eager",
     )
-    model = Qwen3ForCausalLM(config).float()
-    randomize(model)
-    return model
 
 
 def write_qwen3():
@@ -224,25 +226,15 @@ def write_qwen3():
 
 
 def make_mistral():
-    torch.manual_seed(4)
-    config = MistralConfig(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+    return small_model(
+        4,
+        MistralConfig,
+        MistralForCausalLM,
         head_dim=8,
-        rms_norm_eps=1e-6,
         tie_word_embeddings=False,
-        max_position_embeddings=64,
         sliding_window=3,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
-        attn_implementation="eager",
     )
-    model = MistralForCausalLM(config).float()
-    randomize(model)
-    return model
 
 
 def greedy_by_recomputation(model, prompts, new_tokens):
