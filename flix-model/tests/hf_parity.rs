@@ -1,7 +1,9 @@
-//! Parity with Hugging Face `transformers` on the committed tiny Llama and Qwen2 fixtures
-//! (`scripts/make_hf_fixture.py`) and the tiny Gemma 3 fixture (`scripts/make_gemma3_fixture.py`):
-//! logits, masked loss, gradients and greedy generation must match what PyTorch computed. Every test body runs on each available device: the CPU always, CUDA when a GPU is
-//! present (skipped with a message otherwise; with FLIX_REQUIRE_GPU=1 a missing GPU fails).
+//! Parity with Hugging Face `transformers` on the committed tiny Llama, Qwen2, Qwen3 and Mistral
+//! fixtures (`scripts/make_hf_fixture.py`) and the tiny Gemma 3 fixture
+//! (`scripts/make_gemma3_fixture.py`): logits, masked loss, gradients, greedy generation and the
+//! decoder's log-probabilities must match what PyTorch computed. Every test body runs on each
+//! available device: the CPU always, CUDA when a GPU is present (skipped with a message
+//! otherwise; with FLIX_REQUIRE_GPU=1 a missing GPU fails).
 
 use std::path::{Path, PathBuf};
 
@@ -9,8 +11,8 @@ use flix_kernels::tolerance::Tolerance;
 use flix_kernels::{DType, Device, Tensor};
 use flix_model::config::{Family, LayerType};
 use flix_model::{
-    AdapterSpec, Batch, Checkpoint, GenerationConfig, LlamaConfig, LlamaModel, Sequence,
-    TargetModule, TrainMode,
+    AdapterSpec, Batch, Checkpoint, Decoder, GenerationConfig, LlamaConfig, LlamaModel, Sequence,
+    SequenceParams, TargetModule, TrainMode,
 };
 use safetensors::SafeTensors;
 
@@ -229,6 +231,61 @@ fn qwen3_qk_norm_logits_and_loss_match_transformers() {
 fn qwen3_full_parameter_gradients_match_transformers() {
     // embed, 2 × (2 norms + 7 projections + q and k norms), final norm, untied head.
     check_full_gradients(&fixture("tiny-qwen3"), &fixture_batch(), 1 + 2 * 11 + 2);
+}
+
+/// What the decoder reports for a whole sequence given as a prompt (its prompt log-probabilities,
+/// from the prefill's rows) and for its first new token, on every device, against the log-softmax
+/// (f64) of PyTorch's logits of the same sequence.
+#[test]
+fn decoder_log_probabilities_match_the_log_softmax_of_transformers_logits() {
+    for (dir, batch) in [
+        (fixture_dir(), fixture_batch()),
+        (fixture("tiny-qwen3"), fixture_batch()),
+        (gemma3_dir(), fixture_batch_from(&gemma3_dir())),
+    ] {
+        let expected = Expected::load(&dir);
+        for run in devices() {
+            let model = LlamaModel::load_as(&dir, &run.device, run.dtype).unwrap();
+            let vocab = model.config.vocab_size;
+            for s in 0..batch.num_sequences() {
+                let ids = batch.tokens[batch.starts[s]..batch.starts[s + 1]].to_vec();
+                let logits = expected.get(&format!("full.logits.{s}"));
+                let log_softmax = |row: usize, token: u32| {
+                    let row = &logits[row * vocab..(row + 1) * vocab];
+                    let max = row.iter().fold(f64::MIN, |m, &l| m.max(l as f64));
+                    let sum: f64 = row.iter().map(|&l| (l as f64 - max).exp()).sum();
+                    (row[token as usize] as f64 - max - sum.ln()) as f32
+                };
+                let mut decoder = Decoder::new(&model);
+                decoder
+                    .add(SequenceParams {
+                        prompt: ids.clone(),
+                        slots: vec![],
+                        max_new_tokens: 1,
+                        temperature: 0.0,
+                        top_p: 1.0,
+                        seed: 0,
+                        stream: 0,
+                        eos_token_ids: vec![],
+                        logprobs: Some(2),
+                        prompt_logprobs: true,
+                    })
+                    .unwrap();
+                let events = decoder.step().unwrap();
+                let event = &events[0];
+                let mut got: Vec<f32> = event.prompt_logprobs.iter().map(|l| l.logprob).collect();
+                let mut want: Vec<f32> =
+                    (1..ids.len()).map(|j| log_softmax(j - 1, ids[j])).collect();
+                got.push(event.logprobs.as_ref().unwrap().logprob);
+                want.push(log_softmax(ids.len() - 1, event.token));
+                run.assert_close(
+                    &format!("{} sequence {s} log-probabilities", dir.display()),
+                    &got,
+                    &want,
+                );
+            }
+        }
+    }
 }
 
 /// The fixture's PEFT LoRA (r = 4, alpha = 8, on `targets`) as a single-feature FLix: one type
