@@ -178,10 +178,11 @@ pub struct SeedStats {
     pub std: f64,
 }
 
-/// One row of the per-task table.
+/// One row of the per-task table (or of the per-cell table of held-out cells).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskTableRow {
-    /// A task, or `all tasks` (per seed, the mean of the task means).
+    /// A task, or `all tasks` (per seed, the mean of the task means); a cell in the per-cell
+    /// table.
     pub task: String,
     pub metric: String,
     pub cells: usize,
@@ -205,6 +206,9 @@ pub struct CompareResults {
     pub records: Vec<CellRecord>,
     pub supervised: Vec<TaskTableRow>,
     pub heldout: Vec<TaskTableRow>,
+    /// The held-out cells one by one: where a difference on held-out cells comes from.
+    #[serde(default)]
+    pub heldout_cells: Vec<TaskTableRow>,
 }
 
 /// The name of the row that averages every task.
@@ -511,6 +515,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
         mixture: args.mixture.clone(),
         supervised: task_table(&records, &methods, &seeds, CellKind::Supervised),
         heldout: task_table(&records, &methods, &seeds, CellKind::HeldOut),
+        heldout_cells: cell_table(&records, &methods, &seeds, CellKind::HeldOut),
         methods,
         seeds,
         steps: args.steps,
@@ -658,6 +663,46 @@ pub fn task_table(
     rows
 }
 
+/// Per cell of `kind`, each method's mean ± std over seeds of the cell's metric, in %.
+pub fn cell_table(
+    records: &[CellRecord],
+    methods: &[String],
+    seeds: &[u64],
+    kind: CellKind,
+) -> Vec<TaskTableRow> {
+    let mut cells: BTreeMap<&str, Vec<&CellRecord>> = BTreeMap::new();
+    for r in records.iter().filter(|r| r.kind == kind) {
+        cells.entry(r.cell.as_str()).or_default().push(r);
+    }
+    cells
+        .into_iter()
+        .map(|(cell, recs)| {
+            let mut stats = BTreeMap::new();
+            for method in methods {
+                let per_seed: Vec<f64> = seeds
+                    .iter()
+                    .filter_map(|&seed| {
+                        recs.iter()
+                            .find(|r| &r.method == method && r.seed == seed)
+                            .and_then(|r| r.value)
+                            .map(|v| 100.0 * v)
+                    })
+                    .collect();
+                if let Some(s) = seed_stats(per_seed) {
+                    stats.insert(method.clone(), s);
+                }
+            }
+            TaskTableRow {
+                task: cell.to_string(),
+                metric: recs[0].metric.title().to_string(),
+                cells: 1,
+                flix_minus_lora: difference(&stats),
+                methods: stats,
+            }
+        })
+        .collect()
+}
+
 fn seed_stats(per_seed: Vec<f64>) -> Option<SeedStats> {
     if per_seed.is_empty() {
         return None;
@@ -701,23 +746,24 @@ pub fn summary_markdown(c: &CompareResults) -> String {
             c.holdout.join(" ")
         }
     );
-    for (title, rows) in [
-        ("Supervised cells", &c.supervised),
-        ("Held-out (zero-shot) cells", &c.heldout),
+    for (title, first, rows) in [
+        ("Supervised cells", "task", &c.supervised),
+        ("Held-out (zero-shot) cells", "task", &c.heldout),
+        ("Held-out cells one by one", "cell", &c.heldout_cells),
     ] {
         md += &format!("\n## {title}\n\n");
         if rows.is_empty() {
             md += "No cells.\n";
             continue;
         }
-        md += "| task | metric | cells |";
+        md += &format!("| {first} | metric | cells |");
         for m in &c.methods {
             md += &format!(" {m} |");
         }
         md += " FLix − LoRA |\n|---|---|---|";
         md += &"---|".repeat(c.methods.len() + 1);
         md += "\n";
-        for row in rows {
+        for row in rows.iter() {
             md += &format!("| {} | {} | {} |", row.task, row.metric, row.cells);
             for m in &c.methods {
                 md += &format!(
@@ -755,19 +801,23 @@ fn summary_html(c: &CompareResults) -> String {
         "<h2>Per task, {} seed(s): mean ± standard deviation (%)</h2>\n",
         c.seeds.len()
     );
-    for (title, rows) in [
-        ("Supervised cells", &c.supervised),
-        ("Held-out (zero-shot) cells", &c.heldout),
+    for (title, first, rows) in [
+        ("Supervised cells", "task", &c.supervised),
+        ("Held-out (zero-shot) cells", "task", &c.heldout),
+        ("Held-out cells one by one", "cell", &c.heldout_cells),
     ] {
+        if rows.is_empty() && first == "cell" {
+            continue;
+        }
         html += &format!(
             "<h3>{title}</h3>\n<table border=\"1\" cellpadding=\"4\" \
-             style=\"border-collapse:collapse\">\n<tr><th>task</th><th>metric</th><th>cells</th>"
+             style=\"border-collapse:collapse\">\n<tr><th>{first}</th><th>metric</th><th>cells</th>"
         );
         for m in &c.methods {
             html += &format!("<th>{}</th>", html_escape(m));
         }
         html += "<th>FLix − LoRA</th></tr>\n";
-        for row in rows {
+        for row in rows.iter() {
             html += &format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td>",
                 html_escape(&row.task),

@@ -159,7 +159,7 @@ fn table(md: &str, title: &str) -> BTreeMap<String, Vec<String>> {
         .find(|s| s.starts_with(title))
         .unwrap_or_else(|| panic!("no {title} table in {md}"))
         .lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| task"))
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| task") && !l.starts_with("| cell"))
         .map(|l| {
             let cells: Vec<String> = l
                 .trim_matches('|')
@@ -356,6 +356,24 @@ fn compare_trains_evaluates_summarises_and_resumes() {
             assert_eq!(all[3 + i], mean_std(&per_seed), "all tasks {m}: {md}");
         }
     }
+
+    // The held-out cells one by one: per seed the cell's value, then mean ± std over seeds.
+    let cells = table(&md, "Held-out cells one by one");
+    let row = &cells["lang=fra,task=ner"];
+    assert_eq!(cells.len(), 1, "{md}");
+    for (i, m) in methods.iter().enumerate() {
+        let per_seed: Vec<f64> = (0..2u64)
+            .map(|seed| {
+                let r = records
+                    .iter()
+                    .find(|r| r["method"] == *m && r["seed"] == seed && r["heldout"] == true)
+                    .unwrap();
+                100.0 * r["value"].as_f64().unwrap()
+            })
+            .collect();
+        assert_eq!(row[3 + i], mean_std(&per_seed), "{m} in {md}");
+    }
+    assert_eq!(results["heldout_cells"][0]["task"], "lang=fra,task=ner");
 
     // Rerun: every run is kept, the results are the same.
     let (_, log) = flix_ok(&args);
