@@ -417,20 +417,20 @@ def build_models():
         {},
     )
 
+    # The shape the two Qwen fixtures share.
+    qwen_shape = dict(
+        vocab_size=96,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        rms_norm_eps=1e-6,
+        max_position_embeddings=128,
+    )
     torch.manual_seed(1)
     qwen2 = Qwen2ForCausalLM(
-        Qwen2Config(
-            vocab_size=96,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            rms_norm_eps=1e-6,
-            rope_theta=1000000.0,
-            max_position_embeddings=128,
-            tie_word_embeddings=True,
-        )
+        Qwen2Config(**qwen_shape, rope_theta=1000000.0, tie_word_embeddings=True)
     ).eval()
     randomize_norms(qwen2)
     with torch.no_grad():
@@ -450,16 +450,9 @@ def build_models():
     torch.manual_seed(3)
     qwen3 = Qwen3ForCausalLM(
         Qwen3Config(
-            vocab_size=96,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
+            **qwen_shape,
             head_dim=16,
-            rms_norm_eps=1e-6,
             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
-            max_position_embeddings=128,
             tie_word_embeddings=False,
         )
     ).eval()

@@ -108,15 +108,23 @@ impl LlamaModel {
         self.row_logits(x, &last)
     }
 
-    /// Logits of the rows `rows` of the final hidden state `x`, gathered where `x` lies.
+    /// Logits of the rows `rows` of the final hidden state `x`, gathered where `x` lies: one
+    /// copy per run of consecutive rows (a prompt's rows are one run).
     pub(super) fn row_logits(&self, x: &Tensor, rows: &[usize]) -> Result<Vec<f32>> {
         let mut gathered = Tensor::zeros(
             x.device(),
             x.dtype(),
             &[rows.len(), self.config.hidden_size],
         )?;
-        for (to, &from) in rows.iter().enumerate() {
-            copy_rows(x, from, &mut gathered, to, 1)?;
+        let mut to = 0;
+        while to < rows.len() {
+            let run = 1 + rows[to + 1..]
+                .iter()
+                .zip(&rows[to..])
+                .take_while(|(next, prev)| **next == **prev + 1)
+                .count();
+            copy_rows(x, rows[to], &mut gathered, to, run)?;
+            to += run;
         }
         self.head_logits(&gathered)
     }
