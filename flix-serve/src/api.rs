@@ -130,10 +130,11 @@ pub fn parse_request(
         Some(v) => return Err(type_error("model", "a string", v)),
     };
     let prompts = parse_prompt(fields)?;
+    let echo = flag(fields, "echo")?;
     let max_tokens = match present(fields, "max_tokens") {
         None => DEFAULT_MAX_TOKENS.min(limits.max_tokens),
         // With echo, 0 asks for the prompt alone (scored, with logprobs): no completion.
-        Some(v) if flag(fields, "echo")? && v.as_u64() == Some(0) => 0,
+        Some(v) if echo && v.as_u64() == Some(0) => 0,
         Some(v) => parse_max_tokens(v, limits)?,
     };
     let temperature = match present(fields, "temperature") {
@@ -175,7 +176,6 @@ pub fn parse_request(
     };
     let stop = parse_stop(fields)?;
     let stream = flag(fields, "stream")?;
-    let echo = flag(fields, "echo")?;
     let include_usage = match present(fields, "stream_options") {
         None => false,
         Some(Value::Object(options)) => flag(options, "include_usage")?,
